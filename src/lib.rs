@@ -1,0 +1,1 @@
+//! etl: declarative YAML-spec batch ETL.
