@@ -1,0 +1,293 @@
+//! The Polars expressions that check each row: one per column facet (nullability, length,
+//! range, enum, pattern, multiple, uniqueness) and one per rule. Each is true for a row that
+//! violates it; a check on a null value passes (nullability is its own check), as in SQL.
+
+use indexmap::IndexMap;
+use polars::prelude::{DataType, Expr, LiteralValue, Scalar, col, lit};
+use rust_decimal::Decimal;
+
+use crate::spec::expr::{self, BinaryOp, ExprKind, Func, NumKind, Ty, UnaryOp};
+use crate::spec::model::{Column, ColumnType, Literal, Severity, Spec, Stage};
+
+/// One row check.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// What is checked: a facet (`not_null`, `max_length`, `min`, `enum`, ...) or a rule's name.
+    pub rule: String,
+    /// The column a facet is about; None for rules.
+    pub column: Option<String>,
+    /// What a failing row gets.
+    pub severity: Severity,
+    /// The condition as written in the spec's terms, e.g. `cash >= 0`.
+    pub condition: String,
+    /// True for a row that violates the check.
+    pub violation: Expr,
+    /// Message stored with a rejected row.
+    pub message: String,
+    /// The columns it reads (for the offending values).
+    pub reads: Vec<String>,
+}
+
+/// Compiles a stage's checks. `tolerance` is `defaults.tolerance`.
+pub fn compile(spec: &Spec, stage: &Stage, tolerance: Decimal) -> Vec<Check> {
+    let mut out = Vec::new();
+    for (name, c) in &stage.columns {
+        column_checks(spec, stage, name, c, &mut out);
+    }
+    let types: IndexMap<String, ColumnType> = stage.columns.iter().map(|(k, c)| (k.clone(), c.ty)).collect();
+    for rule in &stage.rules {
+        let Ok(parsed) = expr::parse(&rule.check) else { continue };
+        let mut reads = Vec::new();
+        expr::columns_of(&parsed, &mut reads);
+        let tol = rule.tolerance.map_or(tolerance, |t| t.0);
+        let (violation, condition) = match &parsed.kind {
+            ExprKind::Binary(BinaryOp::Eq, l, r)
+                if tol > Decimal::ZERO && matches!(expr::type_of(l, &types), Ok(Ty::Number(_))) =>
+            {
+                let diff = to_polars(l, &types) - to_polars(r, &types);
+                (diff.abs().gt(number(tol)), format!("abs({l} - {r}) <= {tol}"))
+            }
+            _ => (to_polars(&parsed, &types).not(), parsed.to_string()),
+        };
+        out.push(Check {
+            rule: rule.name.clone(),
+            column: None,
+            severity: rule.severity,
+            message: rule.message.clone().unwrap_or_else(|| format!("rule {} failed: {condition}", rule.name)),
+            condition,
+            violation: violation.fill_null(lit(false)),
+            reads,
+        });
+    }
+    out
+}
+
+fn column_checks(spec: &Spec, stage: &Stage, name: &str, c: &Column, out: &mut Vec<Check>) {
+    let v = || col(name);
+    let mut push = |rule: &str, condition: String, violation: Expr, message: String| {
+        out.push(Check {
+            rule: rule.to_string(),
+            column: Some(name.to_string()),
+            severity: Severity::Error,
+            condition,
+            violation: violation.fill_null(lit(false)),
+            message,
+            reads: vec![name.to_string()],
+        });
+    };
+    if !c.nullable {
+        push("not_null", format!("{name} is not null"), v().is_null(), format!("{name} is required"));
+    }
+    if let Some(n) = c.max_length {
+        push(
+            "max_length",
+            format!("length({name}) <= {n}"),
+            v().str().len_chars().gt(lit(n)),
+            format!("{name} is longer than {n} characters"),
+        );
+    }
+    if let Some(n) = c.min_length {
+        push(
+            "min_length",
+            format!("length({name}) >= {n}"),
+            v().str().len_chars().lt(lit(n)),
+            format!("{name} is shorter than {n} characters"),
+        );
+    }
+    let typed = |d: Decimal| typed_number(d, c.ty);
+    if let Some(m) = c.min {
+        push("min", format!("{name} >= {m}"), v().lt(typed(m.0)), format!("{name} is less than {m}"));
+    }
+    if let Some(m) = c.exclusive_min {
+        push("exclusive_min", format!("{name} > {m}"), v().lt_eq(typed(m.0)), format!("{name} is not greater than {m}"));
+    }
+    if let Some(m) = c.max {
+        push("max", format!("{name} <= {m}"), v().gt(typed(m.0)), format!("{name} is greater than {m}"));
+    }
+    if let Some(m) = c.exclusive_max {
+        push("exclusive_max", format!("{name} < {m}"), v().gt_eq(typed(m.0)), format!("{name} is not less than {m}"));
+    }
+    if let Some(m) = c.multiple_of {
+        let violation = match c.ty {
+            ColumnType::Decimal { scale, .. } => {
+                // Exact: compare in units of the column's scale, as integers.
+                let unit = Decimal::from_i128_with_scale(10i128.pow(u32::from(scale)), 0);
+                let scaled = (v() * number(unit)).cast(DataType::Int128);
+                let step = (m.0 * unit).trunc();
+                // A step finer than the column's scale divides every value.
+                if (m.0 * unit).fract() != Decimal::ZERO {
+                    lit(false)
+                } else {
+                    (scaled % lit_i128(step.mantissa())).neq(lit(0))
+                }
+            }
+            ColumnType::Float64 => (v() % lit(f64_of(m.0))).neq(lit(0.0)),
+            _ => (v() % typed(m.0)).neq(lit(0)),
+        };
+        push("multiple_of", format!("{name} % {m} = 0"), violation, format!("{name} is not a multiple of {m}"));
+    }
+    let set = c.enum_name.as_ref().and_then(|e| spec.enums.get(e)).map(|m| m.values().cloned().collect::<Vec<_>>());
+    let (rule, values) = match (&c.enum_name, set, &c.one_of) {
+        (Some(_), Some(vals), _) => ("enum".to_string(), Some(vals)),
+        (_, _, Some(vals)) => ("one_of".to_string(), Some(vals.clone())),
+        _ => (String::new(), None),
+    };
+    if let Some(values) = values {
+        let listed: Vec<String> = values.iter().map(ToString::to_string).collect();
+        let mut any: Option<Expr> = None;
+        for val in &values {
+            let lit_v = match val {
+                Literal::Int(i) => typed_number(Decimal::from(*i), c.ty),
+                Literal::Text(s) => lit(s.clone()),
+            };
+            let eq = v().eq(lit_v);
+            any = Some(match any {
+                None => eq,
+                Some(a) => a.or(eq),
+            });
+        }
+        let violation = any.map_or(lit(true), |a| a.not());
+        push(
+            &rule,
+            format!("{name} in ({})", listed.join(", ")),
+            violation,
+            format!("{name} is not one of {}", listed.join(", ")),
+        );
+    }
+    if let Some(p) = &c.pattern {
+        let anchored = format!("^(?:{p})$");
+        push(
+            "pattern",
+            format!("{name} matches /{p}/"),
+            v().str().contains(lit(anchored), true).not(),
+            format!("{name} does not match /{p}/"),
+        );
+    }
+    let is_key = stage.target.key.len() == 1 && stage.target.key[0] == name;
+    if c.unique && !is_key {
+        push(
+            "unique",
+            format!("{name} is unique in the file"),
+            v().is_not_null().and(v().is_first_distinct().not()),
+            format!("{name} repeats an earlier row's value"),
+        );
+    }
+    if is_key {
+        push(
+            "duplicate_key",
+            format!("{name} is unique in the file (the key)"),
+            v().is_not_null().and(v().is_first_distinct().not()),
+            format!("key {name} repeats an earlier row's key"),
+        );
+    }
+    if stage.target.key.len() > 1 && stage.target.key.last().is_some_and(|k| k == name) {
+        drop(push);
+        let fields: Vec<Expr> = stage.target.key.iter().map(|k| col(k.as_str())).collect();
+        let key = polars::prelude::as_struct(fields);
+        let keys = stage.target.key.join(", ");
+        out.push(Check {
+            rule: "duplicate_key".into(),
+            column: Some(stage.target.key.join(",")),
+            severity: Severity::Error,
+            condition: format!("({keys}) is unique in the file (the key)"),
+            violation: key.is_first_distinct().not(),
+            message: format!("key ({keys}) repeats an earlier row's key"),
+            reads: stage.target.key.clone(),
+        });
+    }
+}
+
+fn f64_of(d: Decimal) -> f64 {
+    d.to_string().parse().unwrap_or(f64::NAN)
+}
+
+fn lit_i128(v: i128) -> Expr {
+    Expr::Literal(LiteralValue::Scalar(Scalar::from(v)))
+}
+
+/// An exact number literal: an integer when whole, else a decimal with its own scale.
+fn number(d: Decimal) -> Expr {
+    let d = d.normalize();
+    if d.scale() == 0 {
+        if let Ok(i) = i64::try_from(d.mantissa()) {
+            return lit(i);
+        }
+    }
+    Expr::Literal(LiteralValue::Scalar(Scalar::new_decimal(d.mantissa(), 38, d.scale() as usize)))
+}
+
+/// A literal typed like the column it is compared with.
+fn typed_number(d: Decimal, t: ColumnType) -> Expr {
+    match t {
+        ColumnType::Int32 => i32::try_from(d.trunc().mantissa()).map_or_else(|_| number(d), lit),
+        ColumnType::Int64 => i64::try_from(d.trunc().mantissa()).map_or_else(|_| number(d), lit),
+        ColumnType::Float64 => lit(f64_of(d)),
+        ColumnType::Decimal { scale, .. } => {
+            let mut r = d;
+            r.rescale(u32::from(scale).max(d.scale()));
+            Expr::Literal(LiteralValue::Scalar(Scalar::new_decimal(r.mantissa(), 38, r.scale() as usize)))
+        }
+        _ => number(d),
+    }
+}
+
+/// Translates a checked rule expression into Polars.
+pub fn to_polars(e: &expr::Expr, types: &IndexMap<String, ColumnType>) -> Expr {
+    match &e.kind {
+        ExprKind::Column(c) => col(c.as_str()),
+        ExprKind::Number(n) => number(*n),
+        ExprKind::Text(s) => lit(s.clone()),
+        ExprKind::Bool(b) => lit(*b),
+        ExprKind::Null => lit(polars::prelude::Null {}),
+        ExprKind::Unary(UnaryOp::Neg, x) => lit(0) - to_polars(x, types),
+        ExprKind::Unary(UnaryOp::Not, x) => to_polars(x, types).not(),
+        ExprKind::IsNull(x, false) => to_polars(x, types).is_null(),
+        ExprKind::IsNull(x, true) => to_polars(x, types).is_not_null(),
+        ExprKind::InList(x, items, negated) => {
+            let v = to_polars(x, types);
+            let any = items
+                .iter()
+                .map(|i| v.clone().eq(to_polars(i, types)))
+                .reduce(|a, b| a.or(b))
+                .unwrap_or(lit(false));
+            if *negated { any.not() } else { any }
+        }
+        ExprKind::Binary(op, l, r) => {
+            let (a, b) = (to_polars(l, types), to_polars(r, types));
+            match op {
+                BinaryOp::Add => a + b,
+                BinaryOp::Sub => a - b,
+                BinaryOp::Mul => a * b,
+                BinaryOp::Div => {
+                    let lt = expr::type_of(l, types);
+                    let rt = expr::type_of(r, types);
+                    let ints = matches!(lt, Ok(Ty::Number(NumKind::Int))) && matches!(rt, Ok(Ty::Number(NumKind::Int)));
+                    if ints { a.cast(DataType::Float64) / b.cast(DataType::Float64) } else { a / b }
+                }
+                BinaryOp::Eq => a.eq(b),
+                BinaryOp::NotEq => a.neq(b),
+                BinaryOp::Lt => a.lt(b),
+                BinaryOp::LtEq => a.lt_eq(b),
+                BinaryOp::Gt => a.gt(b),
+                BinaryOp::GtEq => a.gt_eq(b),
+                BinaryOp::And => a.and(b),
+                BinaryOp::Or => a.or(b),
+            }
+        }
+        ExprKind::Call(f, args) => {
+            let mut a: Vec<Expr> = args.iter().map(|x| to_polars(x, types)).collect();
+            match f {
+                Func::Abs => a.remove(0).abs(),
+                Func::Length => a.remove(0).str().len_chars(),
+                Func::Coalesce => polars::prelude::coalesce(&a),
+                Func::Round => {
+                    let places = match args.get(1).map(|x| &x.kind) {
+                        Some(ExprKind::Number(n)) => u32::try_from(n.mantissa()).unwrap_or(0),
+                        _ => 0,
+                    };
+                    a.remove(0).round(places, polars::prelude::RoundMode::HalfAwayFromZero)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! The target SQL of a stage: the table, its key, indexes and foreign keys (so a new dataset
+//! needs only YAML), and the statements that stage a batch and merge it into the table.
+
+use crate::spec::model::{ColumnType, LoadMode};
+
+use super::extract::ident;
+use super::{ColumnPlan, Dialect, TargetPlan};
+
+/// A stage's target SQL, in the order it runs.
+#[derive(Debug, Clone, Default)]
+pub struct LoadSql {
+    /// Creates the table when missing (with its key and unique constraints).
+    pub create_table: Vec<String>,
+    /// Creates the requested indexes when missing.
+    pub create_indexes: Vec<String>,
+    /// Adds the foreign keys (checked against the catalog before running).
+    pub foreign_keys: Vec<ForeignKey>,
+    /// Creates the per-transaction staging table.
+    pub create_staging: String,
+    /// Fills the staging table (PostgreSQL COPY; DuckDB appends).
+    pub copy: String,
+    /// Writes the staged rows into the table.
+    pub merge: Vec<String>,
+}
+
+/// A foreign key of the target table.
+#[derive(Debug, Clone)]
+pub struct ForeignKey {
+    /// Constraint name.
+    pub name: String,
+    /// The column.
+    pub column: String,
+    /// The table it references.
+    pub table: String,
+    /// The column there.
+    pub ref_column: String,
+    /// The statement adding it.
+    pub sql: String,
+}
+
+/// The qualified table name.
+pub fn qualified(t: &TargetPlan) -> String {
+    match &t.schema {
+        Some(s) => format!("{}.{}", ident(s), ident(&t.table)),
+        None => ident(&t.table),
+    }
+}
+
+/// The staging table's name.
+pub fn staging_table(t: &TargetPlan) -> String {
+    format!("_etl_stage_{}", t.table)
+}
+
+/// The SQL type of a column in a dialect.
+pub fn sql_type(c: &ColumnPlan, dialect: Dialect) -> String {
+    match (c.ty, dialect) {
+        (ColumnType::String, _) => match c.max_length {
+            Some(n) => format!("VARCHAR({n})"),
+            None => "TEXT".into(),
+        },
+        (ColumnType::Int32, _) => "INTEGER".into(),
+        (ColumnType::Int64, _) => "BIGINT".into(),
+        (ColumnType::Decimal { precision, scale }, _) => format!("NUMERIC({precision},{scale})"),
+        (ColumnType::Float64, Dialect::Postgres) => "DOUBLE PRECISION".into(),
+        (ColumnType::Float64, Dialect::Duckdb) => "DOUBLE".into(),
+        (ColumnType::Bool, _) => "BOOLEAN".into(),
+        (ColumnType::Date, _) => "DATE".into(),
+        (ColumnType::Timestamp, _) => "TIMESTAMP".into(),
+    }
+}
+
+fn constraint_name(table: &str, cols: &[String], suffix: &str) -> String {
+    let mut n = format!("{table}_{}_{suffix}", cols.join("_"));
+    if n.len() > 63 {
+        n.truncate(63);
+    }
+    n
+}
+
+/// Compiles a target's SQL.
+pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
+    let table = qualified(t);
+    let mut defs: Vec<String> = Vec::new();
+    let mut create_table = Vec::new();
+    if let Some(sk) = &t.surrogate_key {
+        match t.dialect {
+            Dialect::Postgres => defs.push(format!("{} BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", ident(sk))),
+            Dialect::Duckdb => {
+                let seq = format!("{}_{}_seq", t.table, sk);
+                create_table.push(format!("CREATE SEQUENCE IF NOT EXISTS {}", ident(&seq)));
+                defs.push(format!("{} BIGINT PRIMARY KEY DEFAULT nextval('{}')", ident(sk), seq.replace('\'', "''")));
+            }
+        }
+    }
+    for c in columns {
+        let null = if c.nullable { "" } else { " NOT NULL" };
+        defs.push(format!("{} {}{null}", ident(&c.name), sql_type(c, t.dialect)));
+    }
+    if !t.key.is_empty() {
+        let cols: Vec<String> = t.key.iter().map(|k| ident(k)).collect();
+        let kind = if t.surrogate_key.is_some() { "UNIQUE" } else { "PRIMARY KEY" };
+        let suffix = if t.surrogate_key.is_some() { "key" } else { "pkey" };
+        defs.push(format!(
+            "CONSTRAINT {} {kind} ({})",
+            ident(&constraint_name(&t.table, &t.key, suffix)),
+            cols.join(", ")
+        ));
+    }
+    for c in columns.iter().filter(|c| c.unique && !(t.key.len() == 1 && t.key[0] == c.name)) {
+        defs.push(format!(
+            "CONSTRAINT {} UNIQUE ({})",
+            ident(&constraint_name(&t.table, std::slice::from_ref(&c.name), "key")),
+            ident(&c.name)
+        ));
+    }
+    let mut foreign_keys = Vec::new();
+    for c in columns {
+        let Some((rtable, rcol)) = &c.references else { continue };
+        let name = constraint_name(&t.table, std::slice::from_ref(&c.name), "fkey");
+        let rq = match &t.schema {
+            Some(s) => format!("{}.{}", ident(s), ident(rtable)),
+            None => ident(rtable),
+        };
+        let clause = format!("CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {rq} ({})", ident(&name), ident(&c.name), ident(rcol));
+        let sql = match t.dialect {
+            Dialect::Postgres => format!("ALTER TABLE {table} ADD {clause}"),
+            // DuckDB declares foreign keys only in CREATE TABLE.
+            Dialect::Duckdb => {
+                defs.push(clause.clone());
+                String::new()
+            }
+        };
+        foreign_keys.push(ForeignKey { name, column: c.name.clone(), table: rtable.clone(), ref_column: rcol.clone(), sql });
+    }
+    create_table.push(format!("CREATE TABLE IF NOT EXISTS {table} (\n  {}\n)", defs.join(",\n  ")));
+    let create_indexes = columns
+        .iter()
+        .filter(|c| c.index)
+        .map(|c| {
+            let name = constraint_name(&t.table, std::slice::from_ref(&c.name), "idx");
+            format!("CREATE INDEX IF NOT EXISTS {} ON {table} ({})", ident(&name), ident(&c.name))
+        })
+        .collect();
+
+    let names: Vec<String> = columns.iter().map(|c| ident(&c.name)).collect();
+    let list = names.join(", ");
+    let staging = ident(&staging_table(t));
+    let create_staging = match t.dialect {
+        Dialect::Postgres => format!("CREATE TEMP TABLE {staging} ON COMMIT DROP AS SELECT {list} FROM {table} WITH NO DATA"),
+        Dialect::Duckdb => format!("CREATE OR REPLACE TEMP TABLE {staging} AS SELECT {list} FROM {table} LIMIT 0"),
+    };
+    let copy = match t.dialect {
+        Dialect::Postgres => format!("COPY {staging} ({list}) FROM STDIN (FORMAT csv)"),
+        Dialect::Duckdb => format!("INSERT INTO {staging} ({list}) SELECT {list} FROM batch"),
+    };
+    let insert = format!("INSERT INTO {table} AS t ({list})\nSELECT {list} FROM {staging}");
+    let merge = match t.mode {
+        LoadMode::Append => vec![insert],
+        LoadMode::Replace => vec![format!("DELETE FROM {table}"), insert],
+        LoadMode::Upsert => {
+            let keys: Vec<String> = t.key.iter().map(|k| ident(k)).collect();
+            let rest: Vec<&ColumnPlan> = columns.iter().filter(|c| !t.key.contains(&c.name)).collect();
+            let conflict = format!("ON CONFLICT ({})", keys.join(", "));
+            let returning = match t.dialect {
+                Dialect::Postgres => "\nRETURNING (xmax = 0) AS inserted",
+                Dialect::Duckdb => "",
+            };
+            if rest.is_empty() {
+                vec![format!("{insert}\n{conflict} DO NOTHING{returning}")]
+            } else {
+                let set: Vec<String> = rest.iter().map(|c| format!("{0} = EXCLUDED.{0}", ident(&c.name))).collect();
+                let old: Vec<String> = rest.iter().map(|c| format!("t.{}", ident(&c.name))).collect();
+                let new: Vec<String> = rest.iter().map(|c| format!("EXCLUDED.{}", ident(&c.name))).collect();
+                let (o, n) = if rest.len() == 1 {
+                    (old.join(""), new.join(""))
+                } else {
+                    (format!("ROW({})", old.join(", ")), format!("ROW({})", new.join(", ")))
+                };
+                vec![format!(
+                    "{insert}\n{conflict} DO UPDATE SET\n  {}\nWHERE {o} IS DISTINCT FROM {n}{returning}",
+                    set.join(",\n  ")
+                )]
+            }
+        }
+    };
+    LoadSql { create_table, create_indexes, foreign_keys, create_staging, copy, merge }
+}

@@ -1,0 +1,812 @@
+//! Semantic checks of a spec that the schema cannot express: names that must resolve, types that
+//! must agree, cycles, identifiers, rules, cron expressions. Every problem is collected; none stops
+//! the others.
+
+use std::collections::{HashMap, HashSet};
+
+use indexmap::IndexMap;
+use rust_decimal::Decimal;
+
+use super::diag::{Problem, suggest};
+use super::expr::{self, BinaryOp, ExprErrorKind, ExprKind, Ty};
+use super::model::{
+    Column, ColumnType, Connection, CsvOptions, Every, Literal, LoadMode, Spec, Stage, StageSelection,
+};
+use super::source::Pointer;
+
+/// Longest identifier PostgreSQL keeps (NAMEDATALEN - 1).
+pub const MAX_IDENTIFIER: usize = 63;
+
+/// Whether `s` is a plain SQL identifier: a letter or `_`, then letters, digits or `_`.
+pub fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && s.len() <= MAX_IDENTIFIER
+}
+
+fn identifier_problem(at: Pointer, what: &str, name: &str) -> Option<Problem> {
+    if is_identifier(name) {
+        return None;
+    }
+    let fixed: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c.to_ascii_lowercase() } else { '_' })
+        .collect();
+    let fixed = if fixed.starts_with(|c: char| c.is_ascii_digit()) { format!("_{fixed}") } else { fixed };
+    let why = if name.len() > MAX_IDENTIFIER {
+        format!("longer than {MAX_IDENTIFIER} bytes")
+    } else {
+        "not a plain SQL identifier".to_string()
+    };
+    Some(
+        Problem::new("spec::bad_identifier", at, format!("{what} `{name}` is {why}"))
+            .label("letters, digits and _ only, not starting with a digit")
+            .help(format!("rename it, e.g. `{}`", &fixed[..fixed.len().min(MAX_IDENTIFIER)])),
+    )
+}
+
+/// Runs every check and returns every problem found.
+pub fn check(spec: &Spec) -> Vec<Problem> {
+    let mut c = Checker { spec, problems: Vec::new() };
+    c.top();
+    c.connections();
+    c.enums();
+    c.stages();
+    c.analytics();
+    c.schedules();
+    c.problems
+}
+
+struct Checker<'a> {
+    spec: &'a Spec,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn push(&mut self, p: Problem) {
+        self.problems.push(p);
+    }
+
+    fn top(&mut self) {
+        let root = Pointer::root();
+        if self.spec.version != 1 {
+            self.push(
+                Problem::new("spec::version", root.key("version"), format!("spec version {} is not supported", self.spec.version))
+                    .label("this etl reads version 1")
+                    .help("write `version: 1`"),
+            );
+        }
+        let name = &self.spec.name;
+        let ok = !name.is_empty()
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            && name.len() <= MAX_IDENTIFIER;
+        if !ok {
+            self.push(
+                Problem::new("spec::bad_identifier", root.key("name"), format!("spec name `{name}` must be letters, digits, `_` or `-`"))
+                    .label("this name"),
+            );
+        }
+        if self.spec.stages.is_empty() {
+            self.push(Problem::new("spec::no_stages", root.key("stages"), "the spec has no stages").label("add a stage here"));
+        }
+    }
+
+    fn connections(&mut self) {
+        for (name, conn) in &self.spec.connections {
+            let at = Pointer::root().key("connections").key(name);
+            match conn {
+                Connection::S3(s3) => {
+                    if s3.bucket.trim().is_empty() {
+                        self.push(Problem::new("spec::empty", at.key("bucket"), format!("connection `{name}` has an empty bucket")));
+                    }
+                    if let Some(ep) = &s3.endpoint {
+                        let ep = ep.trim();
+                        let rest = ep.split_once("://").map(|(scheme, rest)| (Some(scheme), rest)).unwrap_or((None, ep));
+                        let bad_scheme = rest.0.is_some_and(|s| s != "http" && s != "https");
+                        if ep.is_empty() || bad_scheme || rest.1.is_empty() {
+                            self.push(
+                                Problem::new("spec::bad_endpoint", at.key("endpoint"), format!("`{ep}` is not an S3 endpoint"))
+                                    .label("expected http(s)://host:port or host:port")
+                                    .help("e.g. http://127.0.0.1:19000"),
+                            );
+                        }
+                    }
+                }
+                Connection::Local(l) => {
+                    if l.path.trim().is_empty() {
+                        self.push(Problem::new("spec::empty", at.key("path"), format!("connection `{name}` has an empty path")));
+                    }
+                }
+                Connection::Postgres(pg) => {
+                    if pg.url.is_none() && pg.host.is_none() {
+                        self.push(
+                            Problem::new("spec::missing_key", at.clone(), format!("postgres connection `{name}` needs `url` or `host`"))
+                                .on_key()
+                                .label("add `host:` (and port, database, user, password) or `url:`"),
+                        );
+                    }
+                    if let Some(url) = &pg.url {
+                        let u = url.expose();
+                        if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) {
+                            self.push(
+                                Problem::new("spec::bad_url", at.key("url"), format!("the url of connection `{name}` must start with postgres://"))
+                                    .label("not a postgres URL"),
+                            );
+                        }
+                    }
+                    if let Some(schema) = &pg.schema {
+                        if let Some(p) = identifier_problem(at.key("schema"), "schema", schema) {
+                            self.push(p);
+                        }
+                    }
+                    if let Some(mode) = &pg.sslmode {
+                        const MODES: [&str; 6] = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"];
+                        if !MODES.contains(&mode.as_str()) {
+                            self.push(
+                                Problem::new("spec::bad_value", at.key("sslmode"), format!("`{mode}` is not an sslmode"))
+                                    .label(format!("one of {}", MODES.join(", ")))
+                                    .maybe_help(suggest(mode, MODES)),
+                            );
+                        }
+                    }
+                }
+                Connection::Duckdb(d) => {
+                    if d.path.trim().is_empty() {
+                        self.push(Problem::new("spec::empty", at.key("path"), format!("connection `{name}` has an empty path")));
+                    }
+                }
+            }
+        }
+    }
+
+    fn enums(&mut self) {
+        for (name, values) in &self.spec.enums {
+            let at = Pointer::root().key("enums").key(name);
+            if values.is_empty() {
+                self.push(Problem::new("spec::empty", at.clone(), format!("enum `{name}` has no values")).label("add LABEL: value entries"));
+            }
+            let ints = values.values().filter(|v| matches!(v, Literal::Int(_))).count();
+            if ints != 0 && ints != values.len() {
+                self.push(
+                    Problem::new("spec::enum_mixed", at.clone(), format!("enum `{name}` mixes numbers and text"))
+                        .label("all values must be numbers, or all text"),
+                );
+            }
+            let mut seen: HashMap<&Literal, &str> = HashMap::new();
+            for (label, v) in values {
+                if let Some(first) = seen.insert(v, label) {
+                    self.push(
+                        Problem::new("spec::enum_duplicate", at.key(label), format!("enum `{name}` gives value {v} to both `{first}` and `{label}`"))
+                            .label("same value twice"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn stages(&mut self) {
+        let spec = self.spec;
+        let names: Vec<&str> = spec.stages.keys().map(String::as_str).collect();
+        let mut tables: HashMap<(String, String), String> = HashMap::new();
+        for (sname, stage) in &spec.stages {
+            let at = Pointer::root().key("stages").key(sname);
+            if let Some(p) = identifier_problem(at.clone(), "stage name", sname) {
+                self.push(p.on_key());
+            }
+            for (i, need) in stage.needs.iter().enumerate() {
+                if need == sname {
+                    self.push(Problem::new("spec::cycle", at.key("needs").index(i), format!("stage `{sname}` needs itself")).label("remove this"));
+                } else if !spec.stages.contains_key(need) {
+                    self.push(
+                        Problem::new("spec::unknown_stage", at.key("needs").index(i), format!("stage `{sname}` needs `{need}`, which is not a stage"))
+                            .label("no such stage")
+                            .help(suggest(need, names.iter().copied()).unwrap_or_else(|| format!("stages are: {}", names.join(", ")))),
+                    );
+                }
+            }
+            self.source(sname, stage, &at);
+            if let Some(conn) = self.target_connection(sname, stage, &at) {
+                let key = (conn, stage.target.table.clone());
+                if let Some(other) = tables.insert(key, sname.clone()) {
+                    self.push(
+                        Problem::new("spec::duplicate_table", at.key("target").key("table"), format!("stages `{other}` and `{sname}` both load table `{}`", stage.target.table))
+                            .label("same table twice")
+                            .help("give each stage its own table"),
+                    );
+                }
+            }
+            self.columns(sname, stage, &at);
+            self.key(sname, stage, &at);
+            self.rules(sname, stage, &at);
+        }
+        self.cycles();
+    }
+
+    fn source(&mut self, sname: &str, stage: &Stage, at: &Pointer) {
+        let at = at.key("source");
+        let cname = &stage.source.connection;
+        match self.spec.connections.get(cname) {
+            None => self.unknown_connection(at.key("connection"), cname, "source"),
+            Some(Connection::S3(_) | Connection::Local(_)) => {}
+            Some(other) => self.push(
+                Problem::new("spec::wrong_connection", at.key("connection"), format!("stage `{sname}` reads from `{cname}`, a {} connection", other.kind()))
+                    .label("a source must be an s3 or local connection"),
+            ),
+        }
+        if stage.source.key.trim().is_empty() {
+            self.push(Problem::new("spec::empty", at.key("key"), format!("stage `{sname}` has an empty source key")));
+        }
+        if let Some(csv) = &self.spec.defaults.csv {
+            self.csv(csv, &Pointer::root().key("defaults").key("csv"));
+        }
+        if let Some(csv) = &stage.source.csv {
+            self.csv(csv, &at.key("csv"));
+        }
+    }
+
+    fn csv(&mut self, csv: &CsvOptions, at: &Pointer) {
+        for (key, v) in [("delimiter", &csv.delimiter), ("quote", &csv.quote), ("escape", &csv.escape)] {
+            if let Some(v) = v {
+                if v.chars().count() != 1 {
+                    let p = Problem::new("spec::bad_value", at.key(key), format!("the CSV {key} must be one character, not `{v}`"))
+                        .label("one character");
+                    if !self.problems.contains(&p) {
+                        self.push(p);
+                    }
+                }
+            }
+        }
+    }
+
+    fn unknown_connection(&mut self, at: Pointer, name: &str, role: &str) {
+        let names: Vec<&str> = self.spec.connections.keys().map(String::as_str).collect();
+        self.push(
+            Problem::new("spec::unknown_connection", at, format!("{role} connection `{name}` is not defined under `connections`"))
+                .label("no such connection")
+                .help(suggest(name, names.iter().copied()).unwrap_or_else(|| format!("connections are: {}", names.join(", ")))),
+        );
+    }
+
+    fn target_connection(&mut self, sname: &str, stage: &Stage, at: &Pointer) -> Option<String> {
+        let at = at.key("target");
+        let t = &stage.target;
+        if let Some(p) = identifier_problem(at.key("table"), "table name", &t.table) {
+            self.push(p);
+        }
+        if let Some(sk) = &t.surrogate_key {
+            if let Some(p) = identifier_problem(at.key("surrogate_key"), "surrogate key", sk) {
+                self.push(p);
+            } else if stage.columns.contains_key(sk) {
+                self.push(
+                    Problem::new("spec::duplicate_column", at.key("surrogate_key"), format!("surrogate key `{sk}` is also a column of stage `{sname}`"))
+                        .label("name clash")
+                        .help("name the generated key differently, or drop the column"),
+                );
+            }
+        }
+        match self.spec.connections.get(&t.connection) {
+            None => {
+                self.unknown_connection(at.key("connection"), &t.connection, "target");
+                None
+            }
+            Some(Connection::Postgres(_) | Connection::Duckdb(_)) => Some(t.connection.clone()),
+            Some(other) => {
+                self.push(
+                    Problem::new("spec::wrong_connection", at.key("connection"), format!("stage `{sname}` loads into `{}`, a {} connection", t.connection, other.kind()))
+                        .label("a target must be a postgres or duckdb connection"),
+                );
+                None
+            }
+        }
+    }
+
+    fn columns(&mut self, sname: &str, stage: &Stage, at: &Pointer) {
+        let at = at.key("columns");
+        if stage.columns.is_empty() {
+            self.push(Problem::new("spec::empty", at.clone(), format!("stage `{sname}` has no columns")).label("list the columns to load"));
+        }
+        let mut headers: HashMap<String, String> = HashMap::new();
+        for (cname, col) in &stage.columns {
+            let cat = at.key(cname);
+            if let Some(p) = identifier_problem(cat.clone(), "column name", cname) {
+                self.push(p.on_key());
+            }
+            let header = col.from.clone().unwrap_or_else(|| cname.clone());
+            if let Some(other) = headers.insert(header.clone(), cname.clone()) {
+                self.push(
+                    Problem::new("spec::duplicate_header", if col.from.is_some() { cat.key("from") } else { cat.clone() }, format!("columns `{other}` and `{cname}` both read CSV column `{header}`"))
+                        .label("read twice")
+                        .help("each CSV column maps to one column; compute copies in the database instead"),
+                );
+            }
+            self.facets(sname, stage, cname, col, &cat);
+        }
+    }
+
+    fn facets(&mut self, sname: &str, stage: &Stage, cname: &str, col: &Column, at: &Pointer) {
+        let t = col.ty;
+        let only = |facet: &str, types: &str| {
+            Problem::new("spec::facet_type", at.key(facet), format!("`{facet}` does not apply to column `{cname}` of type {t}"))
+                .on_key()
+                .label(format!("only for {types} columns"))
+        };
+        if !matches!(t, ColumnType::String) {
+            for (facet, set) in [("max_length", col.max_length.is_some()), ("min_length", col.min_length.is_some()), ("pattern", col.pattern.is_some())] {
+                if set {
+                    self.push(only(facet, "string"));
+                }
+            }
+        }
+        if !t.is_numeric() {
+            for (facet, set) in [
+                ("min", col.min.is_some()),
+                ("max", col.max.is_some()),
+                ("exclusive_min", col.exclusive_min.is_some()),
+                ("exclusive_max", col.exclusive_max.is_some()),
+                ("multiple_of", col.multiple_of.is_some()),
+            ] {
+                if set {
+                    self.push(only(facet, "numeric"));
+                }
+            }
+        }
+        if col.format.is_some() && !t.is_temporal() {
+            self.push(only("format", "date and timestamp"));
+        }
+        if let Some(fmt) = &col.format {
+            if t.is_temporal() {
+                if let Err(msg) = crate::plan::strptime_formats(fmt) {
+                    self.push(Problem::new("spec::bad_format", at.key("format"), msg).label("this format"));
+                }
+            }
+        }
+        if let (Some(lo), Some(hi)) = (col.min_length, col.max_length) {
+            if lo > hi {
+                self.push(Problem::new("spec::empty_range", at.key("min_length"), format!("column `{cname}`: min_length {lo} exceeds max_length {hi}")).label("no text fits"));
+            }
+        }
+        if let Some(0) = col.max_length {
+            self.push(Problem::new("spec::bad_value", at.key("max_length"), format!("column `{cname}`: max_length must be at least 1")));
+        }
+        let lower = col.min.map(|m| m.0).or(col.exclusive_min.map(|m| m.0));
+        let upper = col.max.map(|m| m.0).or(col.exclusive_max.map(|m| m.0));
+        if let (Some(lo), Some(hi)) = (lower, upper) {
+            let empty = lo > hi || (lo == hi && (col.exclusive_min.is_some() || col.exclusive_max.is_some()));
+            if empty {
+                self.push(
+                    Problem::new("spec::empty_range", at.clone(), format!("column `{cname}`: no value is at least {lo} and at most {hi}"))
+                        .on_key()
+                        .label("empty range"),
+                );
+            }
+        }
+        if col.min.is_some() && col.exclusive_min.is_some() {
+            self.push(only_one(at, cname, "min", "exclusive_min"));
+        }
+        if col.max.is_some() && col.exclusive_max.is_some() {
+            self.push(only_one(at, cname, "max", "exclusive_max"));
+        }
+        if let ColumnType::Decimal { precision, scale } = t {
+            let limit = Decimal::from_i128_with_scale(10i128.pow(u32::from(precision - scale)), 0);
+            for (facet, v) in [("min", col.min), ("max", col.max), ("exclusive_min", col.exclusive_min), ("exclusive_max", col.exclusive_max)] {
+                if let Some(v) = v {
+                    if v.0.abs() >= limit {
+                        self.push(
+                            Problem::new("spec::out_of_range", at.key(facet), format!("column `{cname}`: {facet} {v} does not fit {t}"))
+                                .label(format!("{t} holds less than {limit} in magnitude")),
+                        );
+                    }
+                }
+            }
+        }
+        if t.is_integer() {
+            for (facet, v) in [("min", col.min), ("max", col.max), ("multiple_of", col.multiple_of)] {
+                if let Some(v) = v {
+                    if !v.0.fract().is_zero() {
+                        self.push(Problem::new("spec::facet_type", at.key(facet), format!("column `{cname}` is {t}, so {facet} must be a whole number, not {v}")).label("not whole"));
+                    }
+                }
+            }
+        }
+        if let Some(m) = col.multiple_of {
+            if m.0 <= Decimal::ZERO {
+                self.push(Problem::new("spec::bad_value", at.key("multiple_of"), format!("column `{cname}`: multiple_of must be greater than 0")).label("not positive"));
+            }
+        }
+        if let Some(pat) = &col.pattern {
+            if let Err(e) = regex::Regex::new(pat) {
+                let msg = e.to_string();
+                let last = msg.lines().last().unwrap_or("").trim().to_string();
+                self.push(Problem::new("spec::bad_pattern", at.key("pattern"), format!("column `{cname}`: pattern is not a valid regular expression: {last}")).label("this pattern"));
+            }
+        }
+        if col.enum_name.is_some() && col.one_of.is_some() {
+            self.push(only_one(at, cname, "enum", "one_of"));
+        }
+        if let Some(e) = &col.enum_name {
+            match self.spec.enums.get(e) {
+                None => {
+                    let names: Vec<&str> = self.spec.enums.keys().map(String::as_str).collect();
+                    self.push(
+                        Problem::new("spec::unknown_enum", at.key("enum"), format!("column `{cname}` uses enum `{e}`, which is not defined under `enums`"))
+                            .label("no such enum")
+                            .help(suggest(e, names.iter().copied()).unwrap_or_else(|| {
+                                if names.is_empty() { "define it under `enums:`".to_string() } else { format!("enums are: {}", names.join(", ")) }
+                            })),
+                    );
+                }
+                Some(values) => {
+                    let values: Vec<Literal> = values.values().cloned().collect();
+                    self.literal_types(&values, t, cname, &at.key("enum"), &format!("enum `{e}`"));
+                }
+            }
+        }
+        if let Some(values) = &col.one_of {
+            if values.is_empty() {
+                self.push(Problem::new("spec::empty", at.key("one_of"), format!("column `{cname}`: one_of is empty, so no value fits")));
+            }
+            self.literal_types(values, t, cname, &at.key("one_of"), "one_of");
+        }
+        if let Some(r) = &col.references {
+            self.reference(sname, stage, cname, col, r, &at.key("references"));
+        }
+    }
+
+    fn literal_types(&mut self, values: &[Literal], t: ColumnType, cname: &str, at: &Pointer, what: &str) {
+        let fits = |v: &Literal| match (v, t) {
+            (Literal::Int(i), ColumnType::Int32) => i32::try_from(*i).is_ok(),
+            (Literal::Int(_), ColumnType::Int64 | ColumnType::Decimal { .. } | ColumnType::Float64) => true,
+            (Literal::Text(_), ColumnType::String) => true,
+            _ => false,
+        };
+        if let Some(bad) = values.iter().find(|v| !fits(v)) {
+            let hint = match (bad, t) {
+                (Literal::Int(_), ColumnType::String) => Some("for a string column, quote the values: '48'".to_string()),
+                (Literal::Text(_), _) if t.is_numeric() => Some(format!("for a {t} column, write numbers unquoted")),
+                _ => None,
+            };
+            self.push(
+                Problem::new("spec::type_mismatch", at.clone(), format!("column `{cname}` is {t}, but {what} holds {bad}"))
+                    .label("values of another type")
+                    .maybe_help(hint),
+            );
+        }
+    }
+
+    fn reference(&mut self, sname: &str, stage: &Stage, cname: &str, col: &Column, r: &str, at: &Pointer) {
+        let spec = self.spec;
+        let Some((rstage, rcol)) = r.split_once('.') else {
+            self.push(
+                Problem::new("spec::bad_reference", at.clone(), format!("column `{cname}` references `{r}`; write it as stage.column"))
+                    .label("expected stage.column"),
+            );
+            return;
+        };
+        let Some(target) = spec.stages.get(rstage) else {
+            let names: Vec<&str> = spec.stages.keys().map(String::as_str).collect();
+            self.push(
+                Problem::new("spec::unknown_stage", at.clone(), format!("column `{cname}` references stage `{rstage}`, which does not exist"))
+                    .label("no such stage")
+                    .help(suggest(rstage, names.iter().copied()).unwrap_or_else(|| format!("stages are: {}", names.join(", ")))),
+            );
+            return;
+        };
+        let Some(tcol) = target.columns.get(rcol) else {
+            let names: Vec<&str> = target.columns.keys().map(String::as_str).collect();
+            self.push(
+                Problem::new("spec::unknown_column", at.clone(), format!("column `{cname}` references `{r}`, but stage `{rstage}` has no column `{rcol}`"))
+                    .label("no such column")
+                    .help(suggest(rcol, names.iter().copied()).unwrap_or_else(|| format!("its columns are: {}", names.join(", ")))),
+            );
+            return;
+        };
+        let single_key = target.target.key.len() == 1 && target.target.key[0] == rcol;
+        if !single_key && !tcol.unique {
+            self.push(
+                Problem::new("spec::reference_not_unique", at.clone(), format!("column `{cname}` references `{r}`, which is not unique"))
+                    .label("a foreign key needs a unique column")
+                    .help(format!("make `{rcol}` the key of stage `{rstage}`, or mark it `unique: true`")),
+            );
+        }
+        if tcol.ty != col.ty {
+            self.push(
+                Problem::new("spec::type_mismatch", at.clone(), format!("column `{cname}` is {} but references `{r}`, which is {}", col.ty, tcol.ty))
+                    .label("types differ")
+                    .help("give both columns the same type"),
+            );
+        }
+        if stage.target.connection != target.target.connection {
+            self.push(
+                Problem::new("spec::reference_connection", at.clone(), format!("column `{cname}` references `{r}` in another target connection"))
+                    .label("a foreign key stays within one database"),
+            );
+        }
+        if rstage != sname && !self.depends_on(sname, rstage) {
+            self.push(
+                Problem::new("spec::reference_order", at.clone(), format!("column `{cname}` references stage `{rstage}`, but stage `{sname}` does not need it"))
+                    .label("loaded in no particular order")
+                    .help(format!("add `needs: [{rstage}]` to stage `{sname}`, so `{rstage}` loads first")),
+            );
+        }
+    }
+
+    fn depends_on(&self, from: &str, to: &str) -> bool {
+        let mut seen = HashSet::new();
+        let mut stack = vec![from];
+        while let Some(s) = stack.pop() {
+            if !seen.insert(s) {
+                continue;
+            }
+            if let Some(st) = self.spec.stages.get(s) {
+                for n in &st.needs {
+                    if n == to {
+                        return true;
+                    }
+                    stack.push(n);
+                }
+            }
+        }
+        false
+    }
+
+    fn key(&mut self, sname: &str, stage: &Stage, at: &Pointer) {
+        let at = at.key("target");
+        let t = &stage.target;
+        if t.mode == LoadMode::Upsert && t.key.is_empty() {
+            self.push(
+                Problem::new("spec::missing_key", at.clone(), format!("stage `{sname}` upserts, so its target needs a `key`"))
+                    .on_key()
+                    .label("add `key: [column]` here")
+                    .help("or choose `mode: append`"),
+            );
+        }
+        let mut seen = HashSet::new();
+        for (i, k) in t.key.iter().enumerate() {
+            let kat = at.key("key").index(i);
+            match stage.columns.get(k) {
+                None => {
+                    let names: Vec<&str> = stage.columns.keys().map(String::as_str).collect();
+                    self.push(
+                        Problem::new("spec::unknown_column", kat, format!("key column `{k}` is not a column of stage `{sname}`"))
+                            .label("no such column")
+                            .help(suggest(k, names.iter().copied()).unwrap_or_else(|| format!("columns are: {}", names.join(", ")))),
+                    );
+                }
+                Some(c) if c.nullable => self.push(
+                    Problem::new("spec::nullable_key", kat, format!("key column `{k}` is nullable"))
+                        .label("a key cannot be missing")
+                        .help(format!("remove `nullable: true` from column `{k}`")),
+                ),
+                Some(_) => {}
+            }
+            if !seen.insert(k) {
+                self.push(Problem::new("spec::duplicate_column", at.key("key").index(i), format!("key column `{k}` is listed twice")).label("again"));
+            }
+        }
+    }
+
+    fn rules(&mut self, sname: &str, stage: &Stage, at: &Pointer) {
+        let types: IndexMap<String, ColumnType> = stage.columns.iter().map(|(k, c)| (k.clone(), c.ty)).collect();
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        for (i, rule) in stage.rules.iter().enumerate() {
+            let rat = at.key("rules").index(i);
+            if let Some(first) = names.insert(rule.name.as_str(), i) {
+                self.push(
+                    Problem::new("spec::duplicate_rule", rat.key("name"), format!("stage `{sname}` has two rules named `{}`", rule.name))
+                        .label(format!("rules[{first}] has this name too"))
+                        .help("rule names identify rejected rows: make them unique"),
+                );
+            }
+            if rule.name.trim().is_empty() {
+                self.push(Problem::new("spec::empty", rat.key("name"), "a rule needs a name".to_string()));
+            }
+            let cat = rat.key("check");
+            let parsed = match expr::parse(&rule.check) {
+                Ok(e) => e,
+                Err(e) => {
+                    self.push(
+                        Problem::new("spec::rule_syntax", cat, format!("rule `{}`: {}", rule.name, e.message))
+                            .label("here")
+                            .maybe_help(e.help)
+                            .within(e.span.0, e.span.1.max(e.span.0 + 1)),
+                    );
+                    continue;
+                }
+            };
+            match expr::type_of(&parsed, &types) {
+                Err(e) => {
+                    let code = match e.kind {
+                        ExprErrorKind::UnknownColumn => "spec::unknown_column",
+                        ExprErrorKind::Type => "spec::rule_type",
+                        ExprErrorKind::Syntax => "spec::rule_syntax",
+                    };
+                    let label = match e.kind {
+                        ExprErrorKind::UnknownColumn => "not a column of this stage",
+                        _ => "here",
+                    };
+                    self.push(
+                        Problem::new(code, cat, format!("rule `{}`: {}", rule.name, e.message))
+                            .label(label)
+                            .maybe_help(e.help)
+                            .within(e.span.0, e.span.1),
+                    );
+                }
+                Ok(Ty::Bool) => {
+                    let numeric_eq = matches!(&parsed.kind, ExprKind::Binary(BinaryOp::Eq, l, _)
+                        if matches!(expr::type_of(l, &types), Ok(Ty::Number(_))));
+                    if rule.tolerance.is_some() && !numeric_eq {
+                        self.push(
+                            Problem::new("spec::tolerance", rat.key("tolerance"), format!("rule `{}` has a tolerance, but it is not an `=` between numbers", rule.name))
+                                .on_key()
+                                .label("tolerance applies to `a = b` only")
+                                .help("remove `tolerance`, or write the rule as `a = b`"),
+                        );
+                    }
+                    if let Some(t) = rule.tolerance {
+                        if t.0 < Decimal::ZERO {
+                            self.push(Problem::new("spec::bad_value", rat.key("tolerance"), format!("rule `{}`: tolerance must not be negative", rule.name)));
+                        }
+                    }
+                }
+                Ok(other) => {
+                    self.push(
+                        Problem::new("spec::rule_type", cat, format!("rule `{}` must be a condition (true or false), but it computes {other:?}", rule.name).replace("Number(", "a number (").replace("Text", "text"))
+                            .label("not a condition")
+                            .help("compare it with something, e.g. `... > 0`"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn cycles(&mut self) {
+        // Depth-first search; report each cycle once, at the first stage in spec order.
+        let stages = &self.spec.stages;
+        let mut state: HashMap<&str, u8> = HashMap::new(); // 1 = on stack, 2 = done
+        let mut reported = false;
+        for start in stages.keys() {
+            let mut stack: Vec<(&str, usize)> = vec![(start.as_str(), 0)];
+            let mut path: Vec<&str> = Vec::new();
+            if state.get(start.as_str()) == Some(&2) {
+                continue;
+            }
+            while let Some((node, i)) = stack.pop() {
+                if i == 0 {
+                    state.insert(node, 1);
+                    path.push(node);
+                }
+                let needs = stages.get(node).map(|s| s.needs.as_slice()).unwrap_or(&[]);
+                if i < needs.len() {
+                    stack.push((node, i + 1));
+                    let next = needs[i].as_str();
+                    if next == node || !stages.contains_key(next) {
+                        continue;
+                    }
+                    match state.get(next) {
+                        Some(1) if !reported => {
+                            let from = path.iter().position(|s| *s == next).unwrap_or(0);
+                            let mut cycle: Vec<&str> = path[from..].to_vec();
+                            cycle.push(next);
+                            let at = Pointer::root().key("stages").key(node).key("needs").index(i);
+                            self.problems.push(
+                                Problem::new("spec::cycle", at, format!("stages depend on each other in a cycle: {}", cycle.join(" → ")))
+                                    .label("this need closes the cycle")
+                                    .help("remove one of these needs"),
+                            );
+                            reported = true;
+                        }
+                        None => stack.push((next, 0)),
+                        _ => {}
+                    }
+                } else {
+                    state.insert(node, 2);
+                    path.pop();
+                }
+            }
+        }
+    }
+
+    fn target_connections(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for s in self.spec.stages.values() {
+            if !out.contains(&s.target.connection) {
+                out.push(s.target.connection.clone());
+            }
+        }
+        out
+    }
+
+    fn analytics(&mut self) {
+        let targets = self.target_connections();
+        for (name, a) in &self.spec.analytics {
+            let at = Pointer::root().key("analytics").key(name);
+            if let Some(p) = identifier_problem(at.clone(), "analytics name", name) {
+                self.push(p.on_key());
+            }
+            if a.sql.trim().is_empty() {
+                self.push(Problem::new("spec::empty", at.key("sql"), format!("analytics `{name}` has no SQL")));
+            }
+            match &a.connection {
+                Some(c) => match self.spec.connections.get(c) {
+                    None => self.unknown_connection(at.key("connection"), c, "analytics"),
+                    Some(Connection::Postgres(_) | Connection::Duckdb(_)) => {}
+                    Some(other) => self.push(
+                        Problem::new("spec::wrong_connection", at.key("connection"), format!("analytics `{name}` runs on `{c}`, a {} connection", other.kind()))
+                            .label("analytics run on a postgres or duckdb connection"),
+                    ),
+                },
+                None if targets.len() > 1 => self.push(
+                    Problem::new("spec::ambiguous_connection", at.clone(), format!("analytics `{name}` does not say which target to run on"))
+                        .on_key()
+                        .label(format!("stages load into {}", targets.join(" and ")))
+                        .help("add `connection: NAME`"),
+                ),
+                None => {}
+            }
+        }
+    }
+
+    fn schedules(&mut self) {
+        for (name, s) in &self.spec.schedules {
+            let at = Pointer::root().key("schedules").key(name);
+            match (&s.cron, s.every) {
+                (Some(_), Some(_)) => self.push(
+                    Problem::new("spec::schedule_trigger", at.clone(), format!("schedule `{name}` has both `cron` and `every`"))
+                        .on_key()
+                        .label("keep one")
+                        .help("`cron` for any pattern; `every: day|hour|minute` (with `at` for day) for the simple ones"),
+                ),
+                (None, None) => self.push(
+                    Problem::new("spec::schedule_trigger", at.clone(), format!("schedule `{name}` needs `cron` or `every`"))
+                        .on_key()
+                        .label("when should it run?")
+                        .help("e.g. `cron: \"0 2 * * *\"` or `every: hour`"),
+                ),
+                (Some(expr), None) => {
+                    if let Err(msg) = crate::plan::cron_expression(expr) {
+                        self.push(Problem::new("spec::bad_cron", at.key("cron"), format!("schedule `{name}`: `{expr}` is not a cron expression: {msg}")).label("min hour day month weekday"));
+                    }
+                }
+                (None, Some(_)) => {}
+            }
+            if let Some(when) = &s.at {
+                if s.every != Some(Every::Day) {
+                    self.push(
+                        Problem::new("spec::schedule_trigger", at.key("at"), format!("schedule `{name}`: `at` applies to `every: day` only"))
+                            .on_key()
+                            .label("no time of day for this trigger"),
+                    );
+                } else if crate::plan::parse_at(when).is_none() {
+                    self.push(Problem::new("spec::bad_value", at.key("at"), format!("schedule `{name}`: `{when}` is not a time of day")).label("expected HH:MM, e.g. 02:00"));
+                }
+            }
+            if let Some(tz) = &s.timezone {
+                if tz.parse::<chrono_tz::Tz>().is_err() {
+                    self.push(Problem::new("spec::bad_value", at.key("timezone"), format!("schedule `{name}`: `{tz}` is not an IANA time zone")).label("e.g. UTC or Asia/Shanghai"));
+                }
+            }
+            if let StageSelection::Only(list) = &s.stages {
+                if list.is_empty() {
+                    self.push(Problem::new("spec::empty", at.key("stages"), format!("schedule `{name}` runs no stages")).help("write `stages: all` or list stages"));
+                }
+                for (i, st) in list.iter().enumerate() {
+                    if !self.spec.stages.contains_key(st) {
+                        let names: Vec<&str> = self.spec.stages.keys().map(String::as_str).collect();
+                        self.push(
+                            Problem::new("spec::unknown_stage", at.key("stages").index(i), format!("schedule `{name}` runs stage `{st}`, which does not exist"))
+                                .label("no such stage")
+                                .help(suggest(st, names.iter().copied()).unwrap_or_else(|| format!("stages are: {}", names.join(", ")))),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn only_one(at: &Pointer, cname: &str, a: &str, b: &str) -> Problem {
+    Problem::new("spec::conflicting_facets", at.key(b), format!("column `{cname}` has both `{a}` and `{b}`"))
+        .on_key()
+        .label("keep one")
+}

@@ -1,0 +1,140 @@
+//! minijinja templates inside string values: `{{ env.DB_HOST | default('localhost') }}` and
+//! `{{ vars.NAME }}`, rendered on the parsed tree so problems keep their place in the file.
+
+use std::collections::{BTreeMap, HashSet};
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde_json::Value;
+
+use super::diag::Problem;
+use super::source::Pointer;
+
+/// What templates can read.
+pub struct Context {
+    /// Environment variables.
+    pub env: BTreeMap<String, String>,
+}
+
+/// Whether a string holds template syntax.
+pub fn is_template(s: &str) -> bool {
+    s.contains("{{") || s.contains("{%") || s.contains("{#")
+}
+
+/// Renders every templated string in `root`, `vars` first (they may read `env`), then the rest
+/// (which may read `vars`). Returns the pointers of the values it rendered.
+pub fn render(root: &mut Value, ctx: &Context, problems: &mut Vec<Problem>) -> HashSet<Pointer> {
+    let mut jinja = Environment::new();
+    jinja.set_undefined_behavior(UndefinedBehavior::Strict);
+    let mut rendered = HashSet::new();
+
+    let env_value = minijinja::Value::from(minijinja::value::Serde(&ctx.env));
+    let vars_ptr = Pointer::root().key("vars");
+    if let Some(vars) = root.get_mut("vars") {
+        let c = minijinja::context! { env => env_value.clone() };
+        walk(vars, &vars_ptr, &jinja, &c, problems, &mut rendered);
+    }
+    let vars = root.get("vars").cloned().unwrap_or(Value::Object(Default::default()));
+    let c = minijinja::context! { env => env_value, vars => minijinja::Value::from(minijinja::value::Serde(&vars)) };
+    if let Value::Object(map) = root {
+        for (k, v) in map.iter_mut() {
+            if k != "vars" {
+                walk(v, &Pointer::root().key(k), &jinja, &c, problems, &mut rendered);
+            }
+        }
+    }
+    rendered
+}
+
+fn walk(
+    v: &mut Value,
+    at: &Pointer,
+    jinja: &Environment<'_>,
+    ctx: &minijinja::Value,
+    problems: &mut Vec<Problem>,
+    rendered: &mut HashSet<Pointer>,
+) {
+    match v {
+        Value::String(s) if is_template(s) => match jinja.render_str(s, ctx.clone()) {
+            Ok(out) => {
+                *s = out;
+                rendered.insert(at.clone());
+            }
+            Err(e) => problems.push(problem(at, s, &e)),
+        },
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                walk(item, &at.index(i), jinja, ctx, problems, rendered);
+            }
+        }
+        Value::Object(map) => {
+            for (k, item) in map.iter_mut() {
+                walk(item, &at.key(k), jinja, ctx, problems, rendered);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn problem(at: &Pointer, template: &str, e: &minijinja::Error) -> Problem {
+    let range = e.range();
+    let snippet = range.clone().and_then(|r| template.get(r)).map(str::trim).unwrap_or("");
+    let detail = e.detail().map(|d| format!(": {d}")).unwrap_or_default();
+    let (message, help) = match e.kind() {
+        minijinja::ErrorKind::UndefinedError => {
+            let what = if snippet.is_empty() { "a value".to_string() } else { format!("`{snippet}`") };
+            let help = match snippet.strip_prefix("env.") {
+                Some(var) => format!(
+                    "environment variable {var} is not set: set it, or give a default: {{{{ env.{var} | default('...') }}}}"
+                ),
+                None => "define it under `vars:`, or give a default: {{ NAME | default('...') }}".to_string(),
+            };
+            (format!("template at `{at}` reads {what}, which is not defined"), help)
+        }
+        minijinja::ErrorKind::SyntaxError => (
+            format!("template at `{at}` is not valid{detail}"),
+            "templates use minijinja (Jinja2) syntax: {{ env.NAME | default('value') }}".to_string(),
+        ),
+        _ => (
+            format!("template at `{at}` failed{detail}"),
+            "templates may read `env.NAME` and `vars.NAME`".to_string(),
+        ),
+    };
+    let mut p = Problem::new("spec::template", at.clone(), message).label("this template").help(help);
+    if let Some(r) = range {
+        p = p.within(r.start, r.end);
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ctx() -> Context {
+        Context { env: [("DB_HOST".to_string(), "db.internal".to_string())].into_iter().collect() }
+    }
+
+    #[test]
+    fn env_and_vars_render_with_defaults() {
+        let mut v = json!({
+            "vars": {"name": "{{ env.NOPE | default('etl_db') }}"},
+            "db": {"host": "{{ env.DB_HOST }}", "database": "{{ vars.name }}", "port": 5432}
+        });
+        let mut problems = Vec::new();
+        let done = render(&mut v, &ctx(), &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(v["db"]["host"], "db.internal");
+        assert_eq!(v["db"]["database"], "etl_db");
+        assert_eq!(done.len(), 3);
+    }
+
+    #[test]
+    fn an_unset_variable_names_itself() {
+        let mut v = json!({"db": {"host": "{{ env.DB_HOSTNAME }}"}});
+        let mut problems = Vec::new();
+        render(&mut v, &ctx(), &mut problems);
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].help.as_ref().unwrap().contains("DB_HOSTNAME is not set"), "{problems:?}");
+    }
+}
