@@ -53,7 +53,11 @@ pub enum Command {
         spec: SpecArgs,
     },
     /// Print the JSON schema of a spec (draft 2020-12).
-    Schema,
+    Schema {
+        /// Print the spec reference in Markdown instead.
+        #[arg(long)]
+        markdown: bool,
+    },
 }
 
 /// How to read a spec.

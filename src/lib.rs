@@ -65,8 +65,12 @@ fn load(path: &Path, args: &SpecArgs, color: bool) -> Result<spec::LoadedSpec, E
 pub fn run(cli: Cli) -> ExitCode {
     let color = use_color(cli.color);
     match cli.command {
-        Command::Schema => {
-            print(&spec::schema::schema_text());
+        Command::Schema { markdown } => {
+            if markdown {
+                print(&spec::reference::markdown(&spec::schema::schema()));
+            } else {
+                print(&spec::schema::schema_text());
+            }
             ExitCode::from(exit::OK)
         }
         Command::ValidateSpec { specs, spec } => {

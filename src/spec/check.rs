@@ -357,7 +357,7 @@ impl Checker<'_> {
         if let Some(fmt) = &col.format {
             if t.is_temporal() {
                 if let Err(msg) = crate::plan::strptime_formats(fmt) {
-                    self.push(Problem::new("spec::bad_format", at.key("format"), msg).label("this format"));
+                    self.push(Problem::new("spec::bad_format", at.key("format"), format!("column `{cname}`: {msg}")).label("this format"));
                 }
             }
         }

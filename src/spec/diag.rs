@@ -5,7 +5,7 @@ use std::fmt;
 
 use miette::{Diagnostic, LabeledSpan, NamedSource, Report, SourceSpan};
 
-use super::source::{Pointer, Sources, SpanIndex};
+use super::source::{self, Pointer, Sources, SpanIndex};
 
 /// Which part of a value a problem points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +128,13 @@ pub fn place(problems: &[Problem], sources: &Sources, index: &SpanIndex) -> Vec<
             };
             let mut loc = match (p.target, located.key) {
                 (Target::Key, Some(k)) if exact => k,
+                (Target::Key, _) => {
+                    // A mapping with no key of its own (the root): point at its first line.
+                    let text = &sources.get(located.value.source).text;
+                    let first = text[located.value.start..located.value.end].find('\n');
+                    let end = first.map_or(located.value.end, |n| located.value.start + n);
+                    source::Loc { end, ..located.value }
+                }
                 _ => located.value,
             };
             if let (Some((s, e)), true) = (p.within, exact) {

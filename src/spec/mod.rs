@@ -7,6 +7,7 @@ pub mod diag;
 pub mod expr;
 pub mod model;
 pub mod overlay;
+pub mod reference;
 pub mod schema;
 pub mod source;
 pub mod template;
@@ -223,6 +224,10 @@ pub fn load_text(name: &str, text: &str, overlay: Option<(String, String)>, opts
             }
             Err(msg) => problems.push(Problem::new("spec::set_syntax", Pointer::root(), msg)),
         }
+    }
+    // Top-level `x-*` keys hold YAML anchors for reuse; their content was merged where aliased.
+    if let Value::Object(m) = &mut value {
+        m.retain(|k, _| !k.starts_with("x-"));
     }
     let ctx = template::Context { env: opts.env.clone() };
     let template_problems_before = problems.len();

@@ -22,6 +22,10 @@ pub fn schema() -> Value {
     if let Value::Object(m) = &mut v {
         m.insert("$id".into(), Value::from(SCHEMA_ID));
         m.insert("title".into(), Value::from("etl spec"));
+        m.insert(
+            "patternProperties".into(),
+            serde_json::json!({ "^x-": { "description": "Extension keys, ignored by etl: a place for YAML anchors shared by stages." } }),
+        );
     }
     v
 }
@@ -123,12 +127,7 @@ fn convert(e: &ValidationError<'_>, root: &Value, schema: &Value, out: &mut Vec<
             );
         }
         ValidationErrorKind::Type { kind } => {
-            let expected = match kind {
-                jsonschema::error::TypeKind::Single(t) => describe_type(&t.to_string()),
-                jsonschema::error::TypeKind::Multiple(ts) => {
-                    ts.iter().map(|t| describe_type(&t.to_string())).collect::<Vec<_>>().join(" or ")
-                }
-            };
+            let expected = describe_kind(kind, instance);
             out.push(
                 Problem::new(
                     "spec::wrong_type",
@@ -255,20 +254,45 @@ fn narrow(
         .filter_map(|branch| {
             branch.first().map(|e| match e.kind() {
                 ValidationErrorKind::Constant { expected_value } => format!("`{}`", plain(expected_value)),
-                ValidationErrorKind::Type { kind } => match kind {
-                    jsonschema::error::TypeKind::Single(t) => describe_type(&t.to_string()),
-                    jsonschema::error::TypeKind::Multiple(ts) => {
-                        ts.iter().map(|t| describe_type(&t.to_string())).collect::<Vec<_>>().join(" or ")
-                    }
-                },
+                ValidationErrorKind::Type { kind } => describe_kind(kind, instance),
                 _ => e.to_string(),
             })
         })
         .collect();
+    let consts: Vec<String> = context
+        .iter()
+        .filter_map(|b| match b.first().map(|e| e.kind()) {
+            Some(ValidationErrorKind::Constant { expected_value }) if b.len() == 1 => Some(plain(expected_value)),
+            _ => None,
+        })
+        .collect();
+    if consts.len() == context.len() && !consts.is_empty() {
+        let got = plain(instance);
+        out.push(
+            Problem::new("spec::bad_value", at.clone(), format!("`{at}` cannot be `{got}`"))
+                .label(format!("one of {}", consts.join(", ")))
+                .help(suggest(&got, consts.iter().map(String::as_str)).unwrap_or_else(|| format!("write one of: {}", consts.join(", ")))),
+        );
+        return;
+    }
     out.push(
         Problem::new("spec::wrong_type", at.clone(), format!("`{at}` must be {}, not {}", wants.join(" or "), describe_value(instance)))
             .label("this value"),
     );
+}
+
+/// The types a value should have had; "empty" (null, for optional keys) only when it was null.
+fn describe_kind(kind: &jsonschema::error::TypeKind, instance: &Value) -> String {
+    let names: Vec<String> = match kind {
+        jsonschema::error::TypeKind::Single(t) => vec![t.to_string()],
+        jsonschema::error::TypeKind::Multiple(ts) => ts.iter().map(|t| t.to_string()).collect(),
+    };
+    let names: Vec<String> = names
+        .into_iter()
+        .filter(|n| n != "null" || instance.is_null())
+        .map(|n| describe_type(&n))
+        .collect();
+    names.join(" or ")
 }
 
 /// The keys the schema allows where an `additionalProperties` error was raised, found by walking

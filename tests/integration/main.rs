@@ -1,1 +1,5 @@
+//! The one integration-test binary: every test file is a module here, so the stack links once.
 
+mod services;
+mod spec_cli;
+mod util;

@@ -1,0 +1,86 @@
+//! Test helpers: run the real `etl` binary, compare with golden files, and print the whole
+//! evidence (command, exit code, stdout, stderr) when something differs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The project root (where Cargo.toml is).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// What a finished command did.
+pub struct Output {
+    pub command: String,
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// Everything, for a failure message.
+    pub fn evidence(&self) -> String {
+        format!(
+            "command: {}\nexit code: {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n",
+            self.command, self.code, self.stdout, self.stderr
+        )
+    }
+
+    /// Asserts the exit code, printing the evidence otherwise.
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code, code, "unexpected exit code\n{}", self.evidence());
+        self
+    }
+}
+
+/// Runs `etl ARGS` from the project root with a clean environment (only PATH and HOME), plus
+/// `env`.
+pub fn etl(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_etl"));
+    cmd.args(args).current_dir(root()).env_clear();
+    for var in ["PATH", "HOME"] {
+        if let Some(v) = std::env::var_os(var) {
+            cmd.env(var, v);
+        }
+    }
+    cmd.env("NO_COLOR", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("the etl binary runs");
+    Output {
+        command: format!("etl {}", args.join(" ")),
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Compares `actual` with the golden file at `path` (relative to the root). With
+/// UPDATE_GOLDEN=1 the file is rewritten instead; review the diff before committing.
+pub fn golden(path: &str, actual: &str, evidence: &str) {
+    let full = root().join(path);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(full.parent().expect("golden files live in a folder")).unwrap();
+        std::fs::write(&full, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&full)
+        .unwrap_or_else(|_| panic!("golden file {path} is missing; run with UPDATE_GOLDEN=1 to create it\n{evidence}"));
+    if expected != actual {
+        panic!(
+            "output differs from golden file {path} (UPDATE_GOLDEN=1 rewrites it)\n--- expected ---\n{expected}\n--- actual ---\n{actual}\n{evidence}"
+        );
+    }
+}
+
+/// Files in a folder with an extension, sorted.
+pub fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    v.sort();
+    v
+}
