@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Starts, stops or reports the services the tests talk to, on loopback only:
+#   PostgreSQL on 127.0.0.1:$ETL_PG_PORT (default 15432, the seed's), role etl/etlpass,
+#              databases etl_db and etl_test;
+#   S3 (moto's server) on 127.0.0.1:$ETL_S3_PORT (default 19000, the seed's MinIO port),
+#              with the seed's bucket fake-data-for-training.
+# Idempotent: `start` on running services only checks them. State lives in $ETL_SERVICES_DIR
+# (default /var/tmp/etl-services-UID), outside the work tree.
+#   scripts/services.sh start|stop|status|env
+set -euo pipefail
+
+# Under /var/tmp, not $HOME: the postgres user must reach it when we run as root.
+DIR="${ETL_SERVICES_DIR:-/var/tmp/etl-services-$(id -u)}"
+PG_PORT="${ETL_PG_PORT:-15432}"
+S3_PORT="${ETL_S3_PORT:-19000}"
+PGDATA="$DIR/pg"
+S3_PID="$DIR/s3.pid"
+
+pg_bin() {
+  local b
+  b=$(command -v "$1" 2>/dev/null || ls /usr/lib/postgresql/*/bin/"$1" 2>/dev/null | sort -V | tail -1)
+  [ -n "$b" ] || { echo "services: $1 not found; run scripts/install-deps.sh" >&2; exit 1; }
+  echo "$b"
+}
+
+# PostgreSQL refuses to run as root: run it as the `postgres` system user (created if missing).
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then
+    id postgres >/dev/null 2>&1 || useradd --system --home-dir "$DIR" --shell /bin/sh postgres
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+pg_running() { [ -f "$PGDATA/postmaster.pid" ] && as_pg "$(pg_bin pg_ctl)" -D "$PGDATA" status >/dev/null 2>&1; }
+
+start_pg() {
+  mkdir -p "$DIR"
+  if [ ! -f "$PGDATA/PG_VERSION" ]; then
+    mkdir -p "$PGDATA"
+    [ "$(id -u)" = 0 ] && { id postgres >/dev/null 2>&1 || useradd --system --home-dir "$DIR" --shell /bin/sh postgres; chown -R postgres "$DIR"; }
+    as_pg "$(pg_bin initdb)" -D "$PGDATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >/dev/null
+    cat >> "$PGDATA/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$PGDATA'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+max_connections = 100
+CONF
+  fi
+  if ! pg_running; then
+    as_pg "$(pg_bin pg_ctl)" -D "$PGDATA" -l "$DIR/pg.log" -w -t 60 start >/dev/null
+  fi
+  local psql=(as_pg "$(pg_bin psql)" -h "$PGDATA" -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -qAt)
+  "${psql[@]}" -d postgres -c "DO \$\$ BEGIN
+      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'etl') THEN
+        CREATE ROLE etl LOGIN PASSWORD 'etlpass' CREATEDB;
+      END IF; END \$\$;" >/dev/null
+  for db in etl_db etl_test; do
+    if [ "$("${psql[@]}" -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$db'")" != 1 ]; then
+      "${psql[@]}" -d postgres -c "CREATE DATABASE $db OWNER etl" >/dev/null
+    fi
+  done
+  echo "services: PostgreSQL ready on 127.0.0.1:$PG_PORT (logs: $DIR/pg.log)"
+}
+
+s3_running() { [ -f "$S3_PID" ] && kill -0 "$(cat "$S3_PID")" 2>/dev/null; }
+
+start_s3() {
+  mkdir -p "$DIR"
+  if ! s3_running; then
+    nohup python3 -m moto.server -H 127.0.0.1 -p "$S3_PORT" >"$DIR/s3.log" 2>&1 &
+    echo $! > "$S3_PID"
+  fi
+  for _ in $(seq 1 100); do
+    if python3 - "$S3_PORT" <<'PY' >/dev/null 2>&1
+import sys, boto3
+s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{sys.argv[1]}", region_name="us-east-1",
+                  aws_access_key_id="minioadmin", aws_secret_access_key="minioadmin123")
+names = [b["Name"] for b in s3.list_buckets()["Buckets"]]
+if "fake-data-for-training" not in names:
+    s3.create_bucket(Bucket="fake-data-for-training")
+PY
+    then
+      echo "services: S3 (moto) ready on 127.0.0.1:$S3_PORT (logs: $DIR/s3.log)"
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "services: the S3 server did not start; see $DIR/s3.log" >&2
+  tail -20 "$DIR/s3.log" >&2 || true
+  exit 1
+}
+
+stop_all() {
+  if pg_running; then
+    as_pg "$(pg_bin pg_ctl)" -D "$PGDATA" -m fast -w stop >/dev/null && echo "services: PostgreSQL stopped"
+  fi
+  if s3_running; then
+    kill "$(cat "$S3_PID")" && echo "services: S3 server stopped"
+  fi
+  rm -f "$S3_PID"
+}
+
+print_env() {
+  cat <<ENV
+export ETL_TEST_DATABASE_URL=postgres://etl:etlpass@127.0.0.1:$PG_PORT/etl_test
+export ETL_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
+export ETL_TEST_S3_ACCESS_KEY=minioadmin
+export ETL_TEST_S3_SECRET_KEY=minioadmin123
+ENV
+}
+
+case "${1:-}" in
+  start) start_pg; start_s3 ;;
+  stop) stop_all ;;
+  status)
+    pg_running && echo "PostgreSQL: running on 127.0.0.1:$PG_PORT" || echo "PostgreSQL: stopped"
+    s3_running && echo "S3: running on 127.0.0.1:$S3_PORT" || echo "S3: stopped" ;;
+  env) print_env ;;
+  *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
+esac
