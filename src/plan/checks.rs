@@ -291,3 +291,77 @@ pub fn to_polars(e: &expr::Expr, types: &IndexMap<String, ColumnType>) -> Expr {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use polars::prelude::*;
+
+    use crate::spec::{LoadOptions, load_text};
+
+    /// Compiles the checks of a small stage and runs them on a real DataFrame: each row below
+    /// breaks exactly the check named in its `expect` column.
+    #[test]
+    fn compiled_checks_flag_exactly_the_broken_rows() {
+        let spec = r#"
+version: 1
+name: t
+connections:
+  f: { type: local, path: . }
+  d: { type: duckdb, path: t.duckdb }
+enums:
+  kind: { A: 1, B: 2 }
+defaults: { tolerance: 0.01 }
+stages:
+  s:
+    source: { connection: f, key: s.csv }
+    target: { connection: d, table: s, key: [id] }
+    columns:
+      id: { type: string, max_length: 3, pattern: "[a-z]+" }
+      kind: { type: int32, enum: kind }
+      cash: { type: "decimal(20,2)", min: 0, multiple_of: "0.05" }
+      fee: { type: "decimal(20,2)" }
+      total: { type: "decimal(20,2)" }
+      qty: { type: int64, exclusive_min: 0, multiple_of: 100 }
+    rules:
+      - { name: total_is_sum, check: "total = cash + fee" }
+"#;
+        let loaded = load_text("t.yaml", spec, None, &LoadOptions::default()).unwrap_or_else(|e| panic!("{}", e.render(false)));
+        let plan = crate::plan::compile(&loaded.spec);
+        let checks = &plan.stages[0].checks;
+
+        let rows: [(&str, i32, &str, &str, &str, i64, &str); 9] = [
+            ("abc", 1, "10.00", "1.00", "11.00", 100, ""),
+            ("abc", 1, "10.00", "1.00", "11.00", 100, "duplicate_key"),
+            ("abcd", 1, "10.00", "1.00", "11.00", 100, "max_length"),
+            ("ab1", 2, "10.00", "1.00", "11.00", 100, "pattern"),
+            ("x", 3, "10.00", "1.00", "11.00", 100, "enum"),
+            ("y", 1, "-0.05", "1.00", "0.95", 100, "min"),
+            ("z", 1, "10.01", "1.00", "11.01", 100, "multiple_of"),
+            ("w", 1, "10.00", "1.00", "11.02", 200, "total_is_sum"),
+            ("v", 1, "10.00", "1.00", "11.01", 150, "multiple_of"),
+        ];
+        let col_of = |f: &dyn Fn(&(&str, i32, &str, &str, &str, i64, &str)) -> String| -> Vec<String> { rows.iter().map(f).collect() };
+        let dec = |name: &str, v: Vec<String>| Series::new(name.into(), v).cast(&DataType::Decimal(20, 2)).unwrap();
+        let df = DataFrame::new_infer_height(vec![
+            Series::new("id".into(), col_of(&|r| r.0.to_string())).into(),
+            Series::new("kind".into(), rows.iter().map(|r| r.1).collect::<Vec<i32>>()).into(),
+            dec("cash", col_of(&|r| r.2.to_string())).into(),
+            dec("fee", col_of(&|r| r.3.to_string())).into(),
+            dec("total", col_of(&|r| r.4.to_string())).into(),
+            Series::new("qty".into(), rows.iter().map(|r| r.5).collect::<Vec<i64>>()).into(),
+        ])
+        .unwrap();
+        let exprs: Vec<Expr> = checks.iter().enumerate().map(|(i, c)| c.violation.clone().alias(format!("c{i}"))).collect();
+        let out = df.lazy().select(exprs).collect().unwrap_or_else(|e| panic!("checks did not evaluate: {e}"));
+        for (row, r) in rows.iter().enumerate() {
+            let failed: Vec<&str> = checks
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| out.column(&format!("c{i}")).unwrap().bool().unwrap().get(row) == Some(true))
+                .map(|(_, c)| c.rule.as_str())
+                .collect();
+            let expected: Vec<&str> = if r.6.is_empty() { vec![] } else { vec![r.6] };
+            assert_eq!(failed, expected, "row {row} {r:?}");
+        }
+    }
+}

@@ -120,11 +120,11 @@ impl Diagnostic for SpecDiagnostic {
 
 /// Places each problem in the text its value came from.
 pub fn place(problems: &[Problem], sources: &Sources, index: &SpanIndex) -> Vec<SpecDiagnostic> {
-    problems
+    let mut placed: Vec<(usize, usize, SpecDiagnostic)> = problems
         .iter()
         .map(|p| {
             let Some((located, exact)) = index.find(&p.at) else {
-                return SpecDiagnostic { problem: p.clone(), source: None, span: None };
+                return (usize::MAX, 0, SpecDiagnostic { problem: p.clone(), source: None, span: None });
             };
             let mut loc = match (p.target, located.key) {
                 (Target::Key, Some(k)) if exact => k,
@@ -150,13 +150,17 @@ pub fn place(problems: &[Problem], sources: &Sources, index: &SpanIndex) -> Vec<
                 }
             }
             let file = sources.get(loc.source);
-            SpecDiagnostic {
+            let d = SpecDiagnostic {
                 problem: p.clone(),
                 source: Some(NamedSource::new(file.name.clone(), file.text.as_ref().clone())),
                 span: Some((loc.start, loc.end.saturating_sub(loc.start)).into()),
-            }
+            };
+            (loc.source.0, loc.start, d)
         })
-        .collect()
+        .collect();
+    // In the order a reader meets them: by file, then by place in it.
+    placed.sort_by_key(|(source, start, _)| (*source, *start));
+    placed.into_iter().map(|(_, _, d)| d).collect()
 }
 
 /// Renders diagnostics as text: one block each, in order, without colour when `color` is false.
