@@ -2,6 +2,7 @@
 //! the spec layer (`spec`), the compiler (`plan`) and, later, the executor.
 
 pub mod cli;
+pub mod exec;
 pub mod plan;
 pub mod spec;
 

@@ -75,8 +75,22 @@ fn column_checks(spec: &Spec, stage: &Stage, name: &str, c: &Column, out: &mut V
             reads: vec![name.to_string()],
         });
     };
+    if c.ty != ColumnType::String {
+        let uncast = super::extract::uncast_column(name);
+        push(
+            "type",
+            format!("{name} is a valid {}", c.ty),
+            col(uncast.as_str()).is_not_null(),
+            format!("{name} is not a valid {}", c.ty),
+        );
+    }
     if !c.nullable {
-        push("not_null", format!("{name} is not null"), v().is_null(), format!("{name} is required"));
+        let missing = if c.ty == ColumnType::String {
+            v().is_null()
+        } else {
+            v().is_null().and(col(super::extract::uncast_column(name).as_str()).is_null())
+        };
+        push("not_null", format!("{name} is not null"), missing, format!("{name} is required"));
     }
     if let Some(n) = c.max_length {
         push(
@@ -163,35 +177,28 @@ fn column_checks(spec: &Spec, stage: &Stage, name: &str, c: &Column, out: &mut V
             format!("{name} does not match /{p}/"),
         );
     }
+    // Repeats are found by DuckDB over the whole file (first occurrence wins); see extract.rs.
     let is_key = stage.target.key.len() == 1 && stage.target.key[0] == name;
     if c.unique && !is_key {
+        let dup = super::extract::duplicate_column(name);
         push(
             "unique",
             format!("{name} is unique in the file"),
-            v().is_not_null().and(v().is_first_distinct().not()),
-            format!("{name} repeats an earlier row's value"),
+            col(dup.as_str()).is_not_null(),
+            format!("{name} repeats the value of an earlier row"),
         );
     }
-    if is_key {
-        push(
-            "duplicate_key",
-            format!("{name} is unique in the file (the key)"),
-            v().is_not_null().and(v().is_first_distinct().not()),
-            format!("key {name} repeats an earlier row's key"),
-        );
-    }
-    if stage.target.key.len() > 1 && stage.target.key.last().is_some_and(|k| k == name) {
+    if !stage.target.key.is_empty() && stage.target.key.last().is_some_and(|k| k == name) {
         drop(push);
-        let fields: Vec<Expr> = stage.target.key.iter().map(|k| col(k.as_str())).collect();
-        let key = polars::prelude::as_struct(fields);
         let keys = stage.target.key.join(", ");
+        let dup = super::extract::duplicate_column("key");
         out.push(Check {
             rule: "duplicate_key".into(),
-            column: Some(stage.target.key.join(",")),
+            column: Some(keys.clone()),
             severity: Severity::Error,
             condition: format!("({keys}) is unique in the file (the key)"),
-            violation: key.is_first_distinct().not(),
-            message: format!("key ({keys}) repeats an earlier row's key"),
+            violation: col(dup.as_str()).is_not_null(),
+            message: format!("key ({keys}) repeats the key of an earlier row"),
             reads: stage.target.key.clone(),
         });
     }
@@ -349,9 +356,15 @@ stages:
             dec("fee", col_of(&|r| r.3.to_string())).into(),
             dec("total", col_of(&|r| r.4.to_string())).into(),
             Series::new("qty".into(), rows.iter().map(|r| r.5).collect::<Vec<i64>>()).into(),
+            // What the extract SQL computes: no cast failures, row 1 repeats row 0's key.
+            Series::new("__duplicate_of_key".into(), (0..rows.len()).map(|i| (i == 1).then_some(1i64)).collect::<Vec<_>>()).into(),
         ])
         .unwrap();
         let exprs: Vec<Expr> = checks.iter().enumerate().map(|(i, c)| c.violation.clone().alias(format!("c{i}"))).collect();
+        let mut df = df;
+        for c in ["kind", "cash", "fee", "total", "qty"] {
+            df.with_column(Series::full_null(format!("__uncast_{c}").into(), rows.len(), &DataType::String).into()).unwrap();
+        }
         let out = df.lazy().select(exprs).collect().unwrap_or_else(|e| panic!("checks did not evaluate: {e}"));
         for (row, r) in rows.iter().enumerate() {
             let failed: Vec<&str> = checks

@@ -54,36 +54,37 @@ fn cast(c: &ColumnPlan) -> Option<String> {
     Some(format!("TRY_CAST({v} AS {})", duckdb_type(c.ty)))
 }
 
-/// The SELECT that reads `path` and yields the record number, each column typed, and for each
-/// column that can fail to cast, its text when it did.
-pub fn extract_sql(stage: &StagePlan, path: &str) -> String {
+/// The name of the column holding, for a row whose key (or unique column) repeats an earlier
+/// row's, the record number of that first row.
+pub fn duplicate_column(what: &str) -> String {
+    format!("__duplicate_of_{what}")
+}
+
+/// The DuckDB table a stage's raw text rows are staged in.
+pub fn raw_table(stage: &StagePlan) -> String {
+    format!("raw_{}", stage.name)
+}
+
+/// The DuckDB table DuckDB's CSV reader writes malformed lines to.
+pub fn reject_table(stage: &StagePlan) -> String {
+    format!("csv_errors_{}", stage.name)
+}
+
+/// The two DuckDB statements of a stage's extract.
+#[derive(Debug, Clone)]
+pub struct ExtractSql {
+    /// Reads the CSV with DuckDB's reader into a table of text, in file order; malformed lines
+    /// go to the reject table instead of aborting the file.
+    pub stage_raw: String,
+    /// Yields the record number, each column typed, each value that did not cast (as text), and
+    /// for repeated keys the record of their first occurrence; in file order.
+    pub select: String,
+}
+
+/// The `read_csv(...)` call of a stage.
+pub fn read_csv(stage: &StagePlan, path: &str) -> String {
     let csv = &stage.csv;
     let nulls: Vec<String> = csv.null_values.iter().map(|n| literal(n)).collect();
-    let mut outer = vec![format!("  {}", ident(RECORD))];
-    for c in &stage.columns {
-        match cast(c) {
-            None => outer.push(format!("  {}", ident(&c.name))),
-            Some(expr) => {
-                let v = ident(&c.name);
-                outer.push(format!("  {expr} AS {v}"));
-                outer.push(format!(
-                    "  CASE WHEN {v} IS NOT NULL AND {expr} IS NULL THEN {v} END AS {}",
-                    ident(&uncast_column(&c.name))
-                ));
-            }
-        }
-    }
-    let inner: Vec<String> = stage
-        .columns
-        .iter()
-        .map(|c| {
-            if c.header == c.name {
-                format!("    {}", ident(&c.name))
-            } else {
-                format!("    {} AS {}", ident(&c.header), ident(&c.name))
-            }
-        })
-        .collect();
     let options = [
         format!("header = {}", csv.header),
         format!("delim = {}", literal(&csv.delimiter)),
@@ -93,13 +94,73 @@ pub fn extract_sql(stage: &StagePlan, path: &str) -> String {
         format!("nullstr = [{}]", nulls.join(", ")),
         "all_varchar = true".to_string(),
         "strict_mode = true".to_string(),
+        "ignore_errors = true".to_string(),
+        "store_rejects = true".to_string(),
+        format!("rejects_table = {}", literal(&reject_table(stage))),
+        format!("rejects_scan = {}", literal(&format!("csv_scans_{}", stage.name))),
     ];
-    format!(
-        "SELECT\n{}\nFROM (\n  SELECT\n    row_number() OVER () AS {},\n{}\n  FROM read_csv({}, {})\n) AS raw",
+    format!("read_csv({}, {})", literal(path), options.join(", "))
+}
+
+/// Compiles a stage's extract for the CSV at `path`.
+pub fn extract_sql(stage: &StagePlan, path: &str) -> ExtractSql {
+    let headers: Vec<String> = stage
+        .columns
+        .iter()
+        .map(|c| {
+            if c.header == c.name {
+                format!("  {}", ident(&c.name))
+            } else {
+                format!("  {} AS {}", ident(&c.header), ident(&c.name))
+            }
+        })
+        .collect();
+    let stage_raw = format!(
+        "CREATE OR REPLACE TEMP TABLE {} AS\nSELECT\n{}\nFROM {}",
+        ident(&raw_table(stage)),
+        headers.join(",\n"),
+        read_csv(stage, path)
+    );
+
+    let mut inner = vec![format!("    rowid + 1 AS {}", ident(RECORD))];
+    let mut outer = vec![format!("  {}", ident(RECORD))];
+    for c in &stage.columns {
+        let v = ident(&c.name);
+        outer.push(format!("  {v}"));
+        match cast(c) {
+            None => inner.push(format!("    {v}")),
+            Some(expr) => {
+                let u = ident(&uncast_column(&c.name));
+                inner.push(format!("    {expr} AS {v}"));
+                inner.push(format!("    CASE WHEN {v} IS NOT NULL AND {expr} IS NULL THEN {v} END AS {u}"));
+                outer.push(format!("  {u}"));
+            }
+        }
+    }
+    let mut dup = |what: &str, cols: &[String]| {
+        let part: Vec<String> = cols.iter().map(|c| ident(c)).collect();
+        let present: Vec<String> = cols.iter().map(|c| format!("{} IS NOT NULL", ident(c))).collect();
+        let first = format!("min({}) OVER (PARTITION BY {})", ident(RECORD), part.join(", "));
+        outer.push(format!(
+            "  CASE WHEN {} AND {first} < {} THEN {first} END AS {}",
+            present.join(" AND "),
+            ident(RECORD),
+            ident(&duplicate_column(what))
+        ));
+    };
+    if !stage.target.key.is_empty() {
+        dup("key", &stage.target.key);
+    }
+    let key_is = |c: &ColumnPlan| stage.target.key.len() == 1 && stage.target.key[0] == c.name;
+    for c in stage.columns.iter().filter(|c| c.unique && !key_is(c)) {
+        dup(&c.name, std::slice::from_ref(&c.name));
+    }
+    let select = format!(
+        "SELECT\n{}\nFROM (\n  SELECT\n{}\n  FROM {}\n) AS typed\nORDER BY {}",
         outer.join(",\n"),
-        ident(RECORD),
         inner.join(",\n"),
-        literal(path),
-        options.join(", ")
-    )
+        ident(&raw_table(stage)),
+        ident(RECORD)
+    );
+    ExtractSql { stage_raw, select }
 }

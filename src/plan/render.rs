@@ -80,8 +80,10 @@ fn stage(out: &mut String, st: &StagePlan) {
     };
     let _ = writeln!(out, "target: {} / {} ({dialect}), {mode}, batches of {}, {budget}", t.connection, qualified(t), st.batch_size);
 
-    let _ = writeln!(out, "\n-- 1. read and cast (DuckDB)");
-    let _ = writeln!(out, "{};", extract_sql(st, &st.source_key));
+    let x = extract_sql(st, &st.source_key);
+    let _ = writeln!(out, "\n-- 1. read and cast (DuckDB: the CSV as text in file order, then typed)");
+    let _ = writeln!(out, "{};", x.stage_raw);
+    let _ = writeln!(out, "{};", x.select);
 
     let _ = writeln!(out, "\n-- 2. row checks (Polars; a row violating an `error` check is rejected, a `warn` check only counts)");
     for c in &st.checks {

@@ -1,0 +1,174 @@
+//! Reading a stage's CSV with DuckDB: check the header, stage the rows as text in file order
+//! (malformed lines go to DuckDB's reject table), then stream the typed rows to Polars through
+//! the Arrow C data interface.
+
+use std::path::Path;
+
+use duckdb::arrow::array::{Array, StructArray};
+use duckdb::arrow::record_batch::RecordBatch;
+use polars::prelude::DataFrame;
+
+use super::ExecError;
+use crate::plan::StagePlan;
+use crate::plan::extract::{self, ident, literal};
+
+/// A DuckDB database for one run's extracts: in memory, spilling to `temp_dir` past
+/// `memory_limit`.
+pub struct Reader {
+    conn: duckdb::Connection,
+}
+
+/// A CSV line DuckDB's reader could not split into the header's fields.
+#[derive(Debug, Clone)]
+pub struct CsvError {
+    /// Line in the file (1-based).
+    pub line: u64,
+    /// Column named in the error, if any.
+    pub column: Option<String>,
+    /// DuckDB's error type, e.g. TOO MANY COLUMNS.
+    pub kind: String,
+    /// DuckDB's message.
+    pub message: String,
+    /// The line's text (cut to 200 characters).
+    pub text: Option<String>,
+}
+
+impl Reader {
+    /// Opens the database.
+    pub fn open(temp_dir: &Path, memory_limit: &str) -> Result<Self, ExecError> {
+        let conn = duckdb::Connection::open_in_memory().map_err(ExecError::duckdb("open DuckDB"))?;
+        conn.execute_batch(&format!(
+            "SET memory_limit = {}; SET temp_directory = {}; SET preserve_insertion_order = true;",
+            literal(memory_limit),
+            literal(&temp_dir.display().to_string())
+        ))
+        .map_err(ExecError::duckdb("configure DuckDB"))?;
+        Ok(Reader { conn })
+    }
+
+    /// The file's header as DuckDB reads it.
+    pub fn header(&self, stage: &StagePlan, path: &Path) -> Result<Vec<String>, ExecError> {
+        let sql = format!("DESCRIBE SELECT * FROM {}", extract::read_csv(stage, &path.display().to_string()));
+        let mut stmt = self.conn.prepare(&sql).map_err(ExecError::csv(path))?;
+        let names = stmt
+            .query_map([], |row| row.get::<_, String>(0))
+            .map_err(ExecError::csv(path))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ExecError::csv(path))?;
+        Ok(names)
+    }
+
+    /// Stages the file's rows as text. Returns the number of rows and the malformed lines.
+    pub fn stage(&self, stage: &StagePlan, path: &Path, shown: &str) -> Result<(u64, Vec<CsvError>), ExecError> {
+        if stage.csv.header {
+            let header = self.header(stage, path)?;
+            let missing: Vec<&str> =
+                stage.columns.iter().map(|c| c.header.as_str()).filter(|h| !header.iter().any(|x| x == h)).collect();
+            if !missing.is_empty() {
+                return Err(ExecError::Header {
+                    file: shown.to_string(),
+                    missing: missing.join(", "),
+                    found: header.join(", "),
+                });
+            }
+        }
+        let sql = extract::extract_sql(stage, &path.display().to_string());
+        self.conn.execute_batch(&sql.stage_raw).map_err(ExecError::csv(path))?;
+        let rows: u64 = self
+            .conn
+            .query_row(&format!("SELECT count(*) FROM {}", ident(&extract::raw_table(stage))), [], |r| r.get::<_, i64>(0))
+            .map_err(ExecError::duckdb("count staged rows"))? as u64;
+        let errors_sql = format!(
+            "SELECT line, column_name, CAST(error_type AS VARCHAR), error_message, left(csv_line, 200) FROM {} ORDER BY line",
+            ident(&extract::reject_table(stage))
+        );
+        let mut stmt = self.conn.prepare(&errors_sql).map_err(ExecError::duckdb("read CSV errors"))?;
+        let mut errors: Vec<CsvError> = stmt
+            .query_map([], |r| {
+                Ok(CsvError {
+                    line: r.get::<_, i64>(0)? as u64,
+                    column: r.get::<_, Option<String>>(1)?,
+                    kind: r.get::<_, String>(2)?,
+                    message: r.get::<_, String>(3)?,
+                    text: r.get::<_, Option<String>>(4)?,
+                })
+            })
+            .map_err(ExecError::duckdb("read CSV errors"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ExecError::duckdb("read CSV errors"))?;
+        // One line can produce several errors; it is one rejected line.
+        errors.dedup_by_key(|e| e.line);
+        Ok((rows, errors))
+    }
+
+    /// Streams the typed rows in file order, `batch_rows` at a time, to `each`.
+    pub fn typed_batches(
+        &self,
+        stage: &StagePlan,
+        path: &Path,
+        batch_rows: usize,
+        mut each: impl FnMut(DataFrame) -> Result<(), ExecError>,
+    ) -> Result<(), ExecError> {
+        let sql = extract::extract_sql(stage, &path.display().to_string());
+        let mut stmt = self.conn.prepare(&sql.select).map_err(ExecError::duckdb("prepare the typed select"))?;
+        let arrow = stmt.query_arrow([]).map_err(ExecError::duckdb("run the typed select"))?;
+        let mut pending: Option<DataFrame> = None;
+        for batch in arrow {
+            let df = to_polars(batch)?;
+            let merged = match pending.take() {
+                None => df,
+                Some(mut p) => {
+                    p.vstack_mut_owned(df).map_err(ExecError::polars("collect a batch"))?;
+                    p
+                }
+            };
+            if merged.height() >= batch_rows {
+                each(merged)?;
+            } else {
+                pending = Some(merged);
+            }
+        }
+        if let Some(p) = pending {
+            if p.height() > 0 {
+                each(p)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs any statement (used for reference bookkeeping).
+    pub fn execute(&self, sql: &str) -> Result<(), ExecError> {
+        self.conn.execute_batch(sql).map_err(ExecError::duckdb("run a bookkeeping statement"))
+    }
+
+    /// The connection, for appending key sets.
+    pub fn connection(&self) -> &duckdb::Connection {
+        &self.conn
+    }
+}
+
+/// Moves an arrow-rs record batch into a Polars DataFrame without copying the buffers: both
+/// speak the Arrow C data interface, whose structs they define with the same layout.
+pub fn to_polars(batch: RecordBatch) -> Result<DataFrame, ExecError> {
+    let array = StructArray::from(batch);
+    let (ffi_array, ffi_schema) =
+        duckdb::arrow::ffi::to_ffi(&array.to_data()).map_err(|e| ExecError::Internal(format!("export Arrow batch: {e}")))?;
+    // SAFETY: FFI_ArrowArray/FFI_ArrowSchema and polars-arrow's ArrowArray/ArrowSchema are both
+    // #[repr(C)] definitions of the C data interface's structs; ownership (and the release
+    // callback) moves with the value, so each is released exactly once.
+    let (schema, array) = unsafe {
+        let schema: polars_arrow::ffi::ArrowSchema = std::mem::transmute(ffi_schema);
+        let array: polars_arrow::ffi::ArrowArray = std::mem::transmute(ffi_array);
+        (schema, array)
+    };
+    let field = unsafe { polars_arrow::ffi::import_field_from_c(&schema) }
+        .map_err(|e| ExecError::Internal(format!("import Arrow schema: {e}")))?;
+    let imported = unsafe { polars_arrow::ffi::import_array_from_c(array, field.dtype().clone()) }
+        .map_err(|e| ExecError::Internal(format!("import Arrow batch: {e}")))?;
+    let structs = imported
+        .as_any()
+        .downcast_ref::<polars_arrow::array::StructArray>()
+        .ok_or_else(|| ExecError::Internal("an Arrow batch is not a struct array".into()))?
+        .clone();
+    DataFrame::try_from(structs).map_err(ExecError::polars("build a DataFrame"))
+}

@@ -1,0 +1,133 @@
+//! Row validation: evaluates a stage's compiled Polars checks on a batch, splits it into the
+//! rows to load and the rejects (each with its line, column, rule, value and message).
+
+use polars::prelude::*;
+use serde::Serialize;
+
+use super::ExecError;
+use crate::plan::StagePlan;
+use crate::plan::extract::{RECORD, duplicate_column, uncast_column};
+use crate::spec::model::Severity;
+
+/// One reason one input row was not loaded (or, for `warn` rules, was flagged).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reject {
+    /// Line in the source file (the header is line 1).
+    pub line: u64,
+    /// The column the check is about, when it is about one.
+    pub column: Option<String>,
+    /// The check: a facet (`not_null`, `type`, `enum`, ...), `duplicate_key`, `references`,
+    /// `csv` for a malformed line, or a rule's name.
+    pub rule: String,
+    /// The offending value as text.
+    pub value: Option<String>,
+    /// What is wrong.
+    pub message: String,
+    /// Whether the row was rejected (error) or only flagged (warn).
+    pub severity: Severity,
+}
+
+/// What validation made of one batch.
+pub struct Validated {
+    /// The rows that pass every error check, only the spec's columns (plus the record number).
+    pub valid: DataFrame,
+    /// Every failed check of every row.
+    pub rejects: Vec<Reject>,
+    /// Rows rejected.
+    pub rejected_rows: u64,
+    /// Rows flagged by warn rules (and still loaded).
+    pub warned_rows: u64,
+}
+
+/// The line of a record: records are counted from the first data line.
+pub fn line_of(stage: &StagePlan, record: u64) -> u64 {
+    record + u64::from(stage.csv.header)
+}
+
+fn text(v: AnyValue<'_>) -> Option<String> {
+    match v {
+        AnyValue::Null => None,
+        AnyValue::String(s) => Some(s.to_string()),
+        AnyValue::StringOwned(s) => Some(s.to_string()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Validates one batch.
+pub fn validate(stage: &StagePlan, batch: DataFrame) -> Result<Validated, ExecError> {
+    let flags: Vec<Expr> = stage.checks.iter().enumerate().map(|(i, c)| c.violation.clone().alias(format!("__v{i}"))).collect();
+    let flagged = batch.lazy().with_columns(flags).collect().map_err(ExecError::polars("evaluate the row checks"))?;
+    let records = flagged.column(RECORD).map_err(ExecError::polars("read record numbers"))?.cast(&DataType::UInt64).map_err(ExecError::polars("read record numbers"))?;
+    let records = records.u64().map_err(ExecError::polars("read record numbers"))?.clone();
+
+    let height = flagged.height();
+    let mut error_mask = BooleanChunked::full("__error".into(), false, height);
+    let mut warn_mask = BooleanChunked::full("__warn".into(), false, height);
+    let mut rejects = Vec::new();
+    for (i, check) in stage.checks.iter().enumerate() {
+        let col = flagged.column(&format!("__v{i}")).map_err(ExecError::polars("read a check"))?;
+        let hits = col.bool().map_err(ExecError::polars("read a check"))?;
+        if hits.sum().unwrap_or(0) == 0 {
+            continue;
+        }
+        match check.severity {
+            Severity::Error => error_mask = &error_mask | hits,
+            Severity::Warn => warn_mask = &warn_mask | hits,
+        }
+        for (row, hit) in hits.iter().enumerate() {
+            if hit != Some(true) {
+                continue;
+            }
+            let record = records.get(row).unwrap_or(0);
+            let value_of = |name: &str| flagged.column(name).ok().and_then(|c| c.get(row).ok()).and_then(text);
+            let (value, message) = match check.rule.as_str() {
+                "type" => {
+                    let column = check.column.as_deref().unwrap_or("");
+                    let raw = value_of(&uncast_column(column));
+                    let shown = raw.clone().unwrap_or_default();
+                    (raw, format!("`{shown}` is not a valid {}", type_of(stage, column)))
+                }
+                "duplicate_key" | "unique" => {
+                    let what = if check.rule == "unique" { check.column.clone().unwrap_or_default() } else { "key".to_string() };
+                    let first = flagged
+                        .column(&duplicate_column(&what))
+                        .ok()
+                        .and_then(|c| c.get(row).ok())
+                        .and_then(|v| v.extract::<u64>());
+                    let values: Vec<String> = check.reads.iter().map(|c| value_of(c).unwrap_or_default()).collect();
+                    let first_line = first.map(|f| line_of(stage, f)).unwrap_or(0);
+                    (Some(values.join(",")), format!("{}; the first is on line {first_line}", check.message))
+                }
+                _ if check.column.is_some() => (value_of(check.column.as_deref().unwrap_or("")), check.message.clone()),
+                _ => {
+                    let values: Vec<String> =
+                        check.reads.iter().map(|c| format!("{c}={}", value_of(c).unwrap_or_else(|| "null".into()))).collect();
+                    (Some(values.join(", ")), check.message.clone())
+                }
+            };
+            rejects.push(Reject {
+                line: line_of(stage, record),
+                column: check.column.clone(),
+                rule: check.rule.clone(),
+                value,
+                message,
+                severity: check.severity,
+            });
+        }
+    }
+    rejects.sort_by_key(|r| r.line);
+    let rejected_rows = error_mask.sum().unwrap_or(0) as u64;
+    let warned_rows = (&warn_mask & &!&error_mask).sum().unwrap_or(0) as u64;
+    let mut keep: Vec<&str> = vec![RECORD];
+    keep.extend(stage.columns.iter().map(|c| c.name.as_str()));
+    let valid = flagged
+        .filter(&!&error_mask)
+        .map_err(ExecError::polars("keep the valid rows"))?
+        .select(keep)
+        .map_err(ExecError::polars("keep the spec's columns"))?;
+    Ok(Validated { valid, rejects, rejected_rows, warned_rows })
+}
+
+fn type_of(stage: &StagePlan, column: &str) -> String {
+    stage.columns.iter().find(|c| c.name == column).map(|c| c.ty.to_string()).unwrap_or_default()
+}

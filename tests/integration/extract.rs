@@ -1,0 +1,100 @@
+//! Extract and validate against data from the project's generator: every planted invalid row,
+//! and only those, is rejected for its planted reason, on its line.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+
+use etl::exec::{self, read::Reader};
+use etl::spec::LoadOptions;
+
+use crate::util::root;
+
+/// Generates seed-format data into a temporary directory.
+pub fn generate(assets: usize, trades: usize, rate: f64, seed: u64) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_etl-datagen"))
+        .args(["--out", dir.path().to_str().unwrap(), "--assets", &assets.to_string(), "--trades", &trades.to_string()])
+        .args(["--invalid-rate", &rate.to_string(), "--seed", &seed.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "etl-datagen failed: {}", String::from_utf8_lossy(&out.stderr));
+    dir
+}
+
+/// small_etl.yaml with its lake pointed at a local directory.
+pub fn small_etl_on(dir: &Path) -> etl::spec::LoadedSpec {
+    let opts = LoadOptions {
+        sets: vec![format!("connections.lake={{type: local, path: '{}'}}", dir.display())],
+        ..Default::default()
+    };
+    etl::spec::load(&root().join("specs/small_etl.yaml"), &opts).unwrap_or_else(|e| panic!("{}", e.render(false)))
+}
+
+/// (file, line) -> reason, from invalid_rows.csv.
+fn planted(dir: &Path) -> BTreeMap<(String, u64), String> {
+    let text = std::fs::read_to_string(dir.join("invalid_rows.csv")).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.splitn(5, ',').collect();
+            ((f[0].to_string(), f[1].parse().unwrap()), f[2].to_string())
+        })
+        .collect()
+}
+
+/// The rule each planted reason must trip.
+fn rule_for(reason: &str, field: &str) -> &'static str {
+    match (reason, field) {
+        ("bad_enum", _) => "enum",
+        ("negative_money", "assets") => "min",
+        ("negative_money", _) => "exclusive_min",
+        ("formula_mismatch", "assets") => "total_asset_is_sum",
+        ("formula_mismatch", _) => "traded_amount_is_product",
+        ("empty_required", _) => "not_null",
+        ("bad_timestamp", _) => "type",
+        ("duplicate_key", _) => "duplicate_key",
+        ("unknown_fk", _) => "references",
+        _ => "?",
+    }
+}
+
+#[test]
+fn planted_invalid_rows_are_rejected_for_their_reason_and_nothing_else_is() {
+    let data = generate(2_000, 6_000, 0.05, 11);
+    let loaded = small_etl_on(data.path());
+    let plan = etl::plan::compile(&loaded.spec);
+    let tmp = tempfile::tempdir().unwrap();
+    let reader = Reader::open(tmp.path(), "512MB").unwrap();
+    let planted = planted(data.path());
+    for (stage, file) in [("assets", "account_assets.csv"), ("trades", "trades.csv")] {
+        let sp = plan.stages.iter().find(|s| s.name == stage).unwrap();
+        let path = exec::local_path(&loaded.spec, sp, Path::new("/")).unwrap();
+        let (report, valid) = exec::check_stage(&reader, sp, &path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(report.balanced());
+        let expected: BTreeMap<u64, &str> = planted
+            .iter()
+            .filter(|((f, _), r)| f == file && r.as_str() != "unknown_fk")
+            .map(|((_, line), r)| (*line, rule_for(r, stage)))
+            .collect();
+        assert!(expected.len() >= 90, "the generator planted too few rows: {}", expected.len());
+        let mut got: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+        for r in &report.rejects {
+            got.entry(r.line).or_default().insert(r.rule.clone());
+        }
+        let wrong: Vec<String> = expected
+            .iter()
+            .filter(|(line, rule)| !got.get(line).is_some_and(|rules| rules.contains(**rule)))
+            .map(|(line, rule)| format!("line {line}: expected {rule}, got {:?}", got.get(line)))
+            .collect();
+        let extra: Vec<String> = got
+            .iter()
+            .filter(|(line, _)| !expected.contains_key(line))
+            .map(|(line, rules)| format!("line {line}: unexpected {rules:?}"))
+            .collect();
+        assert!(wrong.is_empty() && extra.is_empty(), "stage {stage}:\n{}\n{}\nrejects: {:#?}", wrong.join("\n"), extra.join("\n"), &report.rejects[..report.rejects.len().min(10)]);
+        let loaded_rows: usize = valid.iter().map(|d| d.height()).sum();
+        assert_eq!(report.rows_valid as usize, loaded_rows);
+        assert_eq!(report.rows_rejected as usize, expected.len(), "{stage}");
+    }
+}
