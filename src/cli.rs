@@ -52,6 +52,14 @@ pub enum Command {
         #[command(flatten)]
         spec: SpecArgs,
     },
+    /// Run a spec: for each stage (in dependency order) extract the CSV, validate every row, load
+    /// the valid ones, record the rejects; then run the analytics. Exit 0 when every row loaded,
+    /// 4 when rows were rejected, 3 when S3 or the database cannot be reached.
+    Run(RunArgs),
+    /// The seed's alias: `etl run --stage assets`.
+    Assets(RunArgs),
+    /// The seed's alias: `etl run --stage trades`.
+    Trades(RunArgs),
     /// Print the JSON schema of a spec (draft 2020-12).
     Schema {
         /// Print the spec reference in Markdown instead.
@@ -72,4 +80,72 @@ pub struct SpecArgs {
     /// Override any spec value, e.g. --set defaults.batch_size=5000 (the value is read as YAML).
     #[arg(long = "set", value_name = "PATH=VALUE")]
     pub sets: Vec<String>,
+}
+
+/// How to print a run's report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// A summary table per stage, analytics as tables.
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+/// Options of `etl run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Spec file [default: $ETL_SPEC, then specs/small_etl.yaml].
+    #[arg(value_name = "SPEC")]
+    pub spec_path: Option<PathBuf>,
+    /// Run only this stage (repeatable); its `needs` must already be loaded.
+    #[arg(long = "stage", value_name = "STAGE")]
+    pub stages: Vec<String>,
+    /// Extract, validate and stage everything, then roll back: report what would load, write
+    /// nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also write every reject (line, column, rule, value, message) to this CSV file.
+    #[arg(long, value_name = "FILE")]
+    pub rejects_out: Option<PathBuf>,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Rows per batch, for every stage.
+    #[arg(short = 'b', long, value_name = "ROWS")]
+    pub batch_size: Option<u32>,
+    /// Print each stage's progress.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+    /// Read STAGE from another object key or file: --source trades=trades_2025.csv.
+    #[arg(long = "source", value_name = "STAGE=KEY")]
+    pub sources: Vec<String>,
+    /// The seed's flag: --source assets=KEY.
+    #[arg(long, value_name = "KEY")]
+    pub assets_file: Option<String>,
+    /// The seed's flag: --source trades=KEY.
+    #[arg(long, value_name = "KEY")]
+    pub trades_file: Option<String>,
+    /// S3 endpoint of every s3 connection.
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// Bucket of every s3 connection.
+    #[arg(long, value_name = "BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// Host of every postgres connection.
+    #[arg(long, value_name = "HOST")]
+    pub db_host: Option<String>,
+    /// Port of every postgres connection.
+    #[arg(long, value_name = "PORT")]
+    pub db_port: Option<u16>,
+    /// Database of every postgres connection.
+    #[arg(long, value_name = "NAME")]
+    pub db_name: Option<String>,
+    /// User of every postgres connection.
+    #[arg(long, value_name = "USER")]
+    pub db_user: Option<String>,
+    /// Password of every postgres connection (prefer DB_PASSWORD in the environment).
+    #[arg(long, value_name = "PASSWORD")]
+    pub db_password: Option<String>,
+    #[command(flatten)]
+    pub spec: SpecArgs,
 }

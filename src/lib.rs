@@ -62,10 +62,137 @@ fn load(path: &Path, args: &SpecArgs, color: bool) -> Result<spec::LoadedSpec, E
     })
 }
 
+/// Applies the CLI's connection and source flags to a loaded spec: they override everything.
+fn apply_run_flags(spec: &mut spec::Spec, args: &cli::RunArgs) -> Result<(), String> {
+    use spec::model::{Connection, Secret};
+    for conn in spec.connections.values_mut() {
+        match conn {
+            Connection::Postgres(pg) => {
+                if let Some(h) = &args.db_host {
+                    pg.host = Some(h.clone());
+                }
+                if let Some(p) = args.db_port {
+                    pg.port = Some(p);
+                }
+                if let Some(d) = &args.db_name {
+                    pg.database = Some(d.clone());
+                }
+                if let Some(u) = &args.db_user {
+                    pg.user = Some(u.clone());
+                }
+                if let Some(p) = &args.db_password {
+                    pg.password = Some(Secret(p.clone()));
+                }
+            }
+            Connection::S3(s3) => {
+                if let Some(e) = &args.s3_endpoint {
+                    s3.endpoint = Some(e.clone());
+                }
+                if let Some(b) = &args.s3_bucket {
+                    s3.bucket = b.clone();
+                }
+            }
+            Connection::Local(_) | Connection::Duckdb(_) => {}
+        }
+    }
+    let mut sources: Vec<(String, String)> = Vec::new();
+    if let Some(k) = &args.assets_file {
+        sources.push(("assets".into(), k.clone()));
+    }
+    if let Some(k) = &args.trades_file {
+        sources.push(("trades".into(), k.clone()));
+    }
+    for s in &args.sources {
+        let (stage, key) = s.split_once('=').ok_or_else(|| format!("--source {s}: write STAGE=KEY"))?;
+        sources.push((stage.to_string(), key.to_string()));
+    }
+    for (stage, key) in sources {
+        let names: Vec<&str> = spec.stages.keys().map(String::as_str).collect();
+        let hint = spec::diag::suggest(&stage, names.iter().copied()).unwrap_or_default();
+        let names = names.join(", ");
+        let st = spec.stages.get_mut(&stage).ok_or_else(|| format!("no stage `{stage}` to read from {key} (stages: {names}) {hint}"))?;
+        st.source.key = key;
+    }
+    if let Some(b) = args.batch_size {
+        if b == 0 {
+            return Err("--batch-size must be at least 1".into());
+        }
+        spec.defaults.batch_size = Some(b);
+        for st in spec.stages.values_mut() {
+            st.batch_size = Some(b);
+        }
+    }
+    Ok(())
+}
+
+fn run_spec(mut args: cli::RunArgs, alias: Option<&str>, color: bool) -> ExitCode {
+    if let Some(stage) = alias {
+        args.stages.push(stage.to_string());
+    }
+    let path = args.spec_path.clone().unwrap_or_else(default_spec_path);
+    let mut loaded = match load(&path, &args.spec, color) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    if let Err(msg) = apply_run_flags(&mut loaded.spec, &args) {
+        eprintln!("error: {msg}");
+        return ExitCode::from(exit::USAGE);
+    }
+    for s in &args.stages {
+        if !loaded.spec.stages.contains_key(s) {
+            let names: Vec<&str> = loaded.spec.stages.keys().map(String::as_str).collect();
+            let hint = spec::diag::suggest(s, names.iter().copied()).unwrap_or_default();
+            eprintln!("error: spec {} has no stage `{s}` (stages: {}) {hint}", path.display(), names.join(", "));
+            return ExitCode::from(exit::USAGE);
+        }
+    }
+    let plan = plan::compile(&loaded.spec);
+    let temp = match tempfile::Builder::new().prefix("etl-run-").tempdir() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot create a temporary directory: {e}");
+            return ExitCode::from(exit::ERROR);
+        }
+    };
+    let opts = exec::RunOptions {
+        stages: (!args.stages.is_empty()).then(|| args.stages.clone()),
+        dry_run: args.dry_run,
+        spec_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        temp_dir: temp.path().to_path_buf(),
+        duckdb_memory: std::env::var("ETL_DUCKDB_MEMORY").unwrap_or_else(|_| "1GB".into()),
+        job_id: None,
+    };
+    match exec::run(&loaded, &plan, &opts) {
+        Ok(report) => {
+            if let Some(file) = &args.rejects_out {
+                if let Err(e) = std::fs::write(file, exec::report::rejects_csv(&report)) {
+                    eprintln!("error: cannot write {}: {e}", file.display());
+                    return ExitCode::from(exit::ERROR);
+                }
+            }
+            match args.output {
+                cli::Output::Text => print(&exec::report::text(&report)),
+                cli::Output::Json => print(&exec::report::json(&report)),
+            }
+            ExitCode::from(report.exit_code())
+        }
+        Err(e) => {
+            let mut out = String::new();
+            let theme = if color { miette::GraphicalTheme::unicode() } else { miette::GraphicalTheme::unicode_nocolor() };
+            let _ = miette::GraphicalReportHandler::new_themed(theme).render_report(&mut out, &e);
+            eprint!("{out}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
 /// Runs a parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     let color = use_color(cli.color);
     match cli.command {
+        Command::Run(args) => run_spec(args, None, color),
+        Command::Assets(args) => run_spec(args, Some("assets"), color),
+        Command::Trades(args) => run_spec(args, Some("trades"), color),
         Command::Schema { markdown } => {
             if markdown {
                 print(&spec::reference::markdown(&spec::schema::schema()));

@@ -1,7 +1,9 @@
 //! The executor: the only layer that touches files, S3, DuckDB and databases. It runs a compiled
 //! plan stage by stage (extract, validate, load) and returns a report of every row's fate.
 
+pub mod postgres;
 pub mod read;
+pub mod report;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -64,6 +66,33 @@ pub enum ExecError {
         /// Polars' message.
         message: String,
     },
+    /// A server could not be reached or refused the login.
+    #[error("cannot connect to {what}: {message}")]
+    #[diagnostic(code(run::connect), help("check that the server runs and the spec's (or --db-*/--s3-*) address and credentials"))]
+    Connect {
+        /// What.
+        what: String,
+        /// Why (never with a password).
+        message: String,
+    },
+    /// A database statement failed.
+    #[error("PostgreSQL failed to {what}: {message}")]
+    #[diagnostic(code(run::database))]
+    Database {
+        /// What was attempted.
+        what: String,
+        /// The server's message.
+        message: String,
+    },
+    /// An existing target table does not match the spec; nothing was loaded.
+    #[error("table {table} does not match the spec: {problems}")]
+    #[diagnostic(code(run::table_mismatch), help("alter the table to match, or drop it and let etl create it"))]
+    TableMismatch {
+        /// The table.
+        table: String,
+        /// What differs.
+        problems: String,
+    },
     /// A file could not be written.
     #[error("cannot write {path}: {message}")]
     #[diagnostic(code(run::write))]
@@ -73,6 +102,10 @@ pub enum ExecError {
         /// Why.
         message: String,
     },
+    /// Something this version cannot do yet.
+    #[error("{0}")]
+    #[diagnostic(code(run::unsupported))]
+    Unsupported(String),
     /// A bug in etl.
     #[error("internal error (a bug in etl, please report it): {0}")]
     #[diagnostic(code(run::internal))]
@@ -93,7 +126,7 @@ impl ExecError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            ExecError::Source { .. } => crate::exit::CONNECT,
+            ExecError::Source { .. } | ExecError::Connect { .. } => crate::exit::CONNECT,
             _ => crate::exit::ERROR,
         }
     }
@@ -116,6 +149,8 @@ pub struct RunOptions {
     pub temp_dir: PathBuf,
     /// DuckDB's memory limit, e.g. `1GB`.
     pub duckdb_memory: String,
+    /// The scheduler job that started this run, if any.
+    pub job_id: Option<String>,
 }
 
 /// What happened to one stage.
@@ -127,6 +162,8 @@ pub struct StageReport {
     pub source: String,
     /// Size of the source in bytes.
     pub bytes: u64,
+    /// The object's ETag (S3), if any.
+    pub etag: Option<String>,
     /// Data rows in the file (malformed lines included).
     pub rows_read: u64,
     /// Rows that passed every check.
@@ -135,6 +172,14 @@ pub struct StageReport {
     pub rows_rejected: u64,
     /// Valid rows flagged by `warn` rules.
     pub rows_warned: u64,
+    /// What the load did (None: not loaded, e.g. a dry run or over budget).
+    pub loaded: Option<postgres::Merged>,
+    /// Rows the load would write (a dry run) or wrote.
+    pub rows_staged: u64,
+    /// `succeeded`, `rejected` (loaded, some rows rejected), `over_budget` or `failed`.
+    pub status: String,
+    /// Why the stage went over its error budget.
+    pub budget: Option<String>,
     /// Rejected rows by rule (a row failing two rules counts under both).
     pub rejects_by_rule: BTreeMap<String, u64>,
     /// Every reject, in line order.
@@ -157,21 +202,32 @@ pub fn local_path(spec: &Spec, stage: &StagePlan, spec_dir: &Path) -> Option<Pat
     }
 }
 
-/// Extracts and validates one stage from a local file: everything before the load.
-pub fn check_stage(reader: &read::Reader, stage: &StagePlan, path: &Path) -> Result<(StageReport, Vec<polars::prelude::DataFrame>), ExecError> {
-    let shown = path.display().to_string();
+/// Extracts and validates one stage from a local file, handing each batch of valid rows to
+/// `on_valid` as soon as it is checked: memory holds one batch, not the file.
+pub fn check_stage(
+    reader: &read::Reader,
+    stage: &StagePlan,
+    path: &Path,
+    shown: &str,
+    mut on_valid: impl FnMut(polars::prelude::DataFrame) -> Result<(), ExecError>,
+) -> Result<StageReport, ExecError> {
     let bytes = std::fs::metadata(path)
-        .map_err(|e| ExecError::Source { source_name: shown.clone(), message: e.to_string() })?
+        .map_err(|e| ExecError::Source { source_name: shown.to_string(), message: e.to_string() })?
         .len();
-    let (staged, csv_errors) = reader.stage(stage, path, &shown)?;
+    let (staged, csv_errors) = reader.stage(stage, path, shown)?;
     let mut report = StageReport {
         stage: stage.name.clone(),
-        source: shown,
+        source: shown.to_string(),
         bytes,
+        etag: None,
         rows_read: staged + csv_errors.len() as u64,
         rows_valid: 0,
         rows_rejected: csv_errors.len() as u64,
         rows_warned: 0,
+        loaded: None,
+        rows_staged: 0,
+        status: "running".into(),
+        budget: None,
         rejects_by_rule: BTreeMap::new(),
         rejects: Vec::new(),
     };
@@ -186,21 +242,14 @@ pub fn check_stage(reader: &read::Reader, stage: &StagePlan, path: &Path) -> Res
             severity: crate::spec::model::Severity::Error,
         });
     }
-    let mut valid = Vec::new();
     reader.typed_batches(stage, path, stage.batch_size as usize, |batch| {
         let v = validate::validate(stage, batch)?;
         report.rows_valid += v.valid.height() as u64;
         report.rows_rejected += v.rejected_rows;
         report.rows_warned += v.warned_rows;
-        let mut seen_rules: BTreeMap<(u64, String), ()> = BTreeMap::new();
-        for r in &v.rejects {
-            if r.severity == crate::spec::model::Severity::Error && seen_rules.insert((r.line, r.rule.clone()), ()).is_none() {
-                *report.rejects_by_rule.entry(r.rule.clone()).or_default() += 1;
-            }
-        }
+        count_rules(&mut report, &v.rejects);
         report.rejects.extend(v.rejects);
-        valid.push(v.valid);
-        Ok(())
+        on_valid(v.valid)
     })?;
     report.rejects.sort_by_key(|r| r.line);
     if !report.balanced() {
@@ -209,10 +258,291 @@ pub fn check_stage(reader: &read::Reader, stage: &StagePlan, path: &Path) -> Res
             stage.name, report.rows_read, report.rows_valid, report.rows_rejected
         )));
     }
-    Ok((report, valid))
+    Ok(report)
+}
+
+/// Counts rejected rows by rule: each (line, rule) once, error severity only.
+pub fn count_rules(report: &mut StageReport, rejects: &[Reject]) {
+    let mut seen = std::collections::BTreeSet::new();
+    for r in rejects {
+        if r.severity == crate::spec::model::Severity::Error && seen.insert((r.line, r.rule.clone())) {
+            *report.rejects_by_rule.entry(r.rule.clone()).or_default() += 1;
+        }
+    }
+}
+
+/// Appends one CSV record (RFC 4180; None is an empty unquoted field, text is always quoted).
+pub fn write_csv_record(out: &mut Vec<u8>, fields: &[Option<String>]) {
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        if let Some(v) = f {
+            out.push(b'"');
+            for b in v.bytes() {
+                if b == b'"' {
+                    out.push(b'"');
+                }
+                out.push(b);
+            }
+            out.push(b'"');
+        }
+    }
+    out.push(b'\n');
 }
 
 /// The plan's stages selected by `opts`.
 pub fn selected<'a>(plan: &'a Plan, opts: &RunOptions) -> Vec<&'a StagePlan> {
     crate::plan::select(plan, opts.stages.as_deref())
+}
+
+/// One analytics query's result, every value as the database printed it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AnalyticResult {
+    /// Query name.
+    pub name: String,
+    /// Column names in order.
+    pub columns: Vec<String>,
+    /// Rows of values (None: NULL).
+    pub rows: Vec<Vec<Option<String>>>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// The run's id in etl_runs (None for a dry run).
+    pub run_id: Option<i64>,
+    /// Spec name.
+    pub spec: String,
+    /// SHA-256 of the spec file.
+    pub spec_hash: String,
+    /// Whether nothing was written.
+    pub dry_run: bool,
+    /// `succeeded`, `rejected` or `over_budget`.
+    pub status: String,
+    /// Per stage, in run order.
+    pub stages: Vec<StageReport>,
+    /// Analytics results.
+    pub analytics: Vec<AnalyticResult>,
+}
+
+impl RunReport {
+    /// Exit code: 4 when any row was rejected or a stage went over its error budget, else 0.
+    pub fn exit_code(&self) -> u8 {
+        if self.stages.iter().any(|s| s.rows_rejected > 0 || s.status == "over_budget") {
+            crate::exit::REJECTED
+        } else {
+            crate::exit::OK
+        }
+    }
+}
+
+fn over_budget(stage: &StagePlan, report: &StageReport) -> Option<String> {
+    if let Some(max) = stage.max_rejects {
+        if report.rows_rejected > max {
+            return Some(format!("{} rows rejected, more than max_rejects {max}", report.rows_rejected));
+        }
+    }
+    if let Some(ratio) = stage.max_reject_ratio {
+        let got = report.rows_rejected as f64 / report.rows_read.max(1) as f64;
+        if got > ratio {
+            return Some(format!("{:.4} of rows rejected, more than max_reject_ratio {ratio}", got));
+        }
+    }
+    None
+}
+
+/// Runs the selected stages of a plan: extract, validate, load; then the analytics.
+pub fn run(loaded: &crate::spec::LoadedSpec, plan: &Plan, opts: &RunOptions) -> Result<RunReport, ExecError> {
+    let spec = &loaded.spec;
+    let stages = selected(plan, opts);
+    let mut targets: indexmap::IndexMap<String, postgres::Pg> = indexmap::IndexMap::new();
+    for st in &stages {
+        if targets.contains_key(&st.target.connection) {
+            continue;
+        }
+        match spec.connections.get(&st.target.connection) {
+            Some(Connection::Postgres(c)) => {
+                let pg = postgres::Pg::connect(&st.target.connection, c)?;
+                targets.insert(st.target.connection.clone(), pg);
+            }
+            Some(other) => {
+                return Err(ExecError::Unsupported(format!(
+                    "stage {} loads into a {} connection; this version of etl loads into PostgreSQL only",
+                    st.name,
+                    other.kind()
+                )));
+            }
+            None => return Err(ExecError::Internal(format!("unknown connection {}", st.target.connection))),
+        }
+    }
+    let engine = targets.values().next().ok_or_else(|| ExecError::Internal("no stage selected".into()))?;
+    let run_id = if opts.dry_run {
+        None
+    } else {
+        engine.migrate()?;
+        Some(engine.block(postgres::begin_run(engine.pool(), &spec.name, &loaded.hash, &loaded.path.display().to_string(), opts.job_id.as_deref()))?)
+    };
+    let result = run_stages(spec, &stages, &targets, opts, run_id);
+    let (reports, failure) = match result {
+        Ok(r) => (r, None),
+        Err((r, e)) => (r, Some(e)),
+    };
+    if let Some(e) = failure {
+        if let Some(id) = run_id {
+            let _ = engine.block(postgres::finish_run(engine.pool(), id, "failed", Some(&e.to_string())));
+        }
+        return Err(e);
+    }
+    let mut analytics = Vec::new();
+    if !opts.dry_run && opts.stages.is_none() {
+        for a in &plan.analytics {
+            let Some(pg) = targets.get(&a.connection) else { continue };
+            analytics.push(pg.block(run_analytic(pg.pool(), &a.name, &a.sql))?);
+        }
+    }
+    let status = if reports.iter().any(|s| s.status == "over_budget") {
+        "over_budget"
+    } else if reports.iter().any(|s| s.rows_rejected > 0) {
+        "rejected"
+    } else {
+        "succeeded"
+    };
+    if let Some(id) = run_id {
+        let db_status = if status == "over_budget" { "rejected" } else { status };
+        engine.block(postgres::finish_run(engine.pool(), id, db_status, None))?;
+    }
+    Ok(RunReport {
+        run_id,
+        spec: spec.name.clone(),
+        spec_hash: loaded.hash.clone(),
+        dry_run: opts.dry_run,
+        status: status.into(),
+        stages: reports,
+        analytics,
+    })
+}
+
+type StageResults = Result<Vec<StageReport>, (Vec<StageReport>, ExecError)>;
+
+fn run_stages(
+    spec: &Spec,
+    stages: &[&StagePlan],
+    targets: &indexmap::IndexMap<String, postgres::Pg>,
+    opts: &RunOptions,
+    run_id: Option<i64>,
+) -> StageResults {
+    let mut reports = Vec::new();
+    let reader = match read::Reader::open(&opts.temp_dir, &opts.duckdb_memory) {
+        Ok(r) => r,
+        Err(e) => return Err((reports, e)),
+    };
+    // A dry run keeps one transaction per target for the whole run (so later stages see what
+    // earlier ones would have loaded) and rolls it back at the end.
+    let mut dry: indexmap::IndexMap<String, sqlx::Transaction<'static, sqlx::Postgres>> = indexmap::IndexMap::new();
+    for st in stages {
+        let pg = &targets[&st.target.connection];
+        let outcome = (|| -> Result<StageReport, ExecError> {
+            let path = local_path(spec, st, &opts.spec_dir).ok_or_else(|| {
+                ExecError::Unsupported(format!("stage {} reads from S3; this version of etl reads local files only", st.name))
+            })?;
+            let shown = path.display().to_string();
+            // The stage's own transaction: committed after the merge, rolled back on drop.
+            let mut own_tx: Option<sqlx::Transaction<'static, sqlx::Postgres>> = None;
+            let tx: &mut sqlx::Transaction<'static, sqlx::Postgres> = if opts.dry_run {
+                if !dry.contains_key(&st.target.connection) {
+                    dry.insert(st.target.connection.clone(), pg.begin()?);
+                }
+                dry.get_mut(&st.target.connection).expect("inserted above")
+            } else {
+                own_tx.insert(pg.begin()?)
+            };
+            pg.block(postgres::lock_table(tx, st))?;
+            pg.block(postgres::ensure_table(tx, st))?;
+            pg.block(sqlx::query(postgres::generated(&st.target.sql.create_staging)).execute(&mut **tx))
+                .map_err(|e| ExecError::Database { what: "create the staging table".into(), message: e.to_string() })?;
+            let mut report = check_stage(&reader, st, &path, &shown, |batch| {
+                if batch.height() == 0 {
+                    return Ok(());
+                }
+                pg.block(postgres::copy_batch(tx, st, &batch))
+            })?;
+            let fk = pg.block(postgres::check_references(tx, st))?;
+            report.rows_valid -= fk.len() as u64;
+            report.rows_rejected += fk.len() as u64;
+            count_rules(&mut report, &fk);
+            report.rejects.extend(fk);
+            report.rejects.sort_by_key(|r| r.line);
+            report.rows_staged = report.rows_valid;
+            if let Some(why) = over_budget(st, &report) {
+                report.status = "over_budget".into();
+                report.budget = Some(why);
+                if opts.dry_run {
+                    // Keep the shared transaction usable: drop this stage's staged rows only.
+                    pg.block(sqlx::query(postgres::generated(&format!("TRUNCATE {}", crate::plan::extract::ident(&crate::plan::load::staging_table(&st.target))))).execute(&mut **tx))
+                        .map_err(|e| ExecError::Database { what: "discard the staged rows".into(), message: e.to_string() })?;
+                }
+                return Ok(report);
+            }
+            report.loaded = Some(pg.block(postgres::merge(tx, st, report.rows_valid))?);
+            if let Some(t) = own_tx.take() {
+                pg.block(t.commit()).map_err(|e| ExecError::Database { what: "commit the stage".into(), message: e.to_string() })?;
+            }
+            report.status = if report.rows_rejected > 0 { "rejected".into() } else { "succeeded".into() };
+            Ok(report)
+        })();
+        match outcome {
+            Ok(report) => {
+                if let Some(id) = run_id {
+                    if let Err(e) = pg.block(postgres::record_stage(pg.pool(), id, &report, &report.status, report.budget.as_deref())) {
+                        reports.push(report);
+                        return Err((reports, e));
+                    }
+                }
+                let stop = report.status == "over_budget";
+                reports.push(report);
+                if stop {
+                    break;
+                }
+            }
+            Err(e) => return Err((reports, e)),
+        }
+    }
+    for (_, tx) in dry {
+        let _ = targets.values().next().map(|pg| pg.block(tx.rollback()));
+    }
+    Ok(reports)
+}
+
+async fn run_analytic(pool: &sqlx::PgPool, name: &str, sql: &str) -> Result<AnalyticResult, ExecError> {
+    use sqlx::Row;
+    // json_each_text keeps the query's column order and prints each value exactly as PostgreSQL
+    // does (numeric in full), so no value passes through a float.
+    let wrapped = format!(
+        "SELECT r.n, e.key, e.value FROM (SELECT row_number() OVER () AS n, row_to_json(q) AS j FROM ({}) AS q) AS r, \
+         LATERAL json_each_text(r.j) WITH ORDINALITY AS e(key, value, pos) ORDER BY r.n, e.pos",
+        sql.trim().trim_end_matches(';')
+    );
+    let rows = sqlx::query(postgres::generated(&wrapped))
+        .fetch_all(pool)
+        .await
+        .map_err(|e| ExecError::Database { what: format!("run analytics `{name}`"), message: e.to_string() })?;
+    let mut result = AnalyticResult { name: name.to_string(), columns: Vec::new(), rows: Vec::new() };
+    let mut current: Option<i64> = None;
+    for r in rows {
+        let n: i64 = r.get(0);
+        let key: String = r.get(1);
+        let value: Option<String> = r.get(2);
+        if current != Some(n) {
+            current = Some(n);
+            result.rows.push(Vec::new());
+        }
+        if result.rows.len() == 1 {
+            result.columns.push(key);
+        }
+        if let Some(row) = result.rows.last_mut() {
+            row.push(value);
+        }
+    }
+    Ok(result)
 }

@@ -19,6 +19,9 @@ pub struct LoadSql {
     pub create_staging: String,
     /// Fills the staging table (PostgreSQL COPY; DuckDB appends).
     pub copy: String,
+    /// Per referencing column: deletes staged rows whose value is not in the referenced table,
+    /// returning their record numbers and values (the rejects).
+    pub reference_checks: Vec<(String, String)>,
     /// Writes the staged rows into the table.
     pub merge: Vec<String>,
 }
@@ -145,14 +148,34 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
     let names: Vec<String> = columns.iter().map(|c| ident(&c.name)).collect();
     let list = names.join(", ");
     let staging = ident(&staging_table(t));
+    let record = ident(super::extract::RECORD);
     let create_staging = match t.dialect {
-        Dialect::Postgres => format!("CREATE TEMP TABLE {staging} ON COMMIT DROP AS SELECT {list} FROM {table} WITH NO DATA"),
-        Dialect::Duckdb => format!("CREATE OR REPLACE TEMP TABLE {staging} AS SELECT {list} FROM {table} LIMIT 0"),
+        Dialect::Postgres => {
+            format!("CREATE TEMP TABLE {staging} ON COMMIT DROP AS SELECT NULL::BIGINT AS {record}, {list} FROM {table} WITH NO DATA")
+        }
+        Dialect::Duckdb => format!("CREATE OR REPLACE TEMP TABLE {staging} AS SELECT NULL::BIGINT AS {record}, {list} FROM {table} LIMIT 0"),
     };
     let copy = match t.dialect {
-        Dialect::Postgres => format!("COPY {staging} ({list}) FROM STDIN (FORMAT csv)"),
-        Dialect::Duckdb => format!("INSERT INTO {staging} ({list}) SELECT {list} FROM batch"),
+        Dialect::Postgres => format!("COPY {staging} ({record}, {list}) FROM STDIN (FORMAT csv)"),
+        Dialect::Duckdb => format!("INSERT INTO {staging} SELECT {record}, {list} FROM batch"),
     };
+    let reference_checks = foreign_keys
+        .iter()
+        .map(|fk| {
+            let rq = match &t.schema {
+                Some(s) => format!("{}.{}", ident(s), ident(&fk.table)),
+                None => ident(&fk.table),
+            };
+            let c = ident(&fk.column);
+            (
+                fk.column.clone(),
+                format!(
+                    "DELETE FROM {staging} AS s WHERE s.{c} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {rq} AS r WHERE r.{} = s.{c}) RETURNING s.{record}, s.{c}",
+                    ident(&fk.ref_column)
+                ),
+            )
+        })
+        .collect();
     let insert = format!("INSERT INTO {table} AS t ({list})\nSELECT {list} FROM {staging}");
     let merge = match t.mode {
         LoadMode::Append => vec![insert],
@@ -183,5 +206,5 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
             }
         }
     };
-    LoadSql { create_table, create_indexes, foreign_keys, create_staging, copy, merge }
+    LoadSql { create_table, create_indexes, foreign_keys, create_staging, copy, reference_checks, merge }
 }

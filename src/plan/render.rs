@@ -92,7 +92,7 @@ fn stage(out: &mut String, st: &StagePlan) {
     }
     for c in st.columns.iter().filter(|c| c.references.is_some()) {
         let (table, col) = c.references.as_ref().expect("filtered");
-        let _ = writeln!(out, "[error] references: {} exists in {table}.{col} (checked against the target after the stages it needs)", c.name);
+        let _ = writeln!(out, "[error] references: {} exists in {table}.{col} (checked in the target, step 4)", c.name);
     }
 
     let _ = writeln!(out, "\n-- 3. target DDL ({dialect}; run when the table is missing)");
@@ -109,6 +109,9 @@ fn stage(out: &mut String, st: &StagePlan) {
     let _ = writeln!(out, "\n-- 4. load ({dialect}; one transaction, advisory lock on the table)");
     let _ = writeln!(out, "{};", t.sql.create_staging);
     let _ = writeln!(out, "{};  -- per batch of {} rows", t.sql.copy, st.batch_size);
+    for (column, sql) in &t.sql.reference_checks {
+        let _ = writeln!(out, "{sql};  -- rejects rows whose {column} is not in the referenced table");
+    }
     for s in &t.sql.merge {
         let _ = writeln!(out, "{s};");
     }

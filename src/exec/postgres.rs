@@ -1,0 +1,414 @@
+//! PostgreSQL: connecting (never showing the password), the engine's migrations and run records,
+//! creating or checking a stage's target table, and loading a stage in one transaction: COPY
+//! into a staging table, reject rows whose references are missing, merge into the table.
+
+use std::str::FromStr;
+
+use polars::prelude::{DataFrame, DataType};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
+use sqlx::{PgPool, Postgres, Row, Transaction};
+
+use super::ExecError;
+use super::validate::Reject;
+use crate::plan::extract::{RECORD, ident};
+use crate::plan::load::qualified;
+use crate::plan::{StagePlan, load::sql_type};
+use crate::spec::model::{ColumnType, PostgresConnection, Severity};
+
+/// An open PostgreSQL target.
+pub struct Pg {
+    rt: tokio::runtime::Runtime,
+    pool: PgPool,
+    /// `host:port/database` for messages.
+    pub label: String,
+}
+
+/// Connection options from a spec connection: the URL first, then its parts over it.
+pub fn connect_options(c: &PostgresConnection) -> Result<PgConnectOptions, String> {
+    let mut o = match &c.url {
+        Some(url) => PgConnectOptions::from_str(url.expose()).map_err(|e| scrub(&e.to_string(), c))?,
+        None => PgConnectOptions::new_without_pgpass().host("localhost").port(5432),
+    };
+    if let Some(h) = &c.host {
+        o = o.host(h);
+    }
+    if let Some(p) = c.port {
+        o = o.port(p);
+    }
+    if let Some(d) = &c.database {
+        o = o.database(d);
+    }
+    if let Some(u) = &c.user {
+        o = o.username(u);
+    }
+    if let Some(p) = &c.password {
+        o = o.password(p.expose());
+    }
+    if let Some(m) = &c.sslmode {
+        o = o.ssl_mode(PgSslMode::from_str(m).map_err(|e| e.to_string())?);
+    }
+    Ok(o.application_name("etl"))
+}
+
+/// Removes the connection's password from a message, wherever a driver may have put it.
+pub fn scrub(message: &str, c: &PostgresConnection) -> String {
+    let mut m = message.to_string();
+    if let Some(p) = &c.password {
+        if !p.expose().is_empty() {
+            m = m.replace(p.expose(), "******");
+        }
+    }
+    if let Some(url) = &c.url {
+        if let Some(pw) = url.expose().split_once("://").and_then(|(_, r)| r.split_once('@')).and_then(|(ui, _)| ui.split_once(':')).map(|(_, p)| p) {
+            if !pw.is_empty() {
+                m = m.replace(pw, "******");
+            }
+        }
+    }
+    m
+}
+
+impl Pg {
+    /// Connects; a failure is a connection error (exit 3) naming the server, never the password.
+    pub fn connect(name: &str, c: &PostgresConnection) -> Result<Pg, ExecError> {
+        let opts = connect_options(c).map_err(|message| ExecError::Connect { what: format!("PostgreSQL connection `{name}`"), message })?;
+        let label = format!("{}:{}/{}", opts.get_host(), opts.get_port(), opts.get_database().unwrap_or("(default)"));
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| ExecError::Internal(e.to_string()))?;
+        let pool = rt
+            .block_on(PgPoolOptions::new().max_connections(2).acquire_timeout(std::time::Duration::from_secs(15)).connect_with(opts))
+            .map_err(|e| ExecError::Connect { what: format!("PostgreSQL at {label} (connection `{name}`)"), message: scrub(&e.to_string(), c) })?;
+        Ok(Pg { rt, pool, label })
+    }
+
+    /// Runs a future to completion.
+    pub fn block<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies the engine's migrations (etl_runs, etl_run_stages, etl_rejects, ...).
+    pub fn migrate(&self) -> Result<(), ExecError> {
+        self.block(sqlx::migrate!("./migrations").run(&self.pool)).map_err(|e| ExecError::Database {
+            what: "apply the engine's migrations".into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Begins a transaction.
+    pub fn begin(&self) -> Result<Transaction<'static, Postgres>, ExecError> {
+        self.block(self.pool.begin()).map_err(db("begin a transaction"))
+    }
+}
+
+/// Generated SQL: every identifier in it came through the spec's identifier check and is quoted
+/// (STYLE habit 7); values never go in, they are bound or COPYed.
+pub fn generated(sql: &str) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(sql.to_string())
+}
+
+fn db(what: &'static str) -> impl Fn(sqlx::Error) -> ExecError {
+    move |e| ExecError::Database { what: what.into(), message: e.to_string() }
+}
+
+/// Creates the stage's table when missing (with its key, indexes and foreign keys), or checks
+/// that the existing one holds the spec's columns with compatible types and a unique key.
+pub async fn ensure_table(tx: &mut Transaction<'static, Postgres>, stage: &StagePlan) -> Result<(), ExecError> {
+    let t = &stage.target;
+    let schema = t.schema.clone().unwrap_or_else(|| "public".into());
+    let existing = sqlx::query(
+        "SELECT column_name::text, data_type::text, character_maximum_length, numeric_precision, numeric_scale
+         FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2",
+    )
+    .bind(&schema)
+    .bind(&t.table)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db("read the target table's columns"))?;
+    if existing.is_empty() {
+        sqlx::query(generated(&format!("CREATE SCHEMA IF NOT EXISTS {}", ident(&schema)))).execute(&mut **tx).await.map_err(db("create the target schema"))?;
+        for s in &t.sql.create_table {
+            sqlx::query(generated(s)).execute(&mut **tx).await.map_err(db("create the target table"))?;
+        }
+    } else {
+        let mut problems = Vec::new();
+        for c in &stage.columns {
+            let Some(row) = existing.iter().find(|r| r.get::<String, _>(0) == c.name) else {
+                problems.push(format!("column `{}` is missing (the spec wants {})", c.name, sql_type(c, t.dialect)));
+                continue;
+            };
+            let data_type: String = row.get(1);
+            let max_len: Option<i32> = row.get(2);
+            let precision: Option<i32> = row.get(3);
+            let scale: Option<i32> = row.get(4);
+            let ok = match c.ty {
+                ColumnType::String => match data_type.as_str() {
+                    "text" => true,
+                    "character varying" => max_len.is_none_or(|m| c.max_length.is_some_and(|n| n as i32 <= m)),
+                    _ => false,
+                },
+                ColumnType::Int32 => matches!(data_type.as_str(), "integer" | "bigint" | "numeric"),
+                ColumnType::Int64 => matches!(data_type.as_str(), "bigint" | "numeric"),
+                ColumnType::Decimal { precision: p, scale: s } => {
+                    data_type == "numeric" && precision.is_none_or(|tp| tp - scale.unwrap_or(0) >= i32::from(p) - i32::from(s)) && scale.is_none_or(|ts| ts >= i32::from(s))
+                }
+                ColumnType::Float64 => data_type == "double precision",
+                ColumnType::Bool => data_type == "boolean",
+                ColumnType::Date => matches!(data_type.as_str(), "date" | "timestamp without time zone"),
+                ColumnType::Timestamp => data_type == "timestamp without time zone",
+            };
+            if !ok {
+                let shown = match (max_len, precision, scale) {
+                    (Some(m), _, _) => format!("{data_type}({m})"),
+                    (_, Some(p), Some(s)) if data_type == "numeric" => format!("numeric({p},{s})"),
+                    _ => data_type.clone(),
+                };
+                problems.push(format!("column `{}` is {shown}, which cannot hold the spec's {}", c.name, sql_type(c, t.dialect)));
+            }
+        }
+        if !t.key.is_empty() {
+            let mut key = t.key.clone();
+            key.sort();
+            let unique: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+                   JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = $1 AND c.relname = $2 AND i.indisunique
+                    AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text) FROM pg_attribute a
+                          WHERE a.attrelid = c.oid AND a.attnum = ANY (i.indkey)) = $3)",
+            )
+            .bind(&schema)
+            .bind(&t.table)
+            .bind(&key)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db("read the target table's keys"))?;
+            if !unique {
+                problems.push(format!("the key ({}) has no unique constraint or index", t.key.join(", ")));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ExecError::TableMismatch { table: qualified(t), problems: problems.join("; ") });
+        }
+    }
+    for s in &t.sql.create_indexes {
+        sqlx::query(generated(s)).execute(&mut **tx).await.map_err(db("create an index"))?;
+    }
+    for fk in &t.sql.foreign_keys {
+        let present: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid
+               JOIN pg_namespace n ON n.oid = r.relnamespace WHERE n.nspname = $1 AND r.relname = $2 AND c.conname = $3)",
+        )
+        .bind(&schema)
+        .bind(&t.table)
+        .bind(&fk.name)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db("read the target table's foreign keys"))?;
+        if !present {
+            sqlx::query(generated(&fk.sql)).execute(&mut **tx).await.map_err(db("add a foreign key"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Takes the transaction-scoped advisory lock of a table: two runs never interleave on it.
+pub async fn lock_table(tx: &mut Transaction<'static, Postgres>, stage: &StagePlan) -> Result<(), ExecError> {
+    let key = format!("etl:{}", qualified(&stage.target));
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(key)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("lock the target table"))?;
+    Ok(())
+}
+
+/// Encodes a batch as CSV for COPY: the record number, then the spec's columns. Text is always
+/// quoted, so an empty text is not NULL; NULL is an empty unquoted field.
+pub fn copy_csv(stage: &StagePlan, batch: &DataFrame) -> Result<Vec<u8>, ExecError> {
+    let mut cols = Vec::with_capacity(stage.columns.len() + 1);
+    let mut quoted = Vec::with_capacity(stage.columns.len() + 1);
+    let names = std::iter::once((RECORD, false)).chain(stage.columns.iter().map(|c| (c.name.as_str(), c.ty == ColumnType::String)));
+    for (name, quote) in names {
+        let s = batch
+            .column(name)
+            .and_then(|c| c.cast(&DataType::String))
+            .map_err(|e| ExecError::Polars { what: "format a batch for COPY", message: e.to_string() })?;
+        let s = s.str().map_err(|e| ExecError::Polars { what: "format a batch for COPY", message: e.to_string() })?.clone();
+        cols.push(s);
+        quoted.push(quote);
+    }
+    let mut out = Vec::with_capacity(batch.height() * 64);
+    for row in 0..batch.height() {
+        for (i, col) in cols.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            if let Some(v) = col.get(row) {
+                if quoted[i] || v.contains([',', '"', '\n', '\r']) || v.is_empty() {
+                    out.push(b'"');
+                    for b in v.bytes() {
+                        if b == b'"' {
+                            out.push(b'"');
+                        }
+                        out.push(b);
+                    }
+                    out.push(b'"');
+                } else {
+                    out.extend_from_slice(v.as_bytes());
+                }
+            }
+        }
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+/// COPYs one batch into the stage's staging table.
+pub async fn copy_batch(tx: &mut Transaction<'static, Postgres>, stage: &StagePlan, batch: &DataFrame) -> Result<(), ExecError> {
+    let bytes = copy_csv(stage, batch)?;
+    let mut copy = tx.copy_in_raw(&stage.target.sql.copy).await.map_err(db("start COPY into the staging table"))?;
+    copy.send(bytes).await.map_err(db("COPY a batch"))?;
+    copy.finish().await.map_err(db("finish COPY"))?;
+    Ok(())
+}
+
+/// Rejects staged rows whose referenced value is missing from the referenced table.
+pub async fn check_references(tx: &mut Transaction<'static, Postgres>, stage: &StagePlan) -> Result<Vec<Reject>, ExecError> {
+    let mut out = Vec::new();
+    for (column, sql) in &stage.target.sql.reference_checks {
+        let target = stage.columns.iter().find(|c| &c.name == column).and_then(|c| c.references.clone()).unwrap_or_default();
+        let rows = sqlx::query(generated(sql)).fetch_all(&mut **tx).await.map_err(db("check references"))?;
+        for r in rows {
+            let record: i64 = r.get(0);
+            let value: Option<String> = r.try_get::<String, _>(1).ok();
+            out.push(Reject {
+                line: super::validate::line_of(stage, record as u64),
+                column: Some(column.clone()),
+                rule: "references".into(),
+                value,
+                message: format!("{column} is not in {}.{}", target.0, target.1),
+                severity: Severity::Error,
+            });
+        }
+    }
+    out.sort_by_key(|r| r.line);
+    Ok(out)
+}
+
+/// What a merge did.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Merged {
+    /// New rows.
+    pub inserted: u64,
+    /// Changed rows.
+    pub updated: u64,
+    /// Rows equal to what the table held.
+    pub unchanged: u64,
+}
+
+/// Writes the staged rows into the table.
+pub async fn merge(tx: &mut Transaction<'static, Postgres>, stage: &StagePlan, staged: u64) -> Result<Merged, ExecError> {
+    let mut m = Merged::default();
+    for s in &stage.target.sql.merge {
+        if s.contains("RETURNING (xmax = 0) AS inserted") {
+            let wrapped = format!("WITH merged AS ({s}) SELECT count(*) FILTER (WHERE inserted), count(*) FROM merged");
+            let row = sqlx::query(generated(&wrapped)).fetch_one(&mut **tx).await.map_err(db("merge into the target table"))?;
+            let inserted: i64 = row.get(0);
+            let total: i64 = row.get(1);
+            m.inserted = inserted as u64;
+            m.updated = (total - inserted) as u64;
+        } else if s.starts_with("DELETE") {
+            sqlx::query(generated(s)).execute(&mut **tx).await.map_err(db("empty the target table"))?;
+        } else {
+            let r = sqlx::query(generated(s)).execute(&mut **tx).await.map_err(db("insert into the target table"))?;
+            m.inserted = r.rows_affected();
+        }
+    }
+    m.unchanged = staged.saturating_sub(m.inserted + m.updated);
+    Ok(m)
+}
+
+/// Records the start of a run; returns its id.
+pub async fn begin_run(pool: &PgPool, spec_name: &str, hash: &str, path: &str, job_id: Option<&str>) -> Result<i64, ExecError> {
+    let host = std::env::var("HOSTNAME").ok();
+    sqlx::query_scalar("INSERT INTO etl_runs (spec_name, spec_hash, spec_path, job_id, host) VALUES ($1, $2, $3, $4, $5) RETURNING run_id")
+        .bind(spec_name)
+        .bind(hash)
+        .bind(path)
+        .bind(job_id)
+        .bind(host)
+        .fetch_one(pool)
+        .await
+        .map_err(db("record the run"))
+}
+
+/// Records the end of a run.
+pub async fn finish_run(pool: &PgPool, run_id: i64, status: &str, error: Option<&str>) -> Result<(), ExecError> {
+    sqlx::query("UPDATE etl_runs SET finished_at = now(), status = $2, error = $3 WHERE run_id = $1")
+        .bind(run_id)
+        .bind(status)
+        .bind(error)
+        .execute(pool)
+        .await
+        .map_err(db("record the run's end"))?;
+    Ok(())
+}
+
+/// Records a stage's outcome and its rejects.
+pub async fn record_stage(pool: &PgPool, run_id: i64, report: &super::StageReport, status: &str, error: Option<&str>) -> Result<(), ExecError> {
+    let mut tx = pool.begin().await.map_err(db("record the stage"))?;
+    sqlx::query(
+        "INSERT INTO etl_run_stages (run_id, stage, source, source_bytes, source_etag, finished_at, status, rows_read,
+           rows_inserted, rows_updated, rows_unchanged, rows_rejected, rows_warned, balanced, error)
+         VALUES ($1, $2, $3, $4, $5, now(), $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    )
+    .bind(run_id)
+    .bind(&report.stage)
+    .bind(&report.source)
+    .bind(report.bytes as i64)
+    .bind(report.etag.as_deref())
+    .bind(status)
+    .bind(report.rows_read as i64)
+    .bind(report.loaded.map(|m| m.inserted as i64))
+    .bind(report.loaded.map(|m| m.updated as i64))
+    .bind(report.loaded.map(|m| m.unchanged as i64))
+    .bind(report.rows_rejected as i64)
+    .bind(report.rows_warned as i64)
+    .bind(report.balanced())
+    .bind(error)
+    .execute(&mut *tx)
+    .await
+    .map_err(db("record the stage"))?;
+    if !report.rejects.is_empty() {
+        let mut copy = tx
+            .copy_in_raw("COPY etl_rejects (run_id, stage, source, line, column_name, rule, value, message, severity) FROM STDIN (FORMAT csv)")
+            .await
+            .map_err(db("record the rejects"))?;
+        let mut buf = Vec::new();
+        for r in &report.rejects {
+            let sev = match r.severity {
+                Severity::Error => "error",
+                Severity::Warn => "warn",
+            };
+            let fields = [
+                Some(run_id.to_string()),
+                Some(report.stage.clone()),
+                Some(report.source.clone()),
+                Some(r.line.to_string()),
+                r.column.clone(),
+                Some(r.rule.clone()),
+                r.value.clone(),
+                Some(r.message.clone()),
+                Some(sev.to_string()),
+            ];
+            super::write_csv_record(&mut buf, &fields);
+        }
+        copy.send(buf).await.map_err(db("record the rejects"))?;
+        copy.finish().await.map_err(db("record the rejects"))?;
+    }
+    tx.commit().await.map_err(db("record the stage"))?;
+    Ok(())
+}
