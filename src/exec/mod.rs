@@ -440,6 +440,7 @@ fn run_stages(
     // A dry run keeps one transaction per target for the whole run (so later stages see what
     // earlier ones would have loaded) and rolls it back at the end.
     let mut dry: indexmap::IndexMap<String, sqlx::Transaction<'static, sqlx::Postgres>> = indexmap::IndexMap::new();
+    let _contexts: Vec<_> = targets.values().map(|pg| pg.enter()).collect();
     for st in stages {
         let pg = &targets[&st.target.connection];
         let outcome = (|| -> Result<StageReport, ExecError> {
@@ -508,8 +509,8 @@ fn run_stages(
             Err(e) => return Err((reports, e)),
         }
     }
-    for (_, tx) in dry {
-        let _ = targets.values().next().map(|pg| pg.block(tx.rollback()));
+    for (conn, tx) in dry {
+        let _ = targets[&conn].block(tx.rollback());
     }
     Ok(reports)
 }

@@ -85,6 +85,12 @@ impl Pg {
         self.rt.block_on(f)
     }
 
+    /// Enters the runtime's context, so connections and transactions dropped while it is held
+    /// (on an error path) can return to the pool or roll back.
+    pub fn enter(&self) -> tokio::runtime::EnterGuard<'_> {
+        self.rt.enter()
+    }
+
     /// The pool.
     pub fn pool(&self) -> &PgPool {
         &self.pool

@@ -1,6 +1,7 @@
 //! The one integration-test binary: every test file is a module here, so the stack links once.
 
 mod extract;
+mod run;
 mod services;
 mod spec_cli;
 mod util;

@@ -1,0 +1,285 @@
+//! `etl run` end to end against the real PostgreSQL the scripts start: generated data with
+//! planted invalid rows, exactness of money, re-runs, dry runs, error budgets, exit codes, and a
+//! failure in the middle of a load.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use sqlx::Row;
+
+use crate::extract::generate;
+use crate::util::{Output, etl};
+
+/// A schema of its own in the test database, dropped when the test ends.
+pub struct TestDb {
+    pub url: String,
+    pub schema: String,
+    rt: tokio::runtime::Runtime,
+    pool: sqlx::PgPool,
+}
+
+impl TestDb {
+    pub fn new(name: &str) -> TestDb {
+        let url = std::env::var("ETL_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| panic!("ETL_TEST_DATABASE_URL is not set: run the tests with scripts/test.sh"));
+        let schema = format!("t_{name}_{}", std::process::id());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let pool = rt.block_on(sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&url)).unwrap();
+        let db = TestDb { url, schema, rt, pool };
+        db.exec(&format!("DROP SCHEMA IF EXISTS {0} CASCADE; CREATE SCHEMA {0}", db.schema));
+        db
+    }
+
+    /// Runs SQL (several statements allowed).
+    pub fn exec(&self, sql: &str) {
+        self.rt
+            .block_on(sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&self.pool))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// The first column of every row, as text.
+    pub fn texts(&self, sql: &str) -> Vec<String> {
+        self.rt
+            .block_on(sqlx::query(sqlx::AssertSqlSafe(sql.to_string())).fetch_all(&self.pool))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .iter()
+            .map(|r| r.try_get::<String, _>(0).unwrap_or_default())
+            .collect()
+    }
+
+    /// One number.
+    pub fn count(&self, sql: &str) -> i64 {
+        self.rt
+            .block_on(sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_string())).fetch_one(&self.pool))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// `--set` arguments pointing small_etl.yaml's `db` at this schema and its lake at `dir`.
+    pub fn sets(&self, dir: &Path) -> Vec<String> {
+        vec![
+            "--set".into(),
+            format!("connections.db={{type: postgres, url: '{}', schema: {}}}", self.url, self.schema),
+            "--set".into(),
+            format!("connections.lake={{type: local, path: '{}'}}", dir.display()),
+        ]
+    }
+
+    /// Runs `etl run specs/small_etl.yaml` against this schema and `dir`, plus `extra`.
+    pub fn run(&self, dir: &Path, extra: &[&str]) -> Output {
+        let mut args: Vec<String> = vec!["run".into(), "specs/small_etl.yaml".into()];
+        args.extend(self.sets(dir));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        etl(&refs, &[])
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema);
+        let _ = self.rt.block_on(sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&self.pool));
+    }
+}
+
+fn expected(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap()
+}
+
+fn report(out: &Output) -> serde_json::Value {
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not a JSON report: {e}\n{}", out.evidence()))
+}
+
+#[test]
+fn generated_data_loads_exactly_the_valid_rows_and_a_rerun_changes_nothing() {
+    let data = generate(5_000, 100_000, 0.02, 42);
+    let db = TestDb::new("generated");
+    let rejects_file = data.path().join("rejects.csv");
+    let out = db.run(data.path(), &["--output", "json", "--rejects-out", rejects_file.to_str().unwrap()]);
+    out.expect_code(4);
+    let r = report(&out);
+    let exp = expected(data.path());
+    let valid_assets = exp["account_assets.csv"]["valid"].as_i64().unwrap();
+    let valid_trades = exp["trades.csv"]["valid"].as_i64().unwrap();
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.asset", db.schema)), valid_assets, "{}", out.evidence());
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.trade", db.schema)), valid_trades, "{}", out.evidence());
+
+    // etl_rejects holds exactly the planted lines, each under the rule its reason trips.
+    let run_id = r["run_id"].as_i64().unwrap();
+    let planted = std::fs::read_to_string(data.path().join("invalid_rows.csv")).unwrap();
+    let mut want: BTreeMap<(String, i64), String> = BTreeMap::new();
+    for l in planted.lines().skip(1) {
+        let f: Vec<&str> = l.splitn(5, ',').collect();
+        let stage = if f[0] == "trades.csv" { "trades" } else { "assets" };
+        want.insert((stage.into(), f[1].parse().unwrap()), f[2].into());
+    }
+    let rows = db.texts(&format!(
+        "SELECT stage || ',' || line || ',' || rule FROM etl_rejects WHERE run_id = {run_id} AND severity = 'error' ORDER BY 1"
+    ));
+    let mut got: BTreeMap<(String, i64), Vec<String>> = BTreeMap::new();
+    for row in rows {
+        let f: Vec<&str> = row.split(',').collect();
+        got.entry((f[0].into(), f[1].parse().unwrap())).or_default().push(f[2].into());
+    }
+    let rule_for = |stage: &str, reason: &str| match reason {
+        "bad_enum" => "enum",
+        "negative_money" if stage == "assets" => "min",
+        "negative_money" => "exclusive_min",
+        "formula_mismatch" if stage == "assets" => "total_asset_is_sum",
+        "formula_mismatch" => "traded_amount_is_product",
+        "empty_required" => "not_null",
+        "bad_timestamp" => "type",
+        "duplicate_key" => "duplicate_key",
+        "unknown_fk" => "references",
+        _ => "?",
+    };
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "rejected lines differ from the planted ones");
+    for ((stage, line), reason) in &want {
+        let rules = &got[&(stage.clone(), *line)];
+        assert!(rules.iter().any(|r| r == rule_for(stage, reason)), "{stage} line {line}: planted {reason}, rejected for {rules:?}");
+    }
+    let csv = std::fs::read_to_string(&rejects_file).unwrap();
+    assert_eq!(csv.lines().count() - 1, db.count(&format!("SELECT count(*) FROM etl_rejects WHERE run_id = {run_id}")) as usize);
+    assert_eq!(
+        db.count(&format!("SELECT count(*) FROM etl_run_stages WHERE run_id = {run_id} AND balanced AND rows_read = rows_inserted + rows_updated + rows_unchanged + rows_rejected")),
+        2,
+        "rows read = loaded + rejected, recorded for both stages"
+    );
+
+    // The same files again: every valid row is reported unchanged and no row changes.
+    let before = db.texts(&format!("SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM {}.trade t", db.schema));
+    let out = db.run(data.path(), &["--output", "json"]);
+    out.expect_code(4);
+    let r = report(&out);
+    for (i, valid) in [(0, valid_assets), (1, valid_trades)] {
+        let loaded = &r["stages"][i]["loaded"];
+        assert_eq!(loaded["inserted"], 0, "{}", out.evidence());
+        assert_eq!(loaded["updated"], 0, "{}", out.evidence());
+        assert_eq!(loaded["unchanged"], valid, "{}", out.evidence());
+    }
+    let after = db.texts(&format!("SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM {}.trade t", db.schema));
+    assert_eq!(before, after);
+}
+
+fn write(dir: &Path, assets: &str, trades: &str) {
+    std::fs::write(dir.join("account_assets.csv"), assets).unwrap();
+    std::fs::write(dir.join("trades.csv"), trades).unwrap();
+}
+
+const ASSETS_HEADER: &str = "id,account_id,account_type,cash,frozen_cash,market_value,total_asset,updated_at\n";
+const TRADES_HEADER: &str = "id,account_id,account_type,traded_id,stock_code,traded_time,traded_price,traded_volume,traded_amount,strategy_name,order_remark,direction,offset_flag,created_at,updated_at\n";
+
+#[test]
+fn money_is_exact_to_the_cent_from_csv_to_numeric() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        &format!("{ASSETS_HEADER}1,10000000001,2,123456789012345678.91,0.00,0.00,123456789012345678.91,2025-12-22T14:30:00.123456\n2,10000000002,1,0.10,0.20,0.00,0.30,2025-12-22T14:30:00\n"),
+        &format!("{TRADES_HEADER}1,10000000001,2,T20251222000001,000123,2025-12-22T09:30:00,10.01,300,3003.00,趋势跟踪,,0,48,2025-12-22T09:30:00,2025-12-22T09:30:00\n"),
+    );
+    let db = TestDb::new("money");
+    let out = db.run(dir.path(), &[]);
+    out.expect_code(0);
+    let cash = db.texts(&format!("SELECT cash::text FROM {}.asset ORDER BY account_id", db.schema));
+    assert_eq!(cash, ["123456789012345678.91", "0.10"], "{}", out.evidence());
+    let total = db.texts(&format!("SELECT total_asset::text FROM {}.asset WHERE account_id = '10000000002'", db.schema));
+    assert_eq!(total, ["0.30"], "0.1 + 0.2 is exactly 0.3 in decimal");
+    let stock = db.texts(&format!("SELECT stock_code || '|' || coalesce(order_remark, 'NULL') || '|' || updated_at::text FROM {}.trade", db.schema));
+    assert_eq!(stock, ["000123|NULL|2025-12-22 09:30:00"], "leading zeros kept, empty remark is NULL");
+    let ts = db.texts(&format!("SELECT updated_at::text FROM {}.asset WHERE account_id = '10000000001'", db.schema));
+    assert_eq!(ts, ["2025-12-22 14:30:00.123456"]);
+}
+
+#[test]
+fn dry_run_writes_nothing_and_reports_what_would_load() {
+    let data = generate(200, 1_000, 0.0, 3);
+    let db = TestDb::new("dryrun");
+    let out = db.run(data.path(), &["--dry-run", "--output", "json"]);
+    out.expect_code(0);
+    let r = report(&out);
+    assert_eq!(r["dry_run"], true);
+    assert_eq!(r["stages"][0]["loaded"]["inserted"], 200, "{}", out.evidence());
+    assert_eq!(r["stages"][1]["loaded"]["inserted"], 1000, "trades see the assets the dry run would load\n{}", out.evidence());
+    assert_eq!(db.count(&format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{}'", db.schema)), 0, "no table was created");
+    let stages_table = db.count("SELECT count(*) FROM pg_tables WHERE tablename = 'etl_run_stages'");
+    if stages_table > 0 {
+        let n = db.count(&format!("SELECT count(*) FROM etl_run_stages WHERE source LIKE '{}%'", data.path().display()));
+        assert_eq!(n, 0, "no run was recorded");
+    }
+}
+
+#[test]
+fn an_error_budget_loads_nothing_and_exits_4() {
+    let data = generate(300, 0, 0.05, 9);
+    let db = TestDb::new("budget");
+    let out = db.run(data.path(), &["--stage", "assets", "--set", "stages.assets.max_rejects=3"]);
+    out.expect_code(4);
+    assert!(out.stdout.contains("over its error budget"), "{}", out.evidence());
+    // The stage's transaction rolled back whole: not even the table it created remains.
+    let tables = db.count(&format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{}' AND tablename = 'asset'", db.schema));
+    assert_eq!(tables, 0, "{}", out.evidence());
+}
+
+#[test]
+fn exit_codes_are_a_contract() {
+    let data = generate(50, 100, 0.0, 4);
+    let db = TestDb::new("exits");
+    db.run(data.path(), &[]).expect_code(0);
+    // Unreachable database: exit 3, and the message names the server, not the password.
+    let out = etl(
+        &["run", "specs/small_etl.yaml", "--set", &format!("connections.lake={{type: local, path: '{}'}}", data.path().display()), "--db-port", "1", "--db-password", "Hunter2-Secret"],
+        &[],
+    );
+    out.expect_code(3);
+    assert!(out.stderr.contains("cannot connect to PostgreSQL at localhost:1"), "{}", out.evidence());
+    assert!(!out.stderr.contains("Hunter2-Secret") && !out.stdout.contains("Hunter2-Secret"), "{}", out.evidence());
+    // A bad spec or argument: exit 2.
+    db.run(data.path(), &["--stage", "nope"]).expect_code(2);
+    db.run(data.path(), &["--set", "defaults.batch_size=0"]).expect_code(2);
+    // A missing source file: exit 3, naming the file.
+    let out = db.run(data.path(), &["--assets-file", "missing.csv"]);
+    out.expect_code(3);
+    assert!(out.stderr.contains("missing.csv"), "{}", out.evidence());
+}
+
+#[test]
+fn a_table_that_does_not_match_the_spec_is_an_error_before_any_data_moves() {
+    let data = generate(20, 0, 0.0, 5);
+    let db = TestDb::new("mismatch");
+    db.exec(&format!("CREATE TABLE {}.asset (account_id varchar(20) PRIMARY KEY, account_type text, cash numeric(20,2))", db.schema));
+    let out = db.run(data.path(), &["--stage", "assets"]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("does not match the spec"), "{}", out.evidence());
+    assert!(out.stderr.contains("column `frozen_cash` is missing"), "{}", out.evidence());
+    assert!(out.stderr.contains("column `account_type` is text"), "{}", out.evidence());
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.asset", db.schema)), 0);
+}
+
+#[test]
+fn a_failure_in_the_middle_of_a_load_leaves_the_table_as_it_was() {
+    let data = generate(100, 2_000, 0.0, 6);
+    let db = TestDb::new("midload");
+    db.run(data.path(), &[]).expect_code(0);
+    let before = db.texts(&format!("SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM {}.trade t", db.schema));
+    // Regenerate with other values, and make the database fail on one row mid-merge.
+    let data2 = generate(100, 2_000, 0.0, 7);
+    let victim = std::fs::read_to_string(data2.path().join("trades.csv")).unwrap().lines().nth(1500).unwrap().split(',').nth(3).unwrap().to_string();
+    db.exec(&format!(
+        "CREATE FUNCTION {s}.boom() RETURNS trigger AS $$ BEGIN IF NEW.traded_id = '{victim}' THEN RAISE EXCEPTION 'injected failure'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql;
+         CREATE TRIGGER boom BEFORE INSERT OR UPDATE ON {s}.trade FOR EACH ROW EXECUTE FUNCTION {s}.boom();",
+        s = db.schema
+    ));
+    let out = db.run(data2.path(), &["--stage", "trades"]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("injected failure"), "{}", out.evidence());
+    let after = db.texts(&format!("SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM {}.trade t", db.schema));
+    assert_eq!(before, after, "the trade table is exactly as before the failed run");
+    let status = db.texts(&format!(
+        "SELECT r.status FROM etl_runs r JOIN etl_run_stages s USING (run_id) WHERE s.source LIKE '{}%' ORDER BY r.run_id DESC LIMIT 1",
+        data2.path().display()
+    ));
+    assert!(status.is_empty() || status == ["failed"], "{status:?}");
+    let failed = db.count(&format!(
+        "SELECT count(*) FROM etl_runs WHERE status = 'failed' AND error LIKE '%injected failure%' AND started_at > now() - interval '10 minutes'"
+    ));
+    assert!(failed >= 1, "the failed run is recorded as failed");
+}
