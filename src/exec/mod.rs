@@ -4,6 +4,7 @@
 pub mod postgres;
 pub mod read;
 pub mod report;
+pub mod s3;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -441,13 +442,16 @@ fn run_stages(
     // earlier ones would have loaded) and rolls it back at the end.
     let mut dry: indexmap::IndexMap<String, sqlx::Transaction<'static, sqlx::Postgres>> = indexmap::IndexMap::new();
     let _contexts: Vec<_> = targets.values().map(|pg| pg.enter()).collect();
+    // Every source is fetched before any stage loads: a missing or unreadable object fails the
+    // run with nothing loaded.
+    let mut sources = match fetch_sources(spec, stages, targets, opts) {
+        Ok(s) => s,
+        Err(e) => return Err((reports, e)),
+    };
     for st in stages {
         let pg = &targets[&st.target.connection];
         let outcome = (|| -> Result<StageReport, ExecError> {
-            let path = local_path(spec, st, &opts.spec_dir).ok_or_else(|| {
-                ExecError::Unsupported(format!("stage {} reads from S3; this version of etl reads local files only", st.name))
-            })?;
-            let shown = path.display().to_string();
+            let (path, shown, etag) = sources.remove(&st.name).ok_or_else(|| ExecError::Internal(format!("stage {} has no source", st.name)))?;
             // The stage's own transaction: committed after the merge, rolled back on drop.
             let mut own_tx: Option<sqlx::Transaction<'static, sqlx::Postgres>> = None;
             let tx: &mut sqlx::Transaction<'static, sqlx::Postgres> = if opts.dry_run {
@@ -468,6 +472,7 @@ fn run_stages(
                 }
                 pg.block(postgres::copy_batch(tx, st, &batch))
             })?;
+            report.etag = etag;
             let fk = pg.block(postgres::check_references(tx, st))?;
             report.rows_valid -= fk.len() as u64;
             report.rows_rejected += fk.len() as u64;
@@ -513,6 +518,37 @@ fn run_stages(
         let _ = targets[&conn].block(tx.rollback());
     }
     Ok(reports)
+}
+
+type Source = (PathBuf, String, Option<String>);
+
+fn fetch_sources(
+    spec: &Spec,
+    stages: &[&StagePlan],
+    targets: &indexmap::IndexMap<String, postgres::Pg>,
+    opts: &RunOptions,
+) -> Result<std::collections::HashMap<String, Source>, ExecError> {
+    let pg = targets.values().next().ok_or_else(|| ExecError::Internal("no target".into()))?;
+    let mut out = std::collections::HashMap::new();
+    for st in stages {
+        let source = match spec.connections.get(&st.source_connection) {
+            Some(Connection::S3(c)) => {
+                let s3 = pg.block(s3::S3::connect(c));
+                let f = pg.block(s3.fetch(&st.source_key, &opts.temp_dir))?;
+                (f.path, f.shown, f.etag)
+            }
+            _ => {
+                let path = local_path(spec, st, &opts.spec_dir).ok_or_else(|| ExecError::Internal(format!("stage {} has no source", st.name)))?;
+                let shown = path.display().to_string();
+                if let Err(e) = std::fs::metadata(&path) {
+                    return Err(ExecError::Source { source_name: shown, message: e.to_string() });
+                }
+                (path, shown, None)
+            }
+        };
+        out.insert(st.name.clone(), source);
+    }
+    Ok(out)
 }
 
 async fn run_analytic(pool: &sqlx::PgPool, name: &str, sql: &str) -> Result<AnalyticResult, ExecError> {

@@ -81,6 +81,77 @@ impl Drop for TestDb {
     }
 }
 
+/// A bucket of its own on the test S3 server, holding the files of `dir`.
+pub struct TestBucket {
+    pub name: String,
+    pub endpoint: String,
+}
+
+impl TestBucket {
+    pub fn with_files(name: &str, dir: &Path, files: &[&str]) -> TestBucket {
+        let endpoint = std::env::var("ETL_TEST_S3_ENDPOINT").unwrap_or_else(|_| panic!("ETL_TEST_S3_ENDPOINT is not set: run the tests with scripts/test.sh"));
+        let name = format!("etl-{name}-{}", std::process::id());
+        let s3 = s3_client(&endpoint);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            s3.create_bucket().bucket(&name).send().await.unwrap();
+            for f in files {
+                let body = aws_sdk_s3::primitives::ByteStream::from_path(dir.join(f)).await.unwrap();
+                s3.put_object().bucket(&name).key(*f).body(body).send().await.unwrap();
+            }
+        });
+        TestBucket { name, endpoint }
+    }
+
+    /// The seed's environment variables pointing at this bucket.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("S3_ENDPOINT", self.endpoint.trim_start_matches("http://").to_string()),
+            ("S3_BUCKET", self.name.clone()),
+            ("S3_ACCESS_KEY", std::env::var("ETL_TEST_S3_ACCESS_KEY").unwrap_or_default()),
+            ("S3_SECRET_KEY", std::env::var("ETL_TEST_S3_SECRET_KEY").unwrap_or_default()),
+        ]
+    }
+}
+
+fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    let creds = Credentials::new(
+        std::env::var("ETL_TEST_S3_ACCESS_KEY").unwrap_or_default(),
+        std::env::var("ETL_TEST_S3_SECRET_KEY").unwrap_or_default(),
+        None,
+        None,
+        "test",
+    );
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .region(Region::new("us-east-1"))
+            .credentials_provider(creds)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
+impl TestDb {
+    /// Runs small_etl.yaml as a seed user would: S3 through the seed's environment variables,
+    /// the database through `--set` (a schema of its own).
+    pub fn run_s3(&self, bucket: &TestBucket, extra: &[&str]) -> Output {
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "specs/small_etl.yaml".into(),
+            "--set".into(),
+            format!("connections.db={{type: postgres, url: '{}', schema: {}}}", self.url, self.schema),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env = bucket.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        etl(&refs, &env)
+    }
+}
+
 fn expected(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap()
 }
@@ -93,8 +164,9 @@ fn report(out: &Output) -> serde_json::Value {
 fn generated_data_loads_exactly_the_valid_rows_and_a_rerun_changes_nothing() {
     let data = generate(5_000, 100_000, 0.02, 42);
     let db = TestDb::new("generated");
+    let bucket = TestBucket::with_files("generated", data.path(), &["account_assets.csv", "trades.csv"]);
     let rejects_file = data.path().join("rejects.csv");
-    let out = db.run(data.path(), &["--output", "json", "--rejects-out", rejects_file.to_str().unwrap()]);
+    let out = db.run_s3(&bucket, &["--output", "json", "--rejects-out", rejects_file.to_str().unwrap()]);
     out.expect_code(4);
     let r = report(&out);
     let exp = expected(data.path());
@@ -147,9 +219,11 @@ fn generated_data_loads_exactly_the_valid_rows_and_a_rerun_changes_nothing() {
 
     // The same files again: every valid row is reported unchanged and no row changes.
     let before = db.texts(&format!("SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM {}.trade t", db.schema));
-    let out = db.run(data.path(), &["--output", "json"]);
+    let out = db.run_s3(&bucket, &["--output", "json"]);
     out.expect_code(4);
     let r = report(&out);
+    assert!(r["stages"][1]["source"].as_str().unwrap().starts_with("s3://"), "{}", out.evidence());
+    assert!(r["stages"][1]["etag"].is_string(), "the ETag is recorded\n{}", out.evidence());
     for (i, valid) in [(0, valid_assets), (1, valid_trades)] {
         let loaded = &r["stages"][i]["loaded"];
         assert_eq!(loaded["inserted"], 0, "{}", out.evidence());
@@ -282,4 +356,24 @@ fn a_failure_in_the_middle_of_a_load_leaves_the_table_as_it_was() {
         "SELECT count(*) FROM etl_runs WHERE status = 'failed' AND error LIKE '%injected failure%' AND started_at > now() - interval '10 minutes'"
     ));
     assert!(failed >= 1, "the failed run is recorded as failed");
+}
+
+#[test]
+fn s3_failures_are_one_line_errors_naming_the_object_and_exit_3() {
+    let data = generate(10, 10, 0.0, 8);
+    let db = TestDb::new("s3errors");
+    let bucket = TestBucket::with_files("s3errors", data.path(), &["account_assets.csv"]);
+    // A missing object.
+    let out = db.run_s3(&bucket, &["--trades-file", "nope.csv"]);
+    out.expect_code(3);
+    assert!(out.stderr.contains(&format!("s3://{}/nope.csv", bucket.name)) && out.stderr.contains("no such object"), "{}", out.evidence());
+    // A wrong bucket.
+    let out = db.run_s3(&bucket, &["--s3-bucket", "no-such-bucket-etl", "--stage", "assets"]);
+    out.expect_code(3);
+    assert!(out.stderr.contains("s3://no-such-bucket-etl/account_assets.csv"), "{}", out.evidence());
+    // An endpoint nobody listens on.
+    let out = db.run_s3(&bucket, &["--s3-endpoint", "127.0.0.1:1", "--stage", "assets"]);
+    out.expect_code(3);
+    assert!(out.stderr.contains("http://127.0.0.1:1") && out.stderr.contains("cannot reach the endpoint"), "{}", out.evidence());
+    assert_eq!(db.count(&format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{}'", db.schema)), 0, "nothing was loaded");
 }

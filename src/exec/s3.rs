@@ -1,0 +1,149 @@
+//! S3 sources: a client per connection (endpoint override, path-style, region, credentials from
+//! the spec, the environment or the AWS chain, the SDK's retries), and the download of an object
+//! to a local file in chunks, so memory does not grow with the file. The ETag read first must
+//! still match when the body is fetched: an object replaced in between is an error, never a
+//! half-old, half-new load.
+
+use std::path::{Path, PathBuf};
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use tokio::io::AsyncWriteExt;
+
+use super::ExecError;
+use crate::spec::model::{ChecksumMode, S3Connection};
+
+/// An endpoint as a URL: a bare `host:port` means http, as the seed's MinIO settings wrote it.
+pub fn endpoint_url(endpoint: &str) -> String {
+    let e = endpoint.trim().trim_end_matches('/');
+    if e.contains("://") { e.to_string() } else { format!("http://{e}") }
+}
+
+/// An S3 connection ready to download.
+pub struct S3 {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+    /// The endpoint, for messages.
+    pub endpoint: String,
+}
+
+/// A downloaded object.
+pub struct Fetched {
+    /// Where it is now.
+    pub path: PathBuf,
+    /// `s3://bucket/key`.
+    pub shown: String,
+    /// Its size.
+    pub bytes: u64,
+    /// Its ETag.
+    pub etag: Option<String>,
+}
+
+impl S3 {
+    /// Builds the client. Credentials: the spec's keys if given, else the environment and the
+    /// standard AWS chain (profiles, SSO, instance roles).
+    pub async fn connect(c: &S3Connection) -> S3 {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(r) = &c.region {
+            loader = loader.region(Region::new(r.clone()));
+        }
+        let shared = loader.load().await;
+        let mut b = aws_sdk_s3::config::Builder::from(&shared);
+        if shared.region().is_none() {
+            b = b.region(Region::new("us-east-1"));
+        }
+        let custom = c.endpoint.is_some();
+        if let Some(e) = &c.endpoint {
+            b = b.endpoint_url(endpoint_url(e));
+        }
+        b = b.force_path_style(c.path_style.unwrap_or(custom));
+        if let (Some(id), Some(secret)) = (&c.access_key_id, &c.secret_access_key) {
+            let token = c.session_token.as_ref().map(|t| t.expose().to_string());
+            b = b.credentials_provider(Credentials::new(id, secret.expose(), token, None, "etl-spec"));
+        }
+        // Many S3-compatible servers reject the checksums AWS SDKs send by default since 2025.
+        let mode = c.checksums.unwrap_or(if custom { ChecksumMode::WhenRequired } else { ChecksumMode::WhenSupported });
+        b = match mode {
+            ChecksumMode::WhenRequired => b
+                .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+                .response_checksum_validation(ResponseChecksumValidation::WhenRequired),
+            ChecksumMode::WhenSupported => b
+                .request_checksum_calculation(RequestChecksumCalculation::WhenSupported)
+                .response_checksum_validation(ResponseChecksumValidation::WhenSupported),
+        };
+        let endpoint = c.endpoint.as_deref().map(endpoint_url).unwrap_or_else(|| "AWS S3".into());
+        S3 {
+            client: aws_sdk_s3::Client::from_conf(b.build()),
+            bucket: c.bucket.clone(),
+            prefix: c.prefix.clone().unwrap_or_default(),
+            endpoint,
+        }
+    }
+
+    /// The object key of a stage's source key.
+    pub fn key(&self, key: &str) -> String {
+        format!("{}{}", self.prefix, key)
+    }
+
+    /// Downloads `key` into `dir`.
+    pub async fn fetch(&self, key: &str, dir: &Path) -> Result<Fetched, ExecError> {
+        let key = self.key(key);
+        let shown = format!("s3://{}/{}", self.bucket, key);
+        let fail = |e: String| ExecError::Source { source_name: format!("{shown} at {}", self.endpoint), message: e };
+        let head = self.client.head_object().bucket(&self.bucket).key(&key).send().await.map_err(|e| fail(explain(&e)))?;
+        let etag = head.e_tag().map(str::to_string);
+        let mut get = self.client.get_object().bucket(&self.bucket).key(&key);
+        if let Some(t) = &etag {
+            get = get.if_match(t);
+        }
+        let mut obj = get.send().await.map_err(|e| {
+            if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) {
+                fail("the object changed while it was being read; run again".into())
+            } else {
+                fail(explain(&e))
+            }
+        })?;
+        let expected = obj.content_length().map(|n| n.max(0) as u64);
+        let name = key.rsplit('/').next().unwrap_or("object").to_string();
+        let path = dir.join(format!("s3-{}-{name}", std::process::id()));
+        let mut file = tokio::fs::File::create(&path).await.map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
+        let mut bytes = 0u64;
+        while let Some(chunk) = obj.body.try_next().await.map_err(|e| fail(format!("the download broke off: {e}")))? {
+            bytes += chunk.len() as u64;
+            file.write_all(&chunk).await.map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
+        }
+        file.flush().await.map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
+        if let Some(n) = expected {
+            if n != bytes {
+                return Err(fail(format!("received {bytes} of {n} bytes")));
+            }
+        }
+        Ok(Fetched { path, shown, bytes, etag })
+    }
+}
+
+/// One line saying why an S3 call failed, in the user's terms.
+fn explain<E: ProvideErrorMetadata + std::error::Error + 'static>(e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> String {
+    match e {
+        SdkError::DispatchFailure(d) => {
+            let why = if d.is_timeout() { "timed out" } else if d.is_io() { "connection failed" } else { "could not send the request" };
+            format!("cannot reach the endpoint ({why}); is the S3 server running and the endpoint right?")
+        }
+        SdkError::TimeoutError(_) => "the request timed out".into(),
+        SdkError::ServiceError(s) => {
+            let err = s.err();
+            let code = err.code().unwrap_or("");
+            let status = s.raw().status().as_u16();
+            match (code, status) {
+                ("NoSuchKey", _) | ("NotFound", _) | (_, 404) => "no such object (or no such bucket)".into(),
+                ("NoSuchBucket", _) => "no such bucket".into(),
+                ("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied", _) | (_, 401 | 403) => {
+                    format!("access denied ({}): check the access key and secret", if code.is_empty() { status.to_string() } else { code.to_string() })
+                }
+                _ => format!("{} (HTTP {status})", err.message().unwrap_or(code)),
+            }
+        }
+        other => other.to_string(),
+    }
+}
