@@ -60,6 +60,11 @@ pub enum Command {
     Assets(RunArgs),
     /// The seed's alias: `etl run --stage trades`.
     Trades(RunArgs),
+    /// Empty the spec's target tables (asks first on a terminal, unless --yes).
+    Clean(CleanArgs),
+    /// Apply the engine's migrations (etl_runs, etl_run_stages, etl_rejects, ...) to the spec's
+    /// PostgreSQL target. `etl run` does this too.
+    Migrate(CleanArgs),
     /// Print the JSON schema of a spec (draft 2020-12).
     Schema {
         /// Print the spec reference in Markdown instead.
@@ -148,4 +153,61 @@ pub struct RunArgs {
     pub db_password: Option<String>,
     #[command(flatten)]
     pub spec: SpecArgs,
+}
+
+/// Options of `etl clean` and `etl migrate`.
+#[derive(Debug, Clone, Args)]
+pub struct CleanArgs {
+    /// Spec file [default: $ETL_SPEC, then specs/small_etl.yaml].
+    #[arg(value_name = "SPEC")]
+    pub spec_path: Option<PathBuf>,
+    /// Only this stage's table (repeatable).
+    #[arg(long = "stage", value_name = "STAGE")]
+    pub stages: Vec<String>,
+    /// Do not ask for confirmation.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Host of every postgres connection.
+    #[arg(long, value_name = "HOST")]
+    pub db_host: Option<String>,
+    /// Port of every postgres connection.
+    #[arg(long, value_name = "PORT")]
+    pub db_port: Option<u16>,
+    /// Database of every postgres connection.
+    #[arg(long, value_name = "NAME")]
+    pub db_name: Option<String>,
+    /// User of every postgres connection.
+    #[arg(long, value_name = "USER")]
+    pub db_user: Option<String>,
+    /// Password of every postgres connection.
+    #[arg(long, value_name = "PASSWORD")]
+    pub db_password: Option<String>,
+    #[command(flatten)]
+    pub spec: SpecArgs,
+}
+
+impl CleanArgs {
+    /// The database flags as run options, to share their handling.
+    pub fn as_run_args(&self) -> RunArgs {
+        RunArgs {
+            spec_path: self.spec_path.clone(),
+            stages: self.stages.clone(),
+            dry_run: false,
+            rejects_out: None,
+            output: Output::Text,
+            batch_size: None,
+            verbose: false,
+            sources: Vec::new(),
+            assets_file: None,
+            trades_file: None,
+            s3_endpoint: None,
+            s3_bucket: None,
+            db_host: self.db_host.clone(),
+            db_port: self.db_port,
+            db_name: self.db_name.clone(),
+            db_user: self.db_user.clone(),
+            db_password: self.db_password.clone(),
+            spec: self.spec.clone(),
+        }
+    }
 }

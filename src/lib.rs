@@ -125,35 +125,34 @@ fn apply_run_flags(spec: &mut spec::Spec, args: &cli::RunArgs) -> Result<(), Str
     Ok(())
 }
 
-fn run_spec(mut args: cli::RunArgs, alias: Option<&str>, color: bool) -> ExitCode {
-    if let Some(stage) = alias {
-        args.stages.push(stage.to_string());
-    }
+/// A loaded spec with the CLI's flags applied, compiled, with a temporary directory.
+struct Prepared {
+    loaded: spec::LoadedSpec,
+    plan: plan::Plan,
+    opts: exec::RunOptions,
+    _temp: tempfile::TempDir,
+}
+
+fn prepare(args: &cli::RunArgs, color: bool) -> Result<Prepared, ExitCode> {
     let path = args.spec_path.clone().unwrap_or_else(default_spec_path);
-    let mut loaded = match load(&path, &args.spec, color) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    if let Err(msg) = apply_run_flags(&mut loaded.spec, &args) {
+    let mut loaded = load(&path, &args.spec, color)?;
+    if let Err(msg) = apply_run_flags(&mut loaded.spec, args) {
         eprintln!("error: {msg}");
-        return ExitCode::from(exit::USAGE);
+        return Err(ExitCode::from(exit::USAGE));
     }
     for s in &args.stages {
         if !loaded.spec.stages.contains_key(s) {
             let names: Vec<&str> = loaded.spec.stages.keys().map(String::as_str).collect();
             let hint = spec::diag::suggest(s, names.iter().copied()).unwrap_or_default();
             eprintln!("error: spec {} has no stage `{s}` (stages: {}) {hint}", path.display(), names.join(", "));
-            return ExitCode::from(exit::USAGE);
+            return Err(ExitCode::from(exit::USAGE));
         }
     }
     let plan = plan::compile(&loaded.spec);
-    let temp = match tempfile::Builder::new().prefix("etl-run-").tempdir() {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: cannot create a temporary directory: {e}");
-            return ExitCode::from(exit::ERROR);
-        }
-    };
+    let temp = tempfile::Builder::new().prefix("etl-run-").tempdir().map_err(|e| {
+        eprintln!("error: cannot create a temporary directory: {e}");
+        ExitCode::from(exit::ERROR)
+    })?;
     let opts = exec::RunOptions {
         stages: (!args.stages.is_empty()).then(|| args.stages.clone()),
         dry_run: args.dry_run,
@@ -162,7 +161,69 @@ fn run_spec(mut args: cli::RunArgs, alias: Option<&str>, color: bool) -> ExitCod
         duckdb_memory: std::env::var("ETL_DUCKDB_MEMORY").unwrap_or_else(|_| "1GB".into()),
         job_id: None,
     };
-    match exec::run(&loaded, &plan, &opts) {
+    Ok(Prepared { loaded, plan, opts, _temp: temp })
+}
+
+fn render_exec_error(e: &exec::ExecError, color: bool) -> ExitCode {
+    let mut out = String::new();
+    let theme = if color { miette::GraphicalTheme::unicode() } else { miette::GraphicalTheme::unicode_nocolor() };
+    let _ = miette::GraphicalReportHandler::new_themed(theme).render_report(&mut out, e);
+    eprint!("{out}");
+    ExitCode::from(e.exit_code())
+}
+
+fn clean_spec(args: &cli::CleanArgs, color: bool) -> ExitCode {
+    let p = match prepare(&args.as_run_args(), color) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let tables: Vec<String> = plan::select(&p.plan, p.opts.stages.as_deref()).iter().map(|s| s.target.table.clone()).collect();
+    if !args.yes && std::io::stdin().is_terminal() {
+        eprint!("Empty table(s) {} of spec {}? [y/N] ", tables.join(", "), p.loaded.spec.name);
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            eprintln!("nothing emptied");
+            return ExitCode::from(exit::OK);
+        }
+    }
+    match exec::clean(&p.loaded.spec, &p.plan, &p.opts) {
+        Ok(done) if done.is_empty() => {
+            print("nothing to empty: the tables do not exist yet\n");
+            ExitCode::from(exit::OK)
+        }
+        Ok(done) => {
+            print(&format!("emptied {}\n", done.join(", ")));
+            ExitCode::from(exit::OK)
+        }
+        Err(e) => render_exec_error(&e, color),
+    }
+}
+
+fn migrate_spec(args: &cli::CleanArgs, color: bool) -> ExitCode {
+    let p = match prepare(&args.as_run_args(), color) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    match exec::migrate(&p.loaded.spec, &p.plan) {
+        Ok(label) => {
+            print(&format!("migrations applied to {label}\n"));
+            ExitCode::from(exit::OK)
+        }
+        Err(e) => render_exec_error(&e, color),
+    }
+}
+
+fn run_spec(mut args: cli::RunArgs, alias: Option<&str>, color: bool) -> ExitCode {
+    if let Some(stage) = alias {
+        args.stages.push(stage.to_string());
+    }
+    let p = match prepare(&args, color) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let (loaded, plan, opts) = (&p.loaded, &p.plan, &p.opts);
+    match exec::run(loaded, plan, opts) {
         Ok(report) => {
             if let Some(file) = &args.rejects_out {
                 if let Err(e) = std::fs::write(file, exec::report::rejects_csv(&report)) {
@@ -176,13 +237,7 @@ fn run_spec(mut args: cli::RunArgs, alias: Option<&str>, color: bool) -> ExitCod
             }
             ExitCode::from(report.exit_code())
         }
-        Err(e) => {
-            let mut out = String::new();
-            let theme = if color { miette::GraphicalTheme::unicode() } else { miette::GraphicalTheme::unicode_nocolor() };
-            let _ = miette::GraphicalReportHandler::new_themed(theme).render_report(&mut out, &e);
-            eprint!("{out}");
-            ExitCode::from(e.exit_code())
-        }
+        Err(e) => render_exec_error(&e, color),
     }
 }
 
@@ -193,6 +248,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Run(args) => run_spec(args, None, color),
         Command::Assets(args) => run_spec(args, Some("assets"), color),
         Command::Trades(args) => run_spec(args, Some("trades"), color),
+        Command::Clean(args) => clean_spec(&args, color),
+        Command::Migrate(args) => migrate_spec(&args, color),
         Command::Schema { markdown } => {
             if markdown {
                 print(&spec::reference::markdown(&spec::schema::schema()));

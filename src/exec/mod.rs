@@ -1,6 +1,7 @@
 //! The executor: the only layer that touches files, S3, DuckDB and databases. It runs a compiled
 //! plan stage by stage (extract, validate, load) and returns a report of every row's fate.
 
+pub mod duck;
 pub mod postgres;
 pub mod read;
 pub mod report;
@@ -353,53 +354,80 @@ fn over_budget(stage: &StagePlan, report: &StageReport) -> Option<String> {
     None
 }
 
+/// A stage's target database.
+enum Target {
+    Pg(postgres::Pg),
+    Duck(duck::Duck),
+}
+
 /// Runs the selected stages of a plan: extract, validate, load; then the analytics.
 pub fn run(loaded: &crate::spec::LoadedSpec, plan: &Plan, opts: &RunOptions) -> Result<RunReport, ExecError> {
     let spec = &loaded.spec;
     let stages = selected(plan, opts);
-    let mut targets: indexmap::IndexMap<String, postgres::Pg> = indexmap::IndexMap::new();
-    for st in &stages {
-        if targets.contains_key(&st.target.connection) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| ExecError::Internal(e.to_string()))?;
+    let reader = read::Reader::open(&opts.temp_dir, &opts.duckdb_memory)?;
+    let mut targets: indexmap::IndexMap<String, Target> = indexmap::IndexMap::new();
+    let mut connections: Vec<&str> = stages.iter().map(|s| s.target.connection.as_str()).collect();
+    if !opts.dry_run && opts.stages.is_none() {
+        connections.extend(plan.analytics.iter().map(|a| a.connection.as_str()));
+    }
+    for name in connections {
+        if targets.contains_key(name) {
             continue;
         }
-        match spec.connections.get(&st.target.connection) {
-            Some(Connection::Postgres(c)) => {
-                let pg = postgres::Pg::connect(&st.target.connection, c)?;
-                targets.insert(st.target.connection.clone(), pg);
-            }
-            Some(other) => {
-                return Err(ExecError::Unsupported(format!(
-                    "stage {} loads into a {} connection; this version of etl loads into PostgreSQL only",
-                    st.name,
-                    other.kind()
-                )));
-            }
-            None => return Err(ExecError::Internal(format!("unknown connection {}", st.target.connection))),
-        }
+        let target = match spec.connections.get(name) {
+            Some(Connection::Postgres(c)) => Target::Pg(postgres::Pg::connect(name, c)?),
+            Some(Connection::Duckdb(d)) => Target::Duck(duck::Duck::open(&reader, &opts.spec_dir.join(&d.path), &opts.temp_dir)?),
+            _ => return Err(ExecError::Internal(format!("connection {name} is not a target"))),
+        };
+        targets.insert(name.to_string(), target);
     }
+    let _contexts: Vec<_> = targets.values().filter_map(|t| if let Target::Pg(pg) = t { Some(pg.enter()) } else { None }).collect();
     let engine = targets.values().next().ok_or_else(|| ExecError::Internal("no stage selected".into()))?;
+    let path = loaded.path.display().to_string();
     let run_id = if opts.dry_run {
         None
     } else {
-        engine.migrate()?;
-        Some(engine.block(postgres::begin_run(engine.pool(), &spec.name, &loaded.hash, &loaded.path.display().to_string(), opts.job_id.as_deref()))?)
+        Some(match engine {
+            Target::Pg(pg) => {
+                pg.migrate()?;
+                pg.block(postgres::begin_run(pg.pool(), &spec.name, &loaded.hash, &path, opts.job_id.as_deref()))?
+            }
+            Target::Duck(d) => {
+                d.migrate()?;
+                d.begin_run(&spec.name, &loaded.hash, &path, opts.job_id.as_deref())?
+            }
+        })
     };
-    let result = run_stages(spec, &stages, &targets, opts, run_id);
-    let (reports, failure) = match result {
-        Ok(r) => (r, None),
-        Err((r, e)) => (r, Some(e)),
-    };
-    if let Some(e) = failure {
-        if let Some(id) = run_id {
-            let _ = engine.block(postgres::finish_run(engine.pool(), id, "failed", Some(&e.to_string())));
+    let finish = |status: &str, error: Option<&str>| -> Result<(), ExecError> {
+        let Some(id) = run_id else { return Ok(()) };
+        match engine {
+            Target::Pg(pg) => pg.block(postgres::finish_run(pg.pool(), id, status, error)),
+            Target::Duck(d) => d.finish_run(id, status, error),
         }
-        return Err(e);
-    }
+    };
+    let reports = match run_stages(spec, &stages, &targets, &reader, &rt, opts, run_id, engine) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = finish("failed", Some(&e.to_string()));
+            return Err(e);
+        }
+    };
     let mut analytics = Vec::new();
     if !opts.dry_run && opts.stages.is_none() {
         for a in &plan.analytics {
-            let Some(pg) = targets.get(&a.connection) else { continue };
-            analytics.push(pg.block(run_analytic(pg.pool(), &a.name, &a.sql))?);
+            let result = match targets.get(&a.connection) {
+                Some(Target::Pg(pg)) => pg.block(run_analytic(pg.pool(), &a.name, &a.sql)),
+                Some(Target::Duck(d)) => d.analytic(&a.name, &a.sql),
+                None => continue,
+            };
+            match result {
+                Ok(r) => analytics.push(r),
+                Err(e) => {
+                    let _ = finish("failed", Some(&e.to_string()));
+                    return Err(e);
+                }
+            }
         }
     }
     let status = if reports.iter().any(|s| s.status == "over_budget") {
@@ -409,10 +437,7 @@ pub fn run(loaded: &crate::spec::LoadedSpec, plan: &Plan, opts: &RunOptions) -> 
     } else {
         "succeeded"
     };
-    if let Some(id) = run_id {
-        let db_status = if status == "over_budget" { "rejected" } else { status };
-        engine.block(postgres::finish_run(engine.pool(), id, db_status, None))?;
-    }
+    finish(if status == "over_budget" { "rejected" } else { status }, None)?;
     Ok(RunReport {
         run_id,
         spec: spec.name.clone(),
@@ -424,100 +449,158 @@ pub fn run(loaded: &crate::spec::LoadedSpec, plan: &Plan, opts: &RunOptions) -> 
     })
 }
 
-type StageResults = Result<Vec<StageReport>, (Vec<StageReport>, ExecError)>;
-
+#[allow(clippy::too_many_arguments)]
 fn run_stages(
     spec: &Spec,
     stages: &[&StagePlan],
-    targets: &indexmap::IndexMap<String, postgres::Pg>,
+    targets: &indexmap::IndexMap<String, Target>,
+    reader: &read::Reader,
+    rt: &tokio::runtime::Runtime,
     opts: &RunOptions,
     run_id: Option<i64>,
-) -> StageResults {
+    engine: &Target,
+) -> Result<Vec<StageReport>, ExecError> {
     let mut reports = Vec::new();
-    let reader = match read::Reader::open(&opts.temp_dir, &opts.duckdb_memory) {
-        Ok(r) => r,
-        Err(e) => return Err((reports, e)),
-    };
+    // Every source is fetched before any stage loads: a missing or unreadable object fails the
+    // run with nothing loaded.
+    let mut sources = fetch_sources(spec, stages, rt, opts)?;
     // A dry run keeps one transaction per target for the whole run (so later stages see what
     // earlier ones would have loaded) and rolls it back at the end.
     let mut dry: indexmap::IndexMap<String, sqlx::Transaction<'static, sqlx::Postgres>> = indexmap::IndexMap::new();
-    let _contexts: Vec<_> = targets.values().map(|pg| pg.enter()).collect();
-    // Every source is fetched before any stage loads: a missing or unreadable object fails the
-    // run with nothing loaded.
-    let mut sources = match fetch_sources(spec, stages, targets, opts) {
-        Ok(s) => s,
-        Err(e) => return Err((reports, e)),
-    };
-    for st in stages {
-        let pg = &targets[&st.target.connection];
-        let outcome = (|| -> Result<StageReport, ExecError> {
+    let mut duck_dry_open: Vec<String> = Vec::new();
+    let result = (|| -> Result<(), ExecError> {
+        for st in stages {
             let (path, shown, etag) = sources.remove(&st.name).ok_or_else(|| ExecError::Internal(format!("stage {} has no source", st.name)))?;
-            // The stage's own transaction: committed after the merge, rolled back on drop.
-            let mut own_tx: Option<sqlx::Transaction<'static, sqlx::Postgres>> = None;
-            let tx: &mut sqlx::Transaction<'static, sqlx::Postgres> = if opts.dry_run {
-                if !dry.contains_key(&st.target.connection) {
-                    dry.insert(st.target.connection.clone(), pg.begin()?);
-                }
-                dry.get_mut(&st.target.connection).expect("inserted above")
-            } else {
-                own_tx.insert(pg.begin()?)
-            };
-            pg.block(postgres::lock_table(tx, st))?;
-            pg.block(postgres::ensure_table(tx, st))?;
-            pg.block(sqlx::query(postgres::generated(&st.target.sql.create_staging)).execute(&mut **tx))
-                .map_err(|e| ExecError::Database { what: "create the staging table".into(), message: e.to_string() })?;
-            let mut report = check_stage(&reader, st, &path, &shown, |batch| {
-                if batch.height() == 0 {
-                    return Ok(());
-                }
-                pg.block(postgres::copy_batch(tx, st, &batch))
-            })?;
-            report.etag = etag;
-            let fk = pg.block(postgres::check_references(tx, st))?;
-            report.rows_valid -= fk.len() as u64;
-            report.rows_rejected += fk.len() as u64;
-            count_rules(&mut report, &fk);
-            report.rejects.extend(fk);
-            report.rejects.sort_by_key(|r| r.line);
-            report.rows_staged = report.rows_valid;
-            if let Some(why) = over_budget(st, &report) {
-                report.status = "over_budget".into();
-                report.budget = Some(why);
-                if opts.dry_run {
-                    // Keep the shared transaction usable: drop this stage's staged rows only.
-                    pg.block(sqlx::query(postgres::generated(&format!("TRUNCATE {}", crate::plan::extract::ident(&crate::plan::load::staging_table(&st.target))))).execute(&mut **tx))
-                        .map_err(|e| ExecError::Database { what: "discard the staged rows".into(), message: e.to_string() })?;
-                }
-                return Ok(report);
-            }
-            report.loaded = Some(pg.block(postgres::merge(tx, st, report.rows_valid))?);
-            if let Some(t) = own_tx.take() {
-                pg.block(t.commit()).map_err(|e| ExecError::Database { what: "commit the stage".into(), message: e.to_string() })?;
-            }
-            report.status = if report.rows_rejected > 0 { "rejected".into() } else { "succeeded".into() };
-            Ok(report)
-        })();
-        match outcome {
-            Ok(report) => {
-                if let Some(id) = run_id {
-                    if let Err(e) = pg.block(postgres::record_stage(pg.pool(), id, &report, &report.status, report.budget.as_deref())) {
-                        reports.push(report);
-                        return Err((reports, e));
+            let report = match &targets[&st.target.connection] {
+                Target::Pg(pg) => pg_stage(pg, st, reader, &path, &shown, etag, opts, &mut dry)?,
+                Target::Duck(d) => {
+                    if opts.dry_run && !duck_dry_open.contains(&st.target.connection) {
+                        d.execute("BEGIN TRANSACTION", "begin a transaction")?;
+                        duck_dry_open.push(st.target.connection.clone());
                     }
+                    duck_stage(d, st, reader, &path, &shown, opts)?
                 }
-                let stop = report.status == "over_budget";
-                reports.push(report);
-                if stop {
-                    break;
+            };
+            if let Some(id) = run_id {
+                match engine {
+                    Target::Pg(pg) => pg.block(postgres::record_stage(pg.pool(), id, &report, &report.status, report.budget.as_deref()))?,
+                    Target::Duck(d) => d.record_stage(id, &report)?,
                 }
             }
-            Err(e) => return Err((reports, e)),
+            let stop = report.status == "over_budget";
+            reports.push(report);
+            if stop {
+                break;
+            }
+        }
+        Ok(())
+    })();
+    for (conn, tx) in dry {
+        if let Target::Pg(pg) = &targets[&conn] {
+            let _ = pg.block(tx.rollback());
         }
     }
-    for (conn, tx) in dry {
-        let _ = targets[&conn].block(tx.rollback());
+    for conn in duck_dry_open {
+        if let Target::Duck(d) = &targets[&conn] {
+            let _ = d.execute("ROLLBACK", "roll back the dry run");
+        }
     }
-    Ok(reports)
+    result.map(|()| reports)
+}
+
+/// Adds the reference rejects to a report and applies the error budget; true when over it.
+fn settle(stage: &StagePlan, report: &mut StageReport, fk: Vec<Reject>) -> bool {
+    report.rows_valid -= fk.len() as u64;
+    report.rows_rejected += fk.len() as u64;
+    count_rules(report, &fk);
+    report.rejects.extend(fk);
+    report.rejects.sort_by_key(|r| r.line);
+    report.rows_staged = report.rows_valid;
+    if let Some(why) = over_budget(stage, report) {
+        report.status = "over_budget".into();
+        report.budget = Some(why);
+        return true;
+    }
+    false
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pg_stage(
+    pg: &postgres::Pg,
+    st: &StagePlan,
+    reader: &read::Reader,
+    path: &Path,
+    shown: &str,
+    etag: Option<String>,
+    opts: &RunOptions,
+    dry: &mut indexmap::IndexMap<String, sqlx::Transaction<'static, sqlx::Postgres>>,
+) -> Result<StageReport, ExecError> {
+    // The stage's own transaction: committed after the merge, rolled back on drop.
+    let mut own_tx: Option<sqlx::Transaction<'static, sqlx::Postgres>> = None;
+    let tx: &mut sqlx::Transaction<'static, sqlx::Postgres> = if opts.dry_run {
+        if !dry.contains_key(&st.target.connection) {
+            dry.insert(st.target.connection.clone(), pg.begin()?);
+        }
+        dry.get_mut(&st.target.connection).expect("inserted above")
+    } else {
+        own_tx.insert(pg.begin()?)
+    };
+    let dberr = |what: &str| {
+        let what = what.to_string();
+        move |e: sqlx::Error| ExecError::Database { what: what.clone(), message: e.to_string() }
+    };
+    pg.block(postgres::lock_table(tx, st))?;
+    pg.block(postgres::ensure_table(tx, st))?;
+    pg.block(sqlx::query(postgres::generated(&st.target.sql.create_staging)).execute(&mut **tx)).map_err(dberr("create the staging table"))?;
+    let mut report = check_stage(reader, st, path, shown, |batch| {
+        if batch.height() == 0 {
+            return Ok(());
+        }
+        pg.block(postgres::copy_batch(tx, st, &batch))
+    })?;
+    report.etag = etag;
+    let fk = pg.block(postgres::check_references(tx, st))?;
+    if settle(st, &mut report, fk) {
+        if opts.dry_run {
+            // Keep the shared transaction usable: drop this stage's staged rows only.
+            let sql = format!("TRUNCATE {}", crate::plan::extract::ident(&crate::plan::load::staging_table(&st.target)));
+            pg.block(sqlx::query(postgres::generated(&sql)).execute(&mut **tx)).map_err(dberr("discard the staged rows"))?;
+        }
+        return Ok(report);
+    }
+    report.loaded = Some(pg.block(postgres::merge(tx, st, report.rows_valid))?);
+    if let Some(t) = own_tx.take() {
+        pg.block(t.commit()).map_err(dberr("commit the stage"))?;
+    }
+    report.status = if report.rows_rejected > 0 { "rejected".into() } else { "succeeded".into() };
+    Ok(report)
+}
+
+fn duck_stage(d: &duck::Duck, st: &StagePlan, reader: &read::Reader, path: &Path, shown: &str, opts: &RunOptions) -> Result<StageReport, ExecError> {
+    if !opts.dry_run {
+        d.execute("BEGIN TRANSACTION", "begin a transaction")?;
+    }
+    let work = (|| -> Result<StageReport, ExecError> {
+        d.ensure_table(st)?;
+        d.execute(&st.target.sql.create_staging, "create the staging table")?;
+        let mut report = check_stage(reader, st, path, shown, |batch| if batch.height() == 0 { Ok(()) } else { d.copy_batch(st, &batch) })?;
+        let fk = d.check_references(st)?;
+        if settle(st, &mut report, fk) {
+            return Ok(report);
+        }
+        report.loaded = Some(d.merge(st, report.rows_valid)?);
+        report.status = if report.rows_rejected > 0 { "rejected".into() } else { "succeeded".into() };
+        Ok(report)
+    })();
+    let staging = crate::plan::extract::ident(&crate::plan::load::staging_table(&st.target));
+    match (&work, opts.dry_run) {
+        (Ok(r), false) if r.status != "over_budget" => d.execute("COMMIT", "commit the stage")?,
+        (_, false) => d.execute("ROLLBACK", "roll back the stage")?,
+        (_, true) => {
+            let _ = d.execute(&format!("DROP TABLE IF EXISTS {staging}"), "drop the staging table");
+        }
+    }
+    work
 }
 
 type Source = (PathBuf, String, Option<String>);
@@ -525,16 +608,15 @@ type Source = (PathBuf, String, Option<String>);
 fn fetch_sources(
     spec: &Spec,
     stages: &[&StagePlan],
-    targets: &indexmap::IndexMap<String, postgres::Pg>,
+    rt: &tokio::runtime::Runtime,
     opts: &RunOptions,
 ) -> Result<std::collections::HashMap<String, Source>, ExecError> {
-    let pg = targets.values().next().ok_or_else(|| ExecError::Internal("no target".into()))?;
     let mut out = std::collections::HashMap::new();
     for st in stages {
         let source = match spec.connections.get(&st.source_connection) {
             Some(Connection::S3(c)) => {
-                let s3 = pg.block(s3::S3::connect(c));
-                let f = pg.block(s3.fetch(&st.source_key, &opts.temp_dir))?;
+                let s3 = rt.block_on(s3::S3::connect(c));
+                let f = rt.block_on(s3.fetch(&st.source_key, &opts.temp_dir))?;
                 (f.path, f.shown, f.etag)
             }
             _ => {
@@ -582,4 +664,64 @@ async fn run_analytic(pool: &sqlx::PgPool, name: &str, sql: &str) -> Result<Anal
         }
     }
     Ok(result)
+}
+
+/// Empties the target tables of the selected stages (`etl clean`). Returns what was emptied.
+pub fn clean(spec: &Spec, plan: &Plan, opts: &RunOptions) -> Result<Vec<String>, ExecError> {
+    let stages = selected(plan, opts);
+    let mut done = Vec::new();
+    let mut by_conn: indexmap::IndexMap<&str, Vec<&StagePlan>> = indexmap::IndexMap::new();
+    for st in &stages {
+        by_conn.entry(st.target.connection.as_str()).or_default().push(st);
+    }
+    for (name, sts) in by_conn {
+        match spec.connections.get(name) {
+            Some(Connection::Postgres(c)) => {
+                let pg = postgres::Pg::connect(name, c)?;
+                let _ctx = pg.enter();
+                let mut tables = Vec::new();
+                for st in &sts {
+                    let q = crate::plan::load::qualified(&st.target);
+                    let exists: Option<String> = pg
+                        .block(sqlx::query_scalar("SELECT to_regclass($1)::text").bind(&q).fetch_one(pg.pool()))
+                        .map_err(|e| ExecError::Database { what: "look up a table".into(), message: e.to_string() })?;
+                    if exists.is_some() {
+                        tables.push(q);
+                    }
+                }
+                if !tables.is_empty() {
+                    let sql = format!("TRUNCATE {}", tables.join(", "));
+                    pg.block(sqlx::query(postgres::generated(&sql)).execute(pg.pool()))
+                        .map_err(|e| ExecError::Database { what: "empty the tables".into(), message: e.to_string() })?;
+                    done.extend(tables.into_iter().map(|t| format!("{t} in {}", pg.label)));
+                }
+            }
+            Some(Connection::Duckdb(d)) => {
+                let reader = read::Reader::open(&opts.temp_dir, &opts.duckdb_memory)?;
+                let duck = duck::Duck::open(&reader, &opts.spec_dir.join(&d.path), &opts.temp_dir)?;
+                // Referencing tables first: they load later.
+                for st in sts.iter().rev() {
+                    let t = crate::plan::extract::ident(&st.target.table);
+                    if duck.execute(&format!("DELETE FROM {t}"), "empty a table").is_ok() {
+                        done.push(format!("{} in {}", st.target.table, duck.path));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(done)
+}
+
+/// Applies the engine's migrations to the first PostgreSQL target (`etl migrate`).
+pub fn migrate(spec: &Spec, plan: &Plan) -> Result<String, ExecError> {
+    for st in &plan.stages {
+        if let Some(Connection::Postgres(c)) = spec.connections.get(&st.target.connection) {
+            let pg = postgres::Pg::connect(&st.target.connection, c)?;
+            let _ctx = pg.enter();
+            pg.migrate()?;
+            return Ok(pg.label.clone());
+        }
+    }
+    Err(ExecError::Unsupported("the spec has no PostgreSQL target to migrate".into()))
 }

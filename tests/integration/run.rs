@@ -377,3 +377,49 @@ fn s3_failures_are_one_line_errors_naming_the_object_and_exit_3() {
     assert!(out.stderr.contains("http://127.0.0.1:1") && out.stderr.contains("cannot reach the endpoint"), "{}", out.evidence());
     assert_eq!(db.count(&format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{}'", db.schema)), 0, "nothing was loaded");
 }
+
+/// The quick start needs no server: local files into an embedded DuckDB file.
+#[test]
+fn quickstart_runs_with_no_services_and_prints_the_analytics() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("qs.duckdb");
+    let env = [("ETL_QUICKSTART_DB", db.to_str().unwrap())];
+    let out = etl(&["run", "examples/quickstart.yaml"], &env);
+    out.expect_code(0);
+    assert!(out.stdout.contains("quickstart run 1: succeeded"), "{}", out.evidence());
+    assert!(out.stdout.contains("assets_by_type") && out.stdout.contains("trades_by_strategy"), "{}", out.evidence());
+    let out = etl(&["run", "examples/quickstart.yaml", "--output", "json"], &env);
+    out.expect_code(0);
+    let r = report(&out);
+    assert_eq!(r["stages"][0]["loaded"]["unchanged"], 100, "{}", out.evidence());
+    assert_eq!(r["stages"][1]["loaded"]["unchanged"], 300, "{}", out.evidence());
+    assert_eq!(r["analytics"][0]["columns"][0], "account_type");
+    let out = etl(&["clean", "examples/quickstart.yaml", "--yes"], &env);
+    out.expect_code(0);
+    assert!(out.stdout.contains("emptied trade"), "{}", out.evidence());
+    let out = etl(&["run", "examples/quickstart.yaml", "--output", "json"], &env);
+    assert_eq!(report(&out)["stages"][0]["loaded"]["inserted"], 100, "{}", out.evidence());
+}
+
+#[test]
+fn clean_empties_the_target_tables_and_the_seed_aliases_run_one_stage() {
+    let data = generate(30, 60, 0.0, 12);
+    let db = TestDb::new("clean");
+    let mut args: Vec<String> = vec!["assets".into(), "specs/small_etl.yaml".into()];
+    args.extend(db.sets(data.path()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    etl(&refs, &[]).expect_code(0);
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.asset", db.schema)), 30);
+    assert_eq!(db.count(&format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{}' AND tablename = 'trade'", db.schema)), 0, "`etl assets` ran the assets stage only");
+    args[0] = "trades".into();
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    etl(&refs, &[]).expect_code(0);
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.trade", db.schema)), 60);
+    args[0] = "clean".into();
+    args.push("--yes".into());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = etl(&refs, &[]);
+    out.expect_code(0);
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.asset", db.schema)), 0, "{}", out.evidence());
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.trade", db.schema)), 0, "{}", out.evidence());
+}
