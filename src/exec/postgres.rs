@@ -25,23 +25,25 @@ pub struct Pg {
 
 /// Connection options from a spec connection: the URL first, then its parts over it.
 pub fn connect_options(c: &PostgresConnection) -> Result<PgConnectOptions, String> {
-    let mut o = match &c.url {
-        Some(url) => PgConnectOptions::from_str(url.expose()).map_err(|e| scrub(&e.to_string(), c))?,
+    // An empty value (a template that rendered nothing) is unset.
+    let set = |v: &Option<String>| v.as_deref().filter(|s| !s.trim().is_empty()).map(str::to_string);
+    let mut o = match c.url.as_ref().map(|u| u.expose()).filter(|u| !u.trim().is_empty()) {
+        Some(url) => PgConnectOptions::from_str(url).map_err(|e| scrub(&e.to_string(), c))?,
         None => PgConnectOptions::new_without_pgpass().host("localhost").port(5432),
     };
-    if let Some(h) = &c.host {
-        o = o.host(h);
+    if let Some(h) = set(&c.host) {
+        o = o.host(&h);
     }
     if let Some(p) = c.port {
         o = o.port(p);
     }
-    if let Some(d) = &c.database {
-        o = o.database(d);
+    if let Some(d) = set(&c.database) {
+        o = o.database(&d);
     }
-    if let Some(u) = &c.user {
-        o = o.username(u);
+    if let Some(u) = set(&c.user) {
+        o = o.username(&u);
     }
-    if let Some(p) = &c.password {
+    if let Some(p) = c.password.as_ref().filter(|p| !p.expose().is_empty()) {
         o = o.password(p.expose());
     }
     if let Some(m) = &c.sslmode {

@@ -119,14 +119,17 @@ impl Checker<'_> {
                     }
                 }
                 Connection::Postgres(pg) => {
-                    if pg.url.is_none() && pg.host.is_none() {
+                    // An empty value (a template that rendered nothing) is unset.
+                    let url = pg.url.as_ref().filter(|u| !u.expose().trim().is_empty());
+                    let host = pg.host.as_ref().filter(|h| !h.trim().is_empty());
+                    if url.is_none() && host.is_none() {
                         self.push(
                             Problem::new("spec::missing_key", at.clone(), format!("postgres connection `{name}` needs `url` or `host`"))
                                 .on_key()
                                 .label("add `host:` (and port, database, user, password) or `url:`"),
                         );
                     }
-                    if let Some(url) = &pg.url {
+                    if let Some(url) = url {
                         let u = url.expose();
                         if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) {
                             self.push(

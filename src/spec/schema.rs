@@ -72,7 +72,10 @@ fn collect_coercions(e: &ValidationError<'_>, coercible: &HashSet<Pointer>, out:
             let ptr = Pointer::parse(e.instance_path().as_str());
             if let (true, Value::String(s)) = (coercible.contains(&ptr), e.instance().as_ref()) {
                 let t = s.trim();
-                let v = if let Ok(i) = t.parse::<i64>() {
+                // A template that renders empty means "not set" (e.g. a port left to DATABASE_URL).
+                let v = if t.is_empty() {
+                    Some(Value::Null)
+                } else if let Ok(i) = t.parse::<i64>() {
                     Some(Value::from(i))
                 } else if let Some(n) = t.parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
                     Some(Value::Number(n))

@@ -423,3 +423,24 @@ fn clean_empties_the_target_tables_and_the_seed_aliases_run_one_stage() {
     assert_eq!(db.count(&format!("SELECT count(*) FROM {}.asset", db.schema)), 0, "{}", out.evidence());
     assert_eq!(db.count(&format!("SELECT count(*) FROM {}.trade", db.schema)), 0, "{}", out.evidence());
 }
+
+/// The seed's users may give DATABASE_URL instead of the DB_* variables.
+#[test]
+fn database_url_works_in_place_of_the_seed_variables() {
+    let data = generate(10, 20, 0.0, 13);
+    let db = TestDb::new("dburl");
+    let out = etl(
+        &[
+            "run",
+            "specs/small_etl.yaml",
+            "--set",
+            &format!("connections.lake={{type: local, path: '{}'}}", data.path().display()),
+            "--set",
+            &format!("connections.db.schema={}", db.schema),
+        ],
+        &[("DATABASE_URL", db.url.as_str())],
+    );
+    out.expect_code(0);
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.trade", db.schema)), 20, "{}", out.evidence());
+    assert!(!out.stdout.contains("etlpass") && !out.stderr.contains("etlpass"), "{}", out.evidence());
+}
