@@ -160,6 +160,7 @@ fn prepare(args: &cli::RunArgs, color: bool) -> Result<Prepared, ExitCode> {
         temp_dir: temp.path().to_path_buf(),
         duckdb_memory: std::env::var("ETL_DUCKDB_MEMORY").unwrap_or_else(|_| "1GB".into()),
         job_id: None,
+        quiet: args.output == cli::Output::Json && !args.verbose,
     };
     Ok(Prepared { loaded, plan, opts, _temp: temp })
 }

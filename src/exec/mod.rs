@@ -3,6 +3,7 @@
 
 pub mod duck;
 pub mod postgres;
+pub mod progress;
 pub mod read;
 pub mod report;
 pub mod s3;
@@ -153,6 +154,8 @@ pub struct RunOptions {
     pub duckdb_memory: String,
     /// The scheduler job that started this run, if any.
     pub job_id: Option<String>,
+    /// Print no progress (e.g. for `--output json` piped somewhere).
+    pub quiet: bool,
 }
 
 /// What happened to one stage.
@@ -463,7 +466,14 @@ fn run_stages(
     let mut reports = Vec::new();
     // Every source is fetched before any stage loads: a missing or unreadable object fails the
     // run with nothing loaded.
+    let progress = progress::Progress::new(opts.quiet);
     let mut sources = fetch_sources(spec, stages, rt, opts)?;
+    for st in stages {
+        if let Some((_, shown, _)) = sources.get(&st.name) {
+            let size = sources.get(&st.name).and_then(|(p, _, _)| std::fs::metadata(p).ok()).map_or(0, |m| m.len());
+            progress.step(&st.name, &format!("source {shown} ({})", progress::bytes(size)));
+        }
+    }
     // A dry run keeps one transaction per target for the whole run (so later stages see what
     // earlier ones would have loaded) and rolls it back at the end.
     let mut dry: indexmap::IndexMap<String, sqlx::Transaction<'static, sqlx::Postgres>> = indexmap::IndexMap::new();
@@ -472,15 +482,19 @@ fn run_stages(
         for st in stages {
             let (path, shown, etag) = sources.remove(&st.name).ok_or_else(|| ExecError::Internal(format!("stage {} has no source", st.name)))?;
             let report = match &targets[&st.target.connection] {
-                Target::Pg(pg) => pg_stage(pg, st, reader, &path, &shown, etag, opts, &mut dry)?,
+                Target::Pg(pg) => pg_stage(pg, st, reader, &path, &shown, etag, opts, &mut dry, &progress)?,
                 Target::Duck(d) => {
                     if opts.dry_run && !duck_dry_open.contains(&st.target.connection) {
                         d.execute("BEGIN TRANSACTION", "begin a transaction")?;
                         duck_dry_open.push(st.target.connection.clone());
                     }
-                    duck_stage(d, st, reader, &path, &shown, opts)?
+                    duck_stage(d, st, reader, &path, &shown, opts, &progress)?
                 }
             };
+            let loaded = report.loaded.map_or("nothing loaded".to_string(), |m| {
+                format!("{} inserted, {} updated, {} unchanged", m.inserted, m.updated, m.unchanged)
+            });
+            progress.step(&st.name, &format!("{} rows read, {} rejected; {loaded}", report.rows_read, report.rows_rejected));
             if let Some(id) = run_id {
                 match engine {
                     Target::Pg(pg) => pg.block(postgres::record_stage(pg.pool(), id, &report, &report.status, report.budget.as_deref()))?,
@@ -534,6 +548,7 @@ fn pg_stage(
     etag: Option<String>,
     opts: &RunOptions,
     dry: &mut indexmap::IndexMap<String, sqlx::Transaction<'static, sqlx::Postgres>>,
+    progress: &progress::Progress,
 ) -> Result<StageReport, ExecError> {
     // The stage's own transaction: committed after the merge, rolled back on drop.
     let mut own_tx: Option<sqlx::Transaction<'static, sqlx::Postgres>> = None;
@@ -552,10 +567,13 @@ fn pg_stage(
     pg.block(postgres::lock_table(tx, st))?;
     pg.block(postgres::ensure_table(tx, st))?;
     pg.block(sqlx::query(postgres::generated(&st.target.sql.create_staging)).execute(&mut **tx)).map_err(dberr("create the staging table"))?;
+    let mut staged = 0u64;
     let mut report = check_stage(reader, st, path, shown, |batch| {
         if batch.height() == 0 {
             return Ok(());
         }
+        staged += batch.height() as u64;
+        progress.rows(&st.name, staged);
         pg.block(postgres::copy_batch(tx, st, &batch))
     })?;
     report.etag = etag;
@@ -576,14 +594,30 @@ fn pg_stage(
     Ok(report)
 }
 
-fn duck_stage(d: &duck::Duck, st: &StagePlan, reader: &read::Reader, path: &Path, shown: &str, opts: &RunOptions) -> Result<StageReport, ExecError> {
+fn duck_stage(
+    d: &duck::Duck,
+    st: &StagePlan,
+    reader: &read::Reader,
+    path: &Path,
+    shown: &str,
+    opts: &RunOptions,
+    progress: &progress::Progress,
+) -> Result<StageReport, ExecError> {
     if !opts.dry_run {
         d.execute("BEGIN TRANSACTION", "begin a transaction")?;
     }
     let work = (|| -> Result<StageReport, ExecError> {
         d.ensure_table(st)?;
         d.execute(&st.target.sql.create_staging, "create the staging table")?;
-        let mut report = check_stage(reader, st, path, shown, |batch| if batch.height() == 0 { Ok(()) } else { d.copy_batch(st, &batch) })?;
+        let mut staged = 0u64;
+        let mut report = check_stage(reader, st, path, shown, |batch| {
+            if batch.height() == 0 {
+                return Ok(());
+            }
+            staged += batch.height() as u64;
+            progress.rows(&st.name, staged);
+            d.copy_batch(st, &batch)
+        })?;
         let fk = d.check_references(st)?;
         if settle(st, &mut report, fk) {
             return Ok(report);
