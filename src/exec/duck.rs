@@ -118,7 +118,7 @@ impl Duck {
     }
 
     /// Rejects staged rows whose referenced value is missing.
-    pub fn check_references(&self, stage: &StagePlan) -> Result<Vec<Reject>, ExecError> {
+    pub fn check_references(&self, stage: &StagePlan, lines: &super::validate::Lines) -> Result<Vec<Reject>, ExecError> {
         let mut out = Vec::new();
         for (column, sql) in &stage.target.sql.reference_checks {
             let target = stage.columns.iter().find(|c| &c.name == column).and_then(|c| c.references.clone()).unwrap_or_default();
@@ -130,7 +130,7 @@ impl Duck {
                 .map_err(err("check references"))?;
             for (record, value) in rows {
                 out.push(Reject {
-                    line: super::validate::line_of(stage, record as u64),
+                    line: lines.line(record as u64),
                     column: Some(column.clone()),
                     rule: "references".into(),
                     value,

@@ -190,6 +190,9 @@ pub struct StageReport {
     /// Every reject, in line order.
     #[serde(skip)]
     pub rejects: Vec<Reject>,
+    /// Record number to line, for rejects found after validation (references).
+    #[serde(skip)]
+    pub lines: validate::Lines,
 }
 
 impl StageReport {
@@ -235,20 +238,22 @@ pub fn check_stage(
         budget: None,
         rejects_by_rule: BTreeMap::new(),
         rejects: Vec::new(),
+        lines: validate::Lines::default(),
     };
+    let lines = validate::Lines::new(stage, csv_errors.iter().map(|e| e.line).collect());
     for e in csv_errors {
         *report.rejects_by_rule.entry("csv".into()).or_default() += 1;
         report.rejects.push(Reject {
             line: e.line,
             column: e.column,
             rule: "csv".into(),
-            value: e.text,
+            value: e.text.map(|t| t.trim_matches(['\r', '\n']).to_string()),
             message: format!("{}: {}", e.kind.to_lowercase(), first_line(&e.message)),
             severity: crate::spec::model::Severity::Error,
         });
     }
     reader.typed_batches(stage, path, stage.batch_size as usize, |batch| {
-        let v = validate::validate(stage, batch)?;
+        let v = validate::validate(stage, &lines, batch)?;
         report.rows_valid += v.valid.height() as u64;
         report.rows_rejected += v.rejected_rows;
         report.rows_warned += v.warned_rows;
@@ -263,6 +268,7 @@ pub fn check_stage(
             stage.name, report.rows_read, report.rows_valid, report.rows_rejected
         )));
     }
+    report.lines = lines;
     Ok(report)
 }
 
@@ -577,7 +583,7 @@ fn pg_stage(
         pg.block(postgres::copy_batch(tx, st, &batch))
     })?;
     report.etag = etag;
-    let fk = pg.block(postgres::check_references(tx, st))?;
+    let fk = pg.block(postgres::check_references(tx, st, &report.lines))?;
     if settle(st, &mut report, fk) {
         if opts.dry_run {
             // Keep the shared transaction usable: drop this stage's staged rows only.
@@ -618,7 +624,7 @@ fn duck_stage(
             progress.rows(&st.name, staged);
             d.copy_batch(st, &batch)
         })?;
-        let fk = d.check_references(st)?;
+        let fk = d.check_references(st, &report.lines)?;
         if settle(st, &mut report, fk) {
             return Ok(report);
         }

@@ -284,7 +284,7 @@ pub async fn copy_batch(tx: &mut Transaction<'static, Postgres>, stage: &StagePl
 }
 
 /// Rejects staged rows whose referenced value is missing from the referenced table.
-pub async fn check_references(tx: &mut Transaction<'static, Postgres>, stage: &StagePlan) -> Result<Vec<Reject>, ExecError> {
+pub async fn check_references(tx: &mut Transaction<'static, Postgres>, stage: &StagePlan, lines: &super::validate::Lines) -> Result<Vec<Reject>, ExecError> {
     let mut out = Vec::new();
     for (column, sql) in &stage.target.sql.reference_checks {
         let target = stage.columns.iter().find(|c| &c.name == column).and_then(|c| c.references.clone()).unwrap_or_default();
@@ -293,7 +293,7 @@ pub async fn check_references(tx: &mut Transaction<'static, Postgres>, stage: &S
             let record: i64 = r.get(0);
             let value: Option<String> = r.try_get::<String, _>(1).ok();
             out.push(Reject {
-                line: super::validate::line_of(stage, record as u64),
+                line: lines.line(record as u64),
                 column: Some(column.clone()),
                 rule: "references".into(),
                 value,

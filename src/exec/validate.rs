@@ -39,9 +39,33 @@ pub struct Validated {
     pub warned_rows: u64,
 }
 
-/// The line of a record: records are counted from the first data line.
-pub fn line_of(stage: &StagePlan, record: u64) -> u64 {
-    record + u64::from(stage.csv.header)
+/// Maps the record numbers of staged rows to lines of the file: the header and the malformed
+/// lines DuckDB's reader set aside come before some records and shift them.
+#[derive(Debug, Clone, Default)]
+pub struct Lines {
+    header: u64,
+    malformed: Vec<u64>,
+}
+
+impl Lines {
+    /// For a stage's file whose malformed lines are `malformed`.
+    pub fn new(stage: &StagePlan, mut malformed: Vec<u64>) -> Lines {
+        malformed.sort_unstable();
+        Lines { header: u64::from(stage.csv.header), malformed }
+    }
+
+    /// The line of the `record`-th staged row.
+    pub fn line(&self, record: u64) -> u64 {
+        let mut line = record + self.header;
+        for &bad in &self.malformed {
+            if bad <= line {
+                line += 1;
+            } else {
+                break;
+            }
+        }
+        line
+    }
 }
 
 fn text(v: AnyValue<'_>) -> Option<String> {
@@ -54,7 +78,7 @@ fn text(v: AnyValue<'_>) -> Option<String> {
 }
 
 /// Validates one batch.
-pub fn validate(stage: &StagePlan, batch: DataFrame) -> Result<Validated, ExecError> {
+pub fn validate(stage: &StagePlan, lines: &Lines, batch: DataFrame) -> Result<Validated, ExecError> {
     let flags: Vec<Expr> = stage.checks.iter().enumerate().map(|(i, c)| c.violation.clone().alias(format!("__v{i}"))).collect();
     let flagged = batch.lazy().with_columns(flags).collect().map_err(ExecError::polars("evaluate the row checks"))?;
     let records = flagged.column(RECORD).map_err(ExecError::polars("read record numbers"))?.cast(&DataType::UInt64).map_err(ExecError::polars("read record numbers"))?;
@@ -85,7 +109,7 @@ pub fn validate(stage: &StagePlan, batch: DataFrame) -> Result<Validated, ExecEr
                     let column = check.column.as_deref().unwrap_or("");
                     let raw = value_of(&uncast_column(column));
                     let shown = raw.clone().unwrap_or_default();
-                    (raw, format!("`{shown}` is not a valid {}", type_of(stage, column)))
+                    (raw, cast_message(stage, column, &shown))
                 }
                 "duplicate_key" | "unique" => {
                     let what = if check.rule == "unique" { check.column.clone().unwrap_or_default() } else { "key".to_string() };
@@ -95,7 +119,7 @@ pub fn validate(stage: &StagePlan, batch: DataFrame) -> Result<Validated, ExecEr
                         .and_then(|c| c.get(row).ok())
                         .and_then(|v| v.extract::<u64>());
                     let values: Vec<String> = check.reads.iter().map(|c| value_of(c).unwrap_or_default()).collect();
-                    let first_line = first.map(|f| line_of(stage, f)).unwrap_or(0);
+                    let first_line = first.map(|f| lines.line(f)).unwrap_or(0);
                     (Some(values.join(",")), format!("{}; the first is on line {first_line}", check.message))
                 }
                 _ if check.column.is_some() => (value_of(check.column.as_deref().unwrap_or("")), check.message.clone()),
@@ -106,7 +130,7 @@ pub fn validate(stage: &StagePlan, batch: DataFrame) -> Result<Validated, ExecEr
                 }
             };
             rejects.push(Reject {
-                line: line_of(stage, record),
+                line: lines.line(record),
                 column: check.column.clone(),
                 rule: check.rule.clone(),
                 value,
@@ -126,6 +150,22 @@ pub fn validate(stage: &StagePlan, batch: DataFrame) -> Result<Validated, ExecEr
         .select(keep)
         .map_err(ExecError::polars("keep the spec's columns"))?;
     Ok(Validated { valid, rejects, rejected_rows, warned_rows })
+}
+
+/// Why a value did not cast, as precisely as can be told.
+fn cast_message(stage: &StagePlan, column: &str, raw: &str) -> String {
+    let ty = stage.columns.iter().find(|c| c.name == column).map(|c| c.ty);
+    if let Some(crate::spec::model::ColumnType::Decimal { precision, scale }) = ty {
+        if let Some(d) = crate::spec::model::parse_decimal(raw) {
+            let d = d.normalize();
+            if d.scale() > u32::from(scale) {
+                return format!("`{raw}` has more than {scale} decimal places (decimal({precision},{scale}))");
+            }
+            return format!("`{raw}` is out of range for decimal({precision},{scale})");
+        }
+        return format!("`{raw}` is not a number");
+    }
+    format!("`{raw}` is not a valid {}", type_of(stage, column))
 }
 
 fn type_of(stage: &StagePlan, column: &str) -> String {

@@ -132,7 +132,16 @@ pub fn extract_sql(stage: &StagePlan, path: &str) -> ExtractSql {
             Some(expr) => {
                 let u = ident(&uncast_column(&c.name));
                 inner.push(format!("    {expr} AS {v}"));
-                inner.push(format!("    CASE WHEN {v} IS NOT NULL AND {expr} IS NULL THEN {v} END AS {u}"));
+                // A decimal with more places than the column keeps would be rounded by the cast:
+                // it does not fit, so it is a cast failure too, never a silent rounding.
+                let lossy = match c.ty {
+                    ColumnType::Decimal { precision, scale } => {
+                        let wide = 38 - (precision - scale);
+                        format!(" OR TRY_CAST({v} AS DECIMAL(38,{wide})) <> {expr}")
+                    }
+                    _ => String::new(),
+                };
+                inner.push(format!("    CASE WHEN {v} IS NOT NULL AND ({expr} IS NULL{lossy}) THEN {v} END AS {u}"));
                 outer.push(format!("  {u}"));
             }
         }

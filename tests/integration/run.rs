@@ -444,3 +444,19 @@ fn database_url_works_in_place_of_the_seed_variables() {
     assert_eq!(db.count(&format!("SELECT count(*) FROM {}.trade", db.schema)), 20, "{}", out.evidence());
     assert!(!out.stdout.contains("etlpass") && !out.stderr.contains("etlpass"), "{}", out.evidence());
 }
+
+/// A BOM, CRLF, an extra column, a ragged line, a rounding decimal, text in a number, a zoned
+/// timestamp: each bad value is a reject with its exact line and reason, never an abort.
+#[test]
+fn awkward_csv_gives_exact_rejects_with_their_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("awkward.duckdb");
+    let rejects = dir.path().join("rejects.csv");
+    let out = etl(
+        &["run", "tests/fixtures/csv/spec.yaml", "--rejects-out", rejects.to_str().unwrap()],
+        &[("ETL_TEST_DUCKDB", db.to_str().unwrap())],
+    );
+    out.expect_code(4);
+    crate::util::golden("tests/golden/run/awkward_rejects.csv", &std::fs::read_to_string(&rejects).unwrap(), &out.evidence());
+    assert!(out.stdout.contains("assets  4     1      3"), "{}", out.evidence());
+}

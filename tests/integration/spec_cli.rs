@@ -160,7 +160,7 @@ fn committed_schema_matches_the_generated_one() {
 #[test]
 fn shipped_specs_carry_the_schema_modeline() {
     let mut checked = BTreeMap::new();
-    for dir in ["specs", "examples", "tests/fixtures/specs/valid"] {
+    for dir in ["specs", "examples", "tests/fixtures/specs/valid", "tests/fixtures/csv"] {
         for f in files(&root().join(dir), "yaml") {
             let text = std::fs::read_to_string(&f).unwrap();
             let first = text.lines().next().unwrap_or("");
