@@ -460,3 +460,80 @@ fn awkward_csv_gives_exact_rejects_with_their_lines() {
     crate::util::golden("tests/golden/run/awkward_rejects.csv", &std::fs::read_to_string(&rejects).unwrap(), &out.evidence());
     assert!(out.stdout.contains("assets  4     1      3"), "{}", out.evidence());
 }
+
+/// The password (here the test database's real one, so runs succeed) never appears in any
+/// output of any command, in success or failure, nor in the recorded runs.
+#[test]
+fn the_password_appears_in_no_output() {
+    let data = generate(20, 40, 0.1, 14);
+    let db = TestDb::new("secrets");
+    let password = "etlpass";
+    let lake = format!("connections.lake={{type: local, path: '{}'}}", data.path().display());
+    let schema = format!("connections.db.schema={}", db.schema);
+    let env = [("DB_PASSWORD", password), ("DB_NAME", "etl_test"), ("DB_HOST", "127.0.0.1")];
+    let base = ["--set", lake.as_str(), "--set", schema.as_str()];
+    let mut outputs = Vec::new();
+    for args in [
+        vec!["validate-spec", "specs/small_etl.yaml"],
+        vec!["plan", "specs/small_etl.yaml"],
+        vec!["run", "specs/small_etl.yaml", "--output", "json"],
+        vec!["run", "specs/small_etl.yaml", "--dry-run", "-v"],
+        vec!["run", "specs/small_etl.yaml", "--db-port", "1"],
+        vec!["run", "specs/small_etl.yaml", "--db-user", "nobody"],
+        vec!["migrate", "specs/small_etl.yaml"],
+        vec!["clean", "specs/small_etl.yaml", "--yes"],
+    ] {
+        let mut a: Vec<&str> = args.clone();
+        if args[0] != "validate-spec" && args[0] != "plan" {
+            a.extend(base);
+        }
+        outputs.push(etl(&a, &env));
+    }
+    assert_eq!(outputs[2].code, 4, "{}", outputs[2].evidence());
+    assert_eq!(outputs[4].code, 3, "{}", outputs[4].evidence());
+    assert_eq!(outputs[5].code, 3, "{}", outputs[5].evidence());
+    for out in &outputs {
+        assert!(!out.stdout.contains(password) && !out.stderr.contains(password), "the password leaked\n{}", out.evidence());
+    }
+    let leaked = db.count(&format!("SELECT count(*) FROM etl_runs WHERE coalesce(error, '') LIKE '%{password}%' OR spec_path LIKE '%{password}%'"));
+    assert_eq!(leaked, 0);
+}
+
+/// Two runs of the same spec at once take turns on each table: the result is one run's.
+#[test]
+fn two_runs_at_once_serialize() {
+    let data = generate(500, 5_000, 0.0, 15);
+    let db = TestDb::new("concurrent");
+    let spawn = || {
+        let mut args: Vec<String> = vec!["run".into(), "specs/small_etl.yaml".into(), "--output".into(), "json".into()];
+        args.extend(db.sets(data.path()));
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_etl"));
+        cmd.args(&args).current_dir(crate::util::root()).env("NO_COLOR", "1");
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success() && b.status.success(), "{}\n{}", String::from_utf8_lossy(&a.stderr), String::from_utf8_lossy(&b.stderr));
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.asset", db.schema)), 500);
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.trade", db.schema)), 5_000);
+    let loaded = |o: &std::process::Output, stage: usize, what: &str| -> i64 {
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        r["stages"][stage]["loaded"][what].as_i64().unwrap()
+    };
+    // Between them every row was inserted once and found unchanged once: no row was lost or doubled.
+    for (stage, rows) in [(0, 500), (1, 5_000)] {
+        assert_eq!(loaded(&a, stage, "inserted") + loaded(&b, stage, "inserted"), rows);
+        assert_eq!(loaded(&a, stage, "unchanged") + loaded(&b, stage, "unchanged"), rows);
+    }
+}
+
+#[test]
+fn a_missing_csv_column_is_an_error_listing_the_header_found() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "id,account_id,account_type,cash\n1,10000000001,2,1.00\n", TRADES_HEADER);
+    let db = TestDb::new("header");
+    let out = db.run(dir.path(), &["--stage", "assets"]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("has no column frozen_cash, market_value, total_asset, updated_at"), "{}", out.evidence());
+    assert!(out.stderr.contains("its header is: id, account_id, account_type, cash"), "{}", out.evidence());
+}
