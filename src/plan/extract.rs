@@ -85,7 +85,7 @@ pub struct ExtractSql {
 pub fn read_csv(stage: &StagePlan, path: &str) -> String {
     let csv = &stage.csv;
     let nulls: Vec<String> = csv.null_values.iter().map(|n| literal(n)).collect();
-    let options = [
+    let mut options = vec![
         format!("header = {}", csv.header),
         format!("delim = {}", literal(&csv.delimiter)),
         format!("quote = {}", literal(&csv.quote)),
@@ -99,6 +99,11 @@ pub fn read_csv(stage: &StagePlan, path: &str) -> String {
         format!("rejects_table = {}", literal(&reject_table(stage))),
         format!("rejects_scan = {}", literal(&format!("csv_scans_{}", stage.name))),
     ];
+    if !csv.header {
+        // Without a header, the file's columns are the spec's, in order.
+        let names: Vec<String> = stage.columns.iter().map(|c| literal(&c.header)).collect();
+        options.push(format!("names = [{}]", names.join(", ")));
+    }
     format!("read_csv({}, {})", literal(path), options.join(", "))
 }
 

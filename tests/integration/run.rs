@@ -537,3 +537,21 @@ fn a_missing_csv_column_is_an_error_listing_the_header_found() {
     assert!(out.stderr.contains("has no column frozen_cash, market_value, total_asset, updated_at"), "{}", out.evidence());
     assert!(out.stderr.contains("its header is: id, account_id, account_type, cash"), "{}", out.evidence());
 }
+
+/// Without a header the file's columns are the spec's, in order; lines count from 1.
+#[test]
+fn a_file_without_a_header_maps_columns_by_position() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.csv"), "10000000001,2,1.00\n10000000002,x,2.00\n").unwrap();
+    std::fs::write(
+        dir.path().join("s.yaml"),
+        "version: 1\nname: nh\nconnections:\n  f: { type: local, path: . }\n  d: { type: duckdb, path: nh.duckdb }\nstages:\n  a:\n    source: { connection: f, key: a.csv, csv: { header: false } }\n    target: { connection: d, table: a, key: [id] }\n    columns:\n      id: { type: string }\n      kind: { type: int32 }\n      cash: { type: \"decimal(10,2)\" }\n",
+    )
+    .unwrap();
+    let rejects = dir.path().join("r.csv");
+    let spec = dir.path().join("s.yaml");
+    let out = etl(&["run", spec.to_str().unwrap(), "--rejects-out", rejects.to_str().unwrap()], &[]);
+    out.expect_code(4);
+    let csv = std::fs::read_to_string(&rejects).unwrap();
+    assert!(csv.contains(",\"2\",\"kind\",\"type\",\"x\","), "{csv}\n{}", out.evidence());
+}
