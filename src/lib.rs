@@ -161,6 +161,7 @@ fn prepare(args: &cli::RunArgs, color: bool) -> Result<Prepared, ExitCode> {
         duckdb_memory: std::env::var("ETL_DUCKDB_MEMORY").unwrap_or_else(|_| "1GB".into()),
         job_id: None,
         quiet: args.output == cli::Output::Json && !args.verbose,
+        verbose: args.verbose,
     };
     Ok(Prepared { loaded, plan, opts, _temp: temp })
 }

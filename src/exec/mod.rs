@@ -156,6 +156,8 @@ pub struct RunOptions {
     pub job_id: Option<String>,
     /// Print no progress (e.g. for `--output json` piped somewhere).
     pub quiet: bool,
+    /// Log every batch.
+    pub verbose: bool,
 }
 
 /// What happened to one stage.
@@ -580,6 +582,9 @@ fn pg_stage(
         }
         staged += batch.height() as u64;
         progress.rows(&st.name, staged);
+        if opts.verbose {
+            progress.step(&st.name, &format!("COPY {} rows into the staging table ({staged} so far)", batch.height()));
+        }
         pg.block(postgres::copy_batch(tx, st, &batch))
     })?;
     report.etag = etag;
@@ -622,6 +627,9 @@ fn duck_stage(
             }
             staged += batch.height() as u64;
             progress.rows(&st.name, staged);
+            if opts.verbose {
+                progress.step(&st.name, &format!("staged {} rows ({staged} so far)", batch.height()));
+            }
             d.copy_batch(st, &batch)
         })?;
         let fk = d.check_references(st, &report.lines)?;
