@@ -136,6 +136,15 @@ pub struct RunArgs {
     /// Bucket of every s3 connection.
     #[arg(long, value_name = "BUCKET")]
     pub s3_bucket: Option<String>,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub spec: SpecArgs,
+}
+
+/// The seed's database flags: they override every postgres connection of the spec.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DbArgs {
     /// Host of every postgres connection.
     #[arg(long, value_name = "HOST")]
     pub db_host: Option<String>,
@@ -151,8 +160,6 @@ pub struct RunArgs {
     /// Password of every postgres connection (prefer DB_PASSWORD in the environment).
     #[arg(long, value_name = "PASSWORD")]
     pub db_password: Option<String>,
-    #[command(flatten)]
-    pub spec: SpecArgs,
 }
 
 /// Options of `etl clean` and `etl migrate`.
@@ -167,21 +174,8 @@ pub struct CleanArgs {
     /// Do not ask for confirmation.
     #[arg(short = 'y', long)]
     pub yes: bool,
-    /// Host of every postgres connection.
-    #[arg(long, value_name = "HOST")]
-    pub db_host: Option<String>,
-    /// Port of every postgres connection.
-    #[arg(long, value_name = "PORT")]
-    pub db_port: Option<u16>,
-    /// Database of every postgres connection.
-    #[arg(long, value_name = "NAME")]
-    pub db_name: Option<String>,
-    /// User of every postgres connection.
-    #[arg(long, value_name = "USER")]
-    pub db_user: Option<String>,
-    /// Password of every postgres connection.
-    #[arg(long, value_name = "PASSWORD")]
-    pub db_password: Option<String>,
+    #[command(flatten)]
+    pub db: DbArgs,
     #[command(flatten)]
     pub spec: SpecArgs,
 }
@@ -202,11 +196,7 @@ impl CleanArgs {
             trades_file: None,
             s3_endpoint: None,
             s3_bucket: None,
-            db_host: self.db_host.clone(),
-            db_port: self.db_port,
-            db_name: self.db_name.clone(),
-            db_user: self.db_user.clone(),
-            db_password: self.db_password.clone(),
+            db: self.db.clone(),
             spec: self.spec.clone(),
         }
     }

@@ -68,19 +68,19 @@ fn apply_run_flags(spec: &mut spec::Spec, args: &cli::RunArgs) -> Result<(), Str
     for conn in spec.connections.values_mut() {
         match conn {
             Connection::Postgres(pg) => {
-                if let Some(h) = &args.db_host {
+                if let Some(h) = &args.db.db_host {
                     pg.host = Some(h.clone());
                 }
-                if let Some(p) = args.db_port {
+                if let Some(p) = args.db.db_port {
                     pg.port = Some(p);
                 }
-                if let Some(d) = &args.db_name {
+                if let Some(d) = &args.db.db_name {
                     pg.database = Some(d.clone());
                 }
-                if let Some(u) = &args.db_user {
+                if let Some(u) = &args.db.db_user {
                     pg.user = Some(u.clone());
                 }
-                if let Some(p) = &args.db_password {
+                if let Some(p) = &args.db.db_password {
                     pg.password = Some(Secret(p.clone()));
                 }
             }

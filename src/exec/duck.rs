@@ -121,23 +121,13 @@ impl Duck {
     pub fn check_references(&self, stage: &StagePlan, lines: &super::validate::Lines) -> Result<Vec<Reject>, ExecError> {
         let mut out = Vec::new();
         for (column, sql) in &stage.target.sql.reference_checks {
-            let target = stage.columns.iter().find(|c| &c.name == column).and_then(|c| c.references.clone()).unwrap_or_default();
             let mut stmt = self.conn.prepare(sql).map_err(err("check references"))?;
             let rows: Vec<(i64, Option<String>)> = stmt
                 .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?)))
                 .map_err(err("check references"))?
                 .collect::<Result<_, _>>()
                 .map_err(err("check references"))?;
-            for (record, value) in rows {
-                out.push(Reject {
-                    line: lines.line(record as u64),
-                    column: Some(column.clone()),
-                    rule: "references".into(),
-                    value,
-                    message: format!("{column} is not in {}.{}", target.0, target.1),
-                    severity: Severity::Error,
-                });
-            }
+            out.extend(rows.into_iter().map(|(record, value)| super::validate::missing_reference(stage, lines, column, record, value)));
         }
         out.sort_by_key(|r| r.line);
         Ok(out)

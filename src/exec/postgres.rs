@@ -287,19 +287,10 @@ pub async fn copy_batch(tx: &mut Transaction<'static, Postgres>, stage: &StagePl
 pub async fn check_references(tx: &mut Transaction<'static, Postgres>, stage: &StagePlan, lines: &super::validate::Lines) -> Result<Vec<Reject>, ExecError> {
     let mut out = Vec::new();
     for (column, sql) in &stage.target.sql.reference_checks {
-        let target = stage.columns.iter().find(|c| &c.name == column).and_then(|c| c.references.clone()).unwrap_or_default();
         let rows = sqlx::query(generated(sql)).fetch_all(&mut **tx).await.map_err(db("check references"))?;
         for r in rows {
-            let record: i64 = r.get(0);
             let value: Option<String> = r.try_get::<String, _>(1).ok();
-            out.push(Reject {
-                line: lines.line(record as u64),
-                column: Some(column.clone()),
-                rule: "references".into(),
-                value,
-                message: format!("{column} is not in {}.{}", target.0, target.1),
-                severity: Severity::Error,
-            });
+            out.push(super::validate::missing_reference(stage, lines, column, r.get(0), value));
         }
     }
     out.sort_by_key(|r| r.line);

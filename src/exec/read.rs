@@ -122,10 +122,14 @@ impl Reader {
                     p
                 }
             };
-            if merged.height() >= batch_rows {
-                each(merged)?;
-            } else {
-                pending = Some(merged);
+            // Hand on batches of exactly `batch_rows` (DuckDB's chunks are ~2048 rows); keep the rest.
+            let mut offset = 0;
+            while merged.height() - offset >= batch_rows {
+                each(merged.slice(offset as i64, batch_rows))?;
+                offset += batch_rows;
+            }
+            if offset < merged.height() {
+                pending = Some(merged.slice(offset as i64, merged.height() - offset));
             }
         }
         if let Some(p) = pending {

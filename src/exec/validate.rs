@@ -171,3 +171,16 @@ fn cast_message(stage: &StagePlan, column: &str, raw: &str) -> String {
 fn type_of(stage: &StagePlan, column: &str) -> String {
     stage.columns.iter().find(|c| c.name == column).map(|c| c.ty.to_string()).unwrap_or_default()
 }
+
+/// The reject of a staged row whose `column` value is missing from the table it references.
+pub fn missing_reference(stage: &StagePlan, lines: &Lines, column: &str, record: i64, value: Option<String>) -> Reject {
+    let (table, target) = stage.columns.iter().find(|c| c.name == column).and_then(|c| c.references.clone()).unwrap_or_default();
+    Reject {
+        line: lines.line(record.max(0) as u64),
+        column: Some(column.to_string()),
+        rule: "references".into(),
+        value,
+        message: format!("{column} is not in {table}.{target}"),
+        severity: Severity::Error,
+    }
+}
