@@ -227,12 +227,11 @@ fn run_spec(mut args: cli::RunArgs, alias: Option<&str>, color: bool) -> ExitCod
     let (loaded, plan, opts) = (&p.loaded, &p.plan, &p.opts);
     match exec::run(loaded, plan, opts) {
         Ok(report) => {
-            if let Some(file) = &args.rejects_out {
-                if let Err(e) = std::fs::write(file, exec::report::rejects_csv(&report)) {
+            if let Some(file) = &args.rejects_out
+                && let Err(e) = std::fs::write(file, exec::report::rejects_csv(&report)) {
                     eprintln!("error: cannot write {}: {e}", file.display());
                     return ExitCode::from(exit::ERROR);
                 }
-            }
             match args.output {
                 cli::Output::Text => print(&exec::report::text(&report)),
                 cli::Output::Json => print(&exec::report::json(&report)),
@@ -293,14 +292,13 @@ pub fn run(cli: Cli) -> ExitCode {
                 Ok(l) => l,
                 Err(code) => return code,
             };
-            if let Some(s) = &stage {
-                if !loaded.spec.stages.contains_key(s) {
+            if let Some(s) = &stage
+                && !loaded.spec.stages.contains_key(s) {
                     let names: Vec<&str> = loaded.spec.stages.keys().map(String::as_str).collect();
                     let hint = spec::diag::suggest(s, names.iter().copied()).unwrap_or_default();
                     eprintln!("error: spec {} has no stage `{s}` (stages: {}) {hint}", path.display(), names.join(", "));
                     return ExitCode::from(exit::USAGE);
                 }
-            }
             let plan = plan::compile(&loaded.spec);
             print(&plan::render::render(&plan, stage.as_deref()));
             ExitCode::from(exit::OK)

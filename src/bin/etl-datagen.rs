@@ -189,7 +189,7 @@ fn generate(a: &Args) -> std::io::Result<()> {
                     labels.add("account_assets.csv", line, reason, "frozen_cash", &money(frozen));
                 }
                 "formula_mismatch" => {
-                    let off = rng.range(2, 100) * if rng.next() % 2 == 0 { 1 } else { -1 };
+                    let off = rng.range(2, 100) * if rng.next().is_multiple_of(2) { 1 } else { -1 };
                     total += off;
                     labels.add("account_assets.csv", line, reason, "total_asset", &money(total));
                 }
@@ -259,7 +259,7 @@ fn generate(a: &Args) -> std::io::Result<()> {
                     labels.add("trades.csv", line, reason, "traded_price", &price_s);
                 }
                 "formula_mismatch" => {
-                    amount += rng.range(2, 100) * if rng.next() % 2 == 0 { 1 } else { -1 };
+                    amount += rng.range(2, 100) * if rng.next().is_multiple_of(2) { 1 } else { -1 };
                     labels.add("trades.csv", line, reason, "traded_amount", &money(amount));
                 }
                 "empty_required" => {

@@ -351,11 +351,10 @@ impl RunReport {
 }
 
 fn over_budget(stage: &StagePlan, report: &StageReport) -> Option<String> {
-    if let Some(max) = stage.max_rejects {
-        if report.rows_rejected > max {
+    if let Some(max) = stage.max_rejects
+        && report.rows_rejected > max {
             return Some(format!("{} rows rejected, more than max_rejects {max}", report.rows_rejected));
         }
-    }
     if let Some(ratio) = stage.max_reject_ratio {
         let got = report.rows_rejected as f64 / report.rows_read.max(1) as f64;
         if got > ratio {

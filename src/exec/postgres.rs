@@ -55,18 +55,15 @@ pub fn connect_options(c: &PostgresConnection) -> Result<PgConnectOptions, Strin
 /// Removes the connection's password from a message, wherever a driver may have put it.
 pub fn scrub(message: &str, c: &PostgresConnection) -> String {
     let mut m = message.to_string();
-    if let Some(p) = &c.password {
-        if !p.expose().is_empty() {
+    if let Some(p) = &c.password
+        && !p.expose().is_empty() {
             m = m.replace(p.expose(), "******");
         }
-    }
-    if let Some(url) = &c.url {
-        if let Some(pw) = url.expose().split_once("://").and_then(|(_, r)| r.split_once('@')).and_then(|(ui, _)| ui.split_once(':')).map(|(_, p)| p) {
-            if !pw.is_empty() {
+    if let Some(url) = &c.url
+        && let Some(pw) = url.expose().split_once("://").and_then(|(_, r)| r.split_once('@')).and_then(|(ui, _)| ui.split_once(':')).map(|(_, p)| p)
+            && !pw.is_empty() {
                 m = m.replace(pw, "******");
             }
-        }
-    }
     m
 }
 

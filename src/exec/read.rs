@@ -132,11 +132,10 @@ impl Reader {
                 pending = Some(merged.slice(offset as i64, merged.height() - offset));
             }
         }
-        if let Some(p) = pending {
-            if p.height() > 0 {
+        if let Some(p) = pending
+            && p.height() > 0 {
                 each(p)?;
             }
-        }
         Ok(())
     }
 

@@ -114,11 +114,10 @@ impl S3 {
             file.write_all(&chunk).await.map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
         }
         file.flush().await.map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
-        if let Some(n) = expected {
-            if n != bytes {
+        if let Some(n) = expected
+            && n != bytes {
                 return Err(fail(format!("received {bytes} of {n} bytes")));
             }
-        }
         Ok(Fetched { path, shown, bytes, etag })
     }
 }

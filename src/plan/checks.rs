@@ -189,7 +189,6 @@ fn column_checks(spec: &Spec, stage: &Stage, name: &str, c: &Column, out: &mut V
         );
     }
     if !stage.target.key.is_empty() && stage.target.key.last().is_some_and(|k| k == name) {
-        drop(push);
         let keys = stage.target.key.join(", ");
         let dup = super::extract::duplicate_column("key");
         out.push(Check {
@@ -215,11 +214,10 @@ fn lit_i128(v: i128) -> Expr {
 /// An exact number literal: an integer when whole, else a decimal with its own scale.
 fn number(d: Decimal) -> Expr {
     let d = d.normalize();
-    if d.scale() == 0 {
-        if let Ok(i) = i64::try_from(d.mantissa()) {
+    if d.scale() == 0
+        && let Ok(i) = i64::try_from(d.mantissa()) {
             return lit(i);
         }
-    }
     Expr::Literal(LiteralValue::Scalar(Scalar::new_decimal(d.mantissa(), 38, d.scale() as usize)))
 }
 

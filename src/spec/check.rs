@@ -138,11 +138,10 @@ impl Checker<'_> {
                             );
                         }
                     }
-                    if let Some(schema) = &pg.schema {
-                        if let Some(p) = identifier_problem(at.key("schema"), "schema", schema) {
+                    if let Some(schema) = &pg.schema
+                        && let Some(p) = identifier_problem(at.key("schema"), "schema", schema) {
                             self.push(p);
                         }
-                    }
                     if let Some(mode) = &pg.sslmode {
                         const MODES: [&str; 6] = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"];
                         if !MODES.contains(&mode.as_str()) {
@@ -250,15 +249,14 @@ impl Checker<'_> {
 
     fn csv(&mut self, csv: &CsvOptions, at: &Pointer) {
         for (key, v) in [("delimiter", &csv.delimiter), ("quote", &csv.quote), ("escape", &csv.escape)] {
-            if let Some(v) = v {
-                if v.chars().count() != 1 {
+            if let Some(v) = v
+                && v.chars().count() != 1 {
                     let p = Problem::new("spec::bad_value", at.key(key), format!("the CSV {key} must be one character, not `{v}`"))
                         .label("one character");
                     if !self.problems.contains(&p) {
                         self.push(p);
                     }
                 }
-            }
         }
     }
 
@@ -357,18 +355,15 @@ impl Checker<'_> {
         if col.format.is_some() && !t.is_temporal() {
             self.push(only("format", "date and timestamp"));
         }
-        if let Some(fmt) = &col.format {
-            if t.is_temporal() {
-                if let Err(msg) = crate::plan::strptime_formats(fmt) {
+        if let Some(fmt) = &col.format
+            && t.is_temporal()
+                && let Err(msg) = crate::plan::strptime_formats(fmt) {
                     self.push(Problem::new("spec::bad_format", at.key("format"), format!("column `{cname}`: {msg}")).label("this format"));
                 }
-            }
-        }
-        if let (Some(lo), Some(hi)) = (col.min_length, col.max_length) {
-            if lo > hi {
+        if let (Some(lo), Some(hi)) = (col.min_length, col.max_length)
+            && lo > hi {
                 self.push(Problem::new("spec::empty_range", at.key("min_length"), format!("column `{cname}`: min_length {lo} exceeds max_length {hi}")).label("no text fits"));
             }
-        }
         if let Some(0) = col.max_length {
             self.push(Problem::new("spec::bad_value", at.key("max_length"), format!("column `{cname}`: max_length must be at least 1")));
         }
@@ -393,37 +388,33 @@ impl Checker<'_> {
         if let ColumnType::Decimal { precision, scale } = t {
             let limit = Decimal::from_i128_with_scale(10i128.pow(u32::from(precision - scale)), 0);
             for (facet, v) in [("min", col.min), ("max", col.max), ("exclusive_min", col.exclusive_min), ("exclusive_max", col.exclusive_max)] {
-                if let Some(v) = v {
-                    if v.0.abs() >= limit {
+                if let Some(v) = v
+                    && v.0.abs() >= limit {
                         self.push(
                             Problem::new("spec::out_of_range", at.key(facet), format!("column `{cname}`: {facet} {v} does not fit {t}"))
                                 .label(format!("{t} holds less than {limit} in magnitude")),
                         );
                     }
-                }
             }
         }
         if t.is_integer() {
             for (facet, v) in [("min", col.min), ("max", col.max), ("multiple_of", col.multiple_of)] {
-                if let Some(v) = v {
-                    if !v.0.fract().is_zero() {
+                if let Some(v) = v
+                    && !v.0.fract().is_zero() {
                         self.push(Problem::new("spec::facet_type", at.key(facet), format!("column `{cname}` is {t}, so {facet} must be a whole number, not {v}")).label("not whole"));
                     }
-                }
             }
         }
-        if let Some(m) = col.multiple_of {
-            if m.0 <= Decimal::ZERO {
+        if let Some(m) = col.multiple_of
+            && m.0 <= Decimal::ZERO {
                 self.push(Problem::new("spec::bad_value", at.key("multiple_of"), format!("column `{cname}`: multiple_of must be greater than 0")).label("not positive"));
             }
-        }
-        if let Some(pat) = &col.pattern {
-            if let Err(e) = regex::Regex::new(pat) {
+        if let Some(pat) = &col.pattern
+            && let Err(e) = regex::Regex::new(pat) {
                 let msg = e.to_string();
                 let last = msg.lines().last().unwrap_or("").trim().to_string();
                 self.push(Problem::new("spec::bad_pattern", at.key("pattern"), format!("column `{cname}`: pattern is not a valid regular expression: {last}")).label("this pattern"));
             }
-        }
         if col.enum_name.is_some() && col.one_of.is_some() {
             self.push(only_one(at, cname, "enum", "one_of"));
         }
@@ -646,11 +637,10 @@ impl Checker<'_> {
                                 .help("remove `tolerance`, or write the rule as `a = b`"),
                         );
                     }
-                    if let Some(t) = rule.tolerance {
-                        if t.0 < Decimal::ZERO {
+                    if let Some(t) = rule.tolerance
+                        && t.0 < Decimal::ZERO {
                             self.push(Problem::new("spec::bad_value", rat.key("tolerance"), format!("rule `{}`: tolerance must not be negative", rule.name)));
                         }
-                    }
                 }
                 Ok(other) => {
                     self.push(
@@ -784,11 +774,10 @@ impl Checker<'_> {
                     self.push(Problem::new("spec::bad_value", at.key("at"), format!("schedule `{name}`: `{when}` is not a time of day")).label("expected HH:MM, e.g. 02:00"));
                 }
             }
-            if let Some(tz) = &s.timezone {
-                if tz.parse::<chrono_tz::Tz>().is_err() {
+            if let Some(tz) = &s.timezone
+                && tz.parse::<chrono_tz::Tz>().is_err() {
                     self.push(Problem::new("spec::bad_value", at.key("timezone"), format!("schedule `{name}`: `{tz}` is not an IANA time zone")).label("e.g. UTC or Asia/Shanghai"));
                 }
-            }
             if let StageSelection::Only(list) = &s.stages {
                 if list.is_empty() {
                     self.push(Problem::new("spec::empty", at.key("stages"), format!("schedule `{name}` runs no stages")).help("write `stages: all` or list stages"));

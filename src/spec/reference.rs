@@ -9,17 +9,17 @@ use serde_json::Value;
 pub fn markdown(schema: &Value) -> String {
     let mut out = String::new();
     let defs = schema.get("$defs").and_then(Value::as_object).cloned().unwrap_or_default();
-    section(&mut out, "Spec (top level)", schema, schema);
+    section(&mut out, "Spec (top level)", schema);
     for (name, def) in &defs {
         if def.get("properties").is_some() {
-            section(&mut out, name, def, schema);
+            section(&mut out, name, def);
         } else if let Some(variants) = def.get("oneOf").and_then(Value::as_array) {
             let tagged = variants.iter().all(|v| v.pointer("/properties/type/const").is_some());
             if tagged {
                 let _ = writeln!(out, "### {name}\n\n{}\n", describe(def));
                 for v in variants {
                     let kind = v.pointer("/properties/type/const").and_then(Value::as_str).unwrap_or("?");
-                    section(&mut out, &format!("{name}: `type: {kind}`"), v, schema);
+                    section(&mut out, &format!("{name}: `type: {kind}`"), v);
                 }
             } else {
                 let _ = writeln!(out, "### {name}\n\n{}\n", describe(def));
@@ -31,13 +31,13 @@ pub fn markdown(schema: &Value) -> String {
                 out.push('\n');
             }
         } else {
-            let _ = writeln!(out, "### {name}\n\n{} ({})\n", describe(def), type_of(def, schema));
+            let _ = writeln!(out, "### {name}\n\n{} ({})\n", describe(def), type_of(def));
         }
     }
     out
 }
 
-fn section(out: &mut String, title: &str, node: &Value, root: &Value) {
+fn section(out: &mut String, title: &str, node: &Value) {
     let _ = writeln!(out, "### {title}\n");
     let d = describe(node);
     if !d.is_empty() {
@@ -55,7 +55,7 @@ fn section(out: &mut String, title: &str, node: &Value, root: &Value) {
                 continue;
             }
             let req = if required.contains(&k.as_str()) { "yes" } else { "" };
-            let _ = writeln!(out, "| `{k}` | {} | {req} | {} |", type_of(v, root), describe(v).replace('\n', " ").replace('|', "\\|"));
+            let _ = writeln!(out, "| `{k}` | {} | {req} | {} |", type_of(v), describe(v).replace('\n', " ").replace('|', "\\|"));
         }
     }
     out.push('\n');
@@ -72,7 +72,7 @@ fn plain(v: &Value) -> String {
     }
 }
 
-fn type_of(v: &Value, root: &Value) -> String {
+fn type_of(v: &Value) -> String {
     if let Some(r) = v.get("$ref").and_then(Value::as_str) {
         let name = r.rsplit('/').next().unwrap_or(r);
         return format!("[{name}](#{})", name.to_lowercase());
@@ -83,7 +83,7 @@ fn type_of(v: &Value, root: &Value) -> String {
             .filter(|x| x.get("type") != Some(&Value::from("null")))
             .map(|x| match x.get("const") {
                 Some(c) => format!("`{}`", plain(c)),
-                None => type_of(x, root),
+                None => type_of(x),
             })
             .collect();
         return parts.join(" or ");
@@ -99,9 +99,9 @@ fn type_of(v: &Value, root: &Value) -> String {
     let named: Vec<String> = types
         .iter()
         .map(|t| match t.as_str() {
-            "array" => format!("list of {}", v.get("items").map_or("values".to_string(), |i| type_of(i, root))),
+            "array" => format!("list of {}", v.get("items").map_or("values".to_string(), type_of)),
             "object" => match v.get("additionalProperties") {
-                Some(ap) if ap.is_object() => format!("map of name → {}", type_of(ap, root)),
+                Some(ap) if ap.is_object() => format!("map of name → {}", type_of(ap)),
                 _ => "mapping".to_string(),
             },
             "integer" => "integer".to_string(),

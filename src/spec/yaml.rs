@@ -294,28 +294,24 @@ pub fn resolve_plain(text: &str) -> Value {
         }
         return Value::String(text.to_string());
     }
-    if let Some(h) = t.strip_prefix("0x") {
-        if let Ok(i) = i64::from_str_radix(h, 16) {
+    if let Some(h) = t.strip_prefix("0x")
+        && let Ok(i) = i64::from_str_radix(h, 16) {
             return Value::from(i);
         }
-    }
-    if let Some(o) = t.strip_prefix("0o") {
-        if let Ok(i) = i64::from_str_radix(o, 8) {
+    if let Some(o) = t.strip_prefix("0o")
+        && let Ok(i) = i64::from_str_radix(o, 8) {
             return Value::from(i);
         }
-    }
-    if is_float_literal(t) {
-        if let Ok(f) = t.parse::<f64>() {
+    if is_float_literal(t)
+        && let Ok(f) = t.parse::<f64>() {
             let significant = digits.split(['e', 'E']).next().unwrap_or("").chars().filter(char::is_ascii_digit);
             let sig: String = significant.collect::<String>();
             let sig = sig.trim_start_matches('0').trim_end_matches('0');
-            if f.is_finite() && sig.len() <= 15 {
-                if let Some(n) = serde_json::Number::from_f64(f) {
+            if f.is_finite() && sig.len() <= 15
+                && let Some(n) = serde_json::Number::from_f64(f) {
                     return Value::Number(n);
                 }
-            }
         }
-    }
     Value::String(text.to_string())
 }
 
