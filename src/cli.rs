@@ -65,6 +65,13 @@ pub enum Command {
     /// Apply the engine's migrations (etl_runs, etl_run_stages, etl_rejects, ...) to the spec's
     /// PostgreSQL target. `etl run` does this too.
     Migrate(CleanArgs),
+    /// Scheduled runs kept in PostgreSQL: add, list, pause, resume, remove, and start the
+    /// scheduler.
+    Schedule {
+        /// What to do.
+        #[command(subcommand)]
+        action: ScheduleCmd,
+    },
     /// Print the JSON schema of a spec (draft 2020-12).
     Schema {
         /// Print the spec reference in Markdown instead.
@@ -200,4 +207,107 @@ impl CleanArgs {
             spec: self.spec.clone(),
         }
     }
+}
+
+/// Where the job store is: the PostgreSQL target of a spec (and the database flags).
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// The spec whose PostgreSQL target holds the jobs [default: $ETL_SPEC, then
+    /// specs/small_etl.yaml]; `start` also registers its `schedules:`.
+    #[arg(long, value_name = "SPEC")]
+    pub spec: Option<PathBuf>,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub spec_args: SpecArgs,
+}
+
+/// The seed's ETL commands a job can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EtlCommand {
+    /// Every stage.
+    Run,
+    /// The assets stage.
+    Assets,
+    /// The trades stage.
+    Trades,
+}
+
+/// A simple trigger's period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Interval {
+    /// Once a day (at --at).
+    Day,
+    /// Every hour.
+    Hour,
+    /// Every minute.
+    Minute,
+}
+
+/// `etl schedule` actions.
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCmd {
+    /// Run the scheduler in the foreground until SIGINT/SIGTERM, logging each firing.
+    Start {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Add (or replace) a job.
+    Add {
+        /// The job's id.
+        #[arg(long, value_name = "ID")]
+        job_id: String,
+        /// What it runs: run (all stages), assets or trades.
+        #[arg(long, value_enum, default_value_t = EtlCommand::Run)]
+        etl_command: EtlCommand,
+        /// Run every day, hour or minute.
+        #[arg(long, value_enum)]
+        interval: Option<Interval>,
+        /// With --interval day: the time of day, HH:MM.
+        #[arg(long, value_name = "HH:MM")]
+        at: Option<String>,
+        /// A cron expression instead: 5 fields, or 6 with seconds first.
+        #[arg(long, value_name = "EXPR")]
+        cron: Option<String>,
+        /// These stages instead of --etl-command: a,b.
+        #[arg(long, value_name = "A,B", value_delimiter = ',')]
+        stages: Vec<String>,
+        /// IANA time zone of the trigger.
+        #[arg(long, default_value = "UTC")]
+        timezone: String,
+        /// Add it paused.
+        #[arg(long)]
+        paused: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List the jobs: id, trigger, stages, enabled, next run, last run, last status.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove a job.
+    Remove {
+        /// The job's id.
+        #[arg(long, value_name = "ID")]
+        job_id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Pause a job: it stays, but does not fire.
+    Pause {
+        /// The job's id.
+        #[arg(long, value_name = "ID")]
+        job_id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Resume a paused job.
+    Resume {
+        /// The job's id.
+        #[arg(long, value_name = "ID")]
+        job_id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod exec;
 pub mod plan;
+pub mod schedule;
 pub mod spec;
 
 use std::io::{IsTerminal, Write};
@@ -216,6 +217,212 @@ fn migrate_spec(args: &cli::CleanArgs, color: bool) -> ExitCode {
     }
 }
 
+/// The job store: the first PostgreSQL target of the store spec, migrated.
+fn job_store(store: &cli::StoreArgs, color: bool) -> Result<(spec::LoadedSpec, exec::postgres::Pg), ExitCode> {
+    let path = store.spec.clone().unwrap_or_else(default_spec_path);
+    let mut loaded = load(&path, &store.spec_args, color)?;
+    let args = cli::RunArgs {
+        spec_path: Some(path.clone()),
+        stages: Vec::new(),
+        dry_run: false,
+        rejects_out: None,
+        output: cli::Output::Text,
+        batch_size: None,
+        verbose: false,
+        sources: Vec::new(),
+        assets_file: None,
+        trades_file: None,
+        s3_endpoint: None,
+        s3_bucket: None,
+        db: store.db.clone(),
+        spec: store.spec_args.clone(),
+    };
+    apply_run_flags(&mut loaded.spec, &args).map_err(|m| {
+        eprintln!("error: {m}");
+        ExitCode::from(exit::USAGE)
+    })?;
+    let found = loaded.spec.connections.iter().find_map(|(n, c)| match c {
+        spec::model::Connection::Postgres(pg) => Some((n.clone(), pg.clone())),
+        _ => None,
+    });
+    let Some((name, conn)) = found else {
+        eprintln!("error: spec {} has no PostgreSQL connection to keep the jobs in", path.display());
+        return Err(ExitCode::from(exit::USAGE));
+    };
+    let pg = exec::postgres::Pg::connect(&name, &conn).map_err(|e| render_exec_error(&e, color))?;
+    {
+        let _ctx = pg.enter();
+        pg.migrate().map_err(|e| render_exec_error(&e, color))?;
+    }
+    Ok((loaded, pg))
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf()))
+}
+
+fn schedule_cmd(action: cli::ScheduleCmd, color: bool) -> ExitCode {
+    use cli::ScheduleCmd as S;
+    let store = match &action {
+        S::Start { store } | S::Add { store, .. } | S::List { store } | S::Remove { store, .. } | S::Pause { store, .. } | S::Resume { store, .. } => store.clone(),
+    };
+    let (loaded, pg) = match job_store(&store, color) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let _ctx = pg.enter();
+    let unknown = |id: &str| {
+        eprintln!("error: no job `{id}`; `etl schedule list` shows the jobs");
+        ExitCode::from(exit::USAGE)
+    };
+    let result: Result<ExitCode, exec::ExecError> = match action {
+        S::Add { job_id, etl_command, interval, at, cron, stages, timezone, paused, .. } => {
+            let every = interval.map(|i| match i {
+                cli::Interval::Day => spec::model::Every::Day,
+                cli::Interval::Hour => spec::model::Every::Hour,
+                cli::Interval::Minute => spec::model::Every::Minute,
+            });
+            let (cron, words) = match schedule::trigger(cron.as_deref(), every, at.as_deref()) {
+                Ok(t) => t,
+                Err(m) => {
+                    eprintln!("error: {m}");
+                    return ExitCode::from(exit::USAGE);
+                }
+            };
+            if timezone.parse::<chrono_tz::Tz>().is_err() {
+                eprintln!("error: `{timezone}` is not an IANA time zone (e.g. UTC, Asia/Shanghai)");
+                return ExitCode::from(exit::USAGE);
+            }
+            let stages = if !stages.is_empty() {
+                Some(stages)
+            } else {
+                match etl_command {
+                    cli::EtlCommand::Run => None,
+                    cli::EtlCommand::Assets => Some(vec!["assets".to_string()]),
+                    cli::EtlCommand::Trades => Some(vec!["trades".to_string()]),
+                }
+            };
+            for s in stages.iter().flatten() {
+                if !loaded.spec.stages.contains_key(s) {
+                    eprintln!("error: spec {} has no stage `{s}`", loaded.path.display());
+                    return ExitCode::from(exit::USAGE);
+                }
+            }
+            let def = schedule::JobDef {
+                job_id: job_id.clone(),
+                spec_path: absolute(&loaded.path).display().to_string(),
+                stages,
+                cron,
+                trigger: words,
+                timezone,
+                enabled: !paused,
+            };
+            pg.block(schedule::upsert(pg.pool(), &def, "cli", Some(&loaded.hash))).map(|()| {
+                let next = schedule::next_run(&def, chrono::Utc::now()).map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_default();
+                print(&format!("job {job_id} added: {} ({}), next run {next}\n", def.trigger, def.cron));
+                ExitCode::from(exit::OK)
+            })
+        }
+        S::List { .. } => pg.block(schedule::list(pg.pool())).map(|rows| {
+            print(&schedule_table(&rows));
+            ExitCode::from(exit::OK)
+        }),
+        S::Remove { job_id, .. } => pg.block(schedule::remove(pg.pool(), &job_id)).map(|found| {
+            if found {
+                print(&format!("job {job_id} removed\n"));
+                ExitCode::from(exit::OK)
+            } else {
+                unknown(&job_id)
+            }
+        }),
+        S::Pause { job_id, .. } => pg.block(schedule::set_enabled(pg.pool(), &job_id, false)).map(|found| {
+            if found {
+                print(&format!("job {job_id} paused\n"));
+                ExitCode::from(exit::OK)
+            } else {
+                unknown(&job_id)
+            }
+        }),
+        S::Resume { job_id, .. } => pg.block(schedule::set_enabled(pg.pool(), &job_id, true)).map(|found| {
+            if found {
+                print(&format!("job {job_id} resumed\n"));
+                ExitCode::from(exit::OK)
+            } else {
+                unknown(&job_id)
+            }
+        }),
+        S::Start { store } => {
+            let registered = if store.spec.is_some() {
+                let path = absolute(&loaded.path);
+                let mut n = 0;
+                for def in schedule::spec_jobs(&loaded.spec, &path) {
+                    if let Err(e) = pg.block(schedule::upsert(pg.pool(), &def, "spec", Some(&loaded.hash))) {
+                        return render_exec_error(&e, color);
+                    }
+                    n += 1;
+                }
+                n
+            } else {
+                0
+            };
+            if registered > 0 {
+                print(&format!("registered {registered} schedule(s) of spec {}\n", loaded.spec.name));
+            }
+            let secs = |var: &str, default: u64| std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+            let opts = schedule::StartOptions {
+                sync_every: std::time::Duration::from_secs(secs("ETL_SCHEDULE_SYNC_SECS", 5)),
+                grace: std::time::Duration::from_secs(secs("ETL_SHUTDOWN_GRACE_SECS", 300)),
+                duckdb_memory: std::env::var("ETL_DUCKDB_MEMORY").unwrap_or_else(|_| "1GB".into()),
+            };
+            let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the scheduler's runtime: {e}");
+                    return ExitCode::from(exit::ERROR);
+                }
+            };
+            let pool = pg.pool().clone();
+            rt.block_on(schedule::start(pool, opts)).map(|()| ExitCode::from(exit::OK))
+        }
+    };
+    result.unwrap_or_else(|e| render_exec_error(&e, color))
+}
+
+fn schedule_table(rows: &[schedule::JobRow]) -> String {
+    let now = chrono::Utc::now();
+    let fmt = |t: Option<chrono::DateTime<chrono::Utc>>| t.map_or("-".to_string(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string());
+    let mut table: Vec<[String; 7]> = vec![["id", "trigger", "stages", "enabled", "next run (UTC)", "last run (UTC)", "last status"].map(String::from)];
+    for r in rows {
+        let d = &r.def;
+        let next = if d.enabled { fmt(schedule::next_run(d, now)) } else { "-".into() };
+        let tz = if d.timezone == "UTC" { String::new() } else { format!(" {}", d.timezone) };
+        table.push([
+            d.job_id.clone(),
+            format!("{}{tz}", d.trigger),
+            d.stages.as_ref().map_or("all".into(), |s| s.join(",")),
+            if d.enabled { "yes".into() } else { "paused".into() },
+            next,
+            fmt(r.last_run_at),
+            r.last_status.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7).map(|i| table.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for (n, r) in table.iter().enumerate() {
+        let cells: Vec<String> = r.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+        if n == 0 {
+            out.push_str(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  "));
+            out.push('\n');
+        }
+    }
+    if rows.is_empty() {
+        out.push_str("(no jobs)\n");
+    }
+    out
+}
+
 fn run_spec(mut args: cli::RunArgs, alias: Option<&str>, color: bool) -> ExitCode {
     if let Some(stage) = alias {
         args.stages.push(stage.to_string());
@@ -250,6 +457,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Assets(args) => run_spec(args, Some("assets"), color),
         Command::Trades(args) => run_spec(args, Some("trades"), color),
         Command::Clean(args) => clean_spec(&args, color),
+        Command::Schedule { action } => schedule_cmd(action, color),
         Command::Migrate(args) => migrate_spec(&args, color),
         Command::Schema { markdown } => {
             if markdown {

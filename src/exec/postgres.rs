@@ -73,9 +73,18 @@ impl Pg {
         let opts = connect_options(c).map_err(|message| ExecError::Connect { what: format!("PostgreSQL connection `{name}`"), message })?;
         let label = format!("{}:{}/{}", opts.get_host(), opts.get_port(), opts.get_database().unwrap_or("(default)"));
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| ExecError::Internal(e.to_string()))?;
+        let fail = |e: sqlx::Error| ExecError::Connect { what: format!("PostgreSQL at {label} (connection `{name}`)"), message: scrub(&e.to_string(), c) };
+        // One direct connection first: its error says why (refused, bad password, no database)
+        // at once, where a pool would retry until its timeout and only say it timed out.
+        rt.block_on(async {
+            use sqlx::Connection;
+            let probe = sqlx::PgConnection::connect_with(&opts).await?;
+            probe.close().await
+        })
+        .map_err(fail)?;
         let pool = rt
-            .block_on(PgPoolOptions::new().max_connections(2).acquire_timeout(std::time::Duration::from_secs(15)).connect_with(opts))
-            .map_err(|e| ExecError::Connect { what: format!("PostgreSQL at {label} (connection `{name}`)"), message: scrub(&e.to_string(), c) })?;
+            .block_on(PgPoolOptions::new().max_connections(4).acquire_timeout(std::time::Duration::from_secs(30)).connect_with(opts))
+            .map_err(fail)?;
         Ok(Pg { rt, pool, label })
     }
 
