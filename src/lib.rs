@@ -218,7 +218,7 @@ fn migrate_spec(args: &cli::CleanArgs, color: bool) -> ExitCode {
 }
 
 /// The job store: the first PostgreSQL target of the store spec, migrated.
-fn job_store(store: &cli::StoreArgs, color: bool) -> Result<(spec::LoadedSpec, exec::postgres::Pg), ExitCode> {
+fn job_store(store: &cli::StoreArgs, color: bool) -> Result<(spec::LoadedSpec, exec::postgres::Pg, spec::model::PostgresConnection), ExitCode> {
     let path = store.spec.clone().unwrap_or_else(default_spec_path);
     let mut loaded = load(&path, &store.spec_args, color)?;
     let args = cli::RunArgs {
@@ -254,7 +254,7 @@ fn job_store(store: &cli::StoreArgs, color: bool) -> Result<(spec::LoadedSpec, e
         let _ctx = pg.enter();
         pg.migrate().map_err(|e| render_exec_error(&e, color))?;
     }
-    Ok((loaded, pg))
+    Ok((loaded, pg, conn))
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -266,7 +266,7 @@ fn schedule_cmd(action: cli::ScheduleCmd, color: bool) -> ExitCode {
     let store = match &action {
         S::Start { store } | S::Add { store, .. } | S::List { store } | S::Remove { store, .. } | S::Pause { store, .. } | S::Resume { store, .. } => store.clone(),
     };
-    let (loaded, pg) = match job_store(&store, color) {
+    let (loaded, pg, conn) = match job_store(&store, color) {
         Ok(x) => x,
         Err(code) => return code,
     };
@@ -381,8 +381,24 @@ fn schedule_cmd(action: cli::ScheduleCmd, color: bool) -> ExitCode {
                     return ExitCode::from(exit::ERROR);
                 }
             };
-            let pool = pg.pool().clone();
-            rt.block_on(schedule::start(pool, opts)).map(|()| ExitCode::from(exit::OK))
+            // The scheduler's pool belongs to the scheduler's runtime: a pool's connections
+            // cannot be driven from another runtime.
+            let options = match exec::postgres::connect_options(&conn) {
+                Ok(o) => o,
+                Err(m) => {
+                    eprintln!("error: {m}");
+                    return ExitCode::from(exit::USAGE);
+                }
+            };
+            rt.block_on(async move {
+                let pool = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(8)
+                    .connect_with(options)
+                    .await
+                    .map_err(|e| exec::ExecError::Connect { what: format!("PostgreSQL at {}", pg.label), message: exec::postgres::scrub(&e.to_string(), &conn) })?;
+                schedule::start(pool, opts).await
+            })
+            .map(|()| ExitCode::from(exit::OK))
         }
     };
     result.unwrap_or_else(|e| render_exec_error(&e, color))

@@ -2,6 +2,7 @@
 
 mod extract;
 mod run;
+mod schedule;
 mod services;
 mod spec_cli;
 mod util;

@@ -1,0 +1,202 @@
+//! `etl schedule` against the real PostgreSQL: jobs persist across processes, pause and resume
+//! persist, a seconds-level job fires and loads end to end, two schedulers run each firing once,
+//! and an invalid edited spec fails only its own firing. Each test keeps its jobs and runs in a
+//! schema of its own (search_path in the URL), so parallel schedulers never see each other's jobs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::extract::generate;
+use crate::run::TestDb;
+use crate::util::{etl, root};
+
+/// A spec file loading the generated assets every two seconds into the test's schema.
+fn spec_file(db: &TestDb, data: &Path, dir: &Path, cron: &str) -> PathBuf {
+    let url = format!("{}?options=-c%20search_path%3D{}", db.url, db.schema);
+    let text = format!(
+        "version: 1\nname: sched\nconnections:\n  files: {{ type: local, path: '{}' }}\n  db: {{ type: postgres, url: '{url}', schema: {} }}\nstages:\n  assets:\n    source: {{ connection: files, key: account_assets.csv }}\n    target: {{ connection: db, table: asset, key: [account_id] }}\n    columns:\n      account_id: {{ type: string }}\n      cash: {{ type: \"decimal(20,2)\" }}\nschedules:\n  often: {{ cron: \"{cron}\", stages: all }}\n",
+        data.display(),
+        db.schema
+    );
+    let path = dir.join("sched.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A running `etl schedule start`, killed if the test ends early.
+struct Scheduler {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Scheduler {
+    fn start(spec: &Path, log: PathBuf) -> Scheduler {
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_etl"))
+            .args(["schedule", "start", "--spec", spec.to_str().unwrap()])
+            .current_dir(root())
+            .env("ETL_SCHEDULE_SYNC_SECS", "1")
+            .env("NO_COLOR", "1")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        Scheduler { child, log }
+    }
+
+    /// SIGTERM, then the exit code.
+    fn stop(mut self) -> (i32, String) {
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let code = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "the scheduler did not stop on SIGTERM:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        (code, self.log())
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool, log: impl Fn() -> String) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}\n{}", log());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn store_args(spec: &Path) -> Vec<String> {
+    vec!["--spec".into(), spec.to_str().unwrap().into()]
+}
+
+fn sched(args: &[&str], spec: &Path) -> crate::util::Output {
+    let mut a: Vec<String> = vec!["schedule".into()];
+    a.extend(args.iter().map(|s| s.to_string()));
+    a.extend(store_args(spec));
+    let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+    etl(&refs, &[])
+}
+
+#[test]
+fn jobs_persist_and_pause_and_resume_persist() {
+    let data = generate(10, 0, 0.0, 21);
+    let db = TestDb::new("jobs");
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec_file(&db, data.path(), dir.path(), "0 0 3 * * *");
+    let out = sched(&["add", "--job-id", "daily_etl", "--etl-command", "run", "--interval", "day", "--at", "02:00"], &spec);
+    out.expect_code(0);
+    assert!(out.stdout.contains("every day at 02:00"), "{}", out.evidence());
+    sched(&["add", "--job-id", "hourly_assets", "--etl-command", "assets", "--interval", "hour"], &spec).expect_code(0);
+    // Each command is a new process: the jobs live in the database.
+    let out = sched(&["list"], &spec);
+    out.expect_code(0);
+    let line = out.stdout.lines().find(|l| l.starts_with("daily_etl")).unwrap_or_else(|| panic!("{}", out.evidence()));
+    assert!(line.contains("every day at 02:00") && line.contains("all") && line.contains("yes") && line.contains(" 02:00:00"), "{line}");
+    let line = out.stdout.lines().find(|l| l.starts_with("hourly_assets")).unwrap();
+    assert!(line.contains("assets") && line.contains(":00:00"), "{line}");
+    sched(&["pause", "--job-id", "daily_etl"], &spec).expect_code(0);
+    let out = sched(&["list"], &spec);
+    assert!(out.stdout.lines().any(|l| l.starts_with("daily_etl") && l.contains("paused")), "{}", out.evidence());
+    sched(&["resume", "--job-id", "daily_etl"], &spec).expect_code(0);
+    let out = sched(&["list"], &spec);
+    assert!(out.stdout.lines().any(|l| l.starts_with("daily_etl") && l.contains(" yes ")), "{}", out.evidence());
+    sched(&["remove", "--job-id", "hourly_assets"], &spec).expect_code(0);
+    let out = sched(&["list"], &spec);
+    assert!(!out.stdout.contains("hourly_assets"), "{}", out.evidence());
+    for action in ["pause", "resume", "remove"] {
+        let out = sched(&[action, "--job-id", "no_such_job"], &spec);
+        out.expect_code(2);
+        assert!(out.stderr.contains("no job `no_such_job`"), "{}", out.evidence());
+    }
+    let out = sched(&["add", "--job-id", "bad", "--interval", "hour", "--at", "02:00"], &spec);
+    out.expect_code(2);
+}
+
+#[test]
+fn a_seconds_job_fires_and_loads_and_pause_stops_it() {
+    let data = generate(50, 0, 0.0, 22);
+    let db = TestDb::new("fires");
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec_file(&db, data.path(), dir.path(), "*/2 * * * * *");
+    let s = Scheduler::start(&spec, dir.path().join("log"));
+    let runs = format!("SELECT count(*) FROM {}.etl_runs WHERE job_id = 'often' AND status = 'succeeded'", db.schema);
+    let tables = format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{}' AND tablename IN ('etl_runs', 'asset')", db.schema);
+    wait_for("a scheduled run", Duration::from_secs(30), || db.count(&tables) == 2 && db.count(&runs) >= 1, || s.log());
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.asset", db.schema)), 50);
+    // Paused, it stops firing (the scheduler re-reads the jobs every second).
+    sched(&["pause", "--job-id", "often"], &spec).expect_code(0);
+    std::thread::sleep(Duration::from_secs(3));
+    let paused_at = db.count(&format!("SELECT count(*) FROM {}.etl_schedule_firings", db.schema));
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.etl_schedule_firings", db.schema)), paused_at, "a paused job fired\n{}", s.log());
+    sched(&["resume", "--job-id", "often"], &spec).expect_code(0);
+    wait_for("a firing after resume", Duration::from_secs(20), || db.count(&format!("SELECT count(*) FROM {}.etl_schedule_firings", db.schema)) > paused_at, || s.log());
+    let (code, log) = s.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("job often: succeeded"), "{log}");
+    assert!(log.contains("scheduler stopped"), "{log}");
+}
+
+#[test]
+fn two_schedulers_run_each_firing_once() {
+    let data = generate(20, 0, 0.0, 23);
+    let db = TestDb::new("replicas");
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec_file(&db, data.path(), dir.path(), "*/2 * * * * *");
+    // Register the jobs once, so both replicas start from the same table.
+    sched(&["list"], &spec).expect_code(0);
+    let a = Scheduler::start(&spec, dir.path().join("a.log"));
+    let b = Scheduler::start(&spec, dir.path().join("b.log"));
+    let firings = format!("SELECT count(*) FROM {}.etl_schedule_firings WHERE status IN ('succeeded', 'rejected')", db.schema);
+    let tables = format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{}' AND tablename = 'etl_schedule_firings'", db.schema);
+    wait_for("three firings", Duration::from_secs(40), || db.count(&tables) == 1 && db.count(&firings) >= 3, || format!("{}\n{}", a.log(), b.log()));
+    let (ca, la) = a.stop();
+    let (cb, lb) = b.stop();
+    assert_eq!((ca, cb), (0, 0), "{la}\n{lb}");
+    let runs = db.count(&format!("SELECT count(*) FROM {}.etl_runs WHERE job_id = 'often'", db.schema));
+    let fired = db.count(&format!("SELECT count(*) FROM {}.etl_schedule_firings WHERE status <> 'skipped'", db.schema));
+    assert_eq!(runs, fired, "N firings make N runs, not 2N\n{la}\n{lb}");
+    let ticks = db.count(&format!("SELECT count(DISTINCT fire_at) FROM {}.etl_schedule_firings", db.schema));
+    assert_eq!(ticks, db.count(&format!("SELECT count(*) FROM {}.etl_schedule_firings", db.schema)));
+    assert!(la.contains("firing for") && lb.contains("scheduler stopped"), "{la}\n{lb}");
+}
+
+#[test]
+fn an_invalid_spec_fails_its_firing_and_the_scheduler_goes_on() {
+    let data = generate(20, 0, 0.0, 24);
+    let db = TestDb::new("invalid");
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec_file(&db, data.path(), dir.path(), "*/2 * * * * *");
+    let good = std::fs::read_to_string(&spec).unwrap();
+    let s = Scheduler::start(&spec, dir.path().join("log"));
+    let count = |status: &str| {
+        let t = db.count(&format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{}' AND tablename = 'etl_schedule_firings'", db.schema));
+        if t == 0 { 0 } else { db.count(&format!("SELECT count(*) FROM {}.etl_schedule_firings WHERE status = '{status}'", db.schema)) }
+    };
+    wait_for("a first success", Duration::from_secs(30), || count("succeeded") >= 1, || s.log());
+    std::fs::write(&spec, good.replace("type: string", "type: strng")).unwrap();
+    wait_for("a failed firing", Duration::from_secs(20), || count("failed") >= 1, || s.log());
+    let error = db.texts(&format!("SELECT error FROM {}.etl_schedule_firings WHERE status = 'failed' LIMIT 1", db.schema));
+    assert!(error[0].contains("unknown column type `strng`"), "{error:?}");
+    let before = count("succeeded");
+    std::fs::write(&spec, &good).unwrap();
+    wait_for("a success after the fix", Duration::from_secs(20), || count("succeeded") > before, || s.log());
+    let (code, log) = s.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("the spec is invalid") && log.contains("did you mean `string`?"), "the diagnostic is logged\n{log}");
+}
