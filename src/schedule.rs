@@ -324,8 +324,9 @@ async fn fire(def: JobDef, s: Arc<Shared>) {
         Ok(c) => c,
         Err(e) => return finish(&s, &def, at, "failed", None, Some(&e.to_string())).await,
     };
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
-        .bind(format!("etl-job:{}", def.job_id))
+    // Keyed by the store's schema too: two job stores in one database never block each other.
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended(current_schema() || ':etl-job:' || $1, 0))")
+        .bind(&def.job_id)
         .fetch_one(&mut *conn)
         .await
         .unwrap_or(false);
@@ -343,7 +344,7 @@ async fn fire(def: JobDef, s: Arc<Shared>) {
         let _ = tx.send(run_job(&d, &memory));
     });
     let outcome = rx.await.unwrap_or_else(|_| Err("the run's thread panicked".into()));
-    let _ = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))").bind(format!("etl-job:{}", def.job_id)).execute(&mut *conn).await;
+    let _ = sqlx::query("SELECT pg_advisory_unlock(hashtextextended(current_schema() || ':etl-job:' || $1, 0))").bind(&def.job_id).execute(&mut *conn).await;
     drop(conn);
     s.running.fetch_sub(1, Ordering::SeqCst);
     match outcome {
