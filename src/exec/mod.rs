@@ -572,7 +572,7 @@ fn pg_stage(
         move |e: sqlx::Error| ExecError::Database { what: what.clone(), message: e.to_string() }
     };
     pg.block(postgres::lock_table(tx, st))?;
-    pg.block(postgres::ensure_table(tx, st))?;
+    let created = pg.block(postgres::ensure_table(tx, st))?;
     pg.block(sqlx::query(postgres::generated(&st.target.sql.create_staging)).execute(&mut **tx)).map_err(dberr("create the staging table"))?;
     let mut staged = 0u64;
     let mut report = check_stage(reader, st, path, shown, |batch| {
@@ -597,6 +597,9 @@ fn pg_stage(
         return Ok(report);
     }
     report.loaded = Some(pg.block(postgres::merge(tx, st, report.rows_valid))?);
+    if created {
+        pg.block(postgres::finish_table(tx, st))?;
+    }
     if let Some(t) = own_tx.take() {
         pg.block(t.commit()).map_err(dberr("commit the stage"))?;
     }

@@ -128,9 +128,11 @@ fn db(what: &'static str) -> impl Fn(sqlx::Error) -> ExecError {
     move |e| ExecError::Database { what: what.into(), message: e.to_string() }
 }
 
-/// Creates the stage's table when missing (with its key, indexes and foreign keys), or checks
-/// that the existing one holds the spec's columns with compatible types and a unique key.
-pub async fn ensure_table(tx: &mut Transaction<'static, Postgres>, stage: &StagePlan) -> Result<(), ExecError> {
+/// Creates the stage's table when missing (with its key), or checks that the existing one holds
+/// the spec's columns with compatible types and a unique key. Returns true when it created the
+/// table: its secondary indexes and foreign keys are then built after the load (`finish_table`),
+/// as PostgreSQL's documentation advises for bulk loads; otherwise they are ensured now.
+pub async fn ensure_table(tx: &mut Transaction<'static, Postgres>, stage: &StagePlan) -> Result<bool, ExecError> {
     let t = &stage.target;
     let schema = t.schema.clone().unwrap_or_else(|| "public".into());
     let existing = sqlx::query(
@@ -207,6 +209,18 @@ pub async fn ensure_table(tx: &mut Transaction<'static, Postgres>, stage: &Stage
             return Err(ExecError::TableMismatch { table: qualified(t), problems: problems.join("; ") });
         }
     }
+    if existing.is_empty() {
+        return Ok(true);
+    }
+    finish_table(tx, stage).await?;
+    Ok(false)
+}
+
+/// Ensures the table's secondary indexes and foreign keys (a foreign key added to a loaded table
+/// is validated in bulk).
+pub async fn finish_table(tx: &mut Transaction<'static, Postgres>, stage: &StagePlan) -> Result<(), ExecError> {
+    let t = &stage.target;
+    let schema = t.schema.clone().unwrap_or_else(|| "public".into());
     for s in &t.sql.create_indexes {
         sqlx::query(generated(s)).execute(&mut **tx).await.map_err(db("create an index"))?;
     }

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# The load benchmark: etl against `psql \copy` of the same files, timed in one run, alternating,
+# REPS times each; prints medians, rows/s, peak RSS and the ratios, and appends them to
+# bench/results.tsv. Starts (and stops) the project's PostgreSQL and S3 server.
+#   scripts/bench.sh [--assets N] [--trades N] [--reps N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+assets=100000 trades=1000000 reps=3
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --assets) assets=$2; shift 2 ;;
+    --trades) trades=$2; shift 2 ;;
+    --reps) reps=$2; shift 2 ;;
+    *) echo "usage: $0 [--assets N] [--trades N] [--reps N]" >&2; exit 2 ;;
+  esac
+done
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/etl/target}"
+command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
+scripts/install-deps.sh >/dev/null
+cargo build --release --locked --bin etl --bin etl-datagen >&2
+ETL="$CARGO_TARGET_DIR/release/etl"
+GEN="$CARGO_TARGET_DIR/release/etl-datagen"
+scripts/services.sh start >/dev/null
+trap 'scripts/services.sh stop >/dev/null' EXIT
+eval "$(scripts/services.sh env)"
+
+work=$(mktemp -d /var/tmp/etl-bench.XXXXXX)
+trap 'scripts/services.sh stop >/dev/null; rm -rf "$work"' EXIT
+"$GEN" --out "$work/clean" --assets "$assets" --trades "$trades" --invalid-rate 0 --seed 1 >/dev/null
+"$GEN" --out "$work/dirty" --assets "$assets" --trades "$trades" --invalid-rate 0.01 --seed 1 >/dev/null
+# The clean trades with 1% of rows changed (traded_volume and traded_amount doubled): an upsert
+# that must update 1% and skip the rest.
+mkdir -p "$work/changed"
+cp "$work/clean/account_assets.csv" "$work/changed/"
+awk -F, -v OFS=, 'NR > 1 && NR % 100 == 0 { split($9, a, "."); c = 2 * (a[1] * 100 + a[2]); $8 = $8 * 2; $9 = sprintf("%d.%02d", int(c / 100), c % 100) } { print }' \
+  "$work/clean/trades.csv" > "$work/changed/trades.csv"
+
+bucket=etl-bench
+python3 - "$ETL_TEST_S3_ENDPOINT" "$bucket" "$work" <<'PY'
+import sys, boto3
+endpoint, bucket, work = sys.argv[1:]
+s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                  aws_access_key_id="minioadmin", aws_secret_access_key="minioadmin123")
+if bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
+    s3.create_bucket(Bucket=bucket)
+for d in ("clean", "dirty", "changed"):
+    for f in ("account_assets.csv", "trades.csv"):
+        s3.upload_file(f"{work}/{d}/{f}", bucket, f"{d}/{f}")
+PY
+
+export PGPASSWORD=etlpass
+PSQL=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "${ETL_PG_PORT:-15432}" -U etl etl_test)
+reset_schema() { "${PSQL[@]}" -c "DROP SCHEMA IF EXISTS $1 CASCADE; CREATE SCHEMA $1;"; }
+
+# The tables etl creates for specs/small_etl.yaml, with the CSV's id as the key column so that
+# \copy takes the files as they are.
+tables() {
+  cat <<SQL
+SET search_path = $1;
+CREATE TABLE asset (id BIGINT PRIMARY KEY, account_id VARCHAR(20) NOT NULL, account_type INTEGER NOT NULL,
+  cash NUMERIC(20,2) NOT NULL, frozen_cash NUMERIC(20,2) NOT NULL, market_value NUMERIC(20,2) NOT NULL,
+  total_asset NUMERIC(20,2) NOT NULL, updated_at TIMESTAMP NOT NULL);
+CREATE TABLE trade (id BIGINT PRIMARY KEY, account_id VARCHAR(20) NOT NULL, account_type INTEGER NOT NULL,
+  traded_id VARCHAR(50) NOT NULL, stock_code VARCHAR(10) NOT NULL, traded_time TIMESTAMP NOT NULL,
+  traded_price NUMERIC(20,2) NOT NULL, traded_volume BIGINT NOT NULL, traded_amount NUMERIC(20,2) NOT NULL,
+  strategy_name VARCHAR(50) NOT NULL, order_remark VARCHAR(100), direction INTEGER NOT NULL,
+  offset_flag INTEGER NOT NULL, created_at TIMESTAMP NOT NULL, updated_at TIMESTAMP NOT NULL);
+SQL
+}
+keys() {
+  cat <<SQL
+SET search_path = $1;
+ALTER TABLE asset ADD CONSTRAINT asset_account_id_key UNIQUE (account_id);
+CREATE INDEX asset_account_type_idx ON asset (account_type);
+ALTER TABLE trade ADD CONSTRAINT trade_traded_id_key UNIQUE (traded_id);
+CREATE INDEX trade_account_id_idx ON trade (account_id);
+CREATE INDEX trade_account_type_idx ON trade (account_type);
+CREATE INDEX trade_stock_code_idx ON trade (stock_code);
+ALTER TABLE trade ADD CONSTRAINT trade_account_id_fkey FOREIGN KEY (account_id) REFERENCES asset (account_id);
+SQL
+}
+copy() {
+  cat <<SQL
+SET search_path = $1;
+\\copy asset FROM '$work/clean/account_assets.csv' (FORMAT csv, HEADER true)
+\\copy trade FROM '$work/clean/trades.csv' (FORMAT csv, HEADER true)
+SQL
+}
+
+# time_it NAME COMMAND...: runs it under /usr/bin/time, appends "NAME seconds rss_kb".
+time_it() {
+  local name=$1; shift
+  local t; t=$(mktemp)
+  /usr/bin/time -f "%e %M" -o "$t" "$@" >/dev/null 2>"$work/last.err" || {
+    local rc=$?
+    # etl exits 4 when rows were rejected: that is the expected end of the dirty run.
+    if [ "$rc" != 4 ]; then echo "bench: $name failed ($rc):" >&2; cat "$work/last.err" >&2; exit 1; fi
+  }
+  echo "$name $(cat "$t")" >> "$work/times"
+  rm -f "$t"
+}
+
+etl_run() { # SCHEMA PREFIX
+  "$ETL" run specs/small_etl.yaml --output json \
+    --set "connections.db={type: postgres, url: '$ETL_TEST_DATABASE_URL', schema: $1}" \
+    --s3-endpoint "$ETL_TEST_S3_ENDPOINT" --s3-bucket "$bucket" \
+    --source "assets=$2/account_assets.csv" --source "trades=$2/trades.csv"
+}
+export -f etl_run; export ETL ETL_TEST_DATABASE_URL ETL_TEST_S3_ENDPOINT bucket
+
+: > "$work/times"
+for rep in $(seq 1 "$reps"); do
+  echo "bench: repetition $rep of $reps" >&2
+  reset_schema b_copy; tables b_copy | "${PSQL[@]}" >/dev/null; keys b_copy | "${PSQL[@]}" >/dev/null
+  time_it copy_finished bash -c "$(declare -f copy); copy b_copy | ${PSQL[*]}"
+  reset_schema b_plain; tables b_plain | "${PSQL[@]}" >/dev/null
+  time_it copy_then_keys bash -c "$(declare -f copy keys); { copy b_plain; keys b_plain; } | ${PSQL[*]}"
+  reset_schema b_etl
+  time_it etl_first bash -c "etl_run b_etl clean"
+  time_it etl_rerun bash -c "etl_run b_etl clean"
+  time_it etl_changed bash -c "etl_run b_etl changed"
+  reset_schema b_dirty
+  time_it etl_dirty bash -c "etl_run b_dirty dirty"
+done
+
+rows=$((assets + trades))
+python3 - "$work/times" "$rows" "$assets" "$trades" "$reps" <<'PY' | tee -a /dev/stderr > "$work/summary"
+import sys, statistics, collections, platform, os
+times, rows, assets, trades, reps = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+runs = collections.defaultdict(list)
+for line in open(times):
+    name, secs, rss = line.split()
+    runs[name].append((float(secs), int(rss)))
+med = {k: statistics.median(s for s, _ in v) for k, v in runs.items()}
+rss = {k: max(r for _, r in v) for k, v in runs.items()}
+print(f"{assets} assets + {trades} trades, {reps} repetitions, medians:")
+for k in ["copy_finished", "copy_then_keys", "etl_first", "etl_rerun", "etl_changed", "etl_dirty"]:
+    print(f"  {k:15} {med[k]:8.2f} s  {rows / med[k]:10.0f} rows/s  peak RSS {rss[k] / 1024:7.1f} MB")
+print("ratios:")
+print(f"  etl first load / \\copy into finished tables     {med['etl_first'] / med['copy_finished']:.2f}  (target <= 0.6)")
+print(f"  etl first load / \\copy plain then keys and FK   {med['etl_first'] / med['copy_then_keys']:.2f}  (target <= 1.3)")
+print(f"  etl re-run unchanged / first load               {med['etl_rerun'] / med['etl_first']:.2f}  (target <= 0.3)")
+print(f"  etl 1% changed / first load                     {med['etl_changed'] / med['etl_first']:.2f}  (target <= 0.4)")
+PY
+mkdir -p bench
+{
+  printf '%s\t%s\t%s\t%s\t' "$(date -u +%FT%TZ)" "$assets" "$trades" "$reps"
+  awk '{ printf "%s=%s/%s ", $1, $2, $3 }' "$work/times"; echo
+} >> bench/results.tsv
+echo "bench: figures appended to bench/results.tsv" >&2
