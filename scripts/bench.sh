@@ -25,6 +25,7 @@ trap 'scripts/services.sh stop >/dev/null' EXIT
 eval "$(scripts/services.sh env)"
 
 work=$(mktemp -d /var/tmp/etl-bench.XXXXXX)
+export work
 trap 'scripts/services.sh stop >/dev/null; rm -rf "$work"' EXIT
 "$GEN" --out "$work/clean" --assets "$assets" --trades "$trades" --invalid-rate 0 --seed 1 >/dev/null
 "$GEN" --out "$work/dirty" --assets "$assets" --trades "$trades" --invalid-rate 0.01 --seed 1 >/dev/null
@@ -96,7 +97,7 @@ time_it() {
     # etl exits 4 when rows were rejected: that is the expected end of the dirty run.
     if [ "$rc" != 4 ]; then echo "bench: $name failed ($rc):" >&2; cat "$work/last.err" >&2; exit 1; fi
   }
-  echo "$name $(cat "$t")" >> "$work/times"
+  echo "$name $(tail -n 1 "$t")" >> "$work/times"
   rm -f "$t"
 }
 
