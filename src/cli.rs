@@ -190,9 +190,17 @@ pub struct CleanArgs {
 impl CleanArgs {
     /// The database flags as run options, to share their handling.
     pub fn as_run_args(&self) -> RunArgs {
+        RunArgs::database_only(self.spec_path.clone(), self.stages.clone(), self.db.clone(), self.spec.clone())
+    }
+}
+
+impl RunArgs {
+    /// Run options that carry only a spec, stages and the database flags (for the commands that
+    /// talk to the database but run nothing).
+    pub fn database_only(spec_path: Option<PathBuf>, stages: Vec<String>, db: DbArgs, spec: SpecArgs) -> RunArgs {
         RunArgs {
-            spec_path: self.spec_path.clone(),
-            stages: self.stages.clone(),
+            spec_path,
+            stages,
             dry_run: false,
             rejects_out: None,
             output: Output::Text,
@@ -203,8 +211,8 @@ impl CleanArgs {
             trades_file: None,
             s3_endpoint: None,
             s3_bucket: None,
-            db: self.db.clone(),
-            spec: self.spec.clone(),
+            db,
+            spec,
         }
     }
 }

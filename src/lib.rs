@@ -221,22 +221,7 @@ fn migrate_spec(args: &cli::CleanArgs, color: bool) -> ExitCode {
 fn job_store(store: &cli::StoreArgs, color: bool) -> Result<(spec::LoadedSpec, exec::postgres::Pg, spec::model::PostgresConnection), ExitCode> {
     let path = store.spec.clone().unwrap_or_else(default_spec_path);
     let mut loaded = load(&path, &store.spec_args, color)?;
-    let args = cli::RunArgs {
-        spec_path: Some(path.clone()),
-        stages: Vec::new(),
-        dry_run: false,
-        rejects_out: None,
-        output: cli::Output::Text,
-        batch_size: None,
-        verbose: false,
-        sources: Vec::new(),
-        assets_file: None,
-        trades_file: None,
-        s3_endpoint: None,
-        s3_bucket: None,
-        db: store.db.clone(),
-        spec: store.spec_args.clone(),
-    };
+    let args = cli::RunArgs::database_only(Some(path.clone()), Vec::new(), store.db.clone(), store.spec_args.clone());
     apply_run_flags(&mut loaded.spec, &args).map_err(|m| {
         eprintln!("error: {m}");
         ExitCode::from(exit::USAGE)
