@@ -284,6 +284,43 @@ pub fn count_rules(report: &mut StageReport, rejects: &[Reject]) {
     }
 }
 
+/// Appends a CSV field in double quotes, doubling the quotes inside.
+pub fn push_quoted(out: &mut Vec<u8>, v: &str) {
+    out.push(b'"');
+    for b in v.bytes() {
+        if b == b'"' {
+            out.push(b'"');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+}
+
+/// Extracts and validates a stage, handing each non-empty batch of valid rows to `stage_batch`
+/// with progress shown: what both targets do before their reference check and merge.
+fn stage_rows(
+    reader: &read::Reader,
+    st: &StagePlan,
+    path: &Path,
+    shown: &str,
+    opts: &RunOptions,
+    progress: &progress::Progress,
+    mut stage_batch: impl FnMut(&polars::prelude::DataFrame) -> Result<(), ExecError>,
+) -> Result<StageReport, ExecError> {
+    let mut staged = 0u64;
+    check_stage(reader, st, path, shown, |batch| {
+        if batch.height() == 0 {
+            return Ok(());
+        }
+        staged += batch.height() as u64;
+        progress.rows(&st.name, staged);
+        if opts.verbose {
+            progress.step(&st.name, &format!("staged {} rows ({staged} so far)", batch.height()));
+        }
+        stage_batch(&batch)
+    })
+}
+
 /// Appends one CSV record (RFC 4180; None is an empty unquoted field, text is always quoted).
 pub fn write_csv_record(out: &mut Vec<u8>, fields: &[Option<String>]) {
     for (i, f) in fields.iter().enumerate() {
@@ -291,14 +328,7 @@ pub fn write_csv_record(out: &mut Vec<u8>, fields: &[Option<String>]) {
             out.push(b',');
         }
         if let Some(v) = f {
-            out.push(b'"');
-            for b in v.bytes() {
-                if b == b'"' {
-                    out.push(b'"');
-                }
-                out.push(b);
-            }
-            out.push(b'"');
+            push_quoted(out, v);
         }
     }
     out.push(b'\n');
@@ -574,18 +604,7 @@ fn pg_stage(
     pg.block(postgres::lock_table(tx, st))?;
     let created = pg.block(postgres::ensure_table(tx, st))?;
     pg.block(sqlx::query(postgres::generated(&st.target.sql.create_staging)).execute(&mut **tx)).map_err(dberr("create the staging table"))?;
-    let mut staged = 0u64;
-    let mut report = check_stage(reader, st, path, shown, |batch| {
-        if batch.height() == 0 {
-            return Ok(());
-        }
-        staged += batch.height() as u64;
-        progress.rows(&st.name, staged);
-        if opts.verbose {
-            progress.step(&st.name, &format!("COPY {} rows into the staging table ({staged} so far)", batch.height()));
-        }
-        pg.block(postgres::copy_batch(tx, st, &batch))
-    })?;
+    let mut report = stage_rows(reader, st, path, shown, opts, progress, |batch| pg.block(postgres::copy_batch(tx, st, batch)))?;
     report.etag = etag;
     let fk = pg.block(postgres::check_references(tx, st, &report.lines))?;
     if settle(st, &mut report, fk) {
@@ -622,18 +641,7 @@ fn duck_stage(
     let work = (|| -> Result<StageReport, ExecError> {
         d.ensure_table(st)?;
         d.execute(&st.target.sql.create_staging, "create the staging table")?;
-        let mut staged = 0u64;
-        let mut report = check_stage(reader, st, path, shown, |batch| {
-            if batch.height() == 0 {
-                return Ok(());
-            }
-            staged += batch.height() as u64;
-            progress.rows(&st.name, staged);
-            if opts.verbose {
-                progress.step(&st.name, &format!("staged {} rows ({staged} so far)", batch.height()));
-            }
-            d.copy_batch(st, &batch)
-        })?;
+        let mut report = stage_rows(reader, st, path, shown, opts, progress, |batch| d.copy_batch(st, batch))?;
         let fk = d.check_references(st, &report.lines)?;
         if settle(st, &mut report, fk) {
             return Ok(report);

@@ -276,14 +276,7 @@ pub fn copy_csv(stage: &StagePlan, batch: &DataFrame) -> Result<Vec<u8>, ExecErr
             }
             if let Some(v) = col.get(row) {
                 if quoted[i] || v.contains([',', '"', '\n', '\r']) || v.is_empty() {
-                    out.push(b'"');
-                    for b in v.bytes() {
-                        if b == b'"' {
-                            out.push(b'"');
-                        }
-                        out.push(b);
-                    }
-                    out.push(b'"');
+                    super::push_quoted(&mut out, v);
                 } else {
                     out.extend_from_slice(v.as_bytes());
                 }
