@@ -1,26 +1,26 @@
 //! The embedded DuckDB target (the quick start's): the target file is attached to the run's
-//! DuckDB database and loaded like PostgreSQL is — table created from the spec or checked,
-//! one transaction per stage, staged batches, references checked, unchanged rows skipped — and
-//! the run, its stages and its rejects are recorded in the same file.
+//! DuckDB database, on the reader's own connection, so a stage's extract joins the target's
+//! tables in the stage's transaction. It is loaded like PostgreSQL is — table created from the
+//! spec or checked, one transaction per stage, staged batches merged, unchanged rows skipped —
+//! and the run, its stages and its rejects are recorded in the same file.
 
 use std::path::Path;
 
-use super::validate::Reject;
+use polars::prelude::{DataFrame, DataType};
+
 use super::{ExecError, StageReport, postgres::Merged};
 use crate::plan::StagePlan;
 use crate::plan::extract::{ident, literal};
 use crate::plan::load::{sql_type, staging_table};
-use crate::spec::model::Severity;
+use crate::spec::model::{ColumnType, Severity};
 
-/// The catalog name the target file is attached as.
-const CATALOG: &str = "etl_target";
+use crate::plan::load::DUCKDB_CATALOG as CATALOG;
 
-/// A DuckDB target: a connection to the run's database with the target file attached.
-pub struct Duck {
-    conn: duckdb::Connection,
+/// A DuckDB target: the run's DuckDB connection with the target file attached.
+pub struct Duck<'r> {
+    conn: &'r duckdb::Connection,
     /// The file, for messages.
     pub path: String,
-    batch_dir: std::path::PathBuf,
 }
 
 fn err(what: &'static str) -> impl Fn(duckdb::Error) -> ExecError {
@@ -42,14 +42,14 @@ CREATE TABLE IF NOT EXISTS etl_rejects (
     rule TEXT NOT NULL, value TEXT, message TEXT NOT NULL, severity TEXT NOT NULL);
 ";
 
-impl Duck {
+impl<'r> Duck<'r> {
     /// Attaches the target file (created when missing) to the run's database.
-    pub fn open(reader: &super::read::Reader, path: &Path, batch_dir: &Path) -> Result<Duck, ExecError> {
-        let conn = reader.connection().try_clone().map_err(err("open a second connection"))?;
+    pub fn open(reader: &'r super::read::Reader, path: &Path) -> Result<Duck<'r>, ExecError> {
+        let conn = reader.connection();
         let shown = path.display().to_string();
         conn.execute_batch(&format!("ATTACH IF NOT EXISTS {} AS {CATALOG}; USE {CATALOG};", literal(&shown)))
             .map_err(|e| ExecError::Connect { what: format!("DuckDB file {shown}"), message: e.to_string() })?;
-        Ok(Duck { conn, path: shown, batch_dir: batch_dir.to_path_buf() })
+        Ok(Duck { conn, path: shown })
     }
 
     /// Creates the engine's tables in the file.
@@ -103,34 +103,13 @@ impl Duck {
         self.conn.execute_batch(sql).map_err(err(what))
     }
 
-    /// Stages one batch: written as CSV (the same encoding as PostgreSQL's COPY) and read back
-    /// with DuckDB's COPY, quoted empty text staying text.
-    pub fn copy_batch(&self, stage: &StagePlan, batch: &polars::prelude::DataFrame) -> Result<(), ExecError> {
-        let bytes = super::postgres::copy_csv(stage, batch)?;
-        let file = self.batch_dir.join(format!("batch-{}.csv", stage.name));
-        std::fs::write(&file, bytes).map_err(|e| ExecError::Write { path: file.display().to_string(), message: e.to_string() })?;
-        let sql = format!(
-            "COPY {} FROM {} (FORMAT csv, HEADER false, ALLOW_QUOTED_NULLS false)",
-            ident(&staging_table(&stage.target)),
-            literal(&file.display().to_string())
-        );
+    /// Stages one batch: written as CSV to `file` and read back with DuckDB's COPY, quoted
+    /// empty text staying text.
+    pub fn copy_batch(&self, stage: &StagePlan, batch: &DataFrame, file: &Path) -> Result<(), ExecError> {
+        let bytes = csv_batch(stage, batch)?;
+        std::fs::write(file, bytes).map_err(|e| ExecError::Write { path: file.display().to_string(), message: e.to_string() })?;
+        let sql = stage.target.sql.copy.replace("'batch.csv'", &literal(&file.display().to_string()));
         self.conn.execute_batch(&sql).map_err(err("stage a batch"))
-    }
-
-    /// Rejects staged rows whose referenced value is missing.
-    pub fn check_references(&self, stage: &StagePlan, lines: &super::validate::Lines) -> Result<Vec<Reject>, ExecError> {
-        let mut out = Vec::new();
-        for (column, sql) in &stage.target.sql.reference_checks {
-            let mut stmt = self.conn.prepare(sql).map_err(err("check references"))?;
-            let rows: Vec<(i64, Option<String>)> = stmt
-                .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?)))
-                .map_err(err("check references"))?
-                .collect::<Result<_, _>>()
-                .map_err(err("check references"))?;
-            out.extend(rows.into_iter().map(|(record, value)| super::validate::missing_reference(stage, lines, column, record, value)));
-        }
-        out.sort_by_key(|r| r.line);
-        Ok(out)
     }
 
     /// Writes the staged rows into the table.
@@ -237,4 +216,32 @@ impl Duck {
             .map_err(err("run an analytics query"))?;
         Ok(super::AnalyticResult { name: name.to_string(), columns, rows })
     }
+}
+
+/// Encodes a batch's columns as CSV. Text is always quoted, so an empty text is not NULL; NULL is
+/// an empty unquoted field.
+fn csv_batch(stage: &StagePlan, batch: &DataFrame) -> Result<Vec<u8>, ExecError> {
+    let fail = |e: polars::error::PolarsError| ExecError::Polars { what: "format a batch as CSV", message: e.to_string() };
+    let mut cols = Vec::with_capacity(stage.columns.len());
+    for c in &stage.columns {
+        let s = batch.column(&c.name).and_then(|col| col.cast(&DataType::String)).map_err(fail)?;
+        cols.push((s.str().map_err(fail)?.clone(), c.ty == ColumnType::String));
+    }
+    let mut out = Vec::with_capacity(batch.height() * 64);
+    for row in 0..batch.height() {
+        for (i, (col, quote)) in cols.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            if let Some(v) = col.get(row) {
+                if *quote || v.contains([',', '"', '\n', '\r']) || v.is_empty() {
+                    super::push_quoted(&mut out, v);
+                } else {
+                    out.extend_from_slice(v.as_bytes());
+                }
+            }
+        }
+        out.push(b'\n');
+    }
+    Ok(out)
 }

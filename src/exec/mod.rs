@@ -2,6 +2,7 @@
 //! plan stage by stage (extract, validate, load) and returns a report of every row's fate.
 
 pub mod duck;
+pub mod pgcopy;
 pub mod postgres;
 pub mod progress;
 pub mod read;
@@ -181,8 +182,11 @@ pub struct StageReport {
     pub rows_warned: u64,
     /// What the load did (None: not loaded, e.g. a dry run or over budget).
     pub loaded: Option<postgres::Merged>,
-    /// Rows the load would write (a dry run) or wrote.
+    /// Valid rows the load would write (a dry run) or wrote.
     pub rows_staged: u64,
+    /// Valid rows equal to the target's current rows, found in the extract and not written.
+    #[serde(skip)]
+    pub skipped_unchanged: u64,
     /// `succeeded`, `rejected` (loaded, some rows rejected), `over_budget` or `failed`.
     pub status: String,
     /// Why the stage went over its error budget.
@@ -192,9 +196,6 @@ pub struct StageReport {
     /// Every reject, in line order.
     #[serde(skip)]
     pub rejects: Vec<Reject>,
-    /// Record number to line, for rejects found after validation (references).
-    #[serde(skip)]
-    pub lines: validate::Lines,
 }
 
 impl StageReport {
@@ -236,11 +237,11 @@ pub fn check_stage(
         rows_warned: 0,
         loaded: None,
         rows_staged: 0,
+        skipped_unchanged: 0,
         status: "running".into(),
         budget: None,
         rejects_by_rule: BTreeMap::new(),
         rejects: Vec::new(),
-        lines: validate::Lines::default(),
     };
     let lines = validate::Lines::new(stage, csv_errors.iter().map(|e| e.line).collect());
     for e in csv_errors {
@@ -256,7 +257,8 @@ pub fn check_stage(
     }
     reader.typed_batches(stage, path, stage.batch_size as usize, |batch| {
         let v = validate::validate(stage, &lines, batch)?;
-        report.rows_valid += v.valid.height() as u64;
+        report.rows_valid += v.valid_rows;
+        report.skipped_unchanged += v.unchanged;
         report.rows_rejected += v.rejected_rows;
         report.rows_warned += v.warned_rows;
         count_rules(&mut report, &v.rejects);
@@ -270,7 +272,6 @@ pub fn check_stage(
             stage.name, report.rows_read, report.rows_valid, report.rows_rejected
         )));
     }
-    report.lines = lines;
     Ok(report)
 }
 
@@ -296,28 +297,29 @@ pub fn push_quoted(out: &mut Vec<u8>, v: &str) {
     out.push(b'"');
 }
 
-/// Extracts and validates a stage, handing each non-empty batch of valid rows to `stage_batch`
-/// with progress shown: what both targets do before their reference check and merge.
+/// Extracts and validates a stage, handing each non-empty batch of rows to write to
+/// `stage_batch` with progress shown: what both targets do before their merge.
 fn stage_rows(
     reader: &read::Reader,
     st: &StagePlan,
     path: &Path,
     shown: &str,
-    opts: &RunOptions,
     progress: &progress::Progress,
-    mut stage_batch: impl FnMut(&polars::prelude::DataFrame) -> Result<(), ExecError>,
+    mut stage_batch: impl FnMut(polars::prelude::DataFrame) -> Result<(), ExecError>,
 ) -> Result<StageReport, ExecError> {
     let mut staged = 0u64;
+    let mut first = true;
     check_stage(reader, st, path, shown, |batch| {
+        if std::mem::take(&mut first) {
+            progress.detail(&st.name, "extracted; first batch validated");
+        }
         if batch.height() == 0 {
             return Ok(());
         }
         staged += batch.height() as u64;
         progress.rows(&st.name, staged);
-        if opts.verbose {
-            progress.step(&st.name, &format!("staged {} rows ({staged} so far)", batch.height()));
-        }
-        stage_batch(&batch)
+        progress.detail(&st.name, &format!("staged {} rows ({staged} so far)", batch.height()));
+        stage_batch(batch)
     })
 }
 
@@ -395,9 +397,9 @@ fn over_budget(stage: &StagePlan, report: &StageReport) -> Option<String> {
 }
 
 /// A stage's target database.
-enum Target {
+enum Target<'r> {
     Pg(postgres::Pg),
-    Duck(duck::Duck),
+    Duck(duck::Duck<'r>),
 }
 
 /// Runs the selected stages of a plan: extract, validate, load; then the analytics.
@@ -417,7 +419,7 @@ pub fn run(loaded: &crate::spec::LoadedSpec, plan: &Plan, opts: &RunOptions) -> 
         }
         let target = match spec.connections.get(name) {
             Some(Connection::Postgres(c)) => Target::Pg(postgres::Pg::connect(name, c)?),
-            Some(Connection::Duckdb(d)) => Target::Duck(duck::Duck::open(&reader, &opts.spec_dir.join(&d.path), &opts.temp_dir)?),
+            Some(Connection::Duckdb(d)) => Target::Duck(duck::Duck::open(&reader, &opts.spec_dir.join(&d.path))?),
             _ => return Err(ExecError::Internal(format!("connection {name} is not a target"))),
         };
         targets.insert(name.to_string(), target);
@@ -493,17 +495,17 @@ pub fn run(loaded: &crate::spec::LoadedSpec, plan: &Plan, opts: &RunOptions) -> 
 fn run_stages(
     spec: &Spec,
     stages: &[&StagePlan],
-    targets: &indexmap::IndexMap<String, Target>,
+    targets: &indexmap::IndexMap<String, Target<'_>>,
     reader: &read::Reader,
     rt: &tokio::runtime::Runtime,
     opts: &RunOptions,
     run_id: Option<i64>,
-    engine: &Target,
+    engine: &Target<'_>,
 ) -> Result<Vec<StageReport>, ExecError> {
     let mut reports = Vec::new();
     // Every source is fetched before any stage loads: a missing or unreadable object fails the
     // run with nothing loaded.
-    let progress = progress::Progress::new(opts.quiet);
+    let progress = progress::Progress::new(opts.quiet, opts.verbose);
     let mut sources = fetch_sources(spec, stages, rt, opts)?;
     for st in stages {
         if let Some((_, shown, _)) = sources.get(&st.name) {
@@ -559,13 +561,8 @@ fn run_stages(
     result.map(|()| reports)
 }
 
-/// Adds the reference rejects to a report and applies the error budget; true when over it.
-fn settle(stage: &StagePlan, report: &mut StageReport, fk: Vec<Reject>) -> bool {
-    report.rows_valid -= fk.len() as u64;
-    report.rows_rejected += fk.len() as u64;
-    count_rules(report, &fk);
-    report.rejects.extend(fk);
-    report.rejects.sort_by_key(|r| r.line);
+/// Applies the error budget; true when over it.
+fn settle(stage: &StagePlan, report: &mut StageReport) -> bool {
     report.rows_staged = report.rows_valid;
     if let Some(why) = over_budget(stage, report) {
         report.status = "over_budget".into();
@@ -575,6 +572,15 @@ fn settle(stage: &StagePlan, report: &mut StageReport, fk: Vec<Reject>) -> bool 
     false
 }
 
+fn status_of(report: &StageReport) -> String {
+    if report.rows_rejected > 0 { "rejected".into() } else { "succeeded".into() }
+}
+
+/// Loads one stage into PostgreSQL in one transaction (the run's shared one in a dry run, under
+/// a savepoint). The table is locked against other writers; the extract joins the referenced key
+/// sets and the table's current rows, exported from the same transaction. Rows go in one binary
+/// COPY: straight into a table that is new (created bare, its keys, indexes and foreign keys
+/// built after the load) or empty, else into a staging table merged into the table.
 #[allow(clippy::too_many_arguments)]
 fn pg_stage(
     pg: &postgres::Pg,
@@ -587,6 +593,7 @@ fn pg_stage(
     dry: &mut indexmap::IndexMap<String, sqlx::Transaction<'static, sqlx::Postgres>>,
     progress: &progress::Progress,
 ) -> Result<StageReport, ExecError> {
+    use crate::spec::model::LoadMode;
     // The stage's own transaction: committed after the merge, rolled back on drop.
     let mut own_tx: Option<sqlx::Transaction<'static, sqlx::Postgres>> = None;
     let tx: &mut sqlx::Transaction<'static, sqlx::Postgres> = if opts.dry_run {
@@ -597,37 +604,117 @@ fn pg_stage(
     } else {
         own_tx.insert(pg.begin()?)
     };
-    let dberr = |what: &str| {
-        let what = what.to_string();
-        move |e: sqlx::Error| ExecError::Database { what: what.clone(), message: e.to_string() }
-    };
+    let t = &st.target;
+    let table = crate::plan::load::qualified(t);
+    let run = |tx: &mut sqlx::Transaction<'static, sqlx::Postgres>, sql: &str, what: &'static str| pg.block(postgres::execute(tx, sql, what));
+    if opts.dry_run {
+        run(tx, "SAVEPOINT etl_stage", "open the stage's savepoint")?;
+    }
+    // Lookups are exported as text that DuckDB parses back: ISO dates, exact floats.
+    run(tx, "SET LOCAL DateStyle = ISO", "set the date style")?;
+    run(tx, "SET LOCAL extra_float_digits = 1", "set the float format")?;
     pg.block(postgres::lock_table(tx, st))?;
     let created = pg.block(postgres::ensure_table(tx, st))?;
-    pg.block(sqlx::query(postgres::generated(&st.target.sql.create_staging)).execute(&mut **tx)).map_err(dberr("create the staging table"))?;
-    let mut report = stage_rows(reader, st, path, shown, opts, progress, |batch| pg.block(postgres::copy_batch(tx, st, batch)))?;
+    if !created {
+        run(tx, &format!("LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE"), "lock the target table")?;
+    }
+    let mut empty = created || pg.block(postgres::is_empty(tx, st))?;
+    if !empty && t.mode == LoadMode::Replace {
+        run(tx, &format!("DELETE FROM {table}"), "empty the target table")?;
+        empty = true;
+    }
+    pg_lookups(pg, tx, st, reader, &opts.temp_dir, empty)?;
+    progress.detail(&st.name, &format!("lookups loaded{}", if empty { "; the table is empty: COPY straight into it" } else { "" }));
+    let direct = empty || t.mode == LoadMode::Append;
+    let copy_sql = if direct {
+        // FREEZE writes the rows of a table created in this (sub)transaction as already visible.
+        if created && !opts.dry_run { t.sql.copy_direct.replacen("(FORMAT binary)", "(FORMAT binary, FREEZE)", 1) } else { t.sql.copy_direct.clone() }
+    } else {
+        run(tx, &t.sql.create_staging, "create the staging table")?;
+        t.sql.copy.clone()
+    };
+    let mut report = postgres::copy_stream(pg, tx, st, &copy_sql, |hand| stage_rows(reader, st, path, shown, progress, hand))?;
+    progress.detail(&st.name, &format!("{} rows validated, {} written by COPY", report.rows_read, report.rows_valid - report.skipped_unchanged));
     report.etag = etag;
-    let fk = pg.block(postgres::check_references(tx, st, &report.lines))?;
-    if settle(st, &mut report, fk) {
+    if settle(st, &mut report) {
         if opts.dry_run {
-            // Keep the shared transaction usable: drop this stage's staged rows only.
-            let sql = format!("TRUNCATE {}", crate::plan::extract::ident(&crate::plan::load::staging_table(&st.target)));
-            pg.block(sqlx::query(postgres::generated(&sql)).execute(&mut **tx)).map_err(dberr("discard the staged rows"))?;
+            // Keep the shared transaction as it was before this stage.
+            run(tx, "ROLLBACK TO SAVEPOINT etl_stage", "roll back the stage")?;
         }
         return Ok(report);
     }
-    report.loaded = Some(pg.block(postgres::merge(tx, st, report.rows_valid))?);
+    let written = report.rows_valid - report.skipped_unchanged;
+    let mut merged = if direct {
+        postgres::Merged { inserted: written, ..Default::default() }
+    } else {
+        let m = pg.block(postgres::merge(tx, st, written))?;
+        progress.detail(&st.name, "merged into the table");
+        m
+    };
+    merged.unchanged += report.skipped_unchanged;
+    report.loaded = Some(merged);
     if created {
+        pg.block(postgres::add_constraints(tx, st))?;
         pg.block(postgres::finish_table(tx, st))?;
+        progress.detail(&st.name, "keys, indexes and foreign keys built");
     }
     if let Some(t) = own_tx.take() {
-        pg.block(t.commit()).map_err(dberr("commit the stage"))?;
+        pg.block(t.commit()).map_err(|e| ExecError::Database { what: "commit the stage".into(), message: e.to_string() })?;
     }
-    report.status = if report.rows_rejected > 0 { "rejected".into() } else { "succeeded".into() };
+    report.status = status_of(&report);
     Ok(report)
 }
 
+/// Fills the DuckDB relations a PostgreSQL stage's extract joins: the key set of each table it
+/// references (locked against writes until the stage commits) and, for an upsert, the table's
+/// current rows.
+fn pg_lookups(
+    pg: &postgres::Pg,
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    st: &StagePlan,
+    reader: &read::Reader,
+    dir: &Path,
+    empty: bool,
+) -> Result<(), ExecError> {
+    use crate::plan::extract::{ident, lookup_sql};
+    let scratch = || {
+        tempfile::Builder::new()
+            .prefix("etl-lookup-")
+            .suffix(".csv")
+            .tempfile_in(dir)
+            .map_err(|e| ExecError::Write { path: dir.display().to_string(), message: e.to_string() })
+    };
+    for r in &st.lookups.references {
+        let ty = st.columns.iter().find(|c| c.name == r.column).map(|c| c.ty).ok_or_else(|| ExecError::Internal(format!("no column {}", r.column)))?;
+        if !pg.block(postgres::exists(tx, &r.table))? {
+            return Err(ExecError::Database {
+                what: format!("check the references of {}", r.column),
+                message: format!("the table {} it references does not exist; load the stage that creates it first", r.table),
+            });
+        }
+        pg.block(postgres::execute(tx, &format!("LOCK TABLE {} IN SHARE MODE", r.table), "lock a referenced table"))?;
+        let file = scratch()?;
+        let k = ident(&r.ref_column);
+        pg.block(postgres::export_csv(tx, &format!("SELECT DISTINCT {k} FROM {} WHERE {k} IS NOT NULL", r.table), file.path()))?;
+        reader.load_lookup(&lookup_sql(&r.relation, &[(r.ref_column.clone(), ty)], Some(&file.path().display().to_string())))?;
+    }
+    if let Some(current) = &st.lookups.current {
+        let columns: Vec<(String, crate::spec::model::ColumnType)> = st.columns.iter().map(|c| (c.name.clone(), c.ty)).collect();
+        if empty {
+            reader.load_lookup(&lookup_sql(current, &columns, None))?;
+        } else {
+            let file = scratch()?;
+            let list: Vec<String> = st.columns.iter().map(|c| ident(&c.name)).collect();
+            let sql = format!("SELECT {} FROM {}", list.join(", "), crate::plan::load::qualified(&st.target));
+            pg.block(postgres::export_csv(tx, &sql, file.path()))?;
+            reader.load_lookup(&lookup_sql(current, &columns, Some(&file.path().display().to_string())))?;
+        }
+    }
+    Ok(())
+}
+
 fn duck_stage(
-    d: &duck::Duck,
+    d: &duck::Duck<'_>,
     st: &StagePlan,
     reader: &read::Reader,
     path: &Path,
@@ -641,13 +728,19 @@ fn duck_stage(
     let work = (|| -> Result<StageReport, ExecError> {
         d.ensure_table(st)?;
         d.execute(&st.target.sql.create_staging, "create the staging table")?;
-        let mut report = stage_rows(reader, st, path, shown, opts, progress, |batch| d.copy_batch(st, batch))?;
-        let fk = d.check_references(st, &report.lines)?;
-        if settle(st, &mut report, fk) {
+        let batch_file = tempfile::Builder::new()
+            .prefix("etl-batch-")
+            .suffix(".csv")
+            .tempfile_in(&opts.temp_dir)
+            .map_err(|e| ExecError::Write { path: opts.temp_dir.display().to_string(), message: e.to_string() })?;
+        let mut report = stage_rows(reader, st, path, shown, progress, |batch| d.copy_batch(st, &batch, batch_file.path()))?;
+        if settle(st, &mut report) {
             return Ok(report);
         }
-        report.loaded = Some(d.merge(st, report.rows_valid)?);
-        report.status = if report.rows_rejected > 0 { "rejected".into() } else { "succeeded".into() };
+        let mut merged = d.merge(st, report.rows_valid - report.skipped_unchanged)?;
+        merged.unchanged += report.skipped_unchanged;
+        report.loaded = Some(merged);
+        report.status = status_of(&report);
         Ok(report)
     })();
     let staging = crate::plan::extract::ident(&crate::plan::load::staging_table(&st.target));
@@ -756,7 +849,7 @@ pub fn clean(spec: &Spec, plan: &Plan, opts: &RunOptions) -> Result<Vec<String>,
             }
             Some(Connection::Duckdb(d)) => {
                 let reader = read::Reader::open(&opts.temp_dir, &opts.duckdb_memory)?;
-                let duck = duck::Duck::open(&reader, &opts.spec_dir.join(&d.path), &opts.temp_dir)?;
+                let duck = duck::Duck::open(&reader, &opts.spec_dir.join(&d.path))?;
                 // Referencing tables first: they load later.
                 for st in sts.iter().rev() {
                     let t = crate::plan::extract::ident(&st.target.table);

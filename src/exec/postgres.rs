@@ -1,16 +1,16 @@
 //! PostgreSQL: connecting (never showing the password), the engine's migrations and run records,
-//! creating or checking a stage's target table, and loading a stage in one transaction: COPY
-//! into a staging table, reject rows whose references are missing, merge into the table.
+//! creating or checking a stage's target table, exporting the lookups a stage's extract joins,
+//! and loading a stage in one transaction: one binary COPY, fed from a thread of its own, into
+//! the table itself (new or empty) or into a staging table merged into it.
 
 use std::str::FromStr;
 
-use polars::prelude::{DataFrame, DataType};
+use polars::prelude::DataFrame;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use super::ExecError;
-use super::validate::Reject;
-use crate::plan::extract::{RECORD, ident};
+use crate::plan::extract::ident;
 use crate::plan::load::qualified;
 use crate::plan::{StagePlan, load::sql_type};
 use crate::spec::model::{ColumnType, PostgresConnection, Severity};
@@ -216,6 +216,14 @@ pub async fn ensure_table(tx: &mut Transaction<'static, Postgres>, stage: &Stage
     Ok(false)
 }
 
+/// Builds the key and unique constraints of a table the run created bare, once it is loaded.
+pub async fn add_constraints(tx: &mut Transaction<'static, Postgres>, stage: &StagePlan) -> Result<(), ExecError> {
+    for s in &stage.target.sql.constraints {
+        sqlx::query(generated(s)).execute(&mut **tx).await.map_err(db("add the key"))?;
+    }
+    Ok(())
+}
+
 /// Ensures the table's secondary indexes and foreign keys (a foreign key added to a loaded table
 /// is validated in bulk).
 pub async fn finish_table(tx: &mut Transaction<'static, Postgres>, stage: &StagePlan) -> Result<(), ExecError> {
@@ -253,61 +261,86 @@ pub async fn lock_table(tx: &mut Transaction<'static, Postgres>, stage: &StagePl
     Ok(())
 }
 
-/// Encodes a batch as CSV for COPY: the record number, then the spec's columns. Text is always
-/// quoted, so an empty text is not NULL; NULL is an empty unquoted field.
-pub fn copy_csv(stage: &StagePlan, batch: &DataFrame) -> Result<Vec<u8>, ExecError> {
-    let mut cols = Vec::with_capacity(stage.columns.len() + 1);
-    let mut quoted = Vec::with_capacity(stage.columns.len() + 1);
-    let names = std::iter::once((RECORD, false)).chain(stage.columns.iter().map(|c| (c.name.as_str(), c.ty == ColumnType::String)));
-    for (name, quote) in names {
-        let s = batch
-            .column(name)
-            .and_then(|c| c.cast(&DataType::String))
-            .map_err(|e| ExecError::Polars { what: "format a batch for COPY", message: e.to_string() })?;
-        let s = s.str().map_err(|e| ExecError::Polars { what: "format a batch for COPY", message: e.to_string() })?.clone();
-        cols.push(s);
-        quoted.push(quote);
-    }
-    let mut out = Vec::with_capacity(batch.height() * 64);
-    for row in 0..batch.height() {
-        for (i, col) in cols.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            if let Some(v) = col.get(row) {
-                if quoted[i] || v.contains([',', '"', '\n', '\r']) || v.is_empty() {
-                    super::push_quoted(&mut out, v);
-                } else {
-                    out.extend_from_slice(v.as_bytes());
-                }
-            }
-        }
-        out.push(b'\n');
-    }
-    Ok(out)
+/// Whether the table holds no row.
+pub async fn is_empty(tx: &mut Transaction<'static, Postgres>, stage: &StagePlan) -> Result<bool, ExecError> {
+    let sql = format!("SELECT NOT EXISTS (SELECT 1 FROM {})", qualified(&stage.target));
+    sqlx::query_scalar(generated(&sql)).fetch_one(&mut **tx).await.map_err(db("look into the target table"))
 }
 
-/// COPYs one batch into the stage's staging table.
-pub async fn copy_batch(tx: &mut Transaction<'static, Postgres>, stage: &StagePlan, batch: &DataFrame) -> Result<(), ExecError> {
-    let bytes = copy_csv(stage, batch)?;
-    let mut copy = tx.copy_in_raw(&stage.target.sql.copy).await.map_err(db("start COPY into the staging table"))?;
-    copy.send(bytes).await.map_err(db("COPY a batch"))?;
-    copy.finish().await.map_err(db("finish COPY"))?;
+/// Runs one statement of the load.
+pub async fn execute(tx: &mut Transaction<'static, Postgres>, sql: &str, what: &'static str) -> Result<(), ExecError> {
+    sqlx::query(generated(sql)).execute(&mut **tx).await.map_err(db(what))?;
     Ok(())
 }
 
-/// Rejects staged rows whose referenced value is missing from the referenced table.
-pub async fn check_references(tx: &mut Transaction<'static, Postgres>, stage: &StagePlan, lines: &super::validate::Lines) -> Result<Vec<Reject>, ExecError> {
-    let mut out = Vec::new();
-    for (column, sql) in &stage.target.sql.reference_checks {
-        let rows = sqlx::query(generated(sql)).fetch_all(&mut **tx).await.map_err(db("check references"))?;
-        for r in rows {
-            let value: Option<String> = r.try_get::<String, _>(1).ok();
-            out.push(super::validate::missing_reference(stage, lines, column, r.get(0), value));
-        }
+/// Whether a table exists (`qualified` is quoted SQL).
+pub async fn exists(tx: &mut Transaction<'static, Postgres>, qualified: &str) -> Result<bool, ExecError> {
+    let found: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text").bind(qualified).fetch_one(&mut **tx).await.map_err(db("look up a table"))?;
+    Ok(found.is_some())
+}
+
+/// Writes the rows of `query` to `path` as CSV (NULL an empty field, empty text `""`).
+pub async fn export_csv(tx: &mut Transaction<'static, Postgres>, query: &str, path: &std::path::Path) -> Result<(), ExecError> {
+    use futures_util::StreamExt;
+    use std::io::Write;
+    let write_err = |e: std::io::Error| ExecError::Write { path: path.display().to_string(), message: e.to_string() };
+    let file = std::fs::File::create(path).map_err(write_err)?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let sql = format!("COPY ({query}) TO STDOUT (FORMAT csv)");
+    let mut stream = (**tx).copy_out_raw(&sql).await.map_err(db("export a lookup"))?;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(db("export a lookup"))?;
+        out.write_all(&chunk).map_err(write_err)?;
     }
-    out.sort_by_key(|r| r.line);
-    Ok(out)
+    out.flush().map_err(write_err)
+}
+
+/// COPYs batches into `copy_sql` (a binary COPY) on a thread of its own while `produce` validates
+/// the next ones: `produce` gets a function that hands one batch over. Returns what `produce`
+/// returned; a COPY failure ends `produce` at its next batch and is the error returned.
+pub fn copy_stream<T>(
+    pg: &Pg,
+    tx: &mut Transaction<'static, Postgres>,
+    stage: &StagePlan,
+    copy_sql: &str,
+    produce: impl FnOnce(&mut dyn FnMut(DataFrame) -> Result<(), ExecError>) -> Result<T, ExecError>,
+) -> Result<T, ExecError> {
+    let (send, receive) = std::sync::mpsc::sync_channel::<DataFrame>(2);
+    std::thread::scope(|scope| {
+        let copier = scope.spawn(move || -> Result<(), ExecError> {
+            let mut copy = pg.block((**tx).copy_in_raw(copy_sql)).map_err(db("start COPY"))?;
+            let mut buf = Vec::with_capacity(1 << 20);
+            buf.extend_from_slice(super::pgcopy::HEADER);
+            for batch in receive {
+                super::pgcopy::encode(stage, &batch, &mut buf)?;
+                drop(batch);
+                pg.block(copy.send(buf.as_slice())).map_err(db("COPY a batch"))?;
+                buf.clear();
+            }
+            buf.extend_from_slice(super::pgcopy::TRAILER);
+            pg.block(copy.send(buf.as_slice())).map_err(db("COPY a batch"))?;
+            pg.block(copy.finish()).map_err(db("finish COPY"))?;
+            Ok(())
+        });
+        let mut stopped = false;
+        let mut hand = |batch: DataFrame| -> Result<(), ExecError> {
+            if send.send(batch).is_err() {
+                stopped = true;
+                return Err(ExecError::Internal("the COPY stopped".into()));
+            }
+            Ok(())
+        };
+        let produced = produce(&mut hand);
+        drop(send);
+        let copied = copier.join().unwrap_or_else(|_| Err(ExecError::Internal("the COPY thread panicked".into())));
+        match (produced, copied) {
+            // The COPY's own error explains a producer stopped by it.
+            (Err(_), Err(e)) if stopped => Err(e),
+            (Err(e), _) => Err(e),
+            (Ok(_), Err(e)) => Err(e),
+            (Ok(t), Ok(())) => Ok(t),
+        }
+    })
 }
 
 /// What a merge did.

@@ -10,14 +10,28 @@ use std::time::Instant;
 pub struct Progress {
     live: bool,
     quiet: bool,
+    verbose: bool,
     started: Instant,
     dirty: AtomicBool,
 }
 
 impl Progress {
     /// Live lines on a terminal, log lines elsewhere; `quiet` prints nothing (JSON output).
-    pub fn new(quiet: bool) -> Progress {
-        Progress { live: std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(), quiet, started: Instant::now(), dirty: AtomicBool::new(false) }
+    pub fn new(quiet: bool, verbose: bool) -> Progress {
+        Progress {
+            live: std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            quiet,
+            verbose,
+            started: Instant::now(),
+            dirty: AtomicBool::new(false),
+        }
+    }
+
+    /// A step worth a line only with `--verbose` (batches, phases with their timings).
+    pub fn detail(&self, stage: &str, what: &str) {
+        if self.verbose {
+            self.step(stage, what);
+        }
     }
 
     /// A step finished: a log line (on a terminal, it replaces the live line).

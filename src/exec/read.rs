@@ -139,9 +139,9 @@ impl Reader {
         Ok(())
     }
 
-    /// Runs any statement (used for reference bookkeeping).
-    pub fn execute(&self, sql: &str) -> Result<(), ExecError> {
-        self.conn.execute_batch(sql).map_err(ExecError::duckdb("run a bookkeeping statement"))
+    /// Creates (and fills) a lookup relation; see `extract::lookup_sql`.
+    pub fn load_lookup(&self, sql: &str) -> Result<(), ExecError> {
+        self.conn.execute_batch(sql).map_err(ExecError::duckdb("load a lookup exported from the target"))
     }
 
     /// The connection, for appending key sets.

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::ExecError;
 use crate::plan::StagePlan;
-use crate::plan::extract::{RECORD, duplicate_column, uncast_column};
+use crate::plan::extract::{RECORD, UNCHANGED, duplicate_column, uncast_column};
 use crate::spec::model::Severity;
 
 /// One reason one input row was not loaded (or, for `warn` rules, was flagged).
@@ -29,8 +29,13 @@ pub struct Reject {
 
 /// What validation made of one batch.
 pub struct Validated {
-    /// The rows that pass every error check, only the spec's columns (plus the record number).
+    /// The rows to write: those that pass every error check and differ from the target's current
+    /// row with their key; only the spec's columns (plus the record number).
     pub valid: DataFrame,
+    /// Rows that pass every error check (written or not).
+    pub valid_rows: u64,
+    /// Valid rows equal to the target's current row with their key: not written again.
+    pub unchanged: u64,
     /// Every failed check of every row.
     pub rejects: Vec<Reject>,
     /// Rows rejected.
@@ -144,12 +149,23 @@ pub fn validate(stage: &StagePlan, lines: &Lines, batch: DataFrame) -> Result<Va
     let warned_rows = (&warn_mask & &!&error_mask).sum().unwrap_or(0) as u64;
     let mut keep: Vec<&str> = vec![RECORD];
     keep.extend(stage.columns.iter().map(|c| c.name.as_str()));
+    let unchanged = flagged
+        .column(UNCHANGED)
+        .map_err(ExecError::polars("read the unchanged flags"))?
+        .bool()
+        .map_err(ExecError::polars("read the unchanged flags"))?
+        .fill_null_with_values(false)
+        .map_err(ExecError::polars("read the unchanged flags"))?;
+    let valid_mask = !&error_mask;
+    let write_mask = &valid_mask & &!&unchanged;
+    let valid_rows = valid_mask.sum().unwrap_or(0) as u64;
+    let written = write_mask.sum().unwrap_or(0) as u64;
     let valid = flagged
-        .filter(&!&error_mask)
+        .filter(&write_mask)
         .map_err(ExecError::polars("keep the valid rows"))?
         .select(keep)
         .map_err(ExecError::polars("keep the spec's columns"))?;
-    Ok(Validated { valid, rejects, rejected_rows, warned_rows })
+    Ok(Validated { valid, valid_rows, unchanged: valid_rows - written, rejects, rejected_rows, warned_rows })
 }
 
 /// Why a value did not cast, as precisely as can be told.
@@ -170,17 +186,4 @@ fn cast_message(stage: &StagePlan, column: &str, raw: &str) -> String {
 
 fn type_of(stage: &StagePlan, column: &str) -> String {
     stage.columns.iter().find(|c| c.name == column).map(|c| c.ty.to_string()).unwrap_or_default()
-}
-
-/// The reject of a staged row whose `column` value is missing from the table it references.
-pub fn missing_reference(stage: &StagePlan, lines: &Lines, column: &str, record: i64, value: Option<String>) -> Reject {
-    let (table, target) = stage.columns.iter().find(|c| c.name == column).and_then(|c| c.references.clone()).unwrap_or_default();
-    Reject {
-        line: lines.line(record.max(0) as u64),
-        column: Some(column.to_string()),
-        rule: "references".into(),
-        value,
-        message: format!("{column} is not in {table}.{target}"),
-        severity: Severity::Error,
-    }
 }

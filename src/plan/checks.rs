@@ -177,6 +177,18 @@ fn column_checks(spec: &Spec, stage: &Stage, name: &str, c: &Column, out: &mut V
             format!("{name} does not match /{p}/"),
         );
     }
+    // Found by the extract's join with the referenced key set; see extract.rs.
+    if let Some((table, target)) = c.references.as_ref().and_then(|r| {
+        let (s, col) = r.split_once('.')?;
+        Some((spec.stages.get(s)?.target.table.clone(), col.to_string()))
+    }) {
+        push(
+            "references",
+            format!("{name} exists in {table}.{target}"),
+            col(super::extract::missing_column(name).as_str()),
+            format!("{name} is not in {table}.{target}"),
+        );
+    }
     // Repeats are found by DuckDB over the whole file (first occurrence wins); see extract.rs.
     let is_key = stage.target.key.len() == 1 && stage.target.key[0] == name;
     if c.unique && !is_key {

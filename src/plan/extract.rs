@@ -1,10 +1,12 @@
 //! The DuckDB SQL that reads a stage's CSV with DuckDB's own reader and casts each column to
 //! its spec type. Every field is read as text first, so a value that does not cast rejects its
-//! row (its text kept in `__uncast_<column>`) instead of aborting the file.
+//! row (its text kept in `__uncast_<column>`) instead of aborting the file. The same query joins
+//! the stage's lookups: the key sets its foreign keys reference (a missing one rejects the row)
+//! and the target's current rows (a row equal to its current one is not written again).
 
 use crate::spec::model::ColumnType;
 
-use super::{ColumnPlan, StagePlan};
+use super::{ColumnPlan, Dialect, StagePlan, TargetPlan};
 
 /// Quotes an identifier for SQL (DuckDB and PostgreSQL agree).
 pub fn ident(name: &str) -> String {
@@ -70,6 +72,110 @@ pub fn reject_table(stage: &StagePlan) -> String {
     format!("csv_errors_{}", stage.name)
 }
 
+/// The name of the column that is true for a row whose `column` value is missing from the table
+/// it references.
+pub fn missing_column(column: &str) -> String {
+    format!("__missing_{column}")
+}
+
+/// The column that is true for a row equal to the target's current row with its key.
+pub const UNCHANGED: &str = "__unchanged";
+
+/// A key set a stage's column must be found in.
+#[derive(Debug, Clone)]
+pub struct Reference {
+    /// The stage's column.
+    pub column: String,
+    /// The DuckDB relation holding the referenced values (SQL, quoted).
+    pub relation: String,
+    /// The column of that relation.
+    pub ref_column: String,
+    /// The referenced table in the target (SQL, quoted), whose values fill the relation.
+    pub table: String,
+}
+
+/// The relations a stage's extract joins, filled by the executor before the extract runs.
+#[derive(Debug, Clone, Default)]
+pub struct Lookups {
+    /// One per foreign key.
+    pub references: Vec<Reference>,
+    /// The target's current rows (the spec's columns), for an upsert with a key.
+    pub current: Option<String>,
+}
+
+/// The relation a PostgreSQL target's referenced key set is copied into for a stage's column.
+pub fn reference_relation(stage: &str, column: &str) -> String {
+    format!("__ref_{stage}_{column}")
+}
+
+/// The relation a PostgreSQL target's current rows are copied into for a stage.
+pub fn current_relation(stage: &str) -> String {
+    format!("__current_{stage}")
+}
+
+/// A stage's lookups. A PostgreSQL target's are DuckDB temp tables the executor fills from the
+/// database; a DuckDB target's are its tables, read in place.
+pub fn lookups(stage: &str, target: &TargetPlan, columns: &[ColumnPlan]) -> Lookups {
+    let in_target = |table: &str| match target.dialect {
+        Dialect::Postgres => match &target.schema {
+            Some(s) => format!("{}.{}", ident(s), ident(table)),
+            None => ident(table),
+        },
+        Dialect::Duckdb => format!("{}.main.{}", super::load::DUCKDB_CATALOG, ident(table)),
+    };
+    let references = columns
+        .iter()
+        .filter_map(|c| {
+            let (table, ref_column) = c.references.clone()?;
+            let relation = match target.dialect {
+                Dialect::Postgres => ident(&reference_relation(stage, &c.name)),
+                Dialect::Duckdb => in_target(&table),
+            };
+            Some(Reference { column: c.name.clone(), relation, ref_column, table: in_target(&table) })
+        })
+        .collect();
+    let current = (target.mode == crate::spec::model::LoadMode::Upsert && !target.key.is_empty()).then(|| match target.dialect {
+        Dialect::Postgres => ident(&current_relation(stage)),
+        Dialect::Duckdb => in_target(&target.table),
+    });
+    Lookups { references, current }
+}
+
+/// Creates a lookup's DuckDB relation and, given the CSV the target exported (NULL an empty
+/// field), fills it. A value that does not fit the spec's type, or would be rounded to fit,
+/// becomes NULL: it matches nothing, so such a row counts as changed and the database decides.
+pub fn lookup_sql(relation: &str, columns: &[(String, ColumnType)], csv: Option<&str>) -> String {
+    let defs: Vec<String> = columns.iter().map(|(n, t)| format!("{} {}", ident(n), duckdb_type(*t))).collect();
+    let mut sql = format!("CREATE OR REPLACE TEMP TABLE {relation} ({});", defs.join(", "));
+    if let Some(path) = csv {
+        let text: Vec<String> = columns.iter().map(|(n, _)| format!("{}: 'VARCHAR'", literal(n))).collect();
+        let casts: Vec<String> = columns
+            .iter()
+            .map(|(n, t)| {
+                let v = ident(n);
+                let to = duckdb_type(*t);
+                match t {
+                    ColumnType::Decimal { precision, scale } => {
+                        let wide = 38 - (precision - scale);
+                        format!("CASE WHEN TRY_CAST({v} AS DECIMAL(38,{wide})) = TRY_CAST({v} AS {to}) THEN TRY_CAST({v} AS {to}) END")
+                    }
+                    ColumnType::Bool => format!("CASE {v} WHEN 't' THEN true WHEN 'f' THEN false END"),
+                    ColumnType::String => v,
+                    _ => format!("TRY_CAST({v} AS {to})"),
+                }
+            })
+            .collect();
+        sql.push_str(&format!(
+            "\nINSERT INTO {relation} SELECT {} FROM read_csv({}, header = false, delim = ',', quote = '\"', escape = '\"', \
+             nullstr = '', allow_quoted_nulls = false, columns = {{{}}});",
+            casts.join(", "),
+            literal(path),
+            text.join(", ")
+        ));
+    }
+    sql
+}
+
 /// The two DuckDB statements of a stage's extract.
 #[derive(Debug, Clone)]
 pub struct ExtractSql {
@@ -127,11 +233,14 @@ pub fn extract_sql(stage: &StagePlan, path: &str) -> ExtractSql {
         read_csv(stage, path)
     );
 
-    let mut inner = vec![format!("    rowid + 1 AS {}", ident(RECORD))];
-    let mut outer = vec![format!("  {}", ident(RECORD))];
+    // Row ids count from 0 in a committed table but from 2^55 in one created inside an open
+    // transaction (a DuckDB target's stage): the record number is the offset from the first.
+    let raw = ident(&raw_table(stage));
+    let mut inner = vec![format!("    rowid - (SELECT min(rowid) FROM {raw}) + 1 AS {}", ident(RECORD))];
+    let mut outer = vec![format!("  typed.{}", ident(RECORD))];
     for c in &stage.columns {
         let v = ident(&c.name);
-        outer.push(format!("  {v}"));
+        outer.push(format!("  typed.{v}"));
         match cast(c) {
             None => inner.push(format!("    {v}")),
             Some(expr) => {
@@ -147,16 +256,16 @@ pub fn extract_sql(stage: &StagePlan, path: &str) -> ExtractSql {
                     _ => String::new(),
                 };
                 inner.push(format!("    CASE WHEN {v} IS NOT NULL AND ({expr} IS NULL{lossy}) THEN {v} END AS {u}"));
-                outer.push(format!("  {u}"));
+                outer.push(format!("  typed.{u}"));
             }
         }
     }
     let mut dup = |what: &str, cols: &[String]| {
-        let part: Vec<String> = cols.iter().map(|c| ident(c)).collect();
-        let present: Vec<String> = cols.iter().map(|c| format!("{} IS NOT NULL", ident(c))).collect();
-        let first = format!("min({}) OVER (PARTITION BY {})", ident(RECORD), part.join(", "));
+        let part: Vec<String> = cols.iter().map(|c| format!("typed.{}", ident(c))).collect();
+        let present: Vec<String> = cols.iter().map(|c| format!("typed.{} IS NOT NULL", ident(c))).collect();
+        let first = format!("min(typed.{}) OVER (PARTITION BY {})", ident(RECORD), part.join(", "));
         outer.push(format!(
-            "  CASE WHEN {} AND {first} < {} THEN {first} END AS {}",
+            "  CASE WHEN {} AND {first} < typed.{} THEN {first} END AS {}",
             present.join(" AND "),
             ident(RECORD),
             ident(&duplicate_column(what))
@@ -169,8 +278,30 @@ pub fn extract_sql(stage: &StagePlan, path: &str) -> ExtractSql {
     for c in stage.columns.iter().filter(|c| c.unique && !key_is(c)) {
         dup(&c.name, std::slice::from_ref(&c.name));
     }
+    let mut joins = String::new();
+    for (i, r) in stage.lookups.references.iter().enumerate() {
+        let alias = format!("__ref{i}");
+        let v = format!("typed.{}", ident(&r.column));
+        let k = format!("{alias}.{}", ident(&r.ref_column));
+        joins.push_str(&format!("\nLEFT JOIN {} AS {alias} ON {k} = {v}", r.relation));
+        outer.push(format!("  ({v} IS NOT NULL AND {k} IS NULL) AS {}", ident(&missing_column(&r.column))));
+    }
+    if let Some(current) = &stage.lookups.current {
+        let on: Vec<String> = stage.target.key.iter().map(|k| format!("__current.{0} = typed.{0}", ident(k))).collect();
+        joins.push_str(&format!("\nLEFT JOIN {current} AS __current ON {}", on.join(" AND ")));
+        let same: Vec<String> = stage
+            .columns
+            .iter()
+            .filter(|c| !stage.target.key.contains(&c.name))
+            .map(|c| format!("__current.{0} IS NOT DISTINCT FROM typed.{0}", ident(&c.name)))
+            .chain(std::iter::once(format!("__current.{} IS NOT NULL", ident(&stage.target.key[0]))))
+            .collect();
+        outer.push(format!("  ({}) AS {}", same.join(" AND "), ident(UNCHANGED)));
+    } else {
+        outer.push(format!("  false AS {}", ident(UNCHANGED)));
+    }
     let select = format!(
-        "SELECT\n{}\nFROM (\n  SELECT\n{}\n  FROM {}\n) AS typed\nORDER BY {}",
+        "SELECT\n{}\nFROM (\n  SELECT\n{}\n  FROM {}\n) AS typed{joins}\nORDER BY typed.{}",
         outer.join(",\n"),
         inner.join(",\n"),
         ident(&raw_table(stage)),

@@ -6,22 +6,28 @@ use crate::spec::model::{ColumnType, LoadMode};
 use super::extract::ident;
 use super::{ColumnPlan, Dialect, TargetPlan};
 
+/// The catalog a DuckDB target's file is attached as in the run's DuckDB database.
+pub const DUCKDB_CATALOG: &str = "etl_target";
+
 /// A stage's target SQL, in the order it runs.
 #[derive(Debug, Clone, Default)]
 pub struct LoadSql {
-    /// Creates the table when missing (with its key and unique constraints).
+    /// Creates the table when missing. PostgreSQL: the columns only, so the first load is a bulk
+    /// COPY into a bare table; DuckDB: with its key and unique constraints.
     pub create_table: Vec<String>,
+    /// Adds the key and unique constraints to a table created bare (PostgreSQL), after its first
+    /// load: one index build each instead of per-row upkeep.
+    pub constraints: Vec<String>,
     /// Creates the requested indexes when missing.
     pub create_indexes: Vec<String>,
     /// Adds the foreign keys (checked against the catalog before running).
     pub foreign_keys: Vec<ForeignKey>,
     /// Creates the per-transaction staging table.
     pub create_staging: String,
-    /// Fills the staging table (PostgreSQL COPY; DuckDB appends).
+    /// Fills the staging table (PostgreSQL: COPY in binary format; DuckDB: COPY of a CSV file).
     pub copy: String,
-    /// Per referencing column: deletes staged rows whose value is not in the referenced table,
-    /// returning their record numbers and values (the rejects).
-    pub reference_checks: Vec<(String, String)>,
+    /// PostgreSQL: COPYs the rows straight into the table (a table that is new or empty).
+    pub copy_direct: String,
     /// Writes the staged rows into the table.
     pub merge: Vec<String>,
 }
@@ -87,7 +93,7 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
     let mut create_table = Vec::new();
     if let Some(sk) = &t.surrogate_key {
         match t.dialect {
-            Dialect::Postgres => defs.push(format!("{} BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", ident(sk))),
+            Dialect::Postgres => defs.push(format!("{} BIGINT GENERATED ALWAYS AS IDENTITY", ident(sk))),
             Dialect::Duckdb => {
                 let seq = format!("{}_{}_seq", t.table, sk);
                 create_table.push(format!("CREATE SEQUENCE IF NOT EXISTS {}", ident(&seq)));
@@ -99,23 +105,36 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
         let null = if c.nullable { "" } else { " NOT NULL" };
         defs.push(format!("{} {}{null}", ident(&c.name), sql_type(c, t.dialect)));
     }
+    let mut keys: Vec<String> = Vec::new();
+    if let Some(sk) = &t.surrogate_key
+        && t.dialect == Dialect::Postgres
+    {
+        keys.push(format!("CONSTRAINT {} PRIMARY KEY ({})", ident(&constraint_name(&t.table, std::slice::from_ref(sk), "pkey")), ident(sk)));
+    }
     if !t.key.is_empty() {
         let cols: Vec<String> = t.key.iter().map(|k| ident(k)).collect();
         let kind = if t.surrogate_key.is_some() { "UNIQUE" } else { "PRIMARY KEY" };
         let suffix = if t.surrogate_key.is_some() { "key" } else { "pkey" };
-        defs.push(format!(
+        keys.push(format!(
             "CONSTRAINT {} {kind} ({})",
             ident(&constraint_name(&t.table, &t.key, suffix)),
             cols.join(", ")
         ));
     }
     for c in columns.iter().filter(|c| c.unique && !(t.key.len() == 1 && t.key[0] == c.name)) {
-        defs.push(format!(
+        keys.push(format!(
             "CONSTRAINT {} UNIQUE ({})",
             ident(&constraint_name(&t.table, std::slice::from_ref(&c.name), "key")),
             ident(&c.name)
         ));
     }
+    let constraints = match t.dialect {
+        Dialect::Postgres => keys.iter().map(|k| format!("ALTER TABLE {table} ADD {k}")).collect(),
+        Dialect::Duckdb => {
+            defs.append(&mut keys);
+            Vec::new()
+        }
+    };
     let mut foreign_keys = Vec::new();
     for c in columns {
         let Some((rtable, rcol)) = &c.references else { continue };
@@ -148,34 +167,17 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
     let names: Vec<String> = columns.iter().map(|c| ident(&c.name)).collect();
     let list = names.join(", ");
     let staging = ident(&staging_table(t));
-    let record = ident(super::extract::RECORD);
     let create_staging = match t.dialect {
-        Dialect::Postgres => {
-            format!("CREATE TEMP TABLE {staging} ON COMMIT DROP AS SELECT NULL::BIGINT AS {record}, {list} FROM {table} WITH NO DATA")
-        }
-        Dialect::Duckdb => format!("CREATE OR REPLACE TEMP TABLE {staging} AS SELECT NULL::BIGINT AS {record}, {list} FROM {table} LIMIT 0"),
+        Dialect::Postgres => format!("CREATE TEMP TABLE {staging} ON COMMIT DROP AS SELECT {list} FROM {table} WITH NO DATA"),
+        Dialect::Duckdb => format!("CREATE OR REPLACE TEMP TABLE {staging} AS SELECT {list} FROM {table} LIMIT 0"),
     };
-    let copy = match t.dialect {
-        Dialect::Postgres => format!("COPY {staging} ({record}, {list}) FROM STDIN (FORMAT csv)"),
-        Dialect::Duckdb => format!("INSERT INTO {staging} SELECT {record}, {list} FROM batch"),
+    let (copy, copy_direct) = match t.dialect {
+        Dialect::Postgres => (
+            format!("COPY {staging} ({list}) FROM STDIN (FORMAT binary)"),
+            format!("COPY {table} ({list}) FROM STDIN (FORMAT binary)"),
+        ),
+        Dialect::Duckdb => (format!("COPY {staging} FROM 'batch.csv' (FORMAT csv, HEADER false, ALLOW_QUOTED_NULLS false)"), String::new()),
     };
-    let reference_checks = foreign_keys
-        .iter()
-        .map(|fk| {
-            let rq = match &t.schema {
-                Some(s) => format!("{}.{}", ident(s), ident(&fk.table)),
-                None => ident(&fk.table),
-            };
-            let c = ident(&fk.column);
-            (
-                fk.column.clone(),
-                format!(
-                    "DELETE FROM {staging} AS s WHERE s.{c} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {rq} AS r WHERE r.{} = s.{c}) RETURNING s.{record}, s.{c}",
-                    ident(&fk.ref_column)
-                ),
-            )
-        })
-        .collect();
     let insert = format!("INSERT INTO {table} AS t ({list})\nSELECT {list} FROM {staging}");
     let merge = match t.mode {
         LoadMode::Append => vec![insert],
@@ -206,5 +208,5 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
             }
         }
     };
-    LoadSql { create_table, create_indexes, foreign_keys, create_staging, copy, reference_checks, merge }
+    LoadSql { create_table, constraints, create_indexes, foreign_keys, create_staging, copy, copy_direct, merge }
 }

@@ -52,6 +52,8 @@ pub struct StagePlan {
     pub max_rejects: Option<u64>,
     /// Error budget: largest rejected fraction allowed.
     pub max_reject_ratio: Option<f64>,
+    /// The relations the extract joins (referenced keys, current rows).
+    pub lookups: extract::Lookups,
 }
 
 /// A compiled column.
@@ -205,6 +207,7 @@ pub fn compile(spec: &Spec) -> Plan {
                 sql: load::LoadSql::default(),
             };
             target.sql = load::compile(&target, &columns);
+            let lookups = extract::lookups(name, &target, &columns);
             let tolerance = spec.defaults.tolerance.map_or(Decimal::ZERO, |t| t.0);
             StagePlan {
                 name: (*name).to_string(),
@@ -218,6 +221,7 @@ pub fn compile(spec: &Spec) -> Plan {
                 batch_size: st.batch_size.or(spec.defaults.batch_size).unwrap_or(DEFAULT_BATCH_SIZE),
                 max_rejects: st.max_rejects.or(spec.defaults.max_rejects),
                 max_reject_ratio: st.max_reject_ratio.or(spec.defaults.max_reject_ratio),
+                lookups,
             }
         })
         .collect();

@@ -90,13 +90,14 @@ fn stage(out: &mut String, st: &StagePlan) {
         let _ = writeln!(out, "[{}] {}: {}", severity_word(c.severity), c.rule, c.condition);
         let _ = writeln!(out, "    violation: {}", c.violation);
     }
-    for c in st.columns.iter().filter(|c| c.references.is_some()) {
-        let (table, col) = c.references.as_ref().expect("filtered");
-        let _ = writeln!(out, "[error] references: {} exists in {table}.{col} (checked in the target, step 4)", c.name);
-    }
-
     let _ = writeln!(out, "\n-- 3. target DDL ({dialect}; run when the table is missing)");
     for s in &t.sql.create_table {
+        let _ = writeln!(out, "{s};");
+    }
+    if !t.sql.constraints.is_empty() {
+        let _ = writeln!(out, "-- after the first load into the new table:");
+    }
+    for s in &t.sql.constraints {
         let _ = writeln!(out, "{s};");
     }
     for s in &t.sql.create_indexes {
@@ -106,12 +107,25 @@ fn stage(out: &mut String, st: &StagePlan) {
         let _ = writeln!(out, "{};", fk.sql);
     }
 
-    let _ = writeln!(out, "\n-- 4. load ({dialect}; one transaction, advisory lock on the table)");
-    let _ = writeln!(out, "{};", t.sql.create_staging);
-    let _ = writeln!(out, "{};  -- per batch of {} rows", t.sql.copy, st.batch_size);
-    for (column, sql) in &t.sql.reference_checks {
-        let _ = writeln!(out, "{sql};  -- rejects rows whose {column} is not in the referenced table");
+    let _ = writeln!(out, "\n-- 4. lookups joined by step 1 (filled before it, in the stage's transaction)");
+    for r in &st.lookups.references {
+        let _ = writeln!(out, "{}: the values of {}.{} ({} must be one of them)", r.relation, r.table, r.ref_column, r.column);
     }
+    if let Some(c) = &st.lookups.current {
+        let _ = writeln!(out, "{c}: the table's current rows (a row equal to its current one is not written)");
+    }
+    if st.lookups.references.is_empty() && st.lookups.current.is_none() {
+        let _ = writeln!(out, "(none)");
+    }
+
+    let _ = writeln!(out, "\n-- 5. load ({dialect}; one transaction, the table locked against other writers)");
+    if t.dialect == super::Dialect::Postgres {
+        let _ = writeln!(out, "-- a new or empty table (or mode append):");
+        let _ = writeln!(out, "{};  -- one COPY, fed batch by batch ({} rows)", t.sql.copy_direct, st.batch_size);
+        let _ = writeln!(out, "-- a table with rows:");
+    }
+    let _ = writeln!(out, "{};", t.sql.create_staging);
+    let _ = writeln!(out, "{};  -- batches of {} rows", t.sql.copy, st.batch_size);
     for s in &t.sql.merge {
         let _ = writeln!(out, "{s};");
     }
