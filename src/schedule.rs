@@ -46,9 +46,7 @@ pub struct JobRow {
     pub last_status: Option<String>,
 }
 
-fn db(what: &'static str) -> impl Fn(sqlx::Error) -> ExecError {
-    move |e| ExecError::Database { what: what.into(), message: e.to_string() }
-}
+use crate::exec::postgres::db;
 
 /// Saves a job (replacing one with the same id; pause state is kept unless `enabled` says
 /// otherwise for a new job).

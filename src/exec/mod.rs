@@ -88,6 +88,16 @@ pub enum ExecError {
         /// The server's message.
         message: String,
     },
+    /// The connection to the database broke mid-run (a restart, a network cut, a terminated
+    /// session); the unfinished stage was rolled back with it.
+    #[error("lost the connection to PostgreSQL while trying to {what}: {message}")]
+    #[diagnostic(code(run::connection_lost), help("the server restarted or dropped the session; nothing of the unfinished stage was committed, so run again"))]
+    ConnectionLost {
+        /// What was attempted.
+        what: String,
+        /// The driver's message.
+        message: String,
+    },
     /// An existing target table does not match the spec; nothing was loaded.
     #[error("table {table} does not match the spec: {problems}")]
     #[diagnostic(code(run::table_mismatch), help("alter the table to match, or drop it and let etl create it"))]
@@ -123,6 +133,18 @@ impl ExecError {
     fn polars(what: &'static str) -> impl Fn(polars::error::PolarsError) -> ExecError {
         move |e| ExecError::Polars { what, message: e.to_string() }
     }
+    /// A PostgreSQL error: a broken connection (exit 3) or a failed statement.
+    pub fn database(what: impl Into<String>, e: sqlx::Error) -> ExecError {
+        let lost = match &e {
+            sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
+            // SQLSTATE class 08 (connection exception) and 57P (the server shut down or
+            // terminated the session).
+            sqlx::Error::Database(d) => d.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+            _ => false,
+        };
+        let (what, message) = (what.into(), e.to_string());
+        if lost { ExecError::ConnectionLost { what, message } } else { ExecError::Database { what, message } }
+    }
     fn csv(path: &Path) -> impl Fn(duckdb::Error) -> ExecError + '_ {
         move |e| ExecError::Csv { file: path.display().to_string(), message: first_line(&e.to_string()) }
     }
@@ -130,7 +152,7 @@ impl ExecError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            ExecError::Source { .. } | ExecError::Connect { .. } => crate::exit::CONNECT,
+            ExecError::Source { .. } | ExecError::Connect { .. } | ExecError::ConnectionLost { .. } => crate::exit::CONNECT,
             _ => crate::exit::ERROR,
         }
     }
@@ -459,7 +481,13 @@ pub fn run(loaded: &crate::spec::LoadedSpec, plan: &Plan, opts: &RunOptions) -> 
     if !opts.dry_run && opts.stages.is_none() {
         for a in &plan.analytics {
             let result = match targets.get(&a.connection) {
-                Some(Target::Pg(pg)) => pg.block(run_analytic(pg.pool(), &a.name, &a.sql)),
+                Some(Target::Pg(pg)) => {
+                    let schema = match spec.connections.get(&a.connection) {
+                        Some(Connection::Postgres(c)) => c.schema.as_deref(),
+                        _ => None,
+                    };
+                    pg.block(run_analytic(pg.pool(), &a.name, &a.sql, schema))
+                }
                 Some(Target::Duck(d)) => d.analytic(&a.name, &a.sql),
                 None => continue,
             };
@@ -659,7 +687,7 @@ fn pg_stage(
         progress.detail(&st.name, "keys, indexes and foreign keys built");
     }
     if let Some(t) = own_tx.take() {
-        pg.block(t.commit()).map_err(|e| ExecError::Database { what: "commit the stage".into(), message: e.to_string() })?;
+        pg.block(t.commit()).map_err(|e| ExecError::database("commit the stage", e))?;
     }
     report.status = status_of(&report);
     Ok(report)
@@ -784,8 +812,11 @@ fn fetch_sources(
     Ok(out)
 }
 
-async fn run_analytic(pool: &sqlx::PgPool, name: &str, sql: &str) -> Result<AnalyticResult, ExecError> {
+/// Runs an analytics query; with the connection's `schema` first on the search path, so the
+/// query's unqualified table names are the ones the stages loaded.
+async fn run_analytic(pool: &sqlx::PgPool, name: &str, sql: &str, schema: Option<&str>) -> Result<AnalyticResult, ExecError> {
     use sqlx::Row;
+    let fail = |e: sqlx::Error| ExecError::database(format!("run analytics `{name}`"), e);
     // json_each_text keeps the query's column order and prints each value exactly as PostgreSQL
     // does (numeric in full), so no value passes through a float.
     let wrapped = format!(
@@ -793,10 +824,16 @@ async fn run_analytic(pool: &sqlx::PgPool, name: &str, sql: &str) -> Result<Anal
          LATERAL json_each_text(r.j) WITH ORDINALITY AS e(key, value, pos) ORDER BY r.n, e.pos",
         sql.trim().trim_end_matches(';')
     );
-    let rows = sqlx::query(postgres::generated(&wrapped))
-        .fetch_all(pool)
-        .await
-        .map_err(|e| ExecError::Database { what: format!("run analytics `{name}`"), message: e.to_string() })?;
+    let mut tx = pool.begin().await.map_err(fail)?;
+    if let Some(s) = schema {
+        sqlx::query("SELECT set_config('search_path', $1 || ', ' || current_setting('search_path'), true)")
+            .bind(crate::plan::extract::ident(s))
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+    }
+    let rows = sqlx::query(postgres::generated(&wrapped)).fetch_all(&mut *tx).await.map_err(fail)?;
+    tx.rollback().await.map_err(fail)?;
     let mut result = AnalyticResult { name: name.to_string(), columns: Vec::new(), rows: Vec::new() };
     let mut current: Option<i64> = None;
     for r in rows {
@@ -835,7 +872,7 @@ pub fn clean(spec: &Spec, plan: &Plan, opts: &RunOptions) -> Result<Vec<String>,
                     let q = crate::plan::load::qualified(&st.target);
                     let exists: Option<String> = pg
                         .block(sqlx::query_scalar("SELECT to_regclass($1)::text").bind(&q).fetch_one(pg.pool()))
-                        .map_err(|e| ExecError::Database { what: "look up a table".into(), message: e.to_string() })?;
+                        .map_err(|e| ExecError::database("look up a table", e))?;
                     if exists.is_some() {
                         tables.push(q);
                     }
@@ -843,7 +880,7 @@ pub fn clean(spec: &Spec, plan: &Plan, opts: &RunOptions) -> Result<Vec<String>,
                 if !tables.is_empty() {
                     let sql = format!("TRUNCATE {}", tables.join(", "));
                     pg.block(sqlx::query(postgres::generated(&sql)).execute(pg.pool()))
-                        .map_err(|e| ExecError::Database { what: "empty the tables".into(), message: e.to_string() })?;
+                        .map_err(|e| ExecError::database("empty the tables", e))?;
                     done.extend(tables.into_iter().map(|t| format!("{t} in {}", pg.label)));
                 }
             }

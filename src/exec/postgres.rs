@@ -106,9 +106,9 @@ impl Pg {
 
     /// Applies the engine's migrations (etl_runs, etl_run_stages, etl_rejects, ...).
     pub fn migrate(&self) -> Result<(), ExecError> {
-        self.block(sqlx::migrate!("./migrations").run(&self.pool)).map_err(|e| ExecError::Database {
-            what: "apply the engine's migrations".into(),
-            message: e.to_string(),
+        self.block(sqlx::migrate!("./migrations").run(&self.pool)).map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(e) => ExecError::database("apply the engine's migrations", e),
+            e => ExecError::Database { what: "apply the engine's migrations".into(), message: e.to_string() },
         })
     }
 
@@ -124,8 +124,9 @@ pub fn generated(sql: &str) -> sqlx::AssertSqlSafe<String> {
     sqlx::AssertSqlSafe(sql.to_string())
 }
 
-fn db(what: &'static str) -> impl Fn(sqlx::Error) -> ExecError {
-    move |e| ExecError::Database { what: what.into(), message: e.to_string() }
+/// Maps a driver error of the statement doing `what`.
+pub fn db(what: &'static str) -> impl Fn(sqlx::Error) -> ExecError {
+    move |e| ExecError::database(what, e)
 }
 
 /// Creates the stage's table when missing (with its key), or checks that the existing one holds

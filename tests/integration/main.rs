@@ -1,6 +1,7 @@
 //! The one integration-test binary: every test file is a module here, so the stack links once.
 
 mod extract;
+mod faults;
 mod run;
 mod schedule;
 mod services;

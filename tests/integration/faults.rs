@@ -1,0 +1,157 @@
+//! Faults survived, each asserting the database afterwards: a run killed with SIGKILL in the
+//! middle of a stage's COPY, and a run whose database session is cut mid-load (what a server
+//! restart does to it), leave the tables exactly as they were and the run never `succeeded`; the
+//! next run completes.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::extract::generate;
+use crate::run::TestDb;
+use crate::util::root;
+
+/// `--set`s pointing small_etl.yaml at `dir` and at the test's schema, the engine's own tables
+/// (etl_runs) included: the schema is first on the session's search path.
+fn sets(db: &TestDb, dir: &Path) -> Vec<String> {
+    let url = format!("{}?options=-c%20search_path%3D{}", db.url, db.schema);
+    vec![
+        "--set".into(),
+        format!("connections.db={{type: postgres, url: '{url}', schema: {}}}", db.schema),
+        "--set".into(),
+        format!("connections.lake={{type: local, path: '{}'}}", dir.display()),
+    ]
+}
+
+/// Runs small_etl.yaml on `dir` into the test's schema to the end.
+fn run(db: &TestDb, dir: &Path) -> crate::util::Output {
+    let mut args: Vec<String> = vec!["run".into(), "specs/small_etl.yaml".into()];
+    args.extend(sets(db, dir));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    crate::util::etl(&refs, &[])
+}
+
+/// A running `etl run -v` whose stderr lines are collected as they come.
+struct Running {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Running {
+    /// Starts small_etl.yaml on `dir` and returns once a line of its stderr contains `marker`
+    /// (the stage is then in the middle of its COPY).
+    fn until(db: &TestDb, dir: &Path, marker: &str) -> Running {
+        let mut args: Vec<String> = vec!["run".into(), "specs/small_etl.yaml".into(), "-v".into()];
+        args.extend(sets(db, dir));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_etl"))
+            .args(&args)
+            .current_dir(root())
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let running = Running { child, lines };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !running.lines.lock().unwrap().iter().any(|l| l.contains(marker)) {
+            assert!(Instant::now() < deadline, "`{marker}` never appeared on stderr:\n{}", running.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        running
+    }
+
+    /// Waits for the end; the exit code (None: killed by a signal).
+    fn wait(&mut self) -> Option<i32> {
+        let status = self.child.wait().unwrap();
+        // Let the reader take the last lines.
+        std::thread::sleep(Duration::from_millis(200));
+        status.code()
+    }
+
+    fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A digest of a table's rows (or `absent`).
+fn digest(db: &TestDb, table: &str) -> String {
+    let exists = db.count(&format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{}' AND tablename = '{table}'", db.schema));
+    if exists == 0 {
+        return "absent".into();
+    }
+    db.texts(&format!(
+        "SELECT count(*)::text || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {}.{table} AS t",
+        db.schema
+    ))
+    .remove(0)
+}
+
+#[test]
+fn a_run_killed_mid_copy_leaves_the_tables_as_they_were_and_the_next_run_completes() {
+    let first = generate(500, 2_000, 0.0, 31);
+    let second = generate(4_000, 200_000, 0.0, 32);
+    let db = TestDb::new("killed");
+    run(&db, first.path()).expect_code(0);
+    let before = (digest(&db, "asset"), digest(&db, "trade"));
+    let mut running = Running::until(&db, second.path(), "trades: staged");
+    running.child.kill().unwrap();
+    assert_eq!(running.wait(), None, "the run ended on its own before the kill:\n{}", running.log());
+    // The killed run's session dies with it and the server rolls its stage back. The assets stage
+    // had committed before trades began; the trade table is untouched.
+    let after = (digest(&db, "asset"), digest(&db, "trade"));
+    assert_eq!(after.1, before.1, "the trade table changed under a killed run\n{}", running.log());
+    assert_ne!(after.0, before.0, "the assets stage had committed\n{}", running.log());
+    let statuses = db.texts(&format!("SELECT status FROM {}.etl_runs ORDER BY run_id", db.schema));
+    assert_eq!(statuses, ["succeeded", "running"], "the killed run is never `succeeded`");
+    let out = run(&db, second.path());
+    out.expect_code(0);
+    // Both files' trades, their ids overlapping (ids count per day).
+    let ids: std::collections::BTreeSet<String> = [first.path(), second.path()]
+        .iter()
+        .flat_map(|d| std::fs::read_to_string(d.join("trades.csv")).unwrap().lines().skip(1).map(|l| l.split(',').nth(3).unwrap().to_string()).collect::<Vec<_>>())
+        .collect();
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.trade", db.schema)), ids.len() as i64, "{}", out.evidence());
+}
+
+#[test]
+fn a_session_cut_mid_load_exits_3_and_leaves_no_partial_stage() {
+    let data = generate(4_000, 200_000, 0.0, 33);
+    let db = TestDb::new("cut");
+    let mut running = Running::until(&db, data.path(), "trades: staged");
+    // What a server restart does to a session: the server terminates it.
+    let killed = db.count(&format!(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE application_name = 'etl' AND pid <> pg_backend_pid() AND query LIKE '%{}%') AS t",
+        db.schema
+    ));
+    assert!(killed >= 1, "no session of the run was found");
+    let code = running.wait();
+    let log = running.log();
+    assert_eq!(code, Some(3), "{log}");
+    assert!(log.contains("lost the connection to PostgreSQL"), "{log}");
+    assert_eq!(digest(&db, "trade"), "absent", "a partial trades stage is visible\n{log}");
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.asset", db.schema)), 4_000);
+    let statuses = db.texts(&format!("SELECT status FROM {}.etl_runs ORDER BY run_id", db.schema));
+    assert!(statuses.len() == 1 && statuses[0] != "succeeded", "{statuses:?}");
+    let rerun = run(&db, data.path());
+    rerun.expect_code(0);
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.trade", db.schema)), 200_000, "{}", rerun.evidence());
+}
