@@ -202,3 +202,39 @@ fn an_invalid_spec_fails_its_firing_and_the_scheduler_goes_on() {
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("the spec is invalid") && log.contains("did you mean `string`?"), "the diagnostic is logged\n{log}");
 }
+
+#[test]
+fn a_killed_scheduler_restarts_with_its_jobs_and_skips_the_firings_it_missed() {
+    let data = generate(20, 0, 0.0, 25);
+    let db = TestDb::new("restart");
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec_file(&db, data.path(), dir.path(), "*/2 * * * * *");
+    sched(&["add", "--job-id", "nightly", "--etl-command", "assets", "--interval", "day", "--at", "03:00"], &spec).expect_code(0);
+    sched(&["pause", "--job-id", "nightly"], &spec).expect_code(0);
+    let firings = |status: &str| {
+        db.count(&format!("SELECT count(*) FROM {}.etl_schedule_firings WHERE status = '{status}'", db.schema))
+    };
+    let mut first = Scheduler::start(&spec, dir.path().join("a.log"));
+    wait_for("a first firing", Duration::from_secs(30), || firings("succeeded") >= 1, || first.log());
+    // SIGKILL: no graceful shutdown, no chance to write anything.
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let killed_at = db.texts("SELECT (now() + interval '1 second')::text").remove(0);
+    std::thread::sleep(Duration::from_secs(6));
+    let restarted_at = db.texts("SELECT now()::text").remove(0);
+    let second = Scheduler::start(&spec, dir.path().join("b.log"));
+    let after = format!("SELECT count(*) FROM {}.etl_schedule_firings WHERE status = 'succeeded' AND fire_at > '{restarted_at}'", db.schema);
+    wait_for("a firing after the restart", Duration::from_secs(30), || db.count(&after) >= 1, || second.log());
+    // The policy: a firing that fell while no scheduler ran is skipped, not run late.
+    let missed = db.count(&format!(
+        "SELECT count(*) FROM {}.etl_schedule_firings WHERE fire_at > '{killed_at}' AND fire_at < '{restarted_at}'",
+        db.schema
+    ));
+    assert_eq!(missed, 0, "a missed firing was run on restart\n{}", second.log());
+    // The jobs and their state survived the kill.
+    let out = sched(&["list"], &spec);
+    assert!(out.stdout.lines().any(|l| l.starts_with("nightly") && l.contains("paused")), "{}", out.evidence());
+    assert!(out.stdout.lines().any(|l| l.starts_with("often") && l.contains("succeeded")), "{}", out.evidence());
+    let (code, log) = second.stop();
+    assert_eq!(code, 0, "{log}");
+}
