@@ -46,34 +46,15 @@ impl Reader {
         Ok(Reader { conn })
     }
 
-    /// The file's header as DuckDB reads it.
-    pub fn header(&self, stage: &StagePlan, path: &Path) -> Result<Vec<String>, ExecError> {
-        let sql = format!("DESCRIBE SELECT * FROM {}", extract::read_csv(stage, &path.display().to_string()));
-        let mut stmt = self.conn.prepare(&sql).map_err(ExecError::csv(path))?;
-        let names = stmt
-            .query_map([], |row| row.get::<_, String>(0))
-            .map_err(ExecError::csv(path))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(ExecError::csv(path))?;
-        Ok(names)
-    }
-
     /// Stages the file's rows as text. Returns the number of rows and the malformed lines.
     pub fn stage(&self, stage: &StagePlan, path: &Path, shown: &str) -> Result<(u64, Vec<CsvError>), ExecError> {
-        if stage.csv.header {
-            let header = self.header(stage, path)?;
-            let missing: Vec<&str> =
-                stage.columns.iter().map(|c| c.header.as_str()).filter(|h| !header.iter().any(|x| x == h)).collect();
-            if !missing.is_empty() {
-                return Err(ExecError::Header {
-                    file: shown.to_string(),
-                    missing: missing.join(", "),
-                    found: header.join(", "),
-                });
-            }
-        }
-        let sql = extract::extract_sql(stage, &path.display().to_string());
-        self.conn.execute_batch(&sql.stage_raw).map_err(ExecError::csv(path))?;
+        let columns = if stage.csv.header {
+            file_columns(stage, path, shown)?
+        } else {
+            stage.columns.iter().map(|c| c.header.clone()).collect()
+        };
+        let sql = extract::stage_raw_sql(stage, &path.display().to_string(), &columns);
+        self.conn.execute_batch(&sql).map_err(ExecError::csv(path))?;
         let rows: u64 = self
             .conn
             .query_row(&format!("SELECT count(*) FROM {}", ident(&extract::raw_table(stage))), [], |r| r.get::<_, i64>(0))
@@ -109,8 +90,8 @@ impl Reader {
         batch_rows: usize,
         mut each: impl FnMut(DataFrame) -> Result<(), ExecError>,
     ) -> Result<(), ExecError> {
-        let sql = extract::extract_sql(stage, &path.display().to_string());
-        let mut stmt = self.conn.prepare(&sql.select).map_err(ExecError::duckdb("prepare the typed select"))?;
+        let _ = path;
+        let mut stmt = self.conn.prepare(&extract::select_sql(stage)).map_err(ExecError::duckdb("prepare the typed select"))?;
         let arrow = stmt.query_arrow([]).map_err(ExecError::duckdb("run the typed select"))?;
         let mut pending: Option<DataFrame> = None;
         for batch in arrow {
@@ -148,6 +129,100 @@ impl Reader {
     pub fn connection(&self) -> &duckdb::Connection {
         &self.conn
     }
+}
+
+/// The columns of a file with a header, checked against the spec: every column the spec reads
+/// is there, once. A repeated name the spec does not read is renamed (`name_2`) and ignored.
+fn file_columns(stage: &StagePlan, path: &Path, shown: &str) -> Result<Vec<String>, ExecError> {
+    let csv_error = |message: String| ExecError::Csv { file: shown.to_string(), message };
+    let mut header = read_header(path, &stage.csv).map_err(csv_error)?;
+    let reads = |h: &str| stage.columns.iter().any(|c| c.header == h);
+    let mut seen: Vec<String> = Vec::new();
+    for (i, name) in header.iter_mut().enumerate() {
+        if name.is_empty() {
+            *name = format!("column{}", i + 1);
+        }
+        if let Some(first) = seen.iter().position(|s| s == name) {
+            if reads(name) {
+                return Err(csv_error(format!(
+                    "the header names `{name}` twice (columns {} and {}), so which one to read is unclear; rename one",
+                    first + 1,
+                    i + 1
+                )));
+            }
+            let mut n = 2;
+            while seen.contains(&format!("{name}_{n}")) {
+                n += 1;
+            }
+            *name = format!("{name}_{n}");
+        }
+        seen.push(name.clone());
+    }
+    let missing: Vec<&str> = stage.columns.iter().map(|c| c.header.as_str()).filter(|h| !header.iter().any(|x| x == h)).collect();
+    if !missing.is_empty() {
+        return Err(ExecError::Header { file: shown.to_string(), missing: missing.join(", "), found: header.join(", ") });
+    }
+    Ok(header)
+}
+
+/// Reads a file's first record (its header) and splits it into fields: a byte-order mark
+/// dropped, quotes and escapes honored, in the spec's encoding.
+pub fn read_header(path: &Path, csv: &crate::plan::CsvDialect) -> Result<Vec<String>, String> {
+    use crate::spec::model::Encoding;
+    use std::io::Read;
+    let mut buf = Vec::new();
+    std::fs::File::open(path).and_then(|f| f.take(4 << 20).read_to_end(&mut buf)).map_err(|e| e.to_string())?;
+    if buf.is_empty() {
+        return Err("the file is empty: there is no header line".into());
+    }
+    let text: String = match csv.encoding {
+        Encoding::Utf8 => String::from_utf8_lossy(buf.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&buf)).into_owned(),
+        Encoding::Latin1 => buf.iter().map(|&b| char::from(b)).collect(),
+        Encoding::Utf16 => {
+            let (big, body) = match buf.as_slice() {
+                [0xfe, 0xff, rest @ ..] => (true, rest),
+                [0xff, 0xfe, rest @ ..] => (false, rest),
+                rest => (false, rest),
+            };
+            let units = body.chunks_exact(2).map(|p| if big { u16::from_be_bytes([p[0], p[1]]) } else { u16::from_le_bytes([p[0], p[1]]) });
+            char::decode_utf16(units).map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER)).collect()
+        }
+    };
+    let one = |s: &str| s.chars().next().unwrap_or('\0');
+    let (delim, quote, escape) = (one(&csv.delimiter), one(&csv.quote), one(&csv.escape));
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    loop {
+        let Some(c) = chars.next() else {
+            if quoted {
+                return Err("the header line opens a quote that is never closed".into());
+            }
+            fields.push(field);
+            break;
+        };
+        if quoted {
+            if c == escape && chars.peek() == Some(&quote) {
+                field.push(quote);
+                chars.next();
+            } else if c == quote {
+                quoted = false;
+            } else {
+                field.push(c);
+            }
+        } else if c == quote {
+            quoted = true;
+        } else if c == delim {
+            fields.push(std::mem::take(&mut field));
+        } else if c == '\n' || c == '\r' {
+            fields.push(field);
+            break;
+        } else {
+            field.push(c);
+        }
+    }
+    Ok(fields)
 }
 
 /// Moves an arrow-rs record batch into a Polars DataFrame without copying the buffers: both

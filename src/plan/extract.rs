@@ -176,45 +176,34 @@ pub fn lookup_sql(relation: &str, columns: &[(String, ColumnType)], csv: Option<
     sql
 }
 
-/// The two DuckDB statements of a stage's extract.
-#[derive(Debug, Clone)]
-pub struct ExtractSql {
-    /// Reads the CSV with DuckDB's reader into a table of text, in file order; malformed lines
-    /// go to the reject table instead of aborting the file.
-    pub stage_raw: String,
-    /// Yields the record number, each column typed, each value that did not cast (as text), and
-    /// for repeated keys the record of their first occurrence; in file order.
-    pub select: String,
-}
-
-/// The `read_csv(...)` call of a stage.
-pub fn read_csv(stage: &StagePlan, path: &str) -> String {
+/// The `read_csv(...)` call of a stage whose file has the columns `file_columns` (its header's
+/// fields, or the spec's columns for a file without a header). Nothing is sniffed: every column is
+/// read as text, and a line that does not fit (too many or too few fields, an unterminated quote,
+/// bytes that are not the encoding's) goes to the reject table.
+pub fn read_csv(stage: &StagePlan, path: &str, file_columns: &[String]) -> String {
     let csv = &stage.csv;
     let nulls: Vec<String> = csv.null_values.iter().map(|n| literal(n)).collect();
-    let mut options = vec![
+    let columns: Vec<String> = file_columns.iter().map(|c| format!("{}: 'VARCHAR'", literal(c))).collect();
+    let options = [
         format!("header = {}", csv.header),
         format!("delim = {}", literal(&csv.delimiter)),
         format!("quote = {}", literal(&csv.quote)),
         format!("escape = {}", literal(&csv.escape)),
         format!("encoding = {}", literal(csv.encoding.duckdb_name())),
         format!("nullstr = [{}]", nulls.join(", ")),
-        "all_varchar = true".to_string(),
+        "auto_detect = false".to_string(),
+        format!("columns = {{{}}}", columns.join(", ")),
         "strict_mode = true".to_string(),
         "ignore_errors = true".to_string(),
         "store_rejects = true".to_string(),
         format!("rejects_table = {}", literal(&reject_table(stage))),
         format!("rejects_scan = {}", literal(&format!("csv_scans_{}", stage.name))),
     ];
-    if !csv.header {
-        // Without a header, the file's columns are the spec's, in order.
-        let names: Vec<String> = stage.columns.iter().map(|c| literal(&c.header)).collect();
-        options.push(format!("names = [{}]", names.join(", ")));
-    }
     format!("read_csv({}, {})", literal(path), options.join(", "))
 }
 
-/// Compiles a stage's extract for the CSV at `path`.
-pub fn extract_sql(stage: &StagePlan, path: &str) -> ExtractSql {
+/// The statement that reads the CSV into a table of text, in file order (see `read_csv`).
+pub fn stage_raw_sql(stage: &StagePlan, path: &str, file_columns: &[String]) -> String {
     let headers: Vec<String> = stage
         .columns
         .iter()
@@ -226,13 +215,13 @@ pub fn extract_sql(stage: &StagePlan, path: &str) -> ExtractSql {
             }
         })
         .collect();
-    let stage_raw = format!(
-        "CREATE OR REPLACE TEMP TABLE {} AS\nSELECT\n{}\nFROM {}",
-        ident(&raw_table(stage)),
-        headers.join(",\n"),
-        read_csv(stage, path)
-    );
+    format!("CREATE OR REPLACE TEMP TABLE {} AS\nSELECT\n{}\nFROM {}", ident(&raw_table(stage)), headers.join(",\n"), read_csv(stage, path, file_columns))
+}
 
+/// The query that yields the record number, each column typed, each value that did not cast
+/// (as text), for repeated keys the record of their first occurrence, and the lookups' flags; in
+/// file order.
+pub fn select_sql(stage: &StagePlan) -> String {
     // Row ids count from 0 in a committed table but from 2^55 in one created inside an open
     // transaction (a DuckDB target's stage): the record number is the offset from the first.
     let raw = ident(&raw_table(stage));
@@ -300,12 +289,11 @@ pub fn extract_sql(stage: &StagePlan, path: &str) -> ExtractSql {
     } else {
         outer.push(format!("  false AS {}", ident(UNCHANGED)));
     }
-    let select = format!(
+    format!(
         "SELECT\n{}\nFROM (\n  SELECT\n{}\n  FROM {}\n) AS typed{joins}\nORDER BY typed.{}",
         outer.join(",\n"),
         inner.join(",\n"),
         ident(&raw_table(stage)),
         ident(RECORD)
-    );
-    ExtractSql { stage_raw, select }
+    )
 }

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::extract::extract_sql;
+use super::extract::{select_sql, stage_raw_sql};
 use super::load::qualified;
 use super::{Dialect, Plan, StagePlan, severity_word};
 use crate::spec::model::LoadMode;
@@ -80,10 +80,10 @@ fn stage(out: &mut String, st: &StagePlan) {
     };
     let _ = writeln!(out, "target: {} / {} ({dialect}), {mode}, batches of {}, {budget}", t.connection, qualified(t), st.batch_size);
 
-    let x = extract_sql(st, &st.source_key);
+    let headers: Vec<String> = st.columns.iter().map(|c| c.header.clone()).collect();
     let _ = writeln!(out, "\n-- 1. read and cast (DuckDB: the CSV as text in file order, then typed)");
-    let _ = writeln!(out, "{};", x.stage_raw);
-    let _ = writeln!(out, "{};", x.select);
+    let _ = writeln!(out, "{};", stage_raw_sql(st, &st.source_key, &headers));
+    let _ = writeln!(out, "{};", select_sql(st));
 
     let _ = writeln!(out, "\n-- 2. row checks (Polars; a row violating an `error` check is rejected, a `warn` check only counts)");
     for c in &st.checks {

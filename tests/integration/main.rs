@@ -1,5 +1,6 @@
 //! The one integration-test binary: every test file is a module here, so the stack links once.
 
+mod bad_input;
 mod extract;
 mod faults;
 mod run;
