@@ -58,6 +58,11 @@ CONF
   "${psql[@]}" -d postgres -c "DO \$\$ BEGIN
       IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'etl') THEN
         CREATE ROLE etl LOGIN PASSWORD 'etlpass' CREATEDB;
+      END IF;
+      -- For the secrets test: a role whose password is easy to find in any output.
+      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'etl_secret') THEN
+        CREATE ROLE etl_secret LOGIN PASSWORD 'Xyzzy-5150-PgSecret';
+        GRANT etl_secret TO etl;
       END IF; END \$\$;" >/dev/null
   for db in etl_db etl_test; do
     if [ "$("${psql[@]}" -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$db'")" != 1 ]; then

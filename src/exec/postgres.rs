@@ -146,7 +146,16 @@ pub async fn ensure_table(tx: &mut Transaction<'static, Postgres>, stage: &Stage
     .await
     .map_err(db("read the target table's columns"))?;
     if existing.is_empty() {
-        sqlx::query(generated(&format!("CREATE SCHEMA IF NOT EXISTS {}", ident(&schema)))).execute(&mut **tx).await.map_err(db("create the target schema"))?;
+        // Only when missing: creating a schema needs a privilege on the database that a loader
+        // working in an existing schema need not have.
+        let has_schema: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+            .bind(&schema)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db("look up the target schema"))?;
+        if !has_schema {
+            sqlx::query(generated(&format!("CREATE SCHEMA {}", ident(&schema)))).execute(&mut **tx).await.map_err(db("create the target schema"))?;
+        }
         for s in &t.sql.create_table {
             sqlx::query(generated(s)).execute(&mut **tx).await.map_err(db("create the target table"))?;
         }

@@ -5,6 +5,7 @@ mod extract;
 mod faults;
 mod run;
 mod schedule;
+mod secrets;
 mod services;
 mod spec_cli;
 mod util;
