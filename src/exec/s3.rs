@@ -29,6 +29,7 @@ pub struct S3 {
 }
 
 /// A downloaded object.
+#[derive(Debug)]
 pub struct Fetched {
     /// Where it is now.
     pub path: PathBuf,
@@ -86,13 +87,29 @@ impl S3 {
         format!("{}{}", self.prefix, key)
     }
 
-    /// Downloads `key` into `dir`.
+    /// Downloads `key` into `dir`: the version its HEAD finds, whatever is written meanwhile.
     pub async fn fetch(&self, key: &str, dir: &Path) -> Result<Fetched, ExecError> {
+        let etag = self.etag(key).await?;
+        self.fetch_pinned(key, dir, etag).await
+    }
+
+    /// The ETag of `key` now.
+    pub async fn etag(&self, key: &str) -> Result<Option<String>, ExecError> {
+        let key = self.key(key);
+        let head = self.client.head_object().bucket(&self.bucket).key(&key).send().await.map_err(|e| self.fail(&key, explain(&e)))?;
+        Ok(head.e_tag().map(str::to_string))
+    }
+
+    fn fail(&self, key: &str, message: String) -> ExecError {
+        ExecError::Source { source_name: format!("s3://{}/{key} at {}", self.bucket, self.endpoint), message }
+    }
+
+    /// Downloads `key` into `dir` if its ETag is still `etag`: an object replaced since is an
+    /// error, never a mix of two versions.
+    pub async fn fetch_pinned(&self, key: &str, dir: &Path, etag: Option<String>) -> Result<Fetched, ExecError> {
         let key = self.key(key);
         let shown = format!("s3://{}/{}", self.bucket, key);
-        let fail = |e: String| ExecError::Source { source_name: format!("{shown} at {}", self.endpoint), message: e };
-        let head = self.client.head_object().bucket(&self.bucket).key(&key).send().await.map_err(|e| fail(explain(&e)))?;
-        let etag = head.e_tag().map(str::to_string);
+        let fail = |e: String| self.fail(&key, e);
         let mut get = self.client.get_object().bucket(&self.bucket).key(&key);
         if let Some(t) = &etag {
             get = get.if_match(t);

@@ -1,7 +1,8 @@
 //! Faults survived, each asserting the database afterwards: a run killed with SIGKILL in the
 //! middle of a stage's COPY, and a run whose database session is cut mid-load (what a server
 //! restart does to it), leave the tables exactly as they were and the run never `succeeded`; the
-//! next run completes.
+//! next run completes. An S3 object replaced between the run's HEAD and its GET is an error
+//! (exit 3), never read as a mix of versions.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -154,4 +155,38 @@ fn a_session_cut_mid_load_exits_3_and_leaves_no_partial_stage() {
     let rerun = run(&db, data.path());
     rerun.expect_code(0);
     assert_eq!(db.count(&format!("SELECT count(*) FROM {}.trade", db.schema)), 200_000, "{}", rerun.evidence());
+}
+
+#[test]
+fn an_object_replaced_after_its_head_is_never_read() {
+    let data = generate(10, 0, 0.0, 34);
+    let bucket = crate::run::TestBucket::with_files("replaced", data.path(), &["account_assets.csv"]);
+    let conn: etl::spec::model::S3Connection = serde_json::from_value(serde_json::json!({
+        "endpoint": bucket.endpoint,
+        "bucket": bucket.name,
+        "access_key_id": std::env::var("ETL_TEST_S3_ACCESS_KEY").unwrap_or_default(),
+        "secret_access_key": std::env::var("ETL_TEST_S3_SECRET_KEY").unwrap_or_default(),
+    }))
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let s3 = etl::exec::s3::S3::connect(&conn).await;
+        let seen = s3.etag("account_assets.csv").await.unwrap();
+        // Replaced between the run's HEAD and its GET.
+        crate::run::s3_client(&bucket.endpoint)
+            .put_object()
+            .bucket(&bucket.name)
+            .key("account_assets.csv")
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(b"id,account_id\n1,X\n"))
+            .send()
+            .await
+            .unwrap();
+        let err = s3.fetch_pinned("account_assets.csv", tmp.path(), seen).await.expect_err("a replaced object was read");
+        assert!(err.to_string().contains("changed while it was being read"), "{err}");
+        assert_eq!(err.exit_code(), 3);
+        // A new run reads the new version whole.
+        let fresh = s3.fetch("account_assets.csv", tmp.path()).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&fresh.path).unwrap(), "id,account_id\n1,X\n");
+    });
 }

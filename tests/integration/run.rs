@@ -114,7 +114,7 @@ impl TestBucket {
     }
 }
 
-fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+pub fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
     use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
     let creds = Credentials::new(
         std::env::var("ETL_TEST_S3_ACCESS_KEY").unwrap_or_default(),
