@@ -651,7 +651,7 @@ fn pg_stage(
         run(tx, &format!("DELETE FROM {table}"), "empty the target table")?;
         empty = true;
     }
-    pg_lookups(pg, tx, st, reader, &opts.temp_dir, empty)?;
+    pg_lookups(pg, tx, st, reader, &opts.temp_dir, empty, created)?;
     progress.detail(&st.name, &format!("lookups loaded{}", if empty { "; the table is empty: COPY straight into it" } else { "" }));
     let direct = empty || t.mode == LoadMode::Append;
     let copy_sql = if direct {
@@ -703,7 +703,11 @@ fn pg_lookups(
     reader: &read::Reader,
     dir: &Path,
     empty: bool,
+    created: bool,
 ) -> Result<(), ExecError> {
+    // A new table gets its foreign keys after the load, which takes SHARE ROW EXCLUSIVE on the
+    // referenced table: taken now, so a writer queued meanwhile cannot deadlock with it.
+    let mode = if created { "SHARE ROW EXCLUSIVE" } else { "SHARE" };
     use crate::plan::extract::{ident, lookup_sql};
     let scratch = || {
         tempfile::Builder::new()
@@ -720,7 +724,7 @@ fn pg_lookups(
                 message: format!("the table {} it references does not exist; load the stage that creates it first", r.table),
             });
         }
-        pg.block(postgres::execute(tx, &format!("LOCK TABLE {} IN SHARE MODE", r.table), "lock a referenced table"))?;
+        pg.block(postgres::execute(tx, &format!("LOCK TABLE {} IN {mode} MODE", r.table), "lock a referenced table"))?;
         let file = scratch()?;
         let k = ident(&r.ref_column);
         pg.block(postgres::export_csv(tx, &format!("SELECT DISTINCT {k} FROM {} WHERE {k} IS NOT NULL", r.table), file.path()))?;

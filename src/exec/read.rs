@@ -55,6 +55,9 @@ impl Reader {
         };
         let sql = extract::stage_raw_sql(stage, &path.display().to_string(), &columns);
         self.conn.execute_batch(&sql).map_err(ExecError::csv(path))?;
+        for sql in extract::duplicates_sql(stage) {
+            self.conn.execute_batch(&sql).map_err(ExecError::duckdb("find repeated keys"))?;
+        }
         let rows: u64 = self
             .conn
             .query_row(&format!("SELECT count(*) FROM {}", ident(&extract::raw_table(stage))), [], |r| r.get::<_, i64>(0))
@@ -92,10 +95,11 @@ impl Reader {
     ) -> Result<(), ExecError> {
         let _ = path;
         let mut stmt = self.conn.prepare(&extract::select_sql(stage)).map_err(ExecError::duckdb("prepare the typed select"))?;
-        let arrow = stmt.query_arrow([]).map_err(ExecError::duckdb("run the typed select"))?;
+        // Streamed: DuckDB hands over its result a chunk at a time instead of materialising it.
+        let arrow = stmt.stream_arrow([]).map_err(ExecError::duckdb("run the typed select"))?;
         let mut pending: Option<DataFrame> = None;
         for batch in arrow {
-            let df = to_polars(batch)?;
+            let df = to_polars(batch.map_err(ExecError::duckdb("read the typed rows"))?)?;
             let merged = match pending.take() {
                 None => df,
                 Some(mut p) => {

@@ -218,22 +218,20 @@ pub fn stage_raw_sql(stage: &StagePlan, path: &str, file_columns: &[String]) -> 
     format!("CREATE OR REPLACE TEMP TABLE {} AS\nSELECT\n{}\nFROM {}", ident(&raw_table(stage)), headers.join(",\n"), read_csv(stage, path, file_columns))
 }
 
-/// The query that yields the record number, each column typed, each value that did not cast
-/// (as text), for repeated keys the record of their first occurrence, and the lookups' flags; in
-/// file order.
-pub fn select_sql(stage: &StagePlan) -> String {
+/// The typed rows as a subquery `typed`: the record number, each column cast to its type, and
+/// each value that did not cast (as text).
+fn typed(stage: &StagePlan) -> (String, Vec<String>) {
     // Row ids count from 0 in a committed table but from 2^55 in one created inside an open
     // transaction (a DuckDB target's stage): the record number is the offset from the first.
     let raw = ident(&raw_table(stage));
     let mut inner = vec![format!("    rowid - (SELECT min(rowid) FROM {raw}) + 1 AS {}", ident(RECORD))];
-    let mut outer = vec![format!("  typed.{}", ident(RECORD))];
+    let mut names = vec![RECORD.to_string()];
     for c in &stage.columns {
         let v = ident(&c.name);
-        outer.push(format!("  typed.{v}"));
+        names.push(c.name.clone());
         match cast(c) {
             None => inner.push(format!("    {v}")),
             Some(expr) => {
-                let u = ident(&uncast_column(&c.name));
                 inner.push(format!("    {expr} AS {v}"));
                 // A decimal with more places than the column keeps would be rounded by the cast:
                 // it does not fit, so it is a cast failure too, never a silent rounding.
@@ -244,30 +242,72 @@ pub fn select_sql(stage: &StagePlan) -> String {
                     }
                     _ => String::new(),
                 };
-                inner.push(format!("    CASE WHEN {v} IS NOT NULL AND ({expr} IS NULL{lossy}) THEN {v} END AS {u}"));
-                outer.push(format!("  typed.{u}"));
+                inner.push(format!("    CASE WHEN {v} IS NOT NULL AND ({expr} IS NULL{lossy}) THEN {v} END AS {}", ident(&uncast_column(&c.name))));
+                names.push(uncast_column(&c.name));
             }
         }
     }
-    let mut dup = |what: &str, cols: &[String]| {
-        let part: Vec<String> = cols.iter().map(|c| format!("typed.{}", ident(c))).collect();
-        let present: Vec<String> = cols.iter().map(|c| format!("typed.{} IS NOT NULL", ident(c))).collect();
-        let first = format!("min(typed.{}) OVER (PARTITION BY {})", ident(RECORD), part.join(", "));
-        outer.push(format!(
-            "  CASE WHEN {} AND {first} < typed.{} THEN {first} END AS {}",
-            present.join(" AND "),
-            ident(RECORD),
-            ident(&duplicate_column(what))
-        ));
-    };
+    (format!("(\n  SELECT\n{}\n  FROM {raw}\n) AS typed", inner.join(",\n")), names)
+}
+
+/// The groups of columns whose values must not repeat within the file: the key, then each
+/// `unique` column that is not the key by itself. Named for their `__duplicate_of_` column.
+fn unique_groups(stage: &StagePlan) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
     if !stage.target.key.is_empty() {
-        dup("key", &stage.target.key);
+        out.push(("key".to_string(), stage.target.key.clone()));
     }
     let key_is = |c: &ColumnPlan| stage.target.key.len() == 1 && stage.target.key[0] == c.name;
     for c in stage.columns.iter().filter(|c| c.unique && !key_is(c)) {
-        dup(&c.name, std::slice::from_ref(&c.name));
+        out.push((c.name.clone(), vec![c.name.clone()]));
     }
+    out
+}
+
+/// The table listing, for one group of unique columns, each value that repeats and the record
+/// of its first occurrence.
+pub fn duplicates_table(stage: &StagePlan, what: &str) -> String {
+    format!("__dups_{}_{what}", stage.name)
+}
+
+/// The statements that find the repeated keys (and unique values) of the file, run after the
+/// raw rows are staged: one aggregate each, so the typed select can stream.
+pub fn duplicates_sql(stage: &StagePlan) -> Vec<String> {
+    let (from, _) = typed(stage);
+    unique_groups(stage)
+        .iter()
+        .map(|(what, cols)| {
+            let list: Vec<String> = cols.iter().map(|c| ident(c)).collect();
+            let present: Vec<String> = cols.iter().map(|c| format!("{} IS NOT NULL", ident(c))).collect();
+            format!(
+                "CREATE OR REPLACE TEMP TABLE {} AS\nSELECT {}, min({}) AS \"__first\"\nFROM {from}\nWHERE {}\nGROUP BY {} HAVING count(*) > 1",
+                ident(&duplicates_table(stage, what)),
+                list.join(", "),
+                ident(RECORD),
+                present.join(" AND "),
+                list.join(", ")
+            )
+        })
+        .collect()
+}
+
+/// The query that yields the record number, each column typed, each value that did not cast
+/// (as text), for repeated keys the record of their first occurrence, and the lookups' flags. Its
+/// rows stream in no particular order (each carries its record number).
+pub fn select_sql(stage: &StagePlan) -> String {
+    let (from, names) = typed(stage);
+    let mut outer: Vec<String> = names.iter().map(|n| format!("  typed.{}", ident(n))).collect();
     let mut joins = String::new();
+    for (i, (what, cols)) in unique_groups(stage).iter().enumerate() {
+        let alias = format!("__dup{i}");
+        let on: Vec<String> = cols.iter().map(|c| format!("{alias}.{0} = typed.{0}", ident(c))).collect();
+        joins.push_str(&format!("\nLEFT JOIN {} AS {alias} ON {}", ident(&duplicates_table(stage, what)), on.join(" AND ")));
+        outer.push(format!(
+            "  CASE WHEN {alias}.\"__first\" < typed.{r} THEN {alias}.\"__first\" END AS {}",
+            ident(&duplicate_column(what)),
+            r = ident(RECORD)
+        ));
+    }
     for (i, r) in stage.lookups.references.iter().enumerate() {
         let alias = format!("__ref{i}");
         let v = format!("typed.{}", ident(&r.column));
@@ -289,11 +329,5 @@ pub fn select_sql(stage: &StagePlan) -> String {
     } else {
         outer.push(format!("  false AS {}", ident(UNCHANGED)));
     }
-    format!(
-        "SELECT\n{}\nFROM (\n  SELECT\n{}\n  FROM {}\n) AS typed{joins}\nORDER BY typed.{}",
-        outer.join(",\n"),
-        inner.join(",\n"),
-        ident(&raw_table(stage)),
-        ident(RECORD)
-    )
+    format!("SELECT\n{}\nFROM {from}{joins}", outer.join(",\n"))
 }

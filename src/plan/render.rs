@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::extract::{select_sql, stage_raw_sql};
+use super::extract::{duplicates_sql, select_sql, stage_raw_sql};
 use super::load::qualified;
 use super::{Dialect, Plan, StagePlan, severity_word};
 use crate::spec::model::LoadMode;
@@ -83,6 +83,9 @@ fn stage(out: &mut String, st: &StagePlan) {
     let headers: Vec<String> = st.columns.iter().map(|c| c.header.clone()).collect();
     let _ = writeln!(out, "\n-- 1. read and cast (DuckDB: the CSV as text in file order, then typed)");
     let _ = writeln!(out, "{};", stage_raw_sql(st, &st.source_key, &headers));
+    for sql in duplicates_sql(st) {
+        let _ = writeln!(out, "{sql};");
+    }
     let _ = writeln!(out, "{};", select_sql(st));
 
     let _ = writeln!(out, "\n-- 2. row checks (Polars; a row violating an `error` check is rejected, a `warn` check only counts)");
