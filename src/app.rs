@@ -140,7 +140,7 @@ fn prepare(args: &cli::RunArgs, color: bool) -> Result<Prepared, ExitCode> {
         dry_run: args.dry_run,
         spec_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         temp_dir: temp.path().to_path_buf(),
-        duckdb_memory: std::env::var("ETL_DUCKDB_MEMORY").unwrap_or_else(|_| "1GB".into()),
+        duckdb_memory: exec::duckdb_memory(),
         job_id: None,
         quiet: args.output == cli::Output::Json && !args.verbose,
         verbose: args.verbose,
@@ -338,7 +338,7 @@ fn schedule_cmd(action: cli::ScheduleCmd, color: bool) -> ExitCode {
             let opts = schedule::StartOptions {
                 sync_every: std::time::Duration::from_secs(secs("ETL_SCHEDULE_SYNC_SECS", 5)),
                 grace: std::time::Duration::from_secs(secs("ETL_SHUTDOWN_GRACE_SECS", 300)),
-                duckdb_memory: std::env::var("ETL_DUCKDB_MEMORY").unwrap_or_else(|_| "1GB".into()),
+                duckdb_memory: exec::duckdb_memory(),
             };
             let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
                 Ok(rt) => rt,
