@@ -47,7 +47,18 @@ fn cast(c: &ColumnPlan) -> Option<String> {
     }
     if !c.formats.is_empty() {
         let fmts: Vec<String> = c.formats.iter().map(|f| literal(f)).collect();
-        let parsed = format!("try_strptime({v}, [{}])", fmts.join(", "));
+        let parsed = match c.formats.as_slice() {
+            // `%.f` (optional fraction) gives two formats. A format that does not match costs
+            // DuckDB an error message per value, so the likely one goes first: with a fraction
+            // when the value has a point. Either order gives the same result.
+            [with, without] if with.contains(".%f") && !without.contains('.') => format!(
+                "CASE WHEN {v} LIKE '%.%' THEN coalesce(try_strptime({v}, {a}), try_strptime({v}, {b})) \
+                 ELSE coalesce(try_strptime({v}, {b}), try_strptime({v}, {a})) END",
+                a = fmts[0],
+                b = fmts[1]
+            ),
+            _ => format!("try_strptime({v}, [{}])", fmts.join(", ")),
+        };
         return Some(match c.ty {
             ColumnType::Date => format!("CAST({parsed} AS DATE)"),
             _ => parsed,
