@@ -162,10 +162,10 @@ fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or("").to_string()
 }
 
-/// DuckDB's memory limit for a run: `ETL_DUCKDB_MEMORY`, else 400MB. Past it DuckDB spills to
+/// DuckDB's memory limit for a run: `ETL_DUCKDB_MEMORY`, else 256MB. Past it DuckDB spills to
 /// the temp directory, so a run's memory is bounded by this and the batch size, not the file.
 pub fn duckdb_memory() -> String {
-    std::env::var("ETL_DUCKDB_MEMORY").ok().filter(|m| !m.trim().is_empty()).unwrap_or_else(|| "400MB".into())
+    std::env::var("ETL_DUCKDB_MEMORY").ok().filter(|m| !m.trim().is_empty()).unwrap_or_else(|| "256MB".into())
 }
 
 /// How to run.
