@@ -150,10 +150,10 @@ pub fn trigger(cron: Option<&str>, every: Option<crate::spec::model::Every>, at:
             if at.is_some() && e != crate::spec::model::Every::Day {
                 return Err("--at applies to --interval day only".into());
             }
-            if let Some(a) = at {
-                if plan::parse_at(a).is_none() {
-                    return Err(format!("--at {a}: write the time of day as HH:MM"));
-                }
+            if let Some(a) = at
+                && plan::parse_at(a).is_none()
+            {
+                return Err(format!("--at {a}: write the time of day as HH:MM"));
             }
             let words = match e {
                 crate::spec::model::Every::Day => format!("every day at {}", at.unwrap_or("00:00")),

@@ -11,6 +11,9 @@ const PG_SECRET: &str = "Xyzzy-5150-PgSecret";
 const WRONG_SECRET: &str = "Xyzzy-Wrong-Password";
 const S3_SECRET: &str = "Xyzzy-S3-SecretKey";
 
+/// A command's arguments, the environment it overrides and its expected exit code.
+type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, i32);
+
 #[test]
 fn no_password_or_secret_key_appears_in_any_output_or_record() {
     let data = generate(20, 40, 0.1, 14);
@@ -32,7 +35,7 @@ fn no_password_or_secret_key_appears_in_any_output_or_record() {
     let spec = "specs/small_etl.yaml";
     let wrong_url = url(WRONG_SECRET, port);
     let closed_port = url(PG_SECRET, 1);
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, i32)> = vec![
+    let cases: Vec<Case> = vec![
         (vec!["validate-spec", spec], vec![], 0),
         (vec!["plan", spec], vec![], 0),
         (vec!["migrate", spec], vec![], 0),
