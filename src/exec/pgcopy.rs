@@ -2,7 +2,7 @@
 //! passes through text or a float, and nothing is allocated per row. Decimals go out as
 //! PostgreSQL's base-10000 NUMERIC digits, computed from the exact 128-bit integer.
 
-use polars::prelude::{DataFrame, DataType, TimeUnit};
+use polars::prelude::{ChunkedArray, DataFrame, DataType, PolarsDataType, TimeUnit};
 use polars_arrow::array::{Array, BooleanArray, PrimitiveArray, Utf8ViewArray};
 use polars_arrow::bitmap::Bitmap;
 
@@ -142,6 +142,15 @@ pub fn numeric(unscaled: i128, scale: usize, out: &mut Vec<u8>) {
     }
 }
 
+/// The one Arrow array of a rechunked column.
+fn only_chunk<T: PolarsDataType>(ca: &ChunkedArray<T>) -> Result<&T::Array, ExecError> {
+    let mut chunks = ca.downcast_iter();
+    match (chunks.next(), chunks.next()) {
+        (Some(a), None) => Ok(a),
+        _ => Err(ExecError::Internal(format!("column {} is not one chunk after rechunk", ca.name()))),
+    }
+}
+
 fn polars(e: polars::error::PolarsError) -> ExecError {
     ExecError::Polars { what: "encode a batch for COPY", message: e.to_string() }
 }
@@ -156,53 +165,21 @@ pub fn encode(stage: &StagePlan, batch: &DataFrame, out: &mut Vec<u8>) -> Result
         .collect::<Result<_, _>>()?;
     let mut values = Vec::with_capacity(series.len());
     for s in &series {
-        let one = |n: usize| if n == 1 { Ok(()) } else { Err(ExecError::Internal(format!("column {} has {n} chunks after rechunk", s.name()))) };
         let v = match s.dtype() {
-            DataType::String => {
-                let ca = s.str().map_err(polars)?;
-                one(ca.chunks().len())?;
-                Values::Text(ca.downcast_iter().next().expect("one chunk"))
-            }
-            DataType::Int32 => {
-                let ca = s.i32().map_err(polars)?;
-                one(ca.chunks().len())?;
-                Values::Int32(ca.downcast_iter().next().expect("one chunk"))
-            }
-            DataType::Int64 => {
-                let ca = s.i64().map_err(polars)?;
-                one(ca.chunks().len())?;
-                Values::Int64(ca.downcast_iter().next().expect("one chunk"))
-            }
-            DataType::Float64 => {
-                let ca = s.f64().map_err(polars)?;
-                one(ca.chunks().len())?;
-                Values::Float64(ca.downcast_iter().next().expect("one chunk"))
-            }
-            DataType::Boolean => {
-                let ca = s.bool().map_err(polars)?;
-                one(ca.chunks().len())?;
-                Values::Bool(ca.downcast_iter().next().expect("one chunk"))
-            }
-            DataType::Decimal(_, scale) => {
-                let scale = *scale;
-                let ca = s.decimal().map_err(polars)?.physical();
-                one(ca.chunks().len())?;
-                Values::Decimal(ca.downcast_iter().next().expect("one chunk"), scale)
-            }
-            DataType::Date => {
-                let ca = s.date().map_err(polars)?.physical();
-                one(ca.chunks().len())?;
-                Values::Date(ca.downcast_iter().next().expect("one chunk"))
-            }
+            DataType::String => Values::Text(only_chunk(s.str().map_err(polars)?)?),
+            DataType::Int32 => Values::Int32(only_chunk(s.i32().map_err(polars)?)?),
+            DataType::Int64 => Values::Int64(only_chunk(s.i64().map_err(polars)?)?),
+            DataType::Float64 => Values::Float64(only_chunk(s.f64().map_err(polars)?)?),
+            DataType::Boolean => Values::Bool(only_chunk(s.bool().map_err(polars)?)?),
+            DataType::Decimal(_, scale) => Values::Decimal(only_chunk(s.decimal().map_err(polars)?.physical())?, *scale),
+            DataType::Date => Values::Date(only_chunk(s.date().map_err(polars)?.physical())?),
             DataType::Datetime(unit, _) => {
                 let factor = match unit {
                     TimeUnit::Milliseconds => 1000,
                     TimeUnit::Microseconds => 1,
                     TimeUnit::Nanoseconds => -1000,
                 };
-                let ca = s.datetime().map_err(polars)?.physical();
-                one(ca.chunks().len())?;
-                Values::Timestamp(ca.downcast_iter().next().expect("one chunk"), factor)
+                Values::Timestamp(only_chunk(s.datetime().map_err(polars)?.physical())?, factor)
             }
             other => return Err(ExecError::Internal(format!("column {} has type {other}, which COPY cannot encode", s.name()))),
         };
