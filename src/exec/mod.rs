@@ -283,7 +283,7 @@ pub fn check_stage(
             severity: crate::spec::model::Severity::Error,
         });
     }
-    reader.typed_batches(stage, path, stage.batch_size as usize, |batch| {
+    reader.typed_batches(stage, stage.batch_size as usize, |batch| {
         let v = validate::validate(stage, &lines, batch)?;
         report.rows_valid += v.valid_rows;
         report.skipped_unchanged += v.unchanged;

@@ -85,15 +85,14 @@ impl Reader {
         Ok((rows, errors))
     }
 
-    /// Streams the typed rows in file order, `batch_rows` at a time, to `each`.
+    /// Streams the typed rows (each with its record number; in no set order), `batch_rows` at a
+    /// time, to `each`.
     pub fn typed_batches(
         &self,
         stage: &StagePlan,
-        path: &Path,
         batch_rows: usize,
         mut each: impl FnMut(DataFrame) -> Result<(), ExecError>,
     ) -> Result<(), ExecError> {
-        let _ = path;
         let mut stmt = self.conn.prepare(&extract::select_sql(stage)).map_err(ExecError::duckdb("prepare the typed select"))?;
         // Streamed: DuckDB hands over its result a chunk at a time instead of materialising it.
         let arrow = stmt.stream_arrow([]).map_err(ExecError::duckdb("run the typed select"))?;
