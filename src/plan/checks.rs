@@ -125,14 +125,16 @@ fn column_checks(spec: &Spec, stage: &Stage, name: &str, c: &Column, out: &mut V
         let violation = match c.ty {
             ColumnType::Decimal { scale, .. } => {
                 // Exact: compare in units of the column's scale, as integers.
-                let unit = Decimal::from_i128_with_scale(10i128.pow(u32::from(scale)), 0);
-                let scaled = (v() * number(unit)).cast(DataType::Int128);
-                let step = (m.0 * unit).trunc();
-                // A step finer than the column's scale divides every value.
-                if (m.0 * unit).fract() != Decimal::ZERO {
-                    lit(false)
-                } else {
-                    (scaled % lit_i128(step.mantissa())).neq(lit(0))
+                // (The spec check allows at most 28 places here, what a Decimal holds.)
+                let unit = Decimal::try_from_i128_with_scale(10i128.pow(u32::from(scale)), 0).ok();
+                match unit.and_then(|u| Some((u, m.0.checked_mul(u)?))) {
+                    // A step finer than the column's scale divides every value.
+                    Some((_, steps)) if steps.fract() != Decimal::ZERO => lit(false),
+                    Some((unit, steps)) => {
+                        let scaled = (v() * number(unit)).cast(DataType::Int128);
+                        (scaled % lit_i128(steps.trunc().mantissa())).neq(lit(0))
+                    }
+                    None => lit(false),
                 }
             }
             ColumnType::Float64 => (v() % lit(f64_of(m.0))).neq(lit(0.0)),

@@ -385,8 +385,10 @@ impl Checker<'_> {
         if col.max.is_some() && col.exclusive_max.is_some() {
             self.push(only_one(at, cname, "max", "exclusive_max"));
         }
-        if let ColumnType::Decimal { precision, scale } = t {
-            let limit = Decimal::from_i128_with_scale(10i128.pow(u32::from(precision - scale)), 0);
+        // A limit past what a Decimal holds (about 7.9e28) is past every facet value too.
+        if let ColumnType::Decimal { precision, scale } = t
+            && let Ok(limit) = Decimal::try_from_i128_with_scale(10i128.pow(u32::from(precision - scale)), 0)
+        {
             for (facet, v) in [("min", col.min), ("max", col.max), ("exclusive_min", col.exclusive_min), ("exclusive_max", col.exclusive_max)] {
                 if let Some(v) = v
                     && v.0.abs() >= limit {
@@ -404,6 +406,14 @@ impl Checker<'_> {
                         self.push(Problem::new("spec::facet_type", at.key(facet), format!("column `{cname}` is {t}, so {facet} must be a whole number, not {v}")).label("not whole"));
                     }
             }
+        }
+        if let (Some(_), ColumnType::Decimal { scale, .. }) = (col.multiple_of, t)
+            && scale > 28
+        {
+            self.push(
+                Problem::new("spec::facet_type", at.key("multiple_of"), format!("column `{cname}` is {t}: multiple_of works on decimals with at most 28 places"))
+                    .label("too many places"),
+            );
         }
         if let Some(m) = col.multiple_of
             && m.0 <= Decimal::ZERO {
