@@ -237,9 +237,15 @@ fn schedule_cmd(action: cli::ScheduleCmd, color: bool) -> ExitCode {
         Err(code) => return code,
     };
     let _ctx = pg.enter();
-    let unknown = |id: &str| {
-        eprintln!("error: no job `{id}`; `etl schedule list` shows the jobs");
-        ExitCode::from(exit::USAGE)
+    // What remove, pause and resume print: the job's new state, or that it does not exist.
+    let changed = |found: bool, id: &str, verb: &str| {
+        if found {
+            print(&format!("job {id} {verb}\n"));
+            ExitCode::from(exit::OK)
+        } else {
+            eprintln!("error: no job `{id}`; `etl schedule list` shows the jobs");
+            ExitCode::from(exit::USAGE)
+        }
     };
     let result: Result<ExitCode, exec::ExecError> = match action {
         S::Add { job_id, etl_command, interval, at, cron, stages, timezone, paused, .. } => {
@@ -293,30 +299,9 @@ fn schedule_cmd(action: cli::ScheduleCmd, color: bool) -> ExitCode {
             print(&schedule_table(&rows));
             ExitCode::from(exit::OK)
         }),
-        S::Remove { job_id, .. } => pg.block(schedule::remove(pg.pool(), &job_id)).map(|found| {
-            if found {
-                print(&format!("job {job_id} removed\n"));
-                ExitCode::from(exit::OK)
-            } else {
-                unknown(&job_id)
-            }
-        }),
-        S::Pause { job_id, .. } => pg.block(schedule::set_enabled(pg.pool(), &job_id, false)).map(|found| {
-            if found {
-                print(&format!("job {job_id} paused\n"));
-                ExitCode::from(exit::OK)
-            } else {
-                unknown(&job_id)
-            }
-        }),
-        S::Resume { job_id, .. } => pg.block(schedule::set_enabled(pg.pool(), &job_id, true)).map(|found| {
-            if found {
-                print(&format!("job {job_id} resumed\n"));
-                ExitCode::from(exit::OK)
-            } else {
-                unknown(&job_id)
-            }
-        }),
+        S::Remove { job_id, .. } => pg.block(schedule::remove(pg.pool(), &job_id)).map(|found| changed(found, &job_id, "removed")),
+        S::Pause { job_id, .. } => pg.block(schedule::set_enabled(pg.pool(), &job_id, false)).map(|found| changed(found, &job_id, "paused")),
+        S::Resume { job_id, .. } => pg.block(schedule::set_enabled(pg.pool(), &job_id, true)).map(|found| changed(found, &job_id, "resumed")),
         S::Start { store } => {
             let registered = if store.spec.is_some() {
                 let path = absolute(&loaded.path);
