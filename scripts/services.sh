@@ -3,7 +3,11 @@
 #   PostgreSQL on 127.0.0.1:$ETL_PG_PORT (default 15432, the seed's), role etl/etlpass,
 #              databases etl_db and etl_test;
 #   S3 (moto's server) on 127.0.0.1:$ETL_S3_PORT (default 19000, the seed's MinIO port),
-#              with the seed's bucket fake-data-for-training.
+#              with the seed's bucket fake-data-for-training;
+#   S3 with credentials checked (a second moto server, its IAM enforced) on
+#              127.0.0.1:$ETL_S3_AUTH_PORT (default 19001): one user whose keys are written to
+#              $ETL_SERVICES_DIR/s3-auth.env, allowed s3:* on the bucket etl-auth. The first
+#              server accepts any key; this one is for the wrong-credentials tests.
 # Idempotent: `start` on running services only checks them. State lives in $ETL_SERVICES_DIR
 # (default /var/tmp/etl-services-UID), outside the work tree.
 #   scripts/services.sh start|stop|status|env
@@ -15,6 +19,9 @@ PG_PORT="${ETL_PG_PORT:-15432}"
 S3_PORT="${ETL_S3_PORT:-19000}"
 PGDATA="$DIR/pg"
 S3_PID="$DIR/s3.pid"
+S3_AUTH_PORT="${ETL_S3_AUTH_PORT:-19001}"
+S3_AUTH_PID="$DIR/s3-auth.pid"
+S3_AUTH_ENV="$DIR/s3-auth.env"
 
 pg_bin() {
   local b
@@ -100,6 +107,56 @@ PY
   exit 1
 }
 
+s3_auth_running() { [ -f "$S3_AUTH_PID" ] && kill -0 "$(cat "$S3_AUTH_PID")" 2>/dev/null; }
+
+# moto checks signatures and IAM policies once its "initial no-auth action count" is spent:
+# the user and its keys are made while it is unlimited, then it is set to 0.
+start_s3_auth() {
+  mkdir -p "$DIR"
+  if s3_auth_running && [ -s "$S3_AUTH_ENV" ]; then
+    echo "services: S3 with credentials checked ready on 127.0.0.1:$S3_AUTH_PORT"
+    return 0
+  fi
+  if s3_auth_running; then kill "$(cat "$S3_AUTH_PID")"; sleep 0.5; fi
+  rm -f "$S3_AUTH_ENV"
+  nohup python3 -m moto.server -H 127.0.0.1 -p "$S3_AUTH_PORT" >"$DIR/s3-auth.log" 2>&1 &
+  echo $! > "$S3_AUTH_PID"
+  for _ in $(seq 1 100); do
+    if python3 - "$S3_AUTH_PORT" "$S3_AUTH_ENV" <<'PY' >/dev/null 2>&1
+import json, sys, urllib.request, boto3
+port, out = sys.argv[1], sys.argv[2]
+ep = f"http://127.0.0.1:{port}"
+kw = dict(endpoint_url=ep, region_name="us-east-1", aws_access_key_id="setup", aws_secret_access_key="setup")
+iam = boto3.client("iam", **kw)
+try:
+    iam.create_user(UserName="etl-auth")
+except iam.exceptions.EntityAlreadyExistsException:
+    pass  # a retry after a partial setup
+iam.put_user_policy(UserName="etl-auth", PolicyName="s3", PolicyDocument=json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+key = iam.create_access_key(UserName="etl-auth")["AccessKey"]
+s3 = boto3.client("s3", **kw)
+if "etl-auth" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
+    s3.create_bucket(Bucket="etl-auth")
+urllib.request.urlopen(urllib.request.Request(ep + "/moto-api/reset-auth", data=b"0",
+                                              headers={"Content-Type": "text/plain"}, method="POST"))
+with open(out, "w") as f:
+    f.write(f"export ETL_TEST_S3_AUTH_ENDPOINT={ep}\n"
+            f"export ETL_TEST_S3_AUTH_BUCKET=etl-auth\n"
+            f"export ETL_TEST_S3_AUTH_ACCESS_KEY={key['AccessKeyId']}\n"
+            f"export ETL_TEST_S3_AUTH_SECRET_KEY='{key['SecretAccessKey']}'\n")
+PY
+    then
+      echo "services: S3 with credentials checked ready on 127.0.0.1:$S3_AUTH_PORT (logs: $DIR/s3-auth.log)"
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "services: the S3 server with credentials checked did not start; see $DIR/s3-auth.log" >&2
+  tail -20 "$DIR/s3-auth.log" >&2 || true
+  exit 1
+}
+
 stop_all() {
   if pg_running; then
     as_pg "$(pg_bin pg_ctl)" -D "$PGDATA" -m fast -w stop >/dev/null && echo "services: PostgreSQL stopped"
@@ -108,6 +165,10 @@ stop_all() {
     kill "$(cat "$S3_PID")" && echo "services: S3 server stopped"
   fi
   rm -f "$S3_PID"
+  if s3_auth_running; then
+    kill "$(cat "$S3_AUTH_PID")" && echo "services: S3 server with credentials checked stopped"
+  fi
+  rm -f "$S3_AUTH_PID" "$S3_AUTH_ENV"
 }
 
 print_env() {
@@ -117,14 +178,17 @@ export ETL_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
 export ETL_TEST_S3_ACCESS_KEY=minioadmin
 export ETL_TEST_S3_SECRET_KEY=minioadmin123
 ENV
+  [ -s "$S3_AUTH_ENV" ] && cat "$S3_AUTH_ENV"
+  return 0
 }
 
 case "${1:-}" in
-  start) start_pg; start_s3 ;;
+  start) start_pg; start_s3; start_s3_auth ;;
   stop) stop_all ;;
   status)
     pg_running && echo "PostgreSQL: running on 127.0.0.1:$PG_PORT" || echo "PostgreSQL: stopped"
-    s3_running && echo "S3: running on 127.0.0.1:$S3_PORT" || echo "S3: stopped" ;;
+    s3_running && echo "S3: running on 127.0.0.1:$S3_PORT" || echo "S3: stopped"
+    s3_auth_running && echo "S3 (credentials checked): running on 127.0.0.1:$S3_AUTH_PORT" || echo "S3 (credentials checked): stopped" ;;
   env) print_env ;;
   *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
 esac

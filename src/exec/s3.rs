@@ -126,7 +126,7 @@ impl S3 {
         let path = dir.join(format!("s3-{}-{name}", std::process::id()));
         let mut file = tokio::fs::File::create(&path).await.map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
         let mut bytes = 0u64;
-        while let Some(chunk) = obj.body.try_next().await.map_err(|e| fail(format!("the download broke off: {e}")))? {
+        while let Some(chunk) = obj.body.try_next().await.map_err(|e| fail(format!("the download broke off: {}", causes(&e))))? {
             bytes += chunk.len() as u64;
             file.write_all(&chunk).await.map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
         }
@@ -137,6 +137,21 @@ impl S3 {
             }
         Ok(Fetched { path, shown, bytes, etag })
     }
+}
+
+/// An error and its causes on one line: "streaming error: ...: end of file before message
+/// length reached".
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !line.ends_with(&text) {
+            line = format!("{line}: {text}");
+        }
+        next = cause.source();
+    }
+    line
 }
 
 /// One line saying why an S3 call failed, in the user's terms.

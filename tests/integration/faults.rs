@@ -2,7 +2,8 @@
 //! middle of a stage's COPY, and a run whose database session is cut mid-load (what a server
 //! restart does to it), leave the tables exactly as they were and the run never `succeeded`; the
 //! next run completes. An S3 object replaced between the run's HEAD and its GET is an error
-//! (exit 3), never read as a mix of versions.
+//! (exit 3), never read as a mix of versions; so are wrong S3 credentials (on the S3 server
+//! that checks them) and a download the network cuts short, with nothing loaded.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -189,4 +190,109 @@ fn an_object_replaced_after_its_head_is_never_read() {
         let fresh = s3.fetch("account_assets.csv", tmp.path()).await.unwrap();
         assert_eq!(std::fs::read_to_string(&fresh.path).unwrap(), "id,account_id\n1,X\n");
     });
+}
+
+/// The S3 server that checks credentials (scripts/services.sh), `account_assets.csv` of `dir`
+/// put there under `key` with the right keys.
+fn auth_bucket(dir: &Path, key: &str) -> crate::run::TestBucket {
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: run the tests with scripts/test.sh"));
+    let bucket = crate::run::TestBucket {
+        name: var("ETL_TEST_S3_AUTH_BUCKET"),
+        endpoint: var("ETL_TEST_S3_AUTH_ENDPOINT"),
+        access_key: var("ETL_TEST_S3_AUTH_ACCESS_KEY"),
+        secret_key: var("ETL_TEST_S3_AUTH_SECRET_KEY"),
+    };
+    let s3 = crate::run::s3_client_keyed(&bucket.endpoint, &bucket.access_key, &bucket.secret_key);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let body = aws_sdk_s3::primitives::ByteStream::from_path(dir.join("account_assets.csv")).await.unwrap();
+        s3.put_object().bucket(&bucket.name).key(key).body(body).send().await.unwrap();
+    });
+    bucket
+}
+
+fn tables_in(db: &TestDb) -> i64 {
+    db.count(&format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{}' AND tablename IN ('asset', 'trade')", db.schema))
+}
+
+#[test]
+fn wrong_s3_credentials_are_refused_with_exit_3_and_nothing_loaded() {
+    let data = generate(50, 0, 0.0, 35);
+    let key = format!("auth-{}/account_assets.csv", std::process::id());
+    let right = auth_bucket(data.path(), &key);
+    let db = TestDb::new("s3auth");
+    let args = ["--stage", "assets", "--assets-file", key.as_str()];
+    let wrong_secret = crate::run::TestBucket { secret_key: "Wrong-Secret-Of-The-Test".into(), ..right.clone() };
+    let unknown_key = crate::run::TestBucket { access_key: "AKIAETLNOSUCHKEY0000".into(), ..right.clone() };
+    for (what, bucket) in [("a wrong secret", &wrong_secret), ("an unknown access key", &unknown_key)] {
+        let out = db.run_s3(bucket, &args);
+        out.expect_code(3);
+        assert!(
+            out.stderr.contains(&format!("s3://{}/{key}", bucket.name)) && out.stderr.contains("check the access key and secret"),
+            "{what}: the error names the object and the fix\n{}",
+            out.evidence()
+        );
+        assert!(!out.stderr.contains(&bucket.secret_key) && !out.stdout.contains(&bucket.secret_key), "{what}: the secret is shown\n{}", out.evidence());
+        assert_eq!(tables_in(&db), 0, "{what}: something was loaded\n{}", out.evidence());
+    }
+    // The same run with the right keys loads: the refusals above were the credentials'.
+    let out = db.run_s3(&right, &args);
+    out.expect_code(0);
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.asset", db.schema)), 50, "{}", out.evidence());
+}
+
+/// A TCP relay to `endpoint` that closes each connection once `limit` bytes of the server's
+/// replies went through: a download the network cuts short. Returns the relay's endpoint.
+fn cutting_relay(endpoint: &str, limit: usize) -> String {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let upstream = endpoint.trim_start_matches("http://").to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for client in listener.incoming().map_while(Result::ok) {
+            let Ok(server) = TcpStream::connect(&upstream) else { return };
+            let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c_in, &mut s_out);
+            });
+            std::thread::spawn(move || {
+                let (mut server, mut client) = (server, client);
+                let mut left = limit;
+                let mut buf = [0u8; 8192];
+                while left > 0 {
+                    let n = match server.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n.min(left),
+                    };
+                    if client.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    left -= n;
+                }
+                let _ = client.shutdown(Shutdown::Both);
+                let _ = server.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn a_download_cut_short_is_an_error_and_nothing_is_loaded() {
+    let data = generate(3_000, 0, 0.0, 36);
+    let size = std::fs::metadata(data.path().join("account_assets.csv")).unwrap().len();
+    assert!(size > 200_000, "the file is too small to be cut: {size} bytes");
+    let bucket = crate::run::TestBucket::with_files("cut", data.path(), &["account_assets.csv"]);
+    let cut = crate::run::TestBucket { endpoint: cutting_relay(&bucket.endpoint, 64 * 1024), ..bucket };
+    let db = TestDb::new("cutdownload");
+    let out = db.run_s3(&cut, &["--stage", "assets"]);
+    out.expect_code(3);
+    assert!(
+        out.stderr.contains(&format!("s3://{}/account_assets.csv", cut.name))
+            && out.stderr.contains("the download broke off"),
+        "{}",
+        out.evidence()
+    );
+    assert_eq!(tables_in(&db), 0, "something was loaded from a half-read object\n{}", out.evidence());
 }

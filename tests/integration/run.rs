@@ -82,16 +82,21 @@ impl Drop for TestDb {
 }
 
 /// A bucket of its own on the test S3 server, holding the files of `dir`.
+#[derive(Clone)]
 pub struct TestBucket {
     pub name: String,
     pub endpoint: String,
+    pub access_key: String,
+    pub secret_key: String,
 }
 
 impl TestBucket {
     pub fn with_files(name: &str, dir: &Path, files: &[&str]) -> TestBucket {
         let endpoint = std::env::var("ETL_TEST_S3_ENDPOINT").unwrap_or_else(|_| panic!("ETL_TEST_S3_ENDPOINT is not set: run the tests with scripts/test.sh"));
         let name = format!("etl-{name}-{}", std::process::id());
-        let s3 = s3_client(&endpoint);
+        let access_key = std::env::var("ETL_TEST_S3_ACCESS_KEY").unwrap_or_default();
+        let secret_key = std::env::var("ETL_TEST_S3_SECRET_KEY").unwrap_or_default();
+        let s3 = s3_client_keyed(&endpoint, &access_key, &secret_key);
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             s3.create_bucket().bucket(&name).send().await.unwrap();
@@ -100,7 +105,7 @@ impl TestBucket {
                 s3.put_object().bucket(&name).key(*f).body(body).send().await.unwrap();
             }
         });
-        TestBucket { name, endpoint }
+        TestBucket { name, endpoint, access_key, secret_key }
     }
 
     /// The seed's environment variables pointing at this bucket.
@@ -108,21 +113,21 @@ impl TestBucket {
         vec![
             ("S3_ENDPOINT", self.endpoint.trim_start_matches("http://").to_string()),
             ("S3_BUCKET", self.name.clone()),
-            ("S3_ACCESS_KEY", std::env::var("ETL_TEST_S3_ACCESS_KEY").unwrap_or_default()),
-            ("S3_SECRET_KEY", std::env::var("ETL_TEST_S3_SECRET_KEY").unwrap_or_default()),
+            ("S3_ACCESS_KEY", self.access_key.clone()),
+            ("S3_SECRET_KEY", self.secret_key.clone()),
         ]
     }
 }
 
+/// A client of the test S3 server with its keys.
 pub fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+    let var = |k: &str| std::env::var(k).unwrap_or_default();
+    s3_client_keyed(endpoint, &var("ETL_TEST_S3_ACCESS_KEY"), &var("ETL_TEST_S3_SECRET_KEY"))
+}
+
+pub fn s3_client_keyed(endpoint: &str, access_key: &str, secret_key: &str) -> aws_sdk_s3::Client {
     use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-    let creds = Credentials::new(
-        std::env::var("ETL_TEST_S3_ACCESS_KEY").unwrap_or_default(),
-        std::env::var("ETL_TEST_S3_SECRET_KEY").unwrap_or_default(),
-        None,
-        None,
-        "test",
-    );
+    let creds = Credentials::new(access_key, secret_key, None, None, "test");
     aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
