@@ -144,6 +144,7 @@ fn prepare(args: &cli::RunArgs, color: bool) -> Result<Prepared, ExitCode> {
         job_id: None,
         quiet: args.output == cli::Output::Json && !args.verbose,
         verbose: args.verbose,
+        force: args.force,
     };
     Ok(Prepared { loaded, plan, opts, _temp: temp })
 }

@@ -116,6 +116,10 @@ pub struct RunArgs {
     /// nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Load every stage, even one whose source, spec and tables are unchanged since its last
+    /// load (which is otherwise skipped, its counts and rejects reported again).
+    #[arg(long)]
+    pub force: bool,
     /// Also write every reject (line, column, rule, value, message) to this CSV file.
     #[arg(long, value_name = "FILE")]
     pub rejects_out: Option<PathBuf>,
@@ -202,6 +206,7 @@ impl RunArgs {
             spec_path,
             stages,
             dry_run: false,
+            force: false,
             rejects_out: None,
             output: Output::Text,
             batch_size: None,

@@ -390,6 +390,7 @@ fn run_job(def: &JobDef, duckdb_memory: &str) -> Result<(String, Option<i64>, St
         job_id: Some(def.job_id.clone()),
         quiet: true,
         verbose: false,
+        force: false,
     };
     let report = crate::exec::run(&loaded, &compiled, &opts).map_err(|e| e.to_string())?;
     let summary: Vec<String> = report.stages.iter().map(|s| format!("{}: {} read, {} rejected", s.stage, s.rows_read, s.rows_rejected)).collect();

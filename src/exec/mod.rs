@@ -2,12 +2,14 @@
 //! plan stage by stage (extract, validate, load) and returns a report of every row's fate.
 
 pub mod duck;
+pub mod fingerprint;
 pub mod pgcopy;
 pub mod postgres;
 pub mod progress;
 pub mod read;
 pub mod report;
 pub mod s3;
+pub mod source;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -187,6 +189,9 @@ pub struct RunOptions {
     pub quiet: bool,
     /// Log every batch.
     pub verbose: bool,
+    /// Load every stage, even one whose source, spec and tables are unchanged since its last
+    /// load.
+    pub force: bool,
 }
 
 /// What happened to one stage.
@@ -224,6 +229,12 @@ pub struct StageReport {
     /// Every reject, in line order.
     #[serde(skip)]
     pub rejects: Vec<Reject>,
+    /// The stage was skipped: its source, spec and tables are as the load of this run left
+    /// them, so its outcome (counts, rejects) is that load's.
+    pub unchanged_since_run: Option<i64>,
+    /// What the load depended on, recorded for the next run to compare.
+    #[serde(skip)]
+    pub fingerprint: Option<fingerprint::Fingerprint>,
 }
 
 impl StageReport {
@@ -270,6 +281,8 @@ pub fn check_stage(
         budget: None,
         rejects_by_rule: BTreeMap::new(),
         rejects: Vec::new(),
+        unchanged_since_run: None,
+        fingerprint: None,
     };
     let lines = validate::Lines::new(stage, csv_errors.iter().map(|e| e.line).collect());
     for e in csv_errors {
@@ -537,14 +550,23 @@ fn run_stages(
     engine: &Target<'_>,
 ) -> Result<Vec<StageReport>, ExecError> {
     let mut reports = Vec::new();
-    // Every source is fetched before any stage loads: a missing or unreadable object fails the
+    // Every source is located before any stage loads: a missing or unreadable object fails the
     // run with nothing loaded.
     let progress = progress::Progress::new(opts.quiet, opts.verbose);
-    let mut sources = fetch_sources(spec, stages, rt, opts)?;
+    let mut sources: std::collections::HashMap<String, source::Source> = std::collections::HashMap::new();
     for st in stages {
-        if let Some((_, shown, _)) = sources.get(&st.name) {
-            let size = sources.get(&st.name).and_then(|(p, _, _)| std::fs::metadata(p).ok()).map_or(0, |m| m.len());
-            progress.step(&st.name, &format!("source {shown} ({})", progress::bytes(size)));
+        let src = source::Source::locate(spec, st, &opts.spec_dir, rt)?;
+        progress.step(&st.name, &format!("source {} ({})", src.shown, progress::bytes(src.bytes)));
+        sources.insert(st.name.clone(), src);
+    }
+    // A stage that looks unchanged since its last load is downloaded only if the check under its
+    // locks finds otherwise; every other source is downloaded now, before anything loads.
+    let unchanged = unchanged_candidates(spec, stages, targets, opts, &sources)?;
+    for st in stages {
+        if !unchanged.contains_key(&st.name)
+            && let Some(src) = sources.get_mut(&st.name)
+        {
+            src.path(&opts.temp_dir, rt)?;
         }
     }
     // A dry run keeps one transaction per target for the whole run (so later stages see what
@@ -553,21 +575,28 @@ fn run_stages(
     let mut duck_dry_open: Vec<String> = Vec::new();
     let result = (|| -> Result<(), ExecError> {
         for st in stages {
-            let (path, shown, etag) = sources.remove(&st.name).ok_or_else(|| ExecError::Internal(format!("stage {} has no source", st.name)))?;
+            let src = sources.get_mut(&st.name).ok_or_else(|| ExecError::Internal(format!("stage {} has no source", st.name)))?;
             let report = match &targets[&st.target.connection] {
-                Target::Pg(pg) => pg_stage(pg, st, reader, &path, &shown, etag, opts, &mut dry, &progress)?,
+                Target::Pg(pg) => pg_stage(pg, st, reader, src, unchanged.get(&st.name), rt, opts, &mut dry, &progress)?,
                 Target::Duck(d) => {
                     if opts.dry_run && !duck_dry_open.contains(&st.target.connection) {
                         d.execute("BEGIN TRANSACTION", "begin a transaction")?;
                         duck_dry_open.push(st.target.connection.clone());
                     }
-                    duck_stage(d, st, reader, &path, &shown, opts, &progress)?
+                    let path = src.path(&opts.temp_dir, rt)?;
+                    let mut report = duck_stage(d, st, reader, &path, &src.shown, opts, &progress)?;
+                    report.etag = src.etag.clone();
+                    report
                 }
             };
-            let loaded = report.loaded.map_or("nothing loaded".to_string(), |m| {
-                format!("{} inserted, {} updated, {} unchanged", m.inserted, m.updated, m.unchanged)
-            });
-            progress.step(&st.name, &format!("{} rows read, {} rejected; {loaded}", report.rows_read, report.rows_rejected));
+            if let Some(run) = report.unchanged_since_run {
+                progress.step(&st.name, &format!("unchanged since run {run} (same source, spec and tables): not loaded again"));
+            } else {
+                let loaded = report.loaded.map_or("nothing loaded".to_string(), |m| {
+                    format!("{} inserted, {} updated, {} unchanged", m.inserted, m.updated, m.unchanged)
+                });
+                progress.step(&st.name, &format!("{} rows read, {} rejected; {loaded}", report.rows_read, report.rows_rejected));
+            }
             if let Some(id) = run_id {
                 match engine {
                     Target::Pg(pg) => pg.block(postgres::record_stage(pg.pool(), id, &report, &report.status, report.budget.as_deref()))?,
@@ -620,9 +649,9 @@ fn pg_stage(
     pg: &postgres::Pg,
     st: &StagePlan,
     reader: &read::Reader,
-    path: &Path,
-    shown: &str,
-    etag: Option<String>,
+    src: &mut source::Source,
+    last: Option<&postgres::LastLoad>,
+    rt: &tokio::runtime::Runtime,
     opts: &RunOptions,
     dry: &mut indexmap::IndexMap<String, sqlx::Transaction<'static, sqlx::Postgres>>,
     progress: &progress::Progress,
@@ -652,12 +681,27 @@ fn pg_stage(
     if !created {
         run(tx, &format!("LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE"), "lock the target table")?;
     }
+    // Checked again now that the table and the tables it references are locked.
+    if let Some(last) = last
+        && !created
+    {
+        let context = stage_context(pg, tx, st, true)?;
+        let state = pg.block(postgres::table_state(tx, &table))?;
+        let f = &last.fingerprint;
+        if context.as_ref() == Some(&f.context) && state.as_ref() == Some(&f.table_state) && src.fingerprint.as_ref() == Some(&f.source) {
+            return unchanged_stage(pg, st, src, last);
+        }
+    }
+    let path = src.path(&opts.temp_dir, rt)?;
+    let (path, shown, etag) = (path.as_path(), src.shown.as_str(), src.etag.clone());
     let mut empty = created || pg.block(postgres::is_empty(tx, st))?;
     if !empty && t.mode == LoadMode::Replace {
         run(tx, &format!("DELETE FROM {table}"), "empty the target table")?;
         empty = true;
     }
     pg_lookups(pg, tx, st, reader, &opts.temp_dir, empty, created)?;
+    // The referenced tables are locked: their states hold until the stage commits.
+    let context = if opts.dry_run || t.mode == LoadMode::Append { None } else { stage_context(pg, tx, st, false)? };
     progress.detail(&st.name, &format!("lookups loaded{}", if empty { "; the table is empty: COPY straight into it" } else { "" }));
     let direct = empty || t.mode == LoadMode::Append;
     let copy_sql = if direct {
@@ -692,10 +736,108 @@ fn pg_stage(
         pg.block(postgres::finish_table(tx, st))?;
         progress.detail(&st.name, "keys, indexes and foreign keys built");
     }
+    if let (Some(context), Some(source)) = (context, src.fingerprint.clone())
+        && let Some(table_state) = pg.block(postgres::table_state(tx, &table))?
+    {
+        report.fingerprint = Some(fingerprint::Fingerprint { table: table.clone(), context, source, table_state });
+    }
     if let Some(t) = own_tx.take() {
         pg.block(t.commit()).map_err(|e| ExecError::database("commit the stage", e))?;
     }
     report.status = status_of(&report);
+    Ok(report)
+}
+
+/// The stage's context digest now: the compiled stage and the state of each table it
+/// references (each locked SHARE first when `lock`). None when one of them does not exist.
+fn stage_context(pg: &postgres::Pg, tx: &mut sqlx::Transaction<'static, sqlx::Postgres>, st: &StagePlan, lock: bool) -> Result<Option<String>, ExecError> {
+    let mut tables: Vec<&str> = st.lookups.references.iter().map(|r| r.table.as_str()).collect();
+    tables.sort_unstable();
+    tables.dedup();
+    let mut states = Vec::new();
+    for table in tables {
+        if lock && pg.block(postgres::exists(tx, table))? {
+            pg.block(postgres::execute(tx, &format!("LOCK TABLE {table} IN SHARE MODE"), "lock a referenced table"))?;
+        }
+        let Some(state) = pg.block(postgres::table_state(tx, table))? else { return Ok(None) };
+        states.push((table.to_string(), state));
+    }
+    Ok(Some(fingerprint::context(st, &states)))
+}
+
+/// The stages that look unchanged since their last load: the same source, the same compiled
+/// stage, the referenced tables and the table itself as that load left them. Each is checked
+/// again under its locks before it is skipped. None in a dry run, with `--force`, for an append
+/// stage, or for a stage whose target is not the engine's PostgreSQL connection.
+fn unchanged_candidates(
+    spec: &Spec,
+    stages: &[&StagePlan],
+    targets: &indexmap::IndexMap<String, Target<'_>>,
+    opts: &RunOptions,
+    sources: &std::collections::HashMap<String, source::Source>,
+) -> Result<std::collections::HashMap<String, postgres::LastLoad>, ExecError> {
+    use crate::spec::model::LoadMode;
+    let mut out = std::collections::HashMap::new();
+    let Some((engine, Target::Pg(pg))) = targets.get_index(0) else { return Ok(out) };
+    if opts.dry_run || opts.force {
+        return Ok(out);
+    }
+    // Tables an earlier stage of this run loads: a stage referencing one cannot be unchanged.
+    let mut reloaded: Vec<String> = Vec::new();
+    for st in stages {
+        let table = crate::plan::load::qualified(&st.target);
+        let eligible = st.target.connection == *engine
+            && st.target.mode != LoadMode::Append
+            && !st.lookups.references.iter().any(|r| reloaded.contains(&r.table));
+        let source = sources.get(&st.name).and_then(|s| s.fingerprint.clone());
+        let mut found = None;
+        if eligible
+            && let Some(source) = source
+            && let Some(last) = pg.block(postgres::last_load(pg.pool(), &spec.name, &st.name, &table))?
+            && last.fingerprint.source == source
+        {
+            let mut tx = pg.begin()?;
+            let context = stage_context(pg, &mut tx, st, false)?;
+            let state = pg.block(postgres::table_state(&mut tx, &table))?;
+            if context.as_ref() == Some(&last.fingerprint.context) && state.as_ref() == Some(&last.fingerprint.table_state) {
+                found = Some(last);
+            }
+        }
+        match found {
+            Some(last) => {
+                out.insert(st.name.clone(), last);
+            }
+            None => reloaded.push(table),
+        }
+    }
+    Ok(out)
+}
+
+/// The report of a stage skipped as unchanged: its last load's counts and rejects.
+fn unchanged_stage(pg: &postgres::Pg, st: &StagePlan, src: &source::Source, last: &postgres::LastLoad) -> Result<StageReport, ExecError> {
+    let rejects = pg.block(postgres::rejects_of(pg.pool(), last.run_id, &st.name))?;
+    let valid = last.rows_read.saturating_sub(last.rows_rejected);
+    let mut report = StageReport {
+        stage: st.name.clone(),
+        source: src.shown.clone(),
+        bytes: src.bytes,
+        etag: src.etag.clone(),
+        rows_read: last.rows_read,
+        rows_valid: valid,
+        rows_rejected: last.rows_rejected,
+        rows_warned: last.rows_warned,
+        loaded: Some(postgres::Merged { inserted: 0, updated: 0, unchanged: valid }),
+        rows_staged: 0,
+        skipped_unchanged: valid,
+        status: last.status.clone(),
+        budget: None,
+        rejects_by_rule: BTreeMap::new(),
+        rejects: Vec::new(),
+        unchanged_since_run: Some(last.loaded_by),
+        fingerprint: Some(last.fingerprint.clone()),
+    };
+    count_rules(&mut report, &rejects);
+    report.rejects = rejects;
     Ok(report)
 }
 
@@ -790,36 +932,6 @@ fn duck_stage(
         }
     }
     work
-}
-
-type Source = (PathBuf, String, Option<String>);
-
-fn fetch_sources(
-    spec: &Spec,
-    stages: &[&StagePlan],
-    rt: &tokio::runtime::Runtime,
-    opts: &RunOptions,
-) -> Result<std::collections::HashMap<String, Source>, ExecError> {
-    let mut out = std::collections::HashMap::new();
-    for st in stages {
-        let source = match spec.connections.get(&st.source_connection) {
-            Some(Connection::S3(c)) => {
-                let s3 = rt.block_on(s3::S3::connect(c));
-                let f = rt.block_on(s3.fetch(&st.source_key, &opts.temp_dir))?;
-                (f.path, f.shown, f.etag)
-            }
-            _ => {
-                let path = local_path(spec, st, &opts.spec_dir).ok_or_else(|| ExecError::Internal(format!("stage {} has no source", st.name)))?;
-                let shown = path.display().to_string();
-                if let Err(e) = std::fs::metadata(&path) {
-                    return Err(ExecError::Source { source_name: shown, message: e.to_string() });
-                }
-                (path, shown, None)
-            }
-        };
-        out.insert(st.name.clone(), source);
-    }
-    Ok(out)
 }
 
 /// Runs an analytics query; with the connection's `schema` first on the search path, so the

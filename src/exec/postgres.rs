@@ -289,6 +289,85 @@ pub async fn exists(tx: &mut Transaction<'static, Postgres>, qualified: &str) ->
     Ok(found.is_some())
 }
 
+/// The state of a table's rows (see `fingerprint`), or None when it does not exist.
+pub async fn table_state(tx: &mut Transaction<'static, Postgres>, qualified: &str) -> Result<Option<String>, ExecError> {
+    if !exists(tx, qualified).await? {
+        return Ok(None);
+    }
+    let sql = super::fingerprint::table_state_sql(qualified);
+    let state: String = sqlx::query_scalar(generated(&sql)).fetch_one(&mut **tx).await.map_err(db("read a table's state"))?;
+    Ok(Some(state))
+}
+
+/// A stage's last load by this spec, as `etl_run_stages` recorded it.
+#[derive(Debug, Clone)]
+pub struct LastLoad {
+    /// The run that recorded it.
+    pub run_id: i64,
+    /// The run whose load it was (itself, or the one a skipped stage reused).
+    pub loaded_by: i64,
+    /// Its digests.
+    pub fingerprint: super::fingerprint::Fingerprint,
+    /// Its outcome.
+    pub status: String,
+    pub rows_read: u64,
+    pub rows_rejected: u64,
+    pub rows_warned: u64,
+}
+
+/// The latest load of `stage` by the spec `spec` that committed rows (succeeded, or loaded with
+/// rejects), if it recorded its digests.
+pub async fn last_load(pool: &PgPool, spec: &str, stage: &str, table: &str) -> Result<Option<LastLoad>, ExecError> {
+    let row = sqlx::query(
+        "SELECT s.run_id, coalesce(s.unchanged_since, s.run_id), s.context_fingerprint, s.source_fingerprint, s.table_state,
+                s.status, s.rows_read, s.rows_rejected, s.rows_warned
+           FROM etl_run_stages s JOIN etl_runs r ON r.run_id = s.run_id
+          WHERE r.spec_name = $1 AND s.stage = $2 AND s.target_table = $3 AND s.status IN ('succeeded', 'rejected')
+          ORDER BY s.finished_at DESC, s.run_id DESC
+          LIMIT 1",
+    )
+    .bind(spec)
+    .bind(stage)
+    .bind(table)
+    .fetch_optional(pool)
+    .await
+    .map_err(db("read the stage's last load"))?;
+    let Some(row) = row else { return Ok(None) };
+    let text = |i: usize| row.try_get::<Option<String>, _>(i).ok().flatten();
+    let (Some(context), Some(source), Some(table_state)) = (text(2), text(3), text(4)) else { return Ok(None) };
+    let count = |i: usize| row.try_get::<Option<i64>, _>(i).ok().flatten().unwrap_or(0).max(0) as u64;
+    Ok(Some(LastLoad {
+        run_id: row.get(0),
+        loaded_by: row.get(1),
+        fingerprint: super::fingerprint::Fingerprint { table: table.to_string(), context, source, table_state },
+        status: row.get(5),
+        rows_read: count(6),
+        rows_rejected: count(7),
+        rows_warned: count(8),
+    }))
+}
+
+/// The rejects a run recorded for a stage, in line order.
+pub async fn rejects_of(pool: &PgPool, run_id: i64, stage: &str) -> Result<Vec<super::validate::Reject>, ExecError> {
+    let rows = sqlx::query("SELECT line, column_name, rule, value, message, severity FROM etl_rejects WHERE run_id = $1 AND stage = $2 ORDER BY line, rule")
+        .bind(run_id)
+        .bind(stage)
+        .fetch_all(pool)
+        .await
+        .map_err(db("read the rejects of the stage's last load"))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| super::validate::Reject {
+            line: r.get::<i64, _>(0).max(0) as u64,
+            column: r.get(1),
+            rule: r.get(2),
+            value: r.get(3),
+            message: r.get(4),
+            severity: if r.get::<String, _>(5) == "warn" { Severity::Warn } else { Severity::Error },
+        })
+        .collect())
+}
+
 /// Writes the rows of `query` to `path` as CSV (NULL an empty field, empty text `""`).
 pub async fn export_csv(tx: &mut Transaction<'static, Postgres>, query: &str, path: &std::path::Path) -> Result<(), ExecError> {
     use futures_util::StreamExt;
@@ -417,8 +496,9 @@ pub async fn record_stage(pool: &PgPool, run_id: i64, report: &super::StageRepor
     let mut tx = pool.begin().await.map_err(db("record the stage"))?;
     sqlx::query(
         "INSERT INTO etl_run_stages (run_id, stage, source, source_bytes, source_etag, finished_at, status, rows_read,
-           rows_inserted, rows_updated, rows_unchanged, rows_rejected, rows_warned, balanced, error)
-         VALUES ($1, $2, $3, $4, $5, now(), $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+           rows_inserted, rows_updated, rows_unchanged, rows_rejected, rows_warned, balanced, error,
+           target_table, context_fingerprint, source_fingerprint, table_state, unchanged_since)
+         VALUES ($1, $2, $3, $4, $5, now(), $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
     )
     .bind(run_id)
     .bind(&report.stage)
@@ -434,6 +514,11 @@ pub async fn record_stage(pool: &PgPool, run_id: i64, report: &super::StageRepor
     .bind(report.rows_warned as i64)
     .bind(report.balanced())
     .bind(error)
+    .bind(report.fingerprint.as_ref().map(|f| f.table.as_str()))
+    .bind(report.fingerprint.as_ref().map(|f| f.context.as_str()))
+    .bind(report.fingerprint.as_ref().map(|f| f.source.as_str()))
+    .bind(report.fingerprint.as_ref().map(|f| f.table_state.as_str()))
+    .bind(report.unchanged_since_run)
     .execute(&mut *tx)
     .await
     .map_err(db("record the stage"))?;

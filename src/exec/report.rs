@@ -19,6 +19,9 @@ pub fn text(r: &RunReport) -> String {
     }
     table(&mut out, &header.map(String::from), &rows);
     for s in &r.stages {
+        if let Some(run) = s.unchanged_since_run {
+            let _ = writeln!(out, "stage {} unchanged since run {run} (same source, spec and tables): not loaded again; its counts and rejects are that run's", s.stage);
+        }
         if let Some(b) = &s.budget {
             let _ = writeln!(out, "stage {} loaded nothing: over its error budget ({b})", s.stage);
         }

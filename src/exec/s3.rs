@@ -41,6 +41,19 @@ pub struct Fetched {
     pub etag: Option<String>,
 }
 
+/// An object as HEAD found it.
+#[derive(Debug, Clone)]
+pub struct Head {
+    /// `s3://bucket/key`.
+    pub shown: String,
+    /// Its ETag.
+    pub etag: Option<String>,
+    /// Its size.
+    pub bytes: u64,
+    /// The digest of its bucket, key, ETag and size (none without an ETag).
+    pub fingerprint: Option<String>,
+}
+
 impl S3 {
     /// Builds the client. Credentials: the spec's keys if given, else the environment and the
     /// standard AWS chain (profiles, SSO, instance roles).
@@ -95,9 +108,17 @@ impl S3 {
 
     /// The ETag of `key` now.
     pub async fn etag(&self, key: &str) -> Result<Option<String>, ExecError> {
+        Ok(self.head(key).await?.etag)
+    }
+
+    /// What HEAD tells of `key` now: its ETag, size and the digest of both.
+    pub async fn head(&self, key: &str) -> Result<Head, ExecError> {
         let key = self.key(key);
         let head = self.client.head_object().bucket(&self.bucket).key(&key).send().await.map_err(|e| self.fail(&key, explain(&e)))?;
-        Ok(head.e_tag().map(str::to_string))
+        let etag = head.e_tag().map(str::to_string);
+        let bytes = head.content_length().unwrap_or(0).max(0) as u64;
+        let fingerprint = super::fingerprint::s3_object(&self.bucket, &key, etag.as_deref(), bytes);
+        Ok(Head { shown: format!("s3://{}/{key}", self.bucket), etag, bytes, fingerprint })
     }
 
     fn fail(&self, key: &str, message: String) -> ExecError {

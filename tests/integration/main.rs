@@ -8,4 +8,5 @@ mod schedule;
 mod secrets;
 mod services;
 mod spec_cli;
+mod unchanged;
 mod util;

@@ -1,0 +1,90 @@
+//! What a stage's outcome depends on, as digests: its context (the compiled stage, the engine's
+//! version and the state of every table it references), its source (an S3 object's ETag and
+//! size, a local file's SHA-256) and the state of its target table (row count, sum and maximum of
+//! the rows' `xmin`: any insert, update or delete committed since changes it). A stage whose
+//! three are what they were right after its last load would load nothing new and reject the
+//! same rows: the run skips it.
+
+use std::io::Read;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::plan::StagePlan;
+
+/// A stage's digests, recorded with each load in `etl_run_stages`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// The target table (schema-qualified, quoted) the state is of.
+    pub table: String,
+    /// The compiled stage and the referenced tables' states.
+    pub context: String,
+    /// The source's content.
+    pub source: String,
+    /// The target table's state after the load.
+    pub table_state: String,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The context digest: the engine's version, the compiled stage (its SQL, checks, columns,
+/// budget) and `(table, state)` of each table it references.
+pub fn context(stage: &StagePlan, referenced: &[(String, String)]) -> String {
+    let mut h = Sha256::new();
+    h.update(env!("CARGO_PKG_VERSION").as_bytes());
+    h.update(format!("\n{stage:?}\n").as_bytes());
+    for (table, state) in referenced {
+        h.update(format!("{table}={state}\n").as_bytes());
+    }
+    hex(&h.finalize())
+}
+
+/// The source digest of an S3 object: its bucket, key, ETag and size.
+pub fn s3_object(bucket: &str, key: &str, etag: Option<&str>, bytes: u64) -> Option<String> {
+    // Without an ETag the content cannot be told apart: never the same.
+    let etag = etag?;
+    Some(hex(&Sha256::digest(format!("s3\n{bucket}\n{key}\n{etag}\n{bytes}").as_bytes())))
+}
+
+/// The source digest of a local file: the SHA-256 of its bytes.
+pub fn local_file(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    h.update(b"file\n");
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// SQL giving a table's state as one text: `count:sum(xmin):max(xmin)`.
+pub fn table_state_sql(qualified: &str) -> String {
+    format!(
+        "SELECT count(*)::text || ':' || coalesce(sum(xmin::text::bigint), 0)::text || ':' || coalesce(max(xmin::text::bigint), 0)::text FROM {qualified}"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_without_an_etag_has_no_digest_and_one_byte_changes_a_file_digest() {
+        assert_eq!(s3_object("b", "k", None, 3), None);
+        assert_ne!(s3_object("b", "k", Some("\"e\""), 3), s3_object("b", "k", Some("\"e\""), 4));
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, "x,y\n1,2\n").unwrap();
+        std::fs::write(&b, "x,y\n1,3\n").unwrap();
+        assert_ne!(local_file(&a).unwrap(), local_file(&b).unwrap());
+        std::fs::write(&b, "x,y\n1,2\n").unwrap();
+        assert_eq!(local_file(&a).unwrap(), local_file(&b).unwrap());
+    }
+}
