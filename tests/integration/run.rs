@@ -222,11 +222,19 @@ fn generated_data_loads_exactly_the_valid_rows_and_a_rerun_changes_nothing() {
         "rows read = loaded + rejected, recorded for both stages"
     );
 
-    // The same files again: every valid row is reported unchanged and no row changes.
+    // The same objects again: both stages are skipped as unchanged since the first run (their
+    // ETags, the spec and the tables are the same), every valid row reported unchanged; with
+    // --force every row is checked again and found unchanged. No row changes.
     let before = db.texts(&format!("SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM {}.trade t", db.schema));
     let out = db.run_s3(&bucket, &["--output", "json"]);
     out.expect_code(4);
     let r = report(&out);
+    assert_eq!(r["stages"][0]["unchanged_since_run"], run_id, "{}", out.evidence());
+    assert_eq!(r["stages"][1]["unchanged_since_run"], run_id, "{}", out.evidence());
+    let out = db.run_s3(&bucket, &["--output", "json", "--force"]);
+    out.expect_code(4);
+    let r = report(&out);
+    assert!(r["stages"][1]["unchanged_since_run"].is_null(), "{}", out.evidence());
     assert!(r["stages"][1]["source"].as_str().unwrap().starts_with("s3://"), "{}", out.evidence());
     assert!(r["stages"][1]["etag"].is_string(), "the ETag is recorded\n{}", out.evidence());
     for (i, valid) in [(0, valid_assets), (1, valid_trades)] {
