@@ -40,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
         let columns: Vec<_> = stage.columns.iter().map(|c| (c.name.clone(), c.ty)).collect();
         reader.load_lookup(&etl::plan::extract::lookup_sql(current, &columns, None)).unwrap();
     }
-    match etl::exec::check_stage(&reader, stage, &path, "in.csv", |_| Ok(())) {
+    match etl::exec::check_stage(&reader, stage, &path, "in.csv", None, |_| Ok(())) {
         Ok(report) => assert!(report.balanced(), "unbalanced: {report:?}"),
         Err(e) => {
             let _ = e.to_string();

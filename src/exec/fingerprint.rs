@@ -71,6 +71,12 @@ pub fn table_state_sql(qualified: &str) -> String {
     )
 }
 
+/// The state `table_state_sql` finds in a table that holds only the `rows` rows a transaction
+/// `xid` (32-bit, as `xmin` shows it) inserted.
+pub fn fresh_table_state(rows: u64, xid: u64) -> String {
+    if rows == 0 { "0:0:0".into() } else { format!("{rows}:{}:{xid}", u128::from(rows) * u128::from(xid)) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 
 pub mod duck;
 pub mod fingerprint;
+pub mod incremental;
 pub mod pgcopy;
 pub mod postgres;
 pub mod progress;
@@ -254,11 +255,15 @@ pub fn local_path(spec: &Spec, stage: &StagePlan, spec_dir: &Path) -> Option<Pat
 
 /// Extracts and validates one stage from a local file, handing each batch of valid rows to
 /// `on_valid` as soon as it is checked: memory holds one batch, not the file.
+///
+/// With `carry` (the rejects of the stage's last load, whose line index is loaded), the lines
+/// equal to a line of the last load's file are not checked again: their outcome is carried over.
 pub fn check_stage(
     reader: &read::Reader,
     stage: &StagePlan,
     path: &Path,
     shown: &str,
+    carry: Option<&[Reject]>,
     mut on_valid: impl FnMut(polars::prelude::DataFrame) -> Result<(), ExecError>,
 ) -> Result<StageReport, ExecError> {
     let bytes = std::fs::metadata(path)
@@ -296,7 +301,20 @@ pub fn check_stage(
             severity: crate::spec::model::Severity::Error,
         });
     }
-    reader.typed_batches(stage, stage.batch_size as usize, |batch| {
+    let except = match carry {
+        None => None,
+        Some(previous) => {
+            let c = incremental::carry_over(reader, stage, &lines, previous)?;
+            report.rows_valid += c.valid;
+            report.skipped_unchanged += c.valid;
+            report.rows_rejected += c.rejected;
+            report.rows_warned += c.warned;
+            count_rules(&mut report, &c.rejects);
+            report.rejects.extend(c.rejects);
+            Some(incremental::except(stage))
+        }
+    };
+    reader.typed_batches(stage, stage.batch_size as usize, except.as_deref(), |batch| {
         let v = validate::validate(stage, &lines, batch)?;
         report.rows_valid += v.valid_rows;
         report.skipped_unchanged += v.unchanged;
@@ -340,17 +358,19 @@ pub fn push_quoted(out: &mut Vec<u8>, v: &str) {
 
 /// Extracts and validates a stage, handing each non-empty batch of rows to write to
 /// `stage_batch` with progress shown: what both targets do before their merge.
+#[allow(clippy::too_many_arguments)]
 fn stage_rows(
     reader: &read::Reader,
     st: &StagePlan,
     path: &Path,
     shown: &str,
+    carry: Option<&[Reject]>,
     progress: &progress::Progress,
     mut stage_batch: impl FnMut(polars::prelude::DataFrame) -> Result<(), ExecError>,
 ) -> Result<StageReport, ExecError> {
     let mut staged = 0u64;
     let mut first = true;
-    check_stage(reader, st, path, shown, |batch| {
+    check_stage(reader, st, path, shown, carry, |batch| {
         if std::mem::take(&mut first) {
             progress.detail(&st.name, "extracted; first batch validated");
         }
@@ -561,9 +581,9 @@ fn run_stages(
     }
     // A stage that looks unchanged since its last load is downloaded only if the check under its
     // locks finds otherwise; every other source is downloaded now, before anything loads.
-    let unchanged = unchanged_candidates(spec, stages, targets, opts, &sources)?;
+    let reusable = reusable_loads(spec, stages, targets, opts, &sources, reader)?;
     for st in stages {
-        if !unchanged.contains_key(&st.name)
+        if !reusable.get(&st.name).is_some_and(|r| r.index.is_none())
             && let Some(src) = sources.get_mut(&st.name)
         {
             src.path(&opts.temp_dir, rt)?;
@@ -577,7 +597,7 @@ fn run_stages(
         for st in stages {
             let src = sources.get_mut(&st.name).ok_or_else(|| ExecError::Internal(format!("stage {} has no source", st.name)))?;
             let report = match &targets[&st.target.connection] {
-                Target::Pg(pg) => pg_stage(pg, st, reader, src, unchanged.get(&st.name), rt, opts, &mut dry, &progress)?,
+                Target::Pg(pg) => pg_stage(pg, &spec.name, st, reader, src, reusable.get(&st.name), rt, opts, &mut dry, &progress)?,
                 Target::Duck(d) => {
                     if opts.dry_run && !duck_dry_open.contains(&st.target.connection) {
                         d.execute("BEGIN TRANSACTION", "begin a transaction")?;
@@ -647,10 +667,11 @@ fn status_of(report: &StageReport) -> String {
 #[allow(clippy::too_many_arguments)]
 fn pg_stage(
     pg: &postgres::Pg,
+    spec_name: &str,
     st: &StagePlan,
     reader: &read::Reader,
     src: &mut source::Source,
-    last: Option<&postgres::LastLoad>,
+    reuse: Option<&Reuse>,
     rt: &tokio::runtime::Runtime,
     opts: &RunOptions,
     dry: &mut indexmap::IndexMap<String, sqlx::Transaction<'static, sqlx::Postgres>>,
@@ -681,15 +702,22 @@ fn pg_stage(
     if !created {
         run(tx, &format!("LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE"), "lock the target table")?;
     }
-    // Checked again now that the table and the tables it references are locked.
-    if let Some(last) = last
+    // Checked again now that the table and the tables it references are locked: the whole
+    // stage, or its unchanged lines, may be reused.
+    let mut reuse_lines: Option<(&Reuse, &Path)> = None;
+    if let Some(reuse) = reuse
         && !created
     {
         let context = stage_context(pg, tx, st, true)?;
         let state = pg.block(postgres::table_state(tx, &table))?;
-        let f = &last.fingerprint;
-        if context.as_ref() == Some(&f.context) && state.as_ref() == Some(&f.table_state) && src.fingerprint.as_ref() == Some(&f.source) {
-            return unchanged_stage(pg, st, src, last);
+        let f = &reuse.last.fingerprint;
+        if context.as_ref() == Some(&f.context) && state.as_ref() == Some(&f.table_state) {
+            if src.fingerprint.as_ref() == Some(&f.source) {
+                return unchanged_stage(pg, st, src, &reuse.last);
+            }
+            if let Some(index) = &reuse.index {
+                reuse_lines = Some((reuse, index));
+            }
         }
     }
     let path = src.path(&opts.temp_dir, rt)?;
@@ -699,10 +727,26 @@ fn pg_stage(
         run(tx, &format!("DELETE FROM {table}"), "empty the target table")?;
         empty = true;
     }
-    pg_lookups(pg, tx, st, reader, &opts.temp_dir, empty, created)?;
+    let carry: Option<Vec<Reject>> = match reuse_lines {
+        None => None,
+        Some((reuse, index)) => match reader.load_line_index(st, index) {
+            Ok(()) => Some(pg.block(postgres::rejects_of(pg.pool(), reuse.last.run_id, &st.name))?),
+            Err(e) => {
+                progress.detail(&st.name, &format!("the last load's line index is unreadable ({e}): every line is checked"));
+                None
+            }
+        },
+    };
+    // Only the changed lines reach the comparison with the table's rows, in the merge.
+    pg_lookups(pg, tx, st, reader, &opts.temp_dir, empty || carry.is_some(), created)?;
     // The referenced tables are locked: their states hold until the stage commits.
     let context = if opts.dry_run || t.mode == LoadMode::Append { None } else { stage_context(pg, tx, st, false)? };
-    progress.detail(&st.name, &format!("lookups loaded{}", if empty { "; the table is empty: COPY straight into it" } else { "" }));
+    let how = match (&carry, reuse_lines) {
+        (Some(_), Some((reuse, _))) => format!("; lines unchanged since run {} are not checked again", reuse.last.loaded_by),
+        _ if empty => "; the table is empty: COPY straight into it".into(),
+        _ => String::new(),
+    };
+    progress.detail(&st.name, &format!("lookups loaded{how}"));
     let direct = empty || t.mode == LoadMode::Append;
     let copy_sql = if direct {
         // FREEZE writes the rows of a table created in this (sub)transaction as already visible.
@@ -711,7 +755,7 @@ fn pg_stage(
         run(tx, &t.sql.create_staging, "create the staging table")?;
         t.sql.copy.clone()
     };
-    let mut report = postgres::copy_stream(pg, tx, st, &copy_sql, |hand| stage_rows(reader, st, path, shown, progress, hand))?;
+    let mut report = postgres::copy_stream(pg, tx, st, &copy_sql, |hand| stage_rows(reader, st, path, shown, carry.as_deref(), progress, hand))?;
     progress.detail(&st.name, &format!("{} rows validated, {} written by COPY", report.rows_read, report.rows_valid - report.skipped_unchanged));
     report.etag = etag;
     if settle(st, &mut report) {
@@ -722,24 +766,42 @@ fn pg_stage(
         return Ok(report);
     }
     let written = report.rows_valid - report.skipped_unchanged;
-    let mut merged = if direct {
-        postgres::Merged { inserted: written, ..Default::default() }
-    } else {
-        let m = pg.block(postgres::merge(tx, st, written))?;
-        progress.detail(&st.name, "merged into the table");
-        m
+    // The file's line index, for the next load to find its unchanged lines, is written while the
+    // database merges (or builds the new table's keys, indexes and foreign keys).
+    let index = match (&context, &src.fingerprint) {
+        (Some(_), Some(source)) if t.mode == LoadMode::Upsert => incremental::cache_dir()
+            .and_then(|dir| reader.duckdb_version().ok().map(|v| incremental::index_path(&dir, spec_name, &st.name, &table, &v, source))),
+        _ => None,
     };
+    let (loaded, indexed) = std::thread::scope(|scope| {
+        let load = scope.spawn(|| -> Result<postgres::Merged, ExecError> {
+            let merged = if direct { postgres::Merged { inserted: written, ..Default::default() } } else { pg.block(postgres::merge(tx, st, written))? };
+            if created {
+                pg.block(postgres::add_constraints(tx, st))?;
+                pg.block(postgres::finish_table(tx, st))?;
+            }
+            Ok(merged)
+        });
+        let indexed = index.as_deref().map(|p| incremental::write_index(reader, st, p));
+        (load.join(), indexed)
+    });
+    let mut merged = loaded.map_err(|_| ExecError::Internal("the load's thread panicked".into()))??;
+    progress.detail(&st.name, if created { "keys, indexes and foreign keys built" } else if direct { "copied" } else { "merged into the table" });
+    if let Some(Err(e)) = indexed {
+        progress.detail(&st.name, &format!("no line index kept ({e}): the next load checks every line"));
+    }
     merged.unchanged += report.skipped_unchanged;
     report.loaded = Some(merged);
-    if created {
-        pg.block(postgres::add_constraints(tx, st))?;
-        pg.block(postgres::finish_table(tx, st))?;
-        progress.detail(&st.name, "keys, indexes and foreign keys built");
-    }
-    if let (Some(context), Some(source)) = (context, src.fingerprint.clone())
-        && let Some(table_state) = pg.block(postgres::table_state(tx, &table))?
-    {
-        report.fingerprint = Some(fingerprint::Fingerprint { table: table.clone(), context, source, table_state });
+    if let (Some(context), Some(source)) = (context, src.fingerprint.clone()) {
+        // A table that was empty holds only this stage's rows: its state needs no scan.
+        let state = if direct {
+            Some(fingerprint::fresh_table_state(written, pg.block(postgres::current_xid(tx))?))
+        } else {
+            pg.block(postgres::table_state(tx, &table))?
+        };
+        if let Some(table_state) = state {
+            report.fingerprint = Some(fingerprint::Fingerprint { table: table.clone(), context, source, table_state });
+        }
     }
     if let Some(t) = own_tx.take() {
         pg.block(t.commit()).map_err(|e| ExecError::database("commit the stage", e))?;
@@ -765,24 +827,35 @@ fn stage_context(pg: &postgres::Pg, tx: &mut sqlx::Transaction<'static, sqlx::Po
     Ok(Some(fingerprint::context(st, &states)))
 }
 
-/// The stages that look unchanged since their last load: the same source, the same compiled
-/// stage, the referenced tables and the table itself as that load left them. Each is checked
-/// again under its locks before it is skipped. None in a dry run, with `--force`, for an append
-/// stage, or for a stage whose target is not the engine's PostgreSQL connection.
-fn unchanged_candidates(
+/// A stage's last load that this run may reuse, as it looked before the stage's locks were
+/// taken: all of it (`index` None: the same source) or, for an upsert of a new source, its
+/// unchanged lines (`index`: the line index of the last load's file).
+struct Reuse {
+    last: postgres::LastLoad,
+    index: Option<PathBuf>,
+}
+
+/// The stages whose last load looks reusable: the same compiled stage, the referenced tables and
+/// the table itself as that load left them. Each is checked again under its locks. None in a dry
+/// run, with `--force`, for an append stage, or for a stage whose target is not the engine's
+/// PostgreSQL connection.
+fn reusable_loads(
     spec: &Spec,
     stages: &[&StagePlan],
     targets: &indexmap::IndexMap<String, Target<'_>>,
     opts: &RunOptions,
     sources: &std::collections::HashMap<String, source::Source>,
-) -> Result<std::collections::HashMap<String, postgres::LastLoad>, ExecError> {
+    reader: &read::Reader,
+) -> Result<std::collections::HashMap<String, Reuse>, ExecError> {
     use crate::spec::model::LoadMode;
     let mut out = std::collections::HashMap::new();
     let Some((engine, Target::Pg(pg))) = targets.get_index(0) else { return Ok(out) };
     if opts.dry_run || opts.force {
         return Ok(out);
     }
-    // Tables an earlier stage of this run loads: a stage referencing one cannot be unchanged.
+    let cache = incremental::cache_dir();
+    let duckdb = reader.duckdb_version()?;
+    // Tables an earlier stage of this run loads: a stage referencing one cannot reuse its load.
     let mut reloaded: Vec<String> = Vec::new();
     for st in stages {
         let table = crate::plan::load::qualified(&st.target);
@@ -794,18 +867,30 @@ fn unchanged_candidates(
         if eligible
             && let Some(source) = source
             && let Some(last) = pg.block(postgres::last_load(pg.pool(), &spec.name, &st.name, &table))?
-            && last.fingerprint.source == source
         {
-            let mut tx = pg.begin()?;
-            let context = stage_context(pg, &mut tx, st, false)?;
-            let state = pg.block(postgres::table_state(&mut tx, &table))?;
-            if context.as_ref() == Some(&last.fingerprint.context) && state.as_ref() == Some(&last.fingerprint.table_state) {
-                found = Some(last);
+            let index = if last.fingerprint.source == source {
+                None
+            } else {
+                cache
+                    .as_ref()
+                    .map(|dir| incremental::index_path(dir, &spec.name, &st.name, &table, &duckdb, &last.fingerprint.source))
+                    .filter(|p| st.target.mode == LoadMode::Upsert && p.is_file())
+            };
+            if last.fingerprint.source == source || index.is_some() {
+                let mut tx = pg.begin()?;
+                let context = stage_context(pg, &mut tx, st, false)?;
+                let state = pg.block(postgres::table_state(&mut tx, &table))?;
+                if context.as_ref() == Some(&last.fingerprint.context) && state.as_ref() == Some(&last.fingerprint.table_state) {
+                    found = Some(Reuse { last, index });
+                }
             }
         }
         match found {
-            Some(last) => {
-                out.insert(st.name.clone(), last);
+            Some(reuse) => {
+                if reuse.index.is_some() {
+                    reloaded.push(table);
+                }
+                out.insert(st.name.clone(), reuse);
             }
             None => reloaded.push(table),
         }
@@ -913,7 +998,7 @@ fn duck_stage(
             .suffix(".csv")
             .tempfile_in(&opts.temp_dir)
             .map_err(|e| ExecError::Write { path: opts.temp_dir.display().to_string(), message: e.to_string() })?;
-        let mut report = stage_rows(reader, st, path, shown, progress, |batch| d.copy_batch(st, &batch, batch_file.path()))?;
+        let mut report = stage_rows(reader, st, path, shown, None, progress, |batch| d.copy_batch(st, &batch, batch_file.path()))?;
         if settle(st, &mut report) {
             return Ok(report);
         }

@@ -299,6 +299,12 @@ pub async fn table_state(tx: &mut Transaction<'static, Postgres>, qualified: &st
     Ok(Some(state))
 }
 
+/// The current transaction's id as a row's `xmin` shows it (its low 32 bits).
+pub async fn current_xid(tx: &mut Transaction<'static, Postgres>) -> Result<u64, ExecError> {
+    let xid: i64 = sqlx::query_scalar("SELECT txid_current() % 4294967296").fetch_one(&mut **tx).await.map_err(db("read the transaction's id"))?;
+    Ok(xid as u64)
+}
+
 /// A stage's last load by this spec, as `etl_run_stages` recorded it.
 #[derive(Debug, Clone)]
 pub struct LastLoad {

@@ -38,7 +38,8 @@ impl Reader {
     pub fn open(temp_dir: &Path, memory_limit: &str) -> Result<Self, ExecError> {
         let conn = duckdb::Connection::open_in_memory().map_err(ExecError::duckdb("open DuckDB"))?;
         conn.execute_batch(&format!(
-            "SET memory_limit = {}; SET temp_directory = {}; SET preserve_insertion_order = true;",
+            "SET memory_limit = {}; SET temp_directory = {}; SET preserve_insertion_order = true; \
+             SET autoinstall_known_extensions = false; SET autoload_known_extensions = false;",
             literal(memory_limit),
             literal(&temp_dir.display().to_string())
         ))
@@ -87,13 +88,15 @@ impl Reader {
 
     /// Streams the typed rows (each with its record number; in no set order), `batch_rows` at a
     /// time, to `each`.
+    /// With `except`, the records listed in that table are left out.
     pub fn typed_batches(
         &self,
         stage: &StagePlan,
         batch_rows: usize,
+        except: Option<&str>,
         mut each: impl FnMut(DataFrame) -> Result<(), ExecError>,
     ) -> Result<(), ExecError> {
-        let mut stmt = self.conn.prepare(&extract::select_sql(stage)).map_err(ExecError::duckdb("prepare the typed select"))?;
+        let mut stmt = self.conn.prepare(&extract::select_sql_except(stage, except)).map_err(ExecError::duckdb("prepare the typed select"))?;
         // Streamed: DuckDB hands over its result a chunk at a time instead of materialising it.
         let arrow = stmt.stream_arrow([]).map_err(ExecError::duckdb("run the typed select"))?;
         let mut pending: Option<DataFrame> = None;
@@ -126,6 +129,67 @@ impl Reader {
     /// Creates (and fills) a lookup relation; see `extract::lookup_sql`.
     pub fn load_lookup(&self, sql: &str) -> Result<(), ExecError> {
         self.conn.execute_batch(sql).map_err(ExecError::duckdb("load a lookup exported from the target"))
+    }
+
+    /// Writes the staged file's line index (see `extract::line_index_sql`) to `path`.
+    pub fn write_line_index(&self, stage: &StagePlan, path: &Path) -> Result<(), ExecError> {
+        self.conn.execute_batch(&extract::line_index_sql(stage, &path.display().to_string())).map_err(ExecError::duckdb("write the line index"))
+    }
+
+    /// Loads the line index of the stage's last load.
+    pub fn load_line_index(&self, stage: &StagePlan, path: &Path) -> Result<(), ExecError> {
+        self.conn
+            .execute_batch(&extract::load_line_index_sql(stage, &path.display().to_string()))
+            .map_err(ExecError::duckdb("read the line index of the last load"))
+    }
+
+    /// Finds the staged records equal to a line of the last load's file; returns how many.
+    pub fn same_lines(&self, stage: &StagePlan) -> Result<u64, ExecError> {
+        self.conn.execute_batch(&extract::same_lines_sql(stage)).map_err(ExecError::duckdb("compare the file with the last load's"))?;
+        let n: i64 = self
+            .conn
+            .query_row(&format!("SELECT count(*) FROM {}", ident(&extract::same_lines_table(stage))), [], |r| r.get(0))
+            .map_err(ExecError::duckdb("count the unchanged lines"))?;
+        Ok(n as u64)
+    }
+
+    /// Removes from the unchanged lines those whose previous record is one of `previous`;
+    /// returns how many.
+    pub fn forget_same_lines(&self, stage: &StagePlan, previous: &[u64]) -> Result<u64, ExecError> {
+        let mut removed = 0;
+        for chunk in previous.chunks(10_000) {
+            let list: Vec<String> = chunk.iter().map(u64::to_string).collect();
+            let sql = format!("DELETE FROM {} WHERE previous_record IN ({})", ident(&extract::same_lines_table(stage)), list.join(", "));
+            removed += self.conn.execute(&sql, []).map_err(ExecError::duckdb("re-check repeated keys"))? as u64;
+        }
+        Ok(removed)
+    }
+
+    /// `(previous record, record)` of the unchanged lines whose previous record is one of
+    /// `previous`.
+    pub fn same_lines_of(&self, stage: &StagePlan, previous: &[u64]) -> Result<Vec<(u64, u64)>, ExecError> {
+        let mut out = Vec::new();
+        for chunk in previous.chunks(10_000) {
+            let list: Vec<String> = chunk.iter().map(u64::to_string).collect();
+            let sql = format!(
+                "SELECT previous_record, record FROM {} WHERE previous_record IN ({})",
+                ident(&extract::same_lines_table(stage)),
+                list.join(", ")
+            );
+            let mut stmt = self.conn.prepare(&sql).map_err(ExecError::duckdb("map the unchanged lines"))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)))
+                .map_err(ExecError::duckdb("map the unchanged lines"))?;
+            for row in rows {
+                out.push(row.map_err(ExecError::duckdb("map the unchanged lines"))?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The DuckDB library's version (line indexes are only read by the version that wrote them).
+    pub fn duckdb_version(&self) -> Result<String, ExecError> {
+        self.conn.query_row("SELECT library_version FROM pragma_version()", [], |r| r.get(0)).map_err(ExecError::duckdb("read DuckDB's version"))
     }
 
     /// The connection, for appending key sets.

@@ -85,7 +85,7 @@ fn planted_invalid_rows_are_rejected_for_their_reason_and_nothing_else_is() {
             reader.load_lookup(&lookup_sql(&r.relation, &[(r.ref_column.clone(), ty)], Some(keys.to_str().unwrap()))).unwrap();
         }
         let mut valid_rows = 0usize;
-        let report = exec::check_stage(&reader, sp, &path, file, |df| {
+        let report = exec::check_stage(&reader, sp, &path, file, None, |df| {
             valid_rows += df.height();
             if stage == "assets" {
                 accounts.extend(df.column("account_id").unwrap().str().unwrap().iter().flatten().map(str::to_string));
