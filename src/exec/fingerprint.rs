@@ -30,11 +30,15 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The context digest: the engine's version, the compiled stage (its SQL, checks, columns,
-/// budget) and `(table, state)` of each table it references.
+/// budget; not where its file is, which the source digest stands for) and `(table, state)` of
+/// each table it references.
 pub fn context(stage: &StagePlan, referenced: &[(String, String)]) -> String {
     let mut h = Sha256::new();
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
-    h.update(format!("\n{stage:?}\n").as_bytes());
+    let mut compiled = stage.clone();
+    compiled.source_connection.clear();
+    compiled.source_key.clear();
+    h.update(format!("\n{compiled:?}\n").as_bytes());
     for (table, state) in referenced {
         h.update(format!("{table}={state}\n").as_bytes());
     }
