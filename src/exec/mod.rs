@@ -256,20 +256,20 @@ pub fn local_path(spec: &Spec, stage: &StagePlan, spec_dir: &Path) -> Option<Pat
 /// Extracts and validates one stage from a local file, handing each batch of valid rows to
 /// `on_valid` as soon as it is checked: memory holds one batch, not the file.
 ///
-/// With `carry` (the rejects of the stage's last load, whose line index is loaded), the lines
-/// equal to a line of the last load's file are not checked again: their outcome is carried over.
+/// With `changes` (the file split against the stage's last load), only the changed records are
+/// read and checked; the unchanged ones' outcome is carried over.
 pub fn check_stage(
     reader: &read::Reader,
     stage: &StagePlan,
     path: &Path,
     shown: &str,
-    carry: Option<&[Reject]>,
+    changes: Option<&incremental::Changes>,
     mut on_valid: impl FnMut(polars::prelude::DataFrame) -> Result<(), ExecError>,
 ) -> Result<StageReport, ExecError> {
     let bytes = std::fs::metadata(path)
         .map_err(|e| ExecError::Source { source_name: shown.to_string(), message: e.to_string() })?
         .len();
-    let (staged, csv_errors) = reader.stage(stage, path, shown)?;
+    let (staged, csv_errors) = reader.stage(stage, changes.map_or(path, |c| c.path.as_path()), shown)?;
     let mut report = StageReport {
         stage: stage.name.clone(),
         source: shown.to_string(),
@@ -289,11 +289,15 @@ pub fn check_stage(
         unchanged_since_run: None,
         fingerprint: None,
     };
-    let lines = validate::Lines::new(stage, csv_errors.iter().map(|e| e.line).collect());
+    let malformed = csv_errors.iter().map(|e| e.line).collect();
+    let lines = match changes {
+        None => validate::Lines::new(stage, malformed),
+        Some(c) => validate::Lines::mapped(stage, malformed, c.lines.clone()),
+    };
     for e in csv_errors {
         *report.rejects_by_rule.entry("csv".into()).or_default() += 1;
         report.rejects.push(Reject {
-            line: e.line,
+            line: lines.original(e.line),
             column: e.column,
             rule: "csv".into(),
             value: e.text.map(|t| t.trim_matches(['\r', '\n']).to_string()),
@@ -301,20 +305,16 @@ pub fn check_stage(
             severity: crate::spec::model::Severity::Error,
         });
     }
-    let except = match carry {
-        None => None,
-        Some(previous) => {
-            let c = incremental::carry_over(reader, stage, &lines, previous)?;
-            report.rows_valid += c.valid;
-            report.skipped_unchanged += c.valid;
-            report.rows_rejected += c.rejected;
-            report.rows_warned += c.warned;
-            count_rules(&mut report, &c.rejects);
-            report.rejects.extend(c.rejects);
-            Some(incremental::except(stage))
-        }
-    };
-    reader.typed_batches(stage, stage.batch_size as usize, except.as_deref(), |batch| {
+    if let Some(c) = changes {
+        report.rows_read += c.same;
+        report.rows_valid += c.valid;
+        report.skipped_unchanged += c.valid;
+        report.rows_rejected += c.rejected;
+        report.rows_warned += c.warned;
+        count_rules(&mut report, &c.rejects);
+        report.rejects.extend(c.rejects.iter().cloned());
+    }
+    reader.typed_batches(stage, stage.batch_size as usize, |batch| {
         let v = validate::validate(stage, &lines, batch)?;
         report.rows_valid += v.valid_rows;
         report.skipped_unchanged += v.unchanged;
@@ -364,13 +364,13 @@ fn stage_rows(
     st: &StagePlan,
     path: &Path,
     shown: &str,
-    carry: Option<&[Reject]>,
+    changes: Option<&incremental::Changes>,
     progress: &progress::Progress,
     mut stage_batch: impl FnMut(polars::prelude::DataFrame) -> Result<(), ExecError>,
 ) -> Result<StageReport, ExecError> {
     let mut staged = 0u64;
     let mut first = true;
-    check_stage(reader, st, path, shown, carry, |batch| {
+    check_stage(reader, st, path, shown, changes, |batch| {
         if std::mem::take(&mut first) {
             progress.detail(&st.name, "extracted; first batch validated");
         }
@@ -581,7 +581,7 @@ fn run_stages(
     }
     // A stage that looks unchanged since its last load is downloaded only if the check under its
     // locks finds otherwise; every other source is downloaded now, before anything loads.
-    let reusable = reusable_loads(spec, stages, targets, opts, &sources, reader)?;
+    let reusable = reusable_loads(spec, stages, targets, opts, &sources)?;
     for st in stages {
         if !reusable.get(&st.name).is_some_and(|r| r.index.is_none())
             && let Some(src) = sources.get_mut(&st.name)
@@ -727,22 +727,31 @@ fn pg_stage(
         run(tx, &format!("DELETE FROM {table}"), "empty the target table")?;
         empty = true;
     }
-    let carry: Option<Vec<Reject>> = match reuse_lines {
-        None => None,
-        Some((reuse, index)) => match reader.load_line_index(st, index) {
-            Ok(()) => Some(pg.block(postgres::rejects_of(pg.pool(), reuse.last.run_id, &st.name))?),
-            Err(e) => {
-                progress.detail(&st.name, &format!("the last load's line index is unreadable ({e}): every line is checked"));
-                None
-            }
-        },
+    // Where this file's line index goes, for the next load to find its unchanged records.
+    let next_index = match &src.fingerprint {
+        Some(source) if !opts.dry_run && t.mode == LoadMode::Upsert => incremental::cache_dir().map(|dir| incremental::index_path(&dir, spec_name, &st.name, &table, source)),
+        _ => None,
     };
-    // Only the changed lines reach the comparison with the table's rows, in the merge.
-    pg_lookups(pg, tx, st, reader, &opts.temp_dir, empty || carry.is_some(), created)?;
+    let columns = if st.csv.header { read::file_columns(st, path, shown)? } else { st.columns.iter().map(|c| c.header.clone()).collect() };
+    let changes = match reuse_lines {
+        None => None,
+        Some((reuse, index)) => {
+            let previous = pg.block(postgres::rejects_of(pg.pool(), reuse.last.run_id, &st.name))?;
+            match incremental::changes(st, path, &columns, index, &previous, &opts.temp_dir, next_index.as_deref())? {
+                Ok(c) => Some(c),
+                Err(why) => {
+                    progress.detail(&st.name, &format!("every line is checked: {why}"));
+                    None
+                }
+            }
+        }
+    };
+    // Only the changed records reach the comparison with the table's rows, in the merge.
+    pg_lookups(pg, tx, st, reader, &opts.temp_dir, empty || changes.is_some(), created)?;
     // The referenced tables are locked: their states hold until the stage commits.
     let context = if opts.dry_run || t.mode == LoadMode::Append { None } else { stage_context(pg, tx, st, false)? };
-    let how = match (&carry, reuse_lines) {
-        (Some(_), Some((reuse, _))) => format!("; lines unchanged since run {} are not checked again", reuse.last.loaded_by),
+    let how = match (&changes, reuse_lines) {
+        (Some(c), Some((reuse, _))) => format!("; {} lines unchanged since run {} are not checked again", c.same, reuse.last.loaded_by),
         _ if empty => "; the table is empty: COPY straight into it".into(),
         _ => String::new(),
     };
@@ -755,7 +764,7 @@ fn pg_stage(
         run(tx, &t.sql.create_staging, "create the staging table")?;
         t.sql.copy.clone()
     };
-    let mut report = postgres::copy_stream(pg, tx, st, &copy_sql, |hand| stage_rows(reader, st, path, shown, carry.as_deref(), progress, hand))?;
+    let mut report = postgres::copy_stream(pg, tx, st, &copy_sql, |hand| stage_rows(reader, st, path, shown, changes.as_ref(), progress, hand))?;
     progress.detail(&st.name, &format!("{} rows validated, {} written by COPY", report.rows_read, report.rows_valid - report.skipped_unchanged));
     report.etag = etag;
     if settle(st, &mut report) {
@@ -766,13 +775,9 @@ fn pg_stage(
         return Ok(report);
     }
     let written = report.rows_valid - report.skipped_unchanged;
-    // The file's line index, for the next load to find its unchanged lines, is written while the
-    // database merges (or builds the new table's keys, indexes and foreign keys).
-    let index = match (&context, &src.fingerprint) {
-        (Some(_), Some(source)) if t.mode == LoadMode::Upsert => incremental::cache_dir()
-            .and_then(|dir| reader.duckdb_version().ok().map(|v| incremental::index_path(&dir, spec_name, &st.name, &table, &v, source))),
-        _ => None,
-    };
+    // The file's line index (unless the comparison wrote it) is written while the database
+    // merges, or builds the new table's keys, indexes and foreign keys.
+    let index = if changes.is_none() { next_index.filter(|_| context.is_some()) } else { None };
     let (loaded, indexed) = std::thread::scope(|scope| {
         let load = scope.spawn(|| -> Result<postgres::Merged, ExecError> {
             let merged = if direct { postgres::Merged { inserted: written, ..Default::default() } } else { pg.block(postgres::merge(tx, st, written))? };
@@ -782,12 +787,12 @@ fn pg_stage(
             }
             Ok(merged)
         });
-        let indexed = index.as_deref().map(|p| incremental::write_index(reader, st, p));
+        let indexed = index.as_deref().map(|p| incremental::index_file(st, path, &columns, p));
         (load.join(), indexed)
     });
     let mut merged = loaded.map_err(|_| ExecError::Internal("the load's thread panicked".into()))??;
     progress.detail(&st.name, if created { "keys, indexes and foreign keys built" } else if direct { "copied" } else { "merged into the table" });
-    if let Some(Err(e)) = indexed {
+    if let Some(Err(e)) = &indexed {
         progress.detail(&st.name, &format!("no line index kept ({e}): the next load checks every line"));
     }
     merged.unchanged += report.skipped_unchanged;
@@ -845,7 +850,6 @@ fn reusable_loads(
     targets: &indexmap::IndexMap<String, Target<'_>>,
     opts: &RunOptions,
     sources: &std::collections::HashMap<String, source::Source>,
-    reader: &read::Reader,
 ) -> Result<std::collections::HashMap<String, Reuse>, ExecError> {
     use crate::spec::model::LoadMode;
     let mut out = std::collections::HashMap::new();
@@ -854,7 +858,6 @@ fn reusable_loads(
         return Ok(out);
     }
     let cache = incremental::cache_dir();
-    let duckdb = reader.duckdb_version()?;
     // Tables an earlier stage of this run loads: a stage referencing one cannot reuse its load.
     let mut reloaded: Vec<String> = Vec::new();
     for st in stages {
@@ -873,7 +876,7 @@ fn reusable_loads(
             } else {
                 cache
                     .as_ref()
-                    .map(|dir| incremental::index_path(dir, &spec.name, &st.name, &table, &duckdb, &last.fingerprint.source))
+                    .map(|dir| incremental::index_path(dir, &spec.name, &st.name, &table, &last.fingerprint.source))
                     .filter(|p| st.target.mode == LoadMode::Upsert && p.is_file())
             };
             if last.fingerprint.source == source || index.is_some() {

@@ -88,15 +88,13 @@ impl Reader {
 
     /// Streams the typed rows (each with its record number; in no set order), `batch_rows` at a
     /// time, to `each`.
-    /// With `except`, the records listed in that table are left out.
     pub fn typed_batches(
         &self,
         stage: &StagePlan,
         batch_rows: usize,
-        except: Option<&str>,
         mut each: impl FnMut(DataFrame) -> Result<(), ExecError>,
     ) -> Result<(), ExecError> {
-        let mut stmt = self.conn.prepare(&extract::select_sql_except(stage, except)).map_err(ExecError::duckdb("prepare the typed select"))?;
+        let mut stmt = self.conn.prepare(&extract::select_sql(stage)).map_err(ExecError::duckdb("prepare the typed select"))?;
         // Streamed: DuckDB hands over its result a chunk at a time instead of materialising it.
         let arrow = stmt.stream_arrow([]).map_err(ExecError::duckdb("run the typed select"))?;
         let mut pending: Option<DataFrame> = None;
@@ -131,67 +129,6 @@ impl Reader {
         self.conn.execute_batch(sql).map_err(ExecError::duckdb("load a lookup exported from the target"))
     }
 
-    /// Writes the staged file's line index (see `extract::line_index_sql`) to `path`.
-    pub fn write_line_index(&self, stage: &StagePlan, path: &Path) -> Result<(), ExecError> {
-        self.conn.execute_batch(&extract::line_index_sql(stage, &path.display().to_string())).map_err(ExecError::duckdb("write the line index"))
-    }
-
-    /// Loads the line index of the stage's last load.
-    pub fn load_line_index(&self, stage: &StagePlan, path: &Path) -> Result<(), ExecError> {
-        self.conn
-            .execute_batch(&extract::load_line_index_sql(stage, &path.display().to_string()))
-            .map_err(ExecError::duckdb("read the line index of the last load"))
-    }
-
-    /// Finds the staged records equal to a line of the last load's file; returns how many.
-    pub fn same_lines(&self, stage: &StagePlan) -> Result<u64, ExecError> {
-        self.conn.execute_batch(&extract::same_lines_sql(stage)).map_err(ExecError::duckdb("compare the file with the last load's"))?;
-        let n: i64 = self
-            .conn
-            .query_row(&format!("SELECT count(*) FROM {}", ident(&extract::same_lines_table(stage))), [], |r| r.get(0))
-            .map_err(ExecError::duckdb("count the unchanged lines"))?;
-        Ok(n as u64)
-    }
-
-    /// Removes from the unchanged lines those whose previous record is one of `previous`;
-    /// returns how many.
-    pub fn forget_same_lines(&self, stage: &StagePlan, previous: &[u64]) -> Result<u64, ExecError> {
-        let mut removed = 0;
-        for chunk in previous.chunks(10_000) {
-            let list: Vec<String> = chunk.iter().map(u64::to_string).collect();
-            let sql = format!("DELETE FROM {} WHERE previous_record IN ({})", ident(&extract::same_lines_table(stage)), list.join(", "));
-            removed += self.conn.execute(&sql, []).map_err(ExecError::duckdb("re-check repeated keys"))? as u64;
-        }
-        Ok(removed)
-    }
-
-    /// `(previous record, record)` of the unchanged lines whose previous record is one of
-    /// `previous`.
-    pub fn same_lines_of(&self, stage: &StagePlan, previous: &[u64]) -> Result<Vec<(u64, u64)>, ExecError> {
-        let mut out = Vec::new();
-        for chunk in previous.chunks(10_000) {
-            let list: Vec<String> = chunk.iter().map(u64::to_string).collect();
-            let sql = format!(
-                "SELECT previous_record, record FROM {} WHERE previous_record IN ({})",
-                ident(&extract::same_lines_table(stage)),
-                list.join(", ")
-            );
-            let mut stmt = self.conn.prepare(&sql).map_err(ExecError::duckdb("map the unchanged lines"))?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)))
-                .map_err(ExecError::duckdb("map the unchanged lines"))?;
-            for row in rows {
-                out.push(row.map_err(ExecError::duckdb("map the unchanged lines"))?);
-            }
-        }
-        Ok(out)
-    }
-
-    /// The DuckDB library's version (line indexes are only read by the version that wrote them).
-    pub fn duckdb_version(&self) -> Result<String, ExecError> {
-        self.conn.query_row("SELECT library_version FROM pragma_version()", [], |r| r.get(0)).map_err(ExecError::duckdb("read DuckDB's version"))
-    }
-
     /// The connection, for appending key sets.
     pub fn connection(&self) -> &duckdb::Connection {
         &self.conn
@@ -200,7 +137,7 @@ impl Reader {
 
 /// The columns of a file with a header, checked against the spec: every column the spec reads
 /// is there, once. A repeated name the spec does not read is renamed (`name_2`) and ignored.
-fn file_columns(stage: &StagePlan, path: &Path, shown: &str) -> Result<Vec<String>, ExecError> {
+pub fn file_columns(stage: &StagePlan, path: &Path, shown: &str) -> Result<Vec<String>, ExecError> {
     let csv_error = |message: String| ExecError::Csv { file: shown.to_string(), message };
     let mut header = read_header(path, &stage.csv).map_err(csv_error)?;
     let reads = |h: &str| stage.columns.iter().any(|c| c.header == h);

@@ -50,13 +50,21 @@ pub struct Validated {
 pub struct Lines {
     header: u64,
     malformed: Vec<u64>,
+    /// For a file of some of another file's records: the other file's line of each data line.
+    original: Option<Vec<u64>>,
 }
 
 impl Lines {
     /// For a stage's file whose malformed lines are `malformed`.
     pub fn new(stage: &StagePlan, mut malformed: Vec<u64>) -> Lines {
         malformed.sort_unstable();
-        Lines { header: u64::from(stage.csv.header), malformed }
+        Lines { header: u64::from(stage.csv.header), malformed, original: None }
+    }
+
+    /// For a file holding some records of another, `original` giving the other file's line of
+    /// each of its data lines: lines are reported as the other file's.
+    pub fn mapped(stage: &StagePlan, malformed: Vec<u64>, original: Vec<u64>) -> Lines {
+        Lines { original: Some(original), ..Lines::new(stage, malformed) }
     }
 
     /// The line of the `record`-th staged row.
@@ -69,7 +77,15 @@ impl Lines {
                 break;
             }
         }
-        line
+        self.original(line)
+    }
+
+    /// The line a line of the file read stands for.
+    pub fn original(&self, line: u64) -> u64 {
+        match &self.original {
+            Some(lines) if line > self.header => lines.get((line - self.header - 1) as usize).copied().unwrap_or(line),
+            _ => line,
+        }
     }
 }
 

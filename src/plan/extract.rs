@@ -229,26 +229,13 @@ pub fn stage_raw_sql(stage: &StagePlan, path: &str, file_columns: &[String]) -> 
     format!("CREATE OR REPLACE TEMP TABLE {} AS\nSELECT\n{}\nFROM {}", ident(&raw_table(stage)), headers.join(",\n"), read_csv(stage, path, file_columns))
 }
 
-/// A raw row's record number (1 for the first data row).
-fn record_of(raw: &str) -> String {
-    // Row ids count from 0 in a committed table but from 2^55 in one created inside an open
-    // transaction (a DuckDB target's stage): the record number is the offset from the first.
-    format!("rowid - (SELECT min(rowid) FROM {raw}) + 1")
-}
-
 /// The typed rows as a subquery `typed`: the record number, each column cast to its type, and
 /// each value that did not cast (as text).
 fn typed(stage: &StagePlan) -> (String, Vec<String>) {
-    typed_except(stage, None)
-}
-
-/// `typed`, without the records listed in the table `except` (its column `record`).
-fn typed_except(stage: &StagePlan, except: Option<&str>) -> (String, Vec<String>) {
+    // Row ids count from 0 in a committed table but from 2^55 in one created inside an open
+    // transaction (a DuckDB target's stage): the record number is the offset from the first.
     let raw = ident(&raw_table(stage));
-    let mut inner = match except {
-        None => vec![format!("    {} AS {}", record_of(&raw), ident(RECORD))],
-        Some(_) => vec![format!("    numbered.{0} AS {0}", ident(RECORD))],
-    };
+    let mut inner = vec![format!("    rowid - (SELECT min(rowid) FROM {raw}) + 1 AS {}", ident(RECORD))];
     let mut names = vec![RECORD.to_string()];
     for c in &stage.columns {
         let v = ident(&c.name);
@@ -271,87 +258,7 @@ fn typed_except(stage: &StagePlan, except: Option<&str>) -> (String, Vec<String>
             }
         }
     }
-    let from = match except {
-        None => raw,
-        Some(t) => format!(
-            "(SELECT {} AS {}, * FROM {raw}) AS numbered\n  WHERE numbered.{1} NOT IN (SELECT record FROM {})",
-            record_of(&raw),
-            ident(RECORD),
-            ident(t)
-        ),
-    };
-    (format!("(\n  SELECT\n{}\n  FROM {from}\n) AS typed", inner.join(",\n")), names)
-}
-
-/// The DuckDB table of a stage's last load's line index.
-pub fn previous_lines_table(stage: &StagePlan) -> String {
-    format!("__previous_lines_{}", stage.name)
-}
-
-/// The DuckDB table of the staged records equal to a line of the last load's file.
-pub fn same_lines_table(stage: &StagePlan) -> String {
-    format!("__same_lines_{}", stage.name)
-}
-
-/// Two 64-bit hashes of a raw row's fields as read: in column order, and reversed after a salt.
-fn line_hashes(stage: &StagePlan) -> (String, String) {
-    let cols: Vec<String> = stage.columns.iter().map(|c| ident(&c.name)).collect();
-    let reversed: Vec<String> = cols.iter().rev().cloned().collect();
-    (format!("hash({})", cols.join(", ")), format!("hash('etl-line', {})", reversed.join(", ")))
-}
-
-/// Writes the staged file's line index to a new DuckDB database file at `path`: each line's two
-/// hashes and record number, for the lines whose hashes occur once in the file.
-pub fn line_index_sql(stage: &StagePlan, path: &str) -> String {
-    let raw = ident(&raw_table(stage));
-    let (h1, h2) = line_hashes(stage);
-    format!(
-        "ATTACH {} AS __line_index;\nCREATE TABLE __line_index.lines AS\n  SELECT h1, h2, min(record) AS record\n  FROM (SELECT {} AS record, {h1} AS h1, {h2} AS h2 FROM {raw})\n  GROUP BY h1, h2 HAVING count(*) = 1;\nDETACH __line_index",
-        literal(path),
-        record_of(&raw),
-    )
-}
-
-/// Loads a line index written by `line_index_sql`.
-pub fn load_line_index_sql(stage: &StagePlan, path: &str) -> String {
-    format!(
-        "ATTACH {} AS __line_index (READ_ONLY);\nCREATE OR REPLACE TEMP TABLE {} AS SELECT h1, h2, record FROM __line_index.lines;\nDETACH __line_index",
-        literal(path),
-        ident(&previous_lines_table(stage)),
-    )
-}
-
-/// The staged records equal, field for field as read, to a line of the last load's file (its
-/// index loaded as `previous_lines_table`), with that line's record number: `(record,
-/// previous_record)`. A record whose key (or unique column) repeats within the file is never
-/// among them: which of the repeats wins depends on the others.
-pub fn same_lines_sql(stage: &StagePlan) -> String {
-    let raw = ident(&raw_table(stage));
-    let (h1, h2) = line_hashes(stage);
-    let groups = unique_groups(stage);
-    let mut grouped: Vec<&str> = groups.iter().flat_map(|(_, cols)| cols.iter().map(String::as_str)).collect();
-    grouped.sort_unstable();
-    grouped.dedup();
-    let mut inner = vec![format!("{} AS record", record_of(&raw)), format!("{h1} AS h1"), format!("{h2} AS h2")];
-    for name in &grouped {
-        let c = stage.columns.iter().find(|c| c.name == *name).expect("unique groups name columns");
-        inner.push(format!("{} AS {}", cast(c).unwrap_or_else(|| ident(name)), ident(name)));
-    }
-    let mut joins = String::new();
-    let mut unrepeated = Vec::new();
-    for (i, (what, cols)) in groups.iter().enumerate() {
-        let alias = format!("__dup{i}");
-        let on: Vec<String> = cols.iter().map(|c| format!("{alias}.{0} = n.{0}", ident(c))).collect();
-        joins.push_str(&format!("\nLEFT JOIN {} AS {alias} ON {}", ident(&duplicates_table(stage, what)), on.join(" AND ")));
-        unrepeated.push(format!("{alias}.\"__first\" IS NULL"));
-    }
-    let filter = if unrepeated.is_empty() { String::new() } else { format!("\nWHERE {}", unrepeated.join(" AND ")) };
-    format!(
-        "CREATE OR REPLACE TEMP TABLE {} AS\nSELECT n.record, p.record AS previous_record\nFROM (SELECT {} FROM {raw}) AS n\nJOIN {} AS p ON p.h1 = n.h1 AND p.h2 = n.h2{joins}{filter}",
-        ident(&same_lines_table(stage)),
-        inner.join(", "),
-        ident(&previous_lines_table(stage)),
-    )
+    (format!("(\n  SELECT\n{}\n  FROM {raw}\n) AS typed", inner.join(",\n")), names)
 }
 
 /// The groups of columns whose values must not repeat within the file: the key, then each
@@ -399,12 +306,7 @@ pub fn duplicates_sql(stage: &StagePlan) -> Vec<String> {
 /// (as text), for repeated keys the record of their first occurrence, and the lookups' flags. Its
 /// rows stream in no particular order (each carries its record number).
 pub fn select_sql(stage: &StagePlan) -> String {
-    select_sql_except(stage, None)
-}
-
-/// `select_sql` without the records listed in the table `except` (its column `record`).
-pub fn select_sql_except(stage: &StagePlan, except: Option<&str>) -> String {
-    let (from, names) = typed_except(stage, except);
+    let (from, names) = typed(stage);
     let mut outer: Vec<String> = names.iter().map(|n| format!("  typed.{}", ident(n))).collect();
     let mut joins = String::new();
     for (i, (what, cols)) in unique_groups(stage).iter().enumerate() {

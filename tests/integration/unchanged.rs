@@ -131,7 +131,7 @@ fn same_outcome(incremental: &TestDb, full: &TestDb, dir: &Path, step: &str, car
     assert_eq!(a.code, b.code, "{step}: exit codes differ\n{}\n{}", a.evidence(), b.evidence());
     for stage in carried {
         assert!(
-            a.stderr.contains(&format!("{stage}: lookups loaded; lines unchanged since run")),
+            a.stderr.lines().any(|l| l.contains(&format!("{stage}: lookups loaded; ")) && l.contains(" lines unchanged since run ")),
             "{step}: {stage} did not carry its unchanged lines over\n{}",
             a.evidence()
         );
