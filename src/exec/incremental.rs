@@ -42,6 +42,31 @@ pub fn index_path(dir: &Path, spec: &str, stage: &str, table: &str, source: &str
 
 const MAGIC: &[u8; 8] = b"ETLLINE2";
 
+/// Hashes keys that are hashes already: their low 64 bits.
+#[derive(Default, Clone, Copy)]
+struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
+}
+
+type ByHash<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Prehashed>>;
+
 /// One data record as the scan found it.
 pub struct Record<'a> {
     /// Its index among the data records (0 for the first).
@@ -272,9 +297,10 @@ impl IndexWriter {
 
     /// Adds one record.
     pub fn add(&mut self, r: &Record<'_>) -> Result<(), ExecError> {
-        let dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        self.out.write_all(&r.hash.to_le_bytes()).map_err(Self::fail(&dir))?;
-        self.out.write_all(&(r.index as u64 + 1 + self.header).to_le_bytes()).map_err(Self::fail(&dir))
+        let mut entry = [0u8; 24];
+        entry[..16].copy_from_slice(&r.hash.to_le_bytes());
+        entry[16..].copy_from_slice(&(r.index as u64 + 1 + self.header).to_le_bytes());
+        self.out.write_all(&entry).map_err(|e| ExecError::Write { path: self.partial.display().to_string(), message: e.to_string() })
     }
 
     /// Puts the index in place and removes the stage's older ones.
@@ -302,28 +328,47 @@ impl Drop for IndexWriter {
     }
 }
 
-/// Reads a line index: the hash of the last file's header, and each record hash and its line
-/// (hashes that occur twice are left out: they name no one line).
-fn read_index(path: &Path) -> Result<(u128, HashMap<u128, u64>), String> {
+/// A line index as read: the hash of the last file's header, and each record's hash in line
+/// order (the record at position i is on line i + 1 + header).
+struct LastFile {
+    header: u128,
+    hashes: Vec<u128>,
+    /// Hash → position, built the first time a record is not found near where the last one was.
+    by_hash: Option<ByHash<u128, usize>>,
+}
+
+fn read_index(path: &Path) -> Result<LastFile, String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
     if bytes.len() < 24 || &bytes[..8] != MAGIC || (bytes.len() - 24) % 24 != 0 {
         return Err("not a line index".into());
     }
     let header = u128::from_le_bytes(bytes[8..24].try_into().expect("16 bytes"));
-    let n = (bytes.len() - 24) / 24;
-    let mut map: HashMap<u128, u64> = HashMap::with_capacity(n);
-    let mut twice: HashSet<u128> = HashSet::new();
-    for entry in bytes[24..].chunks_exact(24) {
-        let h = u128::from_le_bytes(entry[..16].try_into().expect("16 bytes"));
-        let line = u64::from_le_bytes(entry[16..].try_into().expect("8 bytes"));
-        if map.insert(h, line).is_some() {
-            twice.insert(h);
+    let hashes = bytes[24..].chunks_exact(24).map(|e| u128::from_le_bytes(e[..16].try_into().expect("16 bytes"))).collect();
+    Ok(LastFile { header, hashes, by_hash: None })
+}
+
+impl LastFile {
+    /// The position of a record whose hash is `h`, looked for first just after `cursor` (where
+    /// the last match was: files mostly keep their order), then, once records are often not
+    /// found nearby (`anywhere`), in the whole file. A record not found is checked as a changed
+    /// one. Which of two equal records it finds does not matter: they differ only in
+    /// cross-record checks, which are checked again (see `REPEATS`).
+    fn find(&mut self, h: u128, cursor: usize, anywhere: bool) -> Option<usize> {
+        if let Some(k) = self.hashes.get(cursor..(cursor + 8).min(self.hashes.len())).and_then(|w| w.iter().position(|x| *x == h)) {
+            return Some(cursor + k);
         }
+        if !anywhere {
+            return None;
+        }
+        let map = self.by_hash.get_or_insert_with(|| {
+            let mut m = ByHash::with_capacity_and_hasher(self.hashes.len(), Default::default());
+            for (i, x) in self.hashes.iter().enumerate() {
+                m.entry(*x).or_insert(i);
+            }
+            m
+        });
+        map.get(&h).copied()
     }
-    for h in twice {
-        map.remove(&h);
-    }
-    Ok((header, map))
 }
 
 /// The header record of a file (what the index's header hash is of).
@@ -372,12 +417,12 @@ pub fn changes(
     dir: &Path,
     next_index: Option<&Path>,
 ) -> Result<Result<Changes, Unsupported>, ExecError> {
-    let (last_header, last) = match read_index(index) {
+    let mut last = match read_index(index) {
         Ok(m) => m,
         Err(why) => return Ok(Err(format!("the last load's line index is unreadable ({why})"))),
     };
     let header_bytes = header_record(stage, path)?;
-    if xxh3_128(&header_bytes) != last_header {
+    if xxh3_128(&header_bytes) != last.header {
         return Ok(Err("the header differs from the last file's".into()));
     }
     let mut writer = next_index.map(|p| IndexWriter::create(stage, p, &header_bytes)).transpose()?;
@@ -410,13 +455,16 @@ pub fn changes(
         by_line.entry(r.line).or_default().push(r);
     }
     let lost = |line: u64| by_line.get(&line).is_some_and(|rs| rs.iter().any(|r| REPEATS.contains(&r.rule.as_str())));
-    let mut counts: Vec<HashMap<u64, u32>> = vec![HashMap::new(); groups.len()];
-    for (g, keys) in groups.iter().enumerate() {
-        for k in keys.iter().flatten() {
-            *counts[g].entry(*k).or_default() += 1;
-        }
-    }
-    let repeated = |r: usize| groups.iter().enumerate().any(|(g, keys)| keys[r].is_some_and(|k| counts[g][&k] > 1));
+    // Keys that occur more than once, per group: found by sorting, so memory is read in order.
+    let repeats: Vec<HashSet<u64>> = groups
+        .iter()
+        .map(|keys| {
+            let mut sorted: Vec<u64> = keys.iter().flatten().copied().collect();
+            sorted.sort_unstable();
+            sorted.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).collect()
+        })
+        .collect();
+    let repeated = |r: usize| groups.iter().zip(&repeats).any(|(keys, rep)| keys[r].is_some_and(|k| rep.contains(&k)));
     let mut out = Changes {
         path: dir.join(format!("etl-changed-{}-{}.csv", std::process::id(), stage.name)),
         lines: Vec::new(),
@@ -427,10 +475,17 @@ pub fn changes(
         rejects: Vec::new(),
     };
     let mut changed: Vec<usize> = Vec::new();
+    let (mut cursor, mut misses) = (0, 0usize);
     for (r, (h, _, _)) in records.iter().enumerate() {
         let line = r as u64 + 1 + header;
-        match last.get(h) {
-            Some(&was) if !repeated(r) && !lost(was) => {
+        // Reordered files: past a few misses, look everywhere.
+        let found = last.find(*h, cursor, misses > 1_000 && misses * 8 > r);
+        match found {
+            Some(at) => cursor = at + 1,
+            None => misses += 1,
+        }
+        match found.map(|at| at as u64 + 1 + header) {
+            Some(was) if !repeated(r) && !lost(was) => {
                 out.same += 1;
                 let rejects = by_line.get(&was).map(Vec::as_slice).unwrap_or_default();
                 if rejects.iter().any(|j| j.severity == crate::spec::model::Severity::Error) {

@@ -738,7 +738,10 @@ fn pg_stage(
         Some((reuse, index)) => {
             let previous = pg.block(postgres::rejects_of(pg.pool(), reuse.last.run_id, &st.name))?;
             match incremental::changes(st, path, &columns, index, &previous, &opts.temp_dir, next_index.as_deref())? {
-                Ok(c) => Some(c),
+                Ok(c) => {
+                    progress.detail(&st.name, &format!("compared with the file of run {}: {} lines unchanged, {} to check", reuse.last.loaded_by, c.same, c.lines.len()));
+                    Some(c)
+                }
                 Err(why) => {
                     progress.detail(&st.name, &format!("every line is checked: {why}"));
                     None
@@ -751,7 +754,7 @@ fn pg_stage(
     // The referenced tables are locked: their states hold until the stage commits.
     let context = if opts.dry_run || t.mode == LoadMode::Append { None } else { stage_context(pg, tx, st, false)? };
     let how = match (&changes, reuse_lines) {
-        (Some(c), Some((reuse, _))) => format!("; {} lines unchanged since run {} are not checked again", c.same, reuse.last.loaded_by),
+        (Some(_), _) => "; only the changed lines are read".into(),
         _ if empty => "; the table is empty: COPY straight into it".into(),
         _ => String::new(),
     };

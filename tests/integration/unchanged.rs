@@ -131,7 +131,7 @@ fn same_outcome(incremental: &TestDb, full: &TestDb, dir: &Path, step: &str, car
     assert_eq!(a.code, b.code, "{step}: exit codes differ\n{}\n{}", a.evidence(), b.evidence());
     for stage in carried {
         assert!(
-            a.stderr.lines().any(|l| l.contains(&format!("{stage}: lookups loaded; ")) && l.contains(" lines unchanged since run ")),
+            a.stderr.lines().any(|l| l.contains(&format!("{stage}: compared with the file of run ")) && l.contains(" lines unchanged, ")),
             "{step}: {stage} did not carry its unchanged lines over\n{}",
             a.evidence()
         );
