@@ -583,7 +583,7 @@ fn run_stages(
     // locks finds otherwise; every other source is downloaded now, before anything loads.
     let reusable = reusable_loads(spec, stages, targets, opts, &sources)?;
     for st in stages {
-        if !reusable.get(&st.name).is_some_and(|r| r.index.is_none())
+        if reusable.get(&st.name).is_none_or(|r| r.index.is_some())
             && let Some(src) = sources.get_mut(&st.name)
         {
             src.path(&opts.temp_dir, rt)?;

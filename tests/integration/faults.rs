@@ -48,6 +48,7 @@ impl Running {
         let mut args: Vec<String> = vec!["run".into(), "specs/small_etl.yaml".into(), "-v".into()];
         args.extend(sets(db, dir));
         let mut child = Command::new(env!("CARGO_BIN_EXE_etl"))
+            .env("ETL_CACHE_DIR", crate::util::cache_dir())
             .args(&args)
             .current_dir(root())
             .env("NO_COLOR", "1")

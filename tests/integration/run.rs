@@ -478,6 +478,7 @@ fn two_runs_at_once_serialize() {
         let mut args: Vec<String> = vec!["run".into(), "specs/small_etl.yaml".into(), "--output".into(), "json".into()];
         args.extend(db.sets(data.path()));
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_etl"));
+        cmd.env("ETL_CACHE_DIR", crate::util::cache_dir());
         cmd.args(&args).current_dir(crate::util::root()).env("NO_COLOR", "1");
         cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap()
     };

@@ -34,6 +34,7 @@ impl Scheduler {
     fn start(spec: &Path, log: PathBuf) -> Scheduler {
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_etl"))
+            .env("ETL_CACHE_DIR", crate::util::cache_dir())
             .args(["schedule", "start", "--spec", spec.to_str().unwrap()])
             .current_dir(root())
             .env("ETL_SCHEDULE_SYNC_SECS", "1")

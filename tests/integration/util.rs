@@ -44,6 +44,8 @@ pub fn etl(args: &[&str], env: &[(&str, &str)]) -> Output {
         }
     }
     cmd.env("NO_COLOR", "1");
+    // Line indexes go to this test process's own cache, not the user's.
+    cmd.env("ETL_CACHE_DIR", cache_dir());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -54,6 +56,12 @@ pub fn etl(args: &[&str], env: &[(&str, &str)]) -> Output {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// The cache directory (line indexes) of the etl processes of this test run: its own, under
+/// the system's temporary directory, so tests never read a user's or another run's.
+pub fn cache_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("etl-test-cache-{}", std::process::id()))
 }
 
 /// Compares `actual` with the golden file at `path` (relative to the root). With
