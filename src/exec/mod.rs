@@ -518,24 +518,11 @@ pub fn run(loaded: &crate::spec::LoadedSpec, plan: &Plan, opts: &RunOptions) -> 
     };
     let mut analytics = Vec::new();
     if !opts.dry_run && opts.stages.is_none() {
-        for a in &plan.analytics {
-            let result = match targets.get(&a.connection) {
-                Some(Target::Pg(pg)) => {
-                    let schema = match spec.connections.get(&a.connection) {
-                        Some(Connection::Postgres(c)) => c.schema.as_deref(),
-                        _ => None,
-                    };
-                    pg.block(run_analytic(pg.pool(), &a.name, &a.sql, schema))
-                }
-                Some(Target::Duck(d)) => d.analytic(&a.name, &a.sql),
-                None => continue,
-            };
-            match result {
-                Ok(r) => analytics.push(r),
-                Err(e) => {
-                    let _ = finish("failed", Some(&e.to_string()));
-                    return Err(e);
-                }
+        match run_analytics(spec, plan, &targets) {
+            Ok(r) => analytics = r,
+            Err(e) => {
+                let _ = finish("failed", Some(&e.to_string()));
+                return Err(e);
             }
         }
     }
@@ -1023,6 +1010,34 @@ fn duck_stage(
         }
     }
     work
+}
+
+/// Runs the plan's analytics, in the plan's order: a PostgreSQL target's at once, each on a
+/// connection of its own, DuckDB's one after another.
+fn run_analytics(spec: &Spec, plan: &Plan, targets: &indexmap::IndexMap<String, Target<'_>>) -> Result<Vec<AnalyticResult>, ExecError> {
+    let mut results: Vec<Option<Result<AnalyticResult, ExecError>>> = plan.analytics.iter().map(|_| None).collect();
+    for (name, target) in targets {
+        let Target::Pg(pg) = target else { continue };
+        let schema = match spec.connections.get(name) {
+            Some(Connection::Postgres(c)) => c.schema.as_deref(),
+            _ => None,
+        };
+        let mine: Vec<usize> = (0..plan.analytics.len()).filter(|&i| plan.analytics[i].connection == *name).collect();
+        let queries = mine.iter().map(|&i| run_analytic(pg.pool(), &plan.analytics[i].name, &plan.analytics[i].sql, schema));
+        for (i, r) in mine.iter().zip(pg.block(futures_util::future::join_all(queries))) {
+            results[*i] = Some(r);
+        }
+    }
+    let mut out = Vec::new();
+    for (a, result) in plan.analytics.iter().zip(results) {
+        let result = match (result, targets.get(&a.connection)) {
+            (Some(r), _) => r,
+            (None, Some(Target::Duck(d))) => d.analytic(&a.name, &a.sql),
+            (None, _) => continue,
+        };
+        out.push(result?);
+    }
+    Ok(out)
 }
 
 /// Runs an analytics query; with the connection's `schema` first on the search path, so the
