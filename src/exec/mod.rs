@@ -740,10 +740,12 @@ fn pg_stage(
     pg_lookups(pg, tx, st, reader, &opts.temp_dir, empty || changes.is_some(), created)?;
     // The referenced tables are locked: their states hold until the stage commits.
     let context = if opts.dry_run || t.mode == LoadMode::Append { None } else { stage_context(pg, tx, st, false)? };
-    let how = match (&changes, reuse_lines) {
-        (Some(_), _) => "; only the changed lines are read".into(),
-        _ if empty => "; the table is empty: COPY straight into it".into(),
-        _ => String::new(),
+    let how = if changes.is_some() {
+        "; only the changed lines are read"
+    } else if empty {
+        "; the table is empty: COPY straight into it"
+    } else {
+        ""
     };
     progress.detail(&st.name, &format!("lookups loaded{how}"));
     let direct = empty || t.mode == LoadMode::Append;
