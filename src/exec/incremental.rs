@@ -425,13 +425,17 @@ pub fn changes(
     if xxh3_128(&header_bytes) != last.header {
         return Ok(Err("the header differs from the last file's".into()));
     }
-    let mut writer = next_index.map(|p| IndexWriter::create(stage, p, &header_bytes)).transpose()?;
+    // The cache is an aid: an index that cannot be written leaves the next load to check every
+    // record, never fails this one.
+    let mut writer = next_index.and_then(|p| IndexWriter::create(stage, p, &header_bytes).ok());
     // Per record: its hash, where it is, its groups' hashes.
     let mut records: Vec<(u128, u64, u32)> = Vec::new();
     let mut groups: Vec<Vec<Option<u64>>> = Vec::new();
     let scanned = scan(stage, path, file_columns, true, |r| {
-        if let Some(w) = writer.as_mut() {
-            w.add(&r)?;
+        if let Some(w) = writer.as_mut()
+            && w.add(&r).is_err()
+        {
+            writer = None;
         }
         records.push((r.hash, r.at, r.bytes.len() as u32));
         if groups.is_empty() {
@@ -447,7 +451,7 @@ pub fn changes(
         Err(why) => return Ok(Err(why)),
     };
     if let Some(w) = writer {
-        w.finish()?;
+        let _ = w.finish();
     }
     let header = u64::from(stage.csv.header);
     let mut by_line: HashMap<u64, Vec<&Reject>> = HashMap::new();

@@ -249,3 +249,27 @@ fn edit_dup(dir: &Path) -> (String, String) {
     });
     out
 }
+
+#[test]
+fn a_cache_that_cannot_be_written_never_fails_a_load() {
+    let data = generate(50, 500, 0.0, 63);
+    let db = TestDb::new("nocache");
+    let run = |dir: &Path| {
+        let mut args: Vec<String> = vec!["run".into(), "specs/small_etl.yaml".into(), "-v".into()];
+        args.extend(db.sets(dir));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        crate::util::etl(&refs, &[("ETL_CACHE_DIR", "/dev/null/etl-cache")])
+    };
+    let out = run(data.path());
+    out.expect_code(0);
+    assert!(out.stderr.contains("no line index kept"), "{}", out.evidence());
+    let traded_id = change_one_trade(data.path());
+    let out = run(data.path());
+    out.expect_code(0);
+    assert_eq!(
+        db.texts(&format!("SELECT order_remark FROM {}.trade WHERE traded_id = '{traded_id}'", db.schema)),
+        ["remark changed by the test"],
+        "{}",
+        out.evidence()
+    );
+}
