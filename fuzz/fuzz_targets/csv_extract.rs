@@ -19,27 +19,38 @@ fn setup() -> &'static Setup {
     SETUP.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let spec = format!(
-            "version: 1\nname: fuzz\nconnections:\n  here: {{ type: local, path: '{}' }}\n  out: {{ type: duckdb, path: out.duckdb }}\n\
+            "version: 1\nname: fuzz\nconnections:\n  here: {{ type: local, path: '{}' }}\n  out: {{ type: postgres, url: 'postgres://fuzz@127.0.0.1:1/fuzz' }}\n\
              stages:\n  assets:\n    source: {{ connection: here, key: in.csv }}\n    target: {{ connection: out, table: asset, key: [account_id] }}\n\
              \x20   columns:\n      account_id: {{ type: string, max_length: 40 }}\n      cash: {{ type: \"decimal(20,2)\", min: 0 }}\n\
              \x20     updated_at: {{ type: timestamp, format: \"%Y-%m-%dT%H:%M:%S%.f\" }}\n      note: {{ type: string, nullable: true }}\n",
             dir.path().display()
         );
         let loaded = etl::spec::load_text("fuzz.yaml", &spec, None, &Default::default()).unwrap_or_else(|e| panic!("{}", e.render(false)));
+        // A PostgreSQL target (never connected): its lookups are DuckDB tables the harness fills.
         let plan = etl::plan::compile(&loaded.spec);
         Setup { dir, plan }
     })
 }
 
+thread_local! {
+    /// One DuckDB for every input (opening one per input would leave little time to fuzz):
+    /// each read replaces the stage's tables.
+    static READER: etl::exec::read::Reader = {
+        let s = setup();
+        let stage = &s.plan.stages[0];
+        let reader = etl::exec::read::Reader::open(s.dir.path(), "256MB").unwrap();
+        if let Some(current) = &stage.lookups.current {
+            let columns: Vec<_> = stage.columns.iter().map(|c| (c.name.clone(), c.ty)).collect();
+            reader.load_lookup(&etl::plan::extract::lookup_sql(current, &columns, None)).unwrap();
+        }
+        reader
+    };
+}
+
 /// Checks every record of the file at `path`: the report, or None when the file is refused.
 fn full(s: &Setup, path: &std::path::Path) -> Option<etl::exec::StageReport> {
     let stage = &s.plan.stages[0];
-    let reader = etl::exec::read::Reader::open(s.dir.path(), "256MB").unwrap();
-    if let Some(current) = &stage.lookups.current {
-        let columns: Vec<_> = stage.columns.iter().map(|c| (c.name.clone(), c.ty)).collect();
-        reader.load_lookup(&etl::plan::extract::lookup_sql(current, &columns, None)).unwrap();
-    }
-    match etl::exec::check_stage(&reader, stage, path, "in.csv", None, |_| Ok(())) {
+    READER.with(|reader| match etl::exec::check_stage(reader, stage, path, "in.csv", None, |_| Ok(())) {
         Ok(report) => {
             assert!(report.balanced(), "unbalanced: {report:?}");
             Some(report)
@@ -48,7 +59,7 @@ fn full(s: &Setup, path: &std::path::Path) -> Option<etl::exec::StageReport> {
             let _ = e.to_string();
             None
         }
-    }
+    })
 }
 
 fn outcome(r: &etl::exec::StageReport) -> (u64, u64, u64, u64, Vec<String>) {
@@ -90,11 +101,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let Ok(Ok(changes)) = etl::exec::incremental::changes(stage, &path, &columns, &index, &before.rejects, s.dir.path(), None) else { return };
-    let reader = etl::exec::read::Reader::open(s.dir.path(), "256MB").unwrap();
-    if let Some(current) = &stage.lookups.current {
-        let cols: Vec<_> = stage.columns.iter().map(|c| (c.name.clone(), c.ty)).collect();
-        reader.load_lookup(&etl::plan::extract::lookup_sql(current, &cols, None)).unwrap();
-    }
-    let only = etl::exec::check_stage(&reader, stage, &path, "in.csv", Some(&changes), |_| Ok(())).expect("the changed records of a file read whole are read");
+    let only = READER
+        .with(|reader| etl::exec::check_stage(reader, stage, &path, "in.csv", Some(&changes), |_| Ok(())))
+        .expect("the changed records of a file read whole are read");
     assert_eq!(outcome(&only), outcome(&all), "checking only the changed records differs from checking all");
 });

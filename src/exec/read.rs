@@ -54,6 +54,13 @@ impl Reader {
         } else {
             stage.columns.iter().map(|c| c.header.clone()).collect()
         };
+        // DuckDB appends to existing reject tables: a second read of a stage starts clean.
+        let clear = format!(
+            "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
+            ident(&extract::reject_table(stage)),
+            ident(&extract::reject_scan_table(stage))
+        );
+        self.conn.execute_batch(&clear).map_err(ExecError::duckdb("clear the CSV reject tables"))?;
         let sql = extract::stage_raw_sql(stage, &path.display().to_string(), &columns);
         self.conn.execute_batch(&sql).map_err(ExecError::csv(path))?;
         for sql in extract::duplicates_sql(stage) {

@@ -83,6 +83,11 @@ pub fn reject_table(stage: &StagePlan) -> String {
     format!("csv_errors_{}", stage.name)
 }
 
+/// The DuckDB table DuckDB's CSV reader describes its scans in (for the reject table).
+pub fn reject_scan_table(stage: &StagePlan) -> String {
+    format!("csv_scans_{}", stage.name)
+}
+
 /// The name of the column that is true for a row whose `column` value is missing from the table
 /// it references.
 pub fn missing_column(column: &str) -> String {
@@ -208,7 +213,7 @@ pub fn read_csv(stage: &StagePlan, path: &str, file_columns: &[String]) -> Strin
         "ignore_errors = true".to_string(),
         "store_rejects = true".to_string(),
         format!("rejects_table = {}", literal(&reject_table(stage))),
-        format!("rejects_scan = {}", literal(&format!("csv_scans_{}", stage.name))),
+        format!("rejects_scan = {}", literal(&reject_scan_table(stage))),
     ];
     format!("read_csv({}, {})", literal(path), options.join(", "))
 }
