@@ -214,23 +214,50 @@ pub fn scan(
         }
         let mut pos = 0;
         loop {
-            // The next record end outside quotes.
+            // The next record end outside quotes. Quoting must be regular (a quote opens a field
+            // and closes it before a delimiter or the line's end): anything else DuckDB might
+            // split otherwise, so the scan gives up.
             let mut i = pos;
             let mut quoted = false;
             let end = loop {
-                match memchr::memchr2(d.quote, b'\n', &buf[i..filled]) {
-                    None => break None,
-                    Some(k) => {
-                        let at = i + k;
-                        if buf[at] == d.quote {
-                            quoted = !quoted;
-                        } else if quoted {
-                            return Ok(Err("a quoted field spans lines".into()));
-                        } else {
-                            break Some(at);
-                        }
+                let Some(k) = memchr::memchr2(d.quote, b'\n', &buf[i..filled]) else { break None };
+                let at = i + k;
+                if buf[at] == b'\n' {
+                    if quoted {
+                        return Ok(Err("a quoted field spans lines".into()));
+                    }
+                    break Some(at);
+                }
+                if !quoted {
+                    if at != pos && buf[at - 1] != d.delimiter {
+                        return Ok(Err("a quote inside an unquoted field".into()));
+                    }
+                    quoted = true;
+                    i = at + 1;
+                    continue;
+                }
+                // A quote in a quoted field: doubled (a quote), or closing.
+                let next = buf[..filled].get(at + 1).copied();
+                match next {
+                    None if !eof => break None,
+                    Some(q) if q == d.quote => i = at + 2,
+                    None => {
+                        quoted = false;
                         i = at + 1;
                     }
+                    Some(n) if n == d.delimiter || n == b'\n' => {
+                        quoted = false;
+                        i = at + 1;
+                    }
+                    Some(b'\r') => match buf[..filled].get(at + 2) {
+                        None if !eof => break None,
+                        None | Some(b'\n') => {
+                            quoted = false;
+                            i = at + 1;
+                        }
+                        Some(_) => return Ok(Err("text follows a closing quote".into())),
+                    },
+                    Some(_) => return Ok(Err("text follows a closing quote".into())),
                 }
             };
             let end = match end {
