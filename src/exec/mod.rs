@@ -923,14 +923,15 @@ fn unchanged_stage(pg: &postgres::Pg, st: &StagePlan, src: &source::Source, last
 
 /// Fills the DuckDB relations a PostgreSQL stage's extract joins: the key set of each table it
 /// references (locked against writes until the stage commits) and, for an upsert, the table's
-/// current rows.
+/// current rows (left empty `without_current`: the table is empty, or only changed records are
+/// read and the merge compares them).
 fn pg_lookups(
     pg: &postgres::Pg,
     tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
     st: &StagePlan,
     reader: &read::Reader,
     dir: &Path,
-    empty: bool,
+    without_current: bool,
     created: bool,
 ) -> Result<(), ExecError> {
     // A new table gets its foreign keys after the load, which takes SHARE ROW EXCLUSIVE on the
@@ -960,7 +961,7 @@ fn pg_lookups(
     }
     if let Some(current) = &st.lookups.current {
         let columns: Vec<(String, crate::spec::model::ColumnType)> = st.columns.iter().map(|c| (c.name.clone(), c.ty)).collect();
-        if empty {
+        if without_current {
             reader.load_lookup(&lookup_sql(current, &columns, None))?;
         } else {
             let file = scratch()?;
