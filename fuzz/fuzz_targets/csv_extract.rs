@@ -97,8 +97,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(last_columns) = etl::exec::read::file_columns(stage, &last_path, "last.csv") else { return };
     let index = s.dir.path().join("last.lines");
     let _ = std::fs::remove_file(&index);
-    if !etl::exec::incremental::index_file(stage, &last_path, &last_columns, &index).unwrap() {
-        return;
+    match etl::exec::incremental::index_file(stage, &last_path, &last_columns, &index).unwrap() {
+        Some(pending) => pending.keep().unwrap(),
+        None => return,
     }
     let Ok(Ok(changes)) = etl::exec::incremental::changes(stage, &path, &columns, &index, &before.rejects, s.dir.path(), None) else { return };
     let only = READER

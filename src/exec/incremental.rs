@@ -330,14 +330,40 @@ impl IndexWriter {
         self.out.write_all(&entry).map_err(|e| ExecError::Write { path: self.partial.display().to_string(), message: e.to_string() })
     }
 
+    /// Flushes the index. It stays under its temporary name until the load it describes
+    /// commits (`PendingIndex::keep`): a cache never holds the index of a load that did not
+    /// happen, and the last load's index stays until then.
+    pub fn flushed(mut self) -> Result<PendingIndex, ExecError> {
+        self.out.flush().map_err(|e| ExecError::Write { path: self.partial.display().to_string(), message: e.to_string() })?;
+        Ok(PendingIndex { path: std::mem::take(&mut self.path), partial: std::mem::take(&mut self.partial) })
+    }
+}
+
+impl Drop for IndexWriter {
+    fn drop(&mut self) {
+        // Unfinished: never left for a later run to read.
+        if !self.partial.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
+}
+
+/// A written line index waiting for its load to commit; removed if dropped instead.
+pub struct PendingIndex {
+    path: PathBuf,
+    partial: PathBuf,
+}
+
+impl PendingIndex {
     /// Puts the index in place and removes the stage's older ones.
-    pub fn finish(mut self) -> Result<(), ExecError> {
+    pub fn keep(mut self) -> Result<(), ExecError> {
         let dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        self.out.flush().map_err(Self::fail(&dir))?;
-        std::fs::rename(&self.partial, &self.path).map_err(Self::fail(&dir))?;
+        let fail = |e: std::io::Error| ExecError::Write { path: dir.display().to_string(), message: e.to_string() };
+        std::fs::rename(&self.partial, &self.path).map_err(fail)?;
+        self.partial = PathBuf::new();
         let name = self.path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         let stem = name.split('-').next().unwrap_or_default();
-        for entry in std::fs::read_dir(&dir).map_err(Self::fail(&dir))?.flatten() {
+        for entry in std::fs::read_dir(&dir).map_err(fail)?.flatten() {
             let other = entry.file_name();
             let other = other.to_string_lossy();
             if other != name.as_str() && other.starts_with(stem) && other.ends_with(".lines") {
@@ -348,10 +374,11 @@ impl IndexWriter {
     }
 }
 
-impl Drop for IndexWriter {
+impl Drop for PendingIndex {
     fn drop(&mut self) {
-        // Unfinished: never left for a later run to read.
-        let _ = std::fs::remove_file(&self.partial);
+        if !self.partial.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.partial);
+        }
     }
 }
 
@@ -429,6 +456,8 @@ pub struct Changes {
     pub warned: u64,
     /// Their rejects, at their new lines.
     pub rejects: Vec<Reject>,
+    /// This file's line index, to keep once the load commits.
+    pub index: Option<PendingIndex>,
 }
 
 /// Compares the file at `path` with the last load's (its index at `index`, its rejects
@@ -477,9 +506,7 @@ pub fn changes(
         Ok(h) => h,
         Err(why) => return Ok(Err(why)),
     };
-    if let Some(w) = writer {
-        let _ = w.finish();
-    }
+    let index = writer.and_then(|w| w.flushed().ok());
     let header = u64::from(stage.csv.header);
     let mut by_line: HashMap<u64, Vec<&Reject>> = HashMap::new();
     for r in previous {
@@ -504,6 +531,7 @@ pub fn changes(
         rejected: 0,
         warned: 0,
         rejects: Vec::new(),
+        index,
     };
     let mut changed: Vec<usize> = Vec::new();
     let (mut cursor, mut misses) = (0, 0usize);
@@ -554,12 +582,12 @@ pub fn changes(
     Ok(Ok(out))
 }
 
-/// Scans the file at `path` and writes its line index to `index` (for a load that checked
-/// every record). `Ok(false)` when the file cannot be split here.
-pub fn index_file(stage: &StagePlan, path: &Path, file_columns: &[String], index: &Path) -> Result<bool, ExecError> {
+/// Scans the file at `path` and writes its line index for `index` (for a load that checked
+/// every record). None when the file cannot be split here.
+pub fn index_file(stage: &StagePlan, path: &Path, file_columns: &[String], index: &Path) -> Result<Option<PendingIndex>, ExecError> {
     let mut writer = IndexWriter::create(stage, index, &header_record(stage, path)?)?;
     match scan(stage, path, file_columns, false, |r| writer.add(&r))? {
-        Ok(_) => writer.finish().map(|()| true),
-        Err(_) => Ok(false),
+        Ok(_) => writer.flushed().map(Some),
+        Err(_) => Ok(None),
     }
 }

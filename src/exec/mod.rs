@@ -720,7 +720,7 @@ fn pg_stage(
         _ => None,
     };
     let columns = if st.csv.header { read::file_columns(st, path, shown)? } else { st.columns.iter().map(|c| c.header.clone()).collect() };
-    let changes = match reuse_lines {
+    let mut changes = match reuse_lines {
         None => None,
         Some((reuse, index)) => {
             let previous = pg.block(postgres::rejects_of(pg.pool(), reuse.last.run_id, &st.name))?;
@@ -784,9 +784,14 @@ fn pg_stage(
     });
     let mut merged = loaded.map_err(|_| ExecError::Internal("the load's thread panicked".into()))??;
     progress.detail(&st.name, if created { "keys, indexes and foreign keys built" } else if direct { "copied" } else { "merged into the table" });
-    if let Some(Err(e)) = &indexed {
-        progress.detail(&st.name, &format!("no line index kept ({e}): the next load checks every line"));
-    }
+    let pending = match indexed {
+        Some(Ok(pending)) => pending,
+        Some(Err(e)) => {
+            progress.detail(&st.name, &format!("no line index kept ({e}): the next load checks every line"));
+            None
+        }
+        None => changes.as_mut().and_then(|c| c.index.take()),
+    };
     merged.unchanged += report.skipped_unchanged;
     report.loaded = Some(merged);
     if let (Some(context), Some(source)) = (context, src.fingerprint.clone()) {
@@ -802,6 +807,9 @@ fn pg_stage(
     }
     if let Some(t) = own_tx.take() {
         pg.block(t.commit()).map_err(|e| ExecError::database("commit the stage", e))?;
+        if let Some(Err(e)) = pending.map(incremental::PendingIndex::keep) {
+            progress.detail(&st.name, &format!("no line index kept ({e}): the next load checks every line"));
+        }
     }
     report.status = status_of(&report);
     Ok(report)
