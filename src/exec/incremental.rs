@@ -339,12 +339,17 @@ impl IndexWriter {
     }
 }
 
+/// Removes an index file still under its temporary name (none once it was handed on or kept).
+fn discard(partial: &Path) {
+    if !partial.as_os_str().is_empty() {
+        let _ = std::fs::remove_file(partial);
+    }
+}
+
 impl Drop for IndexWriter {
     fn drop(&mut self) {
         // Unfinished: never left for a later run to read.
-        if !self.partial.as_os_str().is_empty() {
-            let _ = std::fs::remove_file(&self.partial);
-        }
+        discard(&self.partial);
     }
 }
 
@@ -376,9 +381,7 @@ impl PendingIndex {
 
 impl Drop for PendingIndex {
     fn drop(&mut self) {
-        if !self.partial.as_os_str().is_empty() {
-            let _ = std::fs::remove_file(&self.partial);
-        }
+        discard(&self.partial);
     }
 }
 
