@@ -1,13 +1,12 @@
 //! etl: a declarative, YAML-spec batch ETL engine. The spec layer (`spec`) and the compiler
-//! (`plan`) are pure and always built; the executor (`exec`), the scheduler and the command line
-//! (`app`) come with the `engine` feature (on by default), so the pure layers can be built and
-//! fuzzed without DuckDB, PostgreSQL or S3.
+//! (`plan`) are pure and always built; the executor (`exec`), the scheduler (`schedule`) and the
+//! command line (`cli`) come with the `engine` feature (on by default), so the pure layers can be
+//! built and fuzzed without DuckDB, PostgreSQL or S3.
 
+pub mod exit;
 pub mod plan;
 pub mod spec;
 
-#[cfg(feature = "engine")]
-mod app;
 #[cfg(feature = "engine")]
 pub mod cli;
 #[cfg(feature = "engine")]
@@ -16,18 +15,21 @@ pub mod exec;
 pub mod schedule;
 
 #[cfg(feature = "engine")]
-pub use app::{default_spec_path, run};
+pub use cli::{prepare::default_spec_path, run};
 
-/// Exit codes: a contract, tested.
-pub mod exit {
-    /// Success.
-    pub const OK: u8 = 0;
-    /// A general error.
-    pub const ERROR: u8 = 1;
-    /// Bad arguments or an invalid spec.
-    pub const USAGE: u8 = 2;
-    /// Cannot connect to S3 or the database.
-    pub const CONNECT: u8 = 3;
-    /// The run finished but rows were rejected.
-    pub const REJECTED: u8 = 4;
+/// Golden files for unit tests: compared with the reviewed file, or rewritten with
+/// UPDATE_GOLDEN=1 (review the diff before committing).
+#[cfg(all(test, feature = "engine"))]
+pub(crate) mod golden {
+    /// Compares `actual` with the golden file at `path` (relative to the crate's root).
+    pub fn check(path: &str, actual: &str) {
+        let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::create_dir_all(full.parent().expect("golden files live in a folder")).unwrap();
+            std::fs::write(&full, actual).unwrap();
+            return;
+        }
+        let expected = std::fs::read_to_string(&full).unwrap_or_else(|_| panic!("golden file {path} is missing; run with UPDATE_GOLDEN=1 to create it\n{actual}"));
+        assert_eq!(expected, actual, "output differs from golden file {path} (UPDATE_GOLDEN=1 rewrites it)");
+    }
 }

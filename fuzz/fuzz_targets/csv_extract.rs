@@ -35,13 +35,13 @@ fn setup() -> &'static Setup {
 thread_local! {
     /// One DuckDB for every input (opening one per input would leave little time to fuzz):
     /// each read replaces the stage's tables.
-    static READER: etl::exec::read::Reader = {
+    static READER: etl::exec::extract::Reader = {
         let s = setup();
         let stage = &s.plan.stages[0];
-        let reader = etl::exec::read::Reader::open(s.dir.path(), "256MB").unwrap();
+        let reader = etl::exec::extract::Reader::open(s.dir.path(), "256MB").unwrap();
         if let Some(current) = &stage.lookups.current {
             let columns: Vec<_> = stage.columns.iter().map(|c| (c.name.clone(), c.ty)).collect();
-            reader.load_lookup(&etl::plan::extract::lookup_sql(current, &columns, None)).unwrap();
+            reader.load_lookup(&etl::plan::extract::lookup_create(current, &columns), None).unwrap();
         }
         reader
     };
@@ -84,7 +84,7 @@ fuzz_target!(|data: &[u8]| {
     std::fs::write(&last_path, last).unwrap();
     std::fs::write(&path, new).unwrap();
     let Some(all) = full(s, &path) else { return };
-    let Ok(columns) = etl::exec::read::file_columns(stage, &path, "in.csv") else { return };
+    let Ok(columns) = etl::exec::extract::file_columns(stage, &path, "in.csv") else { return };
     if let Ok(Ok(_)) = etl::exec::incremental::scan(stage, &path, &columns, true, |_| Ok(())) {
         let mut records = 0u64;
         let _ = etl::exec::incremental::scan(stage, &path, &columns, true, |_| {
@@ -94,7 +94,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(records, all.rows_read, "the scan and DuckDB count different records");
     }
     let Some(before) = full(s, &last_path) else { return };
-    let Ok(last_columns) = etl::exec::read::file_columns(stage, &last_path, "last.csv") else { return };
+    let Ok(last_columns) = etl::exec::extract::file_columns(stage, &last_path, "last.csv") else { return };
     let index = s.dir.path().join("last.lines");
     let _ = std::fs::remove_file(&index);
     match etl::exec::incremental::index_file(stage, &last_path, &last_columns, &index).unwrap() {

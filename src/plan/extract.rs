@@ -6,16 +6,59 @@
 
 use crate::spec::model::ColumnType;
 
-use super::{ColumnPlan, Dialect, StagePlan, TargetPlan};
+use super::sql::{FileSql, ident, literal, qualified};
+use super::{ColumnPlan, DUCKDB_CATALOG, Dialect, StagePlan, TargetPlan};
 
-/// Quotes an identifier for SQL (DuckDB and PostgreSQL agree).
-pub fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+/// The DuckDB statements of a stage's extract, in the order they run.
+#[derive(Debug, Clone, Default)]
+pub struct ExtractSql {
+    /// Drops the reject tables an earlier read of the stage left (DuckDB appends to them).
+    pub clear_rejects: String,
+    /// Reads the CSV into a table of text, in file order (see `ReadCsv`).
+    pub read: ReadCsv,
+    /// Finds the repeated keys (and unique values) of the file: one aggregate each.
+    pub duplicates: Vec<String>,
+    /// Counts the rows read.
+    pub count: String,
+    /// Lists the malformed lines the reader set aside.
+    pub malformed: String,
+    /// Yields the typed rows, with their record numbers and the lookups' flags.
+    pub select: String,
 }
 
-/// Quotes a text literal for SQL.
-pub fn literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
+/// The statement that reads a stage's CSV: it takes the file's path and its columns (its
+/// header's fields, or the spec's columns for a file without a header), both only known once
+/// the file is there. Nothing is sniffed: every column is read as text, and a line that does not
+/// fit goes to the reject table.
+#[derive(Debug, Clone, Default)]
+pub struct ReadCsv {
+    head: String,
+    options: String,
+    tail: String,
+}
+
+impl ReadCsv {
+    /// The statement reading `path`, whose columns are `file_columns`.
+    pub fn sql(&self, path: &str, file_columns: &[String]) -> String {
+        let columns: Vec<String> = file_columns.iter().map(|c| format!("{}: 'VARCHAR'", literal(c))).collect();
+        format!("{}{}, {}, columns = {{{}}}, {}", self.head, literal(path), self.options, columns.join(", "), self.tail)
+    }
+}
+
+/// Compiles a stage's extract (its lookups already compiled).
+pub fn compile(stage: &StagePlan) -> ExtractSql {
+    let reject_tables = [reject_table(stage), reject_scan_table(stage)];
+    ExtractSql {
+        clear_rejects: reject_tables.iter().map(|t| format!("DROP TABLE IF EXISTS {};", ident(t))).collect::<Vec<_>>().join(" "),
+        read: read_csv(stage),
+        duplicates: duplicates_sql(stage),
+        count: format!("SELECT count(*) FROM {}", ident(&raw_table(stage))),
+        malformed: format!(
+            "SELECT line, column_name, CAST(error_type AS VARCHAR), error_message, left(csv_line, 200) FROM {} ORDER BY line",
+            ident(&reject_table(stage))
+        ),
+        select: select_sql(stage),
+    }
 }
 
 /// The column holding the 1-based record number of a row within its file.
@@ -133,11 +176,8 @@ pub fn current_relation(stage: &str) -> String {
 /// database; a DuckDB target's are its tables, read in place.
 pub fn lookups(stage: &str, target: &TargetPlan, columns: &[ColumnPlan]) -> Lookups {
     let in_target = |table: &str| match target.dialect {
-        Dialect::Postgres => match &target.schema {
-            Some(s) => format!("{}.{}", ident(s), ident(table)),
-            None => ident(table),
-        },
-        Dialect::Duckdb => format!("{}.main.{}", super::load::DUCKDB_CATALOG, ident(table)),
+        Dialect::Postgres => qualified(target.schema.as_deref(), table),
+        Dialect::Duckdb => format!("{DUCKDB_CATALOG}.main.{}", ident(table)),
     };
     let references = columns
         .iter()
@@ -157,49 +197,50 @@ pub fn lookups(stage: &str, target: &TargetPlan, columns: &[ColumnPlan]) -> Look
     Lookups { references, current }
 }
 
-/// Creates a lookup's DuckDB relation and, given the CSV the target exported (NULL an empty
-/// field), fills it. A value that does not fit the spec's type, or would be rounded to fit,
-/// becomes NULL: it matches nothing, so such a row counts as changed and the database decides.
-pub fn lookup_sql(relation: &str, columns: &[(String, ColumnType)], csv: Option<&str>) -> String {
+/// Creates a lookup's DuckDB relation, empty.
+pub fn lookup_create(relation: &str, columns: &[(String, ColumnType)]) -> String {
     let defs: Vec<String> = columns.iter().map(|(n, t)| format!("{} {}", ident(n), duckdb_type(*t))).collect();
-    let mut sql = format!("CREATE OR REPLACE TEMP TABLE {relation} ({});", defs.join(", "));
-    if let Some(path) = csv {
-        let text: Vec<String> = columns.iter().map(|(n, _)| format!("{}: 'VARCHAR'", literal(n))).collect();
-        let casts: Vec<String> = columns
-            .iter()
-            .map(|(n, t)| {
-                let v = ident(n);
-                let to = duckdb_type(*t);
-                match t {
-                    ColumnType::Decimal { precision, scale } => {
-                        let wide = 38 - (precision - scale);
-                        format!("CASE WHEN TRY_CAST({v} AS DECIMAL(38,{wide})) = TRY_CAST({v} AS {to}) THEN TRY_CAST({v} AS {to}) END")
-                    }
-                    ColumnType::Bool => format!("CASE {v} WHEN 't' THEN true WHEN 'f' THEN false END"),
-                    ColumnType::String => v,
-                    _ => format!("TRY_CAST({v} AS {to})"),
-                }
-            })
-            .collect();
-        sql.push_str(&format!(
-            "\nINSERT INTO {relation} SELECT {} FROM read_csv({}, header = false, delim = ',', quote = '\"', escape = '\"', \
-             nullstr = '', allow_quoted_nulls = false, columns = {{{}}});",
-            casts.join(", "),
-            literal(path),
-            text.join(", ")
-        ));
-    }
-    sql
+    format!("CREATE OR REPLACE TEMP TABLE {relation} ({})", defs.join(", "))
 }
 
-/// The `read_csv(...)` call of a stage whose file has the columns `file_columns` (its header's
-/// fields, or the spec's columns for a file without a header). Nothing is sniffed: every column is
-/// read as text, and a line that does not fit (too many or too few fields, an unterminated quote,
-/// bytes that are not the encoding's) goes to the reject table.
-pub fn read_csv(stage: &StagePlan, path: &str, file_columns: &[String]) -> String {
+/// Fills a lookup's DuckDB relation from the CSV the target exported (NULL an empty field). A
+/// value that does not fit the spec's type, or would be rounded to fit, becomes NULL: it matches
+/// nothing, so such a row counts as changed and the database decides.
+pub fn lookup_fill(relation: &str, columns: &[(String, ColumnType)]) -> FileSql {
+    let text: Vec<String> = columns.iter().map(|(n, _)| format!("{}: 'VARCHAR'", literal(n))).collect();
+    let casts: Vec<String> = columns
+        .iter()
+        .map(|(n, t)| {
+            let v = ident(n);
+            let to = duckdb_type(*t);
+            match t {
+                ColumnType::Decimal { precision, scale } => {
+                    let wide = 38 - (precision - scale);
+                    format!("CASE WHEN TRY_CAST({v} AS DECIMAL(38,{wide})) = TRY_CAST({v} AS {to}) THEN TRY_CAST({v} AS {to}) END")
+                }
+                ColumnType::Bool => format!("CASE {v} WHEN 't' THEN true WHEN 'f' THEN false END"),
+                ColumnType::String => v,
+                _ => format!("TRY_CAST({v} AS {to})"),
+            }
+        })
+        .collect();
+    FileSql::new(
+        format!("INSERT INTO {relation} SELECT {} FROM read_csv(", casts.join(", ")),
+        format!(
+            ", header = false, delim = ',', quote = '\"', escape = '\"', nullstr = '', allow_quoted_nulls = false, columns = {{{}}})",
+            text.join(", ")
+        ),
+    )
+}
+
+fn read_csv(stage: &StagePlan) -> ReadCsv {
     let csv = &stage.csv;
     let nulls: Vec<String> = csv.null_values.iter().map(|n| literal(n)).collect();
-    let columns: Vec<String> = file_columns.iter().map(|c| format!("{}: 'VARCHAR'", literal(c))).collect();
+    let headers: Vec<String> = stage
+        .columns
+        .iter()
+        .map(|c| if c.header == c.name { format!("  {}", ident(&c.name)) } else { format!("  {} AS {}", ident(&c.header), ident(&c.name)) })
+        .collect();
     let options = [
         format!("header = {}", csv.header),
         format!("delim = {}", literal(&csv.delimiter)),
@@ -208,30 +249,19 @@ pub fn read_csv(stage: &StagePlan, path: &str, file_columns: &[String]) -> Strin
         format!("encoding = {}", literal(csv.encoding.duckdb_name())),
         format!("nullstr = [{}]", nulls.join(", ")),
         "auto_detect = false".to_string(),
-        format!("columns = {{{}}}", columns.join(", ")),
+    ];
+    let tail = [
         "strict_mode = true".to_string(),
         "ignore_errors = true".to_string(),
         "store_rejects = true".to_string(),
         format!("rejects_table = {}", literal(&reject_table(stage))),
         format!("rejects_scan = {}", literal(&reject_scan_table(stage))),
     ];
-    format!("read_csv({}, {})", literal(path), options.join(", "))
-}
-
-/// The statement that reads the CSV into a table of text, in file order (see `read_csv`).
-pub fn stage_raw_sql(stage: &StagePlan, path: &str, file_columns: &[String]) -> String {
-    let headers: Vec<String> = stage
-        .columns
-        .iter()
-        .map(|c| {
-            if c.header == c.name {
-                format!("  {}", ident(&c.name))
-            } else {
-                format!("  {} AS {}", ident(&c.header), ident(&c.name))
-            }
-        })
-        .collect();
-    format!("CREATE OR REPLACE TEMP TABLE {} AS\nSELECT\n{}\nFROM {}", ident(&raw_table(stage)), headers.join(",\n"), read_csv(stage, path, file_columns))
+    ReadCsv {
+        head: format!("CREATE OR REPLACE TEMP TABLE {} AS\nSELECT\n{}\nFROM read_csv(", ident(&raw_table(stage)), headers.join(",\n")),
+        options: options.join(", "),
+        tail: format!("{})", tail.join(", ")),
+    }
 }
 
 /// The typed rows as a subquery `typed`: the record number, each column cast to its type, and
@@ -288,7 +318,7 @@ pub fn duplicates_table(stage: &StagePlan, what: &str) -> String {
 
 /// The statements that find the repeated keys (and unique values) of the file, run after the
 /// raw rows are staged: one aggregate each, so the typed select can stream.
-pub fn duplicates_sql(stage: &StagePlan) -> Vec<String> {
+fn duplicates_sql(stage: &StagePlan) -> Vec<String> {
     let (from, _) = typed(stage);
     unique_groups(stage)
         .iter()
@@ -310,7 +340,7 @@ pub fn duplicates_sql(stage: &StagePlan) -> Vec<String> {
 /// The query that yields the record number, each column typed, each value that did not cast
 /// (as text), for repeated keys the record of their first occurrence, and the lookups' flags. Its
 /// rows stream in no particular order (each carries its record number).
-pub fn select_sql(stage: &StagePlan) -> String {
+fn select_sql(stage: &StagePlan) -> String {
     let (from, names) = typed(stage);
     let mut outer: Vec<String> = names.iter().map(|n| format!("  typed.{}", ident(n))).collect();
     let mut joins = String::new();

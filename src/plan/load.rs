@@ -3,11 +3,8 @@
 
 use crate::spec::model::{ColumnType, LoadMode};
 
-use super::extract::ident;
+use super::sql::{FileSql, ident};
 use super::{ColumnPlan, Dialect, TargetPlan};
-
-/// The catalog a DuckDB target's file is attached as in the run's DuckDB database.
-pub const DUCKDB_CATALOG: &str = "etl_target";
 
 /// A stage's target SQL, in the order it runs.
 #[derive(Debug, Clone, Default)]
@@ -20,16 +17,47 @@ pub struct LoadSql {
     pub constraints: Vec<String>,
     /// Creates the requested indexes when missing.
     pub create_indexes: Vec<String>,
-    /// Adds the foreign keys (checked against the catalog before running).
+    /// Adds the foreign keys (PostgreSQL: each checked against the catalog first; DuckDB
+    /// declares them in CREATE TABLE).
     pub foreign_keys: Vec<ForeignKey>,
     /// Creates the per-transaction staging table.
     pub create_staging: String,
-    /// Fills the staging table (PostgreSQL: COPY in binary format; DuckDB: COPY of a CSV file).
+    /// Fills the staging table (PostgreSQL: COPY in binary format; DuckDB: see `copy_file`).
     pub copy: String,
+    /// DuckDB: COPYs one batch, written as CSV, into the staging table.
+    pub copy_file: Option<FileSql>,
     /// PostgreSQL: COPYs the rows straight into the table (a table that is new or empty).
     pub copy_direct: String,
+    /// PostgreSQL: the same into a table created by this transaction, whose rows FREEZE writes
+    /// as already visible.
+    pub copy_frozen: String,
+    /// DuckDB: counts the staged rows whose key the table holds (to tell inserts from updates).
+    pub count_existing: Option<String>,
     /// Writes the staged rows into the table.
-    pub merge: Vec<String>,
+    pub merge: Vec<MergeStep>,
+    /// Drops the staging table (DuckDB, after a dry run's stage).
+    pub drop_staging: String,
+}
+
+/// One statement of a merge, by what it reports.
+#[derive(Debug, Clone)]
+pub enum MergeStep {
+    /// Empties the table (mode replace).
+    Delete(String),
+    /// Inserts the staged rows; its row count is the rows inserted.
+    Insert(String),
+    /// Upserts the staged rows. PostgreSQL: yields (rows inserted, rows written); DuckDB: its row
+    /// count is the rows written.
+    Upsert(String),
+}
+
+impl MergeStep {
+    /// The statement.
+    pub fn sql(&self) -> &str {
+        match self {
+            MergeStep::Delete(s) | MergeStep::Insert(s) | MergeStep::Upsert(s) => s,
+        }
+    }
 }
 
 /// A foreign key of the target table.
@@ -45,14 +73,6 @@ pub struct ForeignKey {
     pub ref_column: String,
     /// The statement adding it.
     pub sql: String,
-}
-
-/// The qualified table name.
-pub fn qualified(t: &TargetPlan) -> String {
-    match &t.schema {
-        Some(s) => format!("{}.{}", ident(s), ident(&t.table)),
-        None => ident(&t.table),
-    }
 }
 
 /// The staging table's name.
@@ -88,7 +108,7 @@ fn constraint_name(table: &str, cols: &[String], suffix: &str) -> String {
 
 /// Compiles a target's SQL.
 pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
-    let table = qualified(t);
+    let table = t.qualified.clone();
     let mut defs: Vec<String> = Vec::new();
     let mut create_table = Vec::new();
     if let Some(sk) = &t.surrogate_key {
@@ -139,10 +159,7 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
     for c in columns {
         let Some((rtable, rcol)) = &c.references else { continue };
         let name = constraint_name(&t.table, std::slice::from_ref(&c.name), "fkey");
-        let rq = match &t.schema {
-            Some(s) => format!("{}.{}", ident(s), ident(rtable)),
-            None => ident(rtable),
-        };
+        let rq = super::sql::qualified(t.schema.as_deref(), rtable);
         let clause = format!("CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {rq} ({})", ident(&name), ident(&c.name), ident(rcol));
         let sql = match t.dialect {
             Dialect::Postgres => format!("ALTER TABLE {table} ADD {clause}"),
@@ -171,27 +188,30 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
         Dialect::Postgres => format!("CREATE TEMP TABLE {staging} ON COMMIT DROP AS SELECT {list} FROM {table} WITH NO DATA"),
         Dialect::Duckdb => format!("CREATE OR REPLACE TEMP TABLE {staging} AS SELECT {list} FROM {table} LIMIT 0"),
     };
-    let (copy, copy_direct) = match t.dialect {
+    let (copy, copy_file, copy_direct, copy_frozen) = match t.dialect {
         Dialect::Postgres => (
             format!("COPY {staging} ({list}) FROM STDIN (FORMAT binary)"),
+            None,
             format!("COPY {table} ({list}) FROM STDIN (FORMAT binary)"),
+            format!("COPY {table} ({list}) FROM STDIN (FORMAT binary, FREEZE)"),
         ),
-        Dialect::Duckdb => (format!("COPY {staging} FROM 'batch.csv' (FORMAT csv, HEADER false, ALLOW_QUOTED_NULLS false)"), String::new()),
+        Dialect::Duckdb => (
+            String::new(),
+            Some(FileSql::new(format!("COPY {staging} FROM "), " (FORMAT csv, HEADER false, ALLOW_QUOTED_NULLS false)")),
+            String::new(),
+            String::new(),
+        ),
     };
     let insert = format!("INSERT INTO {table} AS t ({list})\nSELECT {list} FROM {staging}");
     let merge = match t.mode {
-        LoadMode::Append => vec![insert],
-        LoadMode::Replace => vec![format!("DELETE FROM {table}"), insert],
+        LoadMode::Append => vec![MergeStep::Insert(insert)],
+        LoadMode::Replace => vec![MergeStep::Delete(format!("DELETE FROM {table}")), MergeStep::Insert(insert)],
         LoadMode::Upsert => {
             let keys: Vec<String> = t.key.iter().map(|k| ident(k)).collect();
             let rest: Vec<&ColumnPlan> = columns.iter().filter(|c| !t.key.contains(&c.name)).collect();
             let conflict = format!("ON CONFLICT ({})", keys.join(", "));
-            let returning = match t.dialect {
-                Dialect::Postgres => "\nRETURNING (xmax = 0) AS inserted",
-                Dialect::Duckdb => "",
-            };
-            if rest.is_empty() {
-                vec![format!("{insert}\n{conflict} DO NOTHING{returning}")]
+            let upsert = if rest.is_empty() {
+                format!("{insert}\n{conflict} DO NOTHING")
             } else {
                 let set: Vec<String> = rest.iter().map(|c| format!("{0} = EXCLUDED.{0}", ident(&c.name))).collect();
                 let old: Vec<String> = rest.iter().map(|c| format!("t.{}", ident(&c.name))).collect();
@@ -201,12 +221,34 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
                 } else {
                     (format!("ROW({})", old.join(", ")), format!("ROW({})", new.join(", ")))
                 };
-                vec![format!(
-                    "{insert}\n{conflict} DO UPDATE SET\n  {}\nWHERE {o} IS DISTINCT FROM {n}{returning}",
-                    set.join(",\n  ")
-                )]
-            }
+                format!("{insert}\n{conflict} DO UPDATE SET\n  {}\nWHERE {o} IS DISTINCT FROM {n}", set.join(",\n  "))
+            };
+            let upsert = match t.dialect {
+                // Which rows were inserted (xmax 0) and how many were written, in one statement.
+                Dialect::Postgres => format!(
+                    "WITH merged AS (\n{upsert}\nRETURNING (xmax = 0) AS inserted\n)\nSELECT count(*) FILTER (WHERE inserted), count(*) FROM merged"
+                ),
+                Dialect::Duckdb => upsert,
+            };
+            vec![MergeStep::Upsert(upsert)]
         }
     };
-    LoadSql { create_table, constraints, create_indexes, foreign_keys, create_staging, copy, copy_direct, merge }
+    let count_existing = (t.dialect == Dialect::Duckdb && t.mode == LoadMode::Upsert && !t.key.is_empty()).then(|| {
+        let on: Vec<String> = t.key.iter().map(|k| format!("r.{0} = s.{0}", ident(k))).collect();
+        format!("SELECT count(*) FROM {staging} AS s WHERE EXISTS (SELECT 1 FROM {} AS r WHERE {})", ident(&t.table), on.join(" AND "))
+    });
+    LoadSql {
+        create_table,
+        constraints,
+        create_indexes,
+        foreign_keys,
+        create_staging,
+        copy,
+        copy_file,
+        copy_direct,
+        copy_frozen,
+        count_existing,
+        merge,
+        drop_staging: format!("DROP TABLE IF EXISTS {staging}"),
+    }
 }

@@ -1,30 +1,71 @@
-//! Compiles a checked `Spec` into a `Plan`: for each stage the DuckDB SQL that reads and casts
-//! its CSV, the Polars expressions that check each row, and the SQL that creates and loads the
-//! target. Pure: no I/O, so `etl plan` and its tests run offline.
+//! Compiles a checked `Spec` into a `Plan`, everything a run needs and nothing it must look up
+//! again: each connection resolved to its settings, and per stage the DuckDB SQL that reads and
+//! casts its CSV, the Polars predicates that check each row, the target's DDL and load SQL, and
+//! every other statement the run sends (locks, catalog checks, lookups, states, run records).
+//! Pure: no I/O, so `etl plan` shows the whole run offline. It does not read a database's
+//! catalog: what a live table holds is checked by the executor, with the statements planned here.
 
-pub mod checks;
+pub mod duck;
 pub mod extract;
 pub mod load;
+pub mod postgres;
+pub mod predicates;
+pub mod records;
 pub mod render;
+pub mod sql;
 
 use indexmap::IndexMap;
 use rust_decimal::Decimal;
 
 use crate::spec::model::{
-    ColumnType, Connection, CsvOptions, Encoding, Every, LoadMode, Severity, Spec, StageSelection,
+    ColumnType, Connection, CsvOptions, Encoding, LoadMode, PostgresConnection, S3Connection, Severity, Spec, StageSelection,
 };
+use crate::spec::words::{cron_expression, every_cron, every_words, strptime_formats};
+
+/// The catalog a DuckDB target's file is attached as in the run's DuckDB database.
+pub const DUCKDB_CATALOG: &str = "etl_target";
 
 /// A compiled spec.
 #[derive(Debug, Clone)]
 pub struct Plan {
     /// The spec's name.
     pub name: String,
+    /// Every connection the spec names, resolved to its settings, in spec order.
+    pub connections: IndexMap<String, ConnectionPlan>,
     /// Stages in run order (dependencies first, otherwise as written).
     pub stages: Vec<StagePlan>,
     /// Analytics queries in spec order.
     pub analytics: Vec<AnalyticPlan>,
     /// Schedules in spec order.
     pub schedules: Vec<SchedulePlan>,
+}
+
+/// A connection with its settings.
+#[derive(Debug, Clone)]
+pub enum ConnectionPlan {
+    /// An S3 bucket (a stage's object is the connection's prefix, then its key).
+    S3(S3Connection),
+    /// A local directory (relative to the spec file's directory).
+    Local {
+        /// The directory.
+        dir: String,
+    },
+    /// A PostgreSQL database.
+    Postgres(PostgresConnection),
+    /// An embedded DuckDB file (relative to the spec file's directory).
+    Duckdb {
+        /// The file.
+        file: String,
+    },
+}
+
+/// Where a stage's CSV file is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcePlan {
+    /// The connection (an `s3` or `local` one in `Plan::connections`).
+    pub connection: String,
+    /// The object key or the file's path in the directory.
+    pub key: String,
 }
 
 /// A compiled stage.
@@ -34,16 +75,14 @@ pub struct StagePlan {
     pub name: String,
     /// Stages that load first.
     pub needs: Vec<String>,
-    /// Source connection name.
-    pub source_connection: String,
-    /// Object key or file path.
-    pub source_key: String,
+    /// Where its CSV file is.
+    pub source: SourcePlan,
     /// The CSV dialect, defaults filled in.
     pub csv: CsvDialect,
     /// Columns in order.
     pub columns: Vec<ColumnPlan>,
     /// Row checks, column facets first, then rules.
-    pub checks: Vec<checks::Check>,
+    pub checks: Vec<predicates::Check>,
     /// Target.
     pub target: TargetPlan,
     /// Rows per COPY batch.
@@ -54,6 +93,8 @@ pub struct StagePlan {
     pub max_reject_ratio: Option<f64>,
     /// The relations the extract joins (referenced keys, current rows).
     pub lookups: extract::Lookups,
+    /// The DuckDB statements of the extract.
+    pub extract: extract::ExtractSql,
 }
 
 /// A compiled column.
@@ -118,6 +159,8 @@ pub struct TargetPlan {
     pub schema: Option<String>,
     /// Table name.
     pub table: String,
+    /// The table's name as SQL: quoted, in its schema (PostgreSQL).
+    pub qualified: String,
     /// Key columns.
     pub key: Vec<String>,
     /// Load mode.
@@ -126,6 +169,17 @@ pub struct TargetPlan {
     pub surrogate_key: Option<String>,
     /// The SQL: DDL and load statements.
     pub sql: load::LoadSql,
+    /// The other statements the stage sends to its target.
+    pub statements: TargetStatements,
+}
+
+/// A target's statements besides its DDL and load, by dialect.
+#[derive(Debug, Clone)]
+pub enum TargetStatements {
+    /// PostgreSQL's.
+    Postgres(Box<postgres::PgStatements>),
+    /// DuckDB's.
+    Duckdb(duck::DuckStatements),
 }
 
 /// A compiled analytics query.
@@ -135,8 +189,14 @@ pub struct AnalyticPlan {
     pub name: String,
     /// Connection it runs on.
     pub connection: String,
-    /// The SQL.
+    /// The SQL as written.
     pub sql: String,
+    /// The statement sent: the query wrapped so every value comes back as the database prints
+    /// it (PostgreSQL: as JSON text, numerics in full; DuckDB: cast to VARCHAR).
+    pub run: String,
+    /// PostgreSQL: puts the connection's schema first on the search path (in the query's own
+    /// transaction), so unqualified names are the tables the stages loaded.
+    pub search_path: Option<sql::Query>,
     /// Description.
     pub description: Option<String>,
 }
@@ -148,6 +208,8 @@ pub struct SchedulePlan {
     pub name: String,
     /// Six-field cron expression (seconds first), as the scheduler takes it.
     pub cron: String,
+    /// The trigger in a person's words (`every day at 02:00`, `cron */15 * * * *`).
+    pub trigger: String,
     /// Stages it runs (None: all).
     pub stages: Option<Vec<String>>,
     /// IANA time zone.
@@ -161,79 +223,47 @@ pub const DEFAULT_BATCH_SIZE: u32 = 10_000;
 
 /// Compiles a spec that passed `spec::check`. Names are assumed to resolve.
 pub fn compile(spec: &Spec) -> Plan {
-    let order = run_order(spec);
-    let stages = order
+    let connections: IndexMap<String, ConnectionPlan> = spec
+        .connections
         .iter()
-        .map(|name| {
-            let st = &spec.stages[*name];
-            let csv = dialect(spec.defaults.csv.as_ref(), st.source.csv.as_ref());
-            let columns: Vec<ColumnPlan> = st
-                .columns
-                .iter()
-                .map(|(cname, c)| ColumnPlan {
-                    name: cname.clone(),
-                    header: c.from.clone().unwrap_or_else(|| cname.clone()),
-                    ty: c.ty,
-                    nullable: c.nullable,
-                    formats: c
-                        .format
-                        .as_deref()
-                        .filter(|_| c.ty.is_temporal())
-                        .map(|f| strptime_formats(f).unwrap_or_default())
-                        .unwrap_or_default(),
-                    max_length: c.max_length,
-                    unique: c.unique,
-                    index: c.index,
-                    references: c.references.as_ref().and_then(|r| {
-                        let (s, col) = r.split_once('.')?;
-                        Some((spec.stages.get(s)?.target.table.clone(), col.to_string()))
-                    }),
-                    description: c.description.clone(),
-                })
-                .collect();
-            let conn = &spec.connections[&st.target.connection];
-            let (dialect, schema) = match conn {
-                Connection::Postgres(pg) => (Dialect::Postgres, Some(pg.schema.clone().unwrap_or_else(|| "public".into()))),
-                _ => (Dialect::Duckdb, None),
+        .map(|(name, c)| {
+            let resolved = match c {
+                Connection::S3(s3) => ConnectionPlan::S3(s3.clone()),
+                Connection::Local(l) => ConnectionPlan::Local { dir: l.path.clone() },
+                Connection::Postgres(pg) => ConnectionPlan::Postgres(pg.clone()),
+                Connection::Duckdb(d) => ConnectionPlan::Duckdb { file: d.path.clone() },
             };
-            let mut target = TargetPlan {
-                connection: st.target.connection.clone(),
-                dialect,
-                schema,
-                table: st.target.table.clone(),
-                key: st.target.key.clone(),
-                mode: st.target.mode,
-                surrogate_key: st.target.surrogate_key.clone(),
-                sql: load::LoadSql::default(),
-            };
-            target.sql = load::compile(&target, &columns);
-            let lookups = extract::lookups(name, &target, &columns);
-            let tolerance = spec.defaults.tolerance.map_or(Decimal::ZERO, |t| t.0);
-            StagePlan {
-                name: (*name).to_string(),
-                needs: st.needs.clone(),
-                source_connection: st.source.connection.clone(),
-                source_key: st.source.key.clone(),
-                csv,
-                checks: checks::compile(spec, st, tolerance),
-                columns,
-                target,
-                batch_size: st.batch_size.or(spec.defaults.batch_size).unwrap_or(DEFAULT_BATCH_SIZE),
-                max_rejects: st.max_rejects.or(spec.defaults.max_rejects),
-                max_reject_ratio: st.max_reject_ratio.or(spec.defaults.max_reject_ratio),
-                lookups,
-            }
+            (name.clone(), resolved)
         })
         .collect();
+    let stages = run_order(spec).iter().map(|name| stage(spec, name)).collect();
     let first_target = spec.stages.values().next().map(|s| s.target.connection.clone()).unwrap_or_default();
     let analytics = spec
         .analytics
         .iter()
-        .map(|(name, a)| AnalyticPlan {
-            name: name.clone(),
-            connection: a.connection.clone().unwrap_or_else(|| first_target.clone()),
-            sql: a.sql.trim().to_string(),
-            description: a.description.clone(),
+        .map(|(name, a)| {
+            let connection = a.connection.clone().unwrap_or_else(|| first_target.clone());
+            let body = a.sql.trim().trim_end_matches(';').trim_end();
+            let (run, search_path) = match spec.connections.get(&connection) {
+                Some(Connection::Duckdb(_)) => (format!("SELECT CAST(COLUMNS(*) AS VARCHAR) FROM ({body}) AS q"), None),
+                other => {
+                    let schema = match other {
+                        Some(Connection::Postgres(pg)) => pg.schema.as_deref(),
+                        _ => None,
+                    };
+                    // json_each_text keeps the query's column order and prints each value exactly
+                    // as PostgreSQL does (numeric in full), so no value passes through a float.
+                    let run = format!(
+                        "SELECT r.n, e.key, e.value FROM (SELECT row_number() OVER () AS n, row_to_json(q) AS j FROM ({body}) AS q) AS r, \
+                         LATERAL json_each_text(r.j) WITH ORDINALITY AS e(key, value, pos) ORDER BY r.n, e.pos"
+                    );
+                    let search_path = schema.map(|s| {
+                        sql::Query::new("SELECT set_config('search_path', $1 || ', ' || current_setting('search_path'), true)", &[&sql::ident(s)])
+                    });
+                    (run, search_path)
+                }
+            };
+            AnalyticPlan { name: name.clone(), connection, sql: a.sql.trim().to_string(), run, search_path, description: a.description.clone() }
         })
         .collect();
     let schedules = spec
@@ -246,6 +276,11 @@ pub fn compile(spec: &Spec) -> Plan {
                 (None, Some(every)) => every_cron(every, s.at.as_deref()),
                 (None, None) => String::new(),
             },
+            trigger: match (&s.cron, s.every) {
+                (Some(c), _) => format!("cron {c}"),
+                (None, Some(every)) => every_words(every, s.at.as_deref()),
+                (None, None) => String::new(),
+            },
             stages: match &s.stages {
                 StageSelection::All => None,
                 StageSelection::Only(l) => Some(l.clone()),
@@ -254,7 +289,96 @@ pub fn compile(spec: &Spec) -> Plan {
             enabled: s.enabled,
         })
         .collect();
-    Plan { name: spec.name.clone(), stages, analytics, schedules }
+    Plan { name: spec.name.clone(), connections, stages, analytics, schedules }
+}
+
+/// Compiles one stage.
+fn stage(spec: &Spec, name: &str) -> StagePlan {
+    let st = &spec.stages[name];
+    let csv = dialect(spec.defaults.csv.as_ref(), st.source.csv.as_ref());
+    let columns: Vec<ColumnPlan> = st
+        .columns
+        .iter()
+        .map(|(cname, c)| ColumnPlan {
+            name: cname.clone(),
+            header: c.from.clone().unwrap_or_else(|| cname.clone()),
+            ty: c.ty,
+            nullable: c.nullable,
+            formats: c.format.as_deref().filter(|_| c.ty.is_temporal()).map(|f| strptime_formats(f).unwrap_or_default()).unwrap_or_default(),
+            max_length: c.max_length,
+            unique: c.unique,
+            index: c.index,
+            references: c.references.as_ref().and_then(|r| {
+                let (s, col) = r.split_once('.')?;
+                Some((spec.stages.get(s)?.target.table.clone(), col.to_string()))
+            }),
+            description: c.description.clone(),
+        })
+        .collect();
+    let (dialect, schema) = match &spec.connections[&st.target.connection] {
+        Connection::Postgres(pg) => (Dialect::Postgres, Some(pg.schema.clone().unwrap_or_else(|| "public".into()))),
+        _ => (Dialect::Duckdb, None),
+    };
+    let mut target = TargetPlan {
+        connection: st.target.connection.clone(),
+        dialect,
+        qualified: sql::qualified(schema.as_deref(), &st.target.table),
+        schema,
+        table: st.target.table.clone(),
+        key: st.target.key.clone(),
+        mode: st.target.mode,
+        surrogate_key: st.target.surrogate_key.clone(),
+        sql: load::LoadSql::default(),
+        statements: TargetStatements::Duckdb(duck::DuckStatements::default()),
+    };
+    target.sql = load::compile(&target, &columns);
+    let lookups = extract::lookups(name, &target, &columns);
+    target.statements = match dialect {
+        Dialect::Postgres => TargetStatements::Postgres(Box::new(postgres::compile(&target, &columns, &lookups))),
+        Dialect::Duckdb => TargetStatements::Duckdb(duck::compile(&target)),
+    };
+    let tolerance = spec.defaults.tolerance.map_or(Decimal::ZERO, |t| t.0);
+    let mut plan = StagePlan {
+        name: name.to_string(),
+        needs: st.needs.clone(),
+        source: SourcePlan { connection: st.source.connection.clone(), key: st.source.key.clone() },
+        csv,
+        checks: predicates::compile(spec, st, tolerance),
+        columns,
+        target,
+        batch_size: st.batch_size.or(spec.defaults.batch_size).unwrap_or(DEFAULT_BATCH_SIZE),
+        max_rejects: st.max_rejects.or(spec.defaults.max_rejects),
+        max_reject_ratio: st.max_reject_ratio.or(spec.defaults.max_reject_ratio),
+        lookups,
+        extract: extract::ExtractSql::default(),
+    };
+    plan.extract = extract::compile(&plan);
+    plan
+}
+
+impl Plan {
+    /// The stages to run for a selection: the named ones, in run order.
+    pub fn select(&self, only: Option<&[String]>) -> Vec<&StagePlan> {
+        self.stages.iter().filter(|s| only.is_none_or(|o| o.contains(&s.name))).collect()
+    }
+}
+
+impl TargetPlan {
+    /// A PostgreSQL target's statements (None for DuckDB).
+    pub fn postgres(&self) -> Option<&postgres::PgStatements> {
+        match &self.statements {
+            TargetStatements::Postgres(p) => Some(p),
+            TargetStatements::Duckdb(_) => None,
+        }
+    }
+
+    /// A DuckDB target's statements (None for PostgreSQL).
+    pub fn duckdb(&self) -> Option<&duck::DuckStatements> {
+        match &self.statements {
+            TargetStatements::Duckdb(d) => Some(d),
+            TargetStatements::Postgres(_) => None,
+        }
+    }
 }
 
 /// Stages in dependency order; ties keep the spec's order.
@@ -280,11 +404,6 @@ pub fn run_order(spec: &Spec) -> Vec<&str> {
     done
 }
 
-/// The stages to run for a selection: the named ones, in run order.
-pub fn select<'a>(plan: &'a Plan, only: Option<&[String]>) -> Vec<&'a StagePlan> {
-    plan.stages.iter().filter(|s| only.is_none_or(|o| o.contains(&s.name))).collect()
-}
-
 fn dialect(defaults: Option<&CsvOptions>, own: Option<&CsvOptions>) -> CsvDialect {
     let pick = |f: fn(&CsvOptions) -> Option<String>, default: &str| {
         own.and_then(f).or_else(|| defaults.and_then(f)).unwrap_or_else(|| default.to_string())
@@ -302,91 +421,6 @@ fn dialect(defaults: Option<&CsvOptions>, own: Option<&CsvOptions>) -> CsvDialec
     }
 }
 
-/// Translates a strftime-style format (chrono's, as the seed wrote them) into the DuckDB
-/// strptime formats that accept the same texts. `%.f` (optional fractional seconds) becomes two
-/// formats, with and without `.%f`.
-pub fn strptime_formats(format: &str) -> Result<Vec<String>, String> {
-    const SUPPORTED: &str = "YmdHMSjbBaAyIpzZeFT%";
-    let mut with = String::new();
-    let mut without = String::new();
-    let mut optional_fraction = false;
-    let mut chars = format.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            with.push(c);
-            without.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('.') => match chars.next() {
-                Some('f') => {
-                    optional_fraction = true;
-                    with.push_str(".%f");
-                }
-                other => return Err(format!("`%.{}` is not supported; use `%.f` for optional fractional seconds", other.map(String::from).unwrap_or_default())),
-            },
-            Some('f') => {
-                with.push_str("%f");
-                without.push_str("%f");
-            }
-            Some('F') => {
-                with.push_str("%Y-%m-%d");
-                without.push_str("%Y-%m-%d");
-            }
-            Some('T') => {
-                with.push_str("%H:%M:%S");
-                without.push_str("%H:%M:%S");
-            }
-            Some(d) if SUPPORTED.contains(d) => {
-                with.push('%');
-                with.push(d);
-                without.push('%');
-                without.push(d);
-            }
-            Some(d) => return Err(format!("format specifier `%{d}` is not supported; use %Y %m %d %H %M %S %.f %z and literal text")),
-            None => return Err("the format ends with a lone `%`".into()),
-        }
-    }
-    Ok(if optional_fraction { vec![with, without] } else { vec![with] })
-}
-
-/// Checks a cron expression with the scheduler's own parser (croner) and returns it with a
-/// seconds field, as tokio-cron-scheduler takes it.
-pub fn cron_expression(expr: &str) -> Result<String, String> {
-    let e = expr.trim();
-    let fields = e.split_whitespace().count();
-    let six = match fields {
-        5 => format!("0 {e}"),
-        6 => e.to_string(),
-        n => return Err(format!("it has {n} fields; write 5 (min hour day month weekday) or 6 (with seconds first)")),
-    };
-    croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Required)
-        .build()
-        .parse(&six)
-        .map(|_| six)
-        .map_err(|e| e.to_string())
-}
-
-/// Parses `HH:MM`.
-pub fn parse_at(at: &str) -> Option<(u32, u32)> {
-    let (h, m) = at.trim().split_once(':')?;
-    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
-    (h < 24 && m < 60 && at.trim().len() <= 5).then_some((h, m))
-}
-
-/// The six-field cron expression of `every` (and `at`).
-pub fn every_cron(every: Every, at: Option<&str>) -> String {
-    match every {
-        Every::Minute => "0 * * * * *".into(),
-        Every::Hour => "0 0 * * * *".into(),
-        Every::Day => {
-            let (h, m) = at.and_then(parse_at).unwrap_or((0, 0));
-            format!("0 {m} {h} * * *")
-        }
-    }
-}
-
 /// Column name → type, for a stage.
 pub fn column_types(columns: &[ColumnPlan]) -> IndexMap<String, ColumnType> {
     columns.iter().map(|c| (c.name.clone(), c.ty)).collect()
@@ -397,28 +431,5 @@ pub fn severity_word(s: Severity) -> &'static str {
     match s {
         Severity::Error => "error",
         Severity::Warn => "warn",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chrono_formats_become_duckdb_formats() {
-        assert_eq!(
-            strptime_formats("%Y-%m-%dT%H:%M:%S%.f").unwrap(),
-            vec!["%Y-%m-%dT%H:%M:%S.%f".to_string(), "%Y-%m-%dT%H:%M:%S".to_string()]
-        );
-        assert!(strptime_formats("%Q").is_err());
-    }
-
-    #[test]
-    fn cron_takes_five_or_six_fields() {
-        assert_eq!(cron_expression("0 2 * * *").unwrap(), "0 0 2 * * *");
-        assert!(cron_expression("61 2 * * *").is_err());
-        assert!(cron_expression("* * *").is_err());
-        assert_eq!(every_cron(Every::Day, Some("02:30")), "0 30 2 * * *");
-        assert_eq!(parse_at("24:00"), None);
     }
 }

@@ -1,11 +1,13 @@
-//! `etl plan` as text: for each stage the DuckDB read-and-cast SQL, the Polars checks, the
-//! target DDL and the load SQL; then analytics and schedules.
+//! `etl plan` as text: the connections, then for each stage every statement its run sends, in
+//! the order it sends them (transaction, table check or DDL, reuse, lookups, the DuckDB read and
+//! cast, the Polars checks, the load, the state recorded); then analytics, schedules and the
+//! run records.
 
 use std::fmt::Write;
 
-use super::extract::{duplicates_sql, select_sql, stage_raw_sql};
-use super::load::qualified;
-use super::{Dialect, Plan, StagePlan, severity_word};
+use super::load::MergeStep;
+use super::postgres::{CURRENT_XID, PgStatements};
+use super::{ConnectionPlan, Dialect, Plan, StagePlan, TargetStatements, duck, records, severity_word};
 use crate::spec::model::LoadMode;
 
 /// Renders the plan, or only the named stage.
@@ -13,6 +15,9 @@ pub fn render(plan: &Plan, only_stage: Option<&str>) -> String {
     let mut out = String::new();
     let order: Vec<&str> = plan.stages.iter().map(|s| s.name.as_str()).collect();
     let _ = writeln!(out, "plan for {}: {} stage(s), run order {}", plan.name, order.len(), order.join(" → "));
+    if only_stage.is_none() {
+        connections(&mut out, plan);
+    }
     for st in plan.stages.iter().filter(|s| only_stage.is_none_or(|o| o == s.name)) {
         stage(&mut out, st);
     }
@@ -25,6 +30,11 @@ pub fn render(plan: &Plan, only_stage: Option<&str>) -> String {
                     let _ = writeln!(out, "-- {d}");
                 }
                 let _ = writeln!(out, "{};", a.sql);
+                let _ = writeln!(out, "-- sent in a transaction of its own, rolled back, as:");
+                if let Some(q) = &a.search_path {
+                    let _ = writeln!(out, "{q}");
+                }
+                let _ = writeln!(out, "{};", a.run);
             }
         }
         if !plan.schedules.is_empty() {
@@ -35,8 +45,38 @@ pub fn render(plan: &Plan, only_stage: Option<&str>) -> String {
                 let _ = writeln!(out, "{}: cron \"{}\" ({}), stages: {stages}{enabled}", s.name, s.cron, s.timezone);
             }
         }
+        run_records(&mut out, plan);
     }
     out
+}
+
+fn connections(out: &mut String, plan: &Plan) {
+    let _ = writeln!(out, "\n== connections ==");
+    let _ = writeln!(out, "-- the run's own DuckDB database (in memory, every extract; ETL_DUCKDB_MEMORY sets the limit): {}", duck::configure("256MB", "{temp dir}"));
+    for (name, c) in &plan.connections {
+        let shown = match c {
+            ConnectionPlan::S3(s3) => {
+                let endpoint = s3.endpoint.clone().unwrap_or_else(|| "AWS".into());
+                let prefix = s3.prefix.as_deref().map(|p| format!(", prefix {p:?}")).unwrap_or_default();
+                format!("s3, bucket {} at {endpoint}{prefix}", s3.bucket)
+            }
+            ConnectionPlan::Local { dir } => format!("local directory {dir:?} (from the spec's directory)"),
+            ConnectionPlan::Postgres(pg) => {
+                let at = |v: &Option<String>, default: &str| v.clone().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| default.to_string());
+                let url = if pg.url.as_ref().is_some_and(|u| !u.expose().trim().is_empty()) { "URL (not shown) with " } else { "" };
+                format!(
+                    "postgres, {url}host {}, port {}, database {}, user {}, schema {}",
+                    at(&pg.host, "(default)"),
+                    pg.port.map_or("(default)".to_string(), |p| p.to_string()),
+                    at(&pg.database, "(default)"),
+                    at(&pg.user, "(default)"),
+                    pg.schema.as_deref().unwrap_or("public")
+                )
+            }
+            ConnectionPlan::Duckdb { file } => format!("duckdb file {file:?} (from the spec's directory), attached as: {}", duck::attach(file)),
+        };
+        let _ = writeln!(out, "{name}: {shown}");
+    }
 }
 
 fn stage(out: &mut String, st: &StagePlan) {
@@ -53,8 +93,8 @@ fn stage(out: &mut String, st: &StagePlan) {
     let _ = writeln!(
         out,
         "source: {} / {} (csv: delimiter {:?}, header {}, {}, nulls [{}])",
-        st.source_connection,
-        st.source_key,
+        st.source.connection,
+        st.source.key,
         st.csv.delimiter,
         st.csv.header,
         st.csv.encoding.duckdb_name(),
@@ -78,39 +118,112 @@ fn stage(out: &mut String, st: &StagePlan) {
             parts.join(", ")
         }
     };
-    let _ = writeln!(out, "target: {} / {} ({dialect}), {mode}, batches of {}, {budget}", t.connection, qualified(t), st.batch_size);
+    let _ = writeln!(out, "target: {} / {} ({dialect}), {mode}, batches of {}, {budget}", t.connection, t.qualified, st.batch_size);
+    match &t.statements {
+        TargetStatements::Postgres(pg) => postgres_stage(out, st, pg),
+        TargetStatements::Duckdb(d) => duckdb_stage(out, st, d),
+    }
+}
 
-    let headers: Vec<String> = st.columns.iter().map(|c| c.header.clone()).collect();
-    let _ = writeln!(out, "\n-- 1. read and cast (DuckDB: the CSV as text in file order, then typed)");
-    let _ = writeln!(out, "{};", stage_raw_sql(st, &st.source_key, &headers));
-    for sql in duplicates_sql(st) {
-        let _ = writeln!(out, "{sql};");
+fn lines<'a>(out: &mut String, statements: impl IntoIterator<Item = &'a String>) {
+    for s in statements {
+        let _ = writeln!(out, "{s};");
     }
-    let _ = writeln!(out, "{};", select_sql(st));
+}
 
-    let _ = writeln!(out, "\n-- 2. row checks (Polars; a row violating an `error` check is rejected, a `warn` check only counts)");
-    for c in &st.checks {
-        let _ = writeln!(out, "[{}] {}: {}", severity_word(c.severity), c.rule, c.condition);
-        let _ = writeln!(out, "    violation: {}", c.violation);
+fn postgres_stage(out: &mut String, st: &StagePlan, pg: &PgStatements) {
+    let t = &st.target;
+    let _ = writeln!(out, "\n-- 1. the stage's transaction (PostgreSQL; a dry run keeps one for every stage, each under a savepoint)");
+    lines(out, &pg.settings);
+    let _ = writeln!(out, "{}", pg.advisory_lock);
+    let _ = writeln!(out, "{};  -- a dry run (`{};` when the stage is over its budget)", pg.savepoint, pg.rollback_to_savepoint);
+
+    let _ = writeln!(out, "\n-- 2. the target table: checked against the spec, or created when missing");
+    let _ = writeln!(out, "{}", pg.read_columns);
+    let _ = writeln!(out, "-- when it exists (its key unique, missing indexes and foreign keys added, locked against other writers):");
+    if let Some(q) = &pg.key_is_unique {
+        let _ = writeln!(out, "{q}");
     }
-    let _ = writeln!(out, "\n-- 3. target DDL ({dialect}; run when the table is missing)");
-    for s in &t.sql.create_table {
-        let _ = writeln!(out, "{s};");
+    lines(out, &t.sql.create_indexes);
+    for (fk, exists) in t.sql.foreign_keys.iter().zip(&pg.foreign_key_exists) {
+        let _ = writeln!(out, "{exists}");
+        let _ = writeln!(out, "{};  -- when missing", fk.sql);
     }
-    if !t.sql.constraints.is_empty() {
-        let _ = writeln!(out, "-- after the first load into the new table:");
+    let _ = writeln!(out, "{};", pg.lock);
+    let _ = writeln!(out, "-- when it is missing (created bare; keys, indexes and foreign keys follow the first load):");
+    let _ = writeln!(out, "{}", pg.schema_exists);
+    let _ = writeln!(out, "{};  -- when missing", pg.create_schema);
+    lines(out, &t.sql.create_table);
+
+    let _ = writeln!(out, "\n-- 3. reuse (see the run records): skipped, or only its changed lines read, when the tables are as its last load left them");
+    for r in &pg.referenced {
+        let _ = writeln!(out, "{}", r.exists);
+        let _ = writeln!(out, "{};", r.lock);
+        let _ = writeln!(out, "{};", r.state);
     }
-    for s in &t.sql.constraints {
-        let _ = writeln!(out, "{s};");
+    let _ = writeln!(out, "{}", pg.exists);
+    let _ = writeln!(out, "{};", pg.state);
+
+    let _ = writeln!(out, "\n-- 4. is the existing table empty?");
+    let _ = writeln!(out, "{};", pg.is_empty);
+    if let Some(d) = &pg.delete_all {
+        let _ = writeln!(out, "{d};  -- mode replace: a table with rows is emptied");
     }
-    for s in &t.sql.create_indexes {
-        let _ = writeln!(out, "{s};");
+
+    let _ = writeln!(out, "\n-- 5. lookups the extract joins (exported from the stage's transaction into DuckDB)");
+    for r in &pg.reference_lookups {
+        let _ = writeln!(out, "-- {} must be one of the values of {}", r.column, r.table);
+        let _ = writeln!(out, "{}", r.exists);
+        let _ = writeln!(out, "{};  -- a new table: {};", r.lock, r.lock_for_new_table);
+        let _ = writeln!(out, "{};", r.lookup.export);
+        let _ = writeln!(out, "{};", r.lookup.create);
+        let _ = writeln!(out, "{};", r.lookup.fill);
     }
-    for fk in t.sql.foreign_keys.iter().filter(|f| !f.sql.is_empty()) {
+    if let Some(c) = &pg.current_lookup {
+        let _ = writeln!(out, "-- the table's current rows (a row equal to its current one is not written; left empty for an empty table or when only changed lines are read)");
+        let _ = writeln!(out, "{};", c.export);
+        let _ = writeln!(out, "{};", c.create);
+        let _ = writeln!(out, "{};", c.fill);
+    }
+    if pg.reference_lookups.is_empty() && pg.current_lookup.is_none() {
+        let _ = writeln!(out, "(none)");
+    }
+
+    extract(out, st, 6);
+    checks(out, st, 7);
+
+    let _ = writeln!(out, "\n-- 8. load (PostgreSQL; one binary COPY, fed batch by batch, {} rows each)", st.batch_size);
+    let _ = writeln!(out, "-- a table this transaction created:");
+    let _ = writeln!(out, "{};", t.sql.copy_frozen);
+    lines(out, &t.sql.constraints);
+    lines(out, &t.sql.create_indexes);
+    for (fk, exists) in t.sql.foreign_keys.iter().zip(&pg.foreign_key_exists) {
+        let _ = writeln!(out, "{exists}");
         let _ = writeln!(out, "{};", fk.sql);
     }
+    let _ = writeln!(out, "-- an empty table (or mode append; a dry run's new table):");
+    let _ = writeln!(out, "{};", t.sql.copy_direct);
+    let _ = writeln!(out, "-- a table with rows:");
+    let _ = writeln!(out, "{};", t.sql.create_staging);
+    let _ = writeln!(out, "{};", t.sql.copy);
+    merge(out, &t.sql.merge);
 
-    let _ = writeln!(out, "\n-- 4. lookups joined by step 1 (filled before it, in the stage's transaction)");
+    let _ = writeln!(out, "\n-- 9. the table's state, recorded with the load for the next run to compare");
+    let _ = writeln!(out, "{CURRENT_XID};  -- a table that was empty: its state is its rows and this transaction's id");
+    let _ = writeln!(out, "{};  -- otherwise", pg.state);
+}
+
+fn duckdb_stage(out: &mut String, st: &StagePlan, d: &duck::DuckStatements) {
+    let t = &st.target;
+    let _ = writeln!(out, "\n-- 1. the stage's transaction (DuckDB: the target file is attached to the run's database; a dry run keeps one for every stage)");
+    let _ = writeln!(out, "{};", duck::BEGIN);
+
+    let _ = writeln!(out, "\n-- 2. the target table: checked against the spec, or created when missing");
+    let _ = writeln!(out, "{}", d.read_columns);
+    lines(out, &t.sql.create_table);
+    lines(out, &t.sql.create_indexes);
+
+    let _ = writeln!(out, "\n-- 3. lookups the extract joins (the target's tables, read in place)");
     for r in &st.lookups.references {
         let _ = writeln!(out, "{}: the values of {}.{} ({} must be one of them)", r.relation, r.table, r.ref_column, r.column);
     }
@@ -121,15 +234,63 @@ fn stage(out: &mut String, st: &StagePlan) {
         let _ = writeln!(out, "(none)");
     }
 
-    let _ = writeln!(out, "\n-- 5. load ({dialect}; one transaction, the table locked against other writers)");
-    if t.dialect == super::Dialect::Postgres {
-        let _ = writeln!(out, "-- a new or empty table (or mode append):");
-        let _ = writeln!(out, "{};  -- one COPY, fed batch by batch ({} rows)", t.sql.copy_direct, st.batch_size);
-        let _ = writeln!(out, "-- a table with rows:");
-    }
+    extract(out, st, 4);
+    checks(out, st, 5);
+
+    let _ = writeln!(out, "\n-- 6. load (DuckDB; batches of {} rows, each written as CSV and copied)", st.batch_size);
     let _ = writeln!(out, "{};", t.sql.create_staging);
-    let _ = writeln!(out, "{};  -- batches of {} rows", t.sql.copy, st.batch_size);
-    for s in &t.sql.merge {
-        let _ = writeln!(out, "{s};");
+    if let Some(copy) = &t.sql.copy_file {
+        let _ = writeln!(out, "{copy};");
+    }
+    if let Some(c) = &t.sql.count_existing {
+        let _ = writeln!(out, "{c};");
+    }
+    merge(out, &t.sql.merge);
+    let _ = writeln!(out, "{};  -- {}; when it failed or is over its budget (a dry run: {};)", duck::COMMIT, duck::ROLLBACK, t.sql.drop_staging);
+}
+
+fn extract(out: &mut String, st: &StagePlan, n: u32) {
+    let e = &st.extract;
+    let headers: Vec<String> = st.columns.iter().map(|c| c.header.clone()).collect();
+    let _ = writeln!(out, "\n-- {n}. read and cast (DuckDB: the CSV as text in file order, then typed)");
+    let _ = writeln!(out, "{}", e.clear_rejects);
+    let _ = writeln!(out, "{};", e.read.sql(&st.source.key, &headers));
+    lines(out, &e.duplicates);
+    let _ = writeln!(out, "{};", e.count);
+    let _ = writeln!(out, "{};", e.malformed);
+    let _ = writeln!(out, "{};", e.select);
+}
+
+fn checks(out: &mut String, st: &StagePlan, n: u32) {
+    let _ = writeln!(out, "\n-- {n}. row checks (Polars; a row violating an `error` check is rejected, a `warn` check only counts)");
+    for c in &st.checks {
+        let _ = writeln!(out, "[{}] {}: {}", severity_word(c.severity), c.rule, c.condition);
+        let _ = writeln!(out, "    violation: {}", c.violation);
+    }
+}
+
+fn merge(out: &mut String, steps: &[MergeStep]) {
+    for s in steps {
+        let _ = writeln!(out, "{};", s.sql());
+    }
+}
+
+fn run_records(out: &mut String, plan: &Plan) {
+    let Some(first) = plan.stages.first() else { return };
+    let _ = writeln!(out, "\n== run records (on the first selected stage's target; a dry run records nothing) ==");
+    match first.target.dialect {
+        Dialect::Postgres => {
+            let _ = writeln!(out, "-- the engine's migrations (migrations/) are applied first");
+            for s in [records::BEGIN_RUN, records::LAST_LOAD, records::REJECTS_OF, records::RECORD_STAGE, records::COPY_REJECTS, records::FINISH_RUN] {
+                let _ = writeln!(out, "{s};");
+            }
+        }
+        Dialect::Duckdb => {
+            let _ = writeln!(out, "{}", records::DUCKDB_TABLES.trim());
+            for s in [records::DUCKDB_BEGIN_RUN, records::DUCKDB_RECORD_STAGE, records::DUCKDB_FINISH_RUN] {
+                let _ = writeln!(out, "{s};");
+            }
+            let _ = writeln!(out, "-- the rejects are appended to {}", records::DUCKDB_REJECTS_TABLE);
+        }
     }
 }

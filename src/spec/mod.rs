@@ -11,6 +11,7 @@ pub mod reference;
 pub mod schema;
 pub mod source;
 pub mod template;
+pub mod words;
 pub mod yaml;
 
 use std::collections::{BTreeMap, HashSet};

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
-use etl::exec::{self, read::Reader};
-use etl::plan::extract::lookup_sql;
+use etl::exec::{self, extract::Reader};
+use etl::plan::extract::{lookup_create, lookup_fill};
 use etl::spec::LoadOptions;
 
 use crate::util::root;
@@ -72,17 +72,18 @@ fn planted_invalid_rows_are_rejected_for_their_reason_and_nothing_else_is() {
     let mut accounts: Vec<String> = Vec::new();
     for (stage, file) in [("assets", "account_assets.csv"), ("trades", "trades.csv")] {
         let sp = plan.stages.iter().find(|s| s.name == stage).unwrap();
-        let path = exec::local_path(&loaded.spec, sp, Path::new("/")).unwrap();
+        let path = exec::source::local_path(&plan, sp, Path::new("/")).unwrap();
         let columns: Vec<(String, etl::spec::model::ColumnType)> = sp.columns.iter().map(|c| (c.name.clone(), c.ty)).collect();
         if let Some(current) = &sp.lookups.current {
-            reader.load_lookup(&lookup_sql(current, &columns, None)).unwrap();
+            reader.load_lookup(&lookup_create(current, &columns), None).unwrap();
         }
         for r in &sp.lookups.references {
             let keys = tmp.path().join("accounts.csv");
             let text: String = accounts.iter().map(|a| format!("\"{}\"\n", a.replace('"', "\"\""))).collect();
             std::fs::write(&keys, text).unwrap();
             let ty = sp.columns.iter().find(|c| c.name == r.column).unwrap().ty;
-            reader.load_lookup(&lookup_sql(&r.relation, &[(r.ref_column.clone(), ty)], Some(keys.to_str().unwrap()))).unwrap();
+            let key = [(r.ref_column.clone(), ty)];
+            reader.load_lookup(&lookup_create(&r.relation, &key), Some((&lookup_fill(&r.relation, &key), keys.as_path()))).unwrap();
         }
         let mut valid_rows = 0usize;
         let report = exec::check_stage(&reader, sp, &path, file, None, |df| {

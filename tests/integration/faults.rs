@@ -173,7 +173,7 @@ fn an_object_replaced_after_its_head_is_never_read() {
     let tmp = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let s3 = etl::exec::s3::S3::connect(&conn).await;
+        let s3 = etl::exec::source::s3::S3::connect(&conn).await;
         let seen = s3.etag("account_assets.csv").await.unwrap();
         // Replaced between the run's HEAD and its GET.
         crate::run::s3_client(&bucket.endpoint)

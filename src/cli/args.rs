@@ -1,4 +1,4 @@
-//! The command line: clap definitions only.
+//! The command line's clap definitions: every command, its flags and their help.
 
 use std::path::PathBuf;
 

@@ -1,4 +1,4 @@
-//! Reading a stage's CSV with DuckDB: check the header, stage the rows as text in file order
+//! The extract: reading a stage's CSV with DuckDB: check the header, stage the rows as text in file order
 //! (malformed lines go to DuckDB's reject table), then stream the typed rows to Polars through
 //! the Arrow C data interface.
 
@@ -9,8 +9,7 @@ use duckdb::arrow::record_batch::RecordBatch;
 use polars::prelude::DataFrame;
 
 use super::ExecError;
-use crate::plan::StagePlan;
-use crate::plan::extract::{self, ident, literal};
+use crate::plan::{StagePlan, duck};
 
 /// A DuckDB database for one run's extracts: in memory, spilling to `temp_dir` past
 /// `memory_limit`.
@@ -37,13 +36,7 @@ impl Reader {
     /// Opens the database.
     pub fn open(temp_dir: &Path, memory_limit: &str) -> Result<Self, ExecError> {
         let conn = duckdb::Connection::open_in_memory().map_err(ExecError::duckdb("open DuckDB"))?;
-        conn.execute_batch(&format!(
-            "SET memory_limit = {}; SET temp_directory = {}; SET preserve_insertion_order = true; \
-             SET autoinstall_known_extensions = false; SET autoload_known_extensions = false;",
-            literal(memory_limit),
-            literal(&temp_dir.display().to_string())
-        ))
-        .map_err(ExecError::duckdb("configure DuckDB"))?;
+        conn.execute_batch(&duck::configure(memory_limit, &temp_dir.display().to_string())).map_err(ExecError::duckdb("configure DuckDB"))?;
         Ok(Reader { conn })
     }
 
@@ -54,27 +47,15 @@ impl Reader {
         } else {
             stage.columns.iter().map(|c| c.header.clone()).collect()
         };
+        let sql = &stage.extract;
         // DuckDB appends to existing reject tables: a second read of a stage starts clean.
-        let clear = format!(
-            "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
-            ident(&extract::reject_table(stage)),
-            ident(&extract::reject_scan_table(stage))
-        );
-        self.conn.execute_batch(&clear).map_err(ExecError::duckdb("clear the CSV reject tables"))?;
-        let sql = extract::stage_raw_sql(stage, &path.display().to_string(), &columns);
-        self.conn.execute_batch(&sql).map_err(ExecError::csv(path))?;
-        for sql in extract::duplicates_sql(stage) {
-            self.conn.execute_batch(&sql).map_err(ExecError::duckdb("find repeated keys"))?;
+        self.conn.execute_batch(&sql.clear_rejects).map_err(ExecError::duckdb("clear the CSV reject tables"))?;
+        self.conn.execute_batch(&sql.read.sql(&path.display().to_string(), &columns)).map_err(ExecError::csv(path))?;
+        for dups in &sql.duplicates {
+            self.conn.execute_batch(dups).map_err(ExecError::duckdb("find repeated keys"))?;
         }
-        let rows: u64 = self
-            .conn
-            .query_row(&format!("SELECT count(*) FROM {}", ident(&extract::raw_table(stage))), [], |r| r.get::<_, i64>(0))
-            .map_err(ExecError::duckdb("count staged rows"))? as u64;
-        let errors_sql = format!(
-            "SELECT line, column_name, CAST(error_type AS VARCHAR), error_message, left(csv_line, 200) FROM {} ORDER BY line",
-            ident(&extract::reject_table(stage))
-        );
-        let mut stmt = self.conn.prepare(&errors_sql).map_err(ExecError::duckdb("read CSV errors"))?;
+        let rows: u64 = self.conn.query_row(&sql.count, [], |r| r.get::<_, i64>(0)).map_err(ExecError::duckdb("count staged rows"))? as u64;
+        let mut stmt = self.conn.prepare(&sql.malformed).map_err(ExecError::duckdb("read CSV errors"))?;
         let mut errors: Vec<CsvError> = stmt
             .query_map([], |r| {
                 Ok(CsvError {
@@ -101,7 +82,7 @@ impl Reader {
         batch_rows: usize,
         mut each: impl FnMut(DataFrame) -> Result<(), ExecError>,
     ) -> Result<(), ExecError> {
-        let mut stmt = self.conn.prepare(&extract::select_sql(stage)).map_err(ExecError::duckdb("prepare the typed select"))?;
+        let mut stmt = self.conn.prepare(&stage.extract.select).map_err(ExecError::duckdb("prepare the typed select"))?;
         // Streamed: DuckDB hands over its result a chunk at a time instead of materialising it.
         let arrow = stmt.stream_arrow([]).map_err(ExecError::duckdb("run the typed select"))?;
         let mut pending: Option<DataFrame> = None;
@@ -131,9 +112,15 @@ impl Reader {
         Ok(())
     }
 
-    /// Creates (and fills) a lookup relation; see `extract::lookup_sql`.
-    pub fn load_lookup(&self, sql: &str) -> Result<(), ExecError> {
-        self.conn.execute_batch(sql).map_err(ExecError::duckdb("load a lookup exported from the target"))
+    /// Creates a lookup relation (`plan::extract::lookup_create`) and, given the file the
+    /// target exported, fills it (`lookup_fill`).
+    pub fn load_lookup(&self, create: &str, fill: Option<(&crate::plan::sql::FileSql, &Path)>) -> Result<(), ExecError> {
+        let fail = ExecError::duckdb("load a lookup exported from the target");
+        self.conn.execute_batch(create).map_err(&fail)?;
+        if let Some((fill, file)) = fill {
+            self.conn.execute_batch(&fill.with_file(&file.display().to_string())).map_err(&fail)?;
+        }
+        Ok(())
     }
 
     /// The connection, for appending key sets.

@@ -36,8 +36,8 @@ pub fn context(stage: &StagePlan, referenced: &[(String, String)]) -> String {
     let mut h = Sha256::new();
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
     let mut compiled = stage.clone();
-    compiled.source_connection.clear();
-    compiled.source_key.clear();
+    compiled.source.connection.clear();
+    compiled.source.key.clear();
     h.update(format!("\n{compiled:?}\n").as_bytes());
     for (table, state) in referenced {
         h.update(format!("{table}={state}\n").as_bytes());
@@ -75,14 +75,7 @@ pub fn local_file(path: &Path) -> std::io::Result<String> {
     Ok(hex(&h.finalize()))
 }
 
-/// SQL giving a table's state as one text: `count:sum(xmin):max(xmin)`.
-pub fn table_state_sql(qualified: &str) -> String {
-    format!(
-        "SELECT count(*)::text || ':' || coalesce(sum(xmin::text::bigint), 0)::text || ':' || coalesce(max(xmin::text::bigint), 0)::text FROM {qualified}"
-    )
-}
-
-/// The state `table_state_sql` finds in a table that holds only the `rows` rows a transaction
+/// The state `plan::postgres::state_sql` finds in a table that holds only the `rows` rows a transaction
 /// `xid` (32-bit, as `xmin` shows it) inserted.
 pub fn fresh_table_state(rows: u64, xid: u64) -> String {
     if rows == 0 { "0:0:0".into() } else { format!("{rows}:{}:{xid}", u128::from(rows) * u128::from(xid)) }

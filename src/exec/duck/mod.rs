@@ -2,19 +2,21 @@
 //! DuckDB database, on the reader's own connection, so a stage's extract joins the target's
 //! tables in the stage's transaction. It is loaded like PostgreSQL is — table created from the
 //! spec or checked, one transaction per stage, staged batches merged, unchanged rows skipped —
-//! and the run, its stages and its rejects are recorded in the same file.
+//! and the run, its stages and its rejects are recorded in the same file. Every statement is the
+//! Plan's.
 
 use std::path::Path;
 
 use polars::prelude::{DataFrame, DataType};
 
-use super::{ExecError, StageReport, postgres::Merged};
-use crate::plan::StagePlan;
-use crate::plan::extract::{ident, literal};
-use crate::plan::load::{sql_type, staging_table};
-use crate::spec::model::{ColumnType, Severity};
-
-use crate::plan::load::DUCKDB_CATALOG as CATALOG;
+use super::csv::push_quoted;
+use super::extract::Reader;
+use super::report::{AnalyticResult, Merged, StageReport, Status};
+use super::stage::{over_budget, stage_rows};
+use super::{ExecError, StageContext};
+use crate::plan::load::{MergeStep, sql_type};
+use crate::plan::{StagePlan, duck, records, severity_word};
+use crate::spec::model::ColumnType;
 
 /// A DuckDB target: the run's DuckDB connection with the target file attached.
 pub struct Duck<'r> {
@@ -27,45 +29,28 @@ fn err(what: &'static str) -> impl Fn(duckdb::Error) -> ExecError {
     move |e| ExecError::Duckdb { what, message: e.to_string() }
 }
 
-const ENGINE_TABLES: &str = "
-CREATE SEQUENCE IF NOT EXISTS etl_runs_seq;
-CREATE TABLE IF NOT EXISTS etl_runs (
-    run_id BIGINT PRIMARY KEY DEFAULT nextval('etl_runs_seq'), spec_name TEXT NOT NULL, spec_hash TEXT NOT NULL,
-    spec_path TEXT NOT NULL, job_id TEXT, started_at TIMESTAMPTZ NOT NULL DEFAULT now(), finished_at TIMESTAMPTZ,
-    status TEXT NOT NULL DEFAULT 'running', error TEXT);
-CREATE TABLE IF NOT EXISTS etl_run_stages (
-    run_id BIGINT NOT NULL, stage TEXT NOT NULL, source TEXT NOT NULL, source_bytes BIGINT, source_etag TEXT,
-    finished_at TIMESTAMPTZ DEFAULT now(), status TEXT NOT NULL, rows_read BIGINT, rows_inserted BIGINT,
-    rows_updated BIGINT, rows_unchanged BIGINT, rows_rejected BIGINT, rows_warned BIGINT, balanced BOOLEAN, error TEXT);
-CREATE TABLE IF NOT EXISTS etl_rejects (
-    run_id BIGINT NOT NULL, stage TEXT NOT NULL, source TEXT NOT NULL, line BIGINT NOT NULL, column_name TEXT,
-    rule TEXT NOT NULL, value TEXT, message TEXT NOT NULL, severity TEXT NOT NULL);
-";
-
 impl<'r> Duck<'r> {
     /// Attaches the target file (created when missing) to the run's database.
-    pub fn open(reader: &'r super::read::Reader, path: &Path) -> Result<Duck<'r>, ExecError> {
+    pub fn open(reader: &'r Reader, path: &Path) -> Result<Duck<'r>, ExecError> {
         let conn = reader.connection();
         let shown = path.display().to_string();
-        conn.execute_batch(&format!("ATTACH IF NOT EXISTS {} AS {CATALOG}; USE {CATALOG};", literal(&shown)))
+        conn.execute_batch(&duck::attach(&shown))
             .map_err(|e| ExecError::Connect { what: format!("DuckDB file {shown}"), message: e.to_string() })?;
         Ok(Duck { conn, path: shown })
     }
 
     /// Creates the engine's tables in the file.
     pub fn migrate(&self) -> Result<(), ExecError> {
-        self.conn.execute_batch(ENGINE_TABLES).map_err(err("create the engine's tables"))
+        self.conn.execute_batch(records::DUCKDB_TABLES).map_err(err("create the engine's tables"))
     }
 
     /// Creates the stage's table when missing, or checks it holds the spec's columns.
     pub fn ensure_table(&self, stage: &StagePlan) -> Result<(), ExecError> {
         let t = &stage.target;
-        let mut stmt = self
-            .conn
-            .prepare("SELECT column_name, data_type FROM information_schema.columns WHERE table_catalog = ? AND table_schema = 'main' AND table_name = ?")
-            .map_err(err("read the target table's columns"))?;
+        let sql = t.duckdb().ok_or_else(|| ExecError::Internal(format!("stage {} has no DuckDB statements", stage.name)))?;
+        let mut stmt = self.conn.prepare(&sql.read_columns.sql).map_err(err("read the target table's columns"))?;
         let existing: Vec<(String, String)> = stmt
-            .query_map([CATALOG, t.table.as_str()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .query_map(duckdb::params_from_iter(sql.read_columns.texts()), |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
             .map_err(err("read the target table's columns"))?
             .collect::<Result<_, _>>()
             .map_err(err("read the target table's columns"))?;
@@ -107,31 +92,23 @@ impl<'r> Duck<'r> {
     /// empty text staying text.
     pub fn copy_batch(&self, stage: &StagePlan, batch: &DataFrame, file: &Path) -> Result<(), ExecError> {
         let bytes = csv_batch(stage, batch)?;
-        std::fs::write(file, bytes).map_err(|e| ExecError::Write { path: file.display().to_string(), message: e.to_string() })?;
-        let sql = stage.target.sql.copy.replace("'batch.csv'", &literal(&file.display().to_string()));
-        self.conn.execute_batch(&sql).map_err(err("stage a batch"))
+        std::fs::write(file, bytes).map_err(ExecError::write(file))?;
+        let copy = stage.target.sql.copy_file.as_ref().ok_or_else(|| ExecError::Internal(format!("stage {} has no batch COPY", stage.name)))?;
+        self.conn.execute_batch(&copy.with_file(&file.display().to_string())).map_err(err("stage a batch"))
     }
 
     /// Writes the staged rows into the table.
     pub fn merge(&self, stage: &StagePlan, staged: u64) -> Result<Merged, ExecError> {
         let t = &stage.target;
         let mut m = Merged::default();
-        let existing: u64 = if t.key.is_empty() || t.mode != crate::spec::model::LoadMode::Upsert {
-            0
-        } else {
-            let on: Vec<String> = t.key.iter().map(|k| format!("r.{0} = s.{0}", ident(k))).collect();
-            let sql = format!(
-                "SELECT count(*) FROM {} AS s WHERE EXISTS (SELECT 1 FROM {} AS r WHERE {})",
-                ident(&staging_table(t)),
-                ident(&t.table),
-                on.join(" AND ")
-            );
-            self.conn.query_row(&sql, [], |r| r.get::<_, i64>(0)).map_err(err("count existing keys"))? as u64
+        let existing: u64 = match &t.sql.count_existing {
+            None => 0,
+            Some(sql) => self.conn.query_row(sql, [], |r| r.get::<_, i64>(0)).map_err(err("count existing keys"))? as u64,
         };
         let mut affected = 0u64;
-        for s in &t.sql.merge {
-            let n = self.conn.execute(s, []).map_err(err("merge into the target table"))? as u64;
-            if !s.starts_with("DELETE") {
+        for step in &t.sql.merge {
+            let n = self.conn.execute(step.sql(), []).map_err(err("merge into the target table"))? as u64;
+            if !matches!(step, MergeStep::Delete(_)) {
                 affected += n;
             }
         }
@@ -145,7 +122,7 @@ impl<'r> Duck<'r> {
     pub fn begin_run(&self, spec: &str, hash: &str, path: &str, job: Option<&str>) -> Result<i64, ExecError> {
         self.conn
             .query_row(
-                "INSERT INTO etl_runs (spec_name, spec_hash, spec_path, job_id) VALUES (?, ?, ?, ?) RETURNING run_id",
+                records::DUCKDB_BEGIN_RUN,
                 duckdb::params![spec, hash, path, job],
                 |r| r.get::<_, i64>(0),
             )
@@ -153,9 +130,9 @@ impl<'r> Duck<'r> {
     }
 
     /// Records the end of a run.
-    pub fn finish_run(&self, run_id: i64, status: &str, error: Option<&str>) -> Result<(), ExecError> {
+    pub fn finish_run(&self, run_id: i64, status: Status, error: Option<&str>) -> Result<(), ExecError> {
         self.conn
-            .execute("UPDATE etl_runs SET finished_at = now(), status = ?, error = ? WHERE run_id = ?", duckdb::params![status, error, run_id])
+            .execute(records::DUCKDB_FINISH_RUN, duckdb::params![status.as_str(), error, run_id])
             .map_err(err("record the run's end"))?;
         Ok(())
     }
@@ -164,15 +141,14 @@ impl<'r> Duck<'r> {
     pub fn record_stage(&self, run_id: i64, r: &StageReport) -> Result<(), ExecError> {
         self.conn
             .execute(
-                "INSERT INTO etl_run_stages (run_id, stage, source, source_bytes, source_etag, status, rows_read, rows_inserted, rows_updated, rows_unchanged, rows_rejected, rows_warned, balanced, error)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                records::DUCKDB_RECORD_STAGE,
                 duckdb::params![
                     run_id,
                     r.stage,
                     r.source,
                     r.bytes as i64,
                     r.etag,
-                    r.status,
+                    r.status.as_str(),
                     r.rows_read as i64,
                     r.loaded.map(|m| m.inserted as i64),
                     r.loaded.map(|m| m.updated as i64),
@@ -184,9 +160,9 @@ impl<'r> Duck<'r> {
                 ],
             )
             .map_err(err("record the stage"))?;
-        let mut app = self.conn.appender("etl_rejects").map_err(err("record the rejects"))?;
+        let mut app = self.conn.appender(records::DUCKDB_REJECTS_TABLE).map_err(err("record the rejects"))?;
         for j in &r.rejects {
-            let sev = if j.severity == Severity::Error { "error" } else { "warn" };
+            let sev = severity_word(j.severity);
             app.append_row(duckdb::params![run_id, r.stage, r.source, j.line as i64, j.column, j.rule, j.value, j.message, sev])
                 .map_err(err("record the rejects"))?;
         }
@@ -194,28 +170,49 @@ impl<'r> Duck<'r> {
         Ok(())
     }
 
-    /// Runs an analytics query; every value as DuckDB prints it.
-    pub fn analytic(&self, name: &str, sql: &str) -> Result<super::AnalyticResult, ExecError> {
-        let body = sql.trim().trim_end_matches(';');
-        let mut stmt = self.conn.prepare(&format!("DESCRIBE {body}")).map_err(|e| ExecError::Duckdb { what: "describe an analytics query", message: format!("{name}: {e}") })?;
-        let columns: Vec<String> = stmt
-            .query_map([], |r| r.get::<_, String>(0))
-            .map_err(err("describe an analytics query"))?
-            .collect::<Result<_, _>>()
-            .map_err(err("describe an analytics query"))?;
-        let casts: Vec<String> = columns.iter().map(|c| format!("CAST({} AS VARCHAR)", ident(c))).collect();
-        let mut stmt = self
-            .conn
-            .prepare(&format!("SELECT {} FROM ({body}) AS q", casts.join(", ")))
-            .map_err(|e| ExecError::Duckdb { what: "run an analytics query", message: format!("{name}: {e}") })?;
+    /// Runs an analytics query (the Plan's `run`: every value cast to text as DuckDB prints it).
+    pub fn analytic(&self, name: &str, run: &str) -> Result<AnalyticResult, ExecError> {
+        let fail = |e: duckdb::Error| ExecError::Duckdb { what: "run an analytics query", message: format!("{name}: {e}") };
+        let mut stmt = self.conn.prepare(run).map_err(fail)?;
+        let mut rows = stmt.query([]).map_err(fail)?;
+        let columns: Vec<String> = rows.as_ref().map(|s| s.column_names()).unwrap_or_default();
         let n = columns.len();
-        let rows: Vec<Vec<Option<String>>> = stmt
-            .query_map([], |r| (0..n).map(|i| r.get::<_, Option<String>>(i)).collect())
-            .map_err(err("run an analytics query"))?
-            .collect::<Result<_, _>>()
-            .map_err(err("run an analytics query"))?;
-        Ok(super::AnalyticResult { name: name.to_string(), columns, rows })
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(fail)? {
+            out.push((0..n).map(|i| row.get::<_, Option<String>>(i)).collect::<Result<Vec<_>, _>>().map_err(fail)?);
+        }
+        Ok(AnalyticResult { name: name.to_string(), columns, rows: out })
     }
+}
+
+/// Loads one stage into the DuckDB target in one transaction (a dry run's one, for every stage).
+pub fn load_stage(cx: &StageContext<'_>, d: &Duck<'_>, st: &StagePlan, path: &Path, shown: &str) -> Result<StageReport, ExecError> {
+    let opts = cx.opts;
+    if !opts.dry_run {
+        d.execute(duck::BEGIN, "begin a transaction")?;
+    }
+    let work = (|| -> Result<StageReport, ExecError> {
+        d.ensure_table(st)?;
+        d.execute(&st.target.sql.create_staging, "create the staging table")?;
+        let batch_file = tempfile::Builder::new().prefix("etl-batch-").suffix(".csv").tempfile_in(&opts.temp_dir).map_err(ExecError::write(&opts.temp_dir))?;
+        let mut report = stage_rows(cx.reader, st, path, shown, None, cx.progress, |batch| d.copy_batch(st, &batch, batch_file.path()))?;
+        if over_budget(st, &mut report) {
+            return Ok(report);
+        }
+        let mut merged = d.merge(st, report.rows_valid - report.skipped_unchanged)?;
+        merged.unchanged += report.skipped_unchanged;
+        report.loaded = Some(merged);
+        report.status = report.loaded_status();
+        Ok(report)
+    })();
+    match (&work, opts.dry_run) {
+        (Ok(r), false) if r.status != Status::OverBudget => d.execute(duck::COMMIT, "commit the stage")?,
+        (_, false) => d.execute(duck::ROLLBACK, "roll back the stage")?,
+        (_, true) => {
+            let _ = d.execute(&st.target.sql.drop_staging, "drop the staging table");
+        }
+    }
+    work
 }
 
 /// Encodes a batch's columns as CSV. Text is always quoted, so an empty text is not NULL; NULL is
@@ -235,7 +232,7 @@ fn csv_batch(stage: &StagePlan, batch: &DataFrame) -> Result<Vec<u8>, ExecError>
             }
             if let Some(v) = col.get(row) {
                 if *quote || v.contains([',', '"', '\n', '\r']) || v.is_empty() {
-                    super::push_quoted(&mut out, v);
+                    push_quoted(&mut out, v);
                 } else {
                     out.extend_from_slice(v.as_bytes());
                 }

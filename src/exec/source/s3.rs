@@ -10,7 +10,7 @@ use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCa
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use tokio::io::AsyncWriteExt;
 
-use super::ExecError;
+use crate::exec::ExecError;
 use crate::spec::model::{ChecksumMode, S3Connection};
 
 /// An endpoint as a URL: a bare `host:port` means http, as the seed's MinIO settings wrote it.
@@ -117,7 +117,7 @@ impl S3 {
         let head = self.client.head_object().bucket(&self.bucket).key(&key).send().await.map_err(|e| self.fail(&key, explain(&e)))?;
         let etag = head.e_tag().map(str::to_string);
         let bytes = head.content_length().unwrap_or(0).max(0) as u64;
-        let fingerprint = super::fingerprint::s3_object(&self.bucket, &key, etag.as_deref(), bytes);
+        let fingerprint = crate::exec::reuse::fingerprint::s3_object(&self.bucket, &key, etag.as_deref(), bytes);
         Ok(Head { shown: format!("s3://{}/{key}", self.bucket), etag, bytes, fingerprint })
     }
 

@@ -3,11 +3,13 @@
 //! with nothing loaded; an S3 object is downloaded only when its stage needs the rows, pinned to
 //! the ETag HEAD saw.
 
+pub mod s3;
+
 use std::path::{Path, PathBuf};
 
-use super::{ExecError, fingerprint, s3};
-use crate::plan::StagePlan;
-use crate::spec::model::{Connection, Spec};
+use super::ExecError;
+use super::reuse::fingerprint;
+use crate::plan::{ConnectionPlan, Plan, StagePlan};
 
 /// A stage's located source.
 pub struct Source {
@@ -29,21 +31,21 @@ enum Place {
 
 impl Source {
     /// Finds the stage's source: HEAD for an S3 object, the file's digest for a local one.
-    pub fn locate(spec: &Spec, stage: &StagePlan, spec_dir: &Path, rt: &tokio::runtime::Runtime) -> Result<Source, ExecError> {
-        match spec.connections.get(&stage.source_connection) {
-            Some(Connection::S3(c)) => {
+    pub fn locate(plan: &Plan, stage: &StagePlan, spec_dir: &Path, rt: &tokio::runtime::Runtime) -> Result<Source, ExecError> {
+        match plan.connections.get(&stage.source.connection) {
+            Some(ConnectionPlan::S3(c)) => {
                 let client = rt.block_on(s3::S3::connect(c));
-                let head = rt.block_on(client.head(&stage.source_key))?;
+                let head = rt.block_on(client.head(&stage.source.key))?;
                 Ok(Source {
                     shown: head.shown,
                     bytes: head.bytes,
                     etag: head.etag,
                     fingerprint: head.fingerprint,
-                    place: Place::S3 { client, key: stage.source_key.clone(), downloaded: None },
+                    place: Place::S3 { client, key: stage.source.key.clone(), downloaded: None },
                 })
             }
             _ => {
-                let path = super::local_path(spec, stage, spec_dir).ok_or_else(|| ExecError::Internal(format!("stage {} has no source", stage.name)))?;
+                let path = local_path(plan, stage, spec_dir).ok_or_else(|| ExecError::Internal(format!("stage {} has no source", stage.name)))?;
                 let shown = path.display().to_string();
                 let fail = |e: std::io::Error| ExecError::Source { source_name: shown.clone(), message: e.to_string() };
                 let bytes = std::fs::metadata(&path).map_err(fail)?.len();
@@ -67,5 +69,13 @@ impl Source {
                 Ok(fetched.path)
             }
         }
+    }
+}
+
+/// Where a stage's source file is, for a local connection.
+pub fn local_path(plan: &Plan, stage: &StagePlan, spec_dir: &Path) -> Option<PathBuf> {
+    match plan.connections.get(&stage.source.connection)? {
+        ConnectionPlan::Local { dir } => Some(spec_dir.join(dir).join(&stage.source.key)),
+        _ => None,
     }
 }

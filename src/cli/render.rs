@@ -1,0 +1,92 @@
+//! What the command line prints: a run's report for people (a summary table per stage,
+//! analytics as tables) and for machines (one JSON document), the rejects as CSV, and the job
+//! list. Output goes to stdout; a closed pipe (`etl plan | head`) is not an error.
+
+use std::fmt::Write;
+use std::io::Write as _;
+
+use crate::exec::RunReport;
+use crate::exec::csv::write_record;
+use crate::plan::severity_word;
+
+/// Writes to stdout, ignoring a closed pipe.
+pub fn print(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+/// The report as text.
+pub fn text(r: &RunReport) -> String {
+    let mut out = String::new();
+    let mode = if r.dry_run { " (dry run: nothing written)" } else { "" };
+    let id = r.run_id.map(|i| format!(" run {i}")).unwrap_or_default();
+    let _ = writeln!(out, "{}{id}: {}{mode}", r.spec, r.status);
+    let header = ["stage", "read", "valid", "rejected", "warned", "inserted", "updated", "unchanged", "status"];
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for s in &r.stages {
+        let (i, u, n) = s.loaded.map_or(("-".into(), "-".into(), "-".into()), |m| (m.inserted.to_string(), m.updated.to_string(), m.unchanged.to_string()));
+        rows.push(vec![s.stage.clone(), s.rows_read.to_string(), s.rows_valid.to_string(), s.rows_rejected.to_string(), s.rows_warned.to_string(), i, u, n, s.status.to_string()]);
+    }
+    table(&mut out, &header.map(String::from), &rows);
+    for s in &r.stages {
+        if let Some(run) = s.unchanged_since_run {
+            let _ = writeln!(out, "stage {} unchanged since run {run} (same source, spec and tables): not loaded again; its counts and rejects are that run's", s.stage);
+        }
+        if let Some(b) = &s.budget {
+            let _ = writeln!(out, "stage {} loaded nothing: over its error budget ({b})", s.stage);
+        }
+        if !s.rejects_by_rule.is_empty() {
+            let by: Vec<String> = s.rejects_by_rule.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let _ = writeln!(out, "stage {} rejects by rule: {}", s.stage, by.join(", "));
+        }
+    }
+    for a in &r.analytics {
+        let _ = writeln!(out, "\n{}", a.name);
+        let rows: Vec<Vec<String>> = a.rows.iter().map(|r| r.iter().map(|v| v.clone().unwrap_or_else(|| "NULL".into())).collect()).collect();
+        table(&mut out, &a.columns, &rows);
+    }
+    out
+}
+
+/// A table: a header, a rule under it, the rows, columns padded to their widest cell.
+pub fn table(out: &mut String, header: &[String], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, v) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(v.chars().count());
+            }
+        }
+    }
+    let line = |out: &mut String, cells: &[String]| {
+        let parts: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths.get(i).copied().unwrap_or(0))).collect();
+        let _ = writeln!(out, "{}", parts.join("  ").trim_end());
+    };
+    line(out, header);
+    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    line(out, &rule);
+    for r in rows {
+        line(out, r);
+    }
+}
+
+/// The report as one JSON document.
+pub fn json(r: &RunReport) -> String {
+    serde_json::to_string_pretty(r).expect("a report always serialises") + "\n"
+}
+
+/// Every reject of the run as CSV: stage, source, line, column, rule, value, message, severity.
+pub fn rejects_csv(r: &RunReport) -> Vec<u8> {
+    let mut out = b"stage,source,line,column,rule,value,message,severity\n".to_vec();
+    for s in &r.stages {
+        for j in &s.rejects {
+            let sev = severity_word(j.severity);
+            write_record(
+                &mut out,
+                &[Some(s.stage.clone()), Some(s.source.clone()), Some(j.line.to_string()), j.column.clone(), Some(j.rule.clone()), j.value.clone(), Some(j.message.clone()), Some(sev.into())],
+            );
+        }
+    }
+    out
+}

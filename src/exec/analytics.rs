@@ -1,0 +1,63 @@
+//! The analytics queries run after the stages: a PostgreSQL target's at once, each on a
+//! connection of its own in a transaction rolled back after it, DuckDB's one after another; every
+//! value as the database prints it.
+
+use indexmap::IndexMap;
+use sqlx::Row;
+
+use super::postgres::{arguments, generated};
+use super::report::AnalyticResult;
+use super::{ExecError, Target};
+use crate::plan::{AnalyticPlan, Plan};
+
+/// Runs the plan's analytics, in the plan's order.
+pub fn run_all(plan: &Plan, targets: &IndexMap<String, Target<'_>>) -> Result<Vec<AnalyticResult>, ExecError> {
+    let mut results: Vec<Option<Result<AnalyticResult, ExecError>>> = plan.analytics.iter().map(|_| None).collect();
+    for (name, target) in targets {
+        let Target::Pg(pg) = target else { continue };
+        let mine: Vec<usize> = (0..plan.analytics.len()).filter(|&i| plan.analytics[i].connection == *name).collect();
+        let queries = mine.iter().map(|&i| run_pg(pg.pool(), &plan.analytics[i]));
+        for (i, r) in mine.iter().zip(pg.block(futures_util::future::join_all(queries))) {
+            results[*i] = Some(r);
+        }
+    }
+    let mut out = Vec::new();
+    for (a, result) in plan.analytics.iter().zip(results) {
+        let result = match (result, targets.get(&a.connection)) {
+            (Some(r), _) => r,
+            (None, Some(Target::Duck(d))) => d.analytic(&a.name, &a.run),
+            (None, _) => continue,
+        };
+        out.push(result?);
+    }
+    Ok(out)
+}
+
+/// Runs one query on PostgreSQL: its rows come back as (row, column, value as text).
+async fn run_pg(pool: &sqlx::PgPool, a: &AnalyticPlan) -> Result<AnalyticResult, ExecError> {
+    let fail = |e: sqlx::Error| ExecError::database(format!("run analytics `{}`", a.name), e);
+    let mut tx = pool.begin().await.map_err(fail)?;
+    if let Some(q) = &a.search_path {
+        sqlx::query_with(generated(&q.sql), arguments(q)?).execute(&mut *tx).await.map_err(fail)?;
+    }
+    let rows = sqlx::query(generated(&a.run)).fetch_all(&mut *tx).await.map_err(fail)?;
+    tx.rollback().await.map_err(fail)?;
+    let mut result = AnalyticResult { name: a.name.clone(), columns: Vec::new(), rows: Vec::new() };
+    let mut current: Option<i64> = None;
+    for r in rows {
+        let n: i64 = r.get(0);
+        let key: String = r.get(1);
+        let value: Option<String> = r.get(2);
+        if current != Some(n) {
+            current = Some(n);
+            result.rows.push(Vec::new());
+        }
+        if result.rows.len() == 1 {
+            result.columns.push(key);
+        }
+        if let Some(row) = result.rows.last_mut() {
+            row.push(value);
+        }
+    }
+    Ok(result)
+}

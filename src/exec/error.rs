@@ -1,0 +1,203 @@
+//! Why a run failed: one error type for the executor, every variant with a help line that says
+//! what to do, and the exit code each one means.
+
+use std::path::Path;
+
+use crate::exit;
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[non_exhaustive]
+pub enum ExecError {
+    /// A source could not be fetched.
+    #[error("cannot read {source_name}: {message}")]
+    #[diagnostic(
+        code(run::source),
+        help("check that the object or file exists where the stage's `source` points (`--source STAGE=KEY` reads another) and that the credentials may read it")
+    )]
+    Source {
+        /// The object or file.
+        source_name: String,
+        /// Why.
+        message: String,
+    },
+    /// The CSV header lacks columns the spec reads.
+    #[error("{file} has no column {missing}; its header is: {found}")]
+    #[diagnostic(code(run::header), help("rename the columns in the file, or point the spec at them with `from:`"))]
+    Header {
+        /// The file.
+        file: String,
+        /// Missing headers.
+        missing: String,
+        /// The header found.
+        found: String,
+    },
+    /// DuckDB could not read a CSV file.
+    #[error("cannot read CSV {file}: {message}")]
+    #[diagnostic(
+        code(run::csv),
+        help("the file is not CSV as the stage's `source.csv` describes it (delimiter, quote, escape, encoding, header): fix the file or the spec")
+    )]
+    Csv {
+        /// The file.
+        file: String,
+        /// DuckDB's message.
+        message: String,
+    },
+    /// A DuckDB operation failed.
+    #[error("DuckDB failed to {what}: {message}")]
+    #[diagnostic(
+        code(run::duckdb),
+        help("if DuckDB ran out of memory or disk, raise ETL_DUCKDB_MEMORY or free space in the temporary directory; otherwise report it with the output of `etl plan`")
+    )]
+    Duckdb {
+        /// What was attempted.
+        what: &'static str,
+        /// DuckDB's message.
+        message: String,
+    },
+    /// A Polars operation failed.
+    #[error("Polars failed to {what}: {message}")]
+    #[diagnostic(code(run::polars), help("this is likely a bug in etl: report it with the output of `etl plan` and the rows of the batch, if you can"))]
+    Polars {
+        /// What was attempted.
+        what: &'static str,
+        /// Polars' message.
+        message: String,
+    },
+    /// A server could not be reached or refused the login.
+    #[error("cannot connect to {what}: {message}")]
+    #[diagnostic(code(run::connect), help("check that the server runs and the spec's (or --db-*/--s3-*) address and credentials"))]
+    Connect {
+        /// What.
+        what: String,
+        /// Why (never with a password).
+        message: String,
+    },
+    /// A database statement failed.
+    #[error("PostgreSQL failed to {what}: {message}")]
+    #[diagnostic(
+        code(run::database),
+        help("`etl plan` shows every statement a run sends; check that the spec's user may create and write the target tables in their schema")
+    )]
+    Database {
+        /// What was attempted.
+        what: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The connection to the database broke mid-run (a restart, a network cut, a terminated
+    /// session); the unfinished stage was rolled back with it.
+    #[error("lost the connection to PostgreSQL while trying to {what}: {message}")]
+    #[diagnostic(code(run::connection_lost), help("the server restarted or dropped the session; nothing of the unfinished stage was committed, so run again"))]
+    ConnectionLost {
+        /// What was attempted.
+        what: String,
+        /// The driver's message.
+        message: String,
+    },
+    /// An existing target table does not match the spec; nothing was loaded.
+    #[error("table {table} does not match the spec: {problems}")]
+    #[diagnostic(code(run::table_mismatch), help("alter the table to match, or drop it and let etl create it"))]
+    TableMismatch {
+        /// The table.
+        table: String,
+        /// What differs.
+        problems: String,
+    },
+    /// A file could not be written.
+    #[error("cannot write {path}: {message}")]
+    #[diagnostic(code(run::write), help("check that the directory exists, that etl may write there, and that the disk has room"))]
+    Write {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// Something this version cannot do yet.
+    #[error("{0}")]
+    #[diagnostic(code(run::unsupported), help("the README's spec reference lists what each kind of connection supports"))]
+    Unsupported(String),
+    /// A bug in etl.
+    #[error("internal error (a bug in etl, please report it): {0}")]
+    #[diagnostic(code(run::internal), help("report it with the command, its output and the output of `etl plan`"))]
+    Internal(String),
+}
+
+impl ExecError {
+    pub(crate) fn duckdb(what: &'static str) -> impl Fn(duckdb::Error) -> ExecError {
+        move |e| ExecError::Duckdb { what, message: e.to_string() }
+    }
+
+    pub(crate) fn polars(what: &'static str) -> impl Fn(polars::error::PolarsError) -> ExecError {
+        move |e| ExecError::Polars { what, message: e.to_string() }
+    }
+
+    /// A PostgreSQL error: a broken connection (exit 3) or a failed statement.
+    pub fn database(what: impl Into<String>, e: sqlx::Error) -> ExecError {
+        let lost = match &e {
+            sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
+            // SQLSTATE class 08 (connection exception) and 57P (the server shut down or
+            // terminated the session).
+            sqlx::Error::Database(d) => d.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+            _ => false,
+        };
+        let (what, message) = (what.into(), e.to_string());
+        if lost { ExecError::ConnectionLost { what, message } } else { ExecError::Database { what, message } }
+    }
+
+    pub(crate) fn csv(path: &Path) -> impl Fn(duckdb::Error) -> ExecError + '_ {
+        move |e| ExecError::Csv { file: path.display().to_string(), message: first_line(&e.to_string()) }
+    }
+
+    pub(crate) fn write(path: &Path) -> impl Fn(std::io::Error) -> ExecError + '_ {
+        move |e| ExecError::Write { path: path.display().to_string(), message: e.to_string() }
+    }
+
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ExecError::Source { .. } | ExecError::Connect { .. } | ExecError::ConnectionLost { .. } => exit::CONNECT,
+            _ => exit::ERROR,
+        }
+    }
+}
+
+/// The first line of a message.
+pub(crate) fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One error of each variant, as a person sees it: every one has a help line, and the text
+    /// is the reviewed golden file (UPDATE_GOLDEN=1 rewrites it).
+    #[test]
+    fn every_error_renders_a_help_line() {
+        let errors = [
+            ExecError::Source { source_name: "s3://lake/trades.csv at http://127.0.0.1:19000".into(), message: "no such object".into() },
+            ExecError::Header { file: "trades.csv".into(), missing: "cash".into(), found: "id, account_id".into() },
+            ExecError::Csv { file: "trades.csv".into(), message: "Invalid unicode (byte sequence mismatch)".into() },
+            ExecError::Duckdb { what: "run the typed select", message: "Out of Memory Error: failed to allocate".into() },
+            ExecError::Polars { what: "evaluate the row checks", message: "column not found".into() },
+            ExecError::Connect { what: "PostgreSQL at localhost:1/etl (connection `db`)".into(), message: "Connection refused".into() },
+            ExecError::Database { what: "create the target table".into(), message: "permission denied for schema public".into() },
+            ExecError::ConnectionLost { what: "COPY a batch".into(), message: "connection reset by peer".into() },
+            ExecError::TableMismatch { table: "\"public\".\"asset\"".into(), problems: "column `cash` is missing".into() },
+            ExecError::Write { path: "/tmp/rejects.csv".into(), message: "No space left on device".into() },
+            ExecError::Unsupported("the spec has no PostgreSQL target to migrate".into()),
+            ExecError::Internal("stage assets: 3 rows read but 2 valid + 0 rejected".into()),
+        ];
+        let mut all = String::new();
+        for e in &errors {
+            let mut out = String::new();
+            miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor()).render_report(&mut out, e).unwrap();
+            assert!(out.contains("help:"), "no help line:\n{out}");
+            all.push_str(&out);
+            all.push_str(&format!("exit code {}\n\n", e.exit_code()));
+        }
+        crate::golden::check("tests/golden/errors/exec.txt", &all);
+    }
+}

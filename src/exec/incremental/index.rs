@@ -1,0 +1,168 @@
+//! Line indexes: a file's records as (hash, line), written as the file is scanned, kept under a
+//! temporary name until the load it describes commits, then put in place (the stage's older
+//! ones removed); and read back to find the next file's unchanged records.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use xxhash_rust::xxh3::xxh3_128;
+
+use super::scan::{ByHash, Record, scan};
+use crate::exec::ExecError;
+use crate::plan::StagePlan;
+
+const MAGIC: &[u8; 8] = b"ETLLINE2";
+
+/// Writes a line index to `path` as records come (each record's hash and line), through a
+/// temporary name, and removes the stage's older indexes on `finish`.
+pub struct IndexWriter {
+    path: PathBuf,
+    partial: PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+    header: u64,
+}
+
+impl IndexWriter {
+    fn fail(dir: &Path) -> impl Fn(std::io::Error) -> ExecError + '_ {
+        move |e| ExecError::Write { path: dir.display().to_string(), message: e.to_string() }
+    }
+
+    /// Starts the index of a file whose header record is `header_bytes` (read before the scan).
+    pub fn create(stage: &StagePlan, path: &Path, header_bytes: &[u8]) -> Result<IndexWriter, ExecError> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(Self::fail(dir))?;
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let partial = dir.join(format!(".{name}.{}.partial", std::process::id()));
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&partial).map_err(Self::fail(dir))?);
+        out.write_all(MAGIC).map_err(Self::fail(dir))?;
+        out.write_all(&xxh3_128(header_bytes).to_le_bytes()).map_err(Self::fail(dir))?;
+        Ok(IndexWriter { path: path.to_path_buf(), partial, out, header: u64::from(stage.csv.header) })
+    }
+
+    /// Adds one record.
+    pub fn add(&mut self, r: &Record<'_>) -> Result<(), ExecError> {
+        let mut entry = [0u8; 24];
+        entry[..16].copy_from_slice(&r.hash.to_le_bytes());
+        entry[16..].copy_from_slice(&(r.index as u64 + 1 + self.header).to_le_bytes());
+        self.out.write_all(&entry).map_err(|e| ExecError::Write { path: self.partial.display().to_string(), message: e.to_string() })
+    }
+
+    /// Flushes the index. It stays under its temporary name until the load it describes
+    /// commits (`PendingIndex::keep`): a cache never holds the index of a load that did not
+    /// happen, and the last load's index stays until then.
+    pub fn flushed(mut self) -> Result<PendingIndex, ExecError> {
+        self.out.flush().map_err(|e| ExecError::Write { path: self.partial.display().to_string(), message: e.to_string() })?;
+        Ok(PendingIndex { path: std::mem::take(&mut self.path), partial: std::mem::take(&mut self.partial) })
+    }
+}
+
+/// Removes an index file still under its temporary name (none once it was handed on or kept).
+fn discard(partial: &Path) {
+    if !partial.as_os_str().is_empty() {
+        let _ = std::fs::remove_file(partial);
+    }
+}
+
+impl Drop for IndexWriter {
+    fn drop(&mut self) {
+        // Unfinished: never left for a later run to read.
+        discard(&self.partial);
+    }
+}
+
+/// A written line index waiting for its load to commit; removed if dropped instead.
+pub struct PendingIndex {
+    path: PathBuf,
+    partial: PathBuf,
+}
+
+impl PendingIndex {
+    /// Puts the index in place and removes the stage's older ones.
+    pub fn keep(mut self) -> Result<(), ExecError> {
+        let dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let fail = |e: std::io::Error| ExecError::Write { path: dir.display().to_string(), message: e.to_string() };
+        std::fs::rename(&self.partial, &self.path).map_err(fail)?;
+        self.partial = PathBuf::new();
+        let name = self.path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let stem = name.split('-').next().unwrap_or_default();
+        for entry in std::fs::read_dir(&dir).map_err(fail)?.flatten() {
+            let other = entry.file_name();
+            let other = other.to_string_lossy();
+            if other != name.as_str() && other.starts_with(stem) && other.ends_with(".lines") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PendingIndex {
+    fn drop(&mut self) {
+        discard(&self.partial);
+    }
+}
+
+/// A line index as read: the hash of the last file's header, and each record's hash in line
+/// order (the record at position i is on line i + 1 + header).
+pub(super) struct LastFile {
+    pub(super) header: u128,
+    pub(super) hashes: Vec<u128>,
+    /// Hash → position, built the first time a record is not found near where the last one was.
+    by_hash: Option<ByHash<u128, usize>>,
+}
+
+pub(super) fn read_index(path: &Path) -> Result<LastFile, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    if bytes.len() < 24 || &bytes[..8] != MAGIC || (bytes.len() - 24) % 24 != 0 {
+        return Err("not a line index".into());
+    }
+    let header = u128::from_le_bytes(bytes[8..24].try_into().expect("16 bytes"));
+    let hashes = bytes[24..].chunks_exact(24).map(|e| u128::from_le_bytes(e[..16].try_into().expect("16 bytes"))).collect();
+    Ok(LastFile { header, hashes, by_hash: None })
+}
+
+impl LastFile {
+    /// The position of a record whose hash is `h`, looked for first just after `cursor` (where
+    /// the last match was: files mostly keep their order), then, once records are often not
+    /// found nearby (`anywhere`), in the whole file. A record not found is checked as a changed
+    /// one. Which of two equal records it finds does not matter: they differ only in
+    /// cross-record checks, which are checked again (see `REPEATS`).
+    pub(super) fn find(&mut self, h: u128, cursor: usize, anywhere: bool) -> Option<usize> {
+        if let Some(k) = self.hashes.get(cursor..(cursor + 8).min(self.hashes.len())).and_then(|w| w.iter().position(|x| *x == h)) {
+            return Some(cursor + k);
+        }
+        if !anywhere {
+            return None;
+        }
+        let map = self.by_hash.get_or_insert_with(|| {
+            let mut m = ByHash::with_capacity_and_hasher(self.hashes.len(), Default::default());
+            for (i, x) in self.hashes.iter().enumerate() {
+                m.entry(*x).or_insert(i);
+            }
+            m
+        });
+        map.get(&h).copied()
+    }
+}
+
+/// The header record of a file (what the index's header hash is of).
+pub(super) fn header_record(stage: &StagePlan, path: &Path) -> Result<Vec<u8>, ExecError> {
+    if !stage.csv.header {
+        return Ok(Vec::new());
+    }
+    let fail = |e: std::io::Error| ExecError::Source { source_name: path.display().to_string(), message: e.to_string() };
+    let mut buf = Vec::new();
+    std::fs::File::open(path).and_then(|f| f.take(4 << 20).read_to_end(&mut buf)).map_err(fail)?;
+    let end = memchr::memchr(b'\n', &buf).unwrap_or(buf.len());
+    Ok(buf[..end].to_vec())
+}
+
+/// Scans the file at `path` and writes its line index for `index` (for a load that checked
+/// every record). None when the file cannot be split here.
+pub fn index_file(stage: &StagePlan, path: &Path, file_columns: &[String], index: &Path) -> Result<Option<PendingIndex>, ExecError> {
+    let mut writer = IndexWriter::create(stage, index, &header_record(stage, path)?)?;
+    match scan(stage, path, file_columns, false, |r| writer.add(&r))? {
+        Ok(_) => writer.flushed().map(Some),
+        Err(_) => Ok(None),
+    }
+}

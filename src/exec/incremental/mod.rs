@@ -1,0 +1,192 @@
+//! Loading only the records that changed since a stage's last load. Each upsert load leaves a
+//! line index of its file in the cache directory: a 128-bit hash of each record's bytes and its
+//! line. When a stage's spec, referenced tables and table are as its last load left them but its
+//! file is new, the file is scanned here (records split on the raw bytes, quotes honoured): a
+//! record whose bytes equal a record of the last file is neither read by DuckDB, checked,
+//! compared nor sent. Its row is in the table as it would be loaded again, or it was rejected
+//! for the same reasons, which are carried over to its new line. Records whose key (or unique
+//! column) repeats within the file, and records that lost to a repeat last time, are always
+//! checked. The other records go, in file order, to a smaller file that is loaded the usual way.
+//!
+//! The scan gives up (and every record is checked) on what it cannot split exactly as DuckDB
+//! does: a quoted field spanning lines, a blank line, an escape other than the quote, UTF-16,
+//! or a key that is not text.
+
+pub mod index;
+pub mod scan;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use xxhash_rust::xxh3::xxh3_128;
+
+use super::ExecError;
+use super::validate::Reject;
+use crate::plan::StagePlan;
+use crate::spec::model::Severity;
+use index::{IndexWriter, header_record, read_index};
+pub use index::{PendingIndex, index_file};
+pub use scan::{Record, Unsupported, scan};
+
+/// Where line indexes are kept: `$ETL_CACHE_DIR`, else `$XDG_CACHE_HOME/etl`, else
+/// `$HOME/.cache/etl`; in its `line-index` folder. None when none is set.
+pub fn cache_dir() -> Option<PathBuf> {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let base = var("ETL_CACHE_DIR").or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("etl"))).or_else(|| var("HOME").map(|d| d.join(".cache/etl")))?;
+    Some(base.join("line-index"))
+}
+
+/// The index file of `source` (a source digest) for a stage's table. One stage's table keeps
+/// one index: files share a stem per spec, stage and table.
+pub fn index_path(dir: &Path, spec: &str, stage: &str, table: &str, source: &str) -> PathBuf {
+    let digest = Sha256::digest(format!("{spec}\n{stage}\n{table}\n{}", env!("CARGO_PKG_VERSION")).as_bytes());
+    let stem: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    dir.join(format!("{stem}-{}.lines", &source[..source.len().min(32)]))
+}
+
+/// The checks whose outcome for a record depends on other records of the file.
+const REPEATS: [&str; 2] = ["duplicate_key", "unique"];
+
+/// A file split into the records unchanged since the last load and the others.
+pub struct Changes {
+    /// The smaller file holding the header and the changed records, in file order.
+    pub path: PathBuf,
+    /// The line in the whole file of each data line of the smaller one.
+    pub lines: Vec<u64>,
+    /// Unchanged records.
+    pub same: u64,
+    /// Of them, rows that passed every check (in the table already).
+    pub valid: u64,
+    /// Of them, rows rejected.
+    pub rejected: u64,
+    /// Of them, valid rows flagged by `warn` rules.
+    pub warned: u64,
+    /// Their rejects, at their new lines.
+    pub rejects: Vec<Reject>,
+    /// This file's line index, to keep once the load commits.
+    pub index: Option<PendingIndex>,
+}
+
+/// Compares the file at `path` with the last load's (its index at `index`, its rejects
+/// `previous`), writes the changed records to a file in `dir`, and this file's index to
+/// `next_index`. `Ok(Err(why))` when the records cannot be told apart here.
+pub fn changes(
+    stage: &StagePlan,
+    path: &Path,
+    file_columns: &[String],
+    index: &Path,
+    previous: &[Reject],
+    dir: &Path,
+    next_index: Option<&Path>,
+) -> Result<Result<Changes, Unsupported>, ExecError> {
+    let mut last = match read_index(index) {
+        Ok(m) => m,
+        Err(why) => return Ok(Err(format!("the last load's line index is unreadable ({why})"))),
+    };
+    let header_bytes = header_record(stage, path)?;
+    if xxh3_128(&header_bytes) != last.header {
+        return Ok(Err("the header differs from the last file's".into()));
+    }
+    // The cache is an aid: an index that cannot be written leaves the next load to check every
+    // record, never fails this one.
+    let mut writer = next_index.and_then(|p| IndexWriter::create(stage, p, &header_bytes).ok());
+    // Per record: its hash, where it is, its groups' hashes.
+    let mut records: Vec<(u128, u64, u32)> = Vec::new();
+    let mut groups: Vec<Vec<Option<u64>>> = Vec::new();
+    let scanned = scan(stage, path, file_columns, true, |r| {
+        if let Some(w) = writer.as_mut()
+            && w.add(&r).is_err()
+        {
+            writer = None;
+        }
+        records.push((r.hash, r.at, r.bytes.len() as u32));
+        if groups.is_empty() {
+            groups = vec![Vec::new(); r.groups.len()];
+        }
+        for (g, h) in r.groups.iter().enumerate() {
+            groups[g].push(*h);
+        }
+        Ok(())
+    })?;
+    let header_bytes = match scanned {
+        Ok(h) => h,
+        Err(why) => return Ok(Err(why)),
+    };
+    let index = writer.and_then(|w| w.flushed().ok());
+    let header = u64::from(stage.csv.header);
+    let mut by_line: HashMap<u64, Vec<&Reject>> = HashMap::new();
+    for r in previous {
+        by_line.entry(r.line).or_default().push(r);
+    }
+    let lost = |line: u64| by_line.get(&line).is_some_and(|rs| rs.iter().any(|r| REPEATS.contains(&r.rule.as_str())));
+    // Keys that occur more than once, per group: found by sorting, so memory is read in order.
+    let repeats: Vec<HashSet<u64>> = groups
+        .iter()
+        .map(|keys| {
+            let mut sorted: Vec<u64> = keys.iter().flatten().copied().collect();
+            sorted.sort_unstable();
+            sorted.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).collect()
+        })
+        .collect();
+    let repeated = |r: usize| groups.iter().zip(&repeats).any(|(keys, rep)| keys[r].is_some_and(|k| rep.contains(&k)));
+    let mut out = Changes {
+        path: dir.join(format!("etl-changed-{}-{}.csv", std::process::id(), stage.name)),
+        lines: Vec::new(),
+        same: 0,
+        valid: 0,
+        rejected: 0,
+        warned: 0,
+        rejects: Vec::new(),
+        index,
+    };
+    let mut changed: Vec<usize> = Vec::new();
+    let (mut cursor, mut misses) = (0, 0usize);
+    for (r, (h, _, _)) in records.iter().enumerate() {
+        let line = r as u64 + 1 + header;
+        // Reordered files: past a few misses, look everywhere.
+        let found = last.find(*h, cursor, misses > 1_000 && misses * 8 > r);
+        match found {
+            Some(at) => cursor = at + 1,
+            None => misses += 1,
+        }
+        match found.map(|at| at as u64 + 1 + header) {
+            Some(was) if !repeated(r) && !lost(was) => {
+                out.same += 1;
+                let rejects = by_line.get(&was).map(Vec::as_slice).unwrap_or_default();
+                if rejects.iter().any(|j| j.severity == Severity::Error) {
+                    out.rejected += 1;
+                } else if !rejects.is_empty() {
+                    out.warned += 1;
+                }
+                out.rejects.extend(rejects.iter().map(|j| Reject { line, ..(*j).clone() }));
+            }
+            _ => changed.push(r),
+        }
+    }
+    out.valid = out.same - out.rejected;
+    // The changed records, copied in file order.
+    let fail_in = |e: std::io::Error| ExecError::Source { source_name: path.display().to_string(), message: e.to_string() };
+    let fail_out = |e: std::io::Error| ExecError::Write { path: dir.display().to_string(), message: e.to_string() };
+    let mut input = std::fs::File::open(path).map_err(fail_in)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&out.path).map_err(fail_out)?);
+    if stage.csv.header {
+        w.write_all(&header_bytes).map_err(fail_out)?;
+        w.write_all(b"\n").map_err(fail_out)?;
+    }
+    let mut bytes = Vec::new();
+    for r in changed {
+        use std::io::Seek;
+        let (_, at, len) = records[r];
+        input.seek(std::io::SeekFrom::Start(at)).map_err(fail_in)?;
+        bytes.resize(len as usize, 0);
+        input.read_exact(&mut bytes).map_err(fail_in)?;
+        w.write_all(&bytes).map_err(fail_out)?;
+        w.write_all(b"\n").map_err(fail_out)?;
+        out.lines.push(r as u64 + 1 + header);
+    }
+    w.flush().map_err(fail_out)?;
+    Ok(Ok(out))
+}
+

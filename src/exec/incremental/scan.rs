@@ -1,0 +1,269 @@
+//! The record scan: a file split into records on its raw bytes (quotes honoured), each record's
+//! 128-bit hash and, with keys, the hashes of its unique groups. It gives up wherever DuckDB
+//! might split the file otherwise (a quoted field spanning lines, a blank line, irregular
+//! quoting, an escape other than the quote, UTF-16, a key that is not text).
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
+
+use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
+
+use crate::exec::ExecError;
+use crate::plan::StagePlan;
+use crate::spec::model::{ColumnType, Encoding};
+
+/// Hashes keys that are hashes already: their low 64 bits.
+#[derive(Default, Clone, Copy)]
+pub(super) struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
+}
+
+pub(super) type ByHash<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Prehashed>>;
+
+/// One data record as the scan found it.
+pub struct Record<'a> {
+    /// Its index among the data records (0 for the first).
+    pub index: usize,
+    /// The hash of its bytes.
+    pub hash: u128,
+    /// Where its bytes start in the file.
+    pub at: u64,
+    /// Its bytes.
+    pub bytes: &'a [u8],
+    /// Per unique group (the key, then each unique column): the hash of the group's fields
+    /// (None: a field is missing).
+    pub groups: &'a [Option<u64>],
+}
+
+/// How the records of a file are split.
+struct Dialect {
+    delimiter: u8,
+    quote: u8,
+    header: bool,
+    /// Field positions of each unique group's columns.
+    groups: Vec<Vec<usize>>,
+}
+
+/// Why the scan cannot split a file as DuckDB does (the caller then checks every record).
+pub type Unsupported = String;
+
+fn dialect(stage: &StagePlan, file_columns: &[String], with_keys: bool) -> Result<Dialect, Unsupported> {
+    let csv = &stage.csv;
+    let single = |s: &str, what: &str| -> Result<u8, Unsupported> {
+        match s.as_bytes() {
+            [b] => Ok(*b),
+            _ => Err(format!("the {what} is not one byte")),
+        }
+    };
+    if csv.encoding == Encoding::Utf16 {
+        return Err("the file is UTF-16".into());
+    }
+    let (delimiter, quote) = (single(&csv.delimiter, "delimiter")?, single(&csv.quote, "quote")?);
+    if csv.escape != csv.quote {
+        return Err("the escape is not the quote".into());
+    }
+    let mut groups = Vec::new();
+    if with_keys {
+        let position = |name: &str| -> Result<usize, Unsupported> {
+            let c = stage.columns.iter().find(|c| c.name == name).ok_or_else(|| format!("no column {name}"))?;
+            if c.ty != ColumnType::String {
+                return Err(format!("{name} is not text: its values compare after a cast"));
+            }
+            file_columns.iter().position(|h| *h == c.header).ok_or_else(|| format!("no column {} in the header", c.header))
+        };
+        if !stage.target.key.is_empty() {
+            groups.push(stage.target.key.iter().map(|k| position(k)).collect::<Result<Vec<_>, _>>()?);
+        }
+        let key_is = |name: &str| stage.target.key.len() == 1 && stage.target.key[0] == name;
+        for c in stage.columns.iter().filter(|c| c.unique && !key_is(&c.name)) {
+            groups.push(vec![position(&c.name)?]);
+        }
+    }
+    Ok(Dialect { delimiter, quote, header: csv.header, groups })
+}
+
+/// The fields at `positions` of one record, unquoted, hashed together: None when one is
+/// missing, Err when the record's quoting is one DuckDB might read otherwise (a quote inside an
+/// unquoted field, or text after a closing quote).
+fn group_hash(record: &[u8], d: &Dialect, positions: &[usize], field: &mut Vec<u8>, joined: &mut Vec<u8>) -> Result<Option<u64>, Unsupported> {
+    let record = record.strip_suffix(b"\r").unwrap_or(record);
+    joined.clear();
+    let Some(&last) = positions.iter().max() else { return Ok(None) };
+    let mut i = 0;
+    for index in 0..=last {
+        if i > record.len() {
+            return Ok(None);
+        }
+        field.clear();
+        if record.get(i) == Some(&d.quote) {
+            i += 1;
+            loop {
+                match record.get(i) {
+                    None => return Err("a quote is never closed".into()),
+                    Some(&b) if b == d.quote => {
+                        if record.get(i + 1) == Some(&d.quote) {
+                            field.push(d.quote);
+                            i += 2;
+                        } else {
+                            i += 1;
+                            break;
+                        }
+                    }
+                    Some(&b) => {
+                        field.push(b);
+                        i += 1;
+                    }
+                }
+            }
+            if i < record.len() && record[i] != d.delimiter {
+                return Err("text follows a closing quote".into());
+            }
+        } else {
+            while i < record.len() && record[i] != d.delimiter {
+                if record[i] == d.quote {
+                    return Err("a quote inside an unquoted field".into());
+                }
+                field.push(record[i]);
+                i += 1;
+            }
+        }
+        if positions.contains(&index) {
+            joined.extend_from_slice(&(field.len() as u64).to_le_bytes());
+            joined.extend_from_slice(field);
+        }
+        i += 1;
+    }
+    Ok(Some(xxh3_64(joined)))
+}
+
+/// Splits `path` into records (quotes honoured) and hands each data record to `each`; with
+/// keys, also the hashes of its unique groups. Returns the header record's bytes (empty without
+/// a header), or `Ok(Err(why))` when the file cannot be split exactly as DuckDB does.
+pub fn scan(
+    stage: &StagePlan,
+    path: &Path,
+    file_columns: &[String],
+    with_keys: bool,
+    mut each: impl FnMut(Record<'_>) -> Result<(), ExecError>,
+) -> Result<Result<Vec<u8>, Unsupported>, ExecError> {
+    let d = match dialect(stage, file_columns, with_keys) {
+        Ok(d) => d,
+        Err(why) => return Ok(Err(why)),
+    };
+    let fail = |e: std::io::Error| ExecError::Source { source_name: path.display().to_string(), message: e.to_string() };
+    let mut file = std::fs::File::open(path).map_err(fail)?;
+    let mut header = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut filled, mut base, mut first, mut eof, mut index) = (0usize, 0u64, true, false, 0usize);
+    let (mut field, mut joined, mut groups) = (Vec::new(), Vec::new(), vec![None; d.groups.len()]);
+    loop {
+        if !eof {
+            if filled == buf.len() {
+                buf.resize(buf.len() * 2, 0);
+            }
+            let n = file.read(&mut buf[filled..]).map_err(fail)?;
+            eof = n == 0;
+            filled += n;
+        }
+        let mut pos = 0;
+        loop {
+            // The next record end outside quotes. Quoting must be regular (a quote opens a field
+            // and closes it before a delimiter or the line's end): anything else DuckDB might
+            // split otherwise, so the scan gives up.
+            let mut i = pos;
+            let mut quoted = false;
+            let end = loop {
+                let Some(k) = memchr::memchr2(d.quote, b'\n', &buf[i..filled]) else { break None };
+                let at = i + k;
+                if buf[at] == b'\n' {
+                    if quoted {
+                        return Ok(Err("a quoted field spans lines".into()));
+                    }
+                    break Some(at);
+                }
+                if !quoted {
+                    if at != pos && buf[at - 1] != d.delimiter {
+                        return Ok(Err("a quote inside an unquoted field".into()));
+                    }
+                    quoted = true;
+                    i = at + 1;
+                    continue;
+                }
+                // A quote in a quoted field: doubled (a quote), or closing.
+                let next = buf[..filled].get(at + 1).copied();
+                match next {
+                    None if !eof => break None,
+                    Some(q) if q == d.quote => i = at + 2,
+                    None => {
+                        quoted = false;
+                        i = at + 1;
+                    }
+                    Some(n) if n == d.delimiter || n == b'\n' => {
+                        quoted = false;
+                        i = at + 1;
+                    }
+                    Some(b'\r') => match buf[..filled].get(at + 2) {
+                        None if !eof => break None,
+                        None | Some(b'\n') => {
+                            quoted = false;
+                            i = at + 1;
+                        }
+                        Some(_) => return Ok(Err("text follows a closing quote".into())),
+                    },
+                    Some(_) => return Ok(Err("text follows a closing quote".into())),
+                }
+            };
+            let end = match end {
+                Some(e) => e,
+                None if eof && pos < filled => filled,
+                None => break,
+            };
+            let record = &buf[pos..end];
+            if first && d.header {
+                header = record.to_vec();
+            } else if record.is_empty() || record == b"\r" {
+                return Ok(Err("the file has a blank line".into()));
+            } else {
+                for (g, positions) in d.groups.iter().enumerate() {
+                    groups[g] = match group_hash(record, &d, positions, &mut field, &mut joined) {
+                        Ok(h) => h,
+                        Err(why) => return Ok(Err(why)),
+                    };
+                }
+                each(Record { index, hash: xxh3_128(record), at: base + pos as u64, bytes: record, groups: &groups })?;
+                index += 1;
+            }
+            first = false;
+            pos = (end + 1).min(filled);
+            if end == filled {
+                break;
+            }
+        }
+        if eof && pos >= filled {
+            break;
+        }
+        buf.copy_within(pos..filled, 0);
+        base += pos as u64;
+        filled -= pos;
+    }
+    Ok(Ok(header))
+}
+

@@ -1,0 +1,75 @@
+//! COPY in and out of PostgreSQL: a stage's valid rows streamed in as one binary COPY, fed from a
+//! thread of its own while the next batch is validated, and a lookup's rows exported as CSV for
+//! the extract's DuckDB to read.
+
+use std::io::Write;
+use std::path::Path;
+
+use futures_util::StreamExt;
+use polars::prelude::DataFrame;
+
+use super::{Pg, Tx, binary, db};
+use crate::exec::ExecError;
+use crate::plan::StagePlan;
+
+/// Writes what a planned `COPY (...) TO STDOUT (FORMAT csv)` yields to `path` (NULL an empty
+/// field, empty text `""`).
+pub async fn export_csv(tx: &mut Tx, copy_out: &str, path: &Path) -> Result<(), ExecError> {
+    let write_err = ExecError::write(path);
+    let file = std::fs::File::create(path).map_err(&write_err)?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut stream = (**tx).copy_out_raw(copy_out).await.map_err(db("export a lookup"))?;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(db("export a lookup"))?;
+        out.write_all(&chunk).map_err(&write_err)?;
+    }
+    out.flush().map_err(&write_err)
+}
+
+/// COPYs batches into `copy_sql` (a binary COPY) on a thread of its own while `produce` validates
+/// the next ones: `produce` gets a function that hands one batch over. Returns what `produce`
+/// returned; a COPY failure ends `produce` at its next batch and is the error returned.
+pub fn copy_stream<T>(
+    pg: &Pg,
+    tx: &mut Tx,
+    stage: &StagePlan,
+    copy_sql: &str,
+    produce: impl FnOnce(&mut dyn FnMut(DataFrame) -> Result<(), ExecError>) -> Result<T, ExecError>,
+) -> Result<T, ExecError> {
+    let (send, receive) = std::sync::mpsc::sync_channel::<DataFrame>(2);
+    std::thread::scope(|scope| {
+        let copier = scope.spawn(move || -> Result<(), ExecError> {
+            let mut copy = pg.block((**tx).copy_in_raw(copy_sql)).map_err(db("start COPY"))?;
+            let mut buf = Vec::with_capacity(1 << 20);
+            buf.extend_from_slice(binary::HEADER);
+            for batch in receive {
+                binary::encode(stage, &batch, &mut buf)?;
+                drop(batch);
+                pg.block(copy.send(buf.as_slice())).map_err(db("COPY a batch"))?;
+                buf.clear();
+            }
+            buf.extend_from_slice(binary::TRAILER);
+            pg.block(copy.send(buf.as_slice())).map_err(db("COPY a batch"))?;
+            pg.block(copy.finish()).map_err(db("finish COPY"))?;
+            Ok(())
+        });
+        let mut stopped = false;
+        let mut hand = |batch: DataFrame| -> Result<(), ExecError> {
+            if send.send(batch).is_err() {
+                stopped = true;
+                return Err(ExecError::Internal("the COPY stopped".into()));
+            }
+            Ok(())
+        };
+        let produced = produce(&mut hand);
+        drop(send);
+        let copied = copier.join().unwrap_or_else(|_| Err(ExecError::Internal("the COPY thread panicked".into())));
+        match (produced, copied) {
+            // The COPY's own error explains a producer stopped by it.
+            (Err(_), Err(e)) if stopped => Err(e),
+            (Err(e), _) => Err(e),
+            (Ok(_), Err(e)) => Err(e),
+            (Ok(t), Ok(())) => Ok(t),
+        }
+    })
+}

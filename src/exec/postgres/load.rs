@@ -1,0 +1,247 @@
+//! Loading one stage into PostgreSQL in one transaction (the run's shared one in a dry run, under
+//! a savepoint). The table is locked against other writers; the extract joins the referenced key
+//! sets and the table's current rows, exported from the same transaction. Rows go in one binary
+//! COPY: straight into a table that is new (created bare, its keys, indexes and foreign keys
+//! built after the load) or empty, else into a staging table merged into the table. Every
+//! statement is the stage's Plan's.
+
+use std::path::Path;
+
+use indexmap::IndexMap;
+use sqlx::Row;
+
+use super::copy::{copy_stream, export_csv};
+use super::records::{current_xid, rejects_of};
+use super::table::{add_constraints, ensure_table, finish_table};
+use super::{Pg, Tx, db, execute, execute_bound, generated, value};
+use crate::exec::report::{Merged, StageReport};
+use crate::exec::reuse::{Reuse, fingerprint, stage_context, unchanged_stage};
+use crate::exec::source::Source;
+use crate::exec::stage::{over_budget, stage_rows};
+use crate::exec::{ExecError, StageContext, incremental};
+use crate::plan::StagePlan;
+use crate::plan::load::MergeStep;
+use crate::plan::postgres::PgStatements;
+use crate::spec::model::LoadMode;
+
+/// The transactions a dry run keeps open, one per target, rolled back at its end.
+pub type DryRun = IndexMap<String, Tx>;
+
+/// Loads one stage (see the module's description).
+pub fn load_stage(
+    cx: &StageContext<'_>,
+    pg: &Pg,
+    st: &StagePlan,
+    src: &mut Source,
+    reuse: Option<&Reuse>,
+    dry: &mut DryRun,
+) -> Result<StageReport, ExecError> {
+    let (opts, progress) = (cx.opts, cx.progress);
+    let sql = st.target.postgres().ok_or_else(|| ExecError::Internal(format!("stage {} has no PostgreSQL statements", st.name)))?;
+    // The stage's own transaction: committed after the merge, rolled back on drop.
+    let mut own_tx: Option<Tx> = None;
+    let tx: &mut Tx = if opts.dry_run {
+        if !dry.contains_key(&st.target.connection) {
+            dry.insert(st.target.connection.clone(), pg.begin()?);
+        }
+        dry.get_mut(&st.target.connection).ok_or_else(|| ExecError::Internal("the dry run's transaction is gone".into()))?
+    } else {
+        own_tx.insert(pg.begin()?)
+    };
+    let t = &st.target;
+    let run = |tx: &mut Tx, sql: &str, what: &'static str| pg.block(execute(tx, sql, what));
+    if opts.dry_run {
+        run(tx, &sql.savepoint, "open the stage's savepoint")?;
+    }
+    for s in &sql.settings {
+        run(tx, s, "set the stage's transaction up")?;
+    }
+    pg.block(execute_bound(tx, &sql.advisory_lock, "lock the target table"))?;
+    let created = pg.block(ensure_table(tx, st, sql))?;
+    if !created {
+        run(tx, &sql.lock, "lock the target table")?;
+    }
+    // Checked again now that the table and the tables it references are locked: the whole
+    // stage, or its unchanged lines, may be reused.
+    let mut reuse_lines: Option<(&Reuse, &Path)> = None;
+    if let Some(reuse) = reuse
+        && !created
+    {
+        let context = stage_context(pg, tx, st, sql, true)?;
+        let state = pg.block(super::state(tx, &sql.exists, &sql.state))?;
+        let f = &reuse.last.fingerprint;
+        if context.as_ref() == Some(&f.context) && state.as_ref() == Some(&f.table_state) {
+            if src.fingerprint.as_ref() == Some(&f.source) {
+                return unchanged_stage(pg, st, src, &reuse.last);
+            }
+            if let Some(index) = &reuse.index {
+                reuse_lines = Some((reuse, index));
+            }
+        }
+    }
+    let path = src.path(&opts.temp_dir, cx.rt)?;
+    let (path, shown, etag) = (path.as_path(), src.shown.as_str(), src.etag.clone());
+    let mut empty = created || pg.block(value::<bool>(tx, &sql.is_empty, "look into the target table"))?;
+    if !empty && let Some(delete) = &sql.delete_all {
+        run(tx, delete, "empty the target table")?;
+        empty = true;
+    }
+    // Where this file's line index goes, for the next load to find its unchanged records.
+    let next_index = match &src.fingerprint {
+        Some(source) if !opts.dry_run && t.mode == LoadMode::Upsert => {
+            incremental::cache_dir().map(|dir| incremental::index_path(&dir, &cx.plan.name, &st.name, &t.qualified, source))
+        }
+        _ => None,
+    };
+    let columns = if st.csv.header { crate::exec::extract::file_columns(st, path, shown)? } else { st.columns.iter().map(|c| c.header.clone()).collect() };
+    let mut changes = match reuse_lines {
+        None => None,
+        Some((reuse, index)) => {
+            let previous = pg.block(rejects_of(pg.pool(), reuse.last.run_id, &st.name))?;
+            match incremental::changes(st, path, &columns, index, &previous, &opts.temp_dir, next_index.as_deref())? {
+                Ok(c) => {
+                    progress.detail(&st.name, &format!("compared with the file of run {}: {} lines unchanged, {} to check", reuse.last.loaded_by, c.same, c.lines.len()));
+                    Some(c)
+                }
+                Err(why) => {
+                    progress.detail(&st.name, &format!("every line is checked: {why}"));
+                    None
+                }
+            }
+        }
+    };
+    // Only the changed records reach the comparison with the table's rows, in the merge.
+    lookups(cx, pg, tx, sql, empty || changes.is_some(), created)?;
+    // The referenced tables are locked: their states hold until the stage commits.
+    let context = if opts.dry_run || t.mode == LoadMode::Append { None } else { stage_context(pg, tx, st, sql, false)? };
+    let how = if changes.is_some() {
+        "; only the changed lines are read"
+    } else if empty {
+        "; the table is empty: COPY straight into it"
+    } else {
+        ""
+    };
+    progress.detail(&st.name, &format!("lookups loaded{how}"));
+    let direct = empty || t.mode == LoadMode::Append;
+    let copy_sql = if direct {
+        // FREEZE writes the rows of a table created in this (sub)transaction as already visible.
+        if created && !opts.dry_run { &t.sql.copy_frozen } else { &t.sql.copy_direct }
+    } else {
+        run(tx, &t.sql.create_staging, "create the staging table")?;
+        &t.sql.copy
+    };
+    let mut report = copy_stream(pg, tx, st, copy_sql, |hand| stage_rows(cx.reader, st, path, shown, changes.as_ref(), progress, hand))?;
+    progress.detail(&st.name, &format!("{} rows validated, {} written by COPY", report.rows_read, report.rows_valid - report.skipped_unchanged));
+    report.etag = etag;
+    if over_budget(st, &mut report) {
+        if opts.dry_run {
+            // Keep the shared transaction as it was before this stage.
+            run(tx, &sql.rollback_to_savepoint, "roll back the stage")?;
+        }
+        return Ok(report);
+    }
+    let written = report.rows_valid - report.skipped_unchanged;
+    // The file's line index (unless the comparison wrote it) is written while the database
+    // merges, or builds the new table's keys, indexes and foreign keys.
+    let index = if changes.is_none() { next_index.filter(|_| context.is_some()) } else { None };
+    let (loaded, indexed) = std::thread::scope(|scope| {
+        let load = scope.spawn(|| -> Result<Merged, ExecError> {
+            let merged = if direct { Merged { inserted: written, ..Default::default() } } else { pg.block(merge(tx, st, written))? };
+            if created {
+                pg.block(add_constraints(tx, st))?;
+                pg.block(finish_table(tx, st, sql))?;
+            }
+            Ok(merged)
+        });
+        let indexed = index.as_deref().map(|p| incremental::index_file(st, path, &columns, p));
+        (load.join(), indexed)
+    });
+    let mut merged = loaded.map_err(|_| ExecError::Internal("the load's thread panicked".into()))??;
+    progress.detail(&st.name, if created { "keys, indexes and foreign keys built" } else if direct { "copied" } else { "merged into the table" });
+    let pending = match indexed {
+        Some(Ok(pending)) => pending,
+        Some(Err(e)) => {
+            progress.detail(&st.name, &format!("no line index kept ({e}): the next load checks every line"));
+            None
+        }
+        None => changes.as_mut().and_then(|c| c.index.take()),
+    };
+    merged.unchanged += report.skipped_unchanged;
+    report.loaded = Some(merged);
+    if let (Some(context), Some(source)) = (context, src.fingerprint.clone()) {
+        // A table that was empty holds only this stage's rows: its state needs no scan.
+        let state = if direct {
+            Some(fingerprint::fresh_table_state(written, pg.block(current_xid(tx))?))
+        } else {
+            pg.block(super::state(tx, &sql.exists, &sql.state))?
+        };
+        if let Some(table_state) = state {
+            report.fingerprint = Some(fingerprint::Fingerprint { table: t.qualified.clone(), context, source, table_state });
+        }
+    }
+    if let Some(t) = own_tx.take() {
+        pg.block(t.commit()).map_err(|e| ExecError::database("commit the stage", e))?;
+        if let Some(Err(e)) = pending.map(incremental::PendingIndex::keep) {
+            progress.detail(&st.name, &format!("no line index kept ({e}): the next load checks every line"));
+        }
+    }
+    report.status = report.loaded_status();
+    Ok(report)
+}
+
+/// Fills the DuckDB relations a PostgreSQL stage's extract joins: the key set of each table it
+/// references (locked against writes until the stage commits) and, for an upsert, the table's
+/// current rows (left empty `without_current`: the table is empty, or only changed records are
+/// read and the merge compares them).
+fn lookups(cx: &StageContext<'_>, pg: &Pg, tx: &mut Tx, sql: &PgStatements, without_current: bool, created: bool) -> Result<(), ExecError> {
+    let dir = &cx.opts.temp_dir;
+    let scratch = || tempfile::Builder::new().prefix("etl-lookup-").suffix(".csv").tempfile_in(dir).map_err(ExecError::write(dir));
+    for r in &sql.reference_lookups {
+        if !pg.block(super::exists(tx, &r.exists))? {
+            return Err(ExecError::Database {
+                what: format!("check the references of {}", r.column),
+                message: format!("the table {} it references does not exist; load the stage that creates it first", r.table),
+            });
+        }
+        // A new table gets its foreign keys after the load, which takes SHARE ROW EXCLUSIVE on the
+        // referenced table: taken now, so a writer queued meanwhile cannot deadlock with it.
+        let lock = if created { &r.lock_for_new_table } else { &r.lock };
+        pg.block(execute(tx, lock, "lock a referenced table"))?;
+        let file = scratch()?;
+        pg.block(export_csv(tx, &r.lookup.export, file.path()))?;
+        cx.reader.load_lookup(&r.lookup.create, Some((&r.lookup.fill, file.path())))?;
+    }
+    if let Some(current) = &sql.current_lookup {
+        if without_current {
+            cx.reader.load_lookup(&current.create, None)?;
+        } else {
+            let file = scratch()?;
+            pg.block(export_csv(tx, &current.export, file.path()))?;
+            cx.reader.load_lookup(&current.create, Some((&current.fill, file.path())))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the staged rows into the table.
+async fn merge(tx: &mut Tx, stage: &StagePlan, staged: u64) -> Result<Merged, ExecError> {
+    let mut m = Merged::default();
+    for step in &stage.target.sql.merge {
+        match step {
+            MergeStep::Upsert(s) => {
+                let row = sqlx::query(generated(s)).fetch_one(&mut **tx).await.map_err(db("merge into the target table"))?;
+                let inserted: i64 = row.get(0);
+                let total: i64 = row.get(1);
+                m.inserted = inserted as u64;
+                m.updated = (total - inserted) as u64;
+            }
+            MergeStep::Delete(s) => execute(tx, s, "empty the target table").await?,
+            MergeStep::Insert(s) => {
+                let r = sqlx::query(generated(s)).execute(&mut **tx).await.map_err(db("insert into the target table"))?;
+                m.inserted = r.rows_affected();
+            }
+        }
+    }
+    m.unchanged = staged.saturating_sub(m.inserted + m.updated);
+    Ok(m)
+}

@@ -1,0 +1,165 @@
+//! The engine's run records in PostgreSQL (`etl_runs`, `etl_run_stages`, `etl_rejects`): a run's
+//! start and end, each stage's outcome with its digests and rejects, and what the next run reads
+//! back to reuse a load. The statements are the Plan's (`plan::records`).
+
+use sqlx::{PgPool, Row};
+
+use super::{Tx, db, value};
+use crate::exec::ExecError;
+use crate::exec::csv::write_record;
+use crate::exec::report::{StageReport, Status};
+use crate::exec::reuse::fingerprint::Fingerprint;
+use crate::exec::validate::Reject;
+use crate::plan::postgres::CURRENT_XID;
+use crate::plan::records;
+use crate::plan::severity_word;
+use crate::spec::model::Severity;
+
+/// Records the start of a run; returns its id.
+pub async fn begin_run(pool: &PgPool, spec_name: &str, hash: &str, path: &str, job_id: Option<&str>) -> Result<i64, ExecError> {
+    let host = std::env::var("HOSTNAME").ok();
+    sqlx::query_scalar(records::BEGIN_RUN)
+        .bind(spec_name)
+        .bind(hash)
+        .bind(path)
+        .bind(job_id)
+        .bind(host)
+        .fetch_one(pool)
+        .await
+        .map_err(db("record the run"))
+}
+
+/// Records the end of a run.
+pub async fn finish_run(pool: &PgPool, run_id: i64, status: Status, error: Option<&str>) -> Result<(), ExecError> {
+    sqlx::query(records::FINISH_RUN)
+        .bind(run_id)
+        .bind(status.as_str())
+        .bind(error)
+        .execute(pool)
+        .await
+        .map_err(db("record the run's end"))?;
+    Ok(())
+}
+
+/// Records a stage's outcome and its rejects.
+pub async fn record_stage(pool: &PgPool, run_id: i64, report: &StageReport) -> Result<(), ExecError> {
+    let mut tx = pool.begin().await.map_err(db("record the stage"))?;
+    let f = report.fingerprint.as_ref();
+    sqlx::query(records::RECORD_STAGE)
+        .bind(run_id)
+        .bind(&report.stage)
+        .bind(&report.source)
+        .bind(report.bytes as i64)
+        .bind(report.etag.as_deref())
+        .bind(report.status.as_str())
+        .bind(report.rows_read as i64)
+        .bind(report.loaded.map(|m| m.inserted as i64))
+        .bind(report.loaded.map(|m| m.updated as i64))
+        .bind(report.loaded.map(|m| m.unchanged as i64))
+        .bind(report.rows_rejected as i64)
+        .bind(report.rows_warned as i64)
+        .bind(report.balanced())
+        .bind(report.budget.as_deref())
+        .bind(f.map(|f| f.table.as_str()))
+        .bind(f.map(|f| f.context.as_str()))
+        .bind(f.map(|f| f.source.as_str()))
+        .bind(f.map(|f| f.table_state.as_str()))
+        .bind(report.unchanged_since_run)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("record the stage"))?;
+    if !report.rejects.is_empty() {
+        let mut copy = tx.copy_in_raw(records::COPY_REJECTS).await.map_err(db("record the rejects"))?;
+        let mut buf = Vec::new();
+        for r in &report.rejects {
+            let fields = [
+                Some(run_id.to_string()),
+                Some(report.stage.clone()),
+                Some(report.source.clone()),
+                Some(r.line.to_string()),
+                r.column.clone(),
+                Some(r.rule.clone()),
+                r.value.clone(),
+                Some(r.message.clone()),
+                Some(severity_word(r.severity).to_string()),
+            ];
+            write_record(&mut buf, &fields);
+        }
+        copy.send(buf).await.map_err(db("record the rejects"))?;
+        copy.finish().await.map_err(db("record the rejects"))?;
+    }
+    tx.commit().await.map_err(db("record the stage"))?;
+    Ok(())
+}
+
+/// A stage's last load by this spec, as `etl_run_stages` recorded it.
+#[derive(Debug, Clone)]
+pub struct LastLoad {
+    /// The run that recorded it.
+    pub run_id: i64,
+    /// The run whose load it was (itself, or the one a skipped stage reused).
+    pub loaded_by: i64,
+    /// Its digests.
+    pub fingerprint: Fingerprint,
+    /// How it ended: succeeded, or loaded with rejects.
+    pub status: Status,
+    /// Rows it read.
+    pub rows_read: u64,
+    /// Rows it rejected.
+    pub rows_rejected: u64,
+    /// Rows its `warn` rules flagged.
+    pub rows_warned: u64,
+}
+
+/// The latest load of `stage` by the spec `spec` that committed rows (succeeded, or loaded with
+/// rejects), if it recorded its digests.
+pub async fn last_load(pool: &PgPool, spec: &str, stage: &str, table: &str) -> Result<Option<LastLoad>, ExecError> {
+    let row = sqlx::query(records::LAST_LOAD)
+        .bind(spec)
+        .bind(stage)
+        .bind(table)
+        .fetch_optional(pool)
+        .await
+        .map_err(db("read the stage's last load"))?;
+    let Some(row) = row else { return Ok(None) };
+    let text = |i: usize| row.try_get::<Option<String>, _>(i).ok().flatten();
+    let (Some(context), Some(source), Some(table_state)) = (text(2), text(3), text(4)) else { return Ok(None) };
+    let Some(status) = text(5).as_deref().and_then(Status::from_word) else { return Ok(None) };
+    let count = |i: usize| row.try_get::<Option<i64>, _>(i).ok().flatten().unwrap_or(0).max(0) as u64;
+    Ok(Some(LastLoad {
+        run_id: row.get(0),
+        loaded_by: row.get(1),
+        fingerprint: Fingerprint { table: table.to_string(), context, source, table_state },
+        status,
+        rows_read: count(6),
+        rows_rejected: count(7),
+        rows_warned: count(8),
+    }))
+}
+
+/// The rejects a run recorded for a stage, in line order.
+pub async fn rejects_of(pool: &PgPool, run_id: i64, stage: &str) -> Result<Vec<Reject>, ExecError> {
+    let rows = sqlx::query(records::REJECTS_OF)
+        .bind(run_id)
+        .bind(stage)
+        .fetch_all(pool)
+        .await
+        .map_err(db("read the rejects of the stage's last load"))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Reject {
+            line: r.get::<i64, _>(0).max(0) as u64,
+            column: r.get(1),
+            rule: r.get(2),
+            value: r.get(3),
+            message: r.get(4),
+            severity: if r.get::<String, _>(5) == "warn" { Severity::Warn } else { Severity::Error },
+        })
+        .collect())
+}
+
+/// The current transaction's id as a row's `xmin` shows it (its low 32 bits).
+pub async fn current_xid(tx: &mut Tx) -> Result<u64, ExecError> {
+    let xid: i64 = value(tx, CURRENT_XID, "read the transaction's id").await?;
+    Ok(xid as u64)
+}

@@ -1,0 +1,127 @@
+//! Reusing a stage's last load. Each load records what its outcome depended on (`fingerprint`):
+//! the compiled stage and the states of the tables it references, its source's content, and its
+//! table's state right after it. A stage whose digests are all as they were is skipped (its
+//! counts and rejects reported again); an upsert whose file is new but whose spec and tables are
+//! unchanged reads only its changed lines (`incremental`). Both are checked once before any
+//! source is downloaded, and again under the stage's locks.
+
+pub mod fingerprint;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use indexmap::IndexMap;
+
+use super::postgres::records::{LastLoad, last_load, rejects_of};
+use super::postgres::{self, Pg, Tx};
+use super::report::{Merged, StageReport};
+use super::source::Source;
+use super::{ExecError, RunOptions, Target, incremental};
+use crate::plan::postgres::PgStatements;
+use crate::plan::{Plan, StagePlan};
+use crate::spec::model::LoadMode;
+
+/// A stage's last load that this run may reuse, as it looked before the stage's locks were
+/// taken: all of it (`index` None: the same source) or, for an upsert of a new source, its
+/// unchanged lines (`index`: the line index of the last load's file).
+pub struct Reuse {
+    /// The load.
+    pub last: LastLoad,
+    /// The line index of its file, when only the changed lines of a new file are to be read.
+    pub index: Option<PathBuf>,
+}
+
+/// The stages whose last load looks reusable: the same compiled stage, the referenced tables and
+/// the table itself as that load left them. Each is checked again under its locks. None in a dry
+/// run, with `--force`, for an append stage, or for a stage whose target is not the engine's
+/// PostgreSQL connection.
+pub fn reusable_loads(
+    plan: &Plan,
+    stages: &[&StagePlan],
+    targets: &IndexMap<String, Target<'_>>,
+    opts: &RunOptions,
+    sources: &HashMap<String, Source>,
+) -> Result<HashMap<String, Reuse>, ExecError> {
+    let mut out = HashMap::new();
+    let Some((engine, Target::Pg(pg))) = targets.get_index(0) else { return Ok(out) };
+    if opts.dry_run || opts.force {
+        return Ok(out);
+    }
+    let cache = incremental::cache_dir();
+    // Tables an earlier stage of this run loads: a stage referencing one cannot reuse its load.
+    let mut reloaded: Vec<String> = Vec::new();
+    for st in stages {
+        let table = &st.target.qualified;
+        let eligible = st.target.connection == *engine
+            && st.target.mode != LoadMode::Append
+            && !st.lookups.references.iter().any(|r| reloaded.contains(&r.table));
+        let source = sources.get(&st.name).and_then(|s| s.fingerprint.clone());
+        let mut found = None;
+        if eligible
+            && let Some(pgs) = st.target.postgres()
+            && let Some(source) = source
+            && let Some(last) = pg.block(last_load(pg.pool(), &plan.name, &st.name, table))?
+        {
+            let index = if last.fingerprint.source == source {
+                None
+            } else {
+                cache
+                    .as_ref()
+                    .map(|dir| incremental::index_path(dir, &plan.name, &st.name, table, &last.fingerprint.source))
+                    .filter(|p| st.target.mode == LoadMode::Upsert && p.is_file())
+            };
+            if last.fingerprint.source == source || index.is_some() {
+                let mut tx = pg.begin()?;
+                let context = stage_context(pg, &mut tx, st, pgs, false)?;
+                let state = pg.block(postgres::state(&mut tx, &pgs.exists, &pgs.state))?;
+                if context.as_ref() == Some(&last.fingerprint.context) && state.as_ref() == Some(&last.fingerprint.table_state) {
+                    found = Some(Reuse { last, index });
+                }
+            }
+        }
+        match found {
+            Some(reuse) => {
+                if reuse.index.is_some() {
+                    reloaded.push(table.clone());
+                }
+                out.insert(st.name.clone(), reuse);
+            }
+            None => reloaded.push(table.clone()),
+        }
+    }
+    Ok(out)
+}
+
+/// The stage's context digest now: the compiled stage and the state of each table it
+/// references (each locked SHARE first when `lock`). None when one of them does not exist.
+pub fn stage_context(pg: &Pg, tx: &mut Tx, st: &StagePlan, pgs: &PgStatements, lock: bool) -> Result<Option<String>, ExecError> {
+    let mut states = Vec::new();
+    for r in &pgs.referenced {
+        if lock && pg.block(postgres::exists(tx, &r.exists))? {
+            pg.block(postgres::execute(tx, &r.lock, "lock a referenced table"))?;
+        }
+        let Some(state) = pg.block(postgres::state(tx, &r.exists, &r.state))? else { return Ok(None) };
+        states.push((r.table.clone(), state));
+    }
+    Ok(Some(fingerprint::context(st, &states)))
+}
+
+/// The report of a stage skipped as unchanged: its last load's counts and rejects.
+pub fn unchanged_stage(pg: &Pg, st: &StagePlan, src: &Source, last: &LastLoad) -> Result<StageReport, ExecError> {
+    let rejects = pg.block(rejects_of(pg.pool(), last.run_id, &st.name))?;
+    let valid = last.rows_read.saturating_sub(last.rows_rejected);
+    let mut report = StageReport::new(&st.name, &src.shown, src.bytes);
+    report.etag = src.etag.clone();
+    report.rows_read = last.rows_read;
+    report.rows_valid = valid;
+    report.rows_rejected = last.rows_rejected;
+    report.rows_warned = last.rows_warned;
+    report.loaded = Some(Merged { inserted: 0, updated: 0, unchanged: valid });
+    report.skipped_unchanged = valid;
+    report.status = last.status;
+    report.unchanged_since_run = Some(last.loaded_by);
+    report.fingerprint = Some(last.fingerprint.clone());
+    report.count_rules(&rejects);
+    report.rejects = rejects;
+    Ok(report)
+}

@@ -1,0 +1,12 @@
+//! Exit codes: a contract, tested. Every layer that decides one uses these.
+
+/// Success.
+pub const OK: u8 = 0;
+/// A general error.
+pub const ERROR: u8 = 1;
+/// Bad arguments or an invalid spec.
+pub const USAGE: u8 = 2;
+/// Cannot connect to S3 or the database (or lost the connection mid-run).
+pub const CONNECT: u8 = 3;
+/// The run finished but rows were rejected (or a stage went over its error budget).
+pub const REJECTED: u8 = 4;

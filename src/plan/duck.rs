@@ -1,0 +1,49 @@
+//! The DuckDB statements a run sends besides a stage's extract and load: the run's in-memory
+//! database set up, a DuckDB target's file attached to it, and a DuckDB stage's transaction and
+//! table checks.
+
+use super::sql::{Query, ident, literal};
+use super::{DUCKDB_CATALOG, TargetPlan};
+
+/// Opens a stage's transaction on a DuckDB target (or a dry run's, for every stage).
+pub const BEGIN: &str = "BEGIN TRANSACTION";
+/// Commits a DuckDB stage.
+pub const COMMIT: &str = "COMMIT";
+/// Rolls a DuckDB stage (or a dry run) back.
+pub const ROLLBACK: &str = "ROLLBACK";
+
+/// Sets up the run's DuckDB database: its memory limit, where it spills past it, rows kept in
+/// file order, and no extension fetched from the network.
+pub fn configure(memory_limit: &str, temp_dir: &str) -> String {
+    format!(
+        "SET memory_limit = {}; SET temp_directory = {}; SET preserve_insertion_order = true; \
+         SET autoinstall_known_extensions = false; SET autoload_known_extensions = false;",
+        literal(memory_limit),
+        literal(temp_dir)
+    )
+}
+
+/// Attaches a DuckDB target's file (created when missing) and makes it the default catalog.
+pub fn attach(file: &str) -> String {
+    format!("ATTACH IF NOT EXISTS {} AS {DUCKDB_CATALOG}; USE {DUCKDB_CATALOG};", literal(file))
+}
+
+/// A DuckDB stage's statements besides its extract, DDL and load.
+#[derive(Debug, Clone, Default)]
+pub struct DuckStatements {
+    /// The table's columns as the catalog has them (none: the table is missing).
+    pub read_columns: Query,
+    /// Empties the table (`etl clean`).
+    pub delete_all: String,
+}
+
+/// Compiles a DuckDB stage's statements.
+pub fn compile(t: &TargetPlan) -> DuckStatements {
+    DuckStatements {
+        read_columns: Query::new(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_catalog = ? AND table_schema = 'main' AND table_name = ?",
+            &[DUCKDB_CATALOG, &t.table],
+        ),
+        delete_all: format!("DELETE FROM {}", ident(&t.table)),
+    }
+}

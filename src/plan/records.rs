@@ -1,0 +1,63 @@
+//! The statements that keep the engine's own records on the first target of a run: the run,
+//! each stage's outcome with its digests, every reject, and what the next run reads back to
+//! reuse a load. PostgreSQL's tables come from the migrations in `migrations/`; a DuckDB
+//! target's are created by `DUCKDB_TABLES`.
+
+/// PostgreSQL: records the start of a run and returns its id.
+pub const BEGIN_RUN: &str =
+    "INSERT INTO etl_runs (spec_name, spec_hash, spec_path, job_id, host) VALUES ($1, $2, $3, $4, $5) RETURNING run_id";
+
+/// PostgreSQL: records the end of a run.
+pub const FINISH_RUN: &str = "UPDATE etl_runs SET finished_at = now(), status = $2, error = $3 WHERE run_id = $1";
+
+/// PostgreSQL: records a stage's outcome and digests.
+pub const RECORD_STAGE: &str = "INSERT INTO etl_run_stages (run_id, stage, source, source_bytes, source_etag, finished_at, status, rows_read,
+           rows_inserted, rows_updated, rows_unchanged, rows_rejected, rows_warned, balanced, error,
+           target_table, context_fingerprint, source_fingerprint, table_state, unchanged_since)
+         VALUES ($1, $2, $3, $4, $5, now(), $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)";
+
+/// PostgreSQL: records a stage's rejects (CSV, in the stage's record transaction).
+pub const COPY_REJECTS: &str =
+    "COPY etl_rejects (run_id, stage, source, line, column_name, rule, value, message, severity) FROM STDIN (FORMAT csv)";
+
+/// PostgreSQL: a stage's latest load by a spec that committed rows, with its digests.
+pub const LAST_LOAD: &str = "SELECT s.run_id, coalesce(s.unchanged_since, s.run_id), s.context_fingerprint, s.source_fingerprint, s.table_state,
+                s.status, s.rows_read, s.rows_rejected, s.rows_warned
+           FROM etl_run_stages s JOIN etl_runs r ON r.run_id = s.run_id
+          WHERE r.spec_name = $1 AND s.stage = $2 AND s.target_table = $3 AND s.status IN ('succeeded', 'rejected')
+          ORDER BY s.finished_at DESC, s.run_id DESC
+          LIMIT 1";
+
+/// PostgreSQL: the rejects a run recorded for a stage, in line order.
+pub const REJECTS_OF: &str =
+    "SELECT line, column_name, rule, value, message, severity FROM etl_rejects WHERE run_id = $1 AND stage = $2 ORDER BY line, rule";
+
+/// DuckDB: the engine's tables in a target file.
+pub const DUCKDB_TABLES: &str = "
+CREATE SEQUENCE IF NOT EXISTS etl_runs_seq;
+CREATE TABLE IF NOT EXISTS etl_runs (
+    run_id BIGINT PRIMARY KEY DEFAULT nextval('etl_runs_seq'), spec_name TEXT NOT NULL, spec_hash TEXT NOT NULL,
+    spec_path TEXT NOT NULL, job_id TEXT, started_at TIMESTAMPTZ NOT NULL DEFAULT now(), finished_at TIMESTAMPTZ,
+    status TEXT NOT NULL DEFAULT 'running', error TEXT);
+CREATE TABLE IF NOT EXISTS etl_run_stages (
+    run_id BIGINT NOT NULL, stage TEXT NOT NULL, source TEXT NOT NULL, source_bytes BIGINT, source_etag TEXT,
+    finished_at TIMESTAMPTZ DEFAULT now(), status TEXT NOT NULL, rows_read BIGINT, rows_inserted BIGINT,
+    rows_updated BIGINT, rows_unchanged BIGINT, rows_rejected BIGINT, rows_warned BIGINT, balanced BOOLEAN, error TEXT);
+CREATE TABLE IF NOT EXISTS etl_rejects (
+    run_id BIGINT NOT NULL, stage TEXT NOT NULL, source TEXT NOT NULL, line BIGINT NOT NULL, column_name TEXT,
+    rule TEXT NOT NULL, value TEXT, message TEXT NOT NULL, severity TEXT NOT NULL);
+";
+
+/// DuckDB: records the start of a run and returns its id.
+pub const DUCKDB_BEGIN_RUN: &str = "INSERT INTO etl_runs (spec_name, spec_hash, spec_path, job_id) VALUES (?, ?, ?, ?) RETURNING run_id";
+
+/// DuckDB: records the end of a run.
+pub const DUCKDB_FINISH_RUN: &str = "UPDATE etl_runs SET finished_at = now(), status = ?, error = ? WHERE run_id = ?";
+
+/// DuckDB: records a stage's outcome.
+pub const DUCKDB_RECORD_STAGE: &str = "INSERT INTO etl_run_stages (run_id, stage, source, source_bytes, source_etag, status, rows_read, rows_inserted, rows_updated, rows_unchanged, rows_rejected, rows_warned, balanced, error)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+/// DuckDB: the table a stage's rejects are appended to (run_id, stage, source, line,
+/// column_name, rule, value, message, severity).
+pub const DUCKDB_REJECTS_TABLE: &str = "etl_rejects";

@@ -1,0 +1,376 @@
+//! The checks of a stage's columns: facets that fit the column's type, enum and `one_of` values,
+//! references to another stage's column, the key, and the rules (parsed and type-checked).
+
+use std::collections::{HashMap, HashSet};
+
+use indexmap::IndexMap;
+use rust_decimal::Decimal;
+
+use super::{Checker, identifier_problem, only_one};
+use crate::spec::diag::{Problem, suggest};
+use crate::spec::expr::{self, BinaryOp, ExprErrorKind, ExprKind, Ty};
+use crate::spec::model::{Column, ColumnType, Literal, LoadMode, Stage};
+use crate::spec::source::Pointer;
+
+impl Checker<'_> {
+    pub(super) fn columns(&mut self, sname: &str, stage: &Stage, at: &Pointer) {
+        let at = at.key("columns");
+        if stage.columns.is_empty() {
+            self.push(Problem::new("spec::empty", at.clone(), format!("stage `{sname}` has no columns")).label("list the columns to load"));
+        }
+        let mut headers: HashMap<String, String> = HashMap::new();
+        for (cname, col) in &stage.columns {
+            let cat = at.key(cname);
+            if let Some(p) = identifier_problem(cat.clone(), "column name", cname) {
+                self.push(p.on_key());
+            }
+            let header = col.from.clone().unwrap_or_else(|| cname.clone());
+            if let Some(other) = headers.insert(header.clone(), cname.clone()) {
+                self.push(
+                    Problem::new("spec::duplicate_header", if col.from.is_some() { cat.key("from") } else { cat.clone() }, format!("columns `{other}` and `{cname}` both read CSV column `{header}`"))
+                        .label("read twice")
+                        .help("each CSV column maps to one column; compute copies in the database instead"),
+                );
+            }
+            self.facets(sname, stage, cname, col, &cat);
+        }
+    }
+
+    pub(super) fn facets(&mut self, sname: &str, stage: &Stage, cname: &str, col: &Column, at: &Pointer) {
+        let t = col.ty;
+        let only = |facet: &str, types: &str| {
+            Problem::new("spec::facet_type", at.key(facet), format!("`{facet}` does not apply to column `{cname}` of type {t}"))
+                .on_key()
+                .label(format!("only for {types} columns"))
+        };
+        if !matches!(t, ColumnType::String) {
+            for (facet, set) in [("max_length", col.max_length.is_some()), ("min_length", col.min_length.is_some()), ("pattern", col.pattern.is_some())] {
+                if set {
+                    self.push(only(facet, "string"));
+                }
+            }
+        }
+        if !t.is_numeric() {
+            for (facet, set) in [
+                ("min", col.min.is_some()),
+                ("max", col.max.is_some()),
+                ("exclusive_min", col.exclusive_min.is_some()),
+                ("exclusive_max", col.exclusive_max.is_some()),
+                ("multiple_of", col.multiple_of.is_some()),
+            ] {
+                if set {
+                    self.push(only(facet, "numeric"));
+                }
+            }
+        }
+        if col.format.is_some() && !t.is_temporal() {
+            self.push(only("format", "date and timestamp"));
+        }
+        if let Some(fmt) = &col.format
+            && t.is_temporal()
+                && let Err(msg) = crate::spec::words::strptime_formats(fmt) {
+                    self.push(Problem::new("spec::bad_format", at.key("format"), format!("column `{cname}`: {msg}")).label("this format"));
+                }
+        if let (Some(lo), Some(hi)) = (col.min_length, col.max_length)
+            && lo > hi {
+                self.push(Problem::new("spec::empty_range", at.key("min_length"), format!("column `{cname}`: min_length {lo} exceeds max_length {hi}")).label("no text fits"));
+            }
+        if let Some(0) = col.max_length {
+            self.push(Problem::new("spec::bad_value", at.key("max_length"), format!("column `{cname}`: max_length must be at least 1")));
+        }
+        let lower = col.min.map(|m| m.0).or(col.exclusive_min.map(|m| m.0));
+        let upper = col.max.map(|m| m.0).or(col.exclusive_max.map(|m| m.0));
+        if let (Some(lo), Some(hi)) = (lower, upper) {
+            let empty = lo > hi || (lo == hi && (col.exclusive_min.is_some() || col.exclusive_max.is_some()));
+            if empty {
+                self.push(
+                    Problem::new("spec::empty_range", at.clone(), format!("column `{cname}`: no value is at least {lo} and at most {hi}"))
+                        .on_key()
+                        .label("empty range"),
+                );
+            }
+        }
+        if col.min.is_some() && col.exclusive_min.is_some() {
+            self.push(only_one(at, cname, "min", "exclusive_min"));
+        }
+        if col.max.is_some() && col.exclusive_max.is_some() {
+            self.push(only_one(at, cname, "max", "exclusive_max"));
+        }
+        // A limit past what a Decimal holds (about 7.9e28) is past every facet value too.
+        if let ColumnType::Decimal { precision, scale } = t
+            && let Ok(limit) = Decimal::try_from_i128_with_scale(10i128.pow(u32::from(precision - scale)), 0)
+        {
+            for (facet, v) in [("min", col.min), ("max", col.max), ("exclusive_min", col.exclusive_min), ("exclusive_max", col.exclusive_max)] {
+                if let Some(v) = v
+                    && v.0.abs() >= limit {
+                        self.push(
+                            Problem::new("spec::out_of_range", at.key(facet), format!("column `{cname}`: {facet} {v} does not fit {t}"))
+                                .label(format!("{t} holds less than {limit} in magnitude")),
+                        );
+                    }
+            }
+        }
+        if t.is_integer() {
+            for (facet, v) in [("min", col.min), ("max", col.max), ("multiple_of", col.multiple_of)] {
+                if let Some(v) = v
+                    && !v.0.fract().is_zero() {
+                        self.push(Problem::new("spec::facet_type", at.key(facet), format!("column `{cname}` is {t}, so {facet} must be a whole number, not {v}")).label("not whole"));
+                    }
+            }
+        }
+        if let (Some(_), ColumnType::Decimal { scale, .. }) = (col.multiple_of, t)
+            && scale > 28
+        {
+            self.push(
+                Problem::new("spec::facet_type", at.key("multiple_of"), format!("column `{cname}` is {t}: multiple_of works on decimals with at most 28 places"))
+                    .label("too many places"),
+            );
+        }
+        if let Some(m) = col.multiple_of
+            && m.0 <= Decimal::ZERO {
+                self.push(Problem::new("spec::bad_value", at.key("multiple_of"), format!("column `{cname}`: multiple_of must be greater than 0")).label("not positive"));
+            }
+        if let Some(pat) = &col.pattern
+            && let Err(e) = regex::Regex::new(pat) {
+                let msg = e.to_string();
+                let last = msg.lines().last().unwrap_or("").trim().to_string();
+                self.push(Problem::new("spec::bad_pattern", at.key("pattern"), format!("column `{cname}`: pattern is not a valid regular expression: {last}")).label("this pattern"));
+            }
+        if col.enum_name.is_some() && col.one_of.is_some() {
+            self.push(only_one(at, cname, "enum", "one_of"));
+        }
+        if let Some(e) = &col.enum_name {
+            match self.spec.enums.get(e) {
+                None => {
+                    let names: Vec<&str> = self.spec.enums.keys().map(String::as_str).collect();
+                    self.push(
+                        Problem::new("spec::unknown_enum", at.key("enum"), format!("column `{cname}` uses enum `{e}`, which is not defined under `enums`"))
+                            .label("no such enum")
+                            .help(suggest(e, names.iter().copied()).unwrap_or_else(|| {
+                                if names.is_empty() { "define it under `enums:`".to_string() } else { format!("enums are: {}", names.join(", ")) }
+                            })),
+                    );
+                }
+                Some(values) => {
+                    let values: Vec<Literal> = values.values().cloned().collect();
+                    self.literal_types(&values, t, cname, &at.key("enum"), &format!("enum `{e}`"));
+                }
+            }
+        }
+        if let Some(values) = &col.one_of {
+            if values.is_empty() {
+                self.push(Problem::new("spec::empty", at.key("one_of"), format!("column `{cname}`: one_of is empty, so no value fits")));
+            }
+            self.literal_types(values, t, cname, &at.key("one_of"), "one_of");
+        }
+        if let Some(r) = &col.references {
+            self.reference(sname, stage, cname, col, r, &at.key("references"));
+        }
+    }
+
+    pub(super) fn literal_types(&mut self, values: &[Literal], t: ColumnType, cname: &str, at: &Pointer, what: &str) {
+        let fits = |v: &Literal| match (v, t) {
+            (Literal::Int(i), ColumnType::Int32) => i32::try_from(*i).is_ok(),
+            (Literal::Int(_), ColumnType::Int64 | ColumnType::Decimal { .. } | ColumnType::Float64) => true,
+            (Literal::Text(_), ColumnType::String) => true,
+            _ => false,
+        };
+        if let Some(bad) = values.iter().find(|v| !fits(v)) {
+            let hint = match (bad, t) {
+                (Literal::Int(_), ColumnType::String) => Some("for a string column, quote the values: '48'".to_string()),
+                (Literal::Text(_), _) if t.is_numeric() => Some(format!("for a {t} column, write numbers unquoted")),
+                _ => None,
+            };
+            self.push(
+                Problem::new("spec::type_mismatch", at.clone(), format!("column `{cname}` is {t}, but {what} holds {bad}"))
+                    .label("values of another type")
+                    .maybe_help(hint),
+            );
+        }
+    }
+
+    pub(super) fn reference(&mut self, sname: &str, stage: &Stage, cname: &str, col: &Column, r: &str, at: &Pointer) {
+        let spec = self.spec;
+        let Some((rstage, rcol)) = r.split_once('.') else {
+            self.push(
+                Problem::new("spec::bad_reference", at.clone(), format!("column `{cname}` references `{r}`; write it as stage.column"))
+                    .label("expected stage.column"),
+            );
+            return;
+        };
+        let Some(target) = spec.stages.get(rstage) else {
+            let names: Vec<&str> = spec.stages.keys().map(String::as_str).collect();
+            self.push(
+                Problem::new("spec::unknown_stage", at.clone(), format!("column `{cname}` references stage `{rstage}`, which does not exist"))
+                    .label("no such stage")
+                    .help(suggest(rstage, names.iter().copied()).unwrap_or_else(|| format!("stages are: {}", names.join(", ")))),
+            );
+            return;
+        };
+        let Some(tcol) = target.columns.get(rcol) else {
+            let names: Vec<&str> = target.columns.keys().map(String::as_str).collect();
+            self.push(
+                Problem::new("spec::unknown_column", at.clone(), format!("column `{cname}` references `{r}`, but stage `{rstage}` has no column `{rcol}`"))
+                    .label("no such column")
+                    .help(suggest(rcol, names.iter().copied()).unwrap_or_else(|| format!("its columns are: {}", names.join(", ")))),
+            );
+            return;
+        };
+        let single_key = target.target.key.len() == 1 && target.target.key[0] == rcol;
+        if !single_key && !tcol.unique {
+            self.push(
+                Problem::new("spec::reference_not_unique", at.clone(), format!("column `{cname}` references `{r}`, which is not unique"))
+                    .label("a foreign key needs a unique column")
+                    .help(format!("make `{rcol}` the key of stage `{rstage}`, or mark it `unique: true`")),
+            );
+        }
+        if tcol.ty != col.ty {
+            self.push(
+                Problem::new("spec::type_mismatch", at.clone(), format!("column `{cname}` is {} but references `{r}`, which is {}", col.ty, tcol.ty))
+                    .label("types differ")
+                    .help("give both columns the same type"),
+            );
+        }
+        if stage.target.connection != target.target.connection {
+            self.push(
+                Problem::new("spec::reference_connection", at.clone(), format!("column `{cname}` references `{r}` in another target connection"))
+                    .label("a foreign key stays within one database"),
+            );
+        }
+        if rstage != sname && !self.depends_on(sname, rstage) {
+            self.push(
+                Problem::new("spec::reference_order", at.clone(), format!("column `{cname}` references stage `{rstage}`, but stage `{sname}` does not need it"))
+                    .label("loaded in no particular order")
+                    .help(format!("add `needs: [{rstage}]` to stage `{sname}`, so `{rstage}` loads first")),
+            );
+        }
+    }
+
+    pub(super) fn depends_on(&self, from: &str, to: &str) -> bool {
+        let mut seen = HashSet::new();
+        let mut stack = vec![from];
+        while let Some(s) = stack.pop() {
+            if !seen.insert(s) {
+                continue;
+            }
+            if let Some(st) = self.spec.stages.get(s) {
+                for n in &st.needs {
+                    if n == to {
+                        return true;
+                    }
+                    stack.push(n);
+                }
+            }
+        }
+        false
+    }
+
+    pub(super) fn key(&mut self, sname: &str, stage: &Stage, at: &Pointer) {
+        let at = at.key("target");
+        let t = &stage.target;
+        if t.mode == LoadMode::Upsert && t.key.is_empty() {
+            self.push(
+                Problem::new("spec::missing_key", at.clone(), format!("stage `{sname}` upserts, so its target needs a `key`"))
+                    .on_key()
+                    .label("add `key: [column]` here")
+                    .help("or choose `mode: append`"),
+            );
+        }
+        let mut seen = HashSet::new();
+        for (i, k) in t.key.iter().enumerate() {
+            let kat = at.key("key").index(i);
+            match stage.columns.get(k) {
+                None => {
+                    let names: Vec<&str> = stage.columns.keys().map(String::as_str).collect();
+                    self.push(
+                        Problem::new("spec::unknown_column", kat, format!("key column `{k}` is not a column of stage `{sname}`"))
+                            .label("no such column")
+                            .help(suggest(k, names.iter().copied()).unwrap_or_else(|| format!("columns are: {}", names.join(", ")))),
+                    );
+                }
+                Some(c) if c.nullable => self.push(
+                    Problem::new("spec::nullable_key", kat, format!("key column `{k}` is nullable"))
+                        .label("a key cannot be missing")
+                        .help(format!("remove `nullable: true` from column `{k}`")),
+                ),
+                Some(_) => {}
+            }
+            if !seen.insert(k) {
+                self.push(Problem::new("spec::duplicate_column", at.key("key").index(i), format!("key column `{k}` is listed twice")).label("again"));
+            }
+        }
+    }
+
+    pub(super) fn rules(&mut self, sname: &str, stage: &Stage, at: &Pointer) {
+        let types: IndexMap<String, ColumnType> = stage.columns.iter().map(|(k, c)| (k.clone(), c.ty)).collect();
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        for (i, rule) in stage.rules.iter().enumerate() {
+            let rat = at.key("rules").index(i);
+            if let Some(first) = names.insert(rule.name.as_str(), i) {
+                self.push(
+                    Problem::new("spec::duplicate_rule", rat.key("name"), format!("stage `{sname}` has two rules named `{}`", rule.name))
+                        .label(format!("rules[{first}] has this name too"))
+                        .help("rule names identify rejected rows: make them unique"),
+                );
+            }
+            if rule.name.trim().is_empty() {
+                self.push(Problem::new("spec::empty", rat.key("name"), "a rule needs a name".to_string()));
+            }
+            let cat = rat.key("check");
+            let parsed = match expr::parse(&rule.check) {
+                Ok(e) => e,
+                Err(e) => {
+                    self.push(
+                        Problem::new("spec::rule_syntax", cat, format!("rule `{}`: {}", rule.name, e.message))
+                            .label("here")
+                            .maybe_help(e.help)
+                            .within(e.span.0, e.span.1.max(e.span.0 + 1)),
+                    );
+                    continue;
+                }
+            };
+            match expr::type_of(&parsed, &types) {
+                Err(e) => {
+                    let code = match e.kind {
+                        ExprErrorKind::UnknownColumn => "spec::unknown_column",
+                        ExprErrorKind::Type => "spec::rule_type",
+                        ExprErrorKind::Syntax => "spec::rule_syntax",
+                    };
+                    let label = match e.kind {
+                        ExprErrorKind::UnknownColumn => "not a column of this stage",
+                        _ => "here",
+                    };
+                    self.push(
+                        Problem::new(code, cat, format!("rule `{}`: {}", rule.name, e.message))
+                            .label(label)
+                            .maybe_help(e.help)
+                            .within(e.span.0, e.span.1),
+                    );
+                }
+                Ok(Ty::Bool) => {
+                    let numeric_eq = matches!(&parsed.kind, ExprKind::Binary(BinaryOp::Eq, l, _)
+                        if matches!(expr::type_of(l, &types), Ok(Ty::Number(_))));
+                    if rule.tolerance.is_some() && !numeric_eq {
+                        self.push(
+                            Problem::new("spec::tolerance", rat.key("tolerance"), format!("rule `{}` has a tolerance, but it is not an `=` between numbers", rule.name))
+                                .on_key()
+                                .label("tolerance applies to `a = b` only")
+                                .help("remove `tolerance`, or write the rule as `a = b`"),
+                        );
+                    }
+                    if let Some(t) = rule.tolerance
+                        && t.0 < Decimal::ZERO {
+                            self.push(Problem::new("spec::bad_value", rat.key("tolerance"), format!("rule `{}`: tolerance must not be negative", rule.name)));
+                        }
+                }
+                Ok(other) => {
+                    self.push(
+                        Problem::new("spec::rule_type", cat, format!("rule `{}` must be a condition (true or false), but it computes {other:?}", rule.name).replace("Number(", "a number (").replace("Text", "text"))
+                            .label("not a condition")
+                            .help("compare it with something, e.g. `... > 0`"),
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! The rule language's syntax tree: expressions with byte spans, their operators and
+//! functions, the columns they read, and their canonical text (what `etl plan` shows).
+
+use std::fmt;
+
+use rust_decimal::Decimal;
+
+/// An expression with the byte range of its text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expr {
+    /// What it is.
+    pub kind: ExprKind,
+    /// Byte range in the rule's text.
+    pub span: (usize, usize),
+}
+
+/// The kinds of expression.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExprKind {
+    /// A column of the row.
+    Column(String),
+    /// A number literal, exact.
+    Number(Decimal),
+    /// A text literal.
+    Text(String),
+    /// true or false.
+    Bool(bool),
+    /// null.
+    Null,
+    /// `-x` or `not x`.
+    Unary(UnaryOp, Box<Expr>),
+    /// `a op b`.
+    Binary(BinaryOp, Box<Expr>, Box<Expr>),
+    /// `x is null` (negated: `x is not null`).
+    IsNull(Box<Expr>, bool),
+    /// `x in (a, b)` (negated: `not in`).
+    InList(Box<Expr>, Vec<Expr>, bool),
+    /// A function call.
+    Call(Func, Vec<Expr>),
+}
+
+/// Unary operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnaryOp {
+    /// Arithmetic negation.
+    Neg,
+    /// Logical negation.
+    Not,
+}
+
+/// Binary operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinaryOp {
+    /// `+`
+    Add,
+    /// `-`
+    Sub,
+    /// `*`
+    Mul,
+    /// `/`
+    Div,
+    /// `=`
+    Eq,
+    /// `!=`
+    NotEq,
+    /// `<`
+    Lt,
+    /// `<=`
+    LtEq,
+    /// `>`
+    Gt,
+    /// `>=`
+    GtEq,
+    /// `and`
+    And,
+    /// `or`
+    Or,
+}
+
+impl BinaryOp {
+    pub(super) fn symbol(self) -> &'static str {
+        match self {
+            BinaryOp::Add => "+",
+            BinaryOp::Sub => "-",
+            BinaryOp::Mul => "*",
+            BinaryOp::Div => "/",
+            BinaryOp::Eq => "=",
+            BinaryOp::NotEq => "!=",
+            BinaryOp::Lt => "<",
+            BinaryOp::LtEq => "<=",
+            BinaryOp::Gt => ">",
+            BinaryOp::GtEq => ">=",
+            BinaryOp::And => "and",
+            BinaryOp::Or => "or",
+        }
+    }
+    /// Whether the operator compares two values.
+    pub fn is_comparison(self) -> bool {
+        matches!(
+            self,
+            BinaryOp::Eq | BinaryOp::NotEq | BinaryOp::Lt | BinaryOp::LtEq | BinaryOp::Gt | BinaryOp::GtEq
+        )
+    }
+}
+
+/// Functions a rule may call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Func {
+    /// Absolute value.
+    Abs,
+    /// First non-null argument.
+    Coalesce,
+    /// Length of a text in characters.
+    Length,
+    /// Round to N decimal places.
+    Round,
+}
+
+impl Func {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Func::Abs => "abs",
+            Func::Coalesce => "coalesce",
+            Func::Length => "length",
+            Func::Round => "round",
+        }
+    }
+    pub(super) const ALL: [Func; 4] = [Func::Abs, Func::Coalesce, Func::Length, Func::Round];
+}
+
+
+/// Every column an expression reads.
+pub fn columns_of(e: &Expr, out: &mut Vec<String>) {
+    match &e.kind {
+        ExprKind::Column(c) => {
+            if !out.contains(c) {
+                out.push(c.clone());
+            }
+        }
+        ExprKind::Unary(_, x) | ExprKind::IsNull(x, _) => columns_of(x, out),
+        ExprKind::Binary(_, l, r) => {
+            columns_of(l, out);
+            columns_of(r, out);
+        }
+        ExprKind::InList(x, items, _) => {
+            columns_of(x, out);
+            items.iter().for_each(|i| columns_of(i, out));
+        }
+        ExprKind::Call(_, args) => args.iter().for_each(|a| columns_of(a, out)),
+        ExprKind::Number(_) | ExprKind::Text(_) | ExprKind::Bool(_) | ExprKind::Null => {}
+    }
+}
+
+/// Canonical text, fully parenthesised where precedence matters: what `etl plan` shows.
+impl fmt::Display for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            ExprKind::Column(c) => write!(f, "{c}"),
+            ExprKind::Number(n) => write!(f, "{n}"),
+            ExprKind::Text(s) => write!(f, "'{}'", s.replace('\'', "''")),
+            ExprKind::Bool(b) => write!(f, "{b}"),
+            ExprKind::Null => f.write_str("null"),
+            ExprKind::Unary(UnaryOp::Neg, x) => write!(f, "-({x})"),
+            ExprKind::Unary(UnaryOp::Not, x) => write!(f, "not ({x})"),
+            ExprKind::IsNull(x, false) => write!(f, "{x} is null"),
+            ExprKind::IsNull(x, true) => write!(f, "{x} is not null"),
+            ExprKind::InList(x, items, neg) => {
+                let items: Vec<String> = items.iter().map(ToString::to_string).collect();
+                write!(f, "{x} {}in ({})", if *neg { "not " } else { "" }, items.join(", "))
+            }
+            ExprKind::Binary(op, l, r) => write!(f, "({l} {} {r})", op.symbol()),
+            ExprKind::Call(func, args) => {
+                let args: Vec<String> = args.iter().map(ToString::to_string).collect();
+                write!(f, "{}({})", func.name(), args.join(", "))
+            }
+        }
+    }
+}

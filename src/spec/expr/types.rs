@@ -1,0 +1,257 @@
+//! The rule language's types: what each expression yields over a stage's columns, and the
+//! errors of one that mixes them (a text compared with a number, `not` of a number, ...).
+
+use indexmap::IndexMap;
+use rust_decimal::Decimal;
+
+use super::ast::{BinaryOp, Expr, ExprKind, Func, UnaryOp};
+use super::{ExprError, ExprErrorKind};
+use crate::spec::model::ColumnType;
+
+/// The type of an expression's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ty {
+    /// Any number: integer, decimal or float.
+    Number(NumKind),
+    /// Text.
+    Text,
+    /// Boolean.
+    Bool,
+    /// A date.
+    Date,
+    /// A timestamp.
+    Timestamp,
+    /// The null literal: fits anywhere.
+    Null,
+}
+
+/// The kind of a number: decides how the plan computes with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NumKind {
+    /// A whole number.
+    Int,
+    /// An exact decimal with this many digits after the point.
+    Decimal(u32),
+    /// A binary float.
+    Float,
+}
+
+impl Ty {
+    /// The type of a column's values.
+    pub fn of_column(t: ColumnType) -> Ty {
+        match t {
+            ColumnType::String => Ty::Text,
+            ColumnType::Int32 | ColumnType::Int64 => Ty::Number(NumKind::Int),
+            ColumnType::Decimal { scale, .. } => Ty::Number(NumKind::Decimal(u32::from(scale))),
+            ColumnType::Float64 => Ty::Number(NumKind::Float),
+            ColumnType::Bool => Ty::Bool,
+            ColumnType::Date => Ty::Date,
+            ColumnType::Timestamp => Ty::Timestamp,
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Ty::Number(_) => "a number",
+            Ty::Text => "text",
+            Ty::Bool => "a boolean",
+            Ty::Date => "a date",
+            Ty::Timestamp => "a timestamp",
+            Ty::Null => "null",
+        }
+    }
+    fn same_family(self, other: Ty) -> bool {
+        matches!(
+            (self, other),
+            (Ty::Number(_), Ty::Number(_))
+                | (Ty::Text, Ty::Text)
+                | (Ty::Bool, Ty::Bool)
+                | (Ty::Date, Ty::Date)
+                | (Ty::Timestamp, Ty::Timestamp)
+                | (Ty::Date, Ty::Timestamp)
+                | (Ty::Timestamp, Ty::Date)
+                | (Ty::Null, _)
+                | (_, Ty::Null)
+        )
+    }
+}
+
+/// Combines two number kinds for arithmetic: floats win, decimals keep the larger scale
+/// (the product's scale is the sum).
+pub fn combine(op: BinaryOp, a: NumKind, b: NumKind) -> NumKind {
+    use NumKind::*;
+    match (a, b) {
+        (Float, _) | (_, Float) => Float,
+        (Int, Int) if op != BinaryOp::Div => Int,
+        _ if op == BinaryOp::Div => Float,
+        (Decimal(x), Decimal(y)) if op == BinaryOp::Mul => Decimal(x + y),
+        (Decimal(x), Decimal(y)) => Decimal(x.max(y)),
+        (Decimal(x), Int) | (Int, Decimal(x)) => Decimal(x),
+        (Int, Int) => Int,
+    }
+}
+
+/// The scale a number literal needs.
+pub fn literal_kind(n: Decimal) -> NumKind {
+    if n.normalize().scale() == 0 { NumKind::Int } else { NumKind::Decimal(n.normalize().scale()) }
+}
+
+/// Type-checks an expression against the stage's columns and returns its type.
+pub fn type_of(e: &Expr, columns: &IndexMap<String, ColumnType>) -> Result<Ty, ExprError> {
+    let err = |msg: String, span, help: Option<String>| ExprError { message: msg, span, help, kind: ExprErrorKind::Type };
+    Ok(match &e.kind {
+        ExprKind::Column(name) => match columns.get(name) {
+            Some(t) => Ty::of_column(*t),
+            None => {
+                return Err(ExprError {
+                    message: format!("unknown column `{name}`"),
+                    span: e.span,
+                    help: crate::spec::diag::suggest(name, columns.keys().map(String::as_str))
+                        .or_else(|| Some(format!("the stage's columns are {}", list(columns.keys())))),
+                    kind: ExprErrorKind::UnknownColumn,
+                });
+            }
+        },
+        ExprKind::Number(n) => Ty::Number(literal_kind(*n)),
+        ExprKind::Text(_) => Ty::Text,
+        ExprKind::Bool(_) => Ty::Bool,
+        ExprKind::Null => Ty::Null,
+        ExprKind::Unary(UnaryOp::Neg, x) => match type_of(x, columns)? {
+            t @ (Ty::Number(_) | Ty::Null) => t,
+            t => return Err(err(format!("cannot negate {}", t.name()), x.span, None)),
+        },
+        ExprKind::Unary(UnaryOp::Not, x) => match type_of(x, columns)? {
+            Ty::Bool | Ty::Null => Ty::Bool,
+            t => return Err(err(format!("`not` needs a boolean, found {}", t.name()), x.span, None)),
+        },
+        ExprKind::IsNull(x, _) => {
+            type_of(x, columns)?;
+            Ty::Bool
+        }
+        ExprKind::InList(x, items, _) => {
+            let t = type_of(x, columns)?;
+            for i in items {
+                let it = type_of(i, columns)?;
+                if !t.same_family(it) {
+                    return Err(err(format!("cannot compare {} with {}", t.name(), it.name()), i.span, None));
+                }
+            }
+            Ty::Bool
+        }
+        ExprKind::Binary(op, l, r) => {
+            let lt = type_of(l, columns)?;
+            let rt = type_of(r, columns)?;
+            match op {
+                BinaryOp::And | BinaryOp::Or => {
+                    for (t, s) in [(lt, l.span), (rt, r.span)] {
+                        if !matches!(t, Ty::Bool | Ty::Null) {
+                            return Err(err(
+                                format!("`{}` joins conditions, but this is {}", op.symbol(), t.name()),
+                                s,
+                                Some("write a comparison here, e.g. `x > 0`".into()),
+                            ));
+                        }
+                    }
+                    Ty::Bool
+                }
+                _ if op.is_comparison() => {
+                    if !lt.same_family(rt) {
+                        return Err(err(
+                            format!("cannot compare {} with {}", lt.name(), rt.name()),
+                            e.span,
+                            quote_hint(lt, rt),
+                        ));
+                    }
+                    if matches!(lt, Ty::Bool) && !matches!(op, BinaryOp::Eq | BinaryOp::NotEq) {
+                        return Err(err("booleans have no order".into(), e.span, None));
+                    }
+                    Ty::Bool
+                }
+                _ => match (lt, rt) {
+                    (Ty::Number(a), Ty::Number(b)) => Ty::Number(combine(*op, a, b)),
+                    (Ty::Number(a), Ty::Null) | (Ty::Null, Ty::Number(a)) => Ty::Number(a),
+                    (Ty::Null, Ty::Null) => Ty::Null,
+                    _ => {
+                        let (bad, s) = if matches!(lt, Ty::Number(_) | Ty::Null) { (rt, r.span) } else { (lt, l.span) };
+                        return Err(err(
+                            format!("`{}` needs numbers, but this is {}", op.symbol(), bad.name()),
+                            s,
+                            None,
+                        ));
+                    }
+                },
+            }
+        }
+        ExprKind::Call(f, args) => {
+            let arity_ok = match f {
+                Func::Abs | Func::Length => args.len() == 1,
+                Func::Round => args.len() == 1 || args.len() == 2,
+                Func::Coalesce => !args.is_empty(),
+            };
+            if !arity_ok {
+                return Err(err(format!("wrong number of arguments to `{}`", f.name()), e.span, None));
+            }
+            let types = args.iter().map(|a| type_of(a, columns)).collect::<Result<Vec<_>, _>>()?;
+            match f {
+                Func::Abs => match types[0] {
+                    t @ (Ty::Number(_) | Ty::Null) => t,
+                    t => return Err(err(format!("`abs` needs a number, found {}", t.name()), args[0].span, None)),
+                },
+                Func::Length => match types[0] {
+                    Ty::Text | Ty::Null => Ty::Number(NumKind::Int),
+                    t => return Err(err(format!("`length` needs text, found {}", t.name()), args[0].span, None)),
+                },
+                Func::Round => {
+                    let t = types[0];
+                    if !matches!(t, Ty::Number(_)) {
+                        return Err(err(format!("`round` needs a number, found {}", t.name()), args[0].span, None));
+                    }
+                    match args.get(1).map(|a| &a.kind) {
+                        None => Ty::Number(NumKind::Int),
+                        Some(ExprKind::Number(n)) if n.fract().is_zero() && *n >= Decimal::ZERO && *n <= Decimal::from(18) => {
+                            let places = u32::try_from(n.mantissa()).unwrap_or(0);
+                            match t {
+                                Ty::Number(NumKind::Float) => t,
+                                _ => Ty::Number(NumKind::Decimal(places)),
+                            }
+                        }
+                        Some(_) => {
+                            return Err(err(
+                                "`round`'s second argument is a whole number of places, 0 to 18".into(),
+                                args[1].span,
+                                None,
+                            ));
+                        }
+                    }
+                }
+                Func::Coalesce => {
+                    let mut t = Ty::Null;
+                    for (a, at) in args.iter().zip(&types) {
+                        if !t.same_family(*at) {
+                            return Err(err(format!("`coalesce` mixes {} and {}", t.name(), at.name()), a.span, None));
+                        }
+                        t = match (t, *at) {
+                            (Ty::Null, x) => x,
+                            (Ty::Number(a), Ty::Number(b)) => Ty::Number(combine(BinaryOp::Add, a, b)),
+                            (x, _) => x,
+                        };
+                    }
+                    t
+                }
+            }
+        }
+    })
+}
+
+fn quote_hint(a: Ty, b: Ty) -> Option<String> {
+    match (a, b) {
+        (Ty::Text, Ty::Number(_)) | (Ty::Number(_), Ty::Text) => {
+            Some("a string column compares with a quoted text literal, e.g. `'48'`".into())
+        }
+        _ => None,
+    }
+}
+
+fn list<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    names.map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+}
+
