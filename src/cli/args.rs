@@ -40,8 +40,9 @@ pub enum Command {
         #[command(flatten)]
         spec: SpecArgs,
     },
-    /// Print what a run would do: per stage the DuckDB SQL that reads and casts the CSV, the
-    /// Polars row checks, and the target DDL and load SQL. Offline.
+    /// Print every statement a run sends, in order: per stage its locks and table checks, the
+    /// DuckDB SQL that reads and casts the CSV, the Polars row checks, the target DDL and load
+    /// SQL; then analytics, schedules and run records. Offline.
     Plan {
         /// Spec file [default: $ETL_SPEC, then specs/small_etl.yaml].
         #[arg(value_name = "SPEC")]

@@ -6,7 +6,8 @@ use indexmap::IndexMap;
 use super::duck::Duck;
 use super::extract::Reader;
 use super::postgres::{self, Pg, db, generated};
-use super::{ExecError, RunOptions};
+use super::context::RunOptions;
+use super::error::ExecError;
 use crate::plan::{ConnectionPlan, Plan, StagePlan};
 
 /// Empties the target tables of the selected stages. Returns what was emptied.

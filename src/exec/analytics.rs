@@ -7,7 +7,8 @@ use sqlx::Row;
 
 use super::postgres::{arguments, generated};
 use super::report::AnalyticResult;
-use super::{ExecError, Target};
+use super::context::Target;
+use super::error::ExecError;
 use crate::plan::{AnalyticPlan, Plan};
 
 /// Runs the plan's analytics, in the plan's order.

@@ -8,7 +8,7 @@ use duckdb::arrow::array::{Array, StructArray};
 use duckdb::arrow::record_batch::RecordBatch;
 use polars::prelude::DataFrame;
 
-use super::ExecError;
+use crate::exec::error::ExecError;
 use crate::plan::{StagePlan, duck};
 
 /// A DuckDB database for one run's extracts: in memory, spilling to `temp_dir` past

@@ -12,7 +12,7 @@ use super::incremental::Changes;
 use super::progress::Progress;
 use super::report::{StageReport, Status};
 use super::validate::{self, Reject};
-use super::ExecError;
+use crate::exec::error::ExecError;
 use crate::plan::StagePlan;
 use crate::spec::model::Severity;
 

@@ -4,7 +4,7 @@
 use polars::prelude::*;
 use serde::Serialize;
 
-use super::ExecError;
+use crate::exec::error::ExecError;
 use crate::plan::StagePlan;
 use crate::plan::extract::{RECORD, UNCHANGED, duplicate_column, uncast_column};
 use crate::spec::model::Severity;

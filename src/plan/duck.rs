@@ -2,8 +2,8 @@
 //! database set up, a DuckDB target's file attached to it, and a DuckDB stage's transaction and
 //! table checks.
 
+use super::compiled::{DUCKDB_CATALOG, DuckStatements, TargetPlan};
 use super::sql::{Query, ident, literal};
-use super::{DUCKDB_CATALOG, TargetPlan};
 
 /// Opens a stage's transaction on a DuckDB target (or a dry run's, for every stage).
 pub const BEGIN: &str = "BEGIN TRANSACTION";
@@ -26,15 +26,6 @@ pub fn configure(memory_limit: &str, temp_dir: &str) -> String {
 /// Attaches a DuckDB target's file (created when missing) and makes it the default catalog.
 pub fn attach(file: &str) -> String {
     format!("ATTACH IF NOT EXISTS {} AS {DUCKDB_CATALOG}; USE {DUCKDB_CATALOG};", literal(file))
-}
-
-/// A DuckDB stage's statements besides its extract, DDL and load.
-#[derive(Debug, Clone, Default)]
-pub struct DuckStatements {
-    /// The table's columns as the catalog has them (none: the table is missing).
-    pub read_columns: Query,
-    /// Empties the table (`etl clean`).
-    pub delete_all: String,
 }
 
 /// Compiles a DuckDB stage's statements.

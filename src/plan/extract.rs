@@ -6,44 +6,8 @@
 
 use crate::spec::model::ColumnType;
 
+use super::compiled::{ColumnPlan, DUCKDB_CATALOG, Dialect, ExtractSql, Lookups, ReadCsv, Reference, StagePlan, TargetPlan};
 use super::sql::{FileSql, ident, literal, qualified};
-use super::{ColumnPlan, DUCKDB_CATALOG, Dialect, StagePlan, TargetPlan};
-
-/// The DuckDB statements of a stage's extract, in the order they run.
-#[derive(Debug, Clone, Default)]
-pub struct ExtractSql {
-    /// Drops the reject tables an earlier read of the stage left (DuckDB appends to them).
-    pub clear_rejects: String,
-    /// Reads the CSV into a table of text, in file order (see `ReadCsv`).
-    pub read: ReadCsv,
-    /// Finds the repeated keys (and unique values) of the file: one aggregate each.
-    pub duplicates: Vec<String>,
-    /// Counts the rows read.
-    pub count: String,
-    /// Lists the malformed lines the reader set aside.
-    pub malformed: String,
-    /// Yields the typed rows, with their record numbers and the lookups' flags.
-    pub select: String,
-}
-
-/// The statement that reads a stage's CSV: it takes the file's path and its columns (its
-/// header's fields, or the spec's columns for a file without a header), both only known once
-/// the file is there. Nothing is sniffed: every column is read as text, and a line that does not
-/// fit goes to the reject table.
-#[derive(Debug, Clone, Default)]
-pub struct ReadCsv {
-    head: String,
-    options: String,
-    tail: String,
-}
-
-impl ReadCsv {
-    /// The statement reading `path`, whose columns are `file_columns`.
-    pub fn sql(&self, path: &str, file_columns: &[String]) -> String {
-        let columns: Vec<String> = file_columns.iter().map(|c| format!("{}: 'VARCHAR'", literal(c))).collect();
-        format!("{}{}, {}, columns = {{{}}}, {}", self.head, literal(path), self.options, columns.join(", "), self.tail)
-    }
-}
 
 /// Compiles a stage's extract (its lookups already compiled).
 pub fn compile(stage: &StagePlan) -> ExtractSql {
@@ -139,28 +103,6 @@ pub fn missing_column(column: &str) -> String {
 
 /// The column that is true for a row equal to the target's current row with its key.
 pub const UNCHANGED: &str = "__unchanged";
-
-/// A key set a stage's column must be found in.
-#[derive(Debug, Clone)]
-pub struct Reference {
-    /// The stage's column.
-    pub column: String,
-    /// The DuckDB relation holding the referenced values (SQL, quoted).
-    pub relation: String,
-    /// The column of that relation.
-    pub ref_column: String,
-    /// The referenced table in the target (SQL, quoted), whose values fill the relation.
-    pub table: String,
-}
-
-/// The relations a stage's extract joins, filled by the executor before the extract runs.
-#[derive(Debug, Clone, Default)]
-pub struct Lookups {
-    /// One per foreign key.
-    pub references: Vec<Reference>,
-    /// The target's current rows (the spec's columns), for an upsert with a key.
-    pub current: Option<String>,
-}
 
 /// The relation a PostgreSQL target's referenced key set is copied into for a stage's column.
 pub fn reference_relation(stage: &str, column: &str) -> String {

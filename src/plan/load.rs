@@ -3,77 +3,8 @@
 
 use crate::spec::model::{ColumnType, LoadMode};
 
+use super::compiled::{ColumnPlan, Dialect, ForeignKey, LoadSql, MergeStep, TargetPlan};
 use super::sql::{FileSql, ident};
-use super::{ColumnPlan, Dialect, TargetPlan};
-
-/// A stage's target SQL, in the order it runs.
-#[derive(Debug, Clone, Default)]
-pub struct LoadSql {
-    /// Creates the table when missing. PostgreSQL: the columns only, so the first load is a bulk
-    /// COPY into a bare table; DuckDB: with its key and unique constraints.
-    pub create_table: Vec<String>,
-    /// Adds the key and unique constraints to a table created bare (PostgreSQL), after its first
-    /// load: one index build each instead of per-row upkeep.
-    pub constraints: Vec<String>,
-    /// Creates the requested indexes when missing.
-    pub create_indexes: Vec<String>,
-    /// Adds the foreign keys (PostgreSQL: each checked against the catalog first; DuckDB
-    /// declares them in CREATE TABLE).
-    pub foreign_keys: Vec<ForeignKey>,
-    /// Creates the per-transaction staging table.
-    pub create_staging: String,
-    /// Fills the staging table (PostgreSQL: COPY in binary format; DuckDB: see `copy_file`).
-    pub copy: String,
-    /// DuckDB: COPYs one batch, written as CSV, into the staging table.
-    pub copy_file: Option<FileSql>,
-    /// PostgreSQL: COPYs the rows straight into the table (a table that is new or empty).
-    pub copy_direct: String,
-    /// PostgreSQL: the same into a table created by this transaction, whose rows FREEZE writes
-    /// as already visible.
-    pub copy_frozen: String,
-    /// DuckDB: counts the staged rows whose key the table holds (to tell inserts from updates).
-    pub count_existing: Option<String>,
-    /// Writes the staged rows into the table.
-    pub merge: Vec<MergeStep>,
-    /// Drops the staging table (DuckDB, after a dry run's stage).
-    pub drop_staging: String,
-}
-
-/// One statement of a merge, by what it reports.
-#[derive(Debug, Clone)]
-pub enum MergeStep {
-    /// Empties the table (mode replace).
-    Delete(String),
-    /// Inserts the staged rows; its row count is the rows inserted.
-    Insert(String),
-    /// Upserts the staged rows. PostgreSQL: yields (rows inserted, rows written); DuckDB: its row
-    /// count is the rows written.
-    Upsert(String),
-}
-
-impl MergeStep {
-    /// The statement.
-    pub fn sql(&self) -> &str {
-        match self {
-            MergeStep::Delete(s) | MergeStep::Insert(s) | MergeStep::Upsert(s) => s,
-        }
-    }
-}
-
-/// A foreign key of the target table.
-#[derive(Debug, Clone)]
-pub struct ForeignKey {
-    /// Constraint name.
-    pub name: String,
-    /// The column.
-    pub column: String,
-    /// The table it references.
-    pub table: String,
-    /// The column there.
-    pub ref_column: String,
-    /// The statement adding it.
-    pub sql: String,
-}
 
 /// The staging table's name.
 pub fn staging_table(t: &TargetPlan) -> String {

@@ -5,6 +5,7 @@
 //! Pure: no I/O, so `etl plan` shows the whole run offline. It does not read a database's
 //! catalog: what a live table holds is checked by the executor, with the statements planned here.
 
+pub mod compiled;
 pub mod duck;
 pub mod extract;
 pub mod load;
@@ -17,209 +18,10 @@ pub mod sql;
 use indexmap::IndexMap;
 use rust_decimal::Decimal;
 
-use crate::spec::model::{
-    ColumnType, Connection, CsvOptions, Encoding, LoadMode, PostgresConnection, S3Connection, Severity, Spec, StageSelection,
-};
+pub use compiled::*;
+
+use crate::spec::model::{Connection, CsvOptions, Encoding, Spec, StageSelection};
 use crate::spec::words::{cron_expression, every_cron, every_words, strptime_formats};
-
-/// The catalog a DuckDB target's file is attached as in the run's DuckDB database.
-pub const DUCKDB_CATALOG: &str = "etl_target";
-
-/// A compiled spec.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    /// The spec's name.
-    pub name: String,
-    /// Every connection the spec names, resolved to its settings, in spec order.
-    pub connections: IndexMap<String, ConnectionPlan>,
-    /// Stages in run order (dependencies first, otherwise as written).
-    pub stages: Vec<StagePlan>,
-    /// Analytics queries in spec order.
-    pub analytics: Vec<AnalyticPlan>,
-    /// Schedules in spec order.
-    pub schedules: Vec<SchedulePlan>,
-}
-
-/// A connection with its settings.
-#[derive(Debug, Clone)]
-pub enum ConnectionPlan {
-    /// An S3 bucket (a stage's object is the connection's prefix, then its key).
-    S3(S3Connection),
-    /// A local directory (relative to the spec file's directory).
-    Local {
-        /// The directory.
-        dir: String,
-    },
-    /// A PostgreSQL database.
-    Postgres(PostgresConnection),
-    /// An embedded DuckDB file (relative to the spec file's directory).
-    Duckdb {
-        /// The file.
-        file: String,
-    },
-}
-
-/// Where a stage's CSV file is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourcePlan {
-    /// The connection (an `s3` or `local` one in `Plan::connections`).
-    pub connection: String,
-    /// The object key or the file's path in the directory.
-    pub key: String,
-}
-
-/// A compiled stage.
-#[derive(Debug, Clone)]
-pub struct StagePlan {
-    /// Stage name.
-    pub name: String,
-    /// Stages that load first.
-    pub needs: Vec<String>,
-    /// Where its CSV file is.
-    pub source: SourcePlan,
-    /// The CSV dialect, defaults filled in.
-    pub csv: CsvDialect,
-    /// Columns in order.
-    pub columns: Vec<ColumnPlan>,
-    /// Row checks, column facets first, then rules.
-    pub checks: Vec<predicates::Check>,
-    /// Target.
-    pub target: TargetPlan,
-    /// Rows per COPY batch.
-    pub batch_size: u32,
-    /// Error budget: most rejected rows allowed.
-    pub max_rejects: Option<u64>,
-    /// Error budget: largest rejected fraction allowed.
-    pub max_reject_ratio: Option<f64>,
-    /// The relations the extract joins (referenced keys, current rows).
-    pub lookups: extract::Lookups,
-    /// The DuckDB statements of the extract.
-    pub extract: extract::ExtractSql,
-}
-
-/// A compiled column.
-#[derive(Debug, Clone)]
-pub struct ColumnPlan {
-    /// Column name in the table.
-    pub name: String,
-    /// CSV header it is read from.
-    pub header: String,
-    /// Type.
-    pub ty: ColumnType,
-    /// Whether it may be null.
-    pub nullable: bool,
-    /// Parse formats (DuckDB strptime) for date and timestamp columns with a `format`.
-    pub formats: Vec<String>,
-    /// Longest text, for VARCHAR(n).
-    pub max_length: Option<u32>,
-    /// Whether it is unique on its own.
-    pub unique: bool,
-    /// Whether to index it.
-    pub index: bool,
-    /// The (table, column) it references.
-    pub references: Option<(String, String)>,
-    /// Its description, for the column comment.
-    pub description: Option<String>,
-}
-
-/// The CSV dialect of a source.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CsvDialect {
-    /// One character.
-    pub delimiter: String,
-    /// One character.
-    pub quote: String,
-    /// One character.
-    pub escape: String,
-    /// Whether the first line is a header.
-    pub header: bool,
-    /// Text encoding.
-    pub encoding: Encoding,
-    /// Values read as NULL.
-    pub null_values: Vec<String>,
-}
-
-/// SQL dialect of a target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    /// PostgreSQL.
-    Postgres,
-    /// DuckDB.
-    Duckdb,
-}
-
-/// A compiled target.
-#[derive(Debug, Clone)]
-pub struct TargetPlan {
-    /// Connection name.
-    pub connection: String,
-    /// Its dialect.
-    pub dialect: Dialect,
-    /// Schema (postgres), if any.
-    pub schema: Option<String>,
-    /// Table name.
-    pub table: String,
-    /// The table's name as SQL: quoted, in its schema (PostgreSQL).
-    pub qualified: String,
-    /// Key columns.
-    pub key: Vec<String>,
-    /// Load mode.
-    pub mode: LoadMode,
-    /// Generated identity key, if any.
-    pub surrogate_key: Option<String>,
-    /// The SQL: DDL and load statements.
-    pub sql: load::LoadSql,
-    /// The other statements the stage sends to its target.
-    pub statements: TargetStatements,
-}
-
-/// A target's statements besides its DDL and load, by dialect.
-#[derive(Debug, Clone)]
-pub enum TargetStatements {
-    /// PostgreSQL's.
-    Postgres(Box<postgres::PgStatements>),
-    /// DuckDB's.
-    Duckdb(duck::DuckStatements),
-}
-
-/// A compiled analytics query.
-#[derive(Debug, Clone)]
-pub struct AnalyticPlan {
-    /// Name.
-    pub name: String,
-    /// Connection it runs on.
-    pub connection: String,
-    /// The SQL as written.
-    pub sql: String,
-    /// The statement sent: the query wrapped so every value comes back as the database prints
-    /// it (PostgreSQL: as JSON text, numerics in full; DuckDB: cast to VARCHAR).
-    pub run: String,
-    /// PostgreSQL: puts the connection's schema first on the search path (in the query's own
-    /// transaction), so unqualified names are the tables the stages loaded.
-    pub search_path: Option<sql::Query>,
-    /// Description.
-    pub description: Option<String>,
-}
-
-/// A compiled schedule.
-#[derive(Debug, Clone)]
-pub struct SchedulePlan {
-    /// Name.
-    pub name: String,
-    /// Six-field cron expression (seconds first), as the scheduler takes it.
-    pub cron: String,
-    /// The trigger in a person's words (`every day at 02:00`, `cron */15 * * * *`).
-    pub trigger: String,
-    /// Stages it runs (None: all).
-    pub stages: Option<Vec<String>>,
-    /// IANA time zone.
-    pub timezone: String,
-    /// Whether it fires.
-    pub enabled: bool,
-}
-
-/// Default rows per batch.
-pub const DEFAULT_BATCH_SIZE: u32 = 10_000;
 
 /// Compiles a spec that passed `spec::check`. Names are assumed to resolve.
 pub fn compile(spec: &Spec) -> Plan {
@@ -328,8 +130,8 @@ fn stage(spec: &Spec, name: &str) -> StagePlan {
         key: st.target.key.clone(),
         mode: st.target.mode,
         surrogate_key: st.target.surrogate_key.clone(),
-        sql: load::LoadSql::default(),
-        statements: TargetStatements::Duckdb(duck::DuckStatements::default()),
+        sql: LoadSql::default(),
+        statements: TargetStatements::Duckdb(DuckStatements::default()),
     };
     target.sql = load::compile(&target, &columns);
     let lookups = extract::lookups(name, &target, &columns);
@@ -350,35 +152,10 @@ fn stage(spec: &Spec, name: &str) -> StagePlan {
         max_rejects: st.max_rejects.or(spec.defaults.max_rejects),
         max_reject_ratio: st.max_reject_ratio.or(spec.defaults.max_reject_ratio),
         lookups,
-        extract: extract::ExtractSql::default(),
+        extract: ExtractSql::default(),
     };
     plan.extract = extract::compile(&plan);
     plan
-}
-
-impl Plan {
-    /// The stages to run for a selection: the named ones, in run order.
-    pub fn select(&self, only: Option<&[String]>) -> Vec<&StagePlan> {
-        self.stages.iter().filter(|s| only.is_none_or(|o| o.contains(&s.name))).collect()
-    }
-}
-
-impl TargetPlan {
-    /// A PostgreSQL target's statements (None for DuckDB).
-    pub fn postgres(&self) -> Option<&postgres::PgStatements> {
-        match &self.statements {
-            TargetStatements::Postgres(p) => Some(p),
-            TargetStatements::Duckdb(_) => None,
-        }
-    }
-
-    /// A DuckDB target's statements (None for PostgreSQL).
-    pub fn duckdb(&self) -> Option<&duck::DuckStatements> {
-        match &self.statements {
-            TargetStatements::Duckdb(d) => Some(d),
-            TargetStatements::Postgres(_) => None,
-        }
-    }
 }
 
 /// Stages in dependency order; ties keep the spec's order.
@@ -418,18 +195,5 @@ fn dialect(defaults: Option<&CsvOptions>, own: Option<&CsvOptions>) -> CsvDialec
             .and_then(|c| c.null_values.clone())
             .or_else(|| defaults.and_then(|c| c.null_values.clone()))
             .unwrap_or_else(|| vec![String::new()]),
-    }
-}
-
-/// Column name → type, for a stage.
-pub fn column_types(columns: &[ColumnPlan]) -> IndexMap<String, ColumnType> {
-    columns.iter().map(|c| (c.name.clone(), c.ty)).collect()
-}
-
-/// The severity word.
-pub fn severity_word(s: Severity) -> &'static str {
-    match s {
-        Severity::Error => "error",
-        Severity::Warn => "warn",
     }
 }

@@ -5,98 +5,15 @@
 
 use crate::spec::model::LoadMode;
 
+use super::compiled::{ColumnPlan, Lookup, Lookups, PgStatements, ReferenceLookup, Referenced, TargetPlan};
 use super::extract::{lookup_create, lookup_fill};
-use super::sql::{Bind, FileSql, Query, ident};
-use super::{ColumnPlan, TargetPlan};
-use super::extract::Lookups;
+use super::sql::{Bind, Query, ident};
 
 /// Whether a table exists (`$1`: its quoted, qualified name).
 pub const TABLE_EXISTS: &str = "SELECT to_regclass($1)::text";
 
 /// The current transaction's id as a row's `xmin` shows it (its low 32 bits).
 pub const CURRENT_XID: &str = "SELECT txid_current() % 4294967296";
-
-/// A PostgreSQL stage's statements besides its DDL and load (`load::LoadSql`).
-#[derive(Debug, Clone)]
-pub struct PgStatements {
-    /// The transaction's settings: lookups are exported as text DuckDB parses back (ISO dates,
-    /// floats in full).
-    pub settings: Vec<String>,
-    /// A dry run keeps one transaction for every stage; each stage runs under this savepoint.
-    pub savepoint: String,
-    /// Undoes a dry run's stage that went over its error budget.
-    pub rollback_to_savepoint: String,
-    /// Two runs never interleave on the table: a lock on its name until the stage ends.
-    pub advisory_lock: Query,
-    /// The table's columns as the catalog has them (none: the table is missing).
-    pub read_columns: Query,
-    /// Whether the target schema exists (read only when the table is missing).
-    pub schema_exists: Query,
-    /// Creates the target schema when it does not exist.
-    pub create_schema: String,
-    /// Whether a unique constraint or index covers the key (an existing table needs one).
-    pub key_is_unique: Option<Query>,
-    /// Whether each foreign key (`load::LoadSql::foreign_keys`, same order) exists.
-    pub foreign_key_exists: Vec<Query>,
-    /// Locks an existing table against other writers until the stage commits.
-    pub lock: String,
-    /// Whether the table exists.
-    pub exists: Query,
-    /// Whether the table holds no row.
-    pub is_empty: String,
-    /// Empties the table (mode replace, before the rows are copied into it).
-    pub delete_all: Option<String>,
-    /// The table's state (see `state_sql`).
-    pub state: String,
-    /// Each table the stage references, once, in name order: what its state digest reads.
-    pub referenced: Vec<Referenced>,
-    /// The key set of each foreign key, exported for the extract to join.
-    pub reference_lookups: Vec<ReferenceLookup>,
-    /// The table's current rows, exported for the extract to join (an upsert with a key).
-    pub current_lookup: Option<Lookup>,
-}
-
-/// A table a stage references.
-#[derive(Debug, Clone)]
-pub struct Referenced {
-    /// The table (quoted, qualified).
-    pub table: String,
-    /// Whether it exists.
-    pub exists: Query,
-    /// Keeps it from changing until the stage commits.
-    pub lock: String,
-    /// Its state.
-    pub state: String,
-}
-
-/// A foreign key's key set, exported from the target into the extract's DuckDB.
-#[derive(Debug, Clone)]
-pub struct ReferenceLookup {
-    /// The stage's column.
-    pub column: String,
-    /// The referenced table (quoted, qualified).
-    pub table: String,
-    /// Whether that table exists.
-    pub exists: Query,
-    /// Keeps it from changing until the stage commits.
-    pub lock: String,
-    /// The same for a stage whose table is new: its foreign key, added after the load, takes
-    /// this lock anyway, so a writer queued meanwhile cannot deadlock with it.
-    pub lock_for_new_table: String,
-    /// The export, and the DuckDB relation it fills.
-    pub lookup: Lookup,
-}
-
-/// Rows exported from the target as CSV and read into a DuckDB relation.
-#[derive(Debug, Clone)]
-pub struct Lookup {
-    /// `COPY (...) TO STDOUT` of the rows.
-    pub export: String,
-    /// Creates the relation, empty.
-    pub create: String,
-    /// Fills it from the exported file.
-    pub fill: FileSql,
-}
 
 /// SQL giving a table's state as one text: `count:sum(xmin):max(xmin)`. Any committed insert,
 /// update or delete changes it.

@@ -6,27 +6,9 @@ use indexmap::IndexMap;
 use polars::prelude::{DataType, Expr, LiteralValue, Scalar, col, lit};
 use rust_decimal::Decimal;
 
+use super::compiled::Check;
 use crate::spec::expr::{self, BinaryOp, ExprKind, Func, NumKind, Ty, UnaryOp};
 use crate::spec::model::{Column, ColumnType, Literal, Severity, Spec, Stage};
-
-/// One row check.
-#[derive(Debug, Clone)]
-pub struct Check {
-    /// What is checked: a facet (`not_null`, `max_length`, `min`, `enum`, ...) or a rule's name.
-    pub rule: String,
-    /// The column a facet is about; None for rules.
-    pub column: Option<String>,
-    /// What a failing row gets.
-    pub severity: Severity,
-    /// The condition as written in the spec's terms, e.g. `cash >= 0`.
-    pub condition: String,
-    /// True for a row that violates the check.
-    pub violation: Expr,
-    /// Message stored with a rejected row.
-    pub message: String,
-    /// The columns it reads (for the offending values).
-    pub reads: Vec<String>,
-}
 
 /// Compiles a stage's checks. `tolerance` is `defaults.tolerance`.
 pub fn compile(spec: &Spec, stage: &Stage, tolerance: Decimal) -> Vec<Check> {

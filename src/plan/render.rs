@@ -5,9 +5,9 @@
 
 use std::fmt::Write;
 
-use super::load::MergeStep;
-use super::postgres::{CURRENT_XID, PgStatements};
-use super::{ConnectionPlan, Dialect, Plan, StagePlan, TargetStatements, duck, records, severity_word};
+use super::compiled::{ConnectionPlan, Dialect, DuckStatements, MergeStep, PgStatements, Plan, StagePlan, TargetStatements, severity_word};
+use super::postgres::CURRENT_XID;
+use super::{duck, records};
 use crate::spec::model::LoadMode;
 
 /// Renders the plan, or only the named stage.
@@ -213,7 +213,7 @@ fn postgres_stage(out: &mut String, st: &StagePlan, pg: &PgStatements) {
     let _ = writeln!(out, "{};  -- otherwise", pg.state);
 }
 
-fn duckdb_stage(out: &mut String, st: &StagePlan, d: &duck::DuckStatements) {
+fn duckdb_stage(out: &mut String, st: &StagePlan, d: &DuckStatements) {
     let t = &st.target;
     let _ = writeln!(out, "\n-- 1. the stage's transaction (DuckDB: the target file is attached to the run's database; a dry run keeps one for every stage)");
     let _ = writeln!(out, "{};", duck::BEGIN);

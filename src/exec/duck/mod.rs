@@ -13,8 +13,10 @@ use super::csv::push_quoted;
 use super::extract::Reader;
 use super::report::{AnalyticResult, Merged, StageReport, Status};
 use super::stage::{over_budget, stage_rows};
-use super::{ExecError, StageContext};
-use crate::plan::load::{MergeStep, sql_type};
+use super::context::StageContext;
+use super::error::ExecError;
+use crate::plan::MergeStep;
+use crate::plan::load::sql_type;
 use crate::plan::{StagePlan, duck, records, severity_word};
 use crate::spec::model::ColumnType;
 

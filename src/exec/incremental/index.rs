@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::scan::{ByHash, Record, scan};
-use crate::exec::ExecError;
+use crate::exec::error::ExecError;
 use crate::plan::StagePlan;
 
 const MAGIC: &[u8; 8] = b"ETLLINE2";

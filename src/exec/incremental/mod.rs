@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use xxhash_rust::xxh3::xxh3_128;
 
-use super::ExecError;
+use crate::exec::error::ExecError;
 use super::validate::Reject;
 use crate::plan::StagePlan;
 use crate::spec::model::Severity;

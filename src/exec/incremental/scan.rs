@@ -9,7 +9,7 @@ use std::path::Path;
 
 use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
 
-use crate::exec::ExecError;
+use crate::exec::error::ExecError;
 use crate::plan::StagePlan;
 use crate::spec::model::{ColumnType, Encoding};
 

@@ -6,7 +6,7 @@ use polars::prelude::{ChunkedArray, DataFrame, DataType, PolarsDataType, TimeUni
 use polars_arrow::array::{Array, BooleanArray, PrimitiveArray, Utf8ViewArray};
 use polars_arrow::bitmap::Bitmap;
 
-use crate::exec::ExecError;
+use crate::exec::error::ExecError;
 use crate::plan::StagePlan;
 
 /// The bytes that open a binary COPY stream: signature, flags, header extension length.

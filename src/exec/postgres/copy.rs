@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use polars::prelude::DataFrame;
 
 use super::{Pg, Tx, binary, db};
-use crate::exec::ExecError;
+use crate::exec::error::ExecError;
 use crate::plan::StagePlan;
 
 /// Writes what a planned `COPY (...) TO STDOUT (FORMAT csv)` yields to `path` (NULL an empty

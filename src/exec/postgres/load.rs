@@ -18,10 +18,12 @@ use crate::exec::report::{Merged, StageReport};
 use crate::exec::reuse::{Reuse, fingerprint, stage_context, unchanged_stage};
 use crate::exec::source::Source;
 use crate::exec::stage::{over_budget, stage_rows};
-use crate::exec::{ExecError, StageContext, incremental};
+use crate::exec::context::StageContext;
+use crate::exec::error::ExecError;
+use crate::exec::incremental;
 use crate::plan::StagePlan;
-use crate::plan::load::MergeStep;
-use crate::plan::postgres::PgStatements;
+use crate::plan::MergeStep;
+use crate::plan::PgStatements;
 use crate::spec::model::LoadMode;
 
 /// The transactions a dry run keeps open, one per target, rolled back at its end.

@@ -14,7 +14,7 @@ use std::str::FromStr;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::{Arguments, PgPool, Postgres, Transaction};
 
-use super::ExecError;
+use crate::exec::error::ExecError;
 use crate::plan::postgres::TABLE_EXISTS;
 use crate::plan::sql::{Bind, Query};
 use crate::spec::model::PostgresConnection;

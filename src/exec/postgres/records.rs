@@ -5,7 +5,7 @@
 use sqlx::{PgPool, Row};
 
 use super::{Tx, db, value};
-use crate::exec::ExecError;
+use crate::exec::error::ExecError;
 use crate::exec::csv::write_record;
 use crate::exec::report::{StageReport, Status};
 use crate::exec::reuse::fingerprint::Fingerprint;

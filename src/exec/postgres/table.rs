@@ -6,10 +6,10 @@
 use sqlx::Row;
 
 use super::{Tx, arguments, db, execute, generated, scalar};
-use crate::exec::ExecError;
+use crate::exec::error::ExecError;
 use crate::plan::StagePlan;
 use crate::plan::load::sql_type;
-use crate::plan::postgres::PgStatements;
+use crate::plan::PgStatements;
 use crate::spec::model::ColumnType;
 
 /// Creates the stage's table when missing, or checks that the existing one holds the spec's

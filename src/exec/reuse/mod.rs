@@ -16,8 +16,10 @@ use super::postgres::records::{LastLoad, last_load, rejects_of};
 use super::postgres::{self, Pg, Tx};
 use super::report::{Merged, StageReport};
 use super::source::Source;
-use super::{ExecError, RunOptions, Target, incremental};
-use crate::plan::postgres::PgStatements;
+use super::context::{RunOptions, Target};
+use super::error::ExecError;
+use super::incremental;
+use crate::plan::PgStatements;
 use crate::plan::{Plan, StagePlan};
 use crate::spec::model::LoadMode;
 

@@ -7,7 +7,7 @@ pub mod s3;
 
 use std::path::{Path, PathBuf};
 
-use super::ExecError;
+use crate::exec::error::ExecError;
 use super::reuse::fingerprint;
 use crate::plan::{ConnectionPlan, Plan, StagePlan};
 

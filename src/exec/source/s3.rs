@@ -10,7 +10,7 @@ use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCa
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use tokio::io::AsyncWriteExt;
 
-use crate::exec::ExecError;
+use crate::exec::error::ExecError;
 use crate::spec::model::{ChecksumMode, S3Connection};
 
 /// An endpoint as a URL: a bare `host:port` means http, as the seed's MinIO settings wrote it.

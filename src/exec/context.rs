@@ -1,0 +1,72 @@
+//! What the stages of a run share: how to run (`RunOptions`), the opened targets, and the
+//! context every stage gets (its Plan, options, the run's DuckDB reader, runtime and progress).
+
+use std::path::{Path, PathBuf};
+
+use super::duck::Duck;
+use super::extract::Reader;
+use super::postgres::Pg;
+use super::progress::Progress;
+use crate::plan::Plan;
+
+/// DuckDB's memory limit for a run: `ETL_DUCKDB_MEMORY`, else 256MB. Past it DuckDB spills to
+/// the temp directory, so a run's memory is bounded by this and the batch size, not the file.
+pub fn duckdb_memory() -> String {
+    std::env::var("ETL_DUCKDB_MEMORY").ok().filter(|m| !m.trim().is_empty()).unwrap_or_else(|| "256MB".into())
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Only these stages (None: all), in plan order.
+    pub stages: Option<Vec<String>>,
+    /// Validate everything, load nothing.
+    pub dry_run: bool,
+    /// The spec file (relative paths in connections start at its directory).
+    pub spec_path: PathBuf,
+    /// SHA-256 of the spec file, recorded with the run.
+    pub spec_hash: String,
+    /// Where DuckDB may spill.
+    pub temp_dir: PathBuf,
+    /// DuckDB's memory limit, e.g. `1GB`.
+    pub duckdb_memory: String,
+    /// The scheduler job that started this run, if any.
+    pub job_id: Option<String>,
+    /// Print no progress (e.g. for `--output json` piped somewhere).
+    pub quiet: bool,
+    /// Log every batch.
+    pub verbose: bool,
+    /// Load every stage, even one whose source, spec and tables are unchanged since its last
+    /// load.
+    pub force: bool,
+}
+
+impl RunOptions {
+    /// The spec file's directory.
+    pub fn spec_dir(&self) -> PathBuf {
+        self.spec_path.parent().map(Path::to_path_buf).unwrap_or_default()
+    }
+}
+
+/// A stage's target database, opened.
+pub enum Target<'r> {
+    /// A PostgreSQL database.
+    Pg(Pg),
+    /// A DuckDB file attached to the run's DuckDB database.
+    Duck(Duck<'r>),
+}
+
+/// What every stage of a run shares: its Plan, options, DuckDB reader, runtime and progress.
+pub struct StageContext<'a> {
+    /// The compiled spec.
+    pub plan: &'a Plan,
+    /// How to run.
+    pub opts: &'a RunOptions,
+    /// The run's DuckDB database.
+    pub reader: &'a Reader,
+    /// The runtime S3 requests run on.
+    pub rt: &'a tokio::runtime::Runtime,
+    /// What the run tells a person while it works.
+    pub progress: &'a Progress,
+}
+

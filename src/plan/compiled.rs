@@ -1,0 +1,495 @@
+//! What a compiled spec is: the `Plan` and its parts, as the executor sees them. The compiler
+//! (`plan::compile` and its rooms: extract, load, postgres, duck, predicates) fills them in; the
+//! types live here so that every room can use them without importing the compiler.
+
+use indexmap::IndexMap;
+use polars::prelude::Expr;
+
+use super::sql::{FileSql, Query, literal};
+use crate::spec::model::{ColumnType, Encoding, LoadMode, PostgresConnection, S3Connection, Severity};
+
+/// The catalog a DuckDB target's file is attached as in the run's DuckDB database.
+pub const DUCKDB_CATALOG: &str = "etl_target";
+
+/// Default rows per batch.
+pub const DEFAULT_BATCH_SIZE: u32 = 10_000;
+
+// The plan, its connections and stages
+
+/// A compiled spec.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The spec's name.
+    pub name: String,
+    /// Every connection the spec names, resolved to its settings, in spec order.
+    pub connections: IndexMap<String, ConnectionPlan>,
+    /// Stages in run order (dependencies first, otherwise as written).
+    pub stages: Vec<StagePlan>,
+    /// Analytics queries in spec order.
+    pub analytics: Vec<AnalyticPlan>,
+    /// Schedules in spec order.
+    pub schedules: Vec<SchedulePlan>,
+}
+
+/// A connection with its settings.
+#[derive(Debug, Clone)]
+pub enum ConnectionPlan {
+    /// An S3 bucket (a stage's object is the connection's prefix, then its key).
+    S3(S3Connection),
+    /// A local directory (relative to the spec file's directory).
+    Local {
+        /// The directory.
+        dir: String,
+    },
+    /// A PostgreSQL database.
+    Postgres(PostgresConnection),
+    /// An embedded DuckDB file (relative to the spec file's directory).
+    Duckdb {
+        /// The file.
+        file: String,
+    },
+}
+
+/// Where a stage's CSV file is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcePlan {
+    /// The connection (an `s3` or `local` one in `Plan::connections`).
+    pub connection: String,
+    /// The object key or the file's path in the directory.
+    pub key: String,
+}
+
+/// A compiled stage.
+#[derive(Debug, Clone)]
+pub struct StagePlan {
+    /// Stage name.
+    pub name: String,
+    /// Stages that load first.
+    pub needs: Vec<String>,
+    /// Where its CSV file is.
+    pub source: SourcePlan,
+    /// The CSV dialect, defaults filled in.
+    pub csv: CsvDialect,
+    /// Columns in order.
+    pub columns: Vec<ColumnPlan>,
+    /// Row checks, column facets first, then rules.
+    pub checks: Vec<Check>,
+    /// Target.
+    pub target: TargetPlan,
+    /// Rows per COPY batch.
+    pub batch_size: u32,
+    /// Error budget: most rejected rows allowed.
+    pub max_rejects: Option<u64>,
+    /// Error budget: largest rejected fraction allowed.
+    pub max_reject_ratio: Option<f64>,
+    /// The relations the extract joins (referenced keys, current rows).
+    pub lookups: Lookups,
+    /// The DuckDB statements of the extract.
+    pub extract: ExtractSql,
+}
+
+/// A compiled column.
+#[derive(Debug, Clone)]
+pub struct ColumnPlan {
+    /// Column name in the table.
+    pub name: String,
+    /// CSV header it is read from.
+    pub header: String,
+    /// Type.
+    pub ty: ColumnType,
+    /// Whether it may be null.
+    pub nullable: bool,
+    /// Parse formats (DuckDB strptime) for date and timestamp columns with a `format`.
+    pub formats: Vec<String>,
+    /// Longest text, for VARCHAR(n).
+    pub max_length: Option<u32>,
+    /// Whether it is unique on its own.
+    pub unique: bool,
+    /// Whether to index it.
+    pub index: bool,
+    /// The (table, column) it references.
+    pub references: Option<(String, String)>,
+    /// Its description, for the column comment.
+    pub description: Option<String>,
+}
+
+/// The CSV dialect of a source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CsvDialect {
+    /// One character.
+    pub delimiter: String,
+    /// One character.
+    pub quote: String,
+    /// One character.
+    pub escape: String,
+    /// Whether the first line is a header.
+    pub header: bool,
+    /// Text encoding.
+    pub encoding: Encoding,
+    /// Values read as NULL.
+    pub null_values: Vec<String>,
+}
+
+/// SQL dialect of a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// PostgreSQL.
+    Postgres,
+    /// DuckDB.
+    Duckdb,
+}
+
+/// A compiled target.
+#[derive(Debug, Clone)]
+pub struct TargetPlan {
+    /// Connection name.
+    pub connection: String,
+    /// Its dialect.
+    pub dialect: Dialect,
+    /// Schema (postgres), if any.
+    pub schema: Option<String>,
+    /// Table name.
+    pub table: String,
+    /// The table's name as SQL: quoted, in its schema (PostgreSQL).
+    pub qualified: String,
+    /// Key columns.
+    pub key: Vec<String>,
+    /// Load mode.
+    pub mode: LoadMode,
+    /// Generated identity key, if any.
+    pub surrogate_key: Option<String>,
+    /// The SQL: DDL and load statements.
+    pub sql: LoadSql,
+    /// The other statements the stage sends to its target.
+    pub statements: TargetStatements,
+}
+
+/// A target's statements besides its DDL and load, by dialect.
+#[derive(Debug, Clone)]
+pub enum TargetStatements {
+    /// PostgreSQL's.
+    Postgres(Box<PgStatements>),
+    /// DuckDB's.
+    Duckdb(DuckStatements),
+}
+
+/// A compiled analytics query.
+#[derive(Debug, Clone)]
+pub struct AnalyticPlan {
+    /// Name.
+    pub name: String,
+    /// Connection it runs on.
+    pub connection: String,
+    /// The SQL as written.
+    pub sql: String,
+    /// The statement sent: the query wrapped so every value comes back as the database prints
+    /// it (PostgreSQL: as JSON text, numerics in full; DuckDB: cast to VARCHAR).
+    pub run: String,
+    /// PostgreSQL: puts the connection's schema first on the search path (in the query's own
+    /// transaction), so unqualified names are the tables the stages loaded.
+    pub search_path: Option<Query>,
+    /// Description.
+    pub description: Option<String>,
+}
+
+/// A compiled schedule.
+#[derive(Debug, Clone)]
+pub struct SchedulePlan {
+    /// Name.
+    pub name: String,
+    /// Six-field cron expression (seconds first), as the scheduler takes it.
+    pub cron: String,
+    /// The trigger in a person's words (`every day at 02:00`, `cron */15 * * * *`).
+    pub trigger: String,
+    /// Stages it runs (None: all).
+    pub stages: Option<Vec<String>>,
+    /// IANA time zone.
+    pub timezone: String,
+    /// Whether it fires.
+    pub enabled: bool,
+}
+
+impl Plan {
+    /// The stages to run for a selection: the named ones, in run order.
+    pub fn select(&self, only: Option<&[String]>) -> Vec<&StagePlan> {
+        self.stages.iter().filter(|s| only.is_none_or(|o| o.contains(&s.name))).collect()
+    }
+}
+
+impl TargetPlan {
+    /// A PostgreSQL target's statements (None for DuckDB).
+    pub fn postgres(&self) -> Option<&PgStatements> {
+        match &self.statements {
+            TargetStatements::Postgres(p) => Some(p),
+            TargetStatements::Duckdb(_) => None,
+        }
+    }
+
+    /// A DuckDB target's statements (None for PostgreSQL).
+    pub fn duckdb(&self) -> Option<&DuckStatements> {
+        match &self.statements {
+            TargetStatements::Duckdb(d) => Some(d),
+            TargetStatements::Postgres(_) => None,
+        }
+    }
+}
+
+// A stage's extract (DuckDB)
+
+/// The DuckDB statements of a stage's extract, in the order they run.
+#[derive(Debug, Clone, Default)]
+pub struct ExtractSql {
+    /// Drops the reject tables an earlier read of the stage left (DuckDB appends to them).
+    pub clear_rejects: String,
+    /// Reads the CSV into a table of text, in file order (see `ReadCsv`).
+    pub read: ReadCsv,
+    /// Finds the repeated keys (and unique values) of the file: one aggregate each.
+    pub duplicates: Vec<String>,
+    /// Counts the rows read.
+    pub count: String,
+    /// Lists the malformed lines the reader set aside.
+    pub malformed: String,
+    /// Yields the typed rows, with their record numbers and the lookups' flags.
+    pub select: String,
+}
+
+/// The statement that reads a stage's CSV: it takes the file's path and its columns (its
+/// header's fields, or the spec's columns for a file without a header), both only known once
+/// the file is there. Nothing is sniffed: every column is read as text, and a line that does not
+/// fit goes to the reject table.
+#[derive(Debug, Clone, Default)]
+pub struct ReadCsv {
+    pub(super) head: String,
+    pub(super) options: String,
+    pub(super) tail: String,
+}
+
+impl ReadCsv {
+    /// The statement reading `path`, whose columns are `file_columns`.
+    pub fn sql(&self, path: &str, file_columns: &[String]) -> String {
+        let columns: Vec<String> = file_columns.iter().map(|c| format!("{}: 'VARCHAR'", literal(c))).collect();
+        format!("{}{}, {}, columns = {{{}}}, {}", self.head, literal(path), self.options, columns.join(", "), self.tail)
+    }
+}
+
+/// A key set a stage's column must be found in.
+#[derive(Debug, Clone)]
+pub struct Reference {
+    /// The stage's column.
+    pub column: String,
+    /// The DuckDB relation holding the referenced values (SQL, quoted).
+    pub relation: String,
+    /// The column of that relation.
+    pub ref_column: String,
+    /// The referenced table in the target (SQL, quoted), whose values fill the relation.
+    pub table: String,
+}
+
+/// The relations a stage's extract joins, filled by the executor before the extract runs.
+#[derive(Debug, Clone, Default)]
+pub struct Lookups {
+    /// One per foreign key.
+    pub references: Vec<Reference>,
+    /// The target's current rows (the spec's columns), for an upsert with a key.
+    pub current: Option<String>,
+}
+
+// A stage's row checks (Polars)
+
+/// One row check.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// What is checked: a facet (`not_null`, `max_length`, `min`, `enum`, ...) or a rule's name.
+    pub rule: String,
+    /// The column a facet is about; None for rules.
+    pub column: Option<String>,
+    /// What a failing row gets.
+    pub severity: Severity,
+    /// The condition as written in the spec's terms, e.g. `cash >= 0`.
+    pub condition: String,
+    /// True for a row that violates the check.
+    pub violation: Expr,
+    /// Message stored with a rejected row.
+    pub message: String,
+    /// The columns it reads (for the offending values).
+    pub reads: Vec<String>,
+}
+
+// A stage's DDL and load
+
+/// A stage's target SQL, in the order it runs.
+#[derive(Debug, Clone, Default)]
+pub struct LoadSql {
+    /// Creates the table when missing. PostgreSQL: the columns only, so the first load is a bulk
+    /// COPY into a bare table; DuckDB: with its key and unique constraints.
+    pub create_table: Vec<String>,
+    /// Adds the key and unique constraints to a table created bare (PostgreSQL), after its first
+    /// load: one index build each instead of per-row upkeep.
+    pub constraints: Vec<String>,
+    /// Creates the requested indexes when missing.
+    pub create_indexes: Vec<String>,
+    /// Adds the foreign keys (PostgreSQL: each checked against the catalog first; DuckDB
+    /// declares them in CREATE TABLE).
+    pub foreign_keys: Vec<ForeignKey>,
+    /// Creates the per-transaction staging table.
+    pub create_staging: String,
+    /// Fills the staging table (PostgreSQL: COPY in binary format; DuckDB: see `copy_file`).
+    pub copy: String,
+    /// DuckDB: COPYs one batch, written as CSV, into the staging table.
+    pub copy_file: Option<FileSql>,
+    /// PostgreSQL: COPYs the rows straight into the table (a table that is new or empty).
+    pub copy_direct: String,
+    /// PostgreSQL: the same into a table created by this transaction, whose rows FREEZE writes
+    /// as already visible.
+    pub copy_frozen: String,
+    /// DuckDB: counts the staged rows whose key the table holds (to tell inserts from updates).
+    pub count_existing: Option<String>,
+    /// Writes the staged rows into the table.
+    pub merge: Vec<MergeStep>,
+    /// Drops the staging table (DuckDB, after a dry run's stage).
+    pub drop_staging: String,
+}
+
+/// One statement of a merge, by what it reports.
+#[derive(Debug, Clone)]
+pub enum MergeStep {
+    /// Empties the table (mode replace).
+    Delete(String),
+    /// Inserts the staged rows; its row count is the rows inserted.
+    Insert(String),
+    /// Upserts the staged rows. PostgreSQL: yields (rows inserted, rows written); DuckDB: its row
+    /// count is the rows written.
+    Upsert(String),
+}
+
+impl MergeStep {
+    /// The statement.
+    pub fn sql(&self) -> &str {
+        match self {
+            MergeStep::Delete(s) | MergeStep::Insert(s) | MergeStep::Upsert(s) => s,
+        }
+    }
+}
+
+/// A foreign key of the target table.
+#[derive(Debug, Clone)]
+pub struct ForeignKey {
+    /// Constraint name.
+    pub name: String,
+    /// The column.
+    pub column: String,
+    /// The table it references.
+    pub table: String,
+    /// The column there.
+    pub ref_column: String,
+    /// The statement adding it.
+    pub sql: String,
+}
+
+// A PostgreSQL stage's other statements
+
+/// A PostgreSQL stage's statements besides its DDL and load (`load::LoadSql`).
+#[derive(Debug, Clone)]
+pub struct PgStatements {
+    /// The transaction's settings: lookups are exported as text DuckDB parses back (ISO dates,
+    /// floats in full).
+    pub settings: Vec<String>,
+    /// A dry run keeps one transaction for every stage; each stage runs under this savepoint.
+    pub savepoint: String,
+    /// Undoes a dry run's stage that went over its error budget.
+    pub rollback_to_savepoint: String,
+    /// Two runs never interleave on the table: a lock on its name until the stage ends.
+    pub advisory_lock: Query,
+    /// The table's columns as the catalog has them (none: the table is missing).
+    pub read_columns: Query,
+    /// Whether the target schema exists (read only when the table is missing).
+    pub schema_exists: Query,
+    /// Creates the target schema when it does not exist.
+    pub create_schema: String,
+    /// Whether a unique constraint or index covers the key (an existing table needs one).
+    pub key_is_unique: Option<Query>,
+    /// Whether each foreign key (`load::LoadSql::foreign_keys`, same order) exists.
+    pub foreign_key_exists: Vec<Query>,
+    /// Locks an existing table against other writers until the stage commits.
+    pub lock: String,
+    /// Whether the table exists.
+    pub exists: Query,
+    /// Whether the table holds no row.
+    pub is_empty: String,
+    /// Empties the table (mode replace, before the rows are copied into it).
+    pub delete_all: Option<String>,
+    /// The table's state (see `state_sql`).
+    pub state: String,
+    /// Each table the stage references, once, in name order: what its state digest reads.
+    pub referenced: Vec<Referenced>,
+    /// The key set of each foreign key, exported for the extract to join.
+    pub reference_lookups: Vec<ReferenceLookup>,
+    /// The table's current rows, exported for the extract to join (an upsert with a key).
+    pub current_lookup: Option<Lookup>,
+}
+
+/// A table a stage references.
+#[derive(Debug, Clone)]
+pub struct Referenced {
+    /// The table (quoted, qualified).
+    pub table: String,
+    /// Whether it exists.
+    pub exists: Query,
+    /// Keeps it from changing until the stage commits.
+    pub lock: String,
+    /// Its state.
+    pub state: String,
+}
+
+/// A foreign key's key set, exported from the target into the extract's DuckDB.
+#[derive(Debug, Clone)]
+pub struct ReferenceLookup {
+    /// The stage's column.
+    pub column: String,
+    /// The referenced table (quoted, qualified).
+    pub table: String,
+    /// Whether that table exists.
+    pub exists: Query,
+    /// Keeps it from changing until the stage commits.
+    pub lock: String,
+    /// The same for a stage whose table is new: its foreign key, added after the load, takes
+    /// this lock anyway, so a writer queued meanwhile cannot deadlock with it.
+    pub lock_for_new_table: String,
+    /// The export, and the DuckDB relation it fills.
+    pub lookup: Lookup,
+}
+
+/// Rows exported from the target as CSV and read into a DuckDB relation.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    /// `COPY (...) TO STDOUT` of the rows.
+    pub export: String,
+    /// Creates the relation, empty.
+    pub create: String,
+    /// Fills it from the exported file.
+    pub fill: FileSql,
+}
+
+// A DuckDB stage's other statements
+
+/// A DuckDB stage's statements besides its extract, DDL and load.
+#[derive(Debug, Clone, Default)]
+pub struct DuckStatements {
+    /// The table's columns as the catalog has them (none: the table is missing).
+    pub read_columns: Query,
+    /// Empties the table (`etl clean`).
+    pub delete_all: String,
+}
+
+/// Column name → type, for a stage.
+pub fn column_types(columns: &[ColumnPlan]) -> IndexMap<String, ColumnType> {
+    columns.iter().map(|c| (c.name.clone(), c.ty)).collect()
+}
+
+/// The severity word.
+pub fn severity_word(s: Severity) -> &'static str {
+    match s {
+        Severity::Error => "error",
+        Severity::Warn => "warn",
+    }
+}
