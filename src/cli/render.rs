@@ -1,6 +1,7 @@
 //! What the command line prints: a run's report for people (a summary table per stage,
-//! analytics as tables) and for machines (one JSON document), the rejects as CSV, and the job
-//! list. Output goes to stdout; a closed pipe (`etl plan | head`) is not an error.
+//! analytics as tables) and for machines (one JSON document), the rejects as CSV, and the plain
+//! tables they and the job list are drawn as. Output goes to stdout; a closed pipe
+//! (`etl plan | head`) is not an error.
 
 use std::fmt::Write;
 use std::io::Write as _;

@@ -36,7 +36,7 @@ pub enum ExecError {
     #[error("cannot read CSV {file}: {message}")]
     #[diagnostic(
         code(run::csv),
-        help("the file is not CSV as the stage's `source.csv` describes it (delimiter, quote, escape, encoding, header): fix the file or the spec")
+        help("fix the file, or make the stage's `source.csv` (delimiter, quote, escape, encoding, header) describe it")
     )]
     Csv {
         /// The file.
@@ -67,7 +67,7 @@ pub enum ExecError {
     },
     /// A server could not be reached or refused the login.
     #[error("cannot connect to {what}: {message}")]
-    #[diagnostic(code(run::connect), help("check that the server runs and the spec's (or --db-*/--s3-*) address and credentials"))]
+    #[diagnostic(code(run::connect), help("check that the server runs, and the address and credentials in the spec (or the --db-*/--s3-* flags)"))]
     Connect {
         /// What.
         what: String,
