@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts, stops or reports the services the tests talk to, on loopback only:
 #   PostgreSQL on 127.0.0.1:$ETL_PG_PORT (default 15432, the seed's), role etl/etlpass,
-#              databases etl_db and etl_test;
+#              databases etl_db and etl_test; its log is $ETL_SERVICES_DIR/pg.log, where the
+#              role etl_traced/etltraced has every statement written;
 #   S3 (moto's server) on 127.0.0.1:$ETL_S3_PORT (default 19000, the seed's MinIO port),
 #              with the seed's bucket fake-data-for-training;
 #   S3 with credentials checked (a second moto server, its IAM enforced) on
@@ -70,7 +71,13 @@ CONF
       IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'etl_secret') THEN
         CREATE ROLE etl_secret LOGIN PASSWORD 'Xyzzy-5150-PgSecret';
         GRANT etl_secret TO etl;
-      END IF; END \$\$;" >/dev/null
+      END IF;
+      -- For the statements test: every statement of this role's sessions goes to the log.
+      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'etl_traced') THEN
+        CREATE ROLE etl_traced LOGIN PASSWORD 'etltraced';
+        GRANT etl_traced TO etl;
+      END IF;
+      ALTER ROLE etl_traced SET log_statement = 'all'; END \$\$;" >/dev/null
   for db in etl_db etl_test; do
     if [ "$("${psql[@]}" -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$db'")" != 1 ]; then
       "${psql[@]}" -d postgres -c "CREATE DATABASE $db OWNER etl" >/dev/null
@@ -177,6 +184,7 @@ export ETL_TEST_DATABASE_URL=postgres://etl:etlpass@127.0.0.1:$PG_PORT/etl_test
 export ETL_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
 export ETL_TEST_S3_ACCESS_KEY=minioadmin
 export ETL_TEST_S3_SECRET_KEY=minioadmin123
+export ETL_TEST_PG_LOG=$DIR/pg.log
 ENV
   [ -s "$S3_AUTH_ENV" ] && cat "$S3_AUTH_ENV"
   return 0

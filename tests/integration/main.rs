@@ -8,5 +8,6 @@ mod schedule;
 mod secrets;
 mod services;
 mod spec_cli;
+mod statements;
 mod unchanged;
 mod util;

@@ -37,7 +37,7 @@ fn digest(db: &TestDb) -> Vec<String> {
 }
 
 /// Changes the order remark of the first valid trade line: still valid, one row different.
-fn change_one_trade(dir: &Path) -> String {
+pub fn change_one_trade(dir: &Path) -> String {
     let invalid = std::fs::read_to_string(dir.join("invalid_rows.csv")).unwrap();
     let bad: std::collections::BTreeSet<String> =
         invalid.lines().skip(1).filter(|l| l.starts_with("trades.csv,")).map(|l| l.split(',').nth(1).unwrap().to_string()).collect();

@@ -1,0 +1,121 @@
+//! `etl plan` shows every statement a run sends. Runs of small_etl.yaml as the role `etl_traced`,
+//! whose every statement PostgreSQL writes to its log (scripts/services.sh sets it up), go
+//! through each path a PostgreSQL stage can take: a dry run, a first load into new tables, a
+//! re-run that reuses both stages, a changed file read line by line, and a forced load into
+//! tables with rows. Every statement the server saw must be in the plan's text, except the
+//! driver's own transaction control and the migrator's (the plan names the migrations).
+
+use std::path::Path;
+
+use crate::extract::generate;
+use crate::run::TestDb;
+use crate::unchanged::change_one_trade;
+use crate::util::{Output, etl, root};
+
+/// Statements that are the driver's or the migrator's, not the Plan's.
+fn driver_or_migrator(sql: &str, migrations: &str) -> bool {
+    matches!(sql, "BEGIN" | "COMMIT" | "ROLLBACK")
+        || sql.contains("_sqlx_migrations")
+        || sql == "SELECT current_database()"
+        || sql.starts_with("SELECT pg_advisory_lock(") && !sql.contains("hashtextextended")
+        || sql.starts_with("SELECT pg_advisory_unlock(")
+        || sql.contains("pg_catalog.pg_type")
+        || migrations.contains(sql)
+}
+
+/// Collapses every run of whitespace to one space.
+fn squash(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The statements logged since byte `from` of the server's log: the text after `statement: `
+/// or `execute NAME: `, with the lines that continue it.
+fn logged(log: &Path, from: u64) -> Vec<String> {
+    let bytes = std::fs::read(log).unwrap_or_else(|e| panic!("cannot read the server's log {}: {e}", log.display()));
+    let text = String::from_utf8_lossy(&bytes[from as usize..]).into_owned();
+    let entry = regex::Regex::new(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d+)? \S+ \[\d+\] (\S+):  (.*)$").unwrap();
+    let statement = regex::Regex::new(r"^(statement|execute [^:]+): (.*)$").unwrap();
+    let mut out: Vec<String> = Vec::new();
+    let mut open = false;
+    for line in text.lines() {
+        if let Some(c) = entry.captures(line) {
+            open = false;
+            if &c[2] == "LOG"
+                && let Some(s) = statement.captures(&c[3])
+            {
+                out.push(s[2].to_string());
+                open = true;
+            }
+        } else if open && let Some(last) = out.last_mut() {
+            last.push('\n');
+            last.push_str(line);
+        }
+    }
+    out.iter().map(|s| squash(s).trim_end_matches(';').to_string()).collect()
+}
+
+#[test]
+fn every_statement_a_run_sends_is_in_its_plan() {
+    let Some(log) = std::env::var_os("ETL_TEST_PG_LOG").map(std::path::PathBuf::from) else {
+        panic!("ETL_TEST_PG_LOG is not set: run the tests with scripts/test.sh");
+    };
+    let data = generate(200, 1_500, 0.02, 71);
+    let db = TestDb::new("traced");
+    db.exec(&format!("GRANT ALL ON SCHEMA {} TO etl_traced", db.schema));
+    let port: u16 = std::env::var("ETL_PG_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(15432);
+    let url = format!("postgres://etl_traced:etltraced@127.0.0.1:{port}/etl_test?options=-c%20search_path%3D{}", db.schema);
+    let sets = [
+        "--set".to_string(),
+        format!("connections.db={{type: postgres, url: '{url}', schema: {}}}", db.schema),
+        "--set".to_string(),
+        format!("connections.lake={{type: local, path: '{}'}}", data.path().display()),
+    ];
+    let command = |verb: &str, extra: &[&str]| -> Output {
+        let mut args = vec![verb, "specs/small_etl.yaml"];
+        args.extend(sets.iter().map(String::as_str));
+        args.extend(extra);
+        etl(&args, &[])
+    };
+    let plan = command("plan", &[]);
+    plan.expect_code(0);
+    let planned = squash(&plan.stdout);
+    let mut migrations = String::new();
+    let mut files: Vec<_> = std::fs::read_dir(root().join("migrations")).unwrap().flatten().map(|e| e.path()).collect();
+    files.sort();
+    for f in files {
+        migrations.push_str(&squash(&std::fs::read_to_string(f).unwrap()));
+        migrations.push(' ');
+    }
+    // Each path: a dry run, the first load, a reuse, one changed line, a forced load.
+    // Each path, and what its stderr says to show it was taken.
+    let runs: [(&str, Vec<&str>, &str); 5] = [
+        ("a dry run into new tables", vec!["--dry-run", "-v"], "the table is empty: COPY straight into it"),
+        ("the first load", vec!["-v"], "keys, indexes and foreign keys built"),
+        ("a re-run that reuses both stages", vec![], "unchanged since run"),
+        ("a changed file, read line by line", vec!["-v"], "only the changed lines are read"),
+        ("a forced load into tables with rows", vec!["--force", "-v"], "merged into the table"),
+    ];
+    let mut seen = 0;
+    for (what, extra, path) in runs {
+        if what.starts_with("a changed file") {
+            change_one_trade(data.path());
+        }
+        let from = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        let out = command("run", &extra);
+        out.expect_code(4);
+        assert!(out.stderr.contains(path), "{what}: the run did not take its path (`{path}`)\n{}", out.evidence());
+        let statements = logged(&log, from);
+        assert!(!statements.is_empty(), "{what}: the server logged no statement of etl_traced in {}\n{}", log.display(), out.evidence());
+        let missing: Vec<&String> = statements.iter().filter(|s| !driver_or_migrator(s, &migrations) && !planned.contains(s.as_str())).collect();
+        assert!(
+            missing.is_empty(),
+            "{what}: {} statement(s) sent that `etl plan` does not show:\n{}\n\n--- etl plan ---\n{}\n{}",
+            missing.len(),
+            missing.iter().map(|s| format!("  {s}")).collect::<Vec<_>>().join("\n"),
+            plan.stdout,
+            out.evidence()
+        );
+        seen += statements.len();
+    }
+    assert!(seen > 100, "too few statements logged ({seen}) for five runs");
+}
