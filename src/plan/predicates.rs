@@ -341,7 +341,8 @@ stages:
             ("w", 1, "10.00", "1.00", "11.02", 200, "total_is_sum"),
             ("v", 1, "10.00", "1.00", "11.01", 150, "multiple_of"),
         ];
-        let col_of = |f: &dyn Fn(&(&str, i32, &str, &str, &str, i64, &str)) -> String| -> Vec<String> { rows.iter().map(f).collect() };
+        type Row<'a> = (&'a str, i32, &'a str, &'a str, &'a str, i64, &'a str);
+        let col_of = |f: &dyn Fn(&Row<'_>) -> String| -> Vec<String> { rows.iter().map(f).collect() };
         let dec = |name: &str, v: Vec<String>| Series::new(name.into(), v).cast(&DataType::Decimal(20, 2)).unwrap();
         let df = DataFrame::new_infer_height(vec![
             Series::new("id".into(), col_of(&|r| r.0.to_string())).into(),

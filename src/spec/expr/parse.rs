@@ -18,7 +18,10 @@ enum Tok {
     End,
 }
 
-fn lex(src: &str) -> Result<Vec<(Tok, (usize, usize))>, ExprError> {
+/// A token and the byte range of its text.
+type Spanned = (Tok, (usize, usize));
+
+fn lex(src: &str) -> Result<Vec<Spanned>, ExprError> {
     let b = src.as_bytes();
     let mut i = 0;
     let mut out = Vec::new();
@@ -135,7 +138,7 @@ fn syntax(msg: impl Into<String>, span: (usize, usize), help: Option<String>) ->
 }
 
 struct P {
-    toks: Vec<(Tok, (usize, usize))>,
+    toks: Vec<Spanned>,
     pos: usize,
 }
 
