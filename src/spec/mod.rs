@@ -9,6 +9,7 @@ pub mod model;
 pub mod overlay;
 pub mod reference;
 pub mod schema;
+pub mod secret;
 pub mod source;
 pub mod template;
 pub mod words;
@@ -134,12 +135,11 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedSpec, SpecError> {
             let mut index = SpanIndex::default();
             let at = Pointer::parse("/\u{0}utf8");
             index.insert(at.clone(), source::Located { key: None, value: source::Loc { source: id, start: valid, end: valid + 1 } });
-            return Err(SpecError::Invalid {
-                file: path.display().to_string(),
-                problems: vec![Problem::new("spec::encoding", at, "the spec is not UTF-8 text").label("this byte").help("save the file as UTF-8")],
-                sources,
-                index,
-            });
+            let mut problems = vec![Problem::new("spec::encoding", at, "the spec is not UTF-8 text").label("this byte").help("save the file as UTF-8")];
+            let mut secrets = secret::Secrets::default();
+            secrets.collect_unparsed(id, &sources);
+            secrets.mask(&mut sources, &mut problems);
+            return Err(SpecError::Invalid { file: path.display().to_string(), problems, sources, index });
         }
     };
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -178,29 +178,39 @@ fn find_overlay(env: &str, spec_dir: &Path, config_dir: Option<&Path>) -> Result
 pub fn load_text(name: &str, text: &str, overlay: Option<(String, String)>, opts: &LoadOptions) -> Result<LoadedSpec, SpecError> {
     let mut sources = Sources::default();
     let id = sources.add(name, text);
-    let invalid = |problems: Vec<Problem>, sources: Sources, index: SpanIndex| SpecError::Invalid {
-        file: name.to_string(),
-        problems,
-        sources,
-        index,
+    // Every secret, wherever it was written, is masked in what a diagnostic can show.
+    let mut secrets = secret::Secrets::default();
+    let invalid = |mut problems: Vec<Problem>, mut sources: Sources, index: SpanIndex, secrets: &secret::Secrets| {
+        secrets.mask(&mut sources, &mut problems);
+        SpecError::Invalid { file: name.to_string(), problems, sources, index }
     };
     let (mut value, mut index) = match yaml::parse(text, id) {
         Ok(p) => (p.value, p.index),
-        Err((problems, index)) => return Err(invalid(problems, sources, index)),
+        Err((problems, index)) => {
+            secrets.collect(&index, &sources);
+            secrets.collect_unparsed(id, &sources);
+            return Err(invalid(problems, sources, index, &secrets));
+        }
     };
+    secrets.collect(&index, &sources);
     if !value.is_object() {
         index.insert(Pointer::root(), source::Located { key: None, value: source::Loc { source: id, start: 0, end: text.len().min(1) } });
         let p = Problem::new("spec::not_a_mapping", Pointer::root(), "a spec is a YAML mapping with `version`, `name`, `connections` and `stages`")
             .label("this is not a mapping");
-        return Err(invalid(vec![p], sources, index));
+        secrets.collect_unparsed(id, &sources);
+        return Err(invalid(vec![p], sources, index, &secrets));
     }
     let mut problems = Vec::new();
     let mut coercible: HashSet<Pointer> = HashSet::new();
     if let Some((oname, otext)) = overlay {
         let oid = sources.add(oname, otext.clone());
         match yaml::parse(&otext, oid) {
-            Ok(p) if p.value.is_object() => overlay::merge(&mut value, &mut index, p.value, &p.index, &Pointer::root()),
+            Ok(p) if p.value.is_object() => {
+                secrets.collect(&p.index, &sources);
+                overlay::merge(&mut value, &mut index, p.value, &p.index, &Pointer::root())
+            }
             Ok(_) | Err(_) => {
+                secrets.collect_unparsed(oid, &sources);
                 let (ps, oindex) = match yaml::parse(&otext, oid) {
                     Err((ps, i)) => (ps, i),
                     Ok(p) => {
@@ -219,6 +229,9 @@ pub fn load_text(name: &str, text: &str, overlay: Option<(String, String)>, opts
         match overlay::parse_set(arg) {
             Ok(set) => {
                 let sid: SourceId = sources.add(format!("--set {}", set.path), set.value.clone());
+                let at = Pointer::root();
+                let at = set.path.split('.').fold(at, |p, k| p.key(k));
+                secrets.collect_set(&at, sid, &sources);
                 if let Some(at) = overlay::apply_set(&mut value, &mut index, &set, sid, &mut problems) {
                     coercible.insert(at);
                 }
@@ -226,6 +239,7 @@ pub fn load_text(name: &str, text: &str, overlay: Option<(String, String)>, opts
             Err(msg) => problems.push(Problem::new("spec::set_syntax", Pointer::root(), msg)),
         }
     }
+    secrets.collect(&index, &sources);
     // Top-level `x-*` keys hold YAML anchors for reuse; their content was merged where aliased.
     if let Value::Object(m) = &mut value {
         m.retain(|k, _| !k.starts_with("x-"));
@@ -233,6 +247,7 @@ pub fn load_text(name: &str, text: &str, overlay: Option<(String, String)>, opts
     let ctx = template::Context { env: opts.env.clone() };
     let template_problems_before = problems.len();
     coercible.extend(template::render(&mut value, &ctx, &mut problems));
+    secrets.collect_values(&value);
     let failed_templates: Vec<Pointer> = problems[template_problems_before..].iter().map(|p| p.at.clone()).collect();
 
     let schema_problems: Vec<Problem> = schema::check(&mut value, &coercible)
@@ -250,7 +265,7 @@ pub fn load_text(name: &str, text: &str, overlay: Option<(String, String)>, opts
     let stop = !only_unknown_keys || !failed_templates.is_empty();
     problems.extend(schema_problems);
     if stop {
-        return Err(invalid(problems, sources, index));
+        return Err(invalid(problems, sources, index, &secrets));
     }
     let spec: Spec = match serde_path_to_error::deserialize(&value) {
         Ok(s) => s,
@@ -258,14 +273,15 @@ pub fn load_text(name: &str, text: &str, overlay: Option<(String, String)>, opts
             let at = pointer_of(e.path());
             let msg = e.inner().to_string();
             problems.push(Problem::new("spec::bad_value", at.clone(), format!("`{at}`: {msg}")).label("this value"));
-            return Err(invalid(problems, sources, index));
+            return Err(invalid(problems, sources, index, &secrets));
         }
     };
     problems.extend(check::check(&spec));
     if !problems.is_empty() {
-        return Err(invalid(problems, sources, index));
+        return Err(invalid(problems, sources, index, &secrets));
     }
     let hash = hex(&Sha256::digest(text.as_bytes()));
+    secrets.mask(&mut sources, &mut []);
     Ok(LoadedSpec { spec, path: PathBuf::from(name), hash, sources, index })
 }
 

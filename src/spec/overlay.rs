@@ -46,10 +46,10 @@ pub struct SetArg {
 pub fn parse_set(arg: &str) -> Result<SetArg, String> {
     let (path, value) = arg
         .split_once('=')
-        .ok_or_else(|| format!("`--set {arg}` needs the form path=value, e.g. --set defaults.batch_size=5000"))?;
+        .ok_or_else(|| format!("`--set {}` needs the form path=value, e.g. --set defaults.batch_size=5000", super::secret::shown_set(arg)))?;
     let path = path.trim();
     if path.is_empty() || path.split('.').any(str::is_empty) {
-        return Err(format!("`--set {arg}`: `{path}` is not a dotted path such as stages.assets.source.key"));
+        return Err(format!("`--set {}`: `{path}` is not a dotted path such as stages.assets.source.key", super::secret::shown_set(arg)));
     }
     Ok(SetArg { path: path.to_string(), value: value.to_string() })
 }

@@ -36,6 +36,19 @@ impl Sources {
         &self.files[id.0]
     }
 
+    /// Replaces every byte of a range with `*`: the text keeps its length, so every line and
+    /// column stays where it was.
+    pub fn mask(&mut self, loc: Loc) {
+        let Some(file) = self.files.get_mut(loc.source.0) else { return };
+        let text = &file.text;
+        let (start, end) = (loc.start.min(text.len()), loc.end.min(text.len()));
+        if start >= end || !text.is_char_boundary(start) || !text.is_char_boundary(end) {
+            return;
+        }
+        let masked = format!("{}{}{}", &text[..start], "*".repeat(end - start), &text[end..]);
+        file.text = Arc::new(masked);
+    }
+
     /// 1-based line and column (in characters) of a byte offset.
     pub fn line_col(&self, loc: Loc) -> (usize, usize) {
         let text = &self.get(loc.source).text;
@@ -152,6 +165,11 @@ impl SpanIndex {
     /// Records where the value at `at` was written.
     pub fn insert(&mut self, at: Pointer, located: Located) {
         self.map.insert(at, located);
+    }
+
+    /// Every pointer and where its value was written.
+    pub fn entries(&self) -> impl Iterator<Item = (&Pointer, &Located)> {
+        self.map.iter()
     }
 
     /// Forgets every location at or below `at` (its value was replaced).

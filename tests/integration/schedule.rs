@@ -12,7 +12,7 @@ use crate::run::TestDb;
 use crate::util::{etl, root};
 
 /// A spec file loading the generated assets every two seconds into the test's schema.
-fn spec_file(db: &TestDb, data: &Path, dir: &Path, cron: &str) -> PathBuf {
+pub fn spec_file(db: &TestDb, data: &Path, dir: &Path, cron: &str) -> PathBuf {
     let url = format!("{}?options=-c%20search_path%3D{}", db.url, db.schema);
     let text = format!(
         "version: 1\nname: sched\nconnections:\n  files: {{ type: local, path: '{}' }}\n  db: {{ type: postgres, url: '{url}', schema: {} }}\nstages:\n  assets:\n    source: {{ connection: files, key: account_assets.csv }}\n    target: {{ connection: db, table: asset, key: [account_id] }}\n    columns:\n      account_id: {{ type: string }}\n      cash: {{ type: \"decimal(20,2)\" }}\nschedules:\n  often: {{ cron: \"{cron}\", stages: all }}\n",
@@ -25,13 +25,13 @@ fn spec_file(db: &TestDb, data: &Path, dir: &Path, cron: &str) -> PathBuf {
 }
 
 /// A running `etl schedule start`, killed if the test ends early.
-struct Scheduler {
+pub struct Scheduler {
     child: Child,
     log: PathBuf,
 }
 
 impl Scheduler {
-    fn start(spec: &Path, log: PathBuf) -> Scheduler {
+    pub fn start(spec: &Path, log: PathBuf) -> Scheduler {
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_etl"))
             .env("ETL_CACHE_DIR", crate::util::cache_dir())
@@ -48,7 +48,7 @@ impl Scheduler {
     }
 
     /// SIGTERM, then the exit code.
-    fn stop(mut self) -> (i32, String) {
+    pub fn stop(mut self) -> (i32, String) {
         Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         let code = loop {
@@ -61,7 +61,7 @@ impl Scheduler {
         (code, self.log())
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -73,7 +73,7 @@ impl Drop for Scheduler {
     }
 }
 
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool, log: impl Fn() -> String) {
+pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool, log: impl Fn() -> String) {
     let deadline = Instant::now() + timeout;
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}\n{}", log());
