@@ -5,6 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/etl/target}"
+# Golden files are rewritten only with UPDATE_GOLDEN=1, and never under CI.
+case "${UPDATE_GOLDEN-unset}" in
+  unset) ;;
+  1) [ -z "${CI:-}" ] || { echo "test.sh: UPDATE_GOLDEN=1 is refused under CI (CI is set)" >&2; exit 2; } ;;
+  *) echo "test.sh: UPDATE_GOLDEN=$UPDATE_GOLDEN: set it to 1 to rewrite the golden files, or unset it" >&2; exit 2 ;;
+esac
 scripts/install-deps.sh
 scripts/services.sh start
 trap 'scripts/services.sh stop' EXIT

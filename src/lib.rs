@@ -22,9 +22,17 @@ pub use cli::{prepare::default_spec_path, run};
 #[cfg(all(test, feature = "engine"))]
 pub(crate) mod golden {
     /// Compares `actual` with the golden file at `path` (relative to the crate's root).
+    /// `UPDATE_GOLDEN=1` rewrites it instead: any other value is a mistake, and under CI
+    /// (`CI` set) rewriting is refused.
     pub fn check(path: &str, actual: &str) {
         let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
-        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        let update = match std::env::var("UPDATE_GOLDEN").ok().as_deref() {
+            None => false,
+            Some("1") if std::env::var_os("CI").is_some() => panic!("UPDATE_GOLDEN=1 is refused under CI (CI is set)"),
+            Some("1") => true,
+            Some(other) => panic!("UPDATE_GOLDEN={other}: set it to 1 to rewrite the golden files, or unset it"),
+        };
+        if update {
             std::fs::create_dir_all(full.parent().expect("golden files live in a folder")).unwrap();
             std::fs::write(&full, actual).unwrap();
             return;

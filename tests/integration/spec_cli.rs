@@ -187,7 +187,7 @@ fn readme_spec_reference_is_generated_from_the_schema() {
     let current = &readme[a + start.len()..b];
     let generated = etl(&["schema", "--markdown"], &[]);
     generated.expect_code(0);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+    if crate::util::update_golden() {
         let updated = format!("{}{}{}", &readme[..a + start.len()], generated.stdout, &readme[b..]);
         std::fs::write(root().join("README.md"), updated).unwrap();
         return;

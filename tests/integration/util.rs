@@ -64,11 +64,22 @@ pub fn cache_dir() -> PathBuf {
     std::env::temp_dir().join(format!("etl-test-cache-{}", std::process::id()))
 }
 
+/// Whether golden files are to be rewritten: `UPDATE_GOLDEN=1` (any other value is a mistake,
+/// and under CI, where a rewritten file would pass unseen, it is refused).
+pub fn update_golden() -> bool {
+    match std::env::var("UPDATE_GOLDEN").ok().as_deref() {
+        None => false,
+        Some("1") if std::env::var_os("CI").is_some() => panic!("UPDATE_GOLDEN=1 is refused under CI (CI is set): golden files are compared there, never rewritten"),
+        Some("1") => true,
+        Some(other) => panic!("UPDATE_GOLDEN={other}: set it to 1 to rewrite the golden files, or unset it"),
+    }
+}
+
 /// Compares `actual` with the golden file at `path` (relative to the root). With
 /// UPDATE_GOLDEN=1 the file is rewritten instead; review the diff before committing.
 pub fn golden(path: &str, actual: &str, evidence: &str) {
     let full = root().join(path);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+    if update_golden() {
         std::fs::create_dir_all(full.parent().expect("golden files live in a folder")).unwrap();
         std::fs::write(&full, actual).unwrap();
         return;
