@@ -526,3 +526,29 @@ fn a_file_without_a_header_maps_columns_by_position() {
     let csv = std::fs::read_to_string(&rejects).unwrap();
     assert!(csv.contains(",\"2\",\"kind\",\"type\",\"x\","), "{csv}\n{}", out.evidence());
 }
+
+/// The keys, unique columns, indexes and foreign keys of a schema's tables, as the catalog
+/// prints them, the schema's name replaced by `<schema>`.
+fn catalog(db: &TestDb) -> String {
+    let constraints = db.texts(&format!(
+        "SELECT conrelid::regclass::text || ' ' || conname || ': ' || pg_get_constraintdef(oid) FROM pg_constraint
+          WHERE connamespace = '{0}'::regnamespace AND contype IN ('p', 'u', 'f') ORDER BY 1",
+        db.schema
+    ));
+    let indexes = db.texts(&format!("SELECT indexname || ': ' || indexdef FROM pg_indexes WHERE schemaname = '{}' AND tablename IN ('asset', 'trade') ORDER BY 1", db.schema));
+    format!("-- constraints\n{}\n-- indexes\n{}\n", constraints.join("\n"), indexes.join("\n")).replace(&db.schema, "<schema>")
+}
+
+#[test]
+fn a_created_table_gets_its_key_unique_columns_indexes_and_foreign_keys() {
+    let data = generate(50, 200, 0.0, 17);
+    let db = TestDb::new("catalog");
+    db.run(data.path(), &[]).expect_code(0);
+    let created = catalog(&db);
+    crate::util::golden("tests/golden/run/created_tables.txt", &created, &created);
+    assert!(created.contains("FOREIGN KEY (account_id) REFERENCES <schema>.asset(account_id)"), "{created}");
+    // An index and the foreign key dropped by someone are put back by the next load.
+    db.exec(&format!("ALTER TABLE {0}.trade DROP CONSTRAINT trade_account_id_fkey; DROP INDEX {0}.asset_account_type_idx", db.schema));
+    db.run(data.path(), &["--force"]).expect_code(0);
+    assert_eq!(catalog(&db), created, "a dropped index or foreign key was not put back");
+}
