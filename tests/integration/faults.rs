@@ -297,3 +297,86 @@ fn a_download_cut_short_is_an_error_and_nothing_is_loaded() {
     );
     assert_eq!(tables_in(&db), 0, "something was loaded from a half-read object\n{}", out.evidence());
 }
+
+/// A TCP relay to `endpoint` that, when a second request for the object (a HEAD or a GET) goes
+/// through, first replaces that object on the server with `body`: an object replaced right
+/// after a run's HEAD saw it. Returns the relay's endpoint.
+fn replacing_relay(endpoint: &str, bucket: &str, key: &str, body: Vec<u8>) -> String {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let upstream = endpoint.trim_start_matches("http://").to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let path = format!(" /{bucket}/{key} ");
+    let replaced = std::sync::Arc::new(AtomicBool::new(false));
+    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (endpoint, bucket, key) = (endpoint.to_string(), bucket.to_string(), key.to_string());
+    std::thread::spawn(move || {
+        for client in listener.incoming().map_while(Result::ok) {
+            let Ok(server) = TcpStream::connect(&upstream) else { return };
+            let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (path, replaced, requests) = (path.clone(), replaced.clone(), requests.clone());
+            let (endpoint, bucket, key, body) = (endpoint.clone(), bucket.clone(), key.clone(), body.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                loop {
+                    let n = match c_in.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let asks = ["HEAD", "GET"].iter().map(|m| text.matches(&format!("{m}{path}")).count()).sum::<usize>();
+                    let seen = requests.fetch_add(asks, Ordering::SeqCst) + asks;
+                    if !replaced.load(Ordering::SeqCst) && seen >= 2 {
+                        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                        rt.block_on(
+                            crate::run::s3_client(&endpoint)
+                                .put_object()
+                                .bucket(&bucket)
+                                .key(&key)
+                                .body(aws_sdk_s3::primitives::ByteStream::from(body.clone()))
+                                .send(),
+                        )
+                        .unwrap();
+                        replaced.store(true, Ordering::SeqCst);
+                    }
+                    if s_out.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = s_out.shutdown(Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let (mut server, mut client) = (server, client);
+                let _ = std::io::copy(&mut server, &mut client);
+                let _ = client.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn etl_run_refuses_an_object_replaced_between_its_head_and_its_get() {
+    let data = generate(40, 0, 0.0, 37);
+    let bucket = crate::run::TestBucket::with_files("replacedrun", data.path(), &["account_assets.csv"]);
+    // The replacement is a valid file too: read unpinned, it would load without a word.
+    let original = std::fs::read_to_string(data.path().join("account_assets.csv")).unwrap();
+    let newer: String = original.lines().take(11).map(|l| format!("{l}\n")).collect();
+    let relay = replacing_relay(&bucket.endpoint, &bucket.name, "account_assets.csv", newer.into_bytes());
+    let relayed = crate::run::TestBucket { endpoint: relay, ..bucket };
+    let db = TestDb::new("replacedrun");
+    let out = db.run_s3(&relayed, &["--stage", "assets"]);
+    out.expect_code(3);
+    assert!(
+        out.stderr.contains(&format!("s3://{}/account_assets.csv", relayed.name)) && out.stderr.contains("changed while it was being read"),
+        "{}",
+        out.evidence()
+    );
+    assert_eq!(tables_in(&db), 0, "a replaced object was loaded\n{}", out.evidence());
+    // The next run reads the new version whole.
+    let out = db.run_s3(&relayed, &["--stage", "assets"]);
+    out.expect_code(0);
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.asset", db.schema)), 10, "{}", out.evidence());
+}

@@ -239,3 +239,30 @@ fn a_killed_scheduler_restarts_with_its_jobs_and_skips_the_firings_it_missed() {
     let (code, log) = second.stop();
     assert_eq!(code, 0, "{log}");
 }
+
+#[test]
+fn a_firing_while_the_last_one_runs_is_recorded_skipped() {
+    let data = generate(10, 0, 0.0, 27);
+    let db = TestDb::new("overlap");
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec_file(&db, data.path(), dir.path(), "*/2 * * * * *");
+    sched(&["list"], &spec).expect_code(0);
+    // The test holds the table's load lock, so the first firing waits inside its run.
+    let key = format!("etl:\"{}\".\"asset\"", db.schema).replace('\'', "''");
+    db.exec(&format!("SELECT pg_advisory_lock(hashtextextended('{key}', 0))"));
+    let scheduler = Scheduler::start(&spec, dir.path().join("scheduler.log"));
+    let firings = |status: &str| db.count(&format!("SELECT count(*) FROM {}.etl_schedule_firings WHERE status = '{status}'", db.schema));
+    wait_for("a firing skipped while the first one waits", Duration::from_secs(60), || firings("skipped") > 0, || scheduler.log());
+    assert_eq!(firings("succeeded"), 0, "a firing ran while the first one held the job\n{}", scheduler.log());
+    db.exec(&format!("SELECT pg_advisory_unlock(hashtextextended('{key}', 0))"));
+    wait_for("the first firing to finish", Duration::from_secs(60), || firings("succeeded") > 0, || scheduler.log());
+    let (code, log) = scheduler.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("skipped the firing at") && log.contains("the previous one is still running"), "{log}");
+    let skipped = db.texts(&format!("SELECT error FROM {}.etl_schedule_firings WHERE status = 'skipped'", db.schema));
+    assert!(skipped.iter().all(|e| e == "the previous firing was still running"), "{skipped:?}");
+    // A skipped firing starts no run: every run belongs to a firing that ran.
+    let runs = db.count(&format!("SELECT count(*) FROM {}.etl_runs WHERE job_id = 'often'", db.schema));
+    let ran = db.count(&format!("SELECT count(*) FROM {}.etl_schedule_firings WHERE status IN ('succeeded', 'rejected', 'failed') OR status IS NULL", db.schema));
+    assert_eq!(runs, ran, "{log}");
+}
