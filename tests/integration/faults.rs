@@ -308,7 +308,7 @@ fn replacing_relay(endpoint: &str, bucket: &str, key: &str, body: Vec<u8>) -> St
     let upstream = endpoint.trim_start_matches("http://").to_string();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let path = format!(" /{bucket}/{key} ");
+    let path = format!(" /{bucket}/{key}");
     let replaced = std::sync::Arc::new(AtomicBool::new(false));
     let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (endpoint, bucket, key) = (endpoint.to_string(), bucket.to_string(), key.to_string());
@@ -326,7 +326,12 @@ fn replacing_relay(endpoint: &str, bucket: &str, key: &str, body: Vec<u8>) -> St
                         Ok(n) => n,
                     };
                     let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    let asks = ["HEAD", "GET"].iter().map(|m| text.matches(&format!("{m}{path}")).count()).sum::<usize>();
+                    // A request line names the object, then a space or its query (`?x-id=GetObject`).
+                    let asks: usize = ["HEAD", "GET"]
+                        .iter()
+                        .flat_map(|m| [" ", "?"].map(|end| format!("{m}{path}{end}")))
+                        .map(|line| text.matches(&line).count())
+                        .sum();
                     let seen = requests.fetch_add(asks, Ordering::SeqCst) + asks;
                     if !replaced.load(Ordering::SeqCst) && seen >= 2 {
                         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
