@@ -134,6 +134,71 @@ fn a_run_killed_mid_copy_leaves_the_tables_as_they_were_and_the_next_run_complet
     assert_eq!(db.count(&format!("SELECT count(*) FROM {}.trade", db.schema)), ids.len() as i64, "{}", out.evidence());
 }
 
+/// The last run's status and whether it has an end.
+fn last_run(db: &TestDb) -> (String, bool) {
+    let row = db.texts(&format!("SELECT status || ':' || (finished_at IS NOT NULL)::text FROM {}.etl_runs ORDER BY run_id DESC LIMIT 1", db.schema)).remove(0);
+    let (status, ended) = row.split_once(':').unwrap();
+    (status.to_string(), ended == "true")
+}
+
+/// Waits until a session of the run is executing a statement on the test's schema that starts
+/// with `start`.
+fn wait_for_statement(db: &TestDb, start: &str, running: &Running) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let found = db.count(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'etl' AND state = 'active' AND query LIKE '{}%' AND query LIKE '%\"{}\".\"trade\"%'",
+            start.replace('\'', "''"),
+            db.schema
+        ));
+        if found > 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no session ran `{start}`:\n{}", running.log());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_run_killed_during_a_direct_copy_or_the_merge_leaves_the_table_as_it_was() {
+    let small = generate(500, 2_000, 0.0, 38);
+    let big = generate(4_000, 200_000, 0.0, 39);
+    let db = TestDb::new("killedphases");
+    let kill = |running: &mut Running, what: &str| {
+        running.child.kill().unwrap();
+        assert_eq!(running.wait(), None, "{what}: the run ended on its own before the kill:\n{}", running.log());
+    };
+    // A direct COPY into the table the stage created: the table goes with the transaction.
+    let mut running = Running::until(&db, big.path(), "trades: staged");
+    wait_for_statement(&db, "COPY ", &running);
+    kill(&mut running, "a new table");
+    assert_eq!(digest(&db, "trade"), "absent", "a killed run's new table is visible\n{}", running.log());
+    assert_eq!(last_run(&db), ("running".to_string(), false), "the killed run has no end and never succeeded");
+    // A direct COPY into an existing, empty table: it stays empty.
+    run(&db, small.path()).expect_code(0);
+    let mut args = vec!["clean".to_string(), "specs/small_etl.yaml".into(), "--yes".into()];
+    args.extend(sets(&db, small.path()));
+    crate::util::etl(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]).expect_code(0);
+    let empty = digest(&db, "trade");
+    assert_eq!(empty, "0:", "clean empties the table");
+    let mut running = Running::until(&db, big.path(), "trades: lookups loaded; the table is empty: COPY straight into it");
+    wait_for_statement(&db, "COPY ", &running);
+    kill(&mut running, "an empty table");
+    assert_eq!(digest(&db, "trade"), empty, "a killed direct COPY left rows\n{}", running.log());
+    assert_eq!(last_run(&db), ("running".to_string(), false));
+    // The merge of the staged rows into a table with rows.
+    run(&db, small.path()).expect_code(0);
+    let before = digest(&db, "trade");
+    let mut running = Running::until(&db, big.path(), "trades: staged");
+    wait_for_statement(&db, "WITH merged AS", &running);
+    kill(&mut running, "the merge");
+    assert_eq!(digest(&db, "trade"), before, "a killed merge changed the table\n{}", running.log());
+    assert_eq!(last_run(&db), ("running".to_string(), false));
+    // And the next run completes.
+    run(&db, big.path()).expect_code(0);
+    assert!(db.count(&format!("SELECT count(*) FROM {}.trade", db.schema)) >= 200_000);
+}
+
 #[test]
 fn a_session_cut_mid_load_exits_3_and_leaves_no_partial_stage() {
     let data = generate(4_000, 200_000, 0.0, 33);
