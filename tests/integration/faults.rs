@@ -200,6 +200,29 @@ fn a_run_killed_during_a_direct_copy_or_the_merge_leaves_the_table_as_it_was() {
 }
 
 #[test]
+fn a_stage_locks_its_table_against_other_writers_until_it_commits() {
+    let small = generate(500, 2_000, 0.0, 40);
+    let big = generate(4_000, 200_000, 0.0, 41);
+    let db = TestDb::new("writers");
+    run(&db, small.path()).expect_code(0);
+    let mut running = Running::until(&db, big.path(), "trades: lookups loaded");
+    // While the stage loads, its session holds the table in SHARE ROW EXCLUSIVE mode...
+    let held = db.count(&format!(
+        "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+          WHERE c.relnamespace = '{}'::regnamespace AND c.relname = 'trade' AND l.mode = 'ShareRowExclusiveLock' AND l.granted AND l.pid <> pg_backend_pid()",
+        db.schema
+    ));
+    assert_eq!(held, 1, "the loading stage does not hold its table against writers\n{}", running.log());
+    // ...so another writer waits for it rather than changing rows under the load.
+    let writer = db.try_exec(&format!("SET lock_timeout = '200ms'; UPDATE {}.trade SET order_remark = order_remark WHERE false", db.schema));
+    let _ = db.try_exec("RESET lock_timeout");
+    assert!(writer.as_ref().is_err_and(|e| e.contains("lock timeout")), "a writer went through during the load: {writer:?}\n{}", running.log());
+    assert_eq!(running.wait(), Some(0), "{}", running.log());
+    // Once the stage has committed, writers go through.
+    db.try_exec(&format!("SET lock_timeout = '2s'; UPDATE {}.trade SET order_remark = order_remark WHERE false; RESET lock_timeout", db.schema)).unwrap();
+}
+
+#[test]
 fn a_session_cut_mid_load_exits_3_and_leaves_no_partial_stage() {
     let data = generate(4_000, 200_000, 0.0, 33);
     let db = TestDb::new("cut");

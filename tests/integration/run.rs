@@ -37,6 +37,11 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
+    /// Runs SQL (several statements allowed); the server's error, if any.
+    pub fn try_exec(&self, sql: &str) -> Result<(), String> {
+        self.rt.block_on(sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&self.pool)).map(|_| ()).map_err(|e| e.to_string())
+    }
+
     /// The first column of every row, as text.
     pub fn texts(&self, sql: &str) -> Vec<String> {
         self.rt
