@@ -60,3 +60,47 @@ fn s3_server_stores_and_returns_objects() {
         assert!(seed_bucket.is_ok(), "the seed's bucket exists: {seed_bucket:?}");
     });
 }
+
+/// The listening sockets on `port` of this machine, as (address, port) from /proc/net/tcp and
+/// tcp6: the kernel's own view, whatever address a client dials.
+#[cfg(target_os = "linux")]
+fn listening(port: u16) -> Vec<String> {
+    let mut out = Vec::new();
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(file) else { continue };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state)) = (fields.get(1), fields.get(3)) else { continue };
+            let Some((addr, p)) = local.split_once(':') else { continue };
+            // 0A: LISTEN.
+            if *state == "0A" && u16::from_str_radix(p, 16).ok() == Some(port) {
+                out.push(addr.to_string());
+            }
+        }
+    }
+    out
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn every_service_listens_on_loopback_only() {
+    let url = required("ETL_TEST_DATABASE_URL");
+    let listen: String = runtime().block_on(async {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        sqlx::query_scalar("SHOW listen_addresses").fetch_one(&pool).await.unwrap()
+    });
+    assert_eq!(listen, "127.0.0.1", "PostgreSQL's own listen_addresses");
+    let port_of = |endpoint: &str| endpoint.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse::<u16>().ok()).unwrap();
+    let pg_port: u16 = std::env::var("ETL_PG_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(15432);
+    for (what, port) in [
+        ("PostgreSQL", pg_port),
+        ("the S3 server", port_of(&required("ETL_TEST_S3_ENDPOINT"))),
+        ("the S3 server that checks credentials", port_of(&required("ETL_TEST_S3_AUTH_ENDPOINT"))),
+    ] {
+        let sockets = listening(port);
+        assert!(!sockets.is_empty(), "{what}: nothing listens on port {port}");
+        // 127.0.0.1 as /proc writes it (little-endian hex), and ::1.
+        let loopback = ["0100007F", "00000000000000000000000001000000"];
+        assert!(sockets.iter().all(|a| loopback.contains(&a.as_str())), "{what} listens beyond loopback on port {port}: {sockets:?}");
+    }
+}
