@@ -1,109 +1,17 @@
-//! Any bytes as a CSV file, read and validated by the real extract (DuckDB) and row checks
-//! (Polars) with a small upsert spec: every row ends valid or rejected
-//! (`rows read = valid + rejected`), or the file is refused with an error; never a panic. And
-//! the incremental path agrees with it: see the target's comment.
+//! Any bytes as a CSV file through the real extract, row checks and incremental path; the
+//! property is in `fuzz/props/csv_extract.rs` (shared with the test that replays found inputs).
 //! Build with `cargo +nightly fuzz run --features engine csv_extract`.
 #![no_main]
 
-use std::sync::OnceLock;
-
 use libfuzzer_sys::fuzz_target;
 
-struct Setup {
-    dir: tempfile::TempDir,
-    plan: etl::plan::Plan,
-}
-
-fn setup() -> &'static Setup {
-    static SETUP: OnceLock<Setup> = OnceLock::new();
-    SETUP.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let spec = format!(
-            "version: 1\nname: fuzz\nconnections:\n  here: {{ type: local, path: '{}' }}\n  out: {{ type: postgres, url: 'postgres://fuzz@127.0.0.1:1/fuzz' }}\n\
-             stages:\n  assets:\n    source: {{ connection: here, key: in.csv }}\n    target: {{ connection: out, table: asset, key: [account_id] }}\n\
-             \x20   columns:\n      account_id: {{ type: string, max_length: 40 }}\n      cash: {{ type: \"decimal(20,2)\", min: 0 }}\n\
-             \x20     updated_at: {{ type: timestamp, format: \"%Y-%m-%dT%H:%M:%S%.f\" }}\n      note: {{ type: string, nullable: true }}\n",
-            dir.path().display()
-        );
-        let loaded = etl::spec::load_text("fuzz.yaml", &spec, None, &Default::default()).unwrap_or_else(|e| panic!("{}", e.render(false)));
-        // A PostgreSQL target (never connected): its lookups are DuckDB tables the harness fills.
-        let plan = etl::plan::compile(&loaded.spec);
-        Setup { dir, plan }
-    })
-}
+#[path = "../props/csv_extract.rs"]
+mod props;
 
 thread_local! {
-    /// One DuckDB for every input (opening one per input would leave little time to fuzz):
-    /// each read replaces the stage's tables.
-    static READER: etl::exec::extract::Reader = {
-        let s = setup();
-        let stage = &s.plan.stages[0];
-        let reader = etl::exec::extract::Reader::open(s.dir.path(), "256MB").unwrap();
-        if let Some(current) = &stage.lookups.current {
-            let columns: Vec<_> = stage.columns.iter().map(|c| (c.name.clone(), c.ty)).collect();
-            reader.load_lookup(&etl::plan::extract::lookup_create(current, &columns), None).unwrap();
-        }
-        reader
-    };
+    static HARNESS: props::Harness = props::Harness::new();
 }
 
-/// Checks every record of the file at `path`: the report, or None when the file is refused.
-fn full(s: &Setup, path: &std::path::Path) -> Option<etl::exec::StageReport> {
-    let stage = &s.plan.stages[0];
-    READER.with(|reader| match etl::exec::check_stage(reader, stage, path, "in.csv", None, |_| Ok(())) {
-        Ok(report) => {
-            assert!(report.balanced(), "unbalanced: {report:?}");
-            Some(report)
-        }
-        Err(e) => {
-            let _ = e.to_string();
-            None
-        }
-    })
-}
-
-fn outcome(r: &etl::exec::StageReport) -> (u64, u64, u64, u64, Vec<String>) {
-    let mut rejects: Vec<String> = r.rejects.iter().map(|j| format!("{:?}", j)).collect();
-    rejects.sort();
-    (r.rows_read, r.rows_valid, r.rows_rejected, r.rows_warned, rejects)
-}
-
-// The input is the last loaded file and the new one, split at the first 0xFF byte (without
-// one, both are the input). Every record is checked in the new file, and the result is
-// compared with checking only the records that differ from the last file's, the others'
-// outcome carried over from it: they must agree. A file the record scan accepts has as many
-// records as DuckDB reads.
 fuzz_target!(|data: &[u8]| {
-    let s = setup();
-    let stage = &s.plan.stages[0];
-    let (last, new) = match data.iter().position(|&b| b == 0xff) {
-        Some(i) => (&data[..i], &data[i + 1..]),
-        None => (data, data),
-    };
-    let (last_path, path) = (s.dir.path().join("last.csv"), s.dir.path().join("in.csv"));
-    std::fs::write(&last_path, last).unwrap();
-    std::fs::write(&path, new).unwrap();
-    let Some(all) = full(s, &path) else { return };
-    let Ok(columns) = etl::exec::extract::file_columns(stage, &path, "in.csv") else { return };
-    if let Ok(Ok(_)) = etl::exec::incremental::scan(stage, &path, &columns, true, |_| Ok(())) {
-        let mut records = 0u64;
-        let _ = etl::exec::incremental::scan(stage, &path, &columns, true, |_| {
-            records += 1;
-            Ok(())
-        });
-        assert_eq!(records, all.rows_read, "the scan and DuckDB count different records");
-    }
-    let Some(before) = full(s, &last_path) else { return };
-    let Ok(last_columns) = etl::exec::extract::file_columns(stage, &last_path, "last.csv") else { return };
-    let index = s.dir.path().join("last.lines");
-    let _ = std::fs::remove_file(&index);
-    match etl::exec::incremental::index_file(stage, &last_path, &last_columns, &index).unwrap() {
-        Some(pending) => pending.keep().unwrap(),
-        None => return,
-    }
-    let Ok(Ok(changes)) = etl::exec::incremental::changes(stage, &path, &columns, &index, &before.rejects, s.dir.path(), None) else { return };
-    let only = READER
-        .with(|reader| etl::exec::check_stage(reader, stage, &path, "in.csv", Some(&changes), |_| Ok(())))
-        .expect("the changed records of a file read whole are read");
-    assert_eq!(outcome(&only), outcome(&all), "checking only the changed records differs from checking all");
+    HARNESS.with(|h| h.check(data));
 });

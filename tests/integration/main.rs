@@ -3,6 +3,7 @@
 mod bad_input;
 mod extract;
 mod faults;
+mod fuzzed;
 mod run;
 mod schedule;
 mod secrets;
