@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Mutation testing with cargo-mutants over the modules that carry a guarantee, outside CI (each
+# mutant rebuilds the crate and runs the tests that guard it). Starts and stops the services.
+#   scripts/mutants.sh [--list] [GROUP...]     groups: reuse load schedule secrets checks (default: all)
+# Results go to mutants.out/ under $ETL_MUTANTS_DIR (default ~/.cache/etl/mutants); record the
+# counts and every missed mutant in tests/MUTANTS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/etl/target}"
+command -v cargo-mutants >/dev/null || cargo install --locked cargo-mutants@25.3.1
+list=0
+groups=()
+for a in "$@"; do
+  case "$a" in
+    --list) list=1 ;;
+    *) groups+=("$a") ;;
+  esac
+done
+[ ${#groups[@]} -gt 0 ] || groups=(reuse load schedule secrets checks)
+# Each group: the files mutated, and the tests that guard them.
+files_of() {
+  case "$1" in
+    reuse) echo "src/exec/reuse/mod.rs src/exec/reuse/fingerprint.rs src/exec/incremental/mod.rs src/exec/incremental/scan.rs src/exec/incremental/index.rs" ;;
+    load) echo "src/exec/postgres/load.rs src/exec/postgres/table.rs src/exec/postgres/copy.rs" ;;
+    schedule) echo "src/schedule/runner.rs src/schedule/store.rs src/schedule/trigger.rs" ;;
+    secrets) echo "src/spec/secret.rs src/exec/postgres/mod.rs" ;;
+    checks) echo "src/spec/check/mod.rs src/spec/check/columns.rs" ;;
+    *) echo "unknown group $1" >&2; exit 2 ;;
+  esac
+}
+# The unit and integration tests (name filters) that guard each group.
+tests_of() {
+  case "$1" in
+    reuse) echo "exec:: unchanged:: fuzzed:: statements::" ;;
+    load) echo "exec:: run:: faults:: unchanged:: statements::" ;;
+    schedule) echo "schedule::" ;;
+    secrets) echo "spec::secret:: secrets:: spec_cli::" ;;
+    checks) echo "spec:: spec_cli:: bad_input::" ;;
+  esac
+}
+out="${ETL_MUTANTS_DIR:-$HOME/.cache/etl/mutants}"
+mkdir -p "$out"
+if [ "$list" = 0 ]; then
+  scripts/services.sh start
+  trap 'scripts/services.sh stop' EXIT
+  eval "$(scripts/services.sh env)"
+fi
+for g in "${groups[@]}"; do
+  args=()
+  for f in $(files_of "$g"); do args+=(--file "$f"); done
+  if [ "$list" = 1 ]; then
+    echo "== $g: $(cargo mutants --list "${args[@]}" | wc -l) mutants"
+    continue
+  fi
+  # The library's unit tests and the integration tests, filtered to those that guard the group.
+  # shellcheck disable=SC2046
+  cargo mutants "${args[@]}" --output "$out/$g" --timeout 600 --build-timeout 900 \
+    -- --lib --test integration -- $(tests_of "$g") || true
+  echo "== $g: $(cat "$out/$g/mutants.out/caught.txt" 2>/dev/null | wc -l) caught," \
+    "$(cat "$out/$g/mutants.out/missed.txt" 2>/dev/null | wc -l) missed," \
+    "$(cat "$out/$g/mutants.out/unviable.txt" 2>/dev/null | wc -l) unviable," \
+    "$(cat "$out/$g/mutants.out/timeout.txt" 2>/dev/null | wc -l) timeout"
+done
