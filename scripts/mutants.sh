@@ -6,7 +6,8 @@
 # counts and every missed mutant in tests/MUTANTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/etl/target}"
+# A target directory of its own: a run takes hours, and must not hold the one builds use.
+export CARGO_TARGET_DIR="${ETL_MUTANTS_TARGET_DIR:-$HOME/.cache/etl/mutants-target}"
 command -v cargo-mutants >/dev/null || cargo install --locked cargo-mutants@25.3.1
 list=0
 groups=()
