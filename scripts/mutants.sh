@@ -3,7 +3,8 @@
 # mutant rebuilds the crate and runs the tests that guard it). Starts and stops the services.
 #   scripts/mutants.sh [--list] [GROUP...]     groups: reuse load schedule secrets checks (default: all)
 # Results go to mutants.out/ under $ETL_MUTANTS_DIR (default ~/.cache/etl/mutants); record the
-# counts and every missed mutant in tests/MUTANTS.md.
+# counts and every missed mutant in tests/MUTANTS.md. Its services run on ports and in a directory
+# of their own (PostgreSQL 25432, S3 29000/29001), so scripts/test.sh may run beside it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # A target directory of its own: a run takes hours, and must not hold the one builds use.
@@ -41,6 +42,8 @@ tests_of() {
 }
 out="${ETL_MUTANTS_DIR:-$HOME/.cache/etl/mutants}"
 mkdir -p "$out"
+export ETL_SERVICES_DIR="${ETL_MUTANTS_SERVICES_DIR:-/var/tmp/etl-mutants-services-$(id -u)}"
+export ETL_PG_PORT=25432 ETL_S3_PORT=29000 ETL_S3_AUTH_PORT=29001
 if [ "$list" = 0 ]; then
   scripts/services.sh start
   trap 'scripts/services.sh stop' EXIT
@@ -55,7 +58,7 @@ for g in "${groups[@]}"; do
   fi
   # The library's unit tests and the integration tests, filtered to those that guard the group.
   # shellcheck disable=SC2046
-  cargo mutants "${args[@]}" --output "$out/$g" --timeout 600 --build-timeout 900 \
+  cargo mutants "${args[@]}" --output "$out/$g" --timeout 600 --build-timeout 900 --profile mutants \
     -- --lib --test integration -- $(tests_of "$g") || true
   echo "== $g: $(cat "$out/$g/mutants.out/caught.txt" 2>/dev/null | wc -l) caught," \
     "$(cat "$out/$g/mutants.out/missed.txt" 2>/dev/null | wc -l) missed," \

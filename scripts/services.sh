@@ -185,6 +185,7 @@ export ETL_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
 export ETL_TEST_S3_ACCESS_KEY=minioadmin
 export ETL_TEST_S3_SECRET_KEY=minioadmin123
 export ETL_TEST_PG_LOG=$DIR/pg.log
+export ETL_PG_PORT=$PG_PORT
 ENV
   [ -s "$S3_AUTH_ENV" ] && cat "$S3_AUTH_ENV"
   return 0

@@ -10,7 +10,7 @@ pub fn check(data: &[u8]) {
     match etl::spec::load_text("fuzz.yaml", text, None, &opts) {
         Ok(loaded) => {
             let plan = etl::plan::compile(&loaded.spec);
-            let _ = etl::plan::render::render(&plan, None);
+            let _ = etl::plan::render::render(&plan, &[]);
         }
         Err(e) => {
             let _ = e.render(false);

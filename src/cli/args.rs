@@ -37,35 +37,33 @@ pub enum Command {
         /// Spec files.
         #[arg(required = true, value_name = "SPEC")]
         specs: Vec<PathBuf>,
+        /// Report format: text, or one JSON document (each spec, valid or not, with its problems:
+        /// code, message, help, file, line, column).
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
         #[command(flatten)]
         spec: SpecArgs,
     },
     /// Print every statement a run sends, in order: per stage its locks and table checks, the
     /// DuckDB SQL that reads and casts the CSV, the Polars row checks, the target DDL and load
     /// SQL; then analytics, schedules and run records. Offline.
-    Plan {
-        /// Spec file [default: $ETL_SPEC, then specs/small_etl.yaml].
-        #[arg(value_name = "SPEC")]
-        spec_path: Option<PathBuf>,
-        /// Only this stage.
-        #[arg(long, value_name = "STAGE")]
-        stage: Option<String>,
-        #[command(flatten)]
-        spec: SpecArgs,
-    },
+    /// Takes every flag `etl run` takes, and shows the run they make. Secrets' unset variables
+    /// are left unset.
+    Plan(RunArgs),
     /// Run a spec: for each stage (in dependency order) extract the CSV, validate every row, load
     /// the valid ones, record the rejects; then run the analytics. Exit 0 when every row loaded,
-    /// 4 when rows were rejected, 3 when S3 or the database cannot be reached.
+    /// 4 when rows were rejected and the rest loaded, 5 when a stage's data was refused (over its
+    /// error budget; an empty file for `replace`), 3 when S3 or the database cannot be reached.
     Run(RunArgs),
     /// The seed's alias: `etl run --stage assets`.
     Assets(RunArgs),
     /// The seed's alias: `etl run --stage trades`.
     Trades(RunArgs),
-    /// Empty the spec's target tables (asks first on a terminal, unless --yes).
+    /// Empty the spec's target tables (asks first on a terminal; without one, needs --yes).
     Clean(CleanArgs),
     /// Apply the engine's migrations (etl_runs, etl_run_stages, etl_rejects, ...) to the spec's
     /// PostgreSQL target. `etl run` does this too.
-    Migrate(CleanArgs),
+    Migrate(MigrateArgs),
     /// Scheduled runs kept in PostgreSQL: add, list, pause, resume, remove, and start the
     /// scheduler.
     Schedule {
@@ -121,7 +119,8 @@ pub struct RunArgs {
     /// load (which is otherwise skipped, its counts and rejects reported again).
     #[arg(long)]
     pub force: bool,
-    /// Also write every reject (line, column, rule, value, message) to this CSV file.
+    /// Also write every reject (line, column, rule, value, message) to this CSV file; `-` for
+    /// standard output (the report then goes to standard error). Checked before anything loads.
     #[arg(long, value_name = "FILE")]
     pub rejects_out: Option<PathBuf>,
     /// Report format.
@@ -130,9 +129,14 @@ pub struct RunArgs {
     /// Rows per batch, for every stage.
     #[arg(short = 'b', long, value_name = "ROWS")]
     pub batch_size: Option<u32>,
-    /// Print each stage's progress.
-    #[arg(short = 'v', long)]
+    /// Print each step of each stage on stderr, with timings (on a terminal, a live line per
+    /// stage is shown without it).
+    #[arg(short = 'v', long, conflicts_with = "quiet")]
     pub verbose: bool,
+    /// Print nothing but errors: no progress, no report (the exit code tells; --rejects-out is
+    /// still written).
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
     /// Read STAGE from another object key or file: --source trades=trades_2025.csv.
     #[arg(long = "source", value_name = "STAGE=KEY")]
     pub sources: Vec<String>,
@@ -169,9 +173,20 @@ pub struct DbArgs {
     /// User of every postgres connection.
     #[arg(long, value_name = "USER")]
     pub db_user: Option<String>,
-    /// Password of every postgres connection (prefer DB_PASSWORD in the environment).
+    /// Password of every postgres connection (prefer PGPASSWORD or ~/.pgpass: a flag's value
+    /// shows in the process list).
     #[arg(long, value_name = "PASSWORD")]
     pub db_password: Option<String>,
+}
+
+impl Command {
+    /// Whether the command was asked for JSON output (so an error is printed as JSON too).
+    pub fn json_output(&self) -> bool {
+        match self {
+            Command::Run(a) | Command::Assets(a) | Command::Trades(a) => a.output == Output::Json,
+            _ => false,
+        }
+    }
 }
 
 /// Options of `etl clean` and `etl migrate`.
@@ -192,10 +207,36 @@ pub struct CleanArgs {
     pub spec: SpecArgs,
 }
 
+/// Options of `etl migrate`: a spec and its database flags.
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    /// Spec file [default: $ETL_SPEC, then specs/small_etl.yaml].
+    #[arg(value_name = "SPEC")]
+    pub spec_path: Option<PathBuf>,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub spec: SpecArgs,
+}
+
+impl MigrateArgs {
+    /// The database flags as run options, to share their handling.
+    pub fn as_run_args(&self) -> RunArgs {
+        RunArgs::database_only(self.spec_path.clone(), Vec::new(), self.db.clone(), self.spec.clone())
+    }
+}
+
 impl CleanArgs {
     /// The database flags as run options, to share their handling.
     pub fn as_run_args(&self) -> RunArgs {
         RunArgs::database_only(self.spec_path.clone(), self.stages.clone(), self.db.clone(), self.spec.clone())
+    }
+}
+
+impl StoreArgs {
+    /// The spec named, positionally or with --spec.
+    pub fn spec_file(&self) -> Option<PathBuf> {
+        self.spec_path.clone().or_else(|| self.spec.clone())
     }
 }
 
@@ -212,6 +253,7 @@ impl RunArgs {
             output: Output::Text,
             batch_size: None,
             verbose: false,
+            quiet: false,
             sources: Vec::new(),
             assets_file: None,
             trades_file: None,
@@ -228,6 +270,9 @@ impl RunArgs {
 pub struct StoreArgs {
     /// The spec whose PostgreSQL target holds the jobs [default: $ETL_SPEC, then
     /// specs/small_etl.yaml]; `start` also registers its `schedules:`.
+    #[arg(value_name = "SPEC", conflicts_with = "spec")]
+    pub spec_path: Option<PathBuf>,
+    /// The same as SPEC (the seed's flag).
     #[arg(long, value_name = "SPEC")]
     pub spec: Option<PathBuf>,
     #[command(flatten)]
@@ -271,7 +316,8 @@ pub enum ScheduleCmd {
         /// The job's id.
         #[arg(long, value_name = "ID")]
         job_id: String,
-        /// What it runs: run (all stages), assets or trades.
+        /// What it runs: run (all stages), or the seed's aliases assets and trades (for
+        /// `--stages assets` / `--stages trades`, in a spec with those stages).
         #[arg(long, value_enum, default_value_t = EtlCommand::Run)]
         etl_command: EtlCommand,
         /// Run every day, hour or minute.
@@ -295,8 +341,11 @@ pub enum ScheduleCmd {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// List the jobs: id, trigger, stages, enabled, next run, last run, last status.
+    /// List the jobs: id, spec, trigger, stages, enabled, next run, last run, last status.
     List {
+        /// Report format: a table, or JSON (one object per job).
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
         #[command(flatten)]
         store: StoreArgs,
     },

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 pub use args::{Cli, Color, Command};
 use error::CliError;
-use prepare::{default_spec_path, load, prepare, unknown_stage};
+use prepare::{load_offline, prepare, prepare_offline};
 use render::print;
 
 use crate::{exec, exit, plan, spec};
@@ -30,10 +30,16 @@ fn use_color(choice: Color) -> bool {
 /// Runs a parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     let color = use_color(cli.color);
+    let json = cli.command.json_output();
     match dispatch(cli.command, color) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprint!("{}", e.render(color));
+            // `--output json` always prints one document: a machine reading stdout learns why.
+            if json {
+                let doc = serde_json::json!({ "status": "error", "exit_code": e.exit_code(), "error": e.to_string(), "details": e.render(false) });
+                print(&format!("{}\n", serde_json::to_string_pretty(&doc).unwrap_or_default()));
+            }
             ExitCode::from(e.exit_code())
         }
     }
@@ -60,28 +66,30 @@ fn dispatch(command: Command, color: bool) -> Result<u8, CliError> {
             }
             Ok(exit::OK)
         }
-        Command::ValidateSpec { specs, spec } => Ok(validate(&specs, &spec, color)),
-        Command::Plan { spec_path, stage, spec } => {
-            let path = spec_path.unwrap_or_else(default_spec_path);
-            let loaded = load(&path, &spec)?;
-            if let Some(s) = &stage
-                && !loaded.spec.stages.contains_key(s)
-            {
-                return Err(unknown_stage(&path, &loaded.spec, s));
-            }
-            print(&plan::render::render(&plan::compile(&loaded.spec), stage.as_deref()));
+        Command::ValidateSpec { specs, spec, output } => Ok(validate(&specs, &spec, output, color)),
+        Command::Plan(args) => {
+            let p = prepare_offline(&args)?;
+            print(&plan::render::render(&p.plan, &args.stages));
             Ok(exit::OK)
         }
     }
 }
 
 /// `etl validate-spec`: every spec checked, each one's problems shown; exit 2 when any fails.
-fn validate(specs: &[std::path::PathBuf], args: &args::SpecArgs, color: bool) -> u8 {
+fn validate(specs: &[std::path::PathBuf], args: &args::SpecArgs, output: args::Output, color: bool) -> u8 {
     let mut failed = 0;
+    let mut docs = Vec::new();
     for path in specs {
-        match load(path, args) {
+        match load_offline(path, args) {
             Ok(l) => {
                 let s = &l.spec;
+                if output == args::Output::Json {
+                    docs.push(serde_json::json!({
+                        "spec": path.display().to_string(), "valid": true, "name": s.name,
+                        "stages": s.stages.len(), "analytics": s.analytics.len(), "schedules": s.schedules.len(), "problems": [],
+                    }));
+                    continue;
+                }
                 print(&format!(
                     "ok: {} ({}: {} stage(s), {} analytics, {} schedule(s))\n",
                     path.display(),
@@ -92,19 +100,25 @@ fn validate(specs: &[std::path::PathBuf], args: &args::SpecArgs, color: bool) ->
                 ));
             }
             Err(e) => {
-                eprint!("{}", e.render(color));
                 failed += 1;
+                if output == args::Output::Json {
+                    let problems = match &e {
+                        CliError::Spec(se) => se.problems_json(),
+                        other => vec![serde_json::json!({ "message": other.to_string() })],
+                    };
+                    docs.push(serde_json::json!({ "spec": path.display().to_string(), "valid": false, "problems": problems }));
+                } else {
+                    eprint!("{}", e.render(color));
+                }
             }
         }
     }
-    if failed > 0 {
-        if specs.len() > 1 {
-            eprintln!("{failed} of {} specs are invalid", specs.len());
-        }
-        exit::USAGE
-    } else {
-        exit::OK
+    if output == args::Output::Json {
+        print(&format!("{}\n", serde_json::to_string_pretty(&serde_json::json!({ "specs": docs })).unwrap_or_default()));
+    } else if failed > 0 && specs.len() > 1 {
+        eprintln!("{failed} of {} specs are invalid", specs.len());
     }
+    if failed > 0 { exit::USAGE } else { exit::OK }
 }
 
 fn run_spec(mut args: args::RunArgs, alias: Option<&str>) -> Result<u8, CliError> {
@@ -112,14 +126,35 @@ fn run_spec(mut args: args::RunArgs, alias: Option<&str>) -> Result<u8, CliError
         args.stages.push(stage.to_string());
     }
     let p = prepare(&args)?;
+    // The rejects file is opened before anything loads: a path that cannot be written is found
+    // before a commit, not after. `-` is standard output, and the report goes to standard error.
+    let write_err = |file: &std::path::Path, e: std::io::Error| CliError::System { what: format!("write {}", file.display()), message: e.to_string() };
+    let rejects_out = match args.rejects_out.as_deref() {
+        Some(f) if f == std::path::Path::new("-") => Some(None),
+        Some(f) => Some(Some((f, std::fs::File::create(f).map_err(|e| write_err(f, e))?))),
+        None => None,
+    };
     let report = exec::run(&p.plan, &p.opts)?;
-    if let Some(file) = &args.rejects_out {
-        std::fs::write(file, render::rejects_csv(&report))
-            .map_err(|e| CliError::System { what: format!("write {}", file.display()), message: e.to_string() })?;
-    }
-    match args.output {
-        args::Output::Text => print(&render::text(&report)),
-        args::Output::Json => print(&render::json(&report)),
+    let shown = match args.output {
+        args::Output::Text => render::text(&report),
+        args::Output::Json => render::json(&report),
+    };
+    let shown = if args.quiet { String::new() } else { shown };
+    match rejects_out {
+        Some(Some((f, mut file))) => {
+            use std::io::Write;
+            file.write_all(&render::rejects_csv(&report)).map_err(|e| write_err(f, e))?;
+            print(&shown);
+        }
+        Some(None) => {
+            {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                out.write_all(&render::rejects_csv(&report)).and_then(|()| out.flush()).map_err(|e| write_err(std::path::Path::new("-"), e))?;
+            }
+            eprint!("{shown}");
+        }
+        None => print(&shown),
     }
     Ok(report.exit_code())
 }
@@ -127,7 +162,16 @@ fn run_spec(mut args: args::RunArgs, alias: Option<&str>) -> Result<u8, CliError
 fn clean(args: &args::CleanArgs) -> Result<u8, CliError> {
     let p = prepare(&args.as_run_args())?;
     let tables: Vec<String> = p.plan.select(p.opts.stages.as_deref()).iter().map(|s| s.target.table.clone()).collect();
-    if !args.yes && std::io::stdin().is_terminal() {
+    if !args.yes && !std::io::stdin().is_terminal() {
+        // Nobody to ask (cron, CI, a pipe): destroying data needs it said, as terraform's
+        // -auto-approve.
+        return Err(CliError::flag(
+            "etl clean",
+            format!("would empty table(s) {} of spec {}, and there is no terminal to ask", tables.join(", "), p.plan.name),
+            "add --yes to empty them without asking",
+        ));
+    }
+    if !args.yes {
         eprint!("Empty table(s) {} of spec {}? [y/N] ", tables.join(", "), p.plan.name);
         let mut answer = String::new();
         let _ = std::io::stdin().read_line(&mut answer);

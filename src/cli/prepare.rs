@@ -38,6 +38,13 @@ pub fn load(path: &std::path::Path, args: &SpecArgs) -> Result<spec::LoadedSpec,
     Ok(spec::load(path, &load_options(args))?)
 }
 
+/// Loads and checks the spec at `path` for an offline command (`validate-spec`, `plan`): a
+/// secret whose template reads an unset variable is left unset, so no production secret is
+/// needed to lint a spec.
+pub fn load_offline(path: &std::path::Path, args: &SpecArgs) -> Result<spec::LoadedSpec, CliError> {
+    Ok(spec::load(path, &spec::LoadOptions { secrets_optional: true, ..load_options(args) })?)
+}
+
 /// The error for a stage the spec does not have.
 pub fn unknown_stage(spec_path: &std::path::Path, spec: &Spec, stage: &str) -> CliError {
     let names: Vec<&str> = spec.stages.keys().map(String::as_str).collect();
@@ -51,6 +58,15 @@ pub fn unknown_stage(spec_path: &std::path::Path, spec: &Spec, stage: &str) -> C
 
 /// Loads, checks and compiles the spec `args` name, with every flag applied.
 pub fn prepare(args: &RunArgs) -> Result<Prepared, CliError> {
+    prepare_loaded(args, load)
+}
+
+/// As [`prepare`], for `etl plan`: a secret whose template reads an unset variable is unset.
+pub fn prepare_offline(args: &RunArgs) -> Result<Prepared, CliError> {
+    prepare_loaded(args, load_offline)
+}
+
+fn prepare_loaded(args: &RunArgs, load: fn(&std::path::Path, &SpecArgs) -> Result<spec::LoadedSpec, CliError>) -> Result<Prepared, CliError> {
     let path = args.spec_path.clone().unwrap_or_else(default_spec_path);
     let mut loaded = load(&path, &args.spec)?;
     apply_flags(&mut loaded.spec, args)?;
@@ -70,7 +86,7 @@ pub fn prepare(args: &RunArgs) -> Result<Prepared, CliError> {
         temp_dir: temp.path().to_path_buf(),
         duckdb_memory: exec::duckdb_memory(),
         job_id: None,
-        quiet: args.output == Output::Json && !args.verbose,
+        quiet: args.quiet || (args.output == Output::Json && !args.verbose),
         verbose: args.verbose,
         force: args.force,
     };
@@ -131,7 +147,13 @@ fn apply_flags(spec: &mut Spec, args: &RunArgs) -> Result<(), CliError> {
         let hint = spec::diag::suggest(&stage, names.iter().copied()).unwrap_or_else(|| format!("the stages are: {}", names.join(", ")));
         let problem = format!("no stage `{stage}` to read from {key} (stages: {})", names.join(", "));
         let st = spec.stages.get_mut(&stage).ok_or_else(|| CliError::flag(format!("--source {stage}={key}"), problem, hint))?;
-        st.source.key = key;
+        // A file named on the command line is where the shell says it is: relative to the
+        // current directory, not to the local connection's folder. S3 keys stay keys.
+        let local = matches!(spec.connections.get(&st.source.connection), Some(Connection::Local(_)));
+        st.source.key = match std::env::current_dir() {
+            Ok(cwd) if local => cwd.join(&key).display().to_string(),
+            _ => key,
+        };
     }
     if let Some(b) = args.batch_size {
         if b == 0 {

@@ -37,6 +37,15 @@ pub fn text(r: &RunReport) -> String {
         if let Some(b) = &s.budget {
             let _ = writeln!(out, "stage {} loaded nothing: over its error budget ({b})", s.stage);
         }
+        for hint in &s.hints {
+            let _ = writeln!(out, "stage {} hint: {hint}", s.stage);
+        }
+        if let Some(why) = &s.refused {
+            let _ = writeln!(out, "stage {} loaded nothing: {why}", s.stage);
+        }
+        if let Some(m) = s.loaded.filter(|m| m.deleted > 0) {
+            let _ = writeln!(out, "stage {} deleted the {} rows its table held first (mode: replace)", s.stage, m.deleted);
+        }
         if !s.rejects_by_rule.is_empty() {
             let by: Vec<String> = s.rejects_by_rule.iter().map(|(k, v)| format!("{k} {v}")).collect();
             let _ = writeln!(out, "stage {} rejects by rule: {}", s.stage, by.join(", "));
@@ -44,6 +53,13 @@ pub fn text(r: &RunReport) -> String {
     }
     for a in &r.analytics {
         let _ = writeln!(out, "\n{}", a.name);
+        if let Some(d) = &a.description {
+            let _ = writeln!(out, "{d}");
+        }
+        if let Some(e) = &a.error {
+            let _ = writeln!(out, "failed: {e}");
+            continue;
+        }
         let rows: Vec<Vec<String>> = a.rows.iter().map(|r| r.iter().map(|v| v.clone().unwrap_or_else(|| "NULL".into())).collect()).collect();
         table(&mut out, &a.columns, &rows);
     }

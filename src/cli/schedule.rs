@@ -9,7 +9,7 @@ use super::error::CliError;
 use super::prepare::{default_spec_path, prepare, unknown_stage};
 use super::render::{print, table};
 use crate::exec::postgres::{self, Pg};
-use crate::exec::{ExecError, Status};
+use crate::exec::ExecError;
 use crate::plan::ConnectionPlan;
 use crate::spec::model::{Every, PostgresConnection};
 use crate::{exec, schedule};
@@ -23,7 +23,7 @@ struct Store {
 }
 
 fn job_store(store: &StoreArgs) -> Result<Store, CliError> {
-    let path = store.spec.clone().unwrap_or_else(default_spec_path);
+    let path = store.spec_file().unwrap_or_else(default_spec_path);
     let prepared = prepare(&RunArgs::database_only(Some(path.clone()), Vec::new(), store.db.clone(), store.spec_args.clone()))?;
     let found = prepared.plan.connections.iter().find_map(|(n, c)| match c {
         ConnectionPlan::Postgres(pg) => Some((n.clone(), pg.clone())),
@@ -46,7 +46,7 @@ fn absolute(p: &Path) -> PathBuf {
 pub fn run(action: ScheduleCmd) -> Result<(), CliError> {
     use ScheduleCmd as S;
     let store = match &action {
-        S::Start { store } | S::Add { store, .. } | S::List { store } | S::Remove { store, .. } | S::Pause { store, .. } | S::Resume { store, .. } => store.clone(),
+        S::Start { store } | S::Add { store, .. } | S::List { store, .. } | S::Remove { store, .. } | S::Pause { store, .. } | S::Resume { store, .. } => store.clone(),
     };
     let Store { prepared, pg, conn } = job_store(&store)?;
     let loaded = &prepared.loaded;
@@ -94,13 +94,20 @@ pub fn run(action: ScheduleCmd) -> Result<(), CliError> {
                 enabled: !paused,
             };
             pg.block(schedule::upsert(pg.pool(), &def, "cli", Some(&loaded.hash)))?;
-            let next = schedule::next_run(&def, chrono::Utc::now()).map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_default();
-            print(&format!("job {job_id} added: {} ({}), next run {next}\n", def.trigger, def.cron));
+            if paused {
+                print(&format!("job {job_id} added, paused: {} ({}); `etl schedule resume --job-id {job_id}` makes it fire\n", def.trigger, def.cron));
+            } else {
+                let next = schedule::next_run(&def, chrono::Utc::now()).map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_default();
+                print(&format!("job {job_id} added: {} ({}), next run {next}\n", def.trigger, def.cron));
+            }
             Ok(())
         }
-        S::List { .. } => {
+        S::List { output, .. } => {
             let rows = pg.block(schedule::list(pg.pool()))?;
-            print(&job_table(&rows));
+            match output {
+                super::args::Output::Text => print(&job_table(&rows)),
+                super::args::Output::Json => print(&job_json(&rows)),
+            }
             Ok(())
         }
         S::Remove { job_id, .. } => changed(pg.block(schedule::remove(pg.pool(), &job_id))?, &job_id, "removed"),
@@ -108,7 +115,7 @@ pub fn run(action: ScheduleCmd) -> Result<(), CliError> {
         S::Resume { job_id, .. } => changed(pg.block(schedule::set_enabled(pg.pool(), &job_id, true))?, &job_id, "resumed"),
         S::Start { store } => {
             let mut registered = 0;
-            if store.spec.is_some() {
+            if store.spec_file().is_some() {
                 let path = absolute(&loaded.path);
                 for def in schedule::spec_jobs(&prepared.plan, &path) {
                     pg.block(schedule::upsert(pg.pool(), &def, "spec", Some(&loaded.hash)))?;
@@ -138,7 +145,7 @@ pub fn run(action: ScheduleCmd) -> Result<(), CliError> {
                     .max_connections(8)
                     .connect_with(options)
                     .await
-                    .map_err(|e| ExecError::Connect { what: format!("PostgreSQL at {label}"), message: postgres::scrub(&e.to_string(), &conn) })?;
+                    .map_err(|e| ExecError::Connect { what: format!("PostgreSQL at {label}"), help: postgres::connect_help(&e), message: postgres::scrub(&crate::exec::error::server_message(&e), &conn) })?;
                 schedule::start(pool, opts).await
             })?;
             Ok(())
@@ -146,11 +153,35 @@ pub fn run(action: ScheduleCmd) -> Result<(), CliError> {
     }
 }
 
-/// The job list: id, trigger, stages, enabled, next run, last run, last status.
+/// The job list as JSON: one object per job, times in RFC 3339 (UTC).
+fn job_json(rows: &[schedule::JobRow]) -> String {
+    let now = chrono::Utc::now();
+    let jobs: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            let d = &r.def;
+            serde_json::json!({
+                "id": d.job_id,
+                "spec": d.spec_path,
+                "trigger": d.trigger,
+                "cron": d.cron,
+                "timezone": d.timezone,
+                "stages": d.stages,
+                "enabled": d.enabled,
+                "next_run": if d.enabled { schedule::next_run(d, now).map(|t| t.to_rfc3339()) } else { None },
+                "last_run": r.last_run_at.map(|t| t.to_rfc3339()),
+                "last_status": r.last_status,
+            })
+        })
+        .collect();
+    format!("{}\n", serde_json::to_string_pretty(&serde_json::json!({ "jobs": jobs })).unwrap_or_default())
+}
+
+/// The job list: id, spec, trigger, stages, enabled, next run, last run, last status.
 fn job_table(rows: &[schedule::JobRow]) -> String {
     let now = chrono::Utc::now();
     let fmt = |t: Option<chrono::DateTime<chrono::Utc>>| t.map_or("-".to_string(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string());
-    let header = ["id", "trigger", "stages", "enabled", "next run (UTC)", "last run (UTC)", "last status"].map(String::from);
+    let header = ["id", "spec", "trigger", "stages", "enabled", "next run (UTC)", "last run (UTC)", "last status"].map(String::from);
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -159,6 +190,7 @@ fn job_table(rows: &[schedule::JobRow]) -> String {
             let tz = if d.timezone == "UTC" { String::new() } else { format!(" {}", d.timezone) };
             vec![
                 d.job_id.clone(),
+                d.spec_path.clone(),
                 format!("{}{tz}", d.trigger),
                 d.stages.as_ref().map_or("all".into(), |s| s.join(",")),
                 if d.enabled { "yes".into() } else { "paused".into() },
@@ -187,6 +219,10 @@ fn run_job(def: &JobDef) -> Result<JobOutcome, String> {
     prepared.opts.quiet = true;
     let report = exec::run(&prepared.plan, &prepared.opts).map_err(|e| e.to_string())?;
     let summary: Vec<String> = report.stages.iter().map(|s| format!("{}: {} read, {} rejected", s.stage, s.rows_read, s.rows_rejected)).collect();
-    let status = if report.status == Status::Succeeded { "succeeded" } else { "rejected" };
-    Ok(JobOutcome { status: status.into(), run_id: report.run_id, summary: summary.join("; ") })
+    // A firing ends as its run: succeeded, rejected, over_budget or refused; failed when an
+    // analytic failed after the loads (they stand; the error says which).
+    if let Some(failed) = report.analytics_failed() {
+        return Err(failed);
+    }
+    Ok(JobOutcome { status: report.status.as_str().into(), run_id: report.run_id, summary: summary.join("; ") })
 }

@@ -1,6 +1,7 @@
 //! The analytics queries run after the stages: a PostgreSQL target's at once, each on a
 //! connection of its own in a transaction rolled back after it, DuckDB's one after another; every
-//! value as the database prints it.
+//! value as the database prints it. A query that fails is reported as failed, beside the others'
+//! results: the loads before it are committed and stay so.
 
 use indexmap::IndexMap;
 use sqlx::Row;
@@ -11,8 +12,8 @@ use super::context::Target;
 use super::error::ExecError;
 use crate::plan::{AnalyticPlan, Plan};
 
-/// Runs the plan's analytics, in the plan's order.
-pub fn run_all(plan: &Plan, targets: &IndexMap<String, Target<'_>>) -> Result<Vec<AnalyticResult>, ExecError> {
+/// Runs the plan's analytics, in the plan's order; each failure is kept in its result.
+pub fn run_all(plan: &Plan, targets: &IndexMap<String, Target<'_>>) -> Vec<AnalyticResult> {
     let mut results: Vec<Option<Result<AnalyticResult, ExecError>>> = plan.analytics.iter().map(|_| None).collect();
     for (name, target) in targets {
         let Target::Pg(pg) = target else { continue };
@@ -29,9 +30,11 @@ pub fn run_all(plan: &Plan, targets: &IndexMap<String, Target<'_>>) -> Result<Ve
             (None, Some(Target::Duck(d))) => d.analytic(&a.name, &a.run),
             (None, _) => continue,
         };
-        out.push(result?);
+        let mut result = result.unwrap_or_else(|e| AnalyticResult { name: a.name.clone(), error: Some(e.to_string()), ..AnalyticResult::default() });
+        result.description = a.description.clone();
+        out.push(result);
     }
-    Ok(out)
+    out
 }
 
 /// Runs one query on PostgreSQL: its rows come back as (row, column, value as text).
@@ -43,18 +46,27 @@ async fn run_pg(pool: &sqlx::PgPool, a: &AnalyticPlan) -> Result<AnalyticResult,
     }
     let rows = sqlx::query(generated(&a.run)).fetch_all(&mut *tx).await.map_err(fail)?;
     tx.rollback().await.map_err(fail)?;
-    let mut result = AnalyticResult { name: a.name.clone(), columns: Vec::new(), rows: Vec::new() };
+    let mut result = AnalyticResult { name: a.name.clone(), ..AnalyticResult::default() };
     let mut current: Option<i64> = None;
     for r in rows {
         let n: i64 = r.get(0);
         let key: String = r.get(1);
         let value: Option<String> = r.get(2);
+        let kind: Option<String> = r.get(3);
         if current != Some(n) {
             current = Some(n);
             result.rows.push(Vec::new());
         }
         if result.rows.len() == 1 {
             result.columns.push(key);
+            result.numeric.push(false);
+        }
+        // A column is numeric when its values are JSON numbers (nulls say nothing).
+        let column = result.rows.last().map_or(0, Vec::len);
+        if kind.as_deref() == Some("number")
+            && let Some(n) = result.numeric.get_mut(column)
+        {
+            *n = true;
         }
         if let Some(row) = result.rows.last_mut() {
             row.push(value);

@@ -23,7 +23,7 @@ pub enum ExecError {
     },
     /// The CSV header lacks columns the spec reads.
     #[error("{file} has no column {missing}; its header is: {found}")]
-    #[diagnostic(code(run::header), help("rename the columns in the file, or point the spec at them with `from:`"))]
+    #[diagnostic(code(run::header))]
     Header {
         /// The file.
         file: String,
@@ -31,6 +31,10 @@ pub enum ExecError {
         missing: String,
         /// The header found.
         found: String,
+        /// What to do: the delimiter the header seems to use, the near-misses to map with
+        /// `from:`, or renaming.
+        #[help]
+        help: String,
     },
     /// DuckDB could not read a CSV file.
     #[error("cannot read CSV {file}: {message}")]
@@ -67,12 +71,15 @@ pub enum ExecError {
     },
     /// A server could not be reached or refused the login.
     #[error("cannot connect to {what}: {message}")]
-    #[diagnostic(code(run::connect), help("check that the server runs, and the address and credentials in the spec (or the --db-*/--s3-* flags)"))]
+    #[diagnostic(code(run::connect))]
     Connect {
         /// What.
         what: String,
         /// Why (never with a password).
         message: String,
+        /// What to do about this cause.
+        #[help]
+        help: String,
     },
     /// A database statement failed.
     #[error("PostgreSQL failed to {what}: {message}")]
@@ -142,7 +149,7 @@ impl ExecError {
             sqlx::Error::Database(d) => d.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
             _ => false,
         };
-        let (what, message) = (what.into(), e.to_string());
+        let (what, message) = (what.into(), server_message(&e));
         if lost { ExecError::ConnectionLost { what, message } } else { ExecError::Database { what, message } }
     }
 
@@ -163,6 +170,29 @@ impl ExecError {
     }
 }
 
+/// What PostgreSQL said: its message, where in the statement, its detail and hint; never the
+/// line of PostgreSQL's own source that sqlx's text appends (" at line 1188" reads as a line of
+/// the user's file or spec).
+pub fn server_message(e: &sqlx::Error) -> String {
+    let Some(pg) = (match e {
+        sqlx::Error::Database(d) => d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>(),
+        _ => None,
+    }) else {
+        return e.to_string();
+    };
+    let mut out = pg.message().to_string();
+    if let Some(sqlx::postgres::PgErrorPosition::Original(at)) = pg.position() {
+        out.push_str(&format!(" (at character {at} of the statement)"));
+    }
+    if let Some(d) = pg.detail() {
+        out.push_str(&format!("; {d}"));
+    }
+    if let Some(h) = pg.hint() {
+        out.push_str(&format!("; hint: {h}"));
+    }
+    out
+}
+
 /// The first line of a message.
 pub(crate) fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or("").to_string()
@@ -178,11 +208,20 @@ mod tests {
     fn every_error_renders_a_help_line() {
         let errors = [
             ExecError::Source { source_name: "s3://lake/trades.csv at http://127.0.0.1:19000".into(), message: "no such object".into() },
-            ExecError::Header { file: "trades.csv".into(), missing: "cash".into(), found: "id, account_id".into() },
+            ExecError::Header {
+                file: "trades.csv".into(),
+                missing: "cash".into(),
+                found: "id, account_id".into(),
+                help: "rename the columns in the file, or point the spec at them with `from:`".into(),
+            },
             ExecError::Csv { file: "trades.csv".into(), message: "Invalid unicode (byte sequence mismatch)".into() },
             ExecError::Duckdb { what: "run the typed select", message: "Out of Memory Error: failed to allocate".into() },
             ExecError::Polars { what: "evaluate the row checks", message: "column not found".into() },
-            ExecError::Connect { what: "PostgreSQL at localhost:1/etl (connection `db`)".into(), message: "Connection refused".into() },
+            ExecError::Connect {
+                what: "PostgreSQL at localhost:1/etl (connection `db`)".into(),
+                message: "Connection refused".into(),
+                help: crate::exec::postgres::CONNECT_HELP.into(),
+            },
             ExecError::Database { what: "create the target table".into(), message: "permission denied for schema public".into() },
             ExecError::ConnectionLost { what: "COPY a batch".into(), message: "connection reset by peer".into() },
             ExecError::TableMismatch { table: "\"public\".\"asset\"".into(), problems: "column `cash` is missing".into() },

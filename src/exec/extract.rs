@@ -129,6 +129,35 @@ impl Reader {
     }
 }
 
+/// How to fix a header that lacks columns: a header that splits on another delimiter into the
+/// missing names says which delimiter; a header name that differs only in case or spaces is
+/// named, to map with `from:`; else rename.
+fn header_help(stage: &StagePlan, header: &[String], missing: &[&str]) -> String {
+    let delimiter = stage.csv.delimiter.as_str();
+    let line = header.join(delimiter);
+    for d in [";", "\t", "|", ",", ":"] {
+        if d == delimiter {
+            continue;
+        }
+        let parts: Vec<&str> = line.split(d).map(str::trim).collect();
+        if parts.len() > 1 && missing.iter().all(|m| parts.contains(m)) {
+            let shown = if d == "\t" { "\\t" } else { d };
+            return format!("the header is separated by `{shown}`, not `{delimiter}`: set the stage's `source.csv.delimiter: \"{shown}\"`");
+        }
+    }
+    let near: Vec<String> = missing
+        .iter()
+        .filter_map(|m| {
+            let found = header.iter().find(|h| h.trim().eq_ignore_ascii_case(m.trim()))?;
+            Some(format!("`{m}` is written `{found}` in the file: map it with `{m}: {{ from: \"{found}\", ... }}`"))
+        })
+        .collect();
+    if !near.is_empty() {
+        return near.join("; ");
+    }
+    "rename the columns in the file, or point the spec at them with `from:`".into()
+}
+
 /// The columns of a file with a header, checked against the spec: every column the spec reads
 /// is there, once. A repeated name the spec does not read is renamed (`name_2`) and ignored.
 pub fn file_columns(stage: &StagePlan, path: &Path, shown: &str) -> Result<Vec<String>, ExecError> {
@@ -158,7 +187,8 @@ pub fn file_columns(stage: &StagePlan, path: &Path, shown: &str) -> Result<Vec<S
     }
     let missing: Vec<&str> = stage.columns.iter().map(|c| c.header.as_str()).filter(|h| !header.iter().any(|x| x == h)).collect();
     if !missing.is_empty() {
-        return Err(ExecError::Header { file: shown.to_string(), missing: missing.join(", "), found: header.join(", ") });
+        let help = header_help(stage, &header, &missing);
+        return Err(ExecError::Header { file: shown.to_string(), missing: missing.join(", "), found: header.join(", "), help });
     }
     Ok(header)
 }

@@ -88,21 +88,20 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport, ExecError> {
     let records = Records { on: engine, run_id };
     let progress = Progress::new(opts.quiet, opts.verbose);
     let cx = StageContext { plan, opts, reader: &reader, rt: &rt, progress: &progress };
-    let outcome = run_stages(&cx, &stages, &targets, &records).and_then(|reports| {
-        let results = if analytics { analytics::run_all(plan, &targets)? } else { Vec::new() };
-        Ok((reports, results))
-    });
-    let (reports, analytics) = match outcome {
-        Ok(done) => done,
+    let reports = match run_stages(&cx, &stages, &targets, &records) {
+        Ok(reports) => reports,
         Err(e) => {
             let _ = records.finish(Status::Failed, Some(&e.to_string()));
             return Err(e);
         }
     };
+    // The loads are committed: a failing analytic is reported with them, never in their place.
+    let analytics = if analytics { analytics::run_all(plan, &targets) } else { Vec::new() };
     let status = RunReport::status_of(&reports);
-    // A run whose stage went over budget is recorded as rejected: it ran to its end.
-    records.finish(if status == Status::OverBudget { Status::Rejected } else { status }, None)?;
-    Ok(RunReport { run_id, spec: plan.name.clone(), spec_hash: opts.spec_hash.clone(), dry_run: opts.dry_run, status, stages: reports, analytics })
+    let unchanged = RunReport::all_unchanged(&reports);
+    let report = RunReport { run_id, spec: plan.name.clone(), spec_hash: opts.spec_hash.clone(), dry_run: opts.dry_run, status, stages: reports, analytics, unchanged };
+    records.finish(status, report.analytics_failed().as_deref())?;
+    Ok(report)
 }
 
 /// Opens every target the selected stages (and, when they run, the analytics) load into, in
@@ -177,7 +176,7 @@ fn run_stages(cx: &StageContext<'_>, stages: &[&StagePlan], targets: &IndexMap<S
                 progress.step(&st.name, &format!("{} rows read, {} rejected; {loaded}", report.rows_read, report.rows_rejected));
             }
             records.stage(&report)?;
-            let stop = report.status == Status::OverBudget;
+            let stop = report.status.loaded_nothing();
             reports.push(report);
             if stop {
                 break;

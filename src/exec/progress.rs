@@ -1,6 +1,6 @@
 //! What a run tells a person while it works, on stderr (stdout holds the report): on a terminal
-//! one live line per stage (bytes fetched, rows validated, rows loaded); elsewhere plain log
-//! lines, one per step.
+//! one live line per stage (bytes fetched, rows validated, rows loaded) and a line per stage's
+//! step; elsewhere nothing unless `-v` asks for a log line per step.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,9 +34,9 @@ impl Progress {
         }
     }
 
-    /// A step finished: a log line (on a terminal, it replaces the live line).
+    /// A step finished: a log line on a terminal (replacing the live line) or with `-v`.
     pub fn step(&self, stage: &str, what: &str) {
-        if self.quiet {
+        if self.quiet || !(self.live || self.verbose) {
             return;
         }
         let mut err = std::io::stderr().lock();

@@ -23,6 +23,9 @@ pub enum Status {
     Rejected,
     /// More rows rejected than the error budget allows: nothing of the stage loaded.
     OverBudget,
+    /// The data was refused whole (an empty file for a `replace` target): nothing of the stage
+    /// loaded.
+    Refused,
     /// An error ended it.
     Failed,
 }
@@ -35,13 +38,20 @@ impl Status {
             Status::Succeeded => "succeeded",
             Status::Rejected => "rejected",
             Status::OverBudget => "over_budget",
+            Status::Refused => "refused",
             Status::Failed => "failed",
         }
     }
 
+    /// Whether the stage's data was refused and nothing of it loaded (over its error budget, or
+    /// refused whole): the run's later stages do not run, and the exit code is 5.
+    pub fn loaded_nothing(self) -> bool {
+        matches!(self, Status::OverBudget | Status::Refused)
+    }
+
     /// The status a recorded word stands for.
     pub fn from_word(word: &str) -> Option<Status> {
-        [Status::Running, Status::Succeeded, Status::Rejected, Status::OverBudget, Status::Failed].into_iter().find(|s| s.as_str() == word)
+        [Status::Running, Status::Succeeded, Status::Rejected, Status::OverBudget, Status::Refused, Status::Failed].into_iter().find(|s| s.as_str() == word)
     }
 }
 
@@ -60,6 +70,8 @@ pub struct Merged {
     pub updated: u64,
     /// Rows equal to what the table held.
     pub unchanged: u64,
+    /// Rows deleted first (`mode: replace`: every row the table held).
+    pub deleted: u64,
 }
 
 /// What happened to one stage.
@@ -92,6 +104,13 @@ pub struct StageReport {
     pub status: Status,
     /// Why the stage went over its error budget.
     pub budget: Option<String>,
+    /// Why the stage's data was refused whole.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+    /// What the rejects suggest about the spec (a column that fails its type on nearly every
+    /// row).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hints: Vec<String>,
     /// Rejected rows by rule (a row failing two rules counts under both).
     pub rejects_by_rule: BTreeMap<String, u64>,
     /// Every reject, in line order.
@@ -122,6 +141,8 @@ impl StageReport {
             skipped_unchanged: 0,
             status: Status::Running,
             budget: None,
+            refused: None,
+            hints: Vec::new(),
             rejects_by_rule: BTreeMap::new(),
             rejects: Vec::new(),
             unchanged_since_run: None,
@@ -150,15 +171,63 @@ impl StageReport {
     }
 }
 
-/// One analytics query's result, every value as the database printed it.
-#[derive(Debug, Clone, Serialize)]
+/// One analytics query's result, every value as the database printed it. In JSON, a numeric
+/// column's values are JSON numbers, written with every digit the database printed.
+#[derive(Debug, Clone, Default)]
 pub struct AnalyticResult {
     /// Query name.
     pub name: String,
+    /// What it shows, from the spec.
+    pub description: Option<String>,
     /// Column names in order.
     pub columns: Vec<String>,
     /// Rows of values (None: NULL).
     pub rows: Vec<Vec<Option<String>>>,
+    /// Why the query failed, when it did (the load it reads stays committed).
+    pub error: Option<String>,
+    /// Per column: whether it holds numbers.
+    pub numeric: Vec<bool>,
+}
+
+impl Serialize for AnalyticResult {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut m = s.serialize_struct("AnalyticResult", 5)?;
+        m.serialize_field("name", &self.name)?;
+        if let Some(d) = &self.description {
+            m.serialize_field("description", d)?;
+        }
+        m.serialize_field("columns", &self.columns)?;
+        let rows: Vec<Vec<Cell<'_>>> = self
+            .rows
+            .iter()
+            .map(|r| r.iter().enumerate().map(|(i, v)| Cell(v.as_deref(), self.numeric.get(i).copied().unwrap_or(false))).collect())
+            .collect();
+        m.serialize_field("rows", &rows)?;
+        if let Some(e) = &self.error {
+            m.serialize_field("error", e)?;
+        }
+        m.end()
+    }
+}
+
+/// A value of an analytic: a JSON number when its column is numeric and it reads as one (every
+/// digit kept), else text; null for NULL.
+struct Cell<'a>(Option<&'a str>, bool);
+
+impl Serialize for Cell<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Cell(None, _) => s.serialize_none(),
+            Cell(Some(v), true) if v.starts_with(|c: char| c.is_ascii_digit() || c == '-') => {
+                match serde_json::value::RawValue::from_string((*v).to_string()) {
+                    Ok(raw) => raw.serialize(s),
+                    Err(_) => s.serialize_str(v),
+                }
+            }
+            Cell(Some(v), _) => s.serialize_str(v),
+        }
+    }
 }
 
 /// What a run did.
@@ -178,13 +247,19 @@ pub struct RunReport {
     pub stages: Vec<StageReport>,
     /// Analytics results.
     pub analytics: Vec<AnalyticResult>,
+    /// Every stage was unchanged since its last load: nothing was loaded again, and the exit
+    /// code and rejects are those loads'.
+    pub unchanged: bool,
 }
 
 impl RunReport {
-    /// The run's status from its stages': over budget, else rejected, else succeeded.
+    /// The run's status from its stages': over budget, else refused, else rejected, else
+    /// succeeded.
     pub fn status_of(stages: &[StageReport]) -> Status {
         if stages.iter().any(|s| s.status == Status::OverBudget) {
             Status::OverBudget
+        } else if stages.iter().any(|s| s.status == Status::Refused) {
+            Status::Refused
         } else if stages.iter().any(|s| s.rows_rejected > 0) {
             Status::Rejected
         } else {
@@ -192,8 +267,31 @@ impl RunReport {
         }
     }
 
-    /// Exit code: 4 when any row was rejected or a stage went over its error budget, else 0.
+    /// Exit code: 1 when an analytic failed (its stages' loads stand); else 5 when a stage's
+    /// data was refused and nothing of it loaded (over its error budget, refused whole); else 4
+    /// when rows were rejected and the rest loaded (a stage unchanged since such a load exits so
+    /// again; `unchanged` in the JSON tells); else 0.
     pub fn exit_code(&self) -> u8 {
-        if self.stages.iter().any(|s| s.rows_rejected > 0 || s.status == Status::OverBudget) { exit::REJECTED } else { exit::OK }
+        if self.analytics.iter().any(|a| a.error.is_some()) {
+            exit::ERROR
+        } else if self.stages.iter().any(|s| s.status.loaded_nothing()) {
+            exit::REFUSED
+        } else if self.stages.iter().any(|s| s.rows_rejected > 0) {
+            exit::REJECTED
+        } else {
+            exit::OK
+        }
+    }
+
+    /// Whether every stage was unchanged since its last load (nothing was loaded again).
+    pub fn all_unchanged(stages: &[StageReport]) -> bool {
+        !stages.is_empty() && stages.iter().all(|s| s.unchanged_since_run.is_some())
+    }
+
+    /// The analytics that failed, as one line for the run's record.
+    pub fn analytics_failed(&self) -> Option<String> {
+        let failed: Vec<String> =
+            self.analytics.iter().filter_map(|a| a.error.as_ref().map(|e| format!("analytic `{}` failed: {e}", a.name))).collect();
+        (!failed.is_empty()).then(|| failed.join("; "))
     }
 }

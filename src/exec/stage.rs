@@ -14,7 +14,7 @@ use super::report::{StageReport, Status};
 use super::validate::{self, Reject};
 use crate::exec::error::ExecError;
 use crate::plan::StagePlan;
-use crate::spec::model::Severity;
+use crate::spec::model::{LoadMode, Severity};
 
 /// Extracts and validates one stage from a local file, handing each batch of valid rows to
 /// `on_valid` as soon as it is checked: memory holds one batch, not the file.
@@ -72,6 +72,7 @@ pub fn check_stage(
         on_valid(v.valid)
     })?;
     report.rejects.sort_by_key(|r| r.line);
+    report.hints = spec_hints(stage, &report);
     if !report.balanced() {
         return Err(ExecError::Internal(format!(
             "stage {}: {} rows read but {} valid + {} rejected",
@@ -79,6 +80,34 @@ pub fn check_stage(
         )));
     }
     Ok(report)
+}
+
+/// A column whose type check fails on (nearly) every row points at the spec, not the data: a
+/// wrong `format`, type or delimiter. Said once per such column.
+fn spec_hints(stage: &StagePlan, report: &StageReport) -> Vec<String> {
+    let read = report.rows_read;
+    if read < 10 {
+        return Vec::new();
+    }
+    let mut failed: std::collections::BTreeMap<&str, (u64, Option<&str>)> = std::collections::BTreeMap::new();
+    for r in report.rejects.iter().filter(|r| r.rule == "type") {
+        if let Some(c) = r.column.as_deref() {
+            let e = failed.entry(c).or_insert((0, r.value.as_deref()));
+            e.0 += 1;
+        }
+    }
+    failed
+        .into_iter()
+        .filter(|(_, (n, _))| *n * 10 >= read * 9)
+        .map(|(column, (n, example))| {
+            let ty = stage.columns.iter().find(|c| c.name == column).map(|c| c.ty.to_string()).unwrap_or_default();
+            let fix = if ty == "date" || ty == "timestamp" { "its `format`" } else { "its type" };
+            let example = example.map(|e| format!(" (e.g. `{e}`)")).unwrap_or_default();
+            format!(
+                "column {column}: {n} of {read} rows are not a valid {ty}{example}: the spec is likely wrong here, not the data; check {fix}"
+            )
+        })
+        .collect()
 }
 
 /// Extracts and validates a stage, handing each non-empty batch of rows to write to
@@ -108,12 +137,23 @@ pub fn stage_rows(
     })
 }
 
-/// Applies the error budget; true when over it (the stage then loads nothing).
+/// Applies the error budget, and refuses a `replace` that would leave its table empty; true
+/// when either holds (the stage then loads nothing).
 pub fn over_budget(stage: &StagePlan, report: &mut StageReport) -> bool {
     report.rows_staged = report.rows_valid;
     if let Some(why) = budget_exceeded(stage, report) {
         report.status = Status::OverBudget;
         report.budget = Some(why);
+        return true;
+    }
+    if stage.target.mode == LoadMode::Replace && !stage.target.allow_empty && report.rows_valid == 0 {
+        let what = if report.rows_read == 0 { "the file has no rows".to_string() } else { format!("none of its {} rows is valid", report.rows_read) };
+        report.status = Status::Refused;
+        report.refused = Some(format!(
+            "{what}, and `mode: replace` would empty {}: the table keeps its rows. \
+             If that is meant, set the target's `allow_empty: true`",
+            stage.target.qualified
+        ));
         return true;
     }
     false

@@ -5,7 +5,8 @@ use polars::prelude::*;
 use serde::Serialize;
 
 use crate::exec::error::ExecError;
-use crate::plan::StagePlan;
+use crate::plan::{Check, StagePlan, Test};
+use crate::spec::expr::{self, Dec, Value, Verdict};
 use crate::plan::extract::{RECORD, UNCHANGED, duplicate_column, uncast_column};
 use crate::spec::model::Severity;
 
@@ -100,35 +101,49 @@ fn text(v: AnyValue<'_>) -> Option<String> {
 
 /// Validates one batch.
 pub fn validate(stage: &StagePlan, lines: &Lines, batch: DataFrame) -> Result<Validated, ExecError> {
-    let flags: Vec<Expr> = stage.checks.iter().enumerate().map(|(i, c)| c.violation.clone().alias(format!("__v{i}"))).collect();
+    let flags: Vec<Expr> = stage
+        .checks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| match &c.test {
+            Test::Frame(violation) => Some(violation.clone().alias(format!("__v{i}"))),
+            Test::Rule { .. } => None,
+        })
+        .collect();
     let flagged = batch.lazy().with_columns(flags).collect().map_err(ExecError::polars("evaluate the row checks"))?;
     let records = flagged.column(RECORD).map_err(ExecError::polars("read record numbers"))?.cast(&DataType::UInt64).map_err(ExecError::polars("read record numbers"))?;
     let records = records.u64().map_err(ExecError::polars("read record numbers"))?.clone();
 
     let height = flagged.height();
-    let mut error_mask = BooleanChunked::full("__error".into(), false, height);
-    let mut warn_mask = BooleanChunked::full("__warn".into(), false, height);
+    let mut error_mask = vec![false; height];
+    let mut warn_mask = vec![false; height];
     let mut rejects = Vec::new();
     for (i, check) in stage.checks.iter().enumerate() {
-        let col = flagged.column(&format!("__v{i}")).map_err(ExecError::polars("read a check"))?;
-        let hits = col.bool().map_err(ExecError::polars("read a check"))?;
-        if hits.sum().unwrap_or(0) == 0 {
-            continue;
-        }
-        match check.severity {
-            Severity::Error => error_mask = &error_mask | hits,
-            Severity::Warn => warn_mask = &warn_mask | hits,
-        }
-        for (row, hit) in hits.iter().enumerate() {
-            if hit != Some(true) {
-                continue;
+        let value_of = |row: usize, name: &str| flagged.column(name).ok().and_then(|c| c.get(row).ok()).and_then(text);
+        // (row, message) of each row that fails the check.
+        let hits: Vec<(usize, Option<String>)> = match &check.test {
+            Test::Frame(_) => {
+                let col = flagged.column(&format!("__v{i}")).map_err(ExecError::polars("read a check"))?;
+                let hits = col.bool().map_err(ExecError::polars("read a check"))?;
+                hits.iter().enumerate().filter(|(_, h)| *h == Some(true)).map(|(row, _)| (row, None)).collect()
+            }
+            Test::Rule { expr, tolerance } => rule_failures(&flagged, check, expr, *tolerance)?,
+        };
+        for (row, computed) in hits {
+            match check.severity {
+                Severity::Error => error_mask[row] = true,
+                Severity::Warn => warn_mask[row] = true,
             }
             let record = records.get(row).unwrap_or(0);
-            let value_of = |name: &str| flagged.column(name).ok().and_then(|c| c.get(row).ok()).and_then(text);
             let (value, message) = match check.rule.as_str() {
+                _ if computed.is_some() => {
+                    let values: Vec<String> =
+                        check.reads.iter().map(|c| format!("{c}={}", value_of(row, c).unwrap_or_else(|| "null".into()))).collect();
+                    (Some(values.join(", ")), computed.unwrap_or_default())
+                }
                 "type" => {
                     let column = check.column.as_deref().unwrap_or("");
-                    let raw = value_of(&uncast_column(column));
+                    let raw = value_of(row, &uncast_column(column));
                     let shown = raw.clone().unwrap_or_default();
                     (raw, cast_message(stage, column, &shown))
                 }
@@ -139,16 +154,11 @@ pub fn validate(stage: &StagePlan, lines: &Lines, batch: DataFrame) -> Result<Va
                         .ok()
                         .and_then(|c| c.get(row).ok())
                         .and_then(|v| v.extract::<u64>());
-                    let values: Vec<String> = check.reads.iter().map(|c| value_of(c).unwrap_or_default()).collect();
+                    let values: Vec<String> = check.reads.iter().map(|c| value_of(row, c).unwrap_or_default()).collect();
                     let first_line = first.map(|f| lines.line(f)).unwrap_or(0);
                     (Some(values.join(",")), format!("{}; the first is on line {first_line}", check.message))
                 }
-                _ if check.column.is_some() => (value_of(check.column.as_deref().unwrap_or("")), check.message.clone()),
-                _ => {
-                    let values: Vec<String> =
-                        check.reads.iter().map(|c| format!("{c}={}", value_of(c).unwrap_or_else(|| "null".into()))).collect();
-                    (Some(values.join(", ")), check.message.clone())
-                }
+                _ => (value_of(row, check.column.as_deref().unwrap_or("")), check.message.clone()),
             };
             rejects.push(Reject {
                 line: lines.line(record),
@@ -160,6 +170,8 @@ pub fn validate(stage: &StagePlan, lines: &Lines, batch: DataFrame) -> Result<Va
             });
         }
     }
+    let error_mask = BooleanChunked::from_slice("__error".into(), &error_mask);
+    let warn_mask = BooleanChunked::from_slice("__warn".into(), &warn_mask);
     rejects.sort_by_key(|r| r.line);
     let rejected_rows = error_mask.sum().unwrap_or(0) as u64;
     let warned_rows = (&warn_mask & &!&error_mask).sum().unwrap_or(0) as u64;
@@ -184,6 +196,75 @@ pub fn validate(stage: &StagePlan, lines: &Lines, batch: DataFrame) -> Result<Va
     Ok(Validated { valid, valid_rows, unchanged: valid_rows - written, rejects, rejected_rows, warned_rows })
 }
 
+/// The rows of a batch that fail a rule, each with its reject message: the rule's message and
+/// the values of the comparison that failed, or why the rule could not be computed.
+fn rule_failures(
+    frame: &DataFrame,
+    check: &Check,
+    rule: &crate::spec::expr::Expr,
+    tolerance: Option<Dec>,
+) -> Result<Vec<(usize, Option<String>)>, ExecError> {
+    let columns: Vec<Vec<Value<'_>>> = check.reads.iter().map(|c| values(frame, c)).collect::<Result<_, _>>()?;
+    let mut out = Vec::new();
+    for row in 0..frame.height() {
+        let value_of = |name: &str| {
+            check.reads.iter().position(|c| c == name).and_then(|i| columns[i].get(row).copied()).unwrap_or(Value::Null)
+        };
+        match expr::check(rule, tolerance, &value_of) {
+            Verdict::Pass => {}
+            Verdict::Fail { sides } => {
+                let message = match sides {
+                    Some(sides) => format!("{}; {sides}", check.message),
+                    None => check.message.clone(),
+                };
+                out.push((row, Some(message)));
+            }
+            Verdict::Error(e) => out.push((row, Some(format!("rule {} could not be computed: {e}", check.rule)))),
+        }
+    }
+    Ok(out)
+}
+
+/// A column of a batch as rule values.
+fn values<'a>(frame: &'a DataFrame, name: &str) -> Result<Vec<Value<'a>>, ExecError> {
+    let what = "read a column for a rule";
+    let s = frame.column(name).map_err(ExecError::polars(what))?.as_materialized_series();
+    Ok(match s.dtype() {
+        DataType::Decimal(_, _) => {
+            let ca = s.decimal().map_err(ExecError::polars(what))?;
+            let scale = ca.scale() as u32;
+            ca.physical()
+                .iter()
+                .map(|m| match m {
+                    None => Ok(Value::Null),
+                    Some(m) => Dec::new(m, scale).map(Value::Num).map_err(|e| ExecError::Internal(format!("{name}: {e}"))),
+                })
+                .collect::<Result<_, _>>()?
+        }
+        DataType::String => s.str().map_err(ExecError::polars(what))?.iter().map(|v| v.map_or(Value::Null, Value::Text)).collect(),
+        DataType::Boolean => s.bool().map_err(ExecError::polars(what))?.iter().map(|v| v.map_or(Value::Null, Value::Bool)).collect(),
+        DataType::Float32 | DataType::Float64 => {
+            let f = s.cast(&DataType::Float64).map_err(ExecError::polars(what))?;
+            f.f64().map_err(ExecError::polars(what))?.iter().map(|v| v.map_or(Value::Null, Value::Float)).collect()
+        }
+        DataType::Date => {
+            let d = s.date().map_err(ExecError::polars(what))?;
+            d.physical().iter().map(|v| v.map_or(Value::Null, Value::Date)).collect()
+        }
+        DataType::Datetime(_, _) => {
+            let t = s.cast(&DataType::Datetime(TimeUnit::Microseconds, None)).map_err(ExecError::polars(what))?;
+            let t = t.datetime().map_err(ExecError::polars(what))?;
+            t.physical().iter().map(|v| v.map_or(Value::Null, Value::Timestamp)).collect()
+        }
+        dt if dt.is_integer() => {
+            let i = s.cast(&DataType::Int64).map_err(ExecError::polars(what))?;
+            i.i64().map_err(ExecError::polars(what))?.iter().map(|v| v.map_or(Value::Null, |v| Value::Num(Dec::int(v)))).collect()
+        }
+        DataType::Null => vec![Value::Null; s.len()],
+        other => return Err(ExecError::Internal(format!("a rule reads `{name}`, a {other} column, which rules cannot read"))),
+    })
+}
+
 /// Why a value did not cast, as precisely as can be told.
 fn cast_message(stage: &StagePlan, column: &str, raw: &str) -> String {
     let ty = stage.columns.iter().find(|c| c.name == column).map(|c| c.ty);
@@ -196,6 +277,17 @@ fn cast_message(stage: &StagePlan, column: &str, raw: &str) -> String {
             return format!("`{raw}` is out of range for decimal({precision},{scale})");
         }
         return format!("`{raw}` is not a number");
+    }
+    if let Some(c) = stage.columns.iter().find(|c| c.name == column && c.ty.is_temporal()) {
+        let formats = if c.formats.is_empty() {
+            match c.ty {
+                crate::spec::model::ColumnType::Date => "YYYY-MM-DD".to_string(),
+                _ => "YYYY-MM-DD HH:MM:SS[.ffffff]".to_string(),
+            }
+        } else {
+            c.formats.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(" or ")
+        };
+        return format!("`{raw}` is not a {} in the format {formats}", c.ty);
     }
     format!("`{raw}` is not a valid {}", type_of(stage, column))
 }

@@ -158,6 +158,8 @@ pub struct TargetPlan {
     pub mode: LoadMode,
     /// Generated identity key, if any.
     pub surrogate_key: Option<String>,
+    /// Whether a file with no rows may empty a `replace` target.
+    pub allow_empty: bool,
     /// The SQL: DDL and load statements.
     pub sql: LoadSql,
     /// The other statements the stage sends to its target.
@@ -307,12 +309,27 @@ pub struct Check {
     pub severity: Severity,
     /// The condition as written in the spec's terms, e.g. `cash >= 0`.
     pub condition: String,
-    /// True for a row that violates the check.
-    pub violation: Expr,
+    /// How a row is tested.
+    pub test: Test,
     /// Message stored with a rejected row.
     pub message: String,
     /// The columns it reads (for the offending values).
     pub reads: Vec<String>,
+}
+
+/// How a check tests a row.
+#[derive(Debug, Clone)]
+pub enum Test {
+    /// A Polars expression over the batch, true for a row that violates the check (facets).
+    Frame(Expr),
+    /// A rule, evaluated on each row with SQL's nulls and PostgreSQL's exact decimal arithmetic
+    /// ([`crate::spec::expr::check`]); with a tolerance, `a = b` holds within it.
+    Rule {
+        /// The type-checked rule.
+        expr: crate::spec::expr::Expr,
+        /// How far apart the two sides of `a = b` may be.
+        tolerance: Option<crate::spec::expr::Dec>,
+    },
 }
 
 // A stage's DDL and load

@@ -47,17 +47,20 @@ pub fn compile(spec: &Spec) -> Plan {
             let connection = a.connection.clone().unwrap_or_else(|| first_target.clone());
             let body = a.sql.trim().trim_end_matches(';').trim_end();
             let (run, search_path) = match spec.connections.get(&connection) {
-                Some(Connection::Duckdb(_)) => (format!("SELECT CAST(COLUMNS(*) AS VARCHAR) FROM ({body}) AS q"), None),
+                // Each value as DuckDB prints it, then each value's type (so numbers stay numbers
+                // in the JSON report).
+                Some(Connection::Duckdb(_)) => (format!("SELECT CAST(COLUMNS(*) AS VARCHAR), typeof(COLUMNS(*)) FROM ({body}) AS q"), None),
                 other => {
                     let schema = match other {
                         Some(Connection::Postgres(pg)) => pg.schema.as_deref(),
                         _ => None,
                     };
-                    // json_each_text keeps the query's column order and prints each value exactly
-                    // as PostgreSQL does (numeric in full), so no value passes through a float.
+                    // json_each keeps the query's column order; each value comes back as
+                    // PostgreSQL prints it (numeric in full, so no value passes through a float)
+                    // with its JSON type, so numbers stay numbers in the JSON report.
                     let run = format!(
-                        "SELECT r.n, e.key, e.value FROM (SELECT row_number() OVER () AS n, row_to_json(q) AS j FROM ({body}) AS q) AS r, \
-                         LATERAL json_each_text(r.j) WITH ORDINALITY AS e(key, value, pos) ORDER BY r.n, e.pos"
+                        "SELECT r.n, e.key, e.value #>> '{{}}', json_typeof(e.value) FROM (SELECT row_number() OVER () AS n, row_to_json(q) AS j FROM ({body}) AS q) AS r, \
+                         LATERAL json_each(r.j) WITH ORDINALITY AS e(key, value, pos) ORDER BY r.n, e.pos"
                     );
                     let search_path = schema.map(|s| {
                         sql::Query::new("SELECT set_config('search_path', $1 || ', ' || current_setting('search_path'), true)", &[&sql::ident(s)])
@@ -130,6 +133,7 @@ fn stage(spec: &Spec, name: &str) -> StagePlan {
         key: st.target.key.clone(),
         mode: st.target.mode,
         surrogate_key: st.target.surrogate_key.clone(),
+        allow_empty: st.target.allow_empty,
         sql: LoadSql::default(),
         statements: TargetStatements::Duckdb(DuckStatements::default()),
     };

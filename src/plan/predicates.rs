@@ -6,9 +6,9 @@ use indexmap::IndexMap;
 use polars::prelude::{DataType, Expr, LiteralValue, Scalar, col, lit};
 use rust_decimal::Decimal;
 
-use super::compiled::Check;
-use crate::spec::expr::{self, BinaryOp, ExprKind, Func, NumKind, Ty, UnaryOp};
-use crate::spec::model::{Column, ColumnType, Literal, Severity, Spec, Stage};
+use super::compiled::{Check, Test};
+use crate::spec::expr::{self, BinaryOp, Dec, ExprKind, Ty};
+use crate::spec::model::{Bound, Column, ColumnType, Literal, Severity, Spec, Stage};
 
 /// Compiles a stage's checks. `tolerance` is `defaults.tolerance`.
 pub fn compile(spec: &Spec, stage: &Stage, tolerance: Decimal) -> Vec<Check> {
@@ -22,14 +22,15 @@ pub fn compile(spec: &Spec, stage: &Stage, tolerance: Decimal) -> Vec<Check> {
         let mut reads = Vec::new();
         expr::columns_of(&parsed, &mut reads);
         let tol = rule.tolerance.map_or(tolerance, |t| t.0);
-        let (violation, condition) = match &parsed.kind {
-            ExprKind::Binary(BinaryOp::Eq, l, r)
-                if tol > Decimal::ZERO && matches!(expr::type_of(l, &types), Ok(Ty::Number(_))) =>
-            {
-                let diff = to_polars(l, &types) - to_polars(r, &types);
-                (diff.abs().gt(number(tol)), format!("abs({l} - {r}) <= {tol}"))
+        let numbers = match &parsed.kind {
+            ExprKind::Binary(BinaryOp::Eq, l, _) => matches!(expr::type_of(l, &types), Ok(Ty::Number(_))),
+            _ => false,
+        };
+        let (tolerance, condition) = match &parsed.kind {
+            ExprKind::Binary(BinaryOp::Eq, l, r) if tol > Decimal::ZERO && numbers => {
+                (Some(Dec::from_decimal(tol)), format!("abs({l} - {r}) <= {tol}"))
             }
-            _ => (to_polars(&parsed, &types).not(), parsed.to_string()),
+            _ => (None, parsed.to_string()),
         };
         out.push(Check {
             rule: rule.name.clone(),
@@ -37,7 +38,7 @@ pub fn compile(spec: &Spec, stage: &Stage, tolerance: Decimal) -> Vec<Check> {
             severity: rule.severity,
             message: rule.message.clone().unwrap_or_else(|| format!("rule {} failed: {condition}", rule.name)),
             condition,
-            violation: violation.fill_null(lit(false)),
+            test: Test::Rule { expr: parsed, tolerance },
             reads,
         });
     }
@@ -52,7 +53,7 @@ fn column_checks(spec: &Spec, stage: &Stage, name: &str, c: &Column, out: &mut V
             column: Some(name.to_string()),
             severity: Severity::Error,
             condition,
-            violation: violation.fill_null(lit(false)),
+            test: Test::Frame(violation.fill_null(lit(false))),
             message,
             reads: vec![name.to_string()],
         });
@@ -91,17 +92,31 @@ fn column_checks(spec: &Spec, stage: &Stage, name: &str, c: &Column, out: &mut V
         );
     }
     let typed = |d: Decimal| typed_number(d, c.ty);
+    // A limit and the column's value in comparable terms: numbers typed like the column, dates
+    // and timestamps as microseconds since the epoch.
+    let sides = |b: Bound| match b.micros() {
+        Some(us) => (instant(v(), c.ty), lit(us)),
+        None => (v(), typed(b.number().unwrap_or_default())),
+    };
     if let Some(m) = c.min {
-        push("min", format!("{name} >= {m}"), v().lt(typed(m.0)), format!("{name} is less than {m}"));
+        let (x, m_) = sides(m);
+        let what = if m.micros().is_some() { "earlier than" } else { "less than" };
+        push("min", format!("{name} >= {m}"), x.lt(m_), format!("{name} is {what} {m}"));
     }
     if let Some(m) = c.exclusive_min {
-        push("exclusive_min", format!("{name} > {m}"), v().lt_eq(typed(m.0)), format!("{name} is not greater than {m}"));
+        let (x, m_) = sides(m);
+        let what = if m.micros().is_some() { "later than" } else { "greater than" };
+        push("exclusive_min", format!("{name} > {m}"), x.lt_eq(m_), format!("{name} is not {what} {m}"));
     }
     if let Some(m) = c.max {
-        push("max", format!("{name} <= {m}"), v().gt(typed(m.0)), format!("{name} is greater than {m}"));
+        let (x, m_) = sides(m);
+        let what = if m.micros().is_some() { "later than" } else { "greater than" };
+        push("max", format!("{name} <= {m}"), x.gt(m_), format!("{name} is {what} {m}"));
     }
     if let Some(m) = c.exclusive_max {
-        push("exclusive_max", format!("{name} < {m}"), v().gt_eq(typed(m.0)), format!("{name} is not less than {m}"));
+        let (x, m_) = sides(m);
+        let what = if m.micros().is_some() { "earlier than" } else { "less than" };
+        push("exclusive_max", format!("{name} < {m}"), x.gt_eq(m_), format!("{name} is not {what} {m}"));
     }
     if let Some(m) = c.multiple_of {
         let violation = match c.ty {
@@ -192,10 +207,19 @@ fn column_checks(spec: &Spec, stage: &Stage, name: &str, c: &Column, out: &mut V
             column: Some(keys.clone()),
             severity: Severity::Error,
             condition: format!("({keys}) is unique in the file (the key)"),
-            violation: col(dup.as_str()).is_not_null(),
+            test: Test::Frame(col(dup.as_str()).is_not_null()),
             message: format!("key ({keys}) repeats the key of an earlier row"),
             reads: stage.target.key.clone(),
         });
+    }
+}
+
+/// A date or timestamp column's values as microseconds since the epoch.
+fn instant(v: Expr, t: ColumnType) -> Expr {
+    let micros = v.cast(DataType::Datetime(polars::prelude::TimeUnit::Microseconds, None)).cast(DataType::Int64);
+    match t {
+        ColumnType::Date | ColumnType::Timestamp => micros,
+        _ => lit(polars::prelude::Null {}),
     }
 }
 
@@ -232,71 +256,11 @@ fn typed_number(d: Decimal, t: ColumnType) -> Expr {
     }
 }
 
-/// Translates a checked rule expression into Polars.
-pub fn to_polars(e: &expr::Expr, types: &IndexMap<String, ColumnType>) -> Expr {
-    match &e.kind {
-        ExprKind::Column(c) => col(c.as_str()),
-        ExprKind::Number(n) => number(*n),
-        ExprKind::Text(s) => lit(s.clone()),
-        ExprKind::Bool(b) => lit(*b),
-        ExprKind::Null => lit(polars::prelude::Null {}),
-        ExprKind::Unary(UnaryOp::Neg, x) => lit(0) - to_polars(x, types),
-        ExprKind::Unary(UnaryOp::Not, x) => to_polars(x, types).not(),
-        ExprKind::IsNull(x, false) => to_polars(x, types).is_null(),
-        ExprKind::IsNull(x, true) => to_polars(x, types).is_not_null(),
-        ExprKind::InList(x, items, negated) => {
-            let v = to_polars(x, types);
-            let any = items
-                .iter()
-                .map(|i| v.clone().eq(to_polars(i, types)))
-                .reduce(|a, b| a.or(b))
-                .unwrap_or(lit(false));
-            if *negated { any.not() } else { any }
-        }
-        ExprKind::Binary(op, l, r) => {
-            let (a, b) = (to_polars(l, types), to_polars(r, types));
-            match op {
-                BinaryOp::Add => a + b,
-                BinaryOp::Sub => a - b,
-                BinaryOp::Mul => a * b,
-                BinaryOp::Div => {
-                    let lt = expr::type_of(l, types);
-                    let rt = expr::type_of(r, types);
-                    let ints = matches!(lt, Ok(Ty::Number(NumKind::Int))) && matches!(rt, Ok(Ty::Number(NumKind::Int)));
-                    if ints { a.cast(DataType::Float64) / b.cast(DataType::Float64) } else { a / b }
-                }
-                BinaryOp::Eq => a.eq(b),
-                BinaryOp::NotEq => a.neq(b),
-                BinaryOp::Lt => a.lt(b),
-                BinaryOp::LtEq => a.lt_eq(b),
-                BinaryOp::Gt => a.gt(b),
-                BinaryOp::GtEq => a.gt_eq(b),
-                BinaryOp::And => a.and(b),
-                BinaryOp::Or => a.or(b),
-            }
-        }
-        ExprKind::Call(f, args) => {
-            let mut a: Vec<Expr> = args.iter().map(|x| to_polars(x, types)).collect();
-            match f {
-                Func::Abs => a.remove(0).abs(),
-                Func::Length => a.remove(0).str().len_chars(),
-                Func::Coalesce => polars::prelude::coalesce(&a),
-                Func::Round => {
-                    let places = match args.get(1).map(|x| &x.kind) {
-                        Some(ExprKind::Number(n)) => u32::try_from(n.mantissa()).unwrap_or(0),
-                        _ => 0,
-                    };
-                    a.remove(0).round(places, polars::prelude::RoundMode::HalfAwayFromZero)
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use polars::prelude::*;
 
+    use crate::spec::expr::{Dec, Value, Verdict, check};
     use crate::spec::{LoadOptions, load_text};
 
     /// Compiles the checks of a small stage and runs them on a real DataFrame: each row below
@@ -355,17 +319,29 @@ stages:
             Series::new("__duplicate_of_key".into(), (0..rows.len()).map(|i| (i == 1).then_some(1i64)).collect::<Vec<_>>()).into(),
         ])
         .unwrap();
-        let exprs: Vec<Expr> = checks.iter().enumerate().map(|(i, c)| c.violation.clone().alias(format!("c{i}"))).collect();
+        // Facets run on the frame; rules on each row (with the row's values as the executor
+        // reads them).
+        let frame_test = |c: &super::Check| match &c.test {
+            super::Test::Frame(e) => e.clone(),
+            super::Test::Rule { .. } => lit(false),
+        };
+        let exprs: Vec<Expr> = checks.iter().enumerate().map(|(i, c)| frame_test(c).alias(format!("c{i}"))).collect();
         let mut df = df;
         for c in ["kind", "cash", "fee", "total", "qty"] {
             df.with_column(Series::full_null(format!("__uncast_{c}").into(), rows.len(), &DataType::String).into()).unwrap();
         }
         let out = df.lazy().select(exprs).collect().unwrap_or_else(|e| panic!("checks did not evaluate: {e}"));
         for (row, r) in rows.iter().enumerate() {
+            let dec = |s: &str| Value::Num(Dec::from_decimal(s.parse().unwrap()));
+            let values = [("cash", dec(r.2)), ("fee", dec(r.3)), ("total", dec(r.4))];
+            let value_of = |name: &str| values.iter().find(|(n, _)| *n == name).map_or(Value::Null, |(_, v)| *v);
             let failed: Vec<&str> = checks
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| out.column(&format!("c{i}")).unwrap().bool().unwrap().get(row) == Some(true))
+                .filter(|(i, c)| match &c.test {
+                    super::Test::Rule { expr, tolerance } => !matches!(check(expr, *tolerance, &value_of), Verdict::Pass),
+                    super::Test::Frame(_) => out.column(&format!("c{i}")).unwrap().bool().unwrap().get(row) == Some(true),
+                })
                 .map(|(_, c)| c.rule.as_str())
                 .collect();
             let expected: Vec<&str> = if r.6.is_empty() { vec![] } else { vec![r.6] };

@@ -5,23 +5,24 @@
 
 use std::fmt::Write;
 
-use super::compiled::{ConnectionPlan, Dialect, DuckStatements, MergeStep, PgStatements, Plan, StagePlan, TargetStatements, severity_word};
+use super::compiled::{ConnectionPlan, Dialect, DuckStatements, MergeStep, PgStatements, Plan, StagePlan, TargetStatements, Test, severity_word};
 use super::postgres::CURRENT_XID;
 use super::{duck, records};
 use crate::spec::model::LoadMode;
 
 /// Renders the plan, or only the named stage.
-pub fn render(plan: &Plan, only_stage: Option<&str>) -> String {
+pub fn render(plan: &Plan, only_stages: &[String]) -> String {
     let mut out = String::new();
     let order: Vec<&str> = plan.stages.iter().map(|s| s.name.as_str()).collect();
     let _ = writeln!(out, "plan for {}: {} stage(s), run order {}", plan.name, order.len(), order.join(" → "));
-    if only_stage.is_none() {
+    let all = only_stages.is_empty();
+    if all {
         connections(&mut out, plan);
     }
-    for st in plan.stages.iter().filter(|s| only_stage.is_none_or(|o| o == s.name)) {
+    for st in plan.stages.iter().filter(|s| all || only_stages.contains(&s.name)) {
         stage(&mut out, st);
     }
-    if only_stage.is_none() {
+    if all {
         if !plan.analytics.is_empty() {
             let _ = writeln!(out, "\n== analytics ==");
             for a in &plan.analytics {
@@ -265,7 +266,15 @@ fn checks(out: &mut String, st: &StagePlan, n: u32) {
     let _ = writeln!(out, "\n-- {n}. row checks (Polars; a row violating an `error` check is rejected, a `warn` check only counts)");
     for c in &st.checks {
         let _ = writeln!(out, "[{}] {}: {}", severity_word(c.severity), c.rule, c.condition);
-        let _ = writeln!(out, "    violation: {}", c.violation);
+        match &c.test {
+            Test::Frame(violation) => {
+                let _ = writeln!(out, "    violation: {violation}");
+            }
+            Test::Rule { expr, tolerance } => {
+                let within = tolerance.map(|t| format!(", sides equal within {t}")).unwrap_or_default();
+                let _ = writeln!(out, "    per row, exact decimals{within}: {expr}");
+            }
+        }
     }
 }
 

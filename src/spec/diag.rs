@@ -99,6 +99,29 @@ impl fmt::Display for SpecDiagnostic {
 
 impl std::error::Error for SpecDiagnostic {}
 
+impl SpecDiagnostic {
+    /// As JSON: code, message, help, and where (file, 1-based line and column in characters).
+    pub fn to_json(&self) -> serde_json::Value {
+        let (mut file, mut line, mut column) = (None, None, None);
+        if let (Some(src), Some(span)) = (&self.source, self.span) {
+            let text = src.inner();
+            let offset = span.offset().min(text.len());
+            let before = text.get(..offset).unwrap_or("");
+            file = Some(src.name().to_string());
+            line = Some(before.matches('\n').count() + 1);
+            column = Some(before.rsplit('\n').next().unwrap_or("").chars().count() + 1);
+        }
+        serde_json::json!({
+            "code": self.problem.code,
+            "message": self.problem.message,
+            "help": self.problem.help,
+            "file": file,
+            "line": line,
+            "column": column,
+        })
+    }
+}
+
 impl Diagnostic for SpecDiagnostic {
     fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
         Some(Box::new(self.problem.code))

@@ -36,6 +36,8 @@ pub struct LoadOptions {
     pub sets: Vec<String>,
     /// Environment variables templates may read.
     pub env: BTreeMap<String, String>,
+    /// Offline commands: a secret whose template reads an unset variable is left unset.
+    pub secrets_optional: bool,
 }
 
 impl LoadOptions {
@@ -117,6 +119,21 @@ impl SpecError {
                 });
                 let _ = handler.render_report(&mut out, other);
                 out
+            }
+        }
+    }
+}
+
+impl SpecError {
+    /// The problems as JSON, for `validate-spec --output json`: code, message, help, and the
+    /// file, line and column each is about.
+    pub fn problems_json(&self) -> Vec<serde_json::Value> {
+        match self {
+            SpecError::Invalid { problems, sources, index, .. } => diag::place(problems, sources, index).iter().map(diag::SpecDiagnostic::to_json).collect(),
+            other => {
+                let help = miette::Diagnostic::help(other).map(|h| h.to_string());
+                let code = miette::Diagnostic::code(other).map(|c| c.to_string());
+                vec![serde_json::json!({ "code": code, "message": other.to_string(), "help": help })]
             }
         }
     }
@@ -244,7 +261,7 @@ pub fn load_text(name: &str, text: &str, overlay: Option<(String, String)>, opts
     if let Value::Object(m) = &mut value {
         m.retain(|k, _| !k.starts_with("x-"));
     }
-    let ctx = template::Context { env: opts.env.clone() };
+    let ctx = template::Context { env: opts.env.clone(), secrets_optional: opts.secrets_optional };
     let template_problems_before = problems.len();
     coercible.extend(template::render(&mut value, &ctx, &mut problems));
     secrets.collect_values(&value);
@@ -254,21 +271,24 @@ pub fn load_text(name: &str, text: &str, overlay: Option<(String, String)>, opts
         .into_iter()
         .filter(|p| !failed_templates.iter().any(|t| t.contains(&p.at)))
         .collect();
-    // Unknown keys do not stop the semantic checks: drop them and carry on, so a typo and a
-    // wrong column name are both reported in one pass.
-    let only_unknown_keys = schema_problems.iter().all(|p| p.code == "spec::unknown_key");
-    if only_unknown_keys {
-        for p in &schema_problems {
-            remove_at(&mut value, &p.at);
-        }
+    // Schema problems do not stop the semantic checks where the rest stays checkable: the
+    // offending values are set aside and the spec checked without them, so a typo, a wrong type
+    // and a wrong column name are all reported in one pass. A semantic problem next to a value
+    // set aside (the same mapping, above or below it) may be its consequence, and is not shown.
+    let set_aside: Vec<Pointer> = schema_problems.iter().map(|p| p.at.clone()).collect();
+    let mut rest = value.clone();
+    for at in &set_aside {
+        remove_at(&mut rest, at);
     }
-    let stop = !only_unknown_keys || !failed_templates.is_empty();
+    let schema_failed = !schema_problems.is_empty();
     problems.extend(schema_problems);
-    if stop {
+    if !failed_templates.is_empty() {
         return Err(invalid(problems, sources, index, &secrets));
     }
-    let spec: Spec = match serde_path_to_error::deserialize(&value) {
+    let spec: Spec = match serde_path_to_error::deserialize(&rest) {
         Ok(s) => s,
+        // A required value was set aside: the schema's problems are the whole story.
+        Err(_) if schema_failed => return Err(invalid(problems, sources, index, &secrets)),
         Err(e) => {
             let at = pointer_of(e.path());
             let msg = e.inner().to_string();
@@ -276,7 +296,13 @@ pub fn load_text(name: &str, text: &str, overlay: Option<(String, String)>, opts
             return Err(invalid(problems, sources, index, &secrets));
         }
     };
-    problems.extend(check::check(&spec));
+    let near = |p: &Pointer| {
+        set_aside.iter().any(|a| {
+            let parent = a.parent().filter(|q| !q.segments().is_empty());
+            a.contains(p) || (parent.is_some() && (parent.as_ref() == Some(p) || parent == p.parent()))
+        })
+    };
+    problems.extend(check::check(&spec).into_iter().filter(|p| !near(&p.at)));
     if !problems.is_empty() {
         return Err(invalid(problems, sources, index, &secrets));
     }

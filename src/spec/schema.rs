@@ -61,9 +61,43 @@ pub fn check(value: &mut Value, coercible: &HashSet<Pointer>) -> Vec<Problem> {
     for e in validator.iter_errors(value) {
         convert(&e, value, &schema, &mut problems);
     }
+    split_decimals(value, &mut problems);
     problems.sort_by(|a, b| a.at.cmp(&b.at));
     problems.dedup();
     problems
+}
+
+/// `{ type: decimal(12,2) }` unquoted in a flow mapping is read by YAML as `type: decimal(12`
+/// and a key `2)`: one problem, saying to quote it, instead of an unknown type and an unknown key.
+fn split_decimals(root: &Value, problems: &mut Vec<Problem>) {
+    let split: Vec<(Pointer, String, String)> = problems
+        .iter()
+        .filter(|p| p.code == "spec::unknown_type")
+        .filter_map(|p| {
+            let parent = p.at.parent()?;
+            let Value::Object(map) = lookup(root, &parent)? else { return None };
+            let ty = map.get("type")?.as_str()?;
+            let open = ty.strip_prefix("decimal(").filter(|r| r.chars().all(|c| c.is_ascii_digit() || c.is_whitespace()))?;
+            let rest = map.keys().find(|k| k.trim_end().ends_with(')') && k.trim_end_matches([')', ' ']).trim().chars().all(|c| c.is_ascii_digit()))?;
+            Some((parent, format!("decimal({},{})", open.trim(), rest.trim_end_matches([')', ' ']).trim()), rest.clone()))
+        })
+        .collect();
+    for (parent, written, key) in split {
+        problems.retain(|p| !(p.at == parent.key("type") || p.at == parent.key(&key)));
+        problems.push(
+            Problem::new("spec::unquoted_type", parent.key("type"), format!("`{written}` at `{}` must be quoted", parent.key("type")))
+                .label("YAML splits an unquoted `decimal(P,S)` at the comma")
+                .help(format!("write type: \"{written}\"")),
+        );
+    }
+}
+
+fn lookup<'v>(root: &'v Value, at: &Pointer) -> Option<&'v Value> {
+    at.segments().iter().try_fold(root, |v, seg| match v {
+        Value::Object(m) => m.get(seg),
+        Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
+        _ => None,
+    })
 }
 
 fn collect_coercions(e: &ValidationError<'_>, coercible: &HashSet<Pointer>, out: &mut Vec<(Pointer, Value)>) {
@@ -181,6 +215,13 @@ fn convert(e: &ValidationError<'_>, root: &Value, schema: &Value, out: &mut Vec<
         }
         ValidationErrorKind::OneOfNotValid { context } | ValidationErrorKind::AnyOf { context } => {
             narrow(&at, instance, context, root, schema, out);
+        }
+        ValidationErrorKind::Pattern { .. } if at.segments().last().is_some_and(|k| k == "multiple_of" || k == "tolerance") => {
+            out.push(
+                Problem::new("spec::bad_value", at.clone(), format!("`{at}` must be a decimal number, not {}", describe_value(instance)))
+                    .label("not a number")
+                    .help("write a number, e.g. 0.01 (quote it to keep more digits than a double holds: \"0.01\")"),
+            );
         }
         ValidationErrorKind::Minimum { limit } => {
             out.push(Problem::new("spec::out_of_range", at.clone(), format!("`{at}` must be at least {limit}")).label("too small"));

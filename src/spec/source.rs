@@ -191,16 +191,23 @@ impl SpanIndex {
         }
     }
 
-    /// Where the value at `at` was written, or failing that its nearest written ancestor
-    /// (a value that came from an alias or a default has no place of its own).
+    /// Where the value at `at` was written; failing that, where something inside it was (a
+    /// mapping a `--set` created, say, has a place only for the value it set), the first in
+    /// the text; failing that, its nearest written ancestor (a value that came from an alias or
+    /// a default has no place of its own).
     pub fn find(&self, at: &Pointer) -> Option<(Located, bool)> {
-        let mut p = Some(at.clone());
-        let mut exact = true;
+        if let Some(l) = self.map.get(at) {
+            return Some((*l, true));
+        }
+        let inside = self.map.iter().filter(|(p, _)| at.contains(p)).map(|(_, l)| *l).min_by_key(|l| (l.value.source.0, l.value.start));
+        if let Some(l) = inside {
+            return Some((l, false));
+        }
+        let mut p = at.parent();
         while let Some(cur) = p {
             if let Some(l) = self.map.get(&cur) {
-                return Some((*l, exact));
+                return Some((*l, false));
             }
-            exact = false;
             p = cur.parent();
         }
         None

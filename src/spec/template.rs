@@ -13,6 +13,10 @@ use super::source::Pointer;
 pub struct Context {
     /// Environment variables.
     pub env: BTreeMap<String, String>,
+    /// For the offline commands (`validate-spec`, `plan`): a secret's template that reads an
+    /// unset variable renders as unset (empty) instead of failing, so a spec can be checked
+    /// without its production secrets.
+    pub secrets_optional: bool,
 }
 
 /// Whether a string holds template syntax.
@@ -31,14 +35,14 @@ pub fn render(root: &mut Value, ctx: &Context, problems: &mut Vec<Problem>) -> H
     let vars_ptr = Pointer::root().key("vars");
     if let Some(vars) = root.get_mut("vars") {
         let c = minijinja::context! { env => env_value.clone() };
-        walk(vars, &vars_ptr, &jinja, &c, problems, &mut rendered);
+        walk(vars, &vars_ptr, &jinja, (&c, ctx.secrets_optional), problems, &mut rendered);
     }
     let vars = root.get("vars").cloned().unwrap_or(Value::Object(Default::default()));
     let c = minijinja::context! { env => env_value, vars => minijinja::Value::from(minijinja::value::Serde(&vars)) };
     if let Value::Object(map) = root {
         for (k, v) in map.iter_mut() {
             if k != "vars" {
-                walk(v, &Pointer::root().key(k), &jinja, &c, problems, &mut rendered);
+                walk(v, &Pointer::root().key(k), &jinja, (&c, ctx.secrets_optional), problems, &mut rendered);
             }
         }
     }
@@ -49,7 +53,7 @@ fn walk(
     v: &mut Value,
     at: &Pointer,
     jinja: &Environment<'_>,
-    ctx: &minijinja::Value,
+    (ctx, optional): (&minijinja::Value, bool),
     problems: &mut Vec<Problem>,
     rendered: &mut HashSet<Pointer>,
 ) {
@@ -59,16 +63,20 @@ fn walk(
                 *s = out;
                 rendered.insert(at.clone());
             }
+            Err(e) if optional && e.kind() == minijinja::ErrorKind::UndefinedError && super::secret::is_secret(at) => {
+                s.clear();
+                rendered.insert(at.clone());
+            }
             Err(e) => problems.push(problem(at, s, &e)),
         },
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                walk(item, &at.index(i), jinja, ctx, problems, rendered);
+                walk(item, &at.index(i), jinja, (ctx, optional), problems, rendered);
             }
         }
         Value::Object(map) => {
             for (k, item) in map.iter_mut() {
-                walk(item, &at.key(k), jinja, ctx, problems, rendered);
+                walk(item, &at.key(k), jinja, (ctx, optional), problems, rendered);
             }
         }
         _ => {}
@@ -112,7 +120,7 @@ mod tests {
     use serde_json::json;
 
     fn ctx() -> Context {
-        Context { env: [("DB_HOST".to_string(), "db.internal".to_string())].into_iter().collect() }
+        Context { env: [("DB_HOST".to_string(), "db.internal".to_string())].into_iter().collect(), secrets_optional: false }
     }
 
     #[test]

@@ -473,3 +473,43 @@ fn etl_run_refuses_an_object_replaced_between_its_head_and_its_get() {
     out.expect_code(0);
     assert_eq!(db.count(&format!("SELECT count(*) FROM {}.asset", db.schema)), 10, "{}", out.evidence());
 }
+
+/// A port that accepts connections and never answers (a hung server, a firewall that swallows
+/// packets, a port that speaks another protocol and waits): the run gives up after the
+/// connection's `connect_timeout` with exit 3 naming the host and port, and never hangs.
+#[test]
+fn a_database_that_never_answers_is_given_up_after_connect_timeout() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port().to_string();
+    // Accept and hold every connection, saying nothing.
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = Arc::clone(&held);
+    std::thread::spawn(move || {
+        for s in silent.incoming().flatten() {
+            keep.lock().unwrap().push(s);
+        }
+    });
+    let data = generate(5, 0, 0.0, 21);
+    let started = Instant::now();
+    let out = crate::util::etl(
+        &[
+            "run",
+            "specs/small_etl.yaml",
+            "--set",
+            &format!("connections.lake={{type: local, path: '{}'}}", data.path().display()),
+            "--db-host",
+            "127.0.0.1",
+            "--db-port",
+            &port,
+            "--set",
+            "connections.db.connect_timeout=2",
+        ],
+        &[],
+    );
+    let took = started.elapsed();
+    out.expect_code(3);
+    assert!(out.stderr.contains(&format!("127.0.0.1:{port}")), "names the host and port\n{}", out.evidence());
+    assert!(out.stderr.contains("no answer within 2 s"), "{}", out.evidence());
+    assert!(took < Duration::from_secs(20), "gave up after {took:?}, not about 2 s\n{}", out.evidence());
+    assert!(!held.lock().unwrap().is_empty(), "the run did dial the silent port");
+}

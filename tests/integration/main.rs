@@ -4,6 +4,8 @@ mod bad_input;
 mod extract;
 mod faults;
 mod fuzzed;
+mod outcomes;
+mod rules;
 mod run;
 mod schedule;
 mod secrets;

@@ -300,11 +300,11 @@ fn dry_run_writes_nothing_and_reports_what_would_load() {
 }
 
 #[test]
-fn an_error_budget_loads_nothing_and_exits_4() {
+fn an_error_budget_loads_nothing_and_exits_5() {
     let data = generate(300, 0, 0.05, 9);
     let db = TestDb::new("budget");
     let out = db.run(data.path(), &["--stage", "assets", "--set", "stages.assets.max_rejects=3"]);
-    out.expect_code(4);
+    out.expect_code(5);
     assert!(out.stdout.contains("over its error budget"), "{}", out.evidence());
     // The stage's transaction rolled back whole: not even the table it created remains.
     let tables = db.count(&format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{}' AND tablename = 'asset'", db.schema));
@@ -428,6 +428,12 @@ fn clean_empties_the_target_tables_and_the_seed_aliases_run_one_stage() {
     etl(&refs, &[]).expect_code(0);
     assert_eq!(db.count(&format!("SELECT count(*) FROM {}.trade", db.schema)), 60);
     args[0] = "clean".into();
+    // With no terminal to ask (the tests' stdin is not one), clean refuses without --yes.
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = etl(&refs, &[]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("add --yes"), "{}", out.evidence());
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.asset", db.schema)), 30, "nothing emptied\n{}", out.evidence());
     args.push("--yes".into());
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = etl(&refs, &[]);
@@ -556,4 +562,84 @@ fn a_created_table_gets_its_key_unique_columns_indexes_and_foreign_keys() {
     db.exec(&format!("ALTER TABLE {0}.trade DROP CONSTRAINT trade_account_id_fkey; DROP INDEX {0}.asset_account_type_idx", db.schema));
     db.run(data.path(), &["--force"]).expect_code(0);
     assert_eq!(catalog(&db), created, "a dropped index or foreign key was not put back");
+}
+
+/// A server that answers, asked with no credentials at all: said as missing credentials, not as
+/// an unreachable server.
+#[test]
+fn missing_s3_credentials_are_said_as_such() {
+    let data = generate(5, 0, 0.0, 22);
+    let bucket = TestBucket::with_files("nocreds", data.path(), &["account_assets.csv"]);
+    let db = TestDb::new("nocreds");
+    let home = tempfile::tempdir().unwrap();
+    let home_path = home.path().display().to_string();
+    let lake = format!("connections.lake={{type: s3, endpoint: '{}', bucket: {}}}", bucket.endpoint, bucket.name);
+    let db_set = format!("connections.db={{type: postgres, url: '{}', schema: {}}}", db.url, db.schema);
+    let out = etl(
+        &["run", "specs/small_etl.yaml", "--stage", "assets", "--set", &lake, "--set", &db_set],
+        &[
+            ("HOME", &home_path),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_CONFIG_FILE", &format!("{home_path}/none")),
+            ("AWS_SHARED_CREDENTIALS_FILE", &format!("{home_path}/none")),
+        ],
+    );
+    out.expect_code(3);
+    assert!(out.stderr.contains("no S3 credentials were found"), "{}", out.evidence());
+    assert!(!out.stderr.contains("cannot reach"), "the server answers: not an unreachable endpoint\n{}", out.evidence());
+}
+
+/// A postgres connection that names no host takes libpq's conventions, as psql does: the PG*
+/// variables, `DATABASE_URL`, `~/.pgpass`, and the `--db-*` flags; and the offline commands
+/// check a spec whose secret's variable is unset.
+#[test]
+fn connections_follow_libpq_conventions_and_offline_commands_need_no_secret() {
+    let data = generate(5, 0, 0.0, 23);
+    let db = TestDb::new("libpq");
+    let url = db.url.clone();
+    // postgres://etl:etlpass@127.0.0.1:PORT/etl_test
+    let rest = url.trim_start_matches("postgres://");
+    let (auth, hostpart) = rest.split_once('@').unwrap();
+    let (user, password) = auth.split_once(':').unwrap();
+    let (hostport, database) = hostpart.split_once('/').unwrap();
+    let (host, port) = hostport.split_once(':').unwrap();
+    let lake = format!("connections.lake={{type: local, path: '{}'}}", data.path().display());
+    let bare = format!("connections.db={{type: postgres, schema: {}}}", db.schema);
+    let run = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut args = vec!["run", "specs/small_etl.yaml", "--stage", "assets", "--set", &lake, "--set", &bare];
+        args.extend_from_slice(extra);
+        etl(&args, env)
+    };
+    let count = || db.count(&format!("SELECT count(*) FROM {}.asset", db.schema));
+    // PG* variables.
+    let out = run(&[], &[("PGHOST", host), ("PGPORT", port), ("PGUSER", user), ("PGPASSWORD", password), ("PGDATABASE", database)]);
+    out.expect_code(0);
+    assert_eq!(count(), 5, "{}", out.evidence());
+    // DATABASE_URL.
+    db.exec(&format!("DROP TABLE {}.asset", db.schema));
+    run(&[], &[("DATABASE_URL", &url)]).expect_code(0);
+    assert_eq!(count(), 5);
+    // ~/.pgpass for the password, the flags for the rest.
+    db.exec(&format!("DROP TABLE {}.asset", db.schema));
+    let home = tempfile::tempdir().unwrap();
+    let pgpass = home.path().join(".pgpass");
+    std::fs::write(&pgpass, format!("# etl's test server\n{host}:{port}:{database}:{user}:{password}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let home_path = home.path().display().to_string();
+    let out = run(&["--db-host", host, "--db-port", port, "--db-user", user, "--db-name", database], &[("HOME", &home_path)]);
+    out.expect_code(0);
+    assert_eq!(count(), 5, "{}", out.evidence());
+    // validate-spec and plan with the password's variable unset: the spec is checked all the same.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("s.yaml");
+    let text = std::fs::read_to_string(crate::util::root().join("specs/small_etl.yaml")).unwrap();
+    std::fs::write(&spec, text.replace("password: \"{{ env.DB_PASSWORD | default('' if env.DATABASE_URL is defined else 'etlpass') }}\"", "password: \"{{ env.PRODUCTION_DB_PASSWORD }}\"")).unwrap();
+    assert!(std::fs::read_to_string(&spec).unwrap().contains("PRODUCTION_DB_PASSWORD"), "the spec's password line changed; update this test");
+    let spec = spec.display().to_string();
+    etl(&["validate-spec", &spec], &[]).expect_code(0);
+    etl(&["plan", &spec], &[]).expect_code(0);
+    let out = etl(&["run", &spec, "--set", &lake, "--dry-run"], &[]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("PRODUCTION_DB_PASSWORD is not set"), "a run still needs it\n{}", out.evidence());
 }

@@ -108,6 +108,17 @@ fn jobs_persist_and_pause_and_resume_persist() {
     out.expect_code(0);
     let line = out.stdout.lines().find(|l| l.starts_with("daily_etl")).unwrap_or_else(|| panic!("{}", out.evidence()));
     assert!(line.contains("every day at 02:00") && line.contains("all") && line.contains("yes") && line.contains(" 02:00:00"), "{line}");
+    let shown = std::fs::canonicalize(&spec).unwrap().display().to_string();
+    assert!(line.contains(&shown), "the list shows each job's spec\n{line}");
+    // A job added paused says so, and names no next run.
+    let out = sched(&["add", "--job-id", "later", "--interval", "day", "--paused"], &spec);
+    out.expect_code(0);
+    assert!(out.stdout.contains("paused") && !out.stdout.contains("next run"), "{}", out.evidence());
+    sched(&["remove", "--job-id", "later"], &spec).expect_code(0);
+    // The spec may be given as every other command takes it: positionally.
+    let out = etl(&["schedule", "list", spec.to_str().unwrap()], &[]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("daily_etl"), "{}", out.evidence());
     let line = out.stdout.lines().find(|l| l.starts_with("hourly_assets")).unwrap();
     assert!(line.contains("assets") && line.contains(":00:00"), "{line}");
     sched(&["pause", "--job-id", "daily_etl"], &spec).expect_code(0);

@@ -194,3 +194,42 @@ fn readme_spec_reference_is_generated_from_the_schema() {
     }
     assert_eq!(current, generated.stdout, "README spec reference is stale: run the tests with UPDATE_GOLDEN=1");
 }
+
+/// Schema problems and semantic problems come in one pass where the schema's leave the rest
+/// checkable.
+#[test]
+fn schema_and_semantic_problems_are_reported_in_one_pass() {
+    let out = etl(&["validate-spec", "tests/fixtures/specs/schema_and_semantic_mistakes.yaml"], &[]);
+    out.expect_code(2);
+    golden("tests/golden/validate/schema_and_semantic_mistakes.txt", &out.stderr, &out.evidence());
+    for expected in ["fifty", "upsrt", "unknown column `csh`", "acounts"] {
+        assert!(out.stderr.contains(expected), "`{expected}` is reported\n{}", out.evidence());
+    }
+    assert!(out.stderr.contains("4 problems found"), "{}", out.evidence());
+}
+
+/// `validate-spec --output json`: one document, each spec with its problems placed.
+#[test]
+fn validate_spec_speaks_json() {
+    let out = etl(&["validate-spec", "--output", "json", "specs/small_etl.yaml", "tests/fixtures/specs/invalid/bad_cron.yaml"], &[]);
+    out.expect_code(2);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", out.evidence()));
+    assert_eq!(doc["specs"][0]["valid"], true, "{doc}");
+    assert_eq!(doc["specs"][1]["valid"], false, "{doc}");
+    let p = &doc["specs"][1]["problems"][0];
+    assert_eq!(p["file"], "tests/fixtures/specs/invalid/bad_cron.yaml", "{doc}");
+    assert!(p["line"].as_u64().is_some_and(|l| l > 1) && p["column"].as_u64().is_some(), "{doc}");
+    assert!(p["message"].as_str().is_some_and(|m| !m.is_empty()) && p["code"].as_str().is_some(), "{doc}");
+}
+
+/// A problem a `--set` made points at the `--set`, not at a line of the spec it did not write.
+#[test]
+fn a_problem_made_by_a_set_points_at_the_set() {
+    let out = etl(&["validate-spec", "specs/small_etl.yaml", "--set", "stages.nope.target.table=x"], &[]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("[--set stages.nope.target.table:"), "{}", out.evidence());
+    assert!(!out.stderr.contains("[specs/small_etl.yaml:"), "points into the spec\n{}", out.evidence());
+    let out = etl(&["validate-spec", "specs/small_etl.yaml", "--set", "stages.assets.columns.cash.max=-1"], &[]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("[--set stages.assets.columns.cash.max:"), "{}", out.evidence());
+}

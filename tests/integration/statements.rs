@@ -91,7 +91,7 @@ fn every_statement_a_run_sends_is_in_its_plan() {
     let runs: [(&str, Vec<&str>, &str); 5] = [
         ("a dry run into new tables", vec!["--dry-run", "-v"], "the table is empty: COPY straight into it"),
         ("the first load", vec!["-v"], "keys, indexes and foreign keys built"),
-        ("a re-run that reuses both stages", vec![], "unchanged since run"),
+        ("a re-run that reuses both stages", vec!["-v"], "unchanged since run"),
         ("a changed file, read line by line", vec!["-v"], "only the changed lines are read"),
         ("a forced load into tables with rows", vec!["--force", "-v"], "merged into the table"),
     ];

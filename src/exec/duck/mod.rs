@@ -37,7 +37,11 @@ impl<'r> Duck<'r> {
         let conn = reader.connection();
         let shown = path.display().to_string();
         conn.execute_batch(&duck::attach(&shown))
-            .map_err(|e| ExecError::Connect { what: format!("DuckDB file {shown}"), message: e.to_string() })?;
+            .map_err(|e| ExecError::Connect {
+                what: format!("DuckDB file {shown}"),
+                message: e.to_string(),
+                help: "check that the file's directory exists and may be written, and that no other process holds the file open".into(),
+            })?;
         Ok(Duck { conn, path: shown })
     }
 
@@ -110,7 +114,9 @@ impl<'r> Duck<'r> {
         let mut affected = 0u64;
         for step in &t.sql.merge {
             let n = self.conn.execute(step.sql(), []).map_err(err("merge into the target table"))? as u64;
-            if !matches!(step, MergeStep::Delete(_)) {
+            if matches!(step, MergeStep::Delete(_)) {
+                m.deleted = n;
+            } else {
                 affected += n;
             }
         }
@@ -177,13 +183,23 @@ impl<'r> Duck<'r> {
         let fail = |e: duckdb::Error| ExecError::Duckdb { what: "run an analytics query", message: format!("{name}: {e}") };
         let mut stmt = self.conn.prepare(run).map_err(fail)?;
         let mut rows = stmt.query([]).map_err(fail)?;
-        let columns: Vec<String> = rows.as_ref().map(|s| s.column_names()).unwrap_or_default();
-        let n = columns.len();
+        // The first half of the columns are the values, the second their types.
+        let mut columns: Vec<String> = rows.as_ref().map(|s| s.column_names()).unwrap_or_default();
+        let n = columns.len() / 2;
+        columns.truncate(n);
         let mut out = Vec::new();
+        let mut numeric = vec![false; n];
+        const NUMBERS: [&str; 13] = [
+            "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "DECIMAL",
+        ];
         while let Some(row) = rows.next().map_err(fail)? {
             out.push((0..n).map(|i| row.get::<_, Option<String>>(i)).collect::<Result<Vec<_>, _>>().map_err(fail)?);
+            for (i, is_number) in numeric.iter_mut().enumerate() {
+                let ty: Option<String> = row.get(n + i).map_err(fail)?;
+                *is_number |= ty.is_some_and(|t| NUMBERS.iter().any(|k| t.starts_with(k)));
+            }
         }
-        Ok(AnalyticResult { name: name.to_string(), columns, rows: out })
+        Ok(AnalyticResult { name: name.to_string(), columns, rows: out, numeric, ..AnalyticResult::default() })
     }
 }
 
@@ -208,7 +224,7 @@ pub fn load_stage(cx: &StageContext<'_>, d: &Duck<'_>, st: &StagePlan, path: &Pa
         Ok(report)
     })();
     match (&work, opts.dry_run) {
-        (Ok(r), false) if r.status != Status::OverBudget => d.execute(duck::COMMIT, "commit the stage")?,
+        (Ok(r), false) if !r.status.loaded_nothing() => d.execute(duck::COMMIT, "commit the stage")?,
         (_, false) => d.execute(duck::ROLLBACK, "roll back the stage")?,
         (_, true) => {
             let _ = d.execute(&st.target.sql.drop_staging, "drop the staging table");

@@ -84,8 +84,9 @@ pub fn load_stage(
     let path = src.path(&opts.temp_dir, cx.rt)?;
     let (path, shown, etag) = (path.as_path(), src.shown.as_str(), src.etag.clone());
     let mut empty = created || pg.block(value::<bool>(tx, &sql.is_empty, "look into the target table"))?;
+    let mut deleted = 0;
     if !empty && let Some(delete) = &sql.delete_all {
-        run(tx, delete, "empty the target table")?;
+        deleted = pg.block(super::affected(tx, delete, "empty the target table"))?;
         empty = true;
     }
     // Where this file's line index goes, for the next load to find its unchanged records.
@@ -99,7 +100,7 @@ pub fn load_stage(
     let mut changes = match reuse_lines {
         None => None,
         Some((reuse, index)) => {
-            let previous = pg.block(rejects_of(pg.pool(), reuse.last.run_id, &st.name))?;
+            let previous = pg.block(rejects_of(pg.pool(), reuse.last.loaded_by, &st.name))?;
             match incremental::changes(st, path, &columns, index, &previous, &opts.temp_dir, next_index.as_deref())? {
                 Ok(c) => {
                     progress.detail(&st.name, &format!("compared with the file of run {}: {} lines unchanged, {} to check", reuse.last.loaded_by, c.same, c.lines.len()));
@@ -169,6 +170,7 @@ pub fn load_stage(
         None => changes.as_mut().and_then(|c| c.index.take()),
     };
     merged.unchanged += report.skipped_unchanged;
+    merged.deleted = deleted;
     report.loaded = Some(merged);
     if let (Some(context), Some(source)) = (context, src.fingerprint.clone()) {
         // A table that was empty holds only this stage's rows: its state needs no scan.

@@ -6,6 +6,7 @@
 pub mod binary;
 pub mod copy;
 pub mod load;
+pub mod pgpass;
 pub mod records;
 pub mod table;
 
@@ -17,10 +18,42 @@ use sqlx::{Arguments, PgPool, Postgres, Transaction};
 use crate::exec::error::ExecError;
 use crate::plan::postgres::TABLE_EXISTS;
 use crate::plan::sql::{Bind, Query};
-use crate::spec::model::PostgresConnection;
+use crate::spec::model::{DEFAULT_CONNECT_TIMEOUT, PostgresConnection};
 
 /// A transaction on a PostgreSQL target.
 pub type Tx = Transaction<'static, Postgres>;
+
+/// Whether a postgres URL carries a password (`postgres://user:secret@host/db`).
+fn url_has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    authority.rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.contains(':'))
+}
+
+/// The help for a connection error whose cause is not known.
+pub const CONNECT_HELP: &str = "check that the server runs, and the address and credentials in the spec (or the --db-* flags, PG* variables, ~/.pgpass)";
+
+/// What to do about a failed connection, by its cause: no server, no such database, a wrong
+/// password or user, a refused TLS setting.
+pub fn connect_help(e: &sqlx::Error) -> String {
+    let code = match e {
+        sqlx::Error::Database(d) => d.code().map(|c| c.to_string()),
+        _ => None,
+    };
+    match code.as_deref() {
+        Some("3D000") => "the database does not exist on that server: create it (`createdb NAME`), or name another with the connection's `database` (or --db-name, PGDATABASE)".into(),
+        Some("28P01") => "the server refused the password: check `password` (or --db-password, PGPASSWORD, ~/.pgpass) for this user".into(),
+        Some("28000") => "the server does not let this user in from here: check `user` (or --db-user, PGUSER), and the server's pg_hba.conf".into(),
+        Some("53300") => "the server has no free connection slot: retry later, or raise its max_connections".into(),
+        _ => match e {
+            sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+                "nothing listens there: is PostgreSQL running, and are the host and port right (`host`/`port`, --db-host/--db-port, PGHOST/PGPORT)?".into()
+            }
+            sqlx::Error::Tls(_) => "the TLS handshake failed: check `sslmode` and the server's certificate".into(),
+            _ => CONNECT_HELP.into(),
+        },
+    }
+}
 
 /// An open PostgreSQL target.
 pub struct Pg {
@@ -30,14 +63,24 @@ pub struct Pg {
     pub label: String,
 }
 
-/// Connection options from a spec connection: the URL first, then its parts over it.
+/// Connection options from a spec connection, as psql would take them: the connection's `url`
+/// (else `DATABASE_URL`, else libpq's `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`,
+/// `PGSSLMODE`, with localhost:5432 where none is set), then the connection's parts over it,
+/// and, with no password from any of them, the matching line of `PGPASSFILE` or `~/.pgpass`.
 pub fn connect_options(c: &PostgresConnection) -> Result<PgConnectOptions, String> {
     // An empty value (a template that rendered nothing) is unset.
     let set = |v: &Option<String>| v.as_deref().filter(|s| !s.trim().is_empty()).map(str::to_string);
-    let mut o = match c.url.as_ref().map(|u| u.expose()).filter(|u| !u.trim().is_empty()) {
+    let spec_url = c.url.as_ref().map(|u| u.expose().to_string()).filter(|u| !u.trim().is_empty());
+    let env_url = || std::env::var("DATABASE_URL").ok().filter(|u| !u.trim().is_empty() && set(&c.host).is_none());
+    let url = spec_url.or_else(env_url);
+    let mut o = match &url {
         Some(url) => PgConnectOptions::from_str(url).map_err(|e| scrub(&e.to_string(), c))?,
-        None => PgConnectOptions::new_without_pgpass().host("localhost").port(5432),
+        None => PgConnectOptions::new_without_pgpass(),
     };
+    let mut password = c.password.as_ref().map(|p| p.expose().to_string()).filter(|p| !p.is_empty());
+    let given = password.is_some()
+        || url.as_deref().is_some_and(url_has_password)
+        || (url.is_none() && std::env::var("PGPASSWORD").is_ok_and(|p| !p.is_empty()));
     if let Some(h) = set(&c.host) {
         o = o.host(&h);
     }
@@ -50,11 +93,17 @@ pub fn connect_options(c: &PostgresConnection) -> Result<PgConnectOptions, Strin
     if let Some(u) = set(&c.user) {
         o = o.username(&u);
     }
-    if let Some(p) = c.password.as_ref().filter(|p| !p.expose().is_empty()) {
-        o = o.password(p.expose());
+    if !given {
+        password = pgpass::password(o.get_host(), o.get_port(), o.get_database().unwrap_or(o.get_username()), o.get_username());
+    }
+    if let Some(p) = password {
+        o = o.password(&p);
     }
     if let Some(m) = &c.sslmode {
         o = o.ssl_mode(PgSslMode::from_str(m).map_err(|e| e.to_string())?);
+    }
+    if let Some(t) = c.statement_timeout.as_deref().filter(|t| !t.trim().is_empty()) {
+        o = o.options([("statement_timeout", t.trim())]);
     }
     Ok(o.application_name("etl"))
 }
@@ -77,20 +126,44 @@ pub fn scrub(message: &str, c: &PostgresConnection) -> String {
 impl Pg {
     /// Connects; a failure is a connection error (exit 3) naming the server, never the password.
     pub fn connect(name: &str, c: &PostgresConnection) -> Result<Pg, ExecError> {
-        let opts = connect_options(c).map_err(|message| ExecError::Connect { what: format!("PostgreSQL connection `{name}`"), message })?;
+        let opts = connect_options(c).map_err(|message| ExecError::Connect {
+            what: format!("PostgreSQL connection `{name}`"),
+            message,
+            help: "fix the connection's url or sslmode".into(),
+        })?;
         let label = format!("{}:{}/{}", opts.get_host(), opts.get_port(), opts.get_database().unwrap_or("(default)"));
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| ExecError::Internal(e.to_string()))?;
-        let fail = |e: sqlx::Error| ExecError::Connect { what: format!("PostgreSQL at {label} (connection `{name}`)"), message: scrub(&e.to_string(), c) };
+        let what = format!("PostgreSQL at {label} (connection `{name}`)");
+        let fail = |e: sqlx::Error| ExecError::Connect { what: what.clone(), help: connect_help(&e), message: scrub(&super::error::server_message(&e), c) };
+        let wait = std::time::Duration::from_secs(u64::from(c.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT)));
+        let silent = || ExecError::Connect {
+            what: what.clone(),
+            help: "check the host and port: something accepts connections there but does not answer as PostgreSQL (a hung server, a firewall, another service); raise `connect_timeout` for a slow network".into(),
+            message: format!(
+                "no answer within {} s: is a PostgreSQL server listening there? (the connection's `connect_timeout` sets the wait)",
+                wait.as_secs()
+            ),
+        };
         // One direct connection first: its error says why (refused, bad password, no database)
-        // at once, where a pool would retry until its timeout and only say it timed out.
+        // at once, where a pool would retry until its timeout and only say it timed out. A
+        // server that never answers is given `connect_timeout`.
         rt.block_on(async {
             use sqlx::Connection;
-            let probe = sqlx::PgConnection::connect_with(&opts).await?;
-            probe.close().await
+            tokio::time::timeout(wait, async {
+                let probe = sqlx::PgConnection::connect_with(&opts).await?;
+                probe.close().await
+            })
+            .await
         })
-        .map_err(fail)?;
+        .map_err(|_| silent())?
+        .map_err(&fail)?;
+        // The timer is made inside the runtime: it needs its clock.
         let pool = rt
-            .block_on(PgPoolOptions::new().max_connections(4).acquire_timeout(std::time::Duration::from_secs(30)).connect_with(opts))
+            .block_on(async {
+                let connect = PgPoolOptions::new().max_connections(4).acquire_timeout(wait.max(std::time::Duration::from_secs(30))).connect_with(opts);
+                tokio::time::timeout(wait, connect).await
+            })
+            .map_err(|_| silent())?
             .map_err(fail)?;
         Ok(Pg { rt, pool, label })
     }
@@ -151,8 +224,12 @@ pub fn arguments(q: &Query) -> Result<PgArguments, ExecError> {
 
 /// Runs one statement of the Plan that binds nothing.
 pub async fn execute(tx: &mut Tx, sql: &str, what: &'static str) -> Result<(), ExecError> {
-    sqlx::query(generated(sql)).execute(&mut **tx).await.map_err(db(what))?;
-    Ok(())
+    affected(tx, sql, what).await.map(|_| ())
+}
+
+/// Runs one planned statement; the rows it touched.
+pub async fn affected(tx: &mut Tx, sql: &str, what: &'static str) -> Result<u64, ExecError> {
+    Ok(sqlx::query(generated(sql)).execute(&mut **tx).await.map_err(db(what))?.rows_affected())
 }
 
 /// Runs one planned statement with what it binds.

@@ -68,7 +68,9 @@ pub async fn record_stage(pool: &PgPool, run_id: i64, report: &StageReport) -> R
         .execute(&mut *tx)
         .await
         .map_err(db("record the stage"))?;
-    if !report.rejects.is_empty() {
+    // A stage unchanged since an earlier load has that load's rejects, kept under its run
+    // (`unchanged_since_run`): not copied again on every re-run.
+    if !report.rejects.is_empty() && report.unchanged_since_run.is_none() {
         let mut copy = tx.copy_in_raw(records::COPY_REJECTS).await.map_err(db("record the rejects"))?;
         let mut buf = Vec::new();
         for r in &report.rejects {

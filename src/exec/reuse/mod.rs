@@ -110,7 +110,8 @@ pub fn stage_context(pg: &Pg, tx: &mut Tx, st: &StagePlan, pgs: &PgStatements, l
 
 /// The report of a stage skipped as unchanged: its last load's counts and rejects.
 pub fn unchanged_stage(pg: &Pg, st: &StagePlan, src: &Source, last: &LastLoad) -> Result<StageReport, ExecError> {
-    let rejects = pg.block(rejects_of(pg.pool(), last.run_id, &st.name))?;
+    // The rejects are kept once, under the run whose load it was.
+    let rejects = pg.block(rejects_of(pg.pool(), last.loaded_by, &st.name))?;
     let valid = last.rows_read.saturating_sub(last.rows_rejected);
     let mut report = StageReport::new(&st.name, &src.shown, src.bytes);
     report.etag = src.etag.clone();
@@ -118,7 +119,7 @@ pub fn unchanged_stage(pg: &Pg, st: &StagePlan, src: &Source, last: &LastLoad) -
     report.rows_valid = valid;
     report.rows_rejected = last.rows_rejected;
     report.rows_warned = last.rows_warned;
-    report.loaded = Some(Merged { inserted: 0, updated: 0, unchanged: valid });
+    report.loaded = Some(Merged { unchanged: valid, ..Merged::default() });
     report.skipped_unchanged = valid;
     report.status = last.status;
     report.unchanged_since_run = Some(last.loaded_by);

@@ -175,9 +175,27 @@ fn causes(e: &dyn std::error::Error) -> String {
     line
 }
 
+/// Whether an error's causes are about loading credentials (the SDK's credential chain found
+/// none, or a provider failed) rather than reaching the server.
+fn about_credentials(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string().to_ascii_lowercase();
+        if text.contains("credential") || text.contains("resolve identity") || text.contains("no identity") {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
 /// One line saying why an S3 call failed, in the user's terms.
 fn explain<E: ProvideErrorMetadata + std::error::Error + 'static>(e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> String {
     match e {
+        // No credentials fail before anything is sent, as a dispatch failure: say so.
+        SdkError::DispatchFailure(_) if about_credentials(e) => "no S3 credentials were found: set the connection's `access_key_id` and \
+             `secret_access_key`, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or an AWS profile (AWS_PROFILE)"
+            .into(),
         SdkError::DispatchFailure(d) => {
             let why = if d.is_timeout() { "timed out" } else if d.is_io() { "connection failed" } else { "could not send the request" };
             format!("cannot reach the endpoint ({why}); is the S3 server running and the endpoint right?")

@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 use super::{Checker, identifier_problem, only_one};
 use crate::spec::diag::{Problem, suggest};
 use crate::spec::expr::{self, BinaryOp, ExprErrorKind, ExprKind, Ty};
-use crate::spec::model::{Column, ColumnType, Literal, LoadMode, Stage};
+use crate::spec::model::{Bound, Column, ColumnType, Literal, LoadMode, Stage};
 use crate::spec::source::Pointer;
 
 impl Checker<'_> {
@@ -50,17 +50,28 @@ impl Checker<'_> {
                 }
             }
         }
-        if !t.is_numeric() {
-            for (facet, set) in [
-                ("min", col.min.is_some()),
-                ("max", col.max.is_some()),
-                ("exclusive_min", col.exclusive_min.is_some()),
-                ("exclusive_max", col.exclusive_max.is_some()),
-                ("multiple_of", col.multiple_of.is_some()),
-            ] {
-                if set {
-                    self.push(only(facet, "numeric"));
-                }
+        if !t.is_numeric() && col.multiple_of.is_some() {
+            self.push(only("multiple_of", "numeric"));
+        }
+        for (facet, bound) in [("min", col.min), ("max", col.max), ("exclusive_min", col.exclusive_min), ("exclusive_max", col.exclusive_max)] {
+            let Some(b) = bound else { continue };
+            let fits = match b {
+                Bound::Number(_) => t.is_numeric(),
+                Bound::Date(_) => matches!(t, ColumnType::Date | ColumnType::Timestamp),
+                Bound::Timestamp(_) => t == ColumnType::Timestamp,
+            };
+            if !fits && !t.is_numeric() && !t.is_temporal() {
+                self.push(only(facet, "numeric, date and timestamp"));
+            } else if !fits {
+                let example = match t {
+                    ColumnType::Date => "a date, e.g. \"2025-01-31\"".to_string(),
+                    ColumnType::Timestamp => "a timestamp, e.g. \"2025-01-31 09:30:00\"".to_string(),
+                    _ => "a number".to_string(),
+                };
+                self.push(
+                    Problem::new("spec::facet_type", at.key(facet), format!("column `{cname}` is {t}, so {facet} must be {example}, not {} ({b})", b.kind()))
+                        .label("another kind of value"),
+                );
             }
         }
         if col.format.is_some() && !t.is_temporal() {
@@ -78,15 +89,17 @@ impl Checker<'_> {
         if let Some(0) = col.max_length {
             self.push(Problem::new("spec::bad_value", at.key("max_length"), format!("column `{cname}`: max_length must be at least 1")));
         }
-        let lower = col.min.map(|m| m.0).or(col.exclusive_min.map(|m| m.0));
-        let upper = col.max.map(|m| m.0).or(col.exclusive_max.map(|m| m.0));
+        let lower = col.min.or(col.exclusive_min).and_then(Bound::number);
+        let upper = col.max.or(col.exclusive_max).and_then(Bound::number);
         if let (Some(lo), Some(hi)) = (lower, upper) {
             let empty = lo > hi || (lo == hi && (col.exclusive_min.is_some() || col.exclusive_max.is_some()));
             if empty {
+                // At the upper limit's key: where it was written, in the spec or a --set.
+                let upper_key = if col.max.is_some() { "max" } else { "exclusive_max" };
                 self.push(
-                    Problem::new("spec::empty_range", at.clone(), format!("column `{cname}`: no value is at least {lo} and at most {hi}"))
+                    Problem::new("spec::empty_range", at.key(upper_key), format!("column `{cname}`: no value is at least {lo} and at most {hi}"))
                         .on_key()
-                        .label("empty range"),
+                        .label(format!("empty range: the lower limit is {lo}")),
                 );
             }
         }
@@ -101,8 +114,8 @@ impl Checker<'_> {
             && let Ok(limit) = Decimal::try_from_i128_with_scale(10i128.pow(u32::from(precision - scale)), 0)
         {
             for (facet, v) in [("min", col.min), ("max", col.max), ("exclusive_min", col.exclusive_min), ("exclusive_max", col.exclusive_max)] {
-                if let Some(v) = v
-                    && v.0.abs() >= limit {
+                if let Some(v) = v.and_then(Bound::number)
+                    && v.abs() >= limit {
                         self.push(
                             Problem::new("spec::out_of_range", at.key(facet), format!("column `{cname}`: {facet} {v} does not fit {t}"))
                                 .label(format!("{t} holds less than {limit} in magnitude")),
@@ -111,9 +124,10 @@ impl Checker<'_> {
             }
         }
         if t.is_integer() {
-            for (facet, v) in [("min", col.min), ("max", col.max), ("multiple_of", col.multiple_of)] {
+            let numbers = [("min", col.min.and_then(Bound::number)), ("max", col.max.and_then(Bound::number)), ("multiple_of", col.multiple_of.map(|m| m.0))];
+            for (facet, v) in numbers {
                 if let Some(v) = v
-                    && !v.0.fract().is_zero() {
+                    && !v.fract().is_zero() {
                         self.push(Problem::new("spec::facet_type", at.key(facet), format!("column `{cname}` is {t}, so {facet} must be a whole number, not {v}")).label("not whole"));
                     }
             }
@@ -177,7 +191,7 @@ impl Checker<'_> {
         };
         if let Some(bad) = values.iter().find(|v| !fits(v)) {
             let hint = match (bad, t) {
-                (Literal::Int(_), ColumnType::String) => Some("for a string column, quote the values: '48'".to_string()),
+                (Literal::Int(i), ColumnType::String) => Some(format!("for a string column, quote the values: '{i}'")),
                 (Literal::Text(_), _) if t.is_numeric() => Some(format!("for a {t} column, write numbers unquoted")),
                 _ => None,
             };

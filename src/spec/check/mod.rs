@@ -18,8 +18,8 @@ pub const MAX_IDENTIFIER: usize = 63;
 /// Whether `s` is a plain SQL identifier: a letter or `_`, then letters, digits or `_`.
 pub fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    matches!(chars.next(), Some(c) if c.is_alphabetic() || c == '_')
+        && chars.all(|c| c.is_alphanumeric() || c == '_')
         && s.len() <= MAX_IDENTIFIER
 }
 
@@ -29,9 +29,15 @@ fn identifier_problem(at: Pointer, what: &str, name: &str) -> Option<Problem> {
     }
     let fixed: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| if c.is_alphanumeric() || c == '_' { c } else { '_' })
         .collect();
-    let fixed = if fixed.starts_with(|c: char| c.is_ascii_digit()) { format!("_{fixed}") } else { fixed };
+    let fixed = if fixed.starts_with(|c: char| c.is_numeric()) { format!("_{fixed}") } else { fixed };
+    let fixed = if fixed.chars().any(char::is_alphanumeric) { fixed } else { format!("{what}_1") };
+    // Cut to the byte limit on a character boundary.
+    let mut end = fixed.len().min(MAX_IDENTIFIER);
+    while !fixed.is_char_boundary(end) {
+        end -= 1;
+    }
     let why = if name.len() > MAX_IDENTIFIER {
         format!("longer than {MAX_IDENTIFIER} bytes")
     } else {
@@ -39,8 +45,8 @@ fn identifier_problem(at: Pointer, what: &str, name: &str) -> Option<Problem> {
     };
     Some(
         Problem::new("spec::bad_identifier", at, format!("{what} `{name}` is {why}"))
-            .label("letters, digits and _ only, not starting with a digit")
-            .help(format!("rename it, e.g. `{}`", &fixed[..fixed.len().min(MAX_IDENTIFIER)])),
+            .label(format!("letters (any script), digits and _ only, not starting with a digit, at most {MAX_IDENTIFIER} bytes"))
+            .help(format!("rename it, e.g. `{}`", &fixed[..end])),
     )
 }
 
@@ -118,15 +124,9 @@ impl Checker<'_> {
                 }
                 Connection::Postgres(pg) => {
                     // An empty value (a template that rendered nothing) is unset.
+                    // Neither url nor host: libpq's defaults apply at connect time (DATABASE_URL,
+                    // PGHOST, PGPORT, ..., ~/.pgpass; else localhost:5432), as psql does.
                     let url = pg.url.as_ref().filter(|u| !u.expose().trim().is_empty());
-                    let host = pg.host.as_ref().filter(|h| !h.trim().is_empty());
-                    if url.is_none() && host.is_none() {
-                        self.push(
-                            Problem::new("spec::missing_key", at.clone(), format!("postgres connection `{name}` needs `url` or `host`"))
-                                .on_key()
-                                .label("add `host:` (and port, database, user, password) or `url:`"),
-                        );
-                    }
                     if let Some(url) = url {
                         let u = url.expose();
                         if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) {

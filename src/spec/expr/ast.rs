@@ -27,6 +27,10 @@ pub enum ExprKind {
     Bool(bool),
     /// null.
     Null,
+    /// `date 'YYYY-MM-DD'`: days since 1970-01-01.
+    Date(i32),
+    /// `timestamp 'YYYY-MM-DD HH:MM:SS[.ffffff]'`: microseconds since 1970-01-01 00:00.
+    Timestamp(i64),
     /// `-x` or `not x`.
     Unary(UnaryOp, Box<Expr>),
     /// `a op b`.
@@ -147,7 +151,7 @@ pub fn columns_of(e: &Expr, out: &mut Vec<String>) {
             items.iter().for_each(|i| columns_of(i, out));
         }
         ExprKind::Call(_, args) => args.iter().for_each(|a| columns_of(a, out)),
-        ExprKind::Number(_) | ExprKind::Text(_) | ExprKind::Bool(_) | ExprKind::Null => {}
+        ExprKind::Number(_) | ExprKind::Text(_) | ExprKind::Bool(_) | ExprKind::Null | ExprKind::Date(_) | ExprKind::Timestamp(_) => {}
     }
 }
 
@@ -160,6 +164,8 @@ impl fmt::Display for Expr {
             ExprKind::Text(s) => write!(f, "'{}'", s.replace('\'', "''")),
             ExprKind::Bool(b) => write!(f, "{b}"),
             ExprKind::Null => f.write_str("null"),
+            ExprKind::Date(d) => write!(f, "date '{}'", super::Value::Date(*d)),
+            ExprKind::Timestamp(t) => write!(f, "timestamp '{}'", super::Value::Timestamp(*t)),
             ExprKind::Unary(UnaryOp::Neg, x) => write!(f, "-({x})"),
             ExprKind::Unary(UnaryOp::Not, x) => write!(f, "not ({x})"),
             ExprKind::IsNull(x, false) => write!(f, "{x} is null"),

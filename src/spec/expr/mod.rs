@@ -1,13 +1,18 @@
-//! The rule language: a small SQL-like boolean expression over one row's columns, in three
-//! passes as DataFusion's `sql/src/expr/` is split: the syntax tree (`ast`), the parser
-//! (`parse`) and the type check against the stage's columns (`types`).
+//! The rule language: a small SQL-like boolean expression over one row's columns, in passes as
+//! DataFusion's `sql/src/expr/` is split: the syntax tree (`ast`), the parser (`parse`), the
+//! type check against the stage's columns (`types`), and the evaluation on a row (`eval`, with
+//! exact decimals in `number`).
 
 mod ast;
+mod eval;
+mod number;
 mod parse;
 mod types;
 
+pub use eval::{EvalError, Value, Verdict, check, eval};
+pub use number::{Dec, MAX_DIGITS, Overflow};
 pub use ast::{BinaryOp, Expr, ExprKind, Func, UnaryOp, columns_of};
-pub use parse::parse;
+pub use parse::{date_literal, parse, timestamp_literal};
 pub use types::{NumKind, Ty, combine, literal_kind, type_of};
 
 /// A syntax or type error in a rule, with the byte range it is about.

@@ -299,6 +299,15 @@ impl P {
                     "true" => ExprKind::Bool(true),
                     "false" => ExprKind::Bool(false),
                     "null" => ExprKind::Null,
+                    "date" | "timestamp" if matches!(self.peek(), Tok::Text(_)) => {
+                        let (Tok::Text(text), s) = self.bump() else { unreachable!("peeked a text") };
+                        let full = (span.0, s.1);
+                        let kind = if lower == "date" { date_literal(&text).map(ExprKind::Date) } else { timestamp_literal(&text).map(ExprKind::Timestamp) };
+                        return kind.map(|kind| Expr { kind, span: full }).ok_or_else(|| {
+                            let example = if lower == "date" { "date '2025-01-31'" } else { "timestamp '2025-01-31 09:30:00'" };
+                            syntax(format!("`{text}` is not a {lower}"), full, Some(format!("write it as {example}")))
+                        });
+                    }
                     "and" | "or" | "not" | "is" | "in" => {
                         return Err(syntax(format!("expected a value, found `{name}`"), span, None));
                     }
@@ -338,6 +347,23 @@ impl P {
         };
         Ok(Expr { kind, span })
     }
+}
+
+/// `YYYY-MM-DD` as days since 1970-01-01.
+pub fn date_literal(text: &str) -> Option<i32> {
+    let d = chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d").ok()?;
+    i32::try_from(d.signed_duration_since(chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?).num_days()).ok()
+}
+
+/// `YYYY-MM-DD[ T]HH:MM[:SS[.f]]` (or a date: its midnight) as microseconds since the epoch.
+pub fn timestamp_literal(text: &str) -> Option<i64> {
+    let t = text.trim();
+    let formats = ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"];
+    let parsed = formats
+        .iter()
+        .find_map(|f| chrono::NaiveDateTime::parse_from_str(t, f).ok())
+        .or_else(|| chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)))?;
+    Some(parsed.and_utc().timestamp_micros())
 }
 
 fn bin(op: BinaryOp, l: Expr, r: Expr) -> Expr {

@@ -75,18 +75,19 @@ impl Ty {
     }
 }
 
-/// Combines two number kinds for arithmetic: floats win, decimals keep the larger scale
-/// (the product's scale is the sum).
+/// Combines two number kinds for arithmetic as PostgreSQL's `numeric` does: floats win, a sum
+/// keeps the larger scale, a product the sum of the scales, a quotient (even of two integers)
+/// is a decimal with at least 16 places' worth of significant digits (the exact places depend
+/// on the values; see [`super::Dec::div`]).
 pub fn combine(op: BinaryOp, a: NumKind, b: NumKind) -> NumKind {
     use NumKind::*;
+    let scale = |k: NumKind| if let Decimal(s) = k { s } else { 0 };
     match (a, b) {
         (Float, _) | (_, Float) => Float,
-        (Int, Int) if op != BinaryOp::Div => Int,
-        _ if op == BinaryOp::Div => Float,
-        (Decimal(x), Decimal(y)) if op == BinaryOp::Mul => Decimal(x + y),
-        (Decimal(x), Decimal(y)) => Decimal(x.max(y)),
-        (Decimal(x), Int) | (Int, Decimal(x)) => Decimal(x),
+        _ if op == BinaryOp::Div => Decimal(scale(a).max(scale(b)).max(16)),
         (Int, Int) => Int,
+        _ if op == BinaryOp::Mul => Decimal(scale(a) + scale(b)),
+        _ => Decimal(scale(a).max(scale(b))),
     }
 }
 
@@ -115,6 +116,8 @@ pub fn type_of(e: &Expr, columns: &IndexMap<String, ColumnType>) -> Result<Ty, E
         ExprKind::Text(_) => Ty::Text,
         ExprKind::Bool(_) => Ty::Bool,
         ExprKind::Null => Ty::Null,
+        ExprKind::Date(_) => Ty::Date,
+        ExprKind::Timestamp(_) => Ty::Timestamp,
         ExprKind::Unary(UnaryOp::Neg, x) => match type_of(x, columns)? {
             t @ (Ty::Number(_) | Ty::Null) => t,
             t => return Err(err(format!("cannot negate {}", t.name()), x.span, None)),
@@ -158,7 +161,7 @@ pub fn type_of(e: &Expr, columns: &IndexMap<String, ColumnType>) -> Result<Ty, E
                         return Err(err(
                             format!("cannot compare {} with {}", lt.name(), rt.name()),
                             e.span,
-                            quote_hint(lt, rt),
+                            quote_hint((l, lt), (r, rt)),
                         ));
                     }
                     if matches!(lt, Ty::Bool) && !matches!(op, BinaryOp::Eq | BinaryOp::NotEq) {
@@ -242,13 +245,26 @@ pub fn type_of(e: &Expr, columns: &IndexMap<String, ColumnType>) -> Result<Ty, E
     })
 }
 
-fn quote_hint(a: Ty, b: Ty) -> Option<String> {
-    match (a, b) {
-        (Ty::Text, Ty::Number(_)) | (Ty::Number(_), Ty::Text) => {
-            Some("a string column compares with a quoted text literal, e.g. `'48'`".into())
+/// How to fix a comparison of mismatched types, in the user's own terms.
+fn quote_hint((l, a): (&Expr, Ty), (r, b): (&Expr, Ty)) -> Option<String> {
+    let (text_side, other) = match (a, b) {
+        (Ty::Text, _) => (l, b),
+        (_, Ty::Text) => (r, a),
+        _ => return None,
+    };
+    let other_side = if std::ptr::eq(text_side, l) { r } else { l };
+    Some(match (other, &text_side.kind, &other_side.kind) {
+        (Ty::Date, ExprKind::Text(t), _) => format!("write the date as a date literal: date '{t}'"),
+        (Ty::Date, _, _) => "compare a date with a date literal, e.g. date '2025-01-31'".into(),
+        (Ty::Timestamp, ExprKind::Text(t), _) => format!("write the timestamp as a timestamp literal: timestamp '{t}'"),
+        (Ty::Timestamp, _, _) => "compare a timestamp with a timestamp literal, e.g. timestamp '2025-01-31 09:30:00'".into(),
+        (Ty::Number(_), ExprKind::Text(t), _) if t.trim().parse::<f64>().is_ok() => {
+            format!("`{other_side}` is a number: write the number without quotes, {}", t.trim())
         }
-        _ => None,
-    }
+        (Ty::Number(_), _, ExprKind::Number(n)) => format!("`{text_side}` is text: compare it with a quoted text, '{n}'"),
+        (Ty::Number(_), _, _) => format!("`{text_side}` is text and `{other_side}` a number: compare text with a quoted text literal"),
+        _ => return None,
+    })
 }
 
 fn list<'a>(names: impl Iterator<Item = &'a String>) -> String {

@@ -114,7 +114,19 @@ pub struct PostgresConnection {
     /// libpq sslmode: disable, prefer, require, verify-ca or verify-full.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sslmode: Option<String>,
+    /// Seconds to wait for the server to answer a new connection before giving up (exit 3).
+    /// Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub connect_timeout: Option<u32>,
+    /// PostgreSQL's `statement_timeout` for the run's sessions, in its own units (`90s`,
+    /// `30min`, `0` for none). Default: the server's setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement_timeout: Option<String>,
 }
+
+/// Seconds a connection waits for the server when the spec does not say.
+pub const DEFAULT_CONNECT_TIMEOUT: u32 = 10;
 
 /// An embedded DuckDB database file.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

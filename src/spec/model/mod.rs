@@ -12,8 +12,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 mod connection;
 mod value;
 
-pub use connection::{ChecksumMode, Connection, DuckdbConnection, LocalConnection, PostgresConnection, S3Connection};
-pub use value::{COLUMN_TYPE_PATTERN, ColumnType, Literal, Number, Secret, parse_decimal};
+pub use connection::{ChecksumMode, Connection, DEFAULT_CONNECT_TIMEOUT, DuckdbConnection, LocalConnection, PostgresConnection, S3Connection};
+pub use value::{Bound, COLUMN_TYPE_PATTERN, ColumnType, Literal, Number, Secret, parse_decimal};
 
 /// An etl spec: where CSV files come from, how each column is typed and checked, where valid rows
 /// are loaded, what to report afterwards and when to run.
@@ -188,6 +188,10 @@ pub struct Target {
     /// Name of a generated `BIGINT` identity primary key added to the table (the seed's `id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub surrogate_key: Option<String>,
+    /// With `mode: replace`, whether a file with no rows may empty the table. Default false: such
+    /// a file is refused (exit 5) and the table keeps its rows.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_empty: bool,
 }
 
 /// How a stage writes its rows.
@@ -225,18 +229,18 @@ pub struct Column {
     /// Shortest allowed text, in characters (string columns).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_length: Option<u32>,
-    /// Smallest allowed value, inclusive (numeric columns).
+    /// Smallest allowed value, inclusive (numeric, date and timestamp columns).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min: Option<Number>,
-    /// Largest allowed value, inclusive (numeric columns).
+    pub min: Option<Bound>,
+    /// Largest allowed value, inclusive (numeric, date and timestamp columns).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max: Option<Number>,
-    /// Values must be greater than this (numeric columns).
+    pub max: Option<Bound>,
+    /// Values must be greater than this (numeric, date and timestamp columns).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exclusive_min: Option<Number>,
-    /// Values must be less than this (numeric columns).
+    pub exclusive_min: Option<Bound>,
+    /// Values must be less than this (numeric, date and timestamp columns).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exclusive_max: Option<Number>,
+    pub exclusive_max: Option<Bound>,
     /// Values must be a whole multiple of this, e.g. `100` for lots of 100 (numeric columns).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multiple_of: Option<Number>,

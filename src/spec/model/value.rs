@@ -46,6 +46,97 @@ impl<'de> Deserialize<'de> for Number {
     }
 }
 
+/// A `min`/`max` limit: a number for a numeric column, a date (`2025-01-31`) or a timestamp
+/// (`2025-01-31 09:30:00`) for a date or timestamp column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    /// A decimal number.
+    Number(Number),
+    /// A date, as days since 1970-01-01.
+    Date(i32),
+    /// A timestamp, as microseconds since 1970-01-01 00:00.
+    Timestamp(i64),
+}
+
+impl Bound {
+    /// The number, for a numeric limit.
+    pub fn number(self) -> Option<Decimal> {
+        match self {
+            Bound::Number(n) => Some(n.0),
+            _ => None,
+        }
+    }
+
+    /// The instant in microseconds, for a date or timestamp limit (a date is its midnight).
+    pub fn micros(self) -> Option<i64> {
+        match self {
+            Bound::Date(d) => Some(i64::from(d) * 86_400_000_000),
+            Bound::Timestamp(t) => Some(t),
+            Bound::Number(_) => None,
+        }
+    }
+
+    /// What kind of limit it is, for messages.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Bound::Number(_) => "a number",
+            Bound::Date(_) => "a date",
+            Bound::Timestamp(_) => "a timestamp",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Bound {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let text = match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::String(s) => s,
+            other => return Err(D::Error::custom(format!("expected a number, a date or a timestamp, found {other}"))),
+        };
+        if let Some(n) = parse_decimal(&text) {
+            return Ok(Bound::Number(Number(n)));
+        }
+        if let Some(d) = crate::spec::expr::date_literal(&text) {
+            return Ok(Bound::Date(d));
+        }
+        if let Some(t) = crate::spec::expr::timestamp_literal(&text) {
+            return Ok(Bound::Timestamp(t));
+        }
+        Err(D::Error::custom(format!(
+            "`{text}` is not a number, a date (2025-01-31) or a timestamp (2025-01-31 09:30:00)"
+        )))
+    }
+}
+
+impl Serialize for Bound {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl JsonSchema for Bound {
+    fn schema_name() -> Cow<'static, str> {
+        "Bound".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A number for a numeric column (quote it to keep more digits than a double holds); a date `2025-01-31` or a timestamp `2025-01-31 09:30:00` for a date or timestamp column.",
+            "type": ["number", "string"]
+        })
+    }
+}
+
+impl fmt::Display for Bound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Bound::Number(n) => n.fmt(f),
+            Bound::Date(d) => crate::spec::expr::Value::Date(*d).fmt(f),
+            Bound::Timestamp(t) => crate::spec::expr::Value::Timestamp(*t).fmt(f),
+        }
+    }
+}
+
 /// Parses a decimal from plain or scientific notation, exactly.
 pub fn parse_decimal(text: &str) -> Option<Decimal> {
     let t = text.trim();

@@ -1,0 +1,189 @@
+//! How a run ends, as a monitor and a person read it: a failing analytic after committed loads,
+//! a `replace` of an empty file, an unwritable rejects file found before anything loads, exit 5
+//! for refused data and 4 only for loads with rejects, `unchanged` in the JSON of a re-run, JSON
+//! on errors, `-q`, and `--rejects-out -`.
+
+use std::path::Path;
+
+use crate::extract::generate;
+use crate::run::TestDb;
+use crate::util::{Output, etl};
+
+/// Runs small_etl.yaml on `dir` into the test's schema, the engine's tables (etl_runs) there too.
+fn run(db: &TestDb, dir: &Path, extra: &[&str]) -> Output {
+    let url = format!("{}?options=-c%20search_path%3D{}", db.url, db.schema);
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "specs/small_etl.yaml".into(),
+        "--set".into(),
+        format!("connections.db={{type: postgres, url: '{url}', schema: {}}}", db.schema),
+        "--set".into(),
+        format!("connections.lake={{type: local, path: '{}'}}", dir.display()),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    etl(&refs, &[])
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e})\n{}", out.evidence()))
+}
+
+#[test]
+fn a_failing_analytic_is_reported_after_the_loads_it_cannot_undo() {
+    let data = generate(20, 40, 0.0, 31);
+    let db = TestDb::new("analyticfail");
+    let out = run(&db, data.path(), &["--set", "analytics.broken={sql: 'SELEC count(*) FROM asset'}"]);
+    out.expect_code(1);
+    assert!(out.stdout.contains("assets") && out.stdout.contains("trades"), "the stage summary prints\n{}", out.evidence());
+    assert!(out.stdout.contains("broken") && out.stdout.contains("failed:"), "the analytic is reported failed\n{}", out.evidence());
+    assert!(out.stdout.contains("asset_totals"), "the other analytics still print\n{}", out.evidence());
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.trade", db.schema)), 40, "the loads stand\n{}", out.evidence());
+    let recorded = db.texts(&format!("SELECT status || ' | ' || coalesce(error, '') FROM {}.etl_runs ORDER BY run_id DESC LIMIT 1", db.schema));
+    assert_eq!(recorded.len(), 1);
+    assert!(recorded[0].starts_with("succeeded | analytic `broken` failed"), "recorded as loaded, the analytic as failed: {recorded:?}");
+    let out = run(&db, data.path(), &["--set", "analytics.broken={sql: 'SELEC 1'}", "--output", "json"]);
+    out.expect_code(1);
+    let report = json(&out);
+    let broken = report["analytics"].as_array().unwrap().iter().find(|a| a["name"] == "broken").cloned().unwrap();
+    assert!(broken["error"].as_str().is_some_and(|e| e.contains("syntax error") && !e.contains(" at line ")), "{broken}");
+    // Numbers are JSON numbers, with every digit PostgreSQL printed; a description comes along.
+    let totals = report["analytics"].as_array().unwrap().iter().find(|a| a["name"] == "asset_totals").cloned().unwrap();
+    assert_eq!(totals["rows"][0][0], 20, "{totals}");
+    assert!(totals["description"].as_str().is_some(), "{totals}");
+    let raw = &out.stdout[out.stdout.find("\"asset_totals\"").unwrap()..];
+    let sum = db.texts(&format!("SELECT sum(cash)::text FROM {}.asset", db.schema));
+    assert!(raw.contains(&format!("{},", sum[0])), "total_cash is written as the exact number {}\n{raw}", sum[0]);
+}
+
+#[test]
+fn replace_refuses_an_empty_file_unless_allowed_and_reports_what_it_deleted() {
+    let data = generate(25, 0, 0.0, 32);
+    let db = TestDb::new("replace");
+    let replace = ["--stage", "assets", "--set", "stages.assets.target.mode=replace"];
+    run(&db, data.path(), &replace).expect_code(0);
+    // The same file again: every row deleted and inserted again, the deletion reported.
+    let out = run(&db, data.path(), &[&replace[..], &["--force", "--output", "json"]].concat());
+    out.expect_code(0);
+    assert_eq!(json(&out)["stages"][0]["loaded"]["deleted"], 25, "{}", out.evidence());
+    // A header-only file: refused, exit 5, the table keeps its rows.
+    let header = std::fs::read_to_string(data.path().join("account_assets.csv")).unwrap().lines().next().unwrap().to_string();
+    std::fs::write(data.path().join("account_assets.csv"), format!("{header}\n")).unwrap();
+    let out = run(&db, data.path(), &replace);
+    out.expect_code(5);
+    assert!(out.stdout.contains("the file has no rows") && out.stdout.contains("allow_empty: true"), "{}", out.evidence());
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.asset", db.schema)), 25, "the table keeps its rows\n{}", out.evidence());
+    let status = db.texts(&format!("SELECT status FROM {}.etl_runs ORDER BY run_id DESC LIMIT 1", db.schema));
+    assert_eq!(status, ["refused"]);
+    // Allowed: the table is emptied, and says how many rows went.
+    let out = run(&db, data.path(), &[&replace[..], &["--set", "stages.assets.target.allow_empty=true", "--output", "json"]].concat());
+    out.expect_code(0);
+    assert_eq!(json(&out)["stages"][0]["loaded"]["deleted"], 25, "{}", out.evidence());
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.asset", db.schema)), 0);
+}
+
+#[test]
+fn an_unwritable_rejects_file_is_found_before_anything_loads() {
+    let data = generate(10, 10, 0.1, 33);
+    let db = TestDb::new("rejectsout");
+    let out = run(&db, data.path(), &["--rejects-out", "/nonexistent-dir/rejects.csv"]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("/nonexistent-dir/rejects.csv"), "{}", out.evidence());
+    let tables = db.count(&format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{}' AND tablename IN ('asset', 'trade')", db.schema));
+    assert_eq!(tables, 0, "nothing was loaded\n{}", out.evidence());
+    // `-` is standard output: the rejects CSV there, the report on stderr.
+    let out = run(&db, data.path(), &["--rejects-out", "-"]);
+    out.expect_code(4);
+    assert!(out.stdout.starts_with("stage,source,line,column,rule,value,message,severity\n"), "{}", out.evidence());
+    assert!(out.stderr.contains("rejects by rule"), "the report went to stderr\n{}", out.evidence());
+    assert!(!Path::new(&crate::util::root().join("-")).exists(), "no file named `-`");
+}
+
+#[test]
+fn exit_4_means_loaded_with_rejects_5_refused_and_an_unchanged_rerun_says_so() {
+    let data = generate(40, 0, 0.1, 34);
+    let db = TestDb::new("exit45");
+    let assets = ["--stage", "assets"];
+    // Over the budget: nothing loaded, exit 5.
+    let out = run(&db, data.path(), &[&assets[..], &["--set", "stages.assets.max_rejects=0"]].concat());
+    out.expect_code(5);
+    assert_eq!(db.count(&format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{}' AND tablename = 'asset'", db.schema)), 0);
+    // Within it: loaded with rejects, exit 4, and the JSON says it was loaded.
+    let out = run(&db, data.path(), &[&assets[..], &["--output", "json"]].concat());
+    out.expect_code(4);
+    assert_eq!(json(&out)["unchanged"], false, "{}", out.evidence());
+    // Unchanged: exits as that load did, and says it was not loaded again.
+    let out = run(&db, data.path(), &[&assets[..], &["--output", "json"]].concat());
+    out.expect_code(4);
+    let r = json(&out);
+    assert_eq!(r["unchanged"], true, "{}", out.evidence());
+    assert!(r["stages"][0]["unchanged_since_run"].as_i64().is_some(), "{}", out.evidence());
+}
+
+#[test]
+fn quiet_prints_nothing_and_json_output_reports_errors_as_json() {
+    let data = generate(10, 10, 0.0, 35);
+    let db = TestDb::new("quiet");
+    let out = run(&db, data.path(), &["-q"]);
+    out.expect_code(0);
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "-q prints nothing\n{}", out.evidence());
+    // Without -v and without a terminal, no progress lines.
+    let out = run(&db, data.path(), &["--force"]);
+    out.expect_code(0);
+    assert!(!out.stderr.contains("rows read"), "progress without -v\n{}", out.evidence());
+    let out = run(&db, data.path(), &["--force", "-v"]);
+    assert!(out.stderr.contains("rows read"), "-v shows progress\n{}", out.evidence());
+    // An error under --output json: one JSON document on stdout, the message on stderr.
+    let out = run(&db, data.path(), &["--output", "json", "--assets-file", "missing.csv"]);
+    out.expect_code(3);
+    let doc = json(&out);
+    assert_eq!(doc["status"], "error");
+    assert_eq!(doc["exit_code"], 3);
+    assert!(doc["error"].as_str().is_some_and(|e| e.contains("missing.csv")), "{doc}");
+}
+
+/// A connection that fails says why, with the help for that cause: no such database is not a
+/// wrong password.
+#[test]
+fn connection_errors_say_their_cause() {
+    let data = generate(5, 0, 0.0, 36);
+    let db = TestDb::new("conncause");
+    let out = db.run(data.path(), &["--stage", "assets", "--db-name", "no_such_database_etl"]);
+    out.expect_code(3);
+    assert!(out.stderr.contains("createdb"), "{}", out.evidence());
+    let out = db.run(data.path(), &["--stage", "assets", "--db-password", "not-the-password"]);
+    out.expect_code(3);
+    assert!(out.stderr.contains("refused the password") && !out.stderr.contains("createdb"), "{}", out.evidence());
+    assert!(!out.stderr.contains("not-the-password"), "{}", out.evidence());
+}
+
+/// A header that lacks the spec's columns says what is likely wrong: another delimiter, or a
+/// name that differs in case or spaces.
+#[test]
+fn a_header_mismatch_points_at_the_likely_fix() {
+    let data = generate(5, 0, 0.0, 37);
+    let db = TestDb::new("headerhint");
+    let file = data.path().join("account_assets.csv");
+    let original = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, original.replace(',', ";")).unwrap();
+    let out = run(&db, data.path(), &["--stage", "assets"]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("the header is separated by `;`") && out.stderr.contains("delimiter: \";\""), "{}", out.evidence());
+    let (header, rest) = original.split_once('\n').unwrap();
+    std::fs::write(&file, format!("{}\n{rest}", header.replace("cash,", "Cash ,"))).unwrap();
+    let out = run(&db, data.path(), &["--stage", "assets"]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("`cash` is written `Cash ` in the file"), "{}", out.evidence());
+}
+
+/// A wrong date `format` rejects every row: each reject names the format expected, and the
+/// report says the spec, not the data, is likely wrong.
+#[test]
+fn a_column_failing_on_every_row_is_said_to_be_a_spec_mistake() {
+    let data = generate(30, 0, 0.0, 38);
+    let db = TestDb::new("wrongformat");
+    let out = run(&db, data.path(), &["--stage", "assets", "--set", "stages.assets.columns.updated_at.format='%d/%m/%Y %H:%M:%S'", "--rejects-out", "-"]);
+    out.expect_code(4);
+    assert!(out.stdout.contains("in the format `%d/%m/%Y %H:%M:%S`"), "the reject names the format\n{}", out.evidence());
+    assert!(out.stderr.contains("column updated_at: 30 of 30 rows are not a valid timestamp") && out.stderr.contains("check its `format`"), "{}", out.evidence());
+}
