@@ -90,7 +90,7 @@ pub fn check<'a>(rule: &'a Expr, tolerance: Option<Dec>, column: &dyn Fn(&str) -
             (Err(e), _) | (_, Err(e)) => return Verdict::Error(e),
         };
         let apart = match (a, b) {
-            (Value::Num(x), Value::Num(y)) => match x.sub(y) {
+            (Value::Num(x), Value::Num(y)) => match x.checked_sub(y) {
                 Ok(d) => Value::Num(d.abs()),
                 Err(why) => return Verdict::Error(EvalError { at: format!("{l} - {r}"), why }),
             },
@@ -150,7 +150,7 @@ pub fn eval<'a>(e: &'a Expr, column: &dyn Fn(&str) -> Value<'a>) -> Result<Value
         ExprKind::Date(d) => Value::Date(*d),
         ExprKind::Timestamp(t) => Value::Timestamp(*t),
         ExprKind::Unary(UnaryOp::Neg, x) => match eval(x, column)? {
-            Value::Num(d) => Value::Num(d.neg()),
+            Value::Num(d) => Value::Num(d.negated()),
             Value::Float(f) => Value::Float(-f),
             _ => Value::Null,
         },
@@ -205,10 +205,10 @@ pub fn eval<'a>(e: &'a Expr, column: &dyn Fn(&str) -> Value<'a>) -> Result<Value
         ExprKind::Binary(op, l, r) => match (eval(l, column)?, eval(r, column)?) {
             (Value::Num(a), Value::Num(b)) => Value::Num(
                 match op {
-                    BinaryOp::Add => a.add(b),
-                    BinaryOp::Sub => a.sub(b),
-                    BinaryOp::Mul => a.mul(b),
-                    _ => a.div(b),
+                    BinaryOp::Add => a.checked_add(b),
+                    BinaryOp::Sub => a.checked_sub(b),
+                    BinaryOp::Mul => a.checked_mul(b),
+                    _ => a.checked_div(b),
                 }
                 .map_err(fail)?,
             ),

@@ -102,7 +102,7 @@ impl Dec {
     }
 
     /// `self + other`, at the larger scale.
-    pub fn add(self, other: Dec) -> Result<Dec, Overflow> {
+    pub fn checked_add(self, other: Dec) -> Result<Dec, Overflow> {
         self.retry(other, |a, b| {
             let s = a.scale.max(b.scale);
             Some(Dec { mantissa: fits(a.at(s)?.checked_add(b.at(s)?)?)?, scale: s })
@@ -110,12 +110,12 @@ impl Dec {
     }
 
     /// `self - other`, at the larger scale.
-    pub fn sub(self, other: Dec) -> Result<Dec, Overflow> {
-        self.add(other.neg())
+    pub fn checked_sub(self, other: Dec) -> Result<Dec, Overflow> {
+        self.checked_add(other.negated())
     }
 
     /// `-self`.
-    pub fn neg(self) -> Dec {
+    pub fn negated(self) -> Dec {
         Dec { mantissa: -self.mantissa, scale: self.scale }
     }
 
@@ -125,7 +125,7 @@ impl Dec {
     }
 
     /// `self × other`, at the sum of the scales.
-    pub fn mul(self, other: Dec) -> Result<Dec, Overflow> {
+    pub fn checked_mul(self, other: Dec) -> Result<Dec, Overflow> {
         self.retry(other, |a, b| {
             let s = a.scale + b.scale;
             (s <= MAX_DIGITS).then_some(())?;
@@ -135,7 +135,7 @@ impl Dec {
 
     /// `self / other`, rounded half away from zero at PostgreSQL's scale for the quotient: enough
     /// places for 16 significant digits, at least either operand's scale, at most 38.
-    pub fn div(self, other: Dec) -> Result<Dec, Overflow> {
+    pub fn checked_div(self, other: Dec) -> Result<Dec, Overflow> {
         if other.is_zero() {
             return Err(Overflow::DivisionByZero);
         }
@@ -284,10 +284,10 @@ mod tests {
         ];
         for (a, op, b, want) in cases {
             let got = match op {
-                '/' => d(a).div(d(b)),
-                '*' => d(a).mul(d(b)),
-                '+' => d(a).add(d(b)),
-                _ => d(a).sub(d(b)),
+                '/' => d(a).checked_div(d(b)),
+                '*' => d(a).checked_mul(d(b)),
+                '+' => d(a).checked_add(d(b)),
+                _ => d(a).checked_sub(d(b)),
             }
             .unwrap();
             assert_eq!(got.to_string(), want, "{a} {op} {b}");
@@ -315,7 +315,7 @@ mod tests {
         // total = round(amount * (1 - discount / 100), 2)
         for (amount, discount, total) in [("100.00", "15.50", "84.50"), ("10.00", "0.50", "9.95")] {
             let one = Dec::int(1);
-            let side = d(amount).mul(one.sub(d(discount).div(Dec::int(100)).unwrap()).unwrap()).unwrap().round(2).unwrap();
+            let side = d(amount).checked_mul(one.checked_sub(d(discount).checked_div(Dec::int(100)).unwrap()).unwrap()).unwrap().round(2).unwrap();
             assert_eq!(side, d(total), "{amount}, {discount}");
         }
     }
@@ -323,12 +323,12 @@ mod tests {
     #[test]
     fn overflow_is_an_error_never_a_wrap() {
         let big = d("99999999999999999999999999999999999999");
-        assert_eq!(big.add(Dec::int(1)), Err(Overflow::TooManyDigits));
-        assert_eq!(big.mul(Dec::int(2)), Err(Overflow::TooManyDigits));
-        assert_eq!(Dec::int(1).div(d("0.00")), Err(Overflow::DivisionByZero));
+        assert_eq!(big.checked_add(Dec::int(1)), Err(Overflow::TooManyDigits));
+        assert_eq!(big.checked_mul(Dec::int(2)), Err(Overflow::TooManyDigits));
+        assert_eq!(Dec::int(1).checked_div(d("0.00")), Err(Overflow::DivisionByZero));
         // Trailing zeros give way before an overflow is declared.
         let a = d("10000000000.0000000000000000000000000");
-        assert_eq!(a.mul(a).unwrap(), d("100000000000000000000"));
+        assert_eq!(a.checked_mul(a).unwrap(), d("100000000000000000000"));
     }
 
     #[test]
