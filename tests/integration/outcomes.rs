@@ -187,3 +187,46 @@ fn a_column_failing_on_every_row_is_said_to_be_a_spec_mistake() {
     assert!(out.stdout.contains("in the format `%d/%m/%Y %H:%M:%S`"), "the reject names the format\n{}", out.evidence());
     assert!(out.stderr.contains("column updated_at: 30 of 30 rows are not a valid timestamp") && out.stderr.contains("check its `format`"), "{}", out.evidence());
 }
+
+/// `--source STAGE=PATH` for a local connection is a path from the current directory, as the
+/// shell means it, not from the connection's folder.
+#[test]
+fn a_source_path_on_the_command_line_is_taken_from_the_current_directory() {
+    let data = generate(8, 0, 0.0, 39);
+    let db = TestDb::new("sourcecwd");
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::copy(data.path().join("account_assets.csv"), elsewhere.path().join("today.csv")).unwrap();
+    // The same file, named relative to the directory etl runs in (the repository root).
+    let root = crate::util::root().canonicalize().unwrap();
+    let up = "../".repeat(root.components().count() - 1);
+    let file = elsewhere.path().canonicalize().unwrap().join("today.csv");
+    let relative = format!("{up}{}", file.display().to_string().trim_start_matches('/'));
+    // The lake's folder is deeper than the repository, so the path means another file from there.
+    let lake = data.path().join("a/b/c");
+    std::fs::create_dir_all(&lake).unwrap();
+    let out = run(&db, &lake, &["--stage", "assets", "--source", &format!("assets={relative}")]);
+    out.expect_code(0);
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.asset", db.schema)), 8, "{}", out.evidence());
+}
+
+/// The connection's `statement_timeout` reaches the server: a statement that runs longer is
+/// cancelled (here an analytic, so the loads before it stand).
+#[test]
+fn statement_timeout_cancels_a_statement_that_runs_longer() {
+    let data = generate(5, 5, 0.0, 40);
+    let db = TestDb::new("stmttimeout");
+    let url = format!("{}?options=-c%20search_path%3D{}", db.url, db.schema);
+    let out = run(
+        &db,
+        data.path(),
+        &[
+            "--set",
+            &format!("connections.db={{type: postgres, url: '{url}', schema: {}, statement_timeout: 300ms}}", db.schema),
+            "--set",
+            "analytics.slow={sql: 'SELECT pg_sleep(3) AS slept'}",
+        ],
+    );
+    out.expect_code(1);
+    assert!(out.stdout.contains("statement timeout"), "{}", out.evidence());
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.trade", db.schema)), 5, "{}", out.evidence());
+}

@@ -233,3 +233,16 @@ fn a_problem_made_by_a_set_points_at_the_set() {
     out.expect_code(2);
     assert!(out.stderr.contains("[--set stages.assets.columns.cash.max:"), "{}", out.evidence());
 }
+
+/// CLI conventions: `plan` takes the flags of the run it describes, and `migrate` refuses flags
+/// it would ignore.
+#[test]
+fn plan_takes_the_runs_flags_and_migrate_refuses_what_it_ignores() {
+    let out = etl(&["plan", "specs/small_etl.yaml", "--db-host", "db.internal", "--source", "trades=trades_2025.csv", "--stage", "trades"], &[]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("trades_2025.csv"), "the plan shows the run --source makes\n{}", out.evidence());
+    // (tests/fixtures/specs/valid/unicode_names.yaml, names in several scripts, is checked by
+    // `valid_fixtures_are_valid`.)
+    let out = etl(&["migrate", "specs/small_etl.yaml", "--stage", "assets"], &[]);
+    out.expect_code(2);
+}
