@@ -183,7 +183,7 @@ impl Command {
     /// Whether the command was asked for JSON output (so an error is printed as JSON too).
     pub fn json_output(&self) -> bool {
         match self {
-            Command::Run(a) | Command::Assets(a) | Command::Trades(a) => a.output == Output::Json,
+            Command::Run(a) | Command::Assets(a) | Command::Trades(a) | Command::Plan(a) => a.output == Output::Json,
             _ => false,
         }
     }

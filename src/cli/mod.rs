@@ -69,7 +69,12 @@ fn dispatch(command: Command, color: bool) -> Result<u8, CliError> {
         Command::ValidateSpec { specs, spec, output } => Ok(validate(&specs, &spec, output, color)),
         Command::Plan(args) => {
             let p = prepare_offline(&args)?;
-            print(&plan::render::render(&p.plan, &args.stages));
+            match args.output {
+                args::Output::Text => print(&plan::render::render(&p.plan, &args.stages)),
+                args::Output::Json => {
+                    print(&format!("{}\n", serde_json::to_string_pretty(&plan::render::render_json(&p.plan, &args.stages)).unwrap_or_default()))
+                }
+            }
             Ok(exit::OK)
         }
     }

@@ -51,6 +51,43 @@ pub fn render(plan: &Plan, only_stages: &[String]) -> String {
     out
 }
 
+/// The same plan as JSON, for `etl plan --output json`: the text's sections (`== stage assets ==`)
+/// and their numbered steps (`-- 6. read and cast ...`), each with the statements and notes it
+/// shows, in order. Built from the text, so the two always agree.
+pub fn render_json(plan: &Plan, only_stages: &[String]) -> serde_json::Value {
+    let text = render(plan, only_stages);
+    let mut lines = text.lines();
+    let headline = lines.next().unwrap_or_default().to_string();
+    let mut sections: Vec<serde_json::Value> = Vec::new();
+    let mut section: Option<(String, Vec<String>, Vec<(String, Vec<String>)>)> = None;
+    let flush = |section: &mut Option<(String, Vec<String>, Vec<(String, Vec<String>)>)>, sections: &mut Vec<serde_json::Value>| {
+        if let Some((title, head, steps)) = section.take() {
+            let steps: Vec<serde_json::Value> =
+                steps.into_iter().map(|(t, body)| serde_json::json!({ "step": t, "text": body.join("\n") })).collect();
+            sections.push(serde_json::json!({ "section": title, "text": head.join("\n"), "steps": steps }));
+        }
+    };
+    for line in lines {
+        if let Some(title) = line.strip_prefix("== ").and_then(|l| l.strip_suffix(" ==")) {
+            flush(&mut section, &mut sections);
+            section = Some((title.to_string(), Vec::new(), Vec::new()));
+            continue;
+        }
+        let Some((_, head, steps)) = section.as_mut() else { continue };
+        let numbered = line.strip_prefix("-- ").and_then(|l| l.split_once(". ").filter(|(n, _)| n.chars().all(|c| c.is_ascii_digit())));
+        match numbered {
+            Some(_) => steps.push((line.trim_start_matches("-- ").to_string(), Vec::new())),
+            None if line.is_empty() => {}
+            None => match steps.last_mut() {
+                Some((_, body)) => body.push(line.to_string()),
+                None => head.push(line.to_string()),
+            },
+        }
+    }
+    flush(&mut section, &mut sections);
+    serde_json::json!({ "spec": plan.name, "plan": headline, "sections": sections })
+}
+
 fn connections(out: &mut String, plan: &Plan) {
     let _ = writeln!(out, "\n== connections ==");
     let _ = writeln!(out, "-- the run's own DuckDB database (in memory, every extract; ETL_DUCKDB_MEMORY sets the limit): {}", duck::configure("256MB", "{temp dir}"));

@@ -246,3 +246,22 @@ fn plan_takes_the_runs_flags_and_migrate_refuses_what_it_ignores() {
     let out = etl(&["migrate", "specs/small_etl.yaml", "--stage", "assets"], &[]);
     out.expect_code(2);
 }
+
+/// `etl plan --output json`: the plan's sections and steps, the same statements as its text.
+#[test]
+fn plan_speaks_json() {
+    let out = etl(&["plan", "specs/small_etl.yaml", "--output", "json"], &[]);
+    out.expect_code(0);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", out.evidence()));
+    let sections = doc["sections"].as_array().unwrap_or_else(|| panic!("{doc}"));
+    let assets = sections.iter().find(|s| s["section"] == "stage assets").unwrap_or_else(|| panic!("{doc}"));
+    let steps = assets["steps"].as_array().unwrap();
+    let read = steps.iter().find(|s| s["step"].as_str().is_some_and(|t| t.contains("read and cast"))).unwrap_or_else(|| panic!("{assets}"));
+    assert!(read["text"].as_str().unwrap().contains("read_csv"), "{read}");
+    let text = etl(&["plan", "specs/small_etl.yaml"], &[]).stdout;
+    for s in steps {
+        for line in s["text"].as_str().unwrap().lines() {
+            assert!(text.contains(line), "a line the text does not have: {line}");
+        }
+    }
+}
