@@ -91,6 +91,9 @@ pub struct SpecArgs {
     /// Override any spec value, e.g. --set defaults.batch_size=5000 (the value is read as YAML).
     #[arg(long = "set", value_name = "PATH=VALUE")]
     pub sets: Vec<String>,
+    /// The business date templates see as `run.date` [default: today in the spec's `timezone`].
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub date: Option<chrono::NaiveDate>,
 }
 
 /// How to print a run's report.

@@ -30,7 +30,13 @@ pub struct Prepared {
 
 /// How to read a spec from the command line's spec flags.
 pub fn load_options(args: &SpecArgs) -> spec::LoadOptions {
-    spec::LoadOptions { env_name: args.env.clone(), config_dir: args.config_dir.clone(), sets: args.sets.clone(), ..spec::LoadOptions::with_process_env() }
+    spec::LoadOptions {
+        env_name: args.env.clone(),
+        config_dir: args.config_dir.clone(),
+        sets: args.sets.clone(),
+        date: args.date,
+        ..spec::LoadOptions::with_process_env()
+    }
 }
 
 /// Loads and checks the spec at `path`.

@@ -209,8 +209,11 @@ fn job_table(rows: &[schedule::JobRow]) -> String {
 }
 
 /// Runs a job's spec as `etl run` would: the file read afresh, its diagnostics in the error.
-fn run_job(def: &JobDef) -> Result<JobOutcome, String> {
-    let args = RunArgs::database_only(Some(PathBuf::from(&def.spec_path)), def.stages.clone().unwrap_or_default(), DbArgs::default(), SpecArgs::default());
+fn run_job(def: &JobDef, at: chrono::DateTime<chrono::Utc>) -> Result<JobOutcome, String> {
+    // The firing's business date: its time's date in the job's time zone.
+    let tz = def.timezone.parse::<chrono_tz::Tz>().unwrap_or(chrono_tz::UTC);
+    let spec = SpecArgs { date: Some(at.with_timezone(&tz).date_naive()), ..SpecArgs::default() };
+    let args = RunArgs::database_only(Some(PathBuf::from(&def.spec_path)), def.stages.clone().unwrap_or_default(), DbArgs::default(), spec);
     let mut prepared = prepare(&args).map_err(|e| match e {
         CliError::Spec(e) => format!("the spec is invalid:\n{}", e.render(false)),
         e => e.to_string(),

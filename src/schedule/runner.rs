@@ -26,9 +26,10 @@ pub struct JobOutcome {
 }
 
 /// How a firing runs its job's spec: as `etl run` would (the command line passes its own
-/// `prepare` and run, `cli::schedule::run_job`). On a thread of its own; an error is the
+/// `prepare` and run, `cli::schedule::run_job`), for the firing's time (its business date is
+/// that time's date in the job's time zone). On a thread of its own; an error is the
 /// diagnostic to log.
-pub type RunJob = fn(&JobDef) -> Result<JobOutcome, String>;
+pub type RunJob = fn(&JobDef, DateTime<Utc>) -> Result<JobOutcome, String>;
 
 /// How a scheduler runs.
 pub struct StartOptions {
@@ -176,7 +177,7 @@ async fn fire(def: JobDef, s: Arc<Shared>) {
     let run_job = s.run_job;
     // exec::run drives its own runtimes: give it a thread of its own.
     std::thread::spawn(move || {
-        let _ = tx.send(run_job(&d));
+        let _ = tx.send(run_job(&d, at));
     });
     let outcome = rx.await.unwrap_or_else(|_| Err("the run's thread panicked".into()));
     let _ = sqlx::query("SELECT pg_advisory_unlock(hashtextextended(current_schema() || ':etl-job:' || $1, 0))").bind(&def.job_id).execute(&mut *conn).await;

@@ -38,6 +38,11 @@ pub struct LoadOptions {
     pub env: BTreeMap<String, String>,
     /// Offline commands: a secret whose template reads an unset variable is left unset.
     pub secrets_optional: bool,
+    /// The business date (`--date`); by default the date of `now` in the spec's `timezone`.
+    pub date: Option<chrono::NaiveDate>,
+    /// The instant the run's date is taken from when `date` is not given (the command's clock,
+    /// or a scheduled firing's time). None: the current time.
+    pub now: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl LoadOptions {
@@ -261,7 +266,11 @@ pub fn load_text(name: &str, text: &str, overlay: Option<(String, String)>, opts
     if let Value::Object(m) = &mut value {
         m.retain(|k, _| !k.starts_with("x-"));
     }
-    let ctx = template::Context { env: opts.env.clone(), secrets_optional: opts.secrets_optional };
+    // The business date: given, or today in the spec's time zone (read before templates: a
+    // literal there, or UTC).
+    let timezone = value.get("timezone").and_then(Value::as_str).and_then(|t| t.parse::<chrono_tz::Tz>().ok()).unwrap_or(chrono_tz::UTC);
+    let date = opts.date.unwrap_or_else(|| opts.now.unwrap_or_else(chrono::Utc::now).with_timezone(&timezone).date_naive());
+    let ctx = template::Context { env: opts.env.clone(), secrets_optional: opts.secrets_optional, date };
     let template_problems_before = problems.len();
     coercible.extend(template::render(&mut value, &ctx, &mut problems));
     secrets.collect_values(&value);

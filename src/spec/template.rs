@@ -17,6 +17,43 @@ pub struct Context {
     /// unset variable renders as unset (empty) instead of failing, so a spec can be checked
     /// without its production secrets.
     pub secrets_optional: bool,
+    /// The business date: `run.date`.
+    pub date: chrono::NaiveDate,
+}
+
+/// Registers the date filters: `strftime(format)`, `add_days(n)`, `previous_business_day`,
+/// `next_business_day` (Saturday and Sunday skipped). Each takes a date written `YYYY-MM-DD`
+/// (what `run.date` is) and gives one, but `strftime`, which gives the formatted text.
+fn date_filters(jinja: &mut Environment<'_>) {
+    use minijinja::{Error, ErrorKind};
+    fn parse(value: &str) -> Result<chrono::NaiveDate, Error> {
+        chrono::NaiveDate::parse_from_str(value.trim(), "%Y-%m-%d")
+            .map_err(|_| Error::new(ErrorKind::InvalidOperation, format!("`{value}` is not a date (YYYY-MM-DD)")))
+    }
+    fn business(mut d: chrono::NaiveDate, step: i64) -> chrono::NaiveDate {
+        use chrono::Datelike;
+        loop {
+            d += chrono::Duration::days(step);
+            if !matches!(d.weekday(), chrono::Weekday::Sat | chrono::Weekday::Sun) {
+                return d;
+            }
+        }
+    }
+    jinja.add_filter("strftime", |value: String, format: String| -> Result<String, Error> {
+        use std::fmt::Write;
+        let d = parse(&value)?;
+        let mut out = String::new();
+        write!(out, "{}", d.format(&format)).map_err(|_| Error::new(ErrorKind::InvalidOperation, format!("`{format}` is not a strftime format")))?;
+        Ok(out)
+    });
+    jinja.add_filter("add_days", |value: String, days: i64| -> Result<String, Error> {
+        let d = parse(&value)?;
+        d.checked_add_signed(chrono::Duration::days(days))
+            .map(|d| d.format("%Y-%m-%d").to_string())
+            .ok_or_else(|| Error::new(ErrorKind::InvalidOperation, "the date is out of range"))
+    });
+    jinja.add_filter("previous_business_day", |value: String| -> Result<String, Error> { Ok(business(parse(&value)?, -1).format("%Y-%m-%d").to_string()) });
+    jinja.add_filter("next_business_day", |value: String| -> Result<String, Error> { Ok(business(parse(&value)?, 1).format("%Y-%m-%d").to_string()) });
 }
 
 /// Whether a string holds template syntax.
@@ -29,16 +66,18 @@ pub fn is_template(s: &str) -> bool {
 pub fn render(root: &mut Value, ctx: &Context, problems: &mut Vec<Problem>) -> HashSet<Pointer> {
     let mut jinja = Environment::new();
     jinja.set_undefined_behavior(UndefinedBehavior::Strict);
+    date_filters(&mut jinja);
+    let run = minijinja::context! { date => ctx.date.format("%Y-%m-%d").to_string() };
     let mut rendered = HashSet::new();
 
     let env_value = minijinja::Value::from(minijinja::value::Serde(&ctx.env));
     let vars_ptr = Pointer::root().key("vars");
     if let Some(vars) = root.get_mut("vars") {
-        let c = minijinja::context! { env => env_value.clone() };
+        let c = minijinja::context! { env => env_value.clone(), run => run.clone() };
         walk(vars, &vars_ptr, &jinja, (&c, ctx.secrets_optional), problems, &mut rendered);
     }
     let vars = root.get("vars").cloned().unwrap_or(Value::Object(Default::default()));
-    let c = minijinja::context! { env => env_value, vars => minijinja::Value::from(minijinja::value::Serde(&vars)) };
+    let c = minijinja::context! { env => env_value, run => run, vars => minijinja::Value::from(minijinja::value::Serde(&vars)) };
     if let Value::Object(map) = root {
         for (k, v) in map.iter_mut() {
             if k != "vars" {
@@ -104,7 +143,7 @@ fn problem(at: &Pointer, template: &str, e: &minijinja::Error) -> Problem {
         ),
         _ => (
             format!("template at `{at}` failed{detail}"),
-            "templates may read `env.NAME` and `vars.NAME`".to_string(),
+            "templates may read `env.NAME`, `vars.NAME` and `run.date` (filters: strftime, add_days, previous_business_day, next_business_day)".to_string(),
         ),
     };
     let mut p = Problem::new("spec::template", at.clone(), message).label("this template").help(help);
@@ -120,7 +159,27 @@ mod tests {
     use serde_json::json;
 
     fn ctx() -> Context {
-        Context { env: [("DB_HOST".to_string(), "db.internal".to_string())].into_iter().collect(), secrets_optional: false }
+        Context {
+            env: [("DB_HOST".to_string(), "db.internal".to_string())].into_iter().collect(),
+            secrets_optional: false,
+            date: chrono::NaiveDate::from_ymd_opt(2025, 12, 19).unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_business_date_formats_and_shifts() {
+        let mut v = json!({
+            "a": "trades/{{ run.date | strftime('%Y/%m/%d') }}/part-*.csv",
+            "b": "{{ run.date | add_days(-1) }}",
+            "c": "{{ run.date | previous_business_day }}",
+            "d": "{{ run.date | next_business_day }}",
+            "e": "{{ '2025-12-22' | previous_business_day }}",
+        });
+        let mut problems = Vec::new();
+        render(&mut v, &ctx(), &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        // 2025-12-19 is a Friday.
+        assert_eq!(v, json!({ "a": "trades/2025/12/19/part-*.csv", "b": "2025-12-18", "c": "2025-12-18", "d": "2025-12-22", "e": "2025-12-19" }));
     }
 
     #[test]

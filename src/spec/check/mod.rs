@@ -74,6 +74,18 @@ impl Checker<'_> {
 
     fn top(&mut self) {
         let root = Pointer::root();
+        if let Some(tz) = &self.spec.timezone
+            && tz.parse::<chrono_tz::Tz>().is_err()
+        {
+            self.push(
+                Problem::new("spec::bad_value", root.key("timezone"), format!("`{tz}` is not an IANA time zone"))
+                    .label("the business date's time zone")
+                    .help(
+                        crate::spec::diag::suggest(tz, chrono_tz::TZ_VARIANTS.iter().map(|z| z.name()))
+                            .unwrap_or_else(|| "e.g. UTC, Asia/Shanghai, America/New_York".into()),
+                    ),
+            );
+        }
         if self.spec.version != 1 {
             self.push(
                 Problem::new("spec::version", root.key("version"), format!("spec version {} is not supported", self.spec.version))

@@ -27,6 +27,9 @@ pub struct Spec {
     /// Free text shown by `etl plan`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// IANA time zone of the business date: `run.date` defaults to today here. Default UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
     /// Spec-level variables, available to templates as `vars.NAME`. `--env` overlays usually
     /// change these.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
