@@ -59,8 +59,10 @@ pub fn render_json(plan: &Plan, only_stages: &[String]) -> serde_json::Value {
     let mut lines = text.lines();
     let headline = lines.next().unwrap_or_default().to_string();
     let mut sections: Vec<serde_json::Value> = Vec::new();
-    let mut section: Option<(String, Vec<String>, Vec<(String, Vec<String>)>)> = None;
-    let flush = |section: &mut Option<(String, Vec<String>, Vec<(String, Vec<String>)>)>, sections: &mut Vec<serde_json::Value>| {
+    // (title, the lines before its first step, its steps as (title, lines))
+    type Section = (String, Vec<String>, Vec<(String, Vec<String>)>);
+    let mut section: Option<Section> = None;
+    let flush = |section: &mut Option<Section>, sections: &mut Vec<serde_json::Value>| {
         if let Some((title, head, steps)) = section.take() {
             let steps: Vec<serde_json::Value> =
                 steps.into_iter().map(|(t, body)| serde_json::json!({ "step": t, "text": body.join("\n") })).collect();

@@ -41,8 +41,7 @@ fn run_date_defaults_to_today_in_the_specs_time_zone() {
             &[],
         );
         out.expect_code(0);
-        let line = out.stdout.lines().find(|l| l.starts_with("source:")).unwrap_or_else(|| panic!("{}", out.evidence())).to_string();
-        line
+        out.stdout.lines().find(|l| l.starts_with("source:")).unwrap_or_else(|| panic!("{}", out.evidence())).to_string()
     };
     let (east, west) = (show("Pacific/Kiritimati"), show("Etc/GMT+12"));
     assert_ne!(east, west, "the two zones' todays differ");
