@@ -134,7 +134,7 @@ fn run_stages(cx: &StageContext<'_>, stages: &[&StagePlan], targets: &IndexMap<S
     // run with nothing loaded.
     let mut sources: HashMap<String, Source> = HashMap::new();
     for st in stages {
-        let src = Source::locate(cx.plan, st, &opts.spec_dir(), cx.rt)?;
+        let src = Source::locate(cx.plan, st, &opts.spec_dir(), &opts.temp_dir, cx.rt)?;
         progress.step(&st.name, &format!("source {} ({})", src.shown, progress::bytes(src.bytes)));
         sources.insert(st.name.clone(), src);
     }

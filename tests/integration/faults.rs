@@ -513,3 +513,70 @@ fn a_database_that_never_answers_is_given_up_after_connect_timeout() {
     assert!(took < Duration::from_secs(20), "gave up after {took:?}, not about 2 s\n{}", out.evidence());
     assert!(!held.lock().unwrap().is_empty(), "the run did dial the silent port");
 }
+
+/// A local file the producer replaces while the run is under way: the run loads the version it
+/// hashed when it began (it reads its own copy), and the next run sees the new content and
+/// loads it, never taking it as unchanged.
+#[test]
+fn a_local_file_replaced_during_a_run_is_loaded_as_the_version_hashed() {
+    let data = generate(50, 400, 0.0, 42);
+    let db = TestDb::new("swapped");
+    let trades = data.path().join("trades.csv");
+    let original = std::fs::read_to_string(&trades).unwrap();
+    let shorter: String = original.lines().take(101).map(|l| format!("{l}\n")).collect();
+    let mut running = Running::until(&db, data.path(), "trades: source ");
+    std::fs::write(trades.with_extension("new"), &shorter).unwrap();
+    std::fs::rename(trades.with_extension("new"), &trades).unwrap();
+    assert_eq!(running.wait(), Some(0), "{}", running.log());
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.trade", db.schema)), 400, "the version hashed at the start loads\n{}", running.log());
+    let mut args: Vec<String> = vec!["run".into(), "specs/small_etl.yaml".into(), "--output".into(), "json".into()];
+    args.extend(sets(&db, data.path()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = crate::util::etl(&refs, &[]);
+    out.expect_code(0);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", out.evidence()));
+    let trades = &report["stages"][1];
+    assert!(trades["unchanged_since_run"].is_null(), "the new content is not taken as unchanged\n{}", out.evidence());
+    assert_eq!(trades["rows_read"], 100, "{}", out.evidence());
+}
+
+/// Two stages whose S3 keys share their last part (`a/day.csv`, `t/day.csv`) each read their own
+/// object: loudly different files (assets and trades), and silently alike ones (two stages of
+/// the same shape, where the wrong rows would load without a word).
+#[test]
+fn stages_whose_keys_share_a_basename_read_their_own_objects() {
+    let data = generate(30, 90, 0.0, 43);
+    let staged = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(staged.path().join("a")).unwrap();
+    std::fs::create_dir_all(staged.path().join("t")).unwrap();
+    std::fs::copy(data.path().join("account_assets.csv"), staged.path().join("a/day.csv")).unwrap();
+    std::fs::copy(data.path().join("trades.csv"), staged.path().join("t/day.csv")).unwrap();
+    let bucket = crate::run::TestBucket::with_files("basename", staged.path(), &["a/day.csv", "t/day.csv"]);
+    let db = TestDb::new("basename");
+    let out = db.run_s3(&bucket, &["--assets-file", "a/day.csv", "--trades-file", "t/day.csv"]);
+    out.expect_code(0);
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.asset", db.schema)), 30, "{}", out.evidence());
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.trade", db.schema)), 90, "{}", out.evidence());
+    // The silent case: the same stage twice over, eu/x.csv and us/x.csv, into two tables.
+    let assets = std::fs::read_to_string(data.path().join("account_assets.csv")).unwrap();
+    let (header, rows) = assets.split_once('\n').unwrap();
+    let rows: Vec<&str> = rows.lines().collect();
+    std::fs::create_dir_all(staged.path().join("eu")).unwrap();
+    std::fs::create_dir_all(staged.path().join("us")).unwrap();
+    std::fs::write(staged.path().join("eu/x.csv"), format!("{header}\n{}\n", rows[..10].join("\n"))).unwrap();
+    std::fs::write(staged.path().join("us/x.csv"), format!("{header}\n{}\n", rows[10..25].join("\n"))).unwrap();
+    let alike = crate::run::TestBucket::with_files("alike", staged.path(), &["eu/x.csv", "us/x.csv"]);
+    let stage = |name: &str| {
+        format!("stages.{name}={{source: {{connection: lake, key: {name}/x.csv}}, target: {{connection: db, table: asset_{name}, key: [account_id]}}, columns: {{account_id: {{type: string}}, cash: {{type: 'decimal(20,2)'}}}}}}")
+    };
+    let out = db.run_s3(&alike, &["--stage", "eu", "--stage", "us", "--set", &stage("eu"), "--set", &stage("us")]);
+    out.expect_code(0);
+    let ids = |table: &str| db.texts(&format!("SELECT account_id FROM {}.{table} ORDER BY 1", db.schema));
+    let expected = |from: usize, to: usize| {
+        let mut ids: Vec<String> = rows[from..to].iter().map(|r| r.split(',').nth(1).unwrap().to_string()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids("asset_eu"), expected(0, 10), "the eu stage loaded eu/x.csv\n{}", out.evidence());
+    assert_eq!(ids("asset_us"), expected(10, 25), "the us stage loaded us/x.csv\n{}", out.evidence());
+}

@@ -61,7 +61,15 @@ pub fn s3_object(bucket: &str, key: &str, etag: Option<&str>, bytes: u64) -> Opt
 
 /// The source digest of a local file: the SHA-256 of its bytes.
 pub fn local_file(path: &Path) -> std::io::Result<String> {
+    copy_hashed(path, None)
+}
+
+/// The digest of a local file as [`local_file`] takes it, computed while copying it to `to`
+/// (when given): the copy is exactly the bytes hashed.
+pub fn copy_hashed(path: &Path, to: Option<&Path>) -> std::io::Result<String> {
+    use std::io::Write;
     let mut file = std::fs::File::open(path)?;
+    let mut out = to.map(std::fs::File::create).transpose()?.map(std::io::BufWriter::new);
     let mut h = Sha256::new();
     h.update(b"file\n");
     let mut buf = vec![0u8; 1 << 20];
@@ -71,6 +79,12 @@ pub fn local_file(path: &Path) -> std::io::Result<String> {
             break;
         }
         h.update(&buf[..n]);
+        if let Some(o) = out.as_mut() {
+            o.write_all(&buf[..n])?;
+        }
+    }
+    if let Some(mut o) = out {
+        o.flush()?;
     }
     Ok(hex(&h.finalize()))
 }

@@ -1,7 +1,10 @@
 //! Where each stage's rows come from. Every source is located before any stage loads (an S3
-//! object by HEAD, a local file by reading it for its digest), so a missing object fails the run
-//! with nothing loaded; an S3 object is downloaded only when its stage needs the rows, pinned to
-//! the ETag HEAD saw.
+//! object by HEAD, a local file by copying it), so a missing object fails the run with nothing
+//! loaded. Each source is copied once into the run's spool (its temporary directory) under a
+//! name unique to where it came from: a local file at once, hashed as it is copied (the copy is
+//! the version hashed, whatever the producer does to the file afterwards); an S3 object when
+//! its stage needs the rows, pinned to the ETag HEAD saw. DuckDB, the record scan and the line
+//! index read that copy, never the live object or file.
 
 pub mod s3;
 
@@ -29,9 +32,24 @@ enum Place {
     S3 { client: s3::S3, key: String, downloaded: Option<PathBuf> },
 }
 
+/// A file name in the spool unique to a source's origin (two stages whose keys share a last
+/// part never share a copy), ending in the origin's own last part.
+pub fn spool_name(kind: &str, origin: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in origin {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    let digest: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let last = origin.last().and_then(|o| o.rsplit(['/', '\\']).next()).filter(|n| !n.is_empty()).unwrap_or("source");
+    format!("{kind}-{digest}-{last}")
+}
+
 impl Source {
-    /// Finds the stage's source: HEAD for an S3 object, the file's digest for a local one.
-    pub fn locate(plan: &Plan, stage: &StagePlan, spec_dir: &Path, rt: &tokio::runtime::Runtime) -> Result<Source, ExecError> {
+    /// Finds the stage's source: HEAD for an S3 object; a local file is copied into `spool` and
+    /// hashed as it is.
+    pub fn locate(plan: &Plan, stage: &StagePlan, spec_dir: &Path, spool: &Path, rt: &tokio::runtime::Runtime) -> Result<Source, ExecError> {
         match plan.connections.get(&stage.source.connection) {
             Some(ConnectionPlan::S3(c)) => {
                 let client = rt.block_on(s3::S3::connect(c));
@@ -48,9 +66,10 @@ impl Source {
                 let path = local_path(plan, stage, spec_dir).ok_or_else(|| ExecError::Internal(format!("stage {} has no source", stage.name)))?;
                 let shown = path.display().to_string();
                 let fail = |e: std::io::Error| ExecError::Source { source_name: shown.clone(), message: e.to_string() };
-                let bytes = std::fs::metadata(&path).map_err(fail)?.len();
-                let digest = fingerprint::local_file(&path).map_err(fail)?;
-                Ok(Source { shown: shown.clone(), bytes, etag: None, fingerprint: Some(digest), place: Place::Local(path) })
+                let copy = spool.join(spool_name("local", &[&shown]));
+                let digest = fingerprint::copy_hashed(&path, Some(&copy)).map_err(fail)?;
+                let bytes = std::fs::metadata(&copy).map_err(fail)?.len();
+                Ok(Source { shown: shown.clone(), bytes, etag: None, fingerprint: Some(digest), place: Place::Local(copy) })
             }
         }
     }
@@ -59,7 +78,7 @@ impl Source {
     /// version HEAD saw, or an error if it changed since).
     pub fn path(&mut self, dir: &Path, rt: &tokio::runtime::Runtime) -> Result<PathBuf, ExecError> {
         match &mut self.place {
-            Place::Local(p) => Ok(p.clone()),
+            Place::Local(copy) => Ok(copy.clone()),
             Place::S3 { client, key, downloaded } => {
                 if let Some(p) = downloaded {
                     return Ok(p.clone());

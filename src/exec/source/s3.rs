@@ -143,8 +143,7 @@ impl S3 {
             }
         })?;
         let expected = obj.content_length().map(|n| n.max(0) as u64);
-        let name = key.rsplit('/').next().unwrap_or("object").to_string();
-        let path = dir.join(format!("s3-{}-{name}", std::process::id()));
+        let path = dir.join(super::spool_name("s3", &[&self.endpoint, &self.bucket, &key]));
         let mut file = tokio::fs::File::create(&path).await.map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
         let mut bytes = 0u64;
         while let Some(chunk) = obj.body.try_next().await.map_err(|e| fail(format!("the download broke off: {}", causes(&e))))? {
