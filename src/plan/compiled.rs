@@ -6,7 +6,7 @@ use indexmap::IndexMap;
 use polars::prelude::Expr;
 
 use super::sql::{FileSql, Query, literal};
-use crate::spec::model::{ColumnType, Encoding, LoadMode, PostgresConnection, S3Connection, Severity};
+use crate::spec::model::{ColumnType, Compression, Encoding, LoadMode, PostgresConnection, S3Connection, Severity};
 
 /// The catalog a DuckDB target's file is attached as in the run's DuckDB database.
 pub const DUCKDB_CATALOG: &str = "etl_target";
@@ -128,6 +128,8 @@ pub struct CsvDialect {
     pub encoding: Encoding,
     /// Values read as NULL.
     pub null_values: Vec<String>,
+    /// How the file is compressed (resolved from the key's extension for `auto`).
+    pub compression: Compression,
 }
 
 /// SQL dialect of a target.

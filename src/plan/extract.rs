@@ -189,6 +189,8 @@ fn read_csv(stage: &StagePlan) -> ReadCsv {
         format!("quote = {}", literal(&csv.quote)),
         format!("escape = {}", literal(&csv.escape)),
         format!("encoding = {}", literal(csv.encoding.duckdb_name())),
+        // A compressed source is decoded into the spool first: DuckDB always reads plain text.
+        "compression = 'none'".to_string(),
         format!("nullstr = [{}]", nulls.join(", ")),
         "auto_detect = false".to_string(),
     ];

@@ -20,7 +20,7 @@ use rust_decimal::Decimal;
 
 pub use compiled::*;
 
-use crate::spec::model::{Connection, CsvOptions, Encoding, Spec, StageSelection};
+use crate::spec::model::{Compression, Connection, CsvOptions, Encoding, Spec, StageSelection};
 use crate::spec::words::{cron_expression, every_cron, every_words, strptime_formats};
 
 /// Compiles a spec that passed `spec::check`. Names are assumed to resolve.
@@ -100,7 +100,7 @@ pub fn compile(spec: &Spec) -> Plan {
 /// Compiles one stage.
 fn stage(spec: &Spec, name: &str) -> StagePlan {
     let st = &spec.stages[name];
-    let csv = dialect(spec.defaults.csv.as_ref(), st.source.csv.as_ref());
+    let csv = dialect(spec.defaults.csv.as_ref(), st.source.csv.as_ref(), &st.source.key);
     let columns: Vec<ColumnPlan> = st
         .columns
         .iter()
@@ -185,7 +185,7 @@ pub fn run_order(spec: &Spec) -> Vec<&str> {
     done
 }
 
-fn dialect(defaults: Option<&CsvOptions>, own: Option<&CsvOptions>) -> CsvDialect {
+fn dialect(defaults: Option<&CsvOptions>, own: Option<&CsvOptions>, key: &str) -> CsvDialect {
     let pick = |f: fn(&CsvOptions) -> Option<String>, default: &str| {
         own.and_then(f).or_else(|| defaults.and_then(f)).unwrap_or_else(|| default.to_string())
     };
@@ -199,5 +199,6 @@ fn dialect(defaults: Option<&CsvOptions>, own: Option<&CsvOptions>) -> CsvDialec
             .and_then(|c| c.null_values.clone())
             .or_else(|| defaults.and_then(|c| c.null_values.clone()))
             .unwrap_or_else(|| vec![String::new()]),
+        compression: own.and_then(|c| c.compression).or_else(|| defaults.and_then(|c| c.compression)).unwrap_or(Compression::Auto).of(key),
     }
 }

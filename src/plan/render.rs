@@ -8,7 +8,7 @@ use std::fmt::Write;
 use super::compiled::{ConnectionPlan, Dialect, DuckStatements, MergeStep, PgStatements, Plan, StagePlan, TargetStatements, Test, severity_word};
 use super::postgres::CURRENT_XID;
 use super::{duck, records};
-use crate::spec::model::LoadMode;
+use crate::spec::model::{Compression, LoadMode};
 
 /// Renders the plan, or only the named stage.
 pub fn render(plan: &Plan, only_stages: &[String]) -> String {
@@ -130,9 +130,13 @@ fn stage(out: &mut String, st: &StagePlan) {
         let _ = writeln!(out, "needs: {}", st.needs.join(", "));
     }
     let nulls: Vec<String> = st.csv.null_values.iter().map(|n| format!("{n:?}")).collect();
+    let packed = match st.csv.compression {
+        Compression::Gzip | Compression::Zstd => format!(", {} (decoded into the run's spool; DuckDB reads the plain copy)", st.csv.compression.duckdb_name()),
+        _ => String::new(),
+    };
     let _ = writeln!(
         out,
-        "source: {} / {} (csv: delimiter {:?}, header {}, {}, nulls [{}])",
+        "source: {} / {} (csv: delimiter {:?}, header {}, {}, nulls [{}]{packed})",
         st.source.connection,
         st.source.key,
         st.csv.delimiter,

@@ -1,6 +1,7 @@
 //! The one integration-test binary: every test file is a module here, so the stack links once.
 
 mod bad_input;
+mod compression;
 mod dates;
 mod extract;
 mod faults;

@@ -3,8 +3,10 @@
 //! loaded. Each source is copied once into the run's spool (its temporary directory) under a
 //! name unique to where it came from: a local file at once, hashed as it is copied (the copy is
 //! the version hashed, whatever the producer does to the file afterwards); an S3 object when
-//! its stage needs the rows, pinned to the ETag HEAD saw. DuckDB, the record scan and the line
-//! index read that copy, never the live object or file.
+//! its stage needs the rows, pinned to the ETag HEAD saw. A gzip or zstd source is then decoded
+//! into a plain copy beside it (streaming: memory stays small). DuckDB, the record scan and the
+//! line index read that copy, never the live object or file; the fingerprint stays the stored
+//! bytes'.
 
 pub mod s3;
 
@@ -13,6 +15,7 @@ use std::path::{Path, PathBuf};
 use crate::exec::error::ExecError;
 use super::reuse::fingerprint;
 use crate::plan::{ConnectionPlan, Plan, StagePlan};
+use crate::spec::model::Compression;
 
 /// A stage's located source.
 pub struct Source {
@@ -24,7 +27,11 @@ pub struct Source {
     pub etag: Option<String>,
     /// The digest of its content (none when it cannot be told: an object without an ETag).
     pub fingerprint: Option<String>,
+    /// How the stored file is compressed.
+    pub compression: Compression,
     place: Place,
+    /// The decompressed copy, once made.
+    plain: Option<PathBuf>,
 }
 
 enum Place {
@@ -59,7 +66,9 @@ impl Source {
                     bytes: head.bytes,
                     etag: head.etag,
                     fingerprint: head.fingerprint,
+                    compression: stage.csv.compression,
                     place: Place::S3 { client, key: stage.source.key.clone(), downloaded: None },
+                    plain: None,
                 })
             }
             _ => {
@@ -69,7 +78,15 @@ impl Source {
                 let copy = spool.join(spool_name("local", &[&shown]));
                 let digest = fingerprint::copy_hashed(&path, Some(&copy)).map_err(fail)?;
                 let bytes = std::fs::metadata(&copy).map_err(fail)?.len();
-                Ok(Source { shown: shown.clone(), bytes, etag: None, fingerprint: Some(digest), place: Place::Local(copy) })
+                Ok(Source {
+                    shown: shown.clone(),
+                    bytes,
+                    etag: None,
+                    fingerprint: Some(digest),
+                    compression: stage.csv.compression,
+                    place: Place::Local(copy),
+                    plain: None,
+                })
             }
         }
     }
@@ -77,6 +94,22 @@ impl Source {
     /// The source as a local file: an S3 object is downloaded into `dir` the first time (the
     /// version HEAD saw, or an error if it changed since).
     pub fn path(&mut self, dir: &Path, rt: &tokio::runtime::Runtime) -> Result<PathBuf, ExecError> {
+        if let Some(p) = &self.plain {
+            return Ok(p.clone());
+        }
+        let stored = self.stored(dir, rt)?;
+        if self.compression == Compression::None || self.compression == Compression::Auto {
+            return Ok(stored);
+        }
+        let plain = stored.with_extension(format!("{}.plain", stored.extension().and_then(|e| e.to_str()).unwrap_or("")));
+        decompress(&stored, &plain, self.compression)
+            .map_err(|e| ExecError::Source { source_name: self.shown.clone(), message: format!("cannot decompress it as {}: {e}", self.compression.duckdb_name()) })?;
+        self.plain = Some(plain.clone());
+        Ok(plain)
+    }
+
+    /// The stored bytes, copied into the spool.
+    fn stored(&mut self, dir: &Path, rt: &tokio::runtime::Runtime) -> Result<PathBuf, ExecError> {
         match &mut self.place {
             Place::Local(copy) => Ok(copy.clone()),
             Place::S3 { client, key, downloaded } => {
@@ -89,6 +122,18 @@ impl Source {
             }
         }
     }
+}
+
+/// Decodes a gzip (every member) or zstd file into a plain one, streaming.
+fn decompress(from: &Path, to: &Path, c: Compression) -> std::io::Result<()> {
+    let input = std::io::BufReader::new(std::fs::File::open(from)?);
+    let mut output = std::io::BufWriter::new(std::fs::File::create(to)?);
+    match c {
+        Compression::Gzip => std::io::copy(&mut flate2::read::MultiGzDecoder::new(input), &mut output)?,
+        Compression::Zstd => std::io::copy(&mut zstd::Decoder::with_buffer(input)?, &mut output)?,
+        Compression::None | Compression::Auto => std::io::copy(&mut { input }, &mut output)?,
+    };
+    std::io::Write::flush(&mut output)
 }
 
 /// Where a stage's source file is, for a local connection.

@@ -102,6 +102,51 @@ pub struct CsvOptions {
     /// Field values read as NULL. Default `[""]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub null_values: Option<Vec<String>>,
+    /// How the file is compressed. Default `auto`: by the key's extension (`.gz` gzip, `.zst`
+    /// zstd, else none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Compression>,
+}
+
+/// A source file's compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// By the key's extension: `.gz`/`.gzip` gzip, `.zst`/`.zstd` zstd, else none.
+    Auto,
+    /// Plain text.
+    None,
+    /// gzip (one or more members).
+    Gzip,
+    /// Zstandard.
+    Zstd,
+}
+
+impl Compression {
+    /// The compression of a file named `key`: this one, or for `auto` the key's extension's.
+    pub fn of(self, key: &str) -> Compression {
+        if self != Compression::Auto {
+            return self;
+        }
+        let lower = key.to_ascii_lowercase();
+        if lower.ends_with(".gz") || lower.ends_with(".gzip") {
+            Compression::Gzip
+        } else if lower.ends_with(".zst") || lower.ends_with(".zstd") {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+
+    /// The name DuckDB's CSV reader takes.
+    pub fn duckdb_name(self) -> &'static str {
+        match self {
+            Compression::Auto => "auto",
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
 }
 
 /// A CSV text encoding.
