@@ -68,5 +68,8 @@ pub struct StageContext<'a> {
     pub rt: &'a tokio::runtime::Runtime,
     /// What the run tells a person while it works.
     pub progress: &'a Progress,
+    /// The run's id in the records and the connection that keeps them (None for a dry run): a
+    /// stage loading into that connection records itself in its own transaction.
+    pub records: Option<(i64, &'a str)>,
 }
 

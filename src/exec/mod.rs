@@ -87,7 +87,8 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport, ExecError> {
     };
     let records = Records { on: engine, run_id };
     let progress = Progress::new(opts.quiet, opts.verbose);
-    let cx = StageContext { plan, opts, reader: &reader, rt: &rt, progress: &progress };
+    let records_on = targets.keys().next().map(String::as_str).unwrap_or_default();
+    let cx = StageContext { plan, opts, reader: &reader, rt: &rt, progress: &progress, records: run_id.map(|id| (id, records_on)) };
     let reports = match run_stages(&cx, &stages, &targets, &records) {
         Ok(reports) => reports,
         Err(e) => {
@@ -175,7 +176,10 @@ fn run_stages(cx: &StageContext<'_>, stages: &[&StagePlan], targets: &IndexMap<S
                 let loaded = report.loaded.map_or("nothing loaded".to_string(), |m| format!("{} inserted, {} updated, {} unchanged", m.inserted, m.updated, m.unchanged));
                 progress.step(&st.name, &format!("{} rows read, {} rejected; {loaded}", report.rows_read, report.rows_rejected));
             }
-            records.stage(&report)?;
+            // A PostgreSQL stage that committed rows recorded itself in its own transaction.
+            if !report.recorded {
+                records.stage(&report)?;
+            }
             let stop = report.status.loaded_nothing();
             reports.push(report);
             if stop {

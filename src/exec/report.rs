@@ -107,6 +107,9 @@ pub struct StageReport {
     /// Why the stage's data was refused whole.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
+    /// Whether the stage's record was written already, in the stage's own transaction.
+    #[serde(skip)]
+    pub recorded: bool,
     /// What the rejects suggest about the spec (a column that fails its type on nearly every
     /// row).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -143,6 +146,7 @@ impl StageReport {
             budget: None,
             refused: None,
             hints: Vec::new(),
+            recorded: false,
             rejects_by_rule: BTreeMap::new(),
             rejects: Vec::new(),
             unchanged_since_run: None,

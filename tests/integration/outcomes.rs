@@ -230,3 +230,32 @@ fn statement_timeout_cancels_a_statement_that_runs_longer() {
     assert!(out.stdout.contains("statement timeout"), "{}", out.evidence());
     assert_eq!(db.count(&format!("SELECT count(*) FROM {}.trade", db.schema)), 5, "{}", out.evidence());
 }
+
+/// A stage's record goes in with its rows: when the record cannot be written, the rows are not
+/// committed either (no data without its ledger row).
+#[test]
+fn a_stage_that_cannot_record_itself_commits_nothing() {
+    let data = generate(20, 60, 0.0, 44);
+    let db = TestDb::new("ledger");
+    run(&db, data.path(), &[]).expect_code(0);
+    // The record of the trades stage will fail.
+    db.exec(&format!(
+        "CREATE FUNCTION {0}.refuse_trades() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+           IF NEW.stage = 'trades' THEN RAISE EXCEPTION 'the ledger refuses trades'; END IF; RETURN NEW; END $$;
+         CREATE TRIGGER refuse BEFORE INSERT ON {0}.etl_run_stages FOR EACH ROW EXECUTE FUNCTION {0}.refuse_trades()",
+        db.schema
+    ));
+    // A changed trade, so the stage loads.
+    let file = data.path().join("trades.csv");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let mut fields: Vec<String> = lines[1].split(',').map(str::to_string).collect();
+    fields[10] = "changed".into();
+    lines[1] = fields.join(",");
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let out = run(&db, data.path(), &[]);
+    assert_ne!(out.code, 0, "{}", out.evidence());
+    assert!(out.stderr.contains("the ledger refuses trades"), "{}", out.evidence());
+    let changed = db.count(&format!("SELECT count(*) FROM {}.trade WHERE order_remark = 'changed'", db.schema));
+    assert_eq!(changed, 0, "the trades stage committed rows without its record\n{}", out.evidence());
+}

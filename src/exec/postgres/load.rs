@@ -183,13 +183,20 @@ pub fn load_stage(
             report.fingerprint = Some(fingerprint::Fingerprint { table: t.qualified.clone(), context, source, table_state });
         }
     }
-    if let Some(t) = own_tx.take() {
+    report.status = report.loaded_status();
+    if let Some(mut t) = own_tx.take() {
+        // The stage's record goes in with its rows: both commit, or neither.
+        if let Some((run_id, on)) = cx.records
+            && on == st.target.connection
+        {
+            pg.block(super::records::record_stage_in(&mut t, run_id, &report))?;
+            report.recorded = true;
+        }
         pg.block(t.commit()).map_err(|e| ExecError::database("commit the stage", e))?;
         if let Some(Err(e)) = pending.map(incremental::PendingIndex::keep) {
             progress.detail(&st.name, &format!("no line index kept ({e}): the next load checks every line"));
         }
     }
-    report.status = report.loaded_status();
     Ok(report)
 }
 

@@ -41,9 +41,18 @@ pub async fn finish_run(pool: &PgPool, run_id: i64, status: Status, error: Optio
     Ok(())
 }
 
-/// Records a stage's outcome and its rejects.
+/// Records a stage's outcome and its rejects, in a transaction of its own (a stage that wrote
+/// nothing: skipped, over budget, refused).
 pub async fn record_stage(pool: &PgPool, run_id: i64, report: &StageReport) -> Result<(), ExecError> {
     let mut tx = pool.begin().await.map_err(db("record the stage"))?;
+    record_stage_in(&mut tx, run_id, report).await?;
+    tx.commit().await.map_err(db("record the stage"))?;
+    Ok(())
+}
+
+/// Records a stage's outcome and its rejects in `tx`: for a stage that loads, its own
+/// transaction, so its rows and its record commit together or not at all.
+pub async fn record_stage_in(tx: &mut super::Tx, run_id: i64, report: &StageReport) -> Result<(), ExecError> {
     let f = report.fingerprint.as_ref();
     sqlx::query(records::RECORD_STAGE)
         .bind(run_id)
@@ -65,7 +74,7 @@ pub async fn record_stage(pool: &PgPool, run_id: i64, report: &StageReport) -> R
         .bind(f.map(|f| f.source.as_str()))
         .bind(f.map(|f| f.table_state.as_str()))
         .bind(report.unchanged_since_run)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(db("record the stage"))?;
     // A stage unchanged since an earlier load has that load's rejects, kept under its run
@@ -90,7 +99,6 @@ pub async fn record_stage(pool: &PgPool, run_id: i64, report: &StageReport) -> R
         copy.send(buf).await.map_err(db("record the rejects"))?;
         copy.finish().await.map_err(db("record the rejects"))?;
     }
-    tx.commit().await.map_err(db("record the stage"))?;
     Ok(())
 }
 
