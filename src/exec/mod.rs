@@ -71,13 +71,24 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport, ExecError> {
     let _contexts: Vec<_> = targets.values().filter_map(|t| if let Target::Pg(pg) = t { Some(pg.enter()) } else { None }).collect();
     let engine = targets.values().next().ok_or_else(|| ExecError::Internal("no stage selected".into()))?;
     let path = opts.spec_path.display().to_string();
+    let mut held: Option<sqlx::PgConnection> = None;
+    let mut abandoned_runs = Vec::new();
     let run_id = if opts.dry_run {
         None
     } else {
         Some(match engine {
             Target::Pg(pg) => {
                 pg.migrate()?;
-                pg.block(postgres::records::begin_run(pg.pool(), &plan.name, &opts.spec_hash, &path, opts.job_id.as_deref()))?
+                // A connection of the run's own, closed when the run ends: it holds the lock that
+                // tells the next run this one is alive.
+                let mut conn = pg.block(pg.pool().acquire()).map_err(|e| ExecError::database("open the run's connection", e))?.detach();
+                let (id, abandoned) = pg.block(postgres::records::begin_run_held(&mut conn, &plan.name, &opts.spec_hash, &path, opts.job_id.as_deref()))?;
+                for other in &abandoned {
+                    Progress::new(opts.quiet, true).step("run", &format!("run {other} was left running by a process that ended: recorded as abandoned"));
+                }
+                held = Some(conn);
+                abandoned_runs = abandoned;
+                id
             }
             Target::Duck(d) => {
                 d.migrate()?;
@@ -100,8 +111,23 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport, ExecError> {
     let analytics = if analytics { analytics::run_all(plan, &targets) } else { Vec::new() };
     let status = RunReport::status_of(&reports);
     let unchanged = RunReport::all_unchanged(&reports);
-    let report = RunReport { run_id, spec: plan.name.clone(), spec_hash: opts.spec_hash.clone(), dry_run: opts.dry_run, status, stages: reports, analytics, unchanged };
+    let report = RunReport {
+        run_id,
+        spec: plan.name.clone(),
+        spec_hash: opts.spec_hash.clone(),
+        dry_run: opts.dry_run,
+        status,
+        stages: reports,
+        analytics,
+        unchanged,
+        abandoned_runs,
+    };
     records.finish(status, report.analytics_failed().as_deref())?;
+    // The run's lock goes with its connection.
+    if let (Some(conn), Target::Pg(pg)) = (held, engine) {
+        use sqlx::Connection;
+        let _ = pg.block(conn.close());
+    }
     Ok(report)
 }
 

@@ -28,6 +28,8 @@ pub enum Status {
     Refused,
     /// An error ended it.
     Failed,
+    /// Its process ended without finishing it (found by a later run).
+    Abandoned,
 }
 
 impl Status {
@@ -40,6 +42,7 @@ impl Status {
             Status::OverBudget => "over_budget",
             Status::Refused => "refused",
             Status::Failed => "failed",
+            Status::Abandoned => "abandoned",
         }
     }
 
@@ -51,7 +54,7 @@ impl Status {
 
     /// The status a recorded word stands for.
     pub fn from_word(word: &str) -> Option<Status> {
-        [Status::Running, Status::Succeeded, Status::Rejected, Status::OverBudget, Status::Refused, Status::Failed].into_iter().find(|s| s.as_str() == word)
+        [Status::Running, Status::Succeeded, Status::Rejected, Status::OverBudget, Status::Refused, Status::Failed, Status::Abandoned].into_iter().find(|s| s.as_str() == word)
     }
 }
 
@@ -254,6 +257,10 @@ pub struct RunReport {
     /// Every stage was unchanged since its last load: nothing was loaded again, and the exit
     /// code and rejects are those loads'.
     pub unchanged: bool,
+    /// Runs of the spec left `running` by a process that ended, recorded as `abandoned` by this
+    /// run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub abandoned_runs: Vec<i64>,
 }
 
 impl RunReport {

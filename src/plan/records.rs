@@ -7,6 +7,23 @@
 pub const BEGIN_RUN: &str =
     "INSERT INTO etl_runs (spec_name, spec_hash, spec_path, job_id, host) VALUES ($1, $2, $3, $4, $5) RETURNING run_id";
 
+/// PostgreSQL: held by a live run on a connection of its own until it ends (a dead process's
+/// lock goes with its connection), so the next run can tell a dead run from a running one.
+pub const HOLD_RUN: &str = "SELECT pg_advisory_lock(hashtextextended('etl-run:' || $1::text, 0))";
+
+/// PostgreSQL: the other runs of the spec still recorded as running.
+pub const RUNNING_RUNS: &str = "SELECT run_id FROM etl_runs WHERE spec_name = $1 AND status = 'running' AND run_id <> $2 ORDER BY run_id";
+
+/// PostgreSQL: true when no live process holds that run's lock (then this session holds it).
+pub const TRY_RUN: &str = "SELECT pg_try_advisory_lock(hashtextextended('etl-run:' || $1::text, 0))";
+
+/// PostgreSQL: records a dead process's run as abandoned.
+pub const ABANDON_RUN: &str =
+    "UPDATE etl_runs SET status = 'abandoned', finished_at = now(), error = 'the process running it ended without finishing it; found by run ' || $2::text WHERE run_id = $1 AND status = 'running'";
+
+/// PostgreSQL: lets go of a dead run's lock once it is recorded.
+pub const RELEASE_RUN: &str = "SELECT pg_advisory_unlock(hashtextextended('etl-run:' || $1::text, 0))";
+
 /// PostgreSQL: records the end of a run.
 pub const FINISH_RUN: &str = "UPDATE etl_runs SET finished_at = now(), status = $2, error = $3 WHERE run_id = $1";
 

@@ -333,7 +333,19 @@ fn run_records(out: &mut String, plan: &Plan) {
     match first.target.dialect {
         Dialect::Postgres => {
             let _ = writeln!(out, "-- the engine's migrations (migrations/) are applied first");
-            for s in [records::BEGIN_RUN, records::LAST_LOAD, records::REJECTS_OF, records::RECORD_STAGE, records::COPY_REJECTS, records::FINISH_RUN] {
+            for s in [
+                records::BEGIN_RUN,
+                records::HOLD_RUN,
+                records::RUNNING_RUNS,
+                records::TRY_RUN,
+                records::ABANDON_RUN,
+                records::RELEASE_RUN,
+                records::LAST_LOAD,
+                records::REJECTS_OF,
+                records::RECORD_STAGE,
+                records::COPY_REJECTS,
+                records::FINISH_RUN,
+            ] {
                 let _ = writeln!(out, "{s};");
             }
         }

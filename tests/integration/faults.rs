@@ -126,6 +126,11 @@ fn a_run_killed_mid_copy_leaves_the_tables_as_they_were_and_the_next_run_complet
     assert_eq!(statuses, ["succeeded", "running"], "the killed run is never `succeeded`");
     let out = run(&db, second.path());
     out.expect_code(0);
+    // The next run finds the killed one's process gone and records it as abandoned, saying so.
+    let statuses = db.texts(&format!("SELECT status FROM {}.etl_runs ORDER BY run_id", db.schema));
+    assert_eq!(statuses, ["succeeded", "abandoned", "succeeded"], "{}", out.evidence());
+    let killed = db.texts(&format!("SELECT run_id::text FROM {}.etl_runs WHERE status = 'abandoned'", db.schema)).remove(0);
+    assert!(out.stderr.contains(&format!("run {killed} was left running")), "{}", out.evidence());
     // Both files' trades, their ids overlapping (ids count per day).
     let ids: std::collections::BTreeSet<String> = [first.path(), second.path()]
         .iter()

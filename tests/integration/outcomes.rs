@@ -259,3 +259,46 @@ fn a_stage_that_cannot_record_itself_commits_nothing() {
     let changed = db.count(&format!("SELECT count(*) FROM {}.trade WHERE order_remark = 'changed'", db.schema));
     assert_eq!(changed, 0, "the trades stage committed rows without its record\n{}", out.evidence());
 }
+
+/// A run still in progress is never taken for an abandoned one: its process holds its lock.
+#[test]
+fn a_live_run_is_not_marked_abandoned_by_another() {
+    let data = generate(30, 200_000, 0.0, 45);
+    let db = TestDb::new("liverun");
+    let url = format!("{}?options=-c%20search_path%3D{}", db.url, db.schema);
+    let sets = [
+        "--set".to_string(),
+        format!("connections.db={{type: postgres, url: '{url}', schema: {}}}", db.schema),
+        "--set".to_string(),
+        format!("connections.lake={{type: local, path: '{}'}}", data.path().display()),
+    ];
+    let mut long: Vec<String> = vec!["run".into(), "specs/small_etl.yaml".into()];
+    long.extend(sets.iter().cloned());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_etl"))
+        .args(&long)
+        .current_dir(crate::util::root())
+        .env("ETL_CACHE_DIR", crate::util::cache_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the long run has recorded itself, then start another run of the same spec.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let exists = |db: &TestDb| db.count(&format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{}' AND tablename = 'etl_runs'", db.schema)) > 0;
+    while !(exists(&db) && db.count(&format!("SELECT count(*) FROM {}.etl_runs WHERE status = 'running'", db.schema)) > 0) {
+        assert!(std::time::Instant::now() < deadline, "the first run never recorded itself");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // It looks for runs left running as it starts, while the first is under way (it may then
+    // wait for the assets stage's lock).
+    let mut other: Vec<String> = vec!["run".into(), "specs/small_etl.yaml".into(), "--stage".into(), "assets".into(), "-v".into()];
+    other.extend(sets.iter().cloned());
+    let refs: Vec<&str> = other.iter().map(String::as_str).collect();
+    let out = etl(&refs, &[]);
+    out.expect_code(0);
+    assert!(!out.stderr.contains("abandoned"), "{}", out.evidence());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the long run failed");
+    let statuses = db.texts(&format!("SELECT status FROM {}.etl_runs ORDER BY run_id", db.schema));
+    assert!(!statuses.iter().any(|s| s == "abandoned"), "{statuses:?}");
+}

@@ -15,18 +15,48 @@ use crate::plan::records;
 use crate::plan::severity_word;
 use crate::spec::model::Severity;
 
-/// Records the start of a run; returns its id.
-pub async fn begin_run(pool: &PgPool, spec_name: &str, hash: &str, path: &str, job_id: Option<&str>) -> Result<i64, ExecError> {
+/// Records the start of a run on `conn`, a connection kept open for the whole run, which takes
+/// the run's liveness lock before the run's row is visible to anyone; then marks every other run
+/// of the spec left `running` by a process that died as `abandoned`. Returns the run's id and
+/// the abandoned runs' ids.
+pub async fn begin_run_held(
+    conn: &mut sqlx::PgConnection,
+    spec_name: &str,
+    hash: &str,
+    path: &str,
+    job_id: Option<&str>,
+) -> Result<(i64, Vec<i64>), ExecError> {
+    use sqlx::Connection;
     let host = std::env::var("HOSTNAME").ok();
-    sqlx::query_scalar(records::BEGIN_RUN)
+    let mut tx = conn.begin().await.map_err(db("record the run"))?;
+    let run_id: i64 = sqlx::query_scalar(records::BEGIN_RUN)
         .bind(spec_name)
         .bind(hash)
         .bind(path)
         .bind(job_id)
         .bind(host)
-        .fetch_one(pool)
+        .fetch_one(&mut *tx)
         .await
-        .map_err(db("record the run"))
+        .map_err(db("record the run"))?;
+    sqlx::query(records::HOLD_RUN).bind(run_id).execute(&mut *tx).await.map_err(db("hold the run's lock"))?;
+    tx.commit().await.map_err(db("record the run"))?;
+    let abandoned = sweep(conn, spec_name, run_id).await?;
+    Ok((run_id, abandoned))
+}
+
+async fn sweep(conn: &mut sqlx::PgConnection, spec_name: &str, run_id: i64) -> Result<Vec<i64>, ExecError> {
+    let running: Vec<i64> =
+        sqlx::query_scalar(records::RUNNING_RUNS).bind(spec_name).bind(run_id).fetch_all(&mut *conn).await.map_err(db("find runs left running"))?;
+    let mut abandoned = Vec::new();
+    for other in running {
+        let dead: bool = sqlx::query_scalar(records::TRY_RUN).bind(other).fetch_one(&mut *conn).await.map_err(db("look for a run's process"))?;
+        if dead {
+            sqlx::query(records::ABANDON_RUN).bind(other).bind(run_id).execute(&mut *conn).await.map_err(db("record an abandoned run"))?;
+            sqlx::query(records::RELEASE_RUN).bind(other).execute(&mut *conn).await.map_err(db("record an abandoned run"))?;
+            abandoned.push(other);
+        }
+    }
+    Ok(abandoned)
 }
 
 /// Records the end of a run.
