@@ -110,6 +110,8 @@ fn jobs_persist_and_pause_and_resume_persist() {
     assert!(line.contains("every day at 02:00") && line.contains("all") && line.contains("yes") && line.contains(" 02:00:00"), "{line}");
     let shown = std::fs::canonicalize(&spec).unwrap().display().to_string();
     assert!(line.contains(&shown), "the list shows each job's spec\n{line}");
+    let line = out.stdout.lines().find(|l| l.starts_with("hourly_assets")).unwrap();
+    assert!(line.contains("assets") && line.contains(":00:00"), "{line}");
     // A job added paused says so, and names no next run.
     let out = sched(&["add", "--job-id", "later", "--interval", "day", "--paused"], &spec);
     out.expect_code(0);
@@ -119,8 +121,18 @@ fn jobs_persist_and_pause_and_resume_persist() {
     let out = etl(&["schedule", "list", spec.to_str().unwrap()], &[]);
     out.expect_code(0);
     assert!(out.stdout.contains("daily_etl"), "{}", out.evidence());
-    let line = out.stdout.lines().find(|l| l.starts_with("hourly_assets")).unwrap();
-    assert!(line.contains("assets") && line.contains(":00:00"), "{line}");
+    // And as JSON, one object per job.
+    let out = sched(&["list", "--output", "json"], &spec);
+    out.expect_code(0);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", out.evidence()));
+    let job = doc["jobs"].as_array().unwrap().iter().find(|j| j["id"] == "daily_etl").cloned().unwrap_or_else(|| panic!("{doc}"));
+    assert_eq!(job["spec"], shown.as_str(), "{job}");
+    assert_eq!(job["enabled"], true, "{job}");
+    assert!(job["next_run"].as_str().is_some_and(|t| t.contains("T02:00:00")), "{job}");
+    // A job naming a stage the spec lacks is refused, naming the spec's stages.
+    let out = sched(&["add", "--job-id", "nope", "--etl-command", "trades", "--stages", "nosuch", "--interval", "hour"], &spec);
+    out.expect_code(2);
+    assert!(out.stderr.contains("no stage `nosuch`"), "{}", out.evidence());
     sched(&["pause", "--job-id", "daily_etl"], &spec).expect_code(0);
     let out = sched(&["list"], &spec);
     assert!(out.stdout.lines().any(|l| l.starts_with("daily_etl") && l.contains("paused")), "{}", out.evidence());
