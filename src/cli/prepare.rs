@@ -92,6 +92,7 @@ fn prepare_loaded(args: &RunArgs, load: fn(&std::path::Path, &SpecArgs) -> Resul
         temp_dir: temp.path().to_path_buf(),
         duckdb_memory: exec::duckdb_memory(),
         job_id: None,
+        date: loaded.date,
         quiet: args.quiet || (args.output == Output::Json && !args.verbose),
         verbose: args.verbose,
         force: args.force,

@@ -22,7 +22,7 @@ pub fn text(r: &RunReport) -> String {
     let mut out = String::new();
     let mode = if r.dry_run { " (dry run: nothing written)" } else { "" };
     let id = r.run_id.map(|i| format!(" run {i}")).unwrap_or_default();
-    let _ = writeln!(out, "{}{id}: {}{mode}", r.spec, r.status);
+    let _ = writeln!(out, "{}{id} for {}: {}{mode}", r.spec, r.date, r.status);
     let header = ["stage", "read", "valid", "rejected", "warned", "inserted", "updated", "unchanged", "status"];
     let mut rows: Vec<Vec<String>> = Vec::new();
     for s in &r.stages {

@@ -32,6 +32,8 @@ pub struct RunOptions {
     pub duckdb_memory: String,
     /// The scheduler job that started this run, if any.
     pub job_id: Option<String>,
+    /// The run's business date (`run.date`), recorded with it.
+    pub date: chrono::NaiveDate,
     /// Print no progress (e.g. for `--output json` piped somewhere).
     pub quiet: bool,
     /// Log every batch.

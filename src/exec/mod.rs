@@ -82,7 +82,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport, ExecError> {
                 // A connection of the run's own, closed when the run ends: it holds the lock that
                 // tells the next run this one is alive.
                 let mut conn = pg.block(pg.pool().acquire()).map_err(|e| ExecError::database("open the run's connection", e))?.detach();
-                let (id, abandoned) = pg.block(postgres::records::begin_run_held(&mut conn, &plan.name, &opts.spec_hash, &path, opts.job_id.as_deref()))?;
+                let (id, abandoned) = pg.block(postgres::records::begin_run_held(&mut conn, &plan.name, &opts.spec_hash, &path, opts.job_id.as_deref(), opts.date))?;
                 for other in &abandoned {
                     Progress::new(opts.quiet, true).step("run", &format!("run {other} was left running by a process that ended: recorded as abandoned"));
                 }
@@ -92,7 +92,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport, ExecError> {
             }
             Target::Duck(d) => {
                 d.migrate()?;
-                d.begin_run(&plan.name, &opts.spec_hash, &path, opts.job_id.as_deref())?
+                d.begin_run(&plan.name, &opts.spec_hash, &path, opts.job_id.as_deref(), opts.date)?
             }
         })
     };
@@ -114,6 +114,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport, ExecError> {
     let report = RunReport {
         run_id,
         spec: plan.name.clone(),
+        date: opts.date.format("%Y-%m-%d").to_string(),
         spec_hash: opts.spec_hash.clone(),
         dry_run: opts.dry_run,
         status,

@@ -244,6 +244,8 @@ pub struct RunReport {
     pub run_id: Option<i64>,
     /// Spec name.
     pub spec: String,
+    /// The business date (`run.date`).
+    pub date: String,
     /// SHA-256 of the spec file.
     pub spec_hash: String,
     /// Whether nothing was written.

@@ -5,7 +5,7 @@
 
 /// PostgreSQL: records the start of a run and returns its id.
 pub const BEGIN_RUN: &str =
-    "INSERT INTO etl_runs (spec_name, spec_hash, spec_path, job_id, host) VALUES ($1, $2, $3, $4, $5) RETURNING run_id";
+    "INSERT INTO etl_runs (spec_name, spec_hash, spec_path, job_id, host, business_date) VALUES ($1, $2, $3, $4, $5, $6) RETURNING run_id";
 
 /// PostgreSQL: held by a live run on a connection of its own until it ends (a dead process's
 /// lock goes with its connection), so the next run can tell a dead run from a running one.
@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS etl_runs (
     run_id BIGINT PRIMARY KEY DEFAULT nextval('etl_runs_seq'), spec_name TEXT NOT NULL, spec_hash TEXT NOT NULL,
     spec_path TEXT NOT NULL, job_id TEXT, started_at TIMESTAMPTZ NOT NULL DEFAULT now(), finished_at TIMESTAMPTZ,
     status TEXT NOT NULL DEFAULT 'running', error TEXT);
+ALTER TABLE etl_runs ADD COLUMN IF NOT EXISTS business_date DATE;
 CREATE TABLE IF NOT EXISTS etl_run_stages (
     run_id BIGINT NOT NULL, stage TEXT NOT NULL, source TEXT NOT NULL, source_bytes BIGINT, source_etag TEXT,
     finished_at TIMESTAMPTZ DEFAULT now(), status TEXT NOT NULL, rows_read BIGINT, rows_inserted BIGINT,
@@ -66,7 +67,8 @@ CREATE TABLE IF NOT EXISTS etl_rejects (
 ";
 
 /// DuckDB: records the start of a run and returns its id.
-pub const DUCKDB_BEGIN_RUN: &str = "INSERT INTO etl_runs (spec_name, spec_hash, spec_path, job_id) VALUES (?, ?, ?, ?) RETURNING run_id";
+pub const DUCKDB_BEGIN_RUN: &str =
+    "INSERT INTO etl_runs (spec_name, spec_hash, spec_path, job_id, business_date) VALUES (?, ?, ?, ?, CAST(? AS DATE)) RETURNING run_id";
 
 /// DuckDB: records the end of a run.
 pub const DUCKDB_FINISH_RUN: &str = "UPDATE etl_runs SET finished_at = now(), status = ?, error = ? WHERE run_id = ?";

@@ -65,6 +65,8 @@ pub struct LoadedSpec {
     pub sources: Sources,
     /// Where every value was written.
     pub index: SpanIndex,
+    /// The business date its templates saw as `run.date`.
+    pub date: chrono::NaiveDate,
 }
 
 /// Why a spec could not be loaded.
@@ -317,7 +319,7 @@ pub fn load_text(name: &str, text: &str, overlay: Option<(String, String)>, opts
     }
     let hash = hex(&Sha256::digest(text.as_bytes()));
     secrets.mask(&mut sources, &mut []);
-    Ok(LoadedSpec { spec, path: PathBuf::from(name), hash, sources, index })
+    Ok(LoadedSpec { spec, path: PathBuf::from(name), hash, sources, index, date })
 }
 
 fn remove_at(value: &mut Value, at: &Pointer) {

@@ -20,6 +20,11 @@ fn run_date_names_the_days_file() {
     let out = etl(&refs, &[]);
     out.expect_code(0);
     assert_eq!(db.count(&format!("SELECT count(*) FROM {}.asset", db.schema)), 12, "{}", out.evidence());
+    // The run is recorded with its business date, and says it.
+    assert!(out.stdout.contains("for 2025-12-19: succeeded"), "{}", out.evidence());
+    let run_id: i64 = out.stdout.split(" run ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{}", out.evidence()));
+    let date = db.texts(&format!("SELECT business_date::text FROM etl_runs WHERE run_id = {run_id}"));
+    assert_eq!(date, ["2025-12-19"], "{}", out.evidence());
     // The plan of the next business day names Monday's file (2025-12-19 is a Friday).
     let monday = "stages.assets.source.key='assets-{{ run.date | next_business_day | strftime(\"%Y%m%d\") }}.csv'";
     let out = etl(&["plan", "specs/small_etl.yaml", "--stage", "assets", "--date", "2025-12-19", "--set", monday], &[]);

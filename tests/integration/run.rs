@@ -398,7 +398,7 @@ fn quickstart_runs_with_no_services_and_prints_the_analytics() {
     let env = [("ETL_QUICKSTART_DB", db.to_str().unwrap())];
     let out = etl(&["run", "examples/quickstart.yaml"], &env);
     out.expect_code(0);
-    assert!(out.stdout.contains("quickstart run 1: succeeded"), "{}", out.evidence());
+    assert!(out.stdout.contains("quickstart run 1 for ") && out.stdout.contains(": succeeded"), "{}", out.evidence());
     assert!(out.stdout.contains("assets_by_type") && out.stdout.contains("trades_by_strategy"), "{}", out.evidence());
     let out = etl(&["run", "examples/quickstart.yaml", "--output", "json"], &env);
     out.expect_code(0);

@@ -127,11 +127,12 @@ impl<'r> Duck<'r> {
     }
 
     /// Records the start of a run.
-    pub fn begin_run(&self, spec: &str, hash: &str, path: &str, job: Option<&str>) -> Result<i64, ExecError> {
+    pub fn begin_run(&self, spec: &str, hash: &str, path: &str, job: Option<&str>, date: chrono::NaiveDate) -> Result<i64, ExecError> {
+        let date = date.format("%Y-%m-%d").to_string();
         self.conn
             .query_row(
                 records::DUCKDB_BEGIN_RUN,
-                duckdb::params![spec, hash, path, job],
+                duckdb::params![spec, hash, path, job, date],
                 |r| r.get::<_, i64>(0),
             )
             .map_err(err("record the run"))

@@ -25,6 +25,7 @@ pub async fn begin_run_held(
     hash: &str,
     path: &str,
     job_id: Option<&str>,
+    date: chrono::NaiveDate,
 ) -> Result<(i64, Vec<i64>), ExecError> {
     use sqlx::Connection;
     let host = std::env::var("HOSTNAME").ok();
@@ -35,6 +36,7 @@ pub async fn begin_run_held(
         .bind(path)
         .bind(job_id)
         .bind(host)
+        .bind(date)
         .fetch_one(&mut *tx)
         .await
         .map_err(db("record the run"))?;
