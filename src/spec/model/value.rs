@@ -35,14 +35,20 @@ pub struct Number(pub Decimal);
 impl<'de> Deserialize<'de> for Number {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
-        let text = match serde_json::Value::deserialize(d)? {
-            serde_json::Value::Number(n) => n.to_string(),
-            serde_json::Value::String(s) => s,
-            other => return Err(D::Error::custom(format!("expected a number, found {other}"))),
-        };
+        let text = number_or_text(d, "a number")?;
         parse_decimal(&text)
             .map(Number)
             .ok_or_else(|| D::Error::custom(format!("`{text}` is not a decimal number")))
+    }
+}
+
+/// A YAML number or string, as text (a number keeps the digits YAML wrote); `expected` names
+/// what else is wrong.
+fn number_or_text<'de, D: Deserializer<'de>>(d: D, expected: &str) -> Result<String, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Number(n) => Ok(n.to_string()),
+        serde_json::Value::String(s) => Ok(s),
+        other => Err(serde::de::Error::custom(format!("expected {expected}, found {other}"))),
     }
 }
 
@@ -89,11 +95,7 @@ impl Bound {
 impl<'de> Deserialize<'de> for Bound {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
-        let text = match serde_json::Value::deserialize(d)? {
-            serde_json::Value::Number(n) => n.to_string(),
-            serde_json::Value::String(s) => s,
-            other => return Err(D::Error::custom(format!("expected a number, a date or a timestamp, found {other}"))),
-        };
+        let text = number_or_text(d, "a number, a date or a timestamp")?;
         if let Some(n) = parse_decimal(&text) {
             return Ok(Bound::Number(Number(n)));
         }
