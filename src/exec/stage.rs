@@ -71,7 +71,7 @@ pub fn check_stage(
         report.rejects.extend(v.rejects);
         on_valid(v.valid)
     })?;
-    report.rejects.sort_by_key(|r| r.line);
+    report.rejects.sort_by(|a, b| (a.line, &a.rule, &a.column).cmp(&(b.line, &b.rule, &b.column)));
     report.hints = spec_hints(stage, &report);
     if !report.balanced() {
         return Err(ExecError::Internal(format!(

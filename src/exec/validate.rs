@@ -172,7 +172,7 @@ pub fn validate(stage: &StagePlan, lines: &Lines, batch: DataFrame) -> Result<Va
     }
     let error_mask = BooleanChunked::from_slice("__error".into(), &error_mask);
     let warn_mask = BooleanChunked::from_slice("__warn".into(), &warn_mask);
-    rejects.sort_by_key(|r| r.line);
+    rejects.sort_by(|a, b| (a.line, &a.rule, &a.column).cmp(&(b.line, &b.rule, &b.column)));
     let rejected_rows = error_mask.sum().unwrap_or(0) as u64;
     let warned_rows = (&warn_mask & &!&error_mask).sum().unwrap_or(0) as u64;
     let mut keep: Vec<&str> = vec![RECORD];

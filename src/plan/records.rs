@@ -47,7 +47,7 @@ pub const LAST_LOAD: &str = "SELECT s.run_id, coalesce(s.unchanged_since, s.run_
 
 /// PostgreSQL: the rejects a run recorded for a stage, in line order.
 pub const REJECTS_OF: &str =
-    "SELECT line, column_name, rule, value, message, severity FROM etl_rejects WHERE run_id = $1 AND stage = $2 ORDER BY line, rule";
+    "SELECT line, column_name, rule, value, message, severity FROM etl_rejects WHERE run_id = $1 AND stage = $2 ORDER BY line, rule, column_name NULLS FIRST";
 
 /// DuckDB: the engine's tables in a target file.
 pub const DUCKDB_TABLES: &str = "
