@@ -157,10 +157,23 @@ fn apply_flags(spec: &mut Spec, args: &RunArgs) -> Result<(), CliError> {
         // A file named on the command line is where the shell says it is: relative to the
         // current directory, not to the local connection's folder. S3 keys stay keys.
         let local = matches!(spec.connections.get(&st.source.connection), Some(Connection::Local(_)));
-        st.source.key = match std::env::current_dir() {
+        let key = match std::env::current_dir() {
             Ok(cwd) if local => cwd.join(&key).display().to_string(),
             _ => key,
         };
+        if st.source.files.is_some() {
+            // One file in place of a set: still a set (its ledger, `select`), of that file.
+            if let Some((c, _)) = st.columns.iter().find(|(_, c)| c.from_path.is_some()) {
+                return Err(CliError::flag(
+                    format!("--source {stage}={key}"),
+                    format!("stage `{stage}` reads a set of files and takes column `{c}` from their paths, which one file named here has no part of"),
+                    format!("give the set another pattern instead: --set stages.{stage}.source.files=PATTERN"),
+                ));
+            }
+            st.source.files = Some(key.replace(['*', '?', '{', '}'], "?"));
+        } else {
+            st.source.key = Some(key);
+        }
     }
     if let Some(b) = args.batch_size {
         if b == 0 {

@@ -101,7 +101,7 @@ pub fn rejects_csv(r: &RunReport) -> Vec<u8> {
             let sev = severity_word(j.severity);
             write_record(
                 &mut out,
-                &[Some(s.stage.clone()), Some(s.source.clone()), Some(j.line.to_string()), j.column.clone(), Some(j.rule.clone()), j.value.clone(), Some(j.message.clone()), Some(sev.into())],
+                &[Some(s.stage.clone()), Some(j.file.clone().unwrap_or_else(|| s.source.clone())), Some(j.line.to_string()), j.column.clone(), Some(j.rule.clone()), j.value.clone(), Some(j.message.clone()), Some(sev.into())],
             );
         }
     }

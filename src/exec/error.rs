@@ -21,6 +21,22 @@ pub enum ExecError {
         /// Why.
         message: String,
     },
+    /// A stage's set of files is empty (and `on_missing` is `fail`).
+    #[error("stage {stage}: no file matches {pattern} for {date}{waited}")]
+    #[diagnostic(
+        code(run::missing),
+        help("check the pattern (after templating) and the business date (`--date`); `on_missing: skip` lets the run go on without the files, `wait: {{ until: \"HH:MM\" }}` waits for them")
+    )]
+    Missing {
+        /// The stage.
+        stage: String,
+        /// Its pattern, templated.
+        pattern: String,
+        /// The run's business date.
+        date: String,
+        /// How long it looked, if it waited.
+        waited: String,
+    },
     /// The CSV header lacks columns the spec reads.
     #[error("{file} has no column {missing}; its header is: {found}")]
     #[diagnostic(code(run::header))]
@@ -153,8 +169,9 @@ impl ExecError {
         if lost { ExecError::ConnectionLost { what, message } } else { ExecError::Database { what, message } }
     }
 
-    pub(crate) fn csv(path: &Path) -> impl Fn(duckdb::Error) -> ExecError + '_ {
-        move |e| ExecError::Csv { file: path.display().to_string(), message: first_line(&e.to_string()) }
+    /// A file DuckDB could not read, named as the user knows it (not its copy in the spool).
+    pub(crate) fn csv(shown: &str) -> impl Fn(duckdb::Error) -> ExecError + '_ {
+        move |e| ExecError::Csv { file: shown.to_string(), message: first_line(&e.to_string()) }
     }
 
     pub(crate) fn write(path: &Path) -> impl Fn(std::io::Error) -> ExecError + '_ {
@@ -164,7 +181,7 @@ impl ExecError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            ExecError::Source { .. } | ExecError::Connect { .. } | ExecError::ConnectionLost { .. } => exit::CONNECT,
+            ExecError::Source { .. } | ExecError::Missing { .. } | ExecError::Connect { .. } | ExecError::ConnectionLost { .. } => exit::CONNECT,
             _ => exit::ERROR,
         }
     }

@@ -17,6 +17,17 @@ pub struct Reader {
     conn: duckdb::Connection,
 }
 
+/// One file a stage reads: its plain copy in the spool, how it is shown, its path's captures.
+#[derive(Debug, Clone, Copy)]
+pub struct FileInput<'a> {
+    /// The plain copy DuckDB reads.
+    pub path: &'a Path,
+    /// The file as the user knows it.
+    pub shown: &'a str,
+    /// The values of the set pattern's captures (none for one `key`).
+    pub captures: &'a [(String, String)],
+}
+
 /// A CSV line DuckDB's reader could not split into the header's fields.
 #[derive(Debug, Clone)]
 pub struct CsvError {
@@ -40,38 +51,47 @@ impl Reader {
         Ok(Reader { conn })
     }
 
-    /// Stages the file's rows as text. Returns the number of rows and the malformed lines.
-    pub fn stage(&self, stage: &StagePlan, path: &Path, shown: &str) -> Result<(u64, Vec<CsvError>), ExecError> {
-        let columns = if stage.csv.header {
-            file_columns(stage, path, shown)?
-        } else {
-            stage.columns.iter().map(|c| c.header.clone()).collect()
-        };
+    /// Stages the rows of a stage's files as text, one file after another (a set's in name
+    /// order). Returns, per file, the number of rows staged and its malformed lines.
+    pub fn stage(&self, stage: &StagePlan, files: &[FileInput<'_>]) -> Result<Vec<(u64, Vec<CsvError>)>, ExecError> {
         let sql = &stage.extract;
-        // DuckDB appends to existing reject tables: a second read of a stage starts clean.
-        self.conn.execute_batch(&sql.clear_rejects).map_err(ExecError::duckdb("clear the CSV reject tables"))?;
-        self.conn.execute_batch(&sql.read.sql(&path.display().to_string(), &columns)).map_err(ExecError::csv(path))?;
+        let mut out = Vec::with_capacity(files.len());
+        let mut before = 0u64;
+        for (i, f) in files.iter().enumerate() {
+            let columns = if stage.csv.header {
+                file_columns(stage, f.path, f.shown)?
+            } else {
+                stage.columns.iter().filter(|c| c.from_path.is_none()).map(|c| c.header.clone()).collect()
+            };
+            // DuckDB appends to existing reject tables: each read starts clean.
+            self.conn.execute_batch(&sql.clear_rejects).map_err(ExecError::duckdb("clear the CSV reject tables"))?;
+            self.conn
+                .execute_batch(&sql.read.sql(&f.path.display().to_string(), &columns, f.captures, i > 0))
+                .map_err(ExecError::csv(f.shown))?;
+            let rows: u64 = self.conn.query_row(&sql.count, [], |r| r.get::<_, i64>(0)).map_err(ExecError::duckdb("count staged rows"))? as u64;
+            let mut stmt = self.conn.prepare(&sql.malformed).map_err(ExecError::duckdb("read CSV errors"))?;
+            let mut errors: Vec<CsvError> = stmt
+                .query_map([], |r| {
+                    Ok(CsvError {
+                        line: r.get::<_, i64>(0)? as u64,
+                        column: r.get::<_, Option<String>>(1)?,
+                        kind: r.get::<_, String>(2)?,
+                        message: r.get::<_, String>(3)?,
+                        text: r.get::<_, Option<String>>(4)?,
+                    })
+                })
+                .map_err(ExecError::duckdb("read CSV errors"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(ExecError::duckdb("read CSV errors"))?;
+            // One line can produce several errors; it is one rejected line.
+            errors.dedup_by_key(|e| e.line);
+            out.push((rows - before, errors));
+            before = rows;
+        }
         for dups in &sql.duplicates {
             self.conn.execute_batch(dups).map_err(ExecError::duckdb("find repeated keys"))?;
         }
-        let rows: u64 = self.conn.query_row(&sql.count, [], |r| r.get::<_, i64>(0)).map_err(ExecError::duckdb("count staged rows"))? as u64;
-        let mut stmt = self.conn.prepare(&sql.malformed).map_err(ExecError::duckdb("read CSV errors"))?;
-        let mut errors: Vec<CsvError> = stmt
-            .query_map([], |r| {
-                Ok(CsvError {
-                    line: r.get::<_, i64>(0)? as u64,
-                    column: r.get::<_, Option<String>>(1)?,
-                    kind: r.get::<_, String>(2)?,
-                    message: r.get::<_, String>(3)?,
-                    text: r.get::<_, Option<String>>(4)?,
-                })
-            })
-            .map_err(ExecError::duckdb("read CSV errors"))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(ExecError::duckdb("read CSV errors"))?;
-        // One line can produce several errors; it is one rejected line.
-        errors.dedup_by_key(|e| e.line);
-        Ok((rows, errors))
+        Ok(out)
     }
 
     /// Streams the typed rows (each with its record number; in no set order), `batch_rows` at a
@@ -163,7 +183,7 @@ fn header_help(stage: &StagePlan, header: &[String], missing: &[&str]) -> String
 pub fn file_columns(stage: &StagePlan, path: &Path, shown: &str) -> Result<Vec<String>, ExecError> {
     let csv_error = |message: String| ExecError::Csv { file: shown.to_string(), message };
     let mut header = read_header(path, &stage.csv).map_err(csv_error)?;
-    let reads = |h: &str| stage.columns.iter().any(|c| c.header == h);
+    let reads = |h: &str| stage.columns.iter().any(|c| c.from_path.is_none() && c.header == h);
     let mut seen: Vec<String> = Vec::new();
     for (i, name) in header.iter_mut().enumerate() {
         if name.is_empty() {
@@ -185,7 +205,8 @@ pub fn file_columns(stage: &StagePlan, path: &Path, shown: &str) -> Result<Vec<S
         }
         seen.push(name.clone());
     }
-    let missing: Vec<&str> = stage.columns.iter().map(|c| c.header.as_str()).filter(|h| !header.iter().any(|x| x == h)).collect();
+    let missing: Vec<&str> =
+        stage.columns.iter().filter(|c| c.from_path.is_none()).map(|c| c.header.as_str()).filter(|h| !header.iter().any(|x| x == h)).collect();
     if !missing.is_empty() {
         let help = header_help(stage, &header, &missing);
         return Err(ExecError::Header { file: shown.to_string(), missing: missing.join(", "), found: header.join(", "), help });

@@ -14,6 +14,7 @@ pub mod duck;
 pub mod error;
 pub mod extract;
 pub mod incremental;
+pub mod ledger;
 pub mod postgres;
 pub mod progress;
 pub mod report;
@@ -29,7 +30,7 @@ use indexmap::IndexMap;
 
 pub use context::{RunOptions, StageContext, Target, duckdb_memory};
 pub use error::ExecError;
-pub use report::{AnalyticResult, Merged, RunReport, StageReport, Status};
+pub use report::{AnalyticResult, FileReport, Merged, RunReport, StageReport, Status};
 pub use stage::check_stage;
 
 use crate::plan::{ConnectionPlan, Plan, StagePlan, duck as duck_sql};
@@ -96,6 +97,17 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport, ExecError> {
             }
         })
     };
+    // The file ledger is kept on each target a set loads into, beside its rows.
+    if !opts.dry_run {
+        for (name, t) in targets.iter().skip(1) {
+            if stages.iter().any(|s| s.source.set.is_some() && &s.target.connection == name) {
+                match t {
+                    Target::Pg(pg) => pg.migrate()?,
+                    Target::Duck(d) => d.migrate()?,
+                }
+            }
+        }
+    }
     let records = Records { on: engine, run_id };
     let progress = Progress::new(opts.quiet, opts.verbose);
     let records_on = targets.keys().next().map(String::as_str).unwrap_or_default();
@@ -132,6 +144,20 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport, ExecError> {
     Ok(report)
 }
 
+/// The files of a stage's set its target's ledger holds as loaded (none with `select: all`,
+/// `--force`, or in a dry run's view: every file is then read).
+fn loaded_files(cx: &StageContext<'_>, st: &StagePlan, target: &Target<'_>, files: &[Source]) -> Result<Vec<ledger::Entry>, ExecError> {
+    let Some(set) = &st.source.set else { return Ok(Vec::new()) };
+    let Some(first) = files.first() else { return Ok(Vec::new()) };
+    if set.select == crate::spec::model::Select::All || cx.opts.force {
+        return Ok(Vec::new());
+    }
+    match target {
+        Target::Pg(pg) => pg.block(postgres::records::ledger_loaded(pg.pool(), &cx.plan.name, st, &first.origin)),
+        Target::Duck(d) => d.ledger_loaded(&cx.plan.name, st, &first.origin),
+    }
+}
+
 /// Opens every target the selected stages (and, when they run, the analytics) load into, in
 /// that order: the first keeps the run's records.
 fn open_targets<'r>(plan: &Plan, stages: &[&StagePlan], analytics: bool, reader: &'r Reader, spec_dir: &Path) -> Result<IndexMap<String, Target<'r>>, ExecError> {
@@ -161,15 +187,32 @@ fn run_stages(cx: &StageContext<'_>, stages: &[&StagePlan], targets: &IndexMap<S
     // Every source is located before any stage loads: a missing or unreadable object fails the
     // run with nothing loaded.
     let mut sources: HashMap<String, Source> = HashMap::new();
+    let mut sets: HashMap<String, Vec<Source>> = HashMap::new();
     for st in stages {
+        if let Some(set) = &st.source.set {
+            let files = Source::locate_set(cx.plan, st, set, opts.date, &opts.spec_dir(), &opts.temp_dir, cx.rt, progress)?;
+            let bytes: u64 = files.iter().map(|f| f.bytes).sum();
+            let what = if files.is_empty() { "none (on_missing: skip)".to_string() } else { format!("{} ({})", files.len(), progress::bytes(bytes)) };
+            progress.step(&st.name, &format!("files {}: {what}", set.pattern.text()));
+            sets.insert(st.name.clone(), files);
+            continue;
+        }
         let src = Source::locate(cx.plan, st, &opts.spec_dir(), &opts.temp_dir, cx.rt)?;
         progress.step(&st.name, &format!("source {} ({})", src.shown, progress::bytes(src.bytes)));
         sources.insert(st.name.clone(), src);
     }
     // A stage that looks unchanged since its last load is downloaded only if the check under its
-    // locks finds otherwise; every other source is downloaded now, before anything loads.
+    // locks finds otherwise; every other source is downloaded now, before anything loads: a set's
+    // files but those the ledger holds as loaded.
     let reusable = reuse::reusable_loads(cx.plan, stages, targets, opts, &sources)?;
     for st in stages {
+        if let Some(files) = sets.get_mut(&st.name) {
+            let entries = loaded_files(cx, st, &targets[&st.target.connection], files)?;
+            for f in files.iter_mut().filter(|f| ledger::loaded_by(&entries, f).is_none()) {
+                f.path(&opts.temp_dir, cx.rt)?;
+            }
+            continue;
+        }
         if reusable.get(&st.name).is_none_or(|r| r.index.is_some())
             && let Some(src) = sources.get_mut(&st.name)
         {
@@ -183,20 +226,31 @@ fn run_stages(cx: &StageContext<'_>, stages: &[&StagePlan], targets: &IndexMap<S
     let mut reports = Vec::new();
     let result = (|| -> Result<(), ExecError> {
         for st in stages {
-            let src = sources.get_mut(&st.name).ok_or_else(|| ExecError::Internal(format!("stage {} has no source", st.name)))?;
+            let mut files = match (sets.remove(&st.name), sources.remove(&st.name)) {
+                (Some(files), _) => files,
+                (None, Some(src)) => vec![src],
+                (None, None) => return Err(ExecError::Internal(format!("stage {} has no source", st.name))),
+            };
             let report = match &targets[&st.target.connection] {
-                Target::Pg(pg) => postgres::load::load_stage(cx, pg, st, src, reusable.get(&st.name), &mut dry)?,
+                // A set with no file (`on_missing: skip`) loads nothing.
+                _ if files.is_empty() => {
+                    progress.step(&st.name, "no file: skipped (on_missing: skip)");
+                    postgres::load::nothing_new(st, Vec::new())
+                }
+                Target::Pg(pg) => postgres::load::load_stage(cx, pg, st, &mut files, reusable.get(&st.name), &mut dry)?,
                 Target::Duck(d) => {
                     if opts.dry_run && !duck_dry_open.contains(&st.target.connection.as_str()) {
                         d.execute(duck_sql::BEGIN, "begin a transaction")?;
                         duck_dry_open.push(&st.target.connection);
                     }
-                    let path = src.path(&opts.temp_dir, cx.rt)?;
-                    let mut report = duck::load_stage(cx, d, st, &path, &src.shown)?;
-                    report.etag = src.etag.clone();
-                    report
+                    duck::load_stage(cx, d, st, &mut files)?
                 }
             };
+            if !report.files.is_empty() {
+                let loaded = report.files.iter().filter(|f| f.status == "loaded").count();
+                let already = report.files.iter().filter(|f| f.status == "already_loaded").count();
+                progress.step(&st.name, &format!("{} file(s): {loaded} loaded, {already} loaded before", report.files.len()));
+            }
             if let Some(run) = report.unchanged_since_run {
                 progress.step(&st.name, &format!("unchanged since run {run} (same source, spec and tables): not loaded again"));
             } else {

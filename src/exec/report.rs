@@ -128,6 +128,45 @@ pub struct StageReport {
     /// What the load depended on, recorded for the next run to compare.
     #[serde(skip)]
     pub fingerprint: Option<Fingerprint>,
+    /// A set's files: each one read, and each one left out as already loaded.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileReport>,
+}
+
+/// One file of a stage's set.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileReport {
+    /// The file as the user knows it (`s3://bucket/key` or a path).
+    pub file: String,
+    /// What became of it: `loaded`, `already_loaded` (its content was loaded before: not read),
+    /// or `not_loaded` (read, but the stage loaded nothing: a dry run, over budget, refused).
+    pub status: &'static str,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// The SHA-256 of its stored bytes, when copied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Data rows read (malformed lines included); 0 when not read.
+    pub rows_read: u64,
+    /// Rows that passed every check.
+    pub rows_valid: u64,
+    /// Rows rejected.
+    pub rows_rejected: u64,
+    /// For a file already loaded: the run that loaded it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loaded_by: Option<i64>,
+}
+
+impl FileReport {
+    /// A file read, with `staged` rows staged (the stage completes the counts).
+    pub fn read(file: &str, staged: u64) -> FileReport {
+        FileReport { file: file.to_string(), status: "not_loaded", bytes: 0, sha256: None, rows_read: staged, rows_valid: 0, rows_rejected: 0, loaded_by: None }
+    }
+
+    /// A file whose content run `by` loaded already.
+    pub fn already(file: &str, bytes: u64, sha256: Option<String>, by: i64) -> FileReport {
+        FileReport { file: file.to_string(), status: "already_loaded", bytes, sha256, rows_read: 0, rows_valid: 0, rows_rejected: 0, loaded_by: Some(by) }
+    }
 }
 
 impl StageReport {
@@ -154,6 +193,7 @@ impl StageReport {
             rejects: Vec::new(),
             unchanged_since_run: None,
             fingerprint: None,
+            files: Vec::new(),
         }
     }
 

@@ -2,55 +2,76 @@
 //! changed since its last load), every row checked, each batch of valid rows handed to the load
 //! as soon as it is checked; and its error budget.
 
-use std::path::Path;
-
 use polars::prelude::DataFrame;
 
 use super::error::first_line;
-use super::extract::Reader;
+use super::extract::{FileInput, Reader};
 use super::incremental::Changes;
 use super::progress::Progress;
-use super::report::{StageReport, Status};
-use super::validate::{self, Reject};
+use super::report::{FileReport, StageReport, Status};
+use super::validate::{self, Places, Reject};
 use crate::exec::error::ExecError;
 use crate::plan::StagePlan;
 use crate::spec::model::{LoadMode, Severity};
 
-/// Extracts and validates one stage from a local file, handing each batch of valid rows to
-/// `on_valid` as soon as it is checked: memory holds one batch, not the file.
+/// Extracts and validates one stage from its files (one, or a set's in name order), handing
+/// each batch of valid rows to `on_valid` as soon as it is checked: memory holds one batch, not
+/// the files.
 ///
-/// With `changes` (the file split against the stage's last load), only the changed records are
-/// read and checked; the unchanged ones' outcome is carried over.
-pub fn check_stage(
+/// With `changes` (a stage's one file split against its last load), only the changed records
+/// are read and checked; the unchanged ones' outcome is carried over.
+pub fn check_files(
     reader: &Reader,
     stage: &StagePlan,
-    path: &Path,
+    files: &[FileInput<'_>],
     shown: &str,
     changes: Option<&Changes>,
     mut on_valid: impl FnMut(DataFrame) -> Result<(), ExecError>,
 ) -> Result<StageReport, ExecError> {
-    let bytes = std::fs::metadata(path)
-        .map_err(|e| ExecError::Source { source_name: shown.to_string(), message: e.to_string() })?
-        .len();
-    let (staged, csv_errors) = reader.stage(stage, changes.map_or(path, |c| c.path.as_path()), shown)?;
-    let mut report = StageReport::new(&stage.name, shown, bytes);
-    report.rows_read = staged + csv_errors.len() as u64;
-    report.rows_rejected = csv_errors.len() as u64;
-    let malformed = csv_errors.iter().map(|e| e.line).collect();
-    let lines = match changes {
-        None => validate::Lines::new(stage, malformed),
-        Some(c) => validate::Lines::mapped(stage, malformed, c.lines.clone()),
+    let mut bytes = 0;
+    for f in files {
+        bytes += std::fs::metadata(f.path).map_err(|e| ExecError::Source { source_name: f.shown.to_string(), message: e.to_string() })?.len();
+    }
+    let changed;
+    let read: &[FileInput<'_>] = match (changes, files) {
+        (Some(c), [one]) => {
+            changed = [FileInput { path: &c.path, ..*one }];
+            &changed
+        }
+        _ => files,
     };
-    for e in csv_errors {
-        *report.rejects_by_rule.entry("csv".into()).or_default() += 1;
-        report.rejects.push(Reject {
-            line: lines.original(e.line),
-            column: e.column,
-            rule: "csv".into(),
-            value: e.text.map(|t| t.trim_matches(['\r', '\n']).to_string()),
-            message: format!("{}: {}", e.kind.to_lowercase(), first_line(&e.message)),
-            severity: Severity::Error,
-        });
+    let set = stage.source.set.is_some();
+    let staged = reader.stage(stage, read)?;
+    let mut report = StageReport::new(&stage.name, shown, bytes);
+    let mut places = Places::default();
+    let mut before = 0;
+    for (f, (rows, csv_errors)) in files.iter().zip(staged) {
+        report.rows_read += rows + csv_errors.len() as u64;
+        report.rows_rejected += csv_errors.len() as u64;
+        let malformed = csv_errors.iter().map(|e| e.line).collect();
+        let lines = match changes {
+            None => validate::Lines::new(stage, malformed),
+            Some(c) => validate::Lines::mapped(stage, malformed, c.lines.clone()),
+        };
+        for e in csv_errors {
+            *report.rejects_by_rule.entry("csv".into()).or_default() += 1;
+            report.rejects.push(Reject {
+                file: set.then(|| f.shown.to_string()),
+                line: lines.original(e.line),
+                column: e.column,
+                rule: "csv".into(),
+                value: e.text.map(|t| t.trim_matches(['\r', '\n']).to_string()),
+                message: format!("{}: {}", e.kind.to_lowercase(), first_line(&e.message)),
+                severity: Severity::Error,
+            });
+        }
+        if set {
+            places.push(before, lines, f.shown);
+            report.files.push(FileReport::read(f.shown, rows));
+        } else {
+            places = Places::one(lines);
+        }
+        before += rows;
     }
     if let Some(c) = changes {
         report.rows_read += c.same;
@@ -62,7 +83,7 @@ pub fn check_stage(
         report.rejects.extend(c.rejects.iter().cloned());
     }
     reader.typed_batches(stage, stage.batch_size as usize, |batch| {
-        let v = validate::validate(stage, &lines, batch)?;
+        let v = validate::validate(stage, &places, batch)?;
         report.rows_valid += v.valid_rows;
         report.skipped_unchanged += v.unchanged;
         report.rows_rejected += v.rejected_rows;
@@ -71,7 +92,12 @@ pub fn check_stage(
         report.rejects.extend(v.rejects);
         on_valid(v.valid)
     })?;
-    report.rejects.sort_by(|a, b| (a.line, &a.rule, &a.column).cmp(&(b.line, &b.rule, &b.column)));
+    // In file order, then line order (a rejected row is one line of one file).
+    let order = |r: &Reject| r.file.as_deref().and_then(|f| files.iter().position(|x| x.shown == f)).unwrap_or(0);
+    report.rejects.sort_by(|a, b| (order(a), a.line, &a.rule, &a.column).cmp(&(order(b), b.line, &b.rule, &b.column)));
+    if set {
+        count_files(&mut report, files);
+    }
     report.hints = spec_hints(stage, &report);
     if !report.balanced() {
         return Err(ExecError::Internal(format!(
@@ -80,6 +106,39 @@ pub fn check_stage(
         )));
     }
     Ok(report)
+}
+
+/// [`check_files`] of a stage's one file.
+pub fn check_stage(
+    reader: &Reader,
+    stage: &StagePlan,
+    path: &std::path::Path,
+    shown: &str,
+    changes: Option<&Changes>,
+    on_valid: impl FnMut(DataFrame) -> Result<(), ExecError>,
+) -> Result<StageReport, ExecError> {
+    check_files(reader, stage, &[FileInput { path, shown, captures: &[] }], shown, changes, on_valid)
+}
+
+/// Each file's rows read, valid and rejected (its rejected rows: the lines an error check
+/// rejected), which must add up to the stage's.
+fn count_files(report: &mut StageReport, files: &[FileInput<'_>]) {
+    let mut rejected: std::collections::BTreeSet<(usize, u64)> = std::collections::BTreeSet::new();
+    for r in report.rejects.iter().filter(|r| r.severity == Severity::Error) {
+        if let Some(i) = r.file.as_deref().and_then(|f| files.iter().position(|x| x.shown == f)) {
+            rejected.insert((i, r.line));
+        }
+    }
+    let staged: Vec<u64> = report.files.iter().map(|f| f.rows_read).collect();
+    let malformed: Vec<u64> = files
+        .iter()
+        .map(|f| report.rejects.iter().filter(|r| r.rule == "csv" && r.file.as_deref() == Some(f.shown)).count() as u64)
+        .collect();
+    for (i, f) in report.files.iter_mut().enumerate() {
+        f.rows_read = staged[i] + malformed[i];
+        f.rows_rejected = rejected.iter().filter(|(j, _)| *j == i).count() as u64;
+        f.rows_valid = f.rows_read - f.rows_rejected.min(f.rows_read);
+    }
 }
 
 /// A column whose type check fails on (nearly) every row points at the spec, not the data: a
@@ -115,7 +174,7 @@ fn spec_hints(stage: &StagePlan, report: &StageReport) -> Vec<String> {
 pub fn stage_rows(
     reader: &Reader,
     st: &StagePlan,
-    path: &Path,
+    files: &[FileInput<'_>],
     shown: &str,
     changes: Option<&Changes>,
     progress: &Progress,
@@ -123,7 +182,7 @@ pub fn stage_rows(
 ) -> Result<StageReport, ExecError> {
     let mut staged = 0u64;
     let mut first = true;
-    check_stage(reader, st, path, shown, changes, |batch| {
+    check_files(reader, st, files, shown, changes, |batch| {
         if std::mem::take(&mut first) {
             progress.detail(&st.name, "extracted; first batch validated");
         }

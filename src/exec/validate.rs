@@ -13,6 +13,9 @@ use crate::spec::model::Severity;
 /// One reason one input row was not loaded (or, for `warn` rules, was flagged).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Reject {
+    /// The file of a stage's set the row is in (None: the stage's one source).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
     /// Line in the source file (the header is line 1).
     pub line: u64,
     /// The column the check is about, when it is about one.
@@ -90,6 +93,43 @@ impl Lines {
     }
 }
 
+/// Where each staged record came from: one file's [`Lines`], or for a set, each file's, its
+/// records after those of the files before it.
+#[derive(Debug, Clone, Default)]
+pub struct Places {
+    files: Vec<Placed>,
+}
+
+#[derive(Debug, Clone)]
+struct Placed {
+    /// Records staged from the files before it.
+    before: u64,
+    lines: Lines,
+    /// The file as shown (None: the stage's one source).
+    name: Option<String>,
+}
+
+impl Places {
+    /// A stage's one source.
+    pub fn one(lines: Lines) -> Places {
+        Places { files: vec![Placed { before: 0, lines, name: None }] }
+    }
+
+    /// Adds the next file of a set, after `before` records of the files before it.
+    pub fn push(&mut self, before: u64, lines: Lines, name: &str) {
+        self.files.push(Placed { before, lines, name: Some(name.to_string()) });
+    }
+
+    /// The file (None: the stage's one source) and line of the `record`-th staged row.
+    pub fn place(&self, record: u64) -> (Option<&str>, u64) {
+        let i = self.files.partition_point(|p| p.before < record).saturating_sub(1);
+        match self.files.get(i) {
+            Some(p) => (p.name.as_deref(), p.lines.line(record - p.before)),
+            None => (None, record),
+        }
+    }
+}
+
 fn text(v: AnyValue<'_>) -> Option<String> {
     match v {
         AnyValue::Null => None,
@@ -100,7 +140,7 @@ fn text(v: AnyValue<'_>) -> Option<String> {
 }
 
 /// Validates one batch.
-pub fn validate(stage: &StagePlan, lines: &Lines, batch: DataFrame) -> Result<Validated, ExecError> {
+pub fn validate(stage: &StagePlan, places: &Places, batch: DataFrame) -> Result<Validated, ExecError> {
     let flags: Vec<Expr> = stage
         .checks
         .iter()
@@ -155,13 +195,19 @@ pub fn validate(stage: &StagePlan, lines: &Lines, batch: DataFrame) -> Result<Va
                         .and_then(|c| c.get(row).ok())
                         .and_then(|v| v.extract::<u64>());
                     let values: Vec<String> = check.reads.iter().map(|c| value_of(row, c).unwrap_or_default()).collect();
-                    let first_line = first.map(|f| lines.line(f)).unwrap_or(0);
-                    (Some(values.join(",")), format!("{}; the first is on line {first_line}", check.message))
+                    let (first_file, first_line) = first.map(|f| places.place(f)).unwrap_or((None, 0));
+                    let of = match first_file {
+                        Some(f) if Some(f) != places.place(record).0 => format!(" of {f}"),
+                        _ => String::new(),
+                    };
+                    (Some(values.join(",")), format!("{}; the first is on line {first_line}{of}", check.message))
                 }
                 _ => (value_of(row, check.column.as_deref().unwrap_or("")), check.message.clone()),
             };
+            let (file, line) = places.place(record);
             rejects.push(Reject {
-                line: lines.line(record),
+                file: file.map(str::to_string),
+                line,
                 column: check.column.clone(),
                 rule: check.rule.clone(),
                 value,
@@ -173,6 +219,7 @@ pub fn validate(stage: &StagePlan, lines: &Lines, batch: DataFrame) -> Result<Va
     let error_mask = BooleanChunked::from_slice("__error".into(), &error_mask);
     let warn_mask = BooleanChunked::from_slice("__warn".into(), &warn_mask);
     rejects.sort_by(|a, b| (a.line, &a.rule, &a.column).cmp(&(b.line, &b.rule, &b.column)));
+    // (A set's rejects are put in file order by the stage.)
     let rejected_rows = error_mask.sum().unwrap_or(0) as u64;
     let warned_rows = (&warn_mask & &!&error_mask).sum().unwrap_or(0) as u64;
     let mut keep: Vec<&str> = vec![RECORD];

@@ -55,8 +55,34 @@ pub enum ConnectionPlan {
 pub struct SourcePlan {
     /// The connection (an `s3` or `local` one in `Plan::connections`).
     pub connection: String,
-    /// The object key or the file's path in the directory.
+    /// The object key or the file's path in the directory; for a file set, its pattern.
     pub key: String,
+    /// A set of files (`files:`), or none for one `key`.
+    pub set: Option<FileSetPlan>,
+}
+
+/// A stage's set of files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSetPlan {
+    /// The pattern, after templating.
+    pub pattern: crate::spec::pattern::Pattern,
+    /// Which files a run loads.
+    pub select: crate::spec::model::Select,
+    /// What an empty set does.
+    pub on_missing: crate::spec::model::OnMissing,
+    /// How long to wait for a set that is not there yet.
+    pub wait: Option<WaitPlan>,
+}
+
+/// Waiting for a set: look every `poll` until `until` (a time of day in `timezone`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitPlan {
+    /// The deadline's time of day.
+    pub until: chrono::NaiveTime,
+    /// The spec's time zone, in which `until` is read.
+    pub timezone: String,
+    /// Between looks.
+    pub poll: std::time::Duration,
 }
 
 /// A compiled stage.
@@ -95,6 +121,8 @@ pub struct ColumnPlan {
     pub name: String,
     /// CSV header it is read from.
     pub header: String,
+    /// The capture of the `files:` pattern it takes its value from, instead of a CSV column.
+    pub from_path: Option<String>,
     /// Type.
     pub ty: ColumnType,
     /// Whether it may be null.
@@ -263,16 +291,49 @@ pub struct ExtractSql {
 /// fit goes to the reject table.
 #[derive(Debug, Clone, Default)]
 pub struct ReadCsv {
-    pub(super) head: String,
+    /// The raw table (quoted).
+    pub(super) table: String,
+    /// Each column: `(header, name)` read from the file, or `(capture, name)` from the path.
+    pub(super) columns: Vec<ReadColumn>,
     pub(super) options: String,
     pub(super) tail: String,
 }
 
+/// Where a raw column's text comes from.
+#[derive(Debug, Clone)]
+pub(super) enum ReadColumn {
+    /// The file's column with this header.
+    File { header: String, name: String },
+    /// A capture of the file's path.
+    Path { capture: String, name: String },
+}
+
 impl ReadCsv {
-    /// The statement reading `path`, whose columns are `file_columns`.
-    pub fn sql(&self, path: &str, file_columns: &[String]) -> String {
+    /// The statement reading `path`, whose columns are `file_columns`: it creates the raw table,
+    /// or with `append` (a later file of a set) adds to it. `captures` are the path's values.
+    pub fn sql(&self, path: &str, file_columns: &[String], captures: &[(String, String)], append: bool) -> String {
         let columns: Vec<String> = file_columns.iter().map(|c| format!("{}: 'VARCHAR'", literal(c))).collect();
-        format!("{}{}, {}, columns = {{{}}}, {}", self.head, literal(path), self.options, columns.join(", "), self.tail)
+        let select: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| match c {
+                ReadColumn::File { header, name } if header == name => format!("  {}", super::sql::ident(name)),
+                ReadColumn::File { header, name } => format!("  {} AS {}", super::sql::ident(header), super::sql::ident(name)),
+                ReadColumn::Path { capture, name } => {
+                    let value = captures.iter().find(|(n, _)| n == capture).map_or_else(|| format!("{{{capture}}}"), |(_, v)| v.clone());
+                    format!("  CAST({} AS VARCHAR) AS {}", literal(&value), super::sql::ident(name))
+                }
+            })
+            .collect();
+        let head = if append { format!("INSERT INTO {}", self.table) } else { format!("CREATE OR REPLACE TEMP TABLE {} AS", self.table) };
+        format!(
+            "{head}\nSELECT\n{}\nFROM read_csv({}, {}, columns = {{{}}}, {}",
+            select.join(",\n"),
+            literal(path),
+            self.options,
+            columns.join(", "),
+            self.tail
+        )
     }
 }
 

@@ -6,7 +6,7 @@
 
 use crate::spec::model::ColumnType;
 
-use super::compiled::{ColumnPlan, DUCKDB_CATALOG, Dialect, ExtractSql, Lookups, ReadCsv, Reference, StagePlan, TargetPlan};
+use super::compiled::{ColumnPlan, DUCKDB_CATALOG, Dialect, ExtractSql, Lookups, ReadColumn, ReadCsv, Reference, StagePlan, TargetPlan};
 use super::sql::{FileSql, ident, literal, qualified};
 
 /// Compiles a stage's extract (its lookups already compiled).
@@ -178,10 +178,13 @@ pub fn lookup_fill(relation: &str, columns: &[(String, ColumnType)]) -> FileSql 
 fn read_csv(stage: &StagePlan) -> ReadCsv {
     let csv = &stage.csv;
     let nulls: Vec<String> = csv.null_values.iter().map(|n| literal(n)).collect();
-    let headers: Vec<String> = stage
+    let columns = stage
         .columns
         .iter()
-        .map(|c| if c.header == c.name { format!("  {}", ident(&c.name)) } else { format!("  {} AS {}", ident(&c.header), ident(&c.name)) })
+        .map(|c| match &c.from_path {
+            Some(capture) => ReadColumn::Path { capture: capture.clone(), name: c.name.clone() },
+            None => ReadColumn::File { header: c.header.clone(), name: c.name.clone() },
+        })
         .collect();
     let options = [
         format!("header = {}", csv.header),
@@ -202,7 +205,8 @@ fn read_csv(stage: &StagePlan) -> ReadCsv {
         format!("rejects_scan = {}", literal(&reject_scan_table(stage))),
     ];
     ReadCsv {
-        head: format!("CREATE OR REPLACE TEMP TABLE {} AS\nSELECT\n{}\nFROM read_csv(", ident(&raw_table(stage)), headers.join(",\n")),
+        table: ident(&raw_table(stage)),
+        columns,
         options: options.join(", "),
         tail: format!("{})", tail.join(", ")),
     }

@@ -20,7 +20,7 @@ use rust_decimal::Decimal;
 
 pub use compiled::*;
 
-use crate::spec::model::{Compression, Connection, CsvOptions, Encoding, Spec, StageSelection};
+use crate::spec::model::{Compression, Connection, CsvOptions, Encoding, Select, Spec, StageSelection};
 use crate::spec::words::{cron_expression, every_cron, every_words, strptime_formats};
 
 /// Compiles a spec that passed `spec::check`. Names are assumed to resolve.
@@ -100,13 +100,15 @@ pub fn compile(spec: &Spec) -> Plan {
 /// Compiles one stage.
 fn stage(spec: &Spec, name: &str) -> StagePlan {
     let st = &spec.stages[name];
-    let csv = dialect(spec.defaults.csv.as_ref(), st.source.csv.as_ref(), &st.source.key);
+    // A set's files may differ in compression: each is told by its own name when read.
+    let csv = dialect(spec.defaults.csv.as_ref(), st.source.csv.as_ref(), st.source.key.as_deref());
     let columns: Vec<ColumnPlan> = st
         .columns
         .iter()
         .map(|(cname, c)| ColumnPlan {
             name: cname.clone(),
             header: c.from.clone().unwrap_or_else(|| cname.clone()),
+            from_path: c.from_path.clone(),
             ty: c.ty,
             nullable: c.nullable,
             formats: c.format.as_deref().filter(|_| c.ty.is_temporal()).map(|f| strptime_formats(f).unwrap_or_default()).unwrap_or_default(),
@@ -147,7 +149,7 @@ fn stage(spec: &Spec, name: &str) -> StagePlan {
     let mut plan = StagePlan {
         name: name.to_string(),
         needs: st.needs.clone(),
-        source: SourcePlan { connection: st.source.connection.clone(), key: st.source.key.clone() },
+        source: source(spec, st),
         csv,
         checks: predicates::compile(spec, st, tolerance),
         columns,
@@ -160,6 +162,22 @@ fn stage(spec: &Spec, name: &str) -> StagePlan {
     };
     plan.extract = extract::compile(&plan);
     plan
+}
+
+/// Where a stage's file or files are.
+fn source(spec: &Spec, st: &crate::spec::model::Stage) -> SourcePlan {
+    let s = &st.source;
+    let set = s.files.as_deref().and_then(|f| crate::spec::pattern::Pattern::new(f).ok()).map(|pattern| FileSetPlan {
+        pattern,
+        select: s.select.unwrap_or(if st.target.mode == crate::spec::model::LoadMode::Replace { Select::All } else { Select::New }),
+        on_missing: s.on_missing.unwrap_or_default(),
+        wait: s.wait.as_ref().map(|w| WaitPlan {
+            until: crate::spec::check::parse_time_of_day(&w.until).unwrap_or_default(),
+            timezone: spec.timezone.clone().unwrap_or_else(|| "UTC".into()),
+            poll: w.poll.as_deref().and_then(crate::spec::check::parse_duration).unwrap_or(std::time::Duration::from_secs(60)),
+        }),
+    });
+    SourcePlan { connection: s.connection.clone(), key: s.key.clone().or_else(|| s.files.clone()).unwrap_or_default(), set }
 }
 
 /// Stages in dependency order; ties keep the spec's order.
@@ -185,7 +203,7 @@ pub fn run_order(spec: &Spec) -> Vec<&str> {
     done
 }
 
-fn dialect(defaults: Option<&CsvOptions>, own: Option<&CsvOptions>, key: &str) -> CsvDialect {
+fn dialect(defaults: Option<&CsvOptions>, own: Option<&CsvOptions>, key: Option<&str>) -> CsvDialect {
     let pick = |f: fn(&CsvOptions) -> Option<String>, default: &str| {
         own.and_then(f).or_else(|| defaults.and_then(f)).unwrap_or_else(|| default.to_string())
     };
@@ -199,6 +217,9 @@ fn dialect(defaults: Option<&CsvOptions>, own: Option<&CsvOptions>, key: &str) -
             .and_then(|c| c.null_values.clone())
             .or_else(|| defaults.and_then(|c| c.null_values.clone()))
             .unwrap_or_else(|| vec![String::new()]),
-        compression: own.and_then(|c| c.compression).or_else(|| defaults.and_then(|c| c.compression)).unwrap_or(Compression::Auto).of(key),
+        compression: {
+            let c = own.and_then(|c| c.compression).or_else(|| defaults.and_then(|c| c.compression)).unwrap_or(Compression::Auto);
+            key.map_or(c, |k| c.of(k))
+        },
     }
 }

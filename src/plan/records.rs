@@ -49,6 +49,26 @@ pub const LAST_LOAD: &str = "SELECT s.run_id, coalesce(s.unchanged_since, s.run_
 pub const REJECTS_OF: &str =
     "SELECT line, column_name, rule, value, message, severity FROM etl_rejects WHERE run_id = $1 AND stage = $2 ORDER BY line, rule, column_name NULLS FIRST";
 
+/// PostgreSQL: the files of a stage's set already loaded (the file ledger), for `select: new`.
+pub const LEDGER_LOADED: &str = "SELECT file_key, digest, etag, bytes, run_id FROM etl_files
+          WHERE spec_name = $1 AND stage = $2 AND target_table = $3 AND origin = $4 AND status = 'loaded'
+          ORDER BY file_key, run_id";
+
+/// PostgreSQL: records a file a stage loaded, in the stage's transaction.
+pub const LEDGER_RECORD: &str = "INSERT INTO etl_files (run_id, spec_name, stage, target_table, origin, file_key, bytes, etag, digest,
+           rows_read, rows_loaded, rows_rejected, status)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'loaded')";
+
+/// DuckDB: the file ledger's reads and writes (as `LEDGER_LOADED`, `LEDGER_RECORD`).
+pub const DUCKDB_LEDGER_LOADED: &str = "SELECT file_key, digest, etag, bytes, run_id FROM etl_files
+          WHERE spec_name = ? AND stage = ? AND target_table = ? AND origin = ? AND status = 'loaded'
+          ORDER BY file_key, run_id";
+
+/// DuckDB: records a file a stage loaded.
+pub const DUCKDB_LEDGER_RECORD: &str = "INSERT INTO etl_files (run_id, spec_name, stage, target_table, origin, file_key, bytes, etag, digest,
+           rows_read, rows_loaded, rows_rejected, status)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'loaded')";
+
 /// DuckDB: the engine's tables in a target file.
 pub const DUCKDB_TABLES: &str = "
 CREATE SEQUENCE IF NOT EXISTS etl_runs_seq;
@@ -64,6 +84,10 @@ CREATE TABLE IF NOT EXISTS etl_run_stages (
 CREATE TABLE IF NOT EXISTS etl_rejects (
     run_id BIGINT NOT NULL, stage TEXT NOT NULL, source TEXT NOT NULL, line BIGINT NOT NULL, column_name TEXT,
     rule TEXT NOT NULL, value TEXT, message TEXT NOT NULL, severity TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS etl_files (
+    run_id BIGINT NOT NULL, spec_name TEXT NOT NULL, stage TEXT NOT NULL, target_table TEXT NOT NULL, origin TEXT NOT NULL,
+    file_key TEXT NOT NULL, bytes BIGINT NOT NULL, etag TEXT, digest TEXT NOT NULL, rows_read BIGINT NOT NULL,
+    rows_loaded BIGINT NOT NULL, rows_rejected BIGINT NOT NULL, status TEXT NOT NULL, loaded_at TIMESTAMPTZ DEFAULT now());
 ";
 
 /// DuckDB: records the start of a run and returns its id.

@@ -134,11 +134,29 @@ fn stage(out: &mut String, st: &StagePlan) {
         Compression::Gzip | Compression::Zstd => format!(", {} (decoded into the run's spool; DuckDB reads the plain copy)", st.csv.compression.duckdb_name()),
         _ => String::new(),
     };
+    let packed = match (&st.source.set, st.csv.compression) {
+        (Some(_), Compression::Auto) => ", each file's compression by its extension (a gzip or zstd file is decoded into the run's spool)".to_string(),
+        _ => packed,
+    };
+    let what = match &st.source.set {
+        None => st.source.key.clone(),
+        Some(set) => {
+            let select = match set.select {
+                crate::spec::model::Select::New => "the files whose content this stage has not loaded (the ledger etl_files)",
+                crate::spec::model::Select::All => "every file",
+            };
+            let missing = match set.on_missing {
+                crate::spec::model::OnMissing::Fail => "no file fails the run",
+                crate::spec::model::OnMissing::Skip => "no file: the stage loads nothing",
+            };
+            let wait = set.wait.as_ref().map(|w| format!(", looked for every {}s until {} {}", w.poll.as_secs(), w.until.format("%H:%M:%S"), w.timezone)).unwrap_or_default();
+            format!("files {} (in name order, {select}; {missing}{wait})", set.pattern.text())
+        }
+    };
     let _ = writeln!(
         out,
-        "source: {} / {} (csv: delimiter {:?}, header {}, {}, nulls [{}]{packed})",
+        "source: {} / {what} (csv: delimiter {:?}, header {}, {}, nulls [{}]{packed})",
         st.source.connection,
-        st.source.key,
         st.csv.delimiter,
         st.csv.header,
         st.csv.encoding.duckdb_name(),
@@ -166,6 +184,15 @@ fn stage(out: &mut String, st: &StagePlan) {
     match &t.statements {
         TargetStatements::Postgres(pg) => postgres_stage(out, st, pg),
         TargetStatements::Duckdb(d) => duckdb_stage(out, st, d),
+    }
+    if st.source.set.is_some() {
+        let _ = writeln!(out, "\n-- the file ledger (on this stage's target): the set's loaded files read before the load and again under its lock; each file loaded recorded in the stage's transaction");
+        let (loaded, record) = match t.dialect {
+            Dialect::Postgres => (records::LEDGER_LOADED, records::LEDGER_RECORD),
+            Dialect::Duckdb => (records::DUCKDB_LEDGER_LOADED, records::DUCKDB_LEDGER_RECORD),
+        };
+        let _ = writeln!(out, "{loaded};");
+        let _ = writeln!(out, "{record};");
     }
 }
 
@@ -295,10 +322,14 @@ fn duckdb_stage(out: &mut String, st: &StagePlan, d: &DuckStatements) {
 
 fn extract(out: &mut String, st: &StagePlan, n: u32) {
     let e = &st.extract;
-    let headers: Vec<String> = st.columns.iter().map(|c| c.header.clone()).collect();
+    let headers: Vec<String> = st.columns.iter().filter(|c| c.from_path.is_none()).map(|c| c.header.clone()).collect();
     let _ = writeln!(out, "\n-- {n}. read and cast (DuckDB: the CSV as text in file order, then typed)");
     let _ = writeln!(out, "{}", e.clear_rejects);
-    let _ = writeln!(out, "{};", e.read.sql(&st.source.key, &headers));
+    let _ = writeln!(out, "{};", e.read.sql(&st.source.key, &headers, &[], false));
+    if st.source.set.is_some() {
+        let _ = writeln!(out, "-- each later file of the set, its reject tables cleared first (`{{capture}}`: the file's value):");
+        let _ = writeln!(out, "{};", e.read.sql("<file>", &headers, &[], true));
+    }
     lines(out, &e.duplicates);
     let _ = writeln!(out, "{};", e.count);
     let _ = writeln!(out, "{};", e.malformed);

@@ -7,6 +7,7 @@ pub mod diag;
 pub mod expr;
 pub mod model;
 pub mod overlay;
+pub mod pattern;
 pub mod reference;
 pub mod schema;
 pub mod secret;

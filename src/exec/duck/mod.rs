@@ -10,15 +10,17 @@ use std::path::Path;
 use polars::prelude::{DataFrame, DataType};
 
 use super::csv::push_quoted;
-use super::extract::Reader;
-use super::report::{AnalyticResult, Merged, StageReport, Status};
+use super::extract::{FileInput, Reader};
+use super::ledger;
+use super::report::{AnalyticResult, FileReport, Merged, StageReport, Status};
+use super::source::Source;
 use super::stage::{over_budget, stage_rows};
 use super::context::StageContext;
 use super::error::ExecError;
 use crate::plan::MergeStep;
 use crate::plan::load::sql_type;
 use crate::plan::{StagePlan, duck, records, severity_word};
-use crate::spec::model::ColumnType;
+use crate::spec::model::{ColumnType, Select};
 
 /// A DuckDB target: the run's DuckDB connection with the target file attached.
 pub struct Duck<'r> {
@@ -146,6 +148,46 @@ impl<'r> Duck<'r> {
         Ok(())
     }
 
+    /// The files of a stage's set this file's ledger holds as loaded from `origin`.
+    pub fn ledger_loaded(&self, spec: &str, stage: &StagePlan, origin: &str) -> Result<Vec<ledger::Entry>, ExecError> {
+        // A target file that never recorded a run has no ledger yet.
+        self.migrate()?;
+        let mut stmt = self.conn.prepare(records::DUCKDB_LEDGER_LOADED).map_err(err("read the file ledger"))?;
+        stmt.query_map(duckdb::params![spec, stage.name, stage.target.qualified, origin], |r| {
+            Ok(ledger::Entry { key: r.get(0)?, digest: r.get(1)?, etag: r.get(2)?, bytes: r.get::<_, i64>(3)?.max(0) as u64, run_id: r.get(4)? })
+        })
+        .map_err(err("read the file ledger"))?
+        .collect::<Result<_, _>>()
+        .map_err(err("read the file ledger"))
+    }
+
+    /// Records each file of a set a stage loaded (in the stage's transaction).
+    pub fn ledger_record(&self, run_id: i64, spec: &str, stage: &StagePlan, files: &[(&Source, &FileReport)]) -> Result<(), ExecError> {
+        for (src, f) in files {
+            let digest = src.sha256.as_deref().ok_or_else(|| ExecError::Internal(format!("{} was loaded without its digest", src.shown)))?;
+            self.conn
+                .execute(
+                    records::DUCKDB_LEDGER_RECORD,
+                    duckdb::params![
+                        run_id,
+                        spec,
+                        stage.name,
+                        stage.target.qualified,
+                        src.origin,
+                        src.key,
+                        src.bytes as i64,
+                        src.etag,
+                        digest,
+                        f.rows_read as i64,
+                        f.rows_valid as i64,
+                        f.rows_rejected as i64
+                    ],
+                )
+                .map_err(err("record a file in the file ledger"))?;
+        }
+        Ok(())
+    }
+
     /// Records a stage and its rejects.
     pub fn record_stage(&self, run_id: i64, r: &StageReport) -> Result<(), ExecError> {
         self.conn
@@ -172,7 +214,7 @@ impl<'r> Duck<'r> {
         let mut app = self.conn.appender(records::DUCKDB_REJECTS_TABLE).map_err(err("record the rejects"))?;
         for j in &r.rejects {
             let sev = severity_word(j.severity);
-            app.append_row(duckdb::params![run_id, r.stage, r.source, j.line as i64, j.column, j.rule, j.value, j.message, sev])
+            app.append_row(duckdb::params![run_id, r.stage, j.file.as_deref().unwrap_or(&r.source), j.line as i64, j.column, j.rule, j.value, j.message, sev])
                 .map_err(err("record the rejects"))?;
         }
         app.flush().map_err(err("record the rejects"))?;
@@ -205,16 +247,50 @@ impl<'r> Duck<'r> {
 }
 
 /// Loads one stage into the DuckDB target in one transaction (a dry run's one, for every stage).
-pub fn load_stage(cx: &StageContext<'_>, d: &Duck<'_>, st: &StagePlan, path: &Path, shown: &str) -> Result<StageReport, ExecError> {
+pub fn load_stage(cx: &StageContext<'_>, d: &Duck<'_>, st: &StagePlan, files: &mut Vec<Source>) -> Result<StageReport, ExecError> {
     let opts = cx.opts;
     if !opts.dry_run {
         d.execute(duck::BEGIN, "begin a transaction")?;
     }
+    let set = st.source.set.is_some();
     let work = (|| -> Result<StageReport, ExecError> {
+        // A set: the files whose content is in the ledger are left out (the transaction is open:
+        // a run that committed before it is seen).
+        let mut already = Vec::new();
+        if let Some(first) = files.first().filter(|_| set) {
+            let entries = if st.source.set.as_ref().is_some_and(|s| s.select == Select::New) && !opts.force {
+                d.ledger_loaded(&cx.plan.name, st, &first.origin.clone())?
+            } else {
+                Vec::new()
+            };
+            let mut keep = Vec::new();
+            for mut f in std::mem::take(files) {
+                if ledger::needs_digest(&entries, &f) {
+                    f.path(&opts.temp_dir, cx.rt)?;
+                }
+                match ledger::loaded_by(&entries, &f) {
+                    Some(run) => already.push(FileReport::already(&f.shown, f.bytes, f.sha256.clone(), run)),
+                    None => keep.push(f),
+                }
+            }
+            *files = keep;
+            if files.is_empty() {
+                let mut r = crate::exec::postgres::load::nothing_new(st, already);
+                r.status = Status::Succeeded;
+                return Ok(r);
+            }
+        }
+        let paths: Vec<std::path::PathBuf> = files.iter_mut().map(|f| f.path(&opts.temp_dir, cx.rt)).collect::<Result<_, _>>()?;
+        let inputs: Vec<FileInput<'_>> = files.iter().zip(&paths).map(|(f, p)| FileInput { path: p, shown: &f.shown, captures: &f.captures }).collect();
+        let shown = crate::exec::postgres::load::shown_of(cx, st, files);
         d.ensure_table(st)?;
         d.execute(&st.target.sql.create_staging, "create the staging table")?;
         let batch_file = tempfile::Builder::new().prefix("etl-batch-").suffix(".csv").tempfile_in(&opts.temp_dir).map_err(ExecError::write(&opts.temp_dir))?;
-        let mut report = stage_rows(cx.reader, st, path, shown, None, cx.progress, |batch| d.copy_batch(st, &batch, batch_file.path()))?;
+        let mut report = stage_rows(cx.reader, st, &inputs, &shown, None, cx.progress, |batch| d.copy_batch(st, &batch, batch_file.path()))?;
+        crate::exec::postgres::load::fill_files(&mut report, files, already);
+        if !set {
+            report.etag = files[0].etag.clone();
+        }
         if over_budget(st, &mut report) {
             return Ok(report);
         }
@@ -222,10 +298,19 @@ pub fn load_stage(cx: &StageContext<'_>, d: &Duck<'_>, st: &StagePlan, path: &Pa
         merged.unchanged += report.skipped_unchanged;
         report.loaded = Some(merged);
         report.status = report.loaded_status();
+        if set && !opts.dry_run {
+            let run_id = cx.records.map(|(id, _)| id).ok_or_else(|| ExecError::Internal("a set loaded without a run to record it".into()))?;
+            for f in report.files.iter_mut().filter(|f| f.status == "not_loaded") {
+                f.status = "loaded";
+            }
+            let read: Vec<(&Source, &FileReport)> =
+                files.iter().filter_map(|src| Some((src, report.files.iter().find(|f| f.file == src.shown && f.status == "loaded")?))).collect();
+            d.ledger_record(run_id, &cx.plan.name, st, &read)?;
+        }
         Ok(report)
     })();
     match (&work, opts.dry_run) {
-        (Ok(r), false) if !r.status.loaded_nothing() => d.execute(duck::COMMIT, "commit the stage")?,
+        (Ok(r), false) if !r.status.loaded_nothing() && r.loaded.is_some() => d.execute(duck::COMMIT, "commit the stage")?,
         (_, false) => d.execute(duck::ROLLBACK, "roll back the stage")?,
         (_, true) => {
             let _ = d.execute(&st.target.sql.drop_staging, "drop the staging table");

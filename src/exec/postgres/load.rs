@@ -14,7 +14,9 @@ use super::copy::{copy_stream, export_csv};
 use super::records::{current_xid, rejects_of};
 use super::table::{add_constraints, ensure_table, finish_table};
 use super::{Pg, Tx, db, execute, execute_bound, generated, value};
-use crate::exec::report::{Merged, StageReport};
+use crate::exec::extract::FileInput;
+use crate::exec::ledger;
+use crate::exec::report::{FileReport, Merged, StageReport};
 use crate::exec::reuse::{Reuse, fingerprint, stage_context, unchanged_stage};
 use crate::exec::source::Source;
 use crate::exec::stage::{over_budget, stage_rows};
@@ -24,7 +26,7 @@ use crate::exec::incremental;
 use crate::plan::StagePlan;
 use crate::plan::MergeStep;
 use crate::plan::PgStatements;
-use crate::spec::model::LoadMode;
+use crate::spec::model::{LoadMode, Select};
 
 /// The transactions a dry run keeps open, one per target, rolled back at its end.
 pub type DryRun = IndexMap<String, Tx>;
@@ -34,7 +36,7 @@ pub fn load_stage(
     cx: &StageContext<'_>,
     pg: &Pg,
     st: &StagePlan,
-    src: &mut Source,
+    files: &mut Vec<Source>,
     reuse: Option<&Reuse>,
     dry: &mut DryRun,
 ) -> Result<StageReport, ExecError> {
@@ -66,8 +68,11 @@ pub fn load_stage(
     // Checked again now that the table and the tables it references are locked: the whole
     // stage, or its unchanged lines, may be reused.
     let mut reuse_lines: Option<(&Reuse, &Path)> = None;
+    let set = st.source.set.is_some();
     if let Some(reuse) = reuse
         && !created
+        && !set
+        && let [src] = files.as_slice()
     {
         let context = stage_context(pg, tx, st, sql, true)?;
         let state = pg.block(super::state(tx, &sql.exists, &sql.state))?;
@@ -81,8 +86,21 @@ pub fn load_stage(
             }
         }
     }
-    let path = src.path(&opts.temp_dir, cx.rt)?;
-    let (path, shown, etag) = (path.as_path(), src.shown.as_str(), src.etag.clone());
+    // A set: the files whose content is in the ledger are left out, looked up again now that
+    // the table is locked (a run that committed meanwhile may have loaded some).
+    let mut already = Vec::new();
+    if set {
+        already = leave_out_loaded(cx, pg, tx, st, files)?;
+        if files.is_empty() {
+            progress.detail(&st.name, "every file of the set is loaded already");
+            return Ok(nothing_new(st, already));
+        }
+    }
+    let paths: Vec<std::path::PathBuf> = files.iter_mut().map(|f| f.path(&opts.temp_dir, cx.rt)).collect::<Result<_, _>>()?;
+    let inputs: Vec<FileInput<'_>> = files.iter().zip(&paths).map(|(f, p)| FileInput { path: p, shown: &f.shown, captures: &f.captures }).collect();
+    let shown_set = shown_of(cx, st, files);
+    let (path, shown, etag) = (paths[0].as_path(), shown_set.as_str(), if set { None } else { files[0].etag.clone() });
+    let source_fingerprint = if set { None } else { files[0].fingerprint.clone() };
     let mut empty = created || pg.block(value::<bool>(tx, &sql.is_empty, "look into the target table"))?;
     let mut deleted = 0;
     if !empty && let Some(delete) = &sql.delete_all {
@@ -90,13 +108,19 @@ pub fn load_stage(
         empty = true;
     }
     // Where this file's line index goes, for the next load to find its unchanged records.
-    let next_index = match &src.fingerprint {
+    let next_index = match &source_fingerprint {
         Some(source) if !opts.dry_run && t.mode == LoadMode::Upsert => {
             incremental::cache_dir().map(|dir| incremental::index_path(&dir, &cx.plan.name, &st.name, &t.qualified, source))
         }
         _ => None,
     };
-    let columns = if st.csv.header { crate::exec::extract::file_columns(st, path, shown)? } else { st.columns.iter().map(|c| c.header.clone()).collect() };
+    let columns = if set {
+        Vec::new()
+    } else if st.csv.header {
+        crate::exec::extract::file_columns(st, path, shown)?
+    } else {
+        st.columns.iter().map(|c| c.header.clone()).collect()
+    };
     let mut changes = match reuse_lines {
         None => None,
         Some((reuse, index)) => {
@@ -133,7 +157,8 @@ pub fn load_stage(
         run(tx, &t.sql.create_staging, "create the staging table")?;
         &t.sql.copy
     };
-    let mut report = copy_stream(pg, tx, st, copy_sql, |hand| stage_rows(cx.reader, st, path, shown, changes.as_ref(), progress, hand))?;
+    let mut report = copy_stream(pg, tx, st, copy_sql, |hand| stage_rows(cx.reader, st, &inputs, shown, changes.as_ref(), progress, hand))?;
+    fill_files(&mut report, files, already);
     progress.detail(&st.name, &format!("{} rows validated, {} written by COPY", report.rows_read, report.rows_valid - report.skipped_unchanged));
     report.etag = etag;
     if over_budget(st, &mut report) {
@@ -172,7 +197,7 @@ pub fn load_stage(
     merged.unchanged += report.skipped_unchanged;
     merged.deleted = deleted;
     report.loaded = Some(merged);
-    if let (Some(context), Some(source)) = (context, src.fingerprint.clone()) {
+    if let (Some(context), Some(source)) = (context, source_fingerprint) {
         // A table that was empty holds only this stage's rows: its state needs no scan.
         let state = if direct {
             Some(fingerprint::fresh_table_state(written, pg.block(current_xid(tx))?))
@@ -185,6 +210,15 @@ pub fn load_stage(
     }
     report.status = report.loaded_status();
     if let Some(mut t) = own_tx.take() {
+        if set {
+            let run_id = cx.records.map(|(id, _)| id).ok_or_else(|| ExecError::Internal("a set loaded without a run to record it".into()))?;
+            for f in report.files.iter_mut().filter(|f| f.status == "not_loaded") {
+                f.status = "loaded";
+            }
+            let read: Vec<(&Source, &crate::exec::report::FileReport)> =
+                files.iter().filter_map(|src| Some((src, report.files.iter().find(|f| f.file == src.shown && f.status == "loaded")?))).collect();
+            pg.block(super::records::ledger_record(&mut t, run_id, &cx.plan.name, st, &read))?;
+        }
         // The stage's record goes in with its rows: both commit, or neither.
         if let Some((run_id, on)) = cx.records
             && on == st.target.connection
@@ -198,6 +232,64 @@ pub fn load_stage(
         }
     }
     Ok(report)
+}
+
+/// Leaves out of `files` those whose content the ledger holds as loaded by this stage (all of
+/// them with `select: all` or `--force` are read), and reports each left out. A file the
+/// ledger has under its key with another ETag is downloaded to tell by its digest.
+fn leave_out_loaded(cx: &StageContext<'_>, pg: &Pg, tx: &mut Tx, st: &StagePlan, files: &mut Vec<Source>) -> Result<Vec<FileReport>, ExecError> {
+    let Some(set) = &st.source.set else { return Ok(Vec::new()) };
+    if set.select == Select::All || cx.opts.force || files.is_empty() {
+        return Ok(Vec::new());
+    }
+    let entries = pg.block(super::records::ledger_loaded(&mut **tx, &cx.plan.name, st, &files[0].origin))?;
+    let mut already = Vec::new();
+    let mut keep = Vec::new();
+    for mut f in std::mem::take(files) {
+        if ledger::needs_digest(&entries, &f) {
+            f.path(&cx.opts.temp_dir, cx.rt)?;
+        }
+        match ledger::loaded_by(&entries, &f) {
+            Some(run) => already.push(FileReport::already(&f.shown, f.bytes, f.sha256.clone(), run)),
+            None => keep.push(f),
+        }
+    }
+    *files = keep;
+    Ok(already)
+}
+
+/// A set's report when every file is loaded already: nothing read.
+pub fn nothing_new(st: &StagePlan, already: Vec<FileReport>) -> StageReport {
+    let mut report = StageReport::new(&st.name, &st.source.key, 0);
+    report.files = already;
+    report.status = crate::exec::report::Status::Succeeded;
+    report
+}
+
+/// How a stage's input is shown: its one file, or its set's pattern where the files are.
+pub fn shown_of(cx: &StageContext<'_>, st: &StagePlan, files: &[Source]) -> String {
+    match (&st.source.set, files) {
+        (None, [one, ..]) => one.shown.clone(),
+        (Some(set), [first, ..]) => match first.shown.strip_suffix(first.key.as_str()) {
+            Some(base) => format!("{base}{}", set.pattern.text()),
+            None => set.pattern.text().to_string(),
+        },
+        _ => {
+            let _ = cx;
+            st.source.key.clone()
+        }
+    }
+}
+
+/// A set's file reports: each read one's size and digest, then those left out.
+pub fn fill_files(report: &mut StageReport, files: &[Source], already: Vec<FileReport>) {
+    for f in report.files.iter_mut() {
+        if let Some(src) = files.iter().find(|s| s.shown == f.file) {
+            f.bytes = src.bytes;
+            f.sha256 = src.sha256.clone();
+        }
+    }
+    report.files.extend(already);
 }
 
 /// Fills the DuckDB relations a PostgreSQL stage's extract joins: the key set of each table it

@@ -1,13 +1,17 @@
 //! The engine's run records in PostgreSQL (`etl_runs`, `etl_run_stages`, `etl_rejects`): a run's
 //! start and end, each stage's outcome with its digests and rejects, and what the next run reads
-//! back to reuse a load. The statements are the Plan's (`plan::records`).
+//! back to reuse a load; and the file ledger (`etl_files`). The statements are the Plan's
+//! (`plan::records`).
 
 use sqlx::{PgPool, Row};
 
 use super::{Tx, db, value};
 use crate::exec::error::ExecError;
 use crate::exec::csv::write_record;
-use crate::exec::report::{StageReport, Status};
+use crate::exec::ledger;
+use crate::exec::report::{FileReport, StageReport, Status};
+use crate::exec::source::Source;
+use crate::plan::StagePlan;
 use crate::exec::reuse::fingerprint::Fingerprint;
 use crate::exec::validate::Reject;
 use crate::plan::postgres::CURRENT_XID;
@@ -118,7 +122,7 @@ pub async fn record_stage_in(tx: &mut super::Tx, run_id: i64, report: &StageRepo
             let fields = [
                 Some(run_id.to_string()),
                 Some(report.stage.clone()),
-                Some(report.source.clone()),
+                Some(r.file.clone().unwrap_or_else(|| report.source.clone())),
                 Some(r.line.to_string()),
                 r.column.clone(),
                 Some(r.rule.clone()),
@@ -190,6 +194,7 @@ pub async fn rejects_of(pool: &PgPool, run_id: i64, stage: &str) -> Result<Vec<R
     Ok(rows
         .into_iter()
         .map(|r| Reject {
+            file: None,
             line: r.get::<i64, _>(0).max(0) as u64,
             column: r.get(1),
             rule: r.get(2),
@@ -198,6 +203,46 @@ pub async fn rejects_of(pool: &PgPool, run_id: i64, stage: &str) -> Result<Vec<R
             severity: if r.get::<String, _>(5) == "warn" { Severity::Warn } else { Severity::Error },
         })
         .collect())
+}
+
+/// The files of a stage's set the ledger holds as loaded from `origin`.
+pub async fn ledger_loaded<'e>(ex: impl sqlx::PgExecutor<'e>, spec: &str, stage: &StagePlan, origin: &str) -> Result<Vec<ledger::Entry>, ExecError> {
+    let rows = sqlx::query(records::LEDGER_LOADED)
+        .bind(spec)
+        .bind(&stage.name)
+        .bind(&stage.target.qualified)
+        .bind(origin)
+        .fetch_all(ex)
+        .await
+        .map_err(db("read the file ledger"))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ledger::Entry { key: r.get(0), digest: r.get(1), etag: r.get(2), bytes: r.get::<i64, _>(3).max(0) as u64, run_id: r.get(4) })
+        .collect())
+}
+
+/// Records in the stage's transaction each file of its set that it loaded.
+pub async fn ledger_record(tx: &mut Tx, run_id: i64, spec: &str, stage: &StagePlan, files: &[(&Source, &FileReport)]) -> Result<(), ExecError> {
+    for (src, f) in files {
+        let digest = src.sha256.as_deref().ok_or_else(|| ExecError::Internal(format!("{} was loaded without its digest", src.shown)))?;
+        sqlx::query(records::LEDGER_RECORD)
+            .bind(run_id)
+            .bind(spec)
+            .bind(&stage.name)
+            .bind(&stage.target.qualified)
+            .bind(&src.origin)
+            .bind(&src.key)
+            .bind(src.bytes as i64)
+            .bind(src.etag.as_deref())
+            .bind(digest)
+            .bind(f.rows_read as i64)
+            .bind(f.rows_valid as i64)
+            .bind(f.rows_rejected as i64)
+            .execute(&mut **tx)
+            .await
+            .map_err(db("record a file in the file ledger"))?;
+    }
+    Ok(())
 }
 
 /// The current transaction's id as a row's `xmin` shows it (its low 32 bits).

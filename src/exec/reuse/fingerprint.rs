@@ -67,10 +67,17 @@ pub fn local_file(path: &Path) -> std::io::Result<String> {
 /// The digest of a local file as [`local_file`] takes it, computed while copying it to `to`
 /// (when given): the copy is exactly the bytes hashed.
 pub fn copy_hashed(path: &Path, to: Option<&Path>) -> std::io::Result<String> {
+    copy_digests(path, to).map(|(fingerprint, _)| fingerprint)
+}
+
+/// A local file's source digest and the plain SHA-256 of its bytes (what `sha256sum` prints, as
+/// the file ledger keeps it), both computed while copying it to `to` (when given).
+pub fn copy_digests(path: &Path, to: Option<&Path>) -> std::io::Result<(String, String)> {
     use std::io::Write;
     let mut file = std::fs::File::open(path)?;
     let mut out = to.map(std::fs::File::create).transpose()?.map(std::io::BufWriter::new);
     let mut h = Sha256::new();
+    let mut plain = Sha256::new();
     h.update(b"file\n");
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -79,6 +86,7 @@ pub fn copy_hashed(path: &Path, to: Option<&Path>) -> std::io::Result<String> {
             break;
         }
         h.update(&buf[..n]);
+        plain.update(&buf[..n]);
         if let Some(o) = out.as_mut() {
             o.write_all(&buf[..n])?;
         }
@@ -86,7 +94,7 @@ pub fn copy_hashed(path: &Path, to: Option<&Path>) -> std::io::Result<String> {
     if let Some(mut o) = out {
         o.flush()?;
     }
-    Ok(hex(&h.finalize()))
+    Ok((hex(&h.finalize()), hex(&plain.finalize())))
 }
 
 /// The state `plan::postgres::state_sql` finds in a table that holds only the `rows` rows a transaction

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use crate::exec::error::ExecError;
 use super::reuse::fingerprint;
-use crate::plan::{ConnectionPlan, Plan, StagePlan};
-use crate::spec::model::Compression;
+use crate::plan::{ConnectionPlan, FileSetPlan, Plan, StagePlan, WaitPlan};
+use crate::spec::model::{Compression, OnMissing};
 
 /// A stage's located source.
 pub struct Source {
@@ -29,6 +29,15 @@ pub struct Source {
     pub fingerprint: Option<String>,
     /// How the stored file is compressed.
     pub compression: Compression,
+    /// Its key or path as the spec names it (relative to the connection's prefix or directory).
+    pub key: String,
+    /// Where the connection's files are (the file ledger's `origin`): S3's endpoint and bucket,
+    /// or the local directory.
+    pub origin: String,
+    /// The values of the set's pattern's captures in its key.
+    pub captures: Vec<(String, String)>,
+    /// The SHA-256 of its stored bytes, once copied into the spool.
+    pub sha256: Option<String>,
     place: Place,
     /// The decompressed copy, once made.
     plain: Option<PathBuf>,
@@ -67,6 +76,10 @@ impl Source {
                     etag: head.etag,
                     fingerprint: head.fingerprint,
                     compression: stage.csv.compression,
+                    key: stage.source.key.clone(),
+                    origin: client.origin(),
+                    captures: Vec::new(),
+                    sha256: None,
                     place: Place::S3 { client, key: stage.source.key.clone(), downloaded: None },
                     plain: None,
                 })
@@ -74,19 +87,69 @@ impl Source {
             _ => {
                 let path = local_path(plan, stage, spec_dir).ok_or_else(|| ExecError::Internal(format!("stage {} has no source", stage.name)))?;
                 let shown = path.display().to_string();
-                let fail = |e: std::io::Error| ExecError::Source { source_name: shown.clone(), message: e.to_string() };
-                let copy = spool.join(spool_name("local", &[&shown]));
-                let digest = fingerprint::copy_hashed(&path, Some(&copy)).map_err(fail)?;
-                let bytes = std::fs::metadata(&copy).map_err(fail)?.len();
-                Ok(Source {
-                    shown: shown.clone(),
-                    bytes,
-                    etag: None,
-                    fingerprint: Some(digest),
-                    compression: stage.csv.compression,
-                    place: Place::Local(copy),
-                    plain: None,
-                })
+                let origin = local_dir(plan, stage, spec_dir).map(|d| d.display().to_string()).unwrap_or_default();
+                Source::local(&path, shown, stage.source.key.clone(), origin, Vec::new(), stage.csv.compression, spool)
+            }
+        }
+    }
+
+    /// A local file, copied into `spool` and hashed as it is.
+    fn local(path: &Path, shown: String, key: String, origin: String, captures: Vec<(String, String)>, compression: Compression, spool: &Path) -> Result<Source, ExecError> {
+        let fail = |e: std::io::Error| ExecError::Source { source_name: shown.clone(), message: e.to_string() };
+        let copy = spool.join(spool_name("local", &[&shown]));
+        let (digest, sha256) = fingerprint::copy_digests(path, Some(&copy)).map_err(fail)?;
+        let bytes = std::fs::metadata(&copy).map_err(fail)?.len();
+        Ok(Source {
+            shown: shown.clone(),
+            bytes,
+            etag: None,
+            fingerprint: Some(digest),
+            compression: compression.of(&key),
+            key,
+            origin,
+            captures,
+            sha256: Some(sha256),
+            place: Place::Local(copy),
+            plain: None,
+        })
+    }
+
+    /// Finds every file of a stage's set, in name order (see [`list_set`]), waiting for one as
+    /// the set's `wait` says. An empty set is an error naming the pattern and the date, unless
+    /// `on_missing: skip` (then none).
+    pub fn locate_set(plan: &Plan, stage: &StagePlan, set: &FileSetPlan, date: chrono::NaiveDate, spec_dir: &Path, spool: &Path, rt: &tokio::runtime::Runtime, progress: &crate::exec::progress::Progress) -> Result<Vec<Source>, ExecError> {
+        let deadline = set.wait.as_ref().map(deadline);
+        let mut looked = 0u32;
+        loop {
+            let found = list_set(plan, stage, set, spec_dir, spool, rt)?;
+            looked += 1;
+            if !found.is_empty() {
+                return Ok(found);
+            }
+            let now = chrono::Utc::now();
+            match deadline {
+                Some(Some(until)) if now < until => {
+                    let left = (until - now).to_std().unwrap_or_default();
+                    let poll = set.wait.as_ref().map_or(left, |w| w.poll.min(left));
+                    progress.step(&stage.name, &format!("no file matches {} yet; looking again in {}s (until {until})", set.pattern.text(), poll.as_secs().max(1)));
+                    std::thread::sleep(poll.max(std::time::Duration::from_millis(100)));
+                }
+                _ => {
+                    if set.on_missing == OnMissing::Skip {
+                        return Ok(Vec::new());
+                    }
+                    let waited = match deadline {
+                        Some(Some(until)) => format!(" (looked {looked} time(s), until {until})"),
+                        Some(None) => " (the wait's `until` has no such time today)".to_string(),
+                        None => String::new(),
+                    };
+                    return Err(ExecError::Missing {
+                        stage: stage.name.clone(),
+                        pattern: set.pattern.text().to_string(),
+                        date: date.format("%Y-%m-%d").to_string(),
+                        waited,
+                    });
+                }
             }
         }
     }
@@ -117,11 +180,93 @@ impl Source {
                     return Ok(p.clone());
                 }
                 let fetched = rt.block_on(client.fetch_pinned(key, dir, self.etag.clone()))?;
+                self.sha256 = Some(fetched.sha256.clone());
                 *downloaded = Some(fetched.path.clone());
                 Ok(fetched.path)
             }
         }
     }
+}
+
+/// When a set's wait ends: its `until` today, in its time zone (None: no such time today, in a
+/// clock change's gap).
+fn deadline(w: &WaitPlan) -> Option<chrono::DateTime<chrono::Utc>> {
+    use chrono::TimeZone;
+    let tz: chrono_tz::Tz = w.timezone.parse().unwrap_or(chrono_tz::UTC);
+    let today = chrono::Utc::now().with_timezone(&tz).date_naive();
+    tz.from_local_datetime(&today.and_time(w.until)).earliest().map(|t| t.with_timezone(&chrono::Utc))
+}
+
+/// The files of a set now: an S3 listing under the pattern's prefix (ETag and size as listed;
+/// each is downloaded, pinned to that ETag, when read), or a walk of the local directory (each
+/// file copied into the spool and hashed now). Only keys the pattern matches, in name order.
+pub fn list_set(plan: &Plan, stage: &StagePlan, set: &FileSetPlan, spec_dir: &Path, spool: &Path, rt: &tokio::runtime::Runtime) -> Result<Vec<Source>, ExecError> {
+    let compression = stage.csv.compression;
+    match plan.connections.get(&stage.source.connection) {
+        Some(ConnectionPlan::S3(c)) => {
+            let client = rt.block_on(s3::S3::connect(c));
+            let listed = rt.block_on(client.list(set.pattern.prefix()))?;
+            Ok(listed
+                .into_iter()
+                .filter_map(|o| {
+                    let m = set.pattern.matches(&o.key)?;
+                    Some(Source {
+                        shown: client.shown(&o.key),
+                        bytes: o.bytes,
+                        fingerprint: crate::exec::reuse::fingerprint::s3_object(&c.bucket, &client.key(&o.key), o.etag.as_deref(), o.bytes),
+                        etag: o.etag,
+                        compression: compression.of(&o.key),
+                        key: o.key.clone(),
+                        origin: client.origin(),
+                        captures: m.captures,
+                        sha256: None,
+                        place: Place::S3 { client: client.clone(), key: o.key, downloaded: None },
+                        plain: None,
+                    })
+                })
+                .collect())
+        }
+        _ => {
+            let base = local_dir(plan, stage, spec_dir).ok_or_else(|| ExecError::Internal(format!("stage {} has no source", stage.name)))?;
+            let prefix = set.pattern.prefix_dir();
+            let root = base.join(prefix);
+            let mut keys = Vec::new();
+            walk(&root, &mut keys).map_err(|e| ExecError::Source { source_name: root.display().to_string(), message: e.to_string() })?;
+            let mut found = Vec::new();
+            for path in keys {
+                let rel = path.strip_prefix(&root).unwrap_or(&path);
+                let rel: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+                let key = if prefix.is_empty() { rel.join("/") } else { format!("{}/{}", prefix.trim_end_matches('/'), rel.join("/")) };
+                if let Some(m) = set.pattern.matches(&key) {
+                    found.push((key, m.captures, path));
+                }
+            }
+            found.sort_by(|a, b| a.0.cmp(&b.0));
+            found
+                .into_iter()
+                .map(|(key, captures, path)| Source::local(&path, path.display().to_string(), key, base.display().to_string(), captures, compression, spool))
+                .collect()
+        }
+    }
+}
+
+/// Every file under `dir` (none when it does not exist), following no links to directories.
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let ty = entry.file_type()?;
+        if ty.is_dir() {
+            walk(&entry.path(), out)?;
+        } else if ty.is_file() || (ty.is_symlink() && entry.path().is_file()) {
+            out.push(entry.path());
+        }
+    }
+    Ok(())
 }
 
 /// Decodes a gzip (every member) or zstd file into a plain one, streaming.
@@ -138,8 +283,13 @@ fn decompress(from: &Path, to: &Path, c: Compression) -> std::io::Result<()> {
 
 /// Where a stage's source file is, for a local connection.
 pub fn local_path(plan: &Plan, stage: &StagePlan, spec_dir: &Path) -> Option<PathBuf> {
+    local_dir(plan, stage, spec_dir).map(|d| d.join(&stage.source.key))
+}
+
+/// The directory of a stage's local connection.
+fn local_dir(plan: &Plan, stage: &StagePlan, spec_dir: &Path) -> Option<PathBuf> {
     match plan.connections.get(&stage.source.connection)? {
-        ConnectionPlan::Local { dir } => Some(spec_dir.join(dir).join(&stage.source.key)),
+        ConnectionPlan::Local { dir } => Some(spec_dir.join(dir)),
         _ => None,
     }
 }

@@ -20,6 +20,7 @@ pub fn endpoint_url(endpoint: &str) -> String {
 }
 
 /// An S3 connection ready to download.
+#[derive(Clone)]
 pub struct S3 {
     client: aws_sdk_s3::Client,
     bucket: String,
@@ -39,6 +40,19 @@ pub struct Fetched {
     pub bytes: u64,
     /// Its ETag.
     pub etag: Option<String>,
+    /// The SHA-256 of the bytes received.
+    pub sha256: String,
+}
+
+/// An object a listing found.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// Its key, relative to the connection's prefix.
+    pub key: String,
+    /// Its ETag.
+    pub etag: Option<String>,
+    /// Its size.
+    pub bytes: u64,
 }
 
 /// An object as HEAD found it.
@@ -121,6 +135,34 @@ impl S3 {
         Ok(Head { shown: format!("s3://{}/{key}", self.bucket), etag, bytes, fingerprint })
     }
 
+    /// Every object whose key (relative to the connection's prefix) starts with `prefix`, in
+    /// key order: ListObjectsV2, every page.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<Listed>, ExecError> {
+        let full = self.key(prefix);
+        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(&full).into_paginator().send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.fail(&format!("{full}*"), explain(&e)))?;
+            for o in page.contents() {
+                let Some(key) = o.key() else { continue };
+                let Some(relative) = key.strip_prefix(&self.prefix) else { continue };
+                out.push(Listed { key: relative.to_string(), etag: o.e_tag().map(str::to_string), bytes: o.size().unwrap_or(0).max(0) as u64 });
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// Where the connection's objects are, for the file ledger: endpoint and bucket.
+    pub fn origin(&self) -> String {
+        format!("{}/{}", self.endpoint, self.bucket)
+    }
+
+    /// `s3://bucket/key` of a key relative to the connection's prefix.
+    pub fn shown(&self, key: &str) -> String {
+        format!("s3://{}/{}", self.bucket, self.key(key))
+    }
+
     fn fail(&self, key: &str, message: String) -> ExecError {
         ExecError::Source { source_name: format!("s3://{}/{key} at {}", self.bucket, self.endpoint), message }
     }
@@ -146,8 +188,10 @@ impl S3 {
         let path = dir.join(super::spool_name("s3", &[&self.endpoint, &self.bucket, &key]));
         let mut file = tokio::fs::File::create(&path).await.map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
         let mut bytes = 0u64;
+        let mut sha = <sha2::Sha256 as sha2::Digest>::new();
         while let Some(chunk) = obj.body.try_next().await.map_err(|e| fail(format!("the download broke off: {}", causes(&e))))? {
             bytes += chunk.len() as u64;
+            sha2::Digest::update(&mut sha, &chunk);
             file.write_all(&chunk).await.map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
         }
         file.flush().await.map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
@@ -155,7 +199,8 @@ impl S3 {
             && n != bytes {
                 return Err(fail(format!("received {bytes} of {n} bytes")));
             }
-        Ok(Fetched { path, shown, bytes, etag })
+        let sha256 = sha2::Digest::finalize(sha).iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Fetched { path, shown, bytes, etag, sha256 })
     }
 }
 

@@ -24,6 +24,11 @@ impl Checker<'_> {
             if let Some(p) = identifier_problem(cat.clone(), "column name", cname) {
                 self.push(p.on_key());
             }
+            if let Some(capture) = &col.from_path {
+                self.from_path(sname, stage, cname, col, capture, &cat);
+                self.facets(sname, stage, cname, col, &cat);
+                continue;
+            }
             let header = col.from.clone().unwrap_or_else(|| cname.clone());
             if let Some(other) = headers.insert(header.clone(), cname.clone()) {
                 self.push(
@@ -33,6 +38,42 @@ impl Checker<'_> {
                 );
             }
             self.facets(sname, stage, cname, col, &cat);
+        }
+    }
+
+    /// A column taken from a capture of the stage's `files:` pattern.
+    fn from_path(&mut self, sname: &str, stage: &Stage, cname: &str, col: &Column, capture: &str, at: &Pointer) {
+        let at = at.key("from_path");
+        if col.from.is_some() {
+            self.push(
+                Problem::new("spec::from_and_from_path", at.clone(), format!("column `{cname}` of stage `{sname}` has both `from` and `from_path`"))
+                    .label("one of the two")
+                    .help("`from` names a CSV column; `from_path` a capture of the `files:` pattern"),
+            );
+            return;
+        }
+        let Some(files) = &stage.source.files else {
+            self.push(
+                Problem::new("spec::from_path_without_files", at, format!("column `{cname}` takes `{capture}` from the path, and stage `{sname}` reads one `key`"))
+                    .label("only with `files`")
+                    .help("write the source as a `files:` pattern with the capture, e.g. `files: trades/{date}.csv`"),
+            );
+            return;
+        };
+        // A pattern that does not compile is reported once, at `files`.
+        let Ok(pattern) = crate::spec::pattern::Pattern::new(files) else { return };
+        if !pattern.captures().iter().any(|c| c == capture) {
+            let names = pattern.captures();
+            let help = if names.is_empty() {
+                format!("the pattern `{files}` captures nothing: write the part as `{{{capture}}}` in it")
+            } else {
+                suggest(capture, names.iter().map(String::as_str)).unwrap_or_else(|| format!("its captures are: {}", names.join(", ")))
+            };
+            self.push(
+                Problem::new("spec::unknown_capture", at, format!("column `{cname}` takes `{capture}` from the path, which the `files` pattern of stage `{sname}` does not capture"))
+                    .label("no such capture")
+                    .help(help),
+            );
         }
     }
 

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 
 use super::diag::{Problem, suggest};
 use super::model::{
-    Connection, CsvOptions, Every, Literal, Spec, Stage, StageSelection,
+    Connection, CsvOptions, Every, Literal, LoadMode, Select, Spec, Stage, StageSelection,
 };
+use super::pattern::Pattern;
 use super::source::Pointer;
 
 mod columns;
@@ -48,6 +49,17 @@ fn identifier_problem(at: Pointer, what: &str, name: &str) -> Option<Problem> {
             .label(format!("letters (any script), digits and _ only, not starting with a digit, at most {MAX_IDENTIFIER} bytes"))
             .help(format!("rename it, e.g. `{}`", &fixed[..end])),
     )
+}
+
+/// A time of day written `HH:MM` or `HH:MM:SS`.
+pub fn parse_time_of_day(s: &str) -> Option<chrono::NaiveTime> {
+    let s = s.trim();
+    chrono::NaiveTime::parse_from_str(s, "%H:%M:%S").or_else(|_| chrono::NaiveTime::parse_from_str(s, "%H:%M")).ok()
+}
+
+/// A duration written `30s`, `5m`, `1h 30m` (humantime's forms), more than zero.
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    humantime::parse_duration(s.trim()).ok().filter(|d| !d.is_zero())
 }
 
 /// Runs every check and returns every problem found.
@@ -246,14 +258,78 @@ impl Checker<'_> {
                     .label("a source must be an s3 or local connection"),
             ),
         }
-        if stage.source.key.trim().is_empty() {
-            self.push(Problem::new("spec::empty", at.key("key"), format!("stage `{sname}` has an empty source key")));
-        }
+        self.files(sname, stage, &at);
         if let Some(csv) = &self.spec.defaults.csv {
             self.csv(csv, &Pointer::root().key("defaults").key("csv"));
         }
         if let Some(csv) = &stage.source.csv {
             self.csv(csv, &at.key("csv"));
+        }
+    }
+
+    /// `key` or `files` (a pattern that compiles), and the keys that only a file set takes.
+    fn files(&mut self, sname: &str, stage: &Stage, at: &Pointer) {
+        let s = &stage.source;
+        match (&s.key, &s.files) {
+            (Some(_), Some(_)) => self.push(
+                Problem::new("spec::key_and_files", at.key("files"), format!("stage `{sname}` names both a `key` and `files`"))
+                    .label("one of the two")
+                    .help("`key` reads one file; `files` reads a set of them (a pattern)"),
+            ),
+            (None, None) => self.push(
+                Problem::new("spec::no_source_file", at.clone(), format!("stage `{sname}` names no file to read"))
+                    .label("needs `key` or `files`")
+                    .help("add `key: path/to/file.csv`, or `files: path/*.csv` for a set of files"),
+            ),
+            (Some(k), None) if k.trim().is_empty() => {
+                self.push(Problem::new("spec::empty", at.key("key"), format!("stage `{sname}` has an empty source key")));
+            }
+            (None, Some(f)) => {
+                if let Err(e) = Pattern::new(f) {
+                    self.push(
+                        Problem::new("spec::bad_pattern", at.key("files"), format!("the `files` pattern of stage `{sname}`: {e}"))
+                            .label("not a valid pattern")
+                            .help("`*` and `?` match within a path part, `**` across parts, `{a,b}` either, `{name}` captures a part"),
+                    );
+                }
+            }
+            _ => {}
+        }
+        if s.files.is_none() {
+            for (key, given) in [("select", s.select.is_some()), ("on_missing", s.on_missing.is_some()), ("wait", s.wait.is_some())] {
+                if given {
+                    self.push(
+                        Problem::new("spec::needs_files", at.key(key), format!("`{key}` is for a set of files, and stage `{sname}` reads one `key`"))
+                            .label("only with `files`")
+                            .help("write the key as `files: <the key>` (a pattern without wildcards names one file) to use it"),
+                    );
+                }
+            }
+        }
+        if s.select == Some(Select::New) && stage.target.mode == LoadMode::Replace {
+            self.push(
+                Problem::new("spec::select_new_replace", at.key("select"), format!("stage `{sname}` would replace its table with only the files it has not loaded yet"))
+                    .label("`select: new` with `mode: replace`")
+                    .help("use `select: all` (the default with `mode: replace`): the table then holds the whole set"),
+            );
+        }
+        if let Some(w) = &s.wait {
+            if parse_time_of_day(&w.until).is_none() {
+                self.push(
+                    Problem::new("spec::bad_value", at.key("wait").key("until"), format!("`{}` is not a time of day", w.until))
+                        .label("HH:MM or HH:MM:SS")
+                        .help("e.g. `until: \"18:30\"`, in the spec's `timezone`"),
+                );
+            }
+            if let Some(poll) = &w.poll
+                && parse_duration(poll).is_none()
+            {
+                self.push(
+                    Problem::new("spec::bad_value", at.key("wait").key("poll"), format!("`{poll}` is not a duration"))
+                        .label("a duration such as 30s, 5m or 1h")
+                        .help("write a number and a unit: `s`, `m` or `h`, more than zero"),
+                );
+            }
         }
     }
 

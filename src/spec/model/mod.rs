@@ -212,11 +212,66 @@ pub struct Stage {
 pub struct Source {
     /// A connection of type `s3` or `local`.
     pub connection: String,
-    /// Object key (s3) or file path (local), relative to the connection's prefix or directory.
-    pub key: String,
+    /// One file: its object key (s3) or path (local), relative to the connection's prefix or
+    /// directory. Give `key` or `files`, not both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// A set of files: a pattern over keys (s3, listed under the connection's prefix) or paths
+    /// (local), after templating, e.g. `trades/{{ run.date }}/part-*.csv.gz`. `*` and `?` match
+    /// within one path part, `**` across parts, `{a,b}` either; `{name}` captures one path part,
+    /// which a column can take with `from_path: name`. The files load in name order, in the
+    /// stage's one transaction; each is recorded in the file ledger (`etl_files`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<String>,
+    /// With `files`: which files of the set a run loads. `new` (the default, but with `mode:
+    /// replace`): only those whose content this stage has not loaded yet (a new file, a late
+    /// one, a restated one); `all`: the whole set, every run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub select: Option<Select>,
+    /// With `files`: what a set with no file does. `fail` (default): the run fails, exit 3,
+    /// naming the pattern and the date; `skip`: the stage loads nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_missing: Option<OnMissing>,
+    /// With `files`: wait for a set that is not there yet, looking again every `poll` until
+    /// `until`; then it is missing (`on_missing` says what follows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<Wait>,
     /// CSV dialect; overrides `defaults.csv` key by key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub csv: Option<CsvOptions>,
+}
+
+/// Which files of a set a run loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Select {
+    /// Only files whose content the stage has not loaded (by key and SHA-256).
+    New,
+    /// Every file of the set.
+    All,
+}
+
+/// What a file set with no file does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnMissing {
+    /// The run fails (exit 3), naming the pattern and the business date.
+    #[default]
+    Fail,
+    /// The stage loads nothing; the run goes on.
+    Skip,
+}
+
+/// Waiting for a file set to arrive.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Wait {
+    /// The time of day (`HH:MM` or `HH:MM:SS`, in the spec's `timezone`) after which a set still
+    /// empty is missing. A time already past on the day the run starts: missing at once.
+    pub until: String,
+    /// How long between looks, e.g. `30s`, `5m`. Default `60s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll: Option<String>,
 }
 
 /// Where a stage's valid rows go and how.
@@ -265,6 +320,11 @@ pub struct Column {
     /// The CSV header this column is read from, when it differs from the column's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
+    /// Take the value from a capture of the stage's `files:` pattern (`{date}` in
+    /// `trades/{date}/*.csv`) instead of a CSV column: every row of a file gets that file's
+    /// value, typed and checked like any column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_path: Option<String>,
     /// Whether the value may be missing (empty or a null value). Default false.
     #[serde(default)]
     pub nullable: bool,
