@@ -5,6 +5,7 @@ mod compression;
 mod dates;
 mod extract;
 mod faults;
+mod files;
 mod fuzzed;
 mod outcomes;
 mod rules;
