@@ -184,7 +184,7 @@ pub struct Stage {
     /// Stages that must load before this one (e.g. the table this one references).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub needs: Vec<String>,
-    /// Where the CSV file is.
+    /// Where the CSV file (or set of files) is.
     pub source: Source,
     /// Where valid rows go.
     pub target: Target,
@@ -206,7 +206,7 @@ pub struct Stage {
     pub max_reject_ratio: Option<f64>,
 }
 
-/// Where a stage's CSV file is.
+/// Where a stage's CSV file or files are.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
@@ -223,8 +223,8 @@ pub struct Source {
     /// stage's one transaction; each is recorded in the file ledger (`etl_files`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<String>,
-    /// With `files`: which files of the set a run loads. `new` (the default, but with `mode:
-    /// replace`): only those whose content this stage has not loaded yet (a new file, a late
+    /// With `files`: which files of the set a run loads. `new` (the default, except with
+    /// `mode: replace`, where it is `all`): only those whose content this stage has not loaded yet (a new file, a late
     /// one, a restated one); `all`: the whole set, every run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub select: Option<Select>,
