@@ -35,3 +35,35 @@ pub fn loaded_by(entries: &[Entry], file: &Source) -> Option<i64> {
 pub fn needs_digest(entries: &[Entry], file: &Source) -> bool {
     file.sha256.is_none() && entries.iter().any(|e| e.key == file.key) && loaded_by(entries, file).is_none()
 }
+
+/// Leaves out of `files` those the ledger holds as loaded (reading a file's digest first with
+/// `digest` where only it can tell), and reports each one left out.
+pub fn leave_out(
+    entries: &[Entry],
+    files: &mut Vec<Source>,
+    mut digest: impl FnMut(&mut Source) -> Result<(), crate::exec::ExecError>,
+) -> Result<Vec<crate::exec::report::FileReport>, crate::exec::ExecError> {
+    let mut already = Vec::new();
+    let mut keep = Vec::new();
+    for mut f in std::mem::take(files) {
+        if needs_digest(entries, &f) {
+            digest(&mut f)?;
+        }
+        match loaded_by(entries, &f) {
+            Some(run) => already.push(crate::exec::report::FileReport::already(&f.shown, f.bytes, f.sha256.clone(), run)),
+            None => keep.push(f),
+        }
+    }
+    *files = keep;
+    Ok(already)
+}
+
+/// Marks a committed set's files read as loaded, and pairs each with its report for the
+/// ledger's rows.
+pub fn loaded<'a>(report: &'a mut crate::exec::report::StageReport, files: &'a [Source]) -> Vec<(&'a Source, &'a crate::exec::report::FileReport)> {
+    for f in report.files.iter_mut().filter(|f| f.status == "not_loaded") {
+        f.status = "loaded";
+    }
+    let report: &'a crate::exec::report::StageReport = report;
+    files.iter().filter_map(|src| Some((src, report.files.iter().find(|f| f.file == src.shown && f.status == "loaded")?))).collect()
+}

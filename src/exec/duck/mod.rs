@@ -263,17 +263,7 @@ pub fn load_stage(cx: &StageContext<'_>, d: &Duck<'_>, st: &StagePlan, files: &m
             } else {
                 Vec::new()
             };
-            let mut keep = Vec::new();
-            for mut f in std::mem::take(files) {
-                if ledger::needs_digest(&entries, &f) {
-                    f.path(&opts.temp_dir, cx.rt)?;
-                }
-                match ledger::loaded_by(&entries, &f) {
-                    Some(run) => already.push(FileReport::already(&f.shown, f.bytes, f.sha256.clone(), run)),
-                    None => keep.push(f),
-                }
-            }
-            *files = keep;
+            already = ledger::leave_out(&entries, files, |f| f.path(&opts.temp_dir, cx.rt).map(|_| ()))?;
             if files.is_empty() {
                 let mut r = crate::exec::postgres::load::nothing_new(st, already);
                 r.status = Status::Succeeded;
@@ -300,11 +290,7 @@ pub fn load_stage(cx: &StageContext<'_>, d: &Duck<'_>, st: &StagePlan, files: &m
         report.status = report.loaded_status();
         if set && !opts.dry_run {
             let run_id = cx.records.map(|(id, _)| id).ok_or_else(|| ExecError::Internal("a set loaded without a run to record it".into()))?;
-            for f in report.files.iter_mut().filter(|f| f.status == "not_loaded") {
-                f.status = "loaded";
-            }
-            let read: Vec<(&Source, &FileReport)> =
-                files.iter().filter_map(|src| Some((src, report.files.iter().find(|f| f.file == src.shown && f.status == "loaded")?))).collect();
+            let read = ledger::loaded(&mut report, files);
             d.ledger_record(run_id, &cx.plan.name, st, &read)?;
         }
         Ok(report)

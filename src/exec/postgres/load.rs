@@ -212,11 +212,7 @@ pub fn load_stage(
     if let Some(mut t) = own_tx.take() {
         if set {
             let run_id = cx.records.map(|(id, _)| id).ok_or_else(|| ExecError::Internal("a set loaded without a run to record it".into()))?;
-            for f in report.files.iter_mut().filter(|f| f.status == "not_loaded") {
-                f.status = "loaded";
-            }
-            let read: Vec<(&Source, &crate::exec::report::FileReport)> =
-                files.iter().filter_map(|src| Some((src, report.files.iter().find(|f| f.file == src.shown && f.status == "loaded")?))).collect();
+            let read = ledger::loaded(&mut report, files);
             pg.block(super::records::ledger_record(&mut t, run_id, &cx.plan.name, st, &read))?;
         }
         // The stage's record goes in with its rows: both commit, or neither.
@@ -243,19 +239,7 @@ fn leave_out_loaded(cx: &StageContext<'_>, pg: &Pg, tx: &mut Tx, st: &StagePlan,
         return Ok(Vec::new());
     }
     let entries = pg.block(super::records::ledger_loaded(&mut **tx, &cx.plan.name, st, &files[0].origin))?;
-    let mut already = Vec::new();
-    let mut keep = Vec::new();
-    for mut f in std::mem::take(files) {
-        if ledger::needs_digest(&entries, &f) {
-            f.path(&cx.opts.temp_dir, cx.rt)?;
-        }
-        match ledger::loaded_by(&entries, &f) {
-            Some(run) => already.push(FileReport::already(&f.shown, f.bytes, f.sha256.clone(), run)),
-            None => keep.push(f),
-        }
-    }
-    *files = keep;
-    Ok(already)
+    ledger::leave_out(&entries, files, |f| f.path(&cx.opts.temp_dir, cx.rt).map(|_| ()))
 }
 
 /// A set's report when every file is loaded already: nothing read.
