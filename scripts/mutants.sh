@@ -7,8 +7,17 @@
 # of their own (PostgreSQL 25432, S3 29000/29001), so scripts/test.sh may run beside it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# A target directory of its own: a run takes hours, and must not hold the one builds use.
+# A target directory of its own: a run takes hours, and must not hold the one builds use. It is
+# seeded with a copy of the dev build's (same profile, same dependencies), so DuckDB's C++ is not
+# compiled a second time: only the crate itself is rebuilt for each mutant.
 export CARGO_TARGET_DIR="${ETL_MUTANTS_TARGET_DIR:-$HOME/.cache/etl/mutants-target}"
+dev_target="${ETL_DEV_TARGET_DIR:-$HOME/.cache/etl/target}"
+if [ ! -d "$CARGO_TARGET_DIR/debug" ] && [ -d "$dev_target/debug" ]; then
+  echo "mutants: seeding $CARGO_TARGET_DIR from $dev_target (the dependencies' builds)" >&2
+  mkdir -p "$CARGO_TARGET_DIR"
+  cp -a "$dev_target/debug" "$CARGO_TARGET_DIR/debug"
+  rm -rf "$CARGO_TARGET_DIR/debug/incremental"
+fi
 command -v cargo-mutants >/dev/null || cargo install --locked cargo-mutants@25.3.1
 list=0
 groups=()
@@ -58,7 +67,7 @@ for g in "${groups[@]}"; do
   fi
   # The library's unit tests and the integration tests, filtered to those that guard the group.
   # shellcheck disable=SC2046
-  cargo mutants "${args[@]}" --output "$out/$g" --timeout 600 --build-timeout 900 --profile mutants \
+  cargo mutants "${args[@]}" --output "$out/$g" --timeout 600 --build-timeout 1800 \
     -- --lib --test integration -- $(tests_of "$g") || true
   echo "== $g: $(cat "$out/$g/mutants.out/caught.txt" 2>/dev/null | wc -l) caught," \
     "$(cat "$out/$g/mutants.out/missed.txt" 2>/dev/null | wc -l) missed," \

@@ -1,6 +1,7 @@
 //! etl-datagen: writes CSV files in the seed's format (account_assets.csv, trades.csv) with
-//! labelled invalid rows, plus expected.json (counts by file and reason) and invalid_rows.csv.
-//! Deterministic for a seed; standard library only, so it builds in seconds.
+//! labelled invalid rows, plus expected.json (counts by file and reason) and invalid_rows.csv;
+//! or, with --days, a date-partitioned layout of file sets (assets/DATE.csv, trades/DATE/part-N.csv,
+//! plain, gzip or zstd). Deterministic for a seed.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -9,9 +10,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: etl-datagen --out DIR [--assets N] [--trades N] [--invalid-rate R] [--seed S]
+                   [--days N [--start YYYY-MM-DD] [--files-per-day M] [--gzip] [--zstd]]
 
 Writes DIR/account_assets.csv, DIR/trades.csv, DIR/expected.json and DIR/invalid_rows.csv.
-Defaults: --assets 1000 --trades 10000 --invalid-rate 0.02 --seed 42.";
+Defaults: --assets 1000 --trades 10000 --invalid-rate 0.02 --seed 42.
+
+With --days N: one business date after another from --start (default 2025-12-22), each with
+DIR/assets/DATE.csv and its trades in M parts DIR/trades/DATE/part-0001.csv ... (--files-per-day,
+default 1), the layout specs/daily.yaml reads; every file compressed with --gzip (.csv.gz) or
+--zstd (.csv.zst), or, with both, the two in turn. Each date has its own seed (S + day), its
+trades are of that date, and --assets/--trades are per date. DIR/expected.json then gives the
+counts per date and per file, and DIR/invalid_rows.csv names each invalid row's file (its path
+under DIR) and its line in that file (the text as decompressed).";
 
 const ASSET_REASONS: [&str; 6] = ["bad_enum", "negative_money", "formula_mismatch", "empty_required", "bad_timestamp", "duplicate_key"];
 const TRADE_REASONS: [&str; 7] =
@@ -45,10 +55,12 @@ fn money(cents: i64) -> String {
     format!("{sign}{}.{:02}", cents.abs() / 100, cents.abs() % 100)
 }
 
-/// Seconds before 2025-12-22T15:00:00 as an ISO timestamp.
-fn timestamp(back_s: i64) -> String {
-    // 2025-12-22 is day 20444 since 1970-01-01.
-    let t = 20444 * 86400 + 15 * 3600 - back_s;
+/// 2025-12-22, the seed's day, in days since 1970-01-01.
+const SEED_DAY: i64 = 20444;
+
+/// Seconds before 15:00:00 of `day` (days since 1970-01-01) as an ISO timestamp.
+fn timestamp(day: i64, back_s: i64) -> String {
+    let t = day * 86400 + 15 * 3600 - back_s;
     let (days, secs) = (t.div_euclid(86400), t.rem_euclid(86400));
     let (y, m, d) = civil(days);
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", secs / 3600, secs % 3600 / 60, secs % 60)
@@ -67,21 +79,62 @@ fn civil(z: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+/// (year, month, day) to days since 1970-01-01 (the inverse of `civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// A `YYYY-MM-DD` date in days since 1970-01-01.
+fn parse_date(s: &str) -> Option<i64> {
+    let mut parts = s.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, d) = (parts.next()??, parts.next()??, parts.next()??);
+    let days = days_from_civil(y, m, d);
+    (s.len() == 10 && civil(days) == (y, m, d)).then_some(days)
+}
+
+fn date_text(day: i64) -> String {
+    let (y, m, d) = civil(day);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 struct Args {
     out: PathBuf,
     assets: usize,
     trades: usize,
     rate: f64,
     seed: u64,
+    /// With --days: how many dates, from which, in how many trade files, compressed how.
+    days: Option<usize>,
+    start: i64,
+    files_per_day: usize,
+    gzip: bool,
+    zstd: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut a = Args { out: PathBuf::new(), assets: 1000, trades: 10_000, rate: 0.02, seed: 42 };
+    let mut a = Args { out: PathBuf::new(), assets: 1000, trades: 10_000, rate: 0.02, seed: 42, days: None, start: SEED_DAY, files_per_day: 1, gzip: false, zstd: false };
     let mut it = std::env::args().skip(1);
     let mut out = None;
+    let mut layout_flag = None;
     while let Some(flag) = it.next() {
-        if flag == "--help" || flag == "-h" {
-            return Err(String::new());
+        match flag.as_str() {
+            "--help" | "-h" => return Err(String::new()),
+            "--gzip" => {
+                a.gzip = true;
+                layout_flag = Some("--gzip");
+                continue;
+            }
+            "--zstd" => {
+                a.zstd = true;
+                layout_flag = Some("--zstd");
+                continue;
+            }
+            _ => {}
         }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let bad = format!("{flag}: `{value}` is not a valid value");
@@ -91,8 +144,20 @@ fn parse_args() -> Result<Args, String> {
             "--trades" => a.trades = value.parse().map_err(|_| bad.clone())?,
             "--invalid-rate" => a.rate = value.parse().map_err(|_| bad.clone())?,
             "--seed" => a.seed = value.parse().map_err(|_| bad.clone())?,
+            "--days" => a.days = Some(value.parse().ok().filter(|d| *d > 0).ok_or_else(|| format!("{flag}: `{value}` is not a number of days (1 or more)"))?),
+            "--start" => {
+                a.start = parse_date(&value).ok_or_else(|| format!("{flag}: `{value}` is not a date; write YYYY-MM-DD"))?;
+                layout_flag = Some("--start");
+            }
+            "--files-per-day" => {
+                a.files_per_day = value.parse().ok().filter(|n| *n > 0).ok_or_else(|| format!("{flag}: `{value}` is not a number of files (1 or more)"))?;
+                layout_flag = Some("--files-per-day");
+            }
             other => return Err(format!("unknown option {other}")),
         }
+    }
+    if let (None, Some(f)) = (a.days, layout_flag) {
+        return Err(format!("{f} shapes the daily layout: add --days N"));
     }
     a.out = out.ok_or("--out is required")?;
     if !(0.0..=0.5).contains(&a.rate) {
@@ -121,17 +186,54 @@ fn pick_invalid(rng: &mut Rng, n: usize, rate: f64, reasons: &[&'static str]) ->
     out
 }
 
+/// An invalid row: which of the two files, its line there, why, the field and its value.
+struct Label {
+    file: &'static str,
+    line: usize,
+    reason: &'static str,
+    field: String,
+    value: String,
+}
+
 struct Labels {
-    rows: Vec<String>,
-    counts: BTreeMap<&'static str, BTreeMap<&'static str, usize>>,
+    rows: Vec<Label>,
 }
 
 impl Labels {
     fn add(&mut self, file: &'static str, line: usize, reason: &'static str, field: &str, value: &str) {
-        let value = value.replace('"', "\"\"");
-        self.rows.push(format!("{file},{line},{reason},{field},\"{value}\"\n"));
-        *self.counts.entry(file).or_default().entry(reason).or_default() += 1;
+        self.rows.push(Label { file, line, reason, field: field.to_string(), value: value.to_string() });
     }
+}
+
+/// One day's files as text: the assets, the trades (each with its header line), their labels.
+struct DayFiles {
+    assets: String,
+    trades_header: String,
+    trades: Vec<String>,
+    labels: Labels,
+}
+
+/// A file's counts for expected.json.
+struct Counts {
+    rows: usize,
+    by_reason: BTreeMap<&'static str, usize>,
+}
+
+impl Counts {
+    fn json(&self, indent: &str) -> String {
+        let invalid: usize = self.by_reason.values().sum();
+        let reasons: Vec<String> = self.by_reason.iter().map(|(k, v)| format!("{indent}    \"{k}\": {v}")).collect();
+        format!(
+            "{{\n{indent}  \"rows\": {},\n{indent}  \"valid\": {},\n{indent}  \"invalid\": {invalid},\n{indent}  \"by_reason\": {{\n{}\n{indent}  }}\n{indent}}}",
+            self.rows,
+            self.rows - invalid,
+            reasons.join(",\n")
+        )
+    }
+}
+
+fn label_row(file: &str, l: &Label) -> String {
+    format!("{file},{},{},{},\"{}\"\n", l.line, l.reason, l.field, l.value.replace('"', "\"\""))
 }
 
 fn main() -> ExitCode {
@@ -156,13 +258,161 @@ fn main() -> ExitCode {
 
 fn generate(a: &Args) -> std::io::Result<()> {
     std::fs::create_dir_all(&a.out)?;
-    let mut rng = Rng(a.seed);
-    let mut labels = Labels { rows: Vec::new(), counts: BTreeMap::new() };
+    match a.days {
+        None => flat(a),
+        Some(days) => daily(a, days),
+    }
+}
+
+/// The seed's two files in DIR.
+fn flat(a: &Args) -> std::io::Result<()> {
+    let day = day_files(a, a.seed, SEED_DAY, 48 * 3600, None);
+    std::fs::write(a.out.join("account_assets.csv"), &day.assets)?;
+    let mut w = BufWriter::new(File::create(a.out.join("trades.csv"))?);
+    w.write_all(day.trades_header.as_bytes())?;
+    for l in &day.trades {
+        w.write_all(l.as_bytes())?;
+    }
+    w.flush()?;
+    let mut w = BufWriter::new(File::create(a.out.join("invalid_rows.csv"))?);
+    writeln!(w, "file,line,reason,field,value")?;
+    for l in &day.labels.rows {
+        w.write_all(label_row(l.file, l).as_bytes())?;
+    }
+    w.flush()?;
+    let counts = |file: &'static str, rows: usize| {
+        let mut by_reason = BTreeMap::new();
+        for l in day.labels.rows.iter().filter(|l| l.file == file) {
+            *by_reason.entry(l.reason).or_default() += 1;
+        }
+        format!("  \"{file}\": {}", Counts { rows, by_reason }.json("  "))
+    };
+    let json = format!(
+        "{{\n  \"seed\": {},\n  \"invalid_rate\": {},\n{},\n{}\n}}\n",
+        a.seed,
+        a.rate,
+        counts("account_assets.csv", a.assets),
+        counts("trades.csv", a.trades)
+    );
+    std::fs::write(a.out.join("expected.json"), json)
+}
+
+/// A compression for the n-th file written: none, gzip, zstd, or the two in turn.
+fn compression(a: &Args, n: usize) -> &'static str {
+    match (a.gzip, a.zstd) {
+        (false, false) => "",
+        (true, false) => ".gz",
+        (false, true) => ".zst",
+        (true, true) => [".gz", ".zst"][n % 2],
+    }
+}
+
+fn write_packed(path: &std::path::Path, text: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let name = path.to_string_lossy();
+    let file = BufWriter::new(File::create(path)?);
+    if name.ends_with(".gz") {
+        let mut enc = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+        enc.write_all(text)?;
+        enc.finish()?.flush()
+    } else if name.ends_with(".zst") {
+        let mut enc = zstd::Encoder::new(file, 3)?;
+        enc.write_all(text)?;
+        enc.finish()?.flush()
+    } else {
+        let mut file = file;
+        file.write_all(text)?;
+        file.flush()
+    }
+}
+
+/// --days: each date's assets file and trade parts, and the counts and labels of every file.
+fn daily(a: &Args, days: usize) -> std::io::Result<()> {
+    let mut labels = BufWriter::new(File::create(a.out.join("invalid_rows.csv"))?);
+    writeln!(labels, "file,line,reason,field,value")?;
+    let mut dates_json = Vec::new();
+    let mut written = 0;
+    for d in 0..days {
+        let day = a.start + d as i64;
+        let date = date_text(day);
+        // Trades within the 8 hours before 15:00 of their date: every trade is of its date.
+        let files = day_files(a, a.seed + d as u64, day, 8 * 3600, Some(&date));
+        let mut per_file: Vec<(String, Counts)> = Vec::new();
+        let assets = format!("assets/{date}.csv{}", compression(a, written));
+        written += 1;
+        write_packed(&a.out.join(&assets), files.assets.as_bytes())?;
+        let mut by_reason = BTreeMap::new();
+        for l in files.labels.rows.iter().filter(|l| l.file == "account_assets.csv") {
+            labels.write_all(label_row(&assets, l).as_bytes())?;
+            *by_reason.entry(l.reason).or_default() += 1;
+        }
+        per_file.push((assets, Counts { rows: a.assets, by_reason }));
+        // The trades in `files_per_day` parts of (nearly) equal size, each with the header; a
+        // trade's label moves to its part and its line there.
+        let per = files.trades.len().div_ceil(a.files_per_day).max(1);
+        let trade_labels: BTreeMap<usize, &Label> = files.labels.rows.iter().filter(|l| l.file == "trades.csv").map(|l| (l.line, l)).collect();
+        for p in 0..a.files_per_day {
+            let chunk = files.trades.get(p * per..((p + 1) * per).min(files.trades.len())).unwrap_or_default();
+            let key = format!("trades/{date}/part-{:04}.csv{}", p + 1, compression(a, written));
+            written += 1;
+            let mut text = files.trades_header.clone();
+            let mut by_reason = BTreeMap::new();
+            for (j, line) in chunk.iter().enumerate() {
+                text.push_str(line);
+                if let Some(l) = trade_labels.get(&(p * per + j + 2)) {
+                    labels.write_all(label_row(&key, &Label { line: j + 2, field: l.field.clone(), value: l.value.clone(), ..**l }).as_bytes())?;
+                    *by_reason.entry(l.reason).or_default() += 1;
+                }
+            }
+            write_packed(&a.out.join(&key), text.as_bytes())?;
+            per_file.push((key, Counts { rows: chunk.len(), by_reason }));
+        }
+        let total = |pick: &dyn Fn(&str) -> bool| -> Counts {
+            let mut c = Counts { rows: 0, by_reason: BTreeMap::new() };
+            for (_, f) in per_file.iter().filter(|(k, _)| pick(k)) {
+                c.rows += f.rows;
+                for (r, n) in &f.by_reason {
+                    *c.by_reason.entry(r).or_default() += n;
+                }
+            }
+            c
+        };
+        let assets_total = total(&|k| k.starts_with("assets/"));
+        let trades_total = total(&|k| k.starts_with("trades/"));
+        let files_json: Vec<String> = per_file.iter().map(|(k, c)| format!("        \"{k}\": {}", c.json("        "))).collect();
+        dates_json.push(format!(
+            "    \"{date}\": {{\n      \"seed\": {},\n      \"assets\": {},\n      \"trades\": {},\n      \"files\": {{\n{}\n      }}\n    }}",
+            a.seed + d as u64,
+            assets_total.json("      "),
+            trades_total.json("      "),
+            files_json.join(",\n")
+        ));
+    }
+    labels.flush()?;
+    let json = format!(
+        "{{\n  \"seed\": {},\n  \"invalid_rate\": {},\n  \"files_per_day\": {},\n  \"dates\": {{\n{}\n  }}\n}}\n",
+        a.seed,
+        a.rate,
+        a.files_per_day,
+        dates_json.join(",\n")
+    );
+    std::fs::write(a.out.join("expected.json"), json)
+}
+
+/// One day's rows: `day` is the date the timestamps end at (15:00), trades reach back `span`
+/// seconds before it; `date`, when given, names the trades (`T<date><seq>`), else each trade's own
+/// day does (the seed's way).
+fn day_files(a: &Args, seed: u64, day: i64, span: i64, date: Option<&str>) -> DayFiles {
+    use std::fmt::Write as _;
+    let mut rng = Rng(seed);
+    let mut labels = Labels { rows: Vec::new() };
 
     // Assets. Line numbers count the header as line 1.
     let bad_assets = pick_invalid(&mut rng, a.assets, a.rate, &ASSET_REASONS);
-    let mut w = BufWriter::new(File::create(a.out.join("account_assets.csv"))?);
-    writeln!(w, "id,account_id,account_type,cash,frozen_cash,market_value,total_asset,updated_at")?;
+    let mut w = String::new();
+    let _ = writeln!(w, "id,account_id,account_type,cash,frozen_cash,market_value,total_asset,updated_at");
     let mut valid_accounts: Vec<(String, u32)> = Vec::new();
     for i in 0..a.assets {
         let line = i + 2;
@@ -173,7 +423,7 @@ fn generate(a: &Args) -> std::io::Result<()> {
         let mv = rng.range(0, cash * 2);
         let mut total = cash + frozen + mv;
         let mut cash_s = money(cash);
-        let mut updated = timestamp(rng.range(0, 3600));
+        let mut updated = timestamp(day, rng.range(0, 3600));
         let mut type_s = account_type.to_string();
         match bad_assets.get(&i).copied() {
             None => valid_accounts.push((account_id.clone(), account_type)),
@@ -211,17 +461,14 @@ fn generate(a: &Args) -> std::io::Result<()> {
                 }
             },
         }
-        writeln!(w, "{},{account_id},{type_s},{cash_s},{},{},{},{updated}", i + 1, money(frozen), money(mv), money(total))?;
+        let _ = writeln!(w, "{},{account_id},{type_s},{cash_s},{},{},{},{updated}", i + 1, money(frozen), money(mv), money(total));
     }
-    w.flush()?;
+    let assets = w;
 
     // Trades reference valid accounts only (unknown_fk rows excepted).
     let bad_trades = pick_invalid(&mut rng, a.trades.max(1), if a.trades == 0 { 0.0 } else { a.rate }, &TRADE_REASONS);
-    let mut w = BufWriter::new(File::create(a.out.join("trades.csv"))?);
-    writeln!(
-        w,
-        "id,account_id,account_type,traded_id,stock_code,traded_time,traded_price,traded_volume,traded_amount,strategy_name,order_remark,direction,offset_flag,created_at,updated_at"
-    )?;
+    let trades_header = "id,account_id,account_type,traded_id,stock_code,traded_time,traded_price,traded_volume,traded_amount,strategy_name,order_remark,direction,offset_flag,created_at,updated_at\n".to_string();
+    let mut trades = Vec::with_capacity(a.trades);
     let mut valid_ids: Vec<String> = Vec::new();
     let mut per_day: BTreeMap<String, u32> = BTreeMap::new();
     for i in 0..a.trades {
@@ -229,12 +476,12 @@ fn generate(a: &Args) -> std::io::Result<()> {
         let (account_id, account_type) = valid_accounts[(rng.next() % valid_accounts.len() as u64) as usize].clone();
         let mut account_id = account_id;
         let type_s = account_type.to_string();
-        let back = rng.range(0, 48 * 3600);
-        let mut traded_time = timestamp(back);
-        let day = traded_time[..10].replace('-', "");
-        let seq = per_day.entry(day.clone()).or_insert(0);
+        let back = rng.range(0, span);
+        let mut traded_time = timestamp(day, back);
+        let id_day = date.map_or_else(|| traded_time[..10].replace('-', ""), |d| d.replace('-', ""));
+        let seq = per_day.entry(id_day.clone()).or_insert(0);
         *seq += 1;
-        let mut traded_id = format!("T{day}{seq:06}");
+        let mut traded_id = format!("T{id_day}{seq:06}");
         let stock = format!("{}{:03}", rng.pick(&["600", "601", "603", "000", "002", "300"]), rng.range(0, 999));
         let price = rng.range(500, 20_000);
         let volume = rng.range(1, 50) * 100;
@@ -245,7 +492,7 @@ fn generate(a: &Args) -> std::io::Result<()> {
         let mut direction = "0".to_string();
         let mut offset = rng.pick(&["48", "49"]).to_string();
         let created = traded_time.clone();
-        let updated = timestamp(rng.range(0, 3600));
+        let updated = timestamp(day, rng.range(0, 3600));
         match bad_trades.get(&i).copied().filter(|_| a.trades > 0) {
             None => valid_ids.push(traded_id.clone()),
             Some(reason) => match reason {
@@ -284,38 +531,11 @@ fn generate(a: &Args) -> std::io::Result<()> {
                 }
             },
         }
-        writeln!(
-            w,
-            "{},{account_id},{type_s},{traded_id},{stock},{traded_time},{price_s},{volume},{},{strategy},{remark},{direction},{offset},{created},{updated}",
+        trades.push(format!(
+            "{},{account_id},{type_s},{traded_id},{stock},{traded_time},{price_s},{volume},{},{strategy},{remark},{direction},{offset},{created},{updated}\n",
             i + 1,
             money(amount)
-        )?;
+        ));
     }
-    w.flush()?;
-
-    let mut w = BufWriter::new(File::create(a.out.join("invalid_rows.csv"))?);
-    writeln!(w, "file,line,reason,field,value")?;
-    for r in &labels.rows {
-        w.write_all(r.as_bytes())?;
-    }
-    w.flush()?;
-
-    let section = |file: &'static str, rows: usize| {
-        let by: BTreeMap<&str, usize> = labels.counts.get(file).cloned().unwrap_or_default();
-        let invalid: usize = by.values().sum();
-        let reasons: Vec<String> = by.iter().map(|(k, v)| format!("      \"{k}\": {v}")).collect();
-        format!(
-            "  \"{file}\": {{\n    \"rows\": {rows},\n    \"valid\": {},\n    \"invalid\": {invalid},\n    \"by_reason\": {{\n{}\n    }}\n  }}",
-            rows - invalid,
-            reasons.join(",\n")
-        )
-    };
-    let json = format!(
-        "{{\n  \"seed\": {},\n  \"invalid_rate\": {},\n{},\n{}\n}}\n",
-        a.seed,
-        a.rate,
-        section("account_assets.csv", a.assets),
-        section("trades.csv", a.trades)
-    );
-    std::fs::write(a.out.join("expected.json"), json)
+    DayFiles { assets, trades_header, trades, labels }
 }

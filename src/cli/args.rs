@@ -55,6 +55,12 @@ pub enum Command {
     /// 4 when rows were rejected and the rest loaded, 5 when a stage's data was refused (over its
     /// error budget; an empty file for `replace`), 3 when S3 or the database cannot be reached.
     Run(RunArgs),
+    /// Run a spec once per business date, oldest first: `--from` to `--to`, each date a run of
+    /// its own (recorded in etl_runs with its date), as `etl run --date D` would. A date whose
+    /// stages a finished run already loaded is skipped, so a backfill that stopped resumes where it
+    /// stopped. Stops at the first date that fails (exit 3, 5, ...) unless --keep-going. Exit: the
+    /// first failed date's code, else 4 when any date rejected rows, else 0.
+    Backfill(BackfillArgs),
     /// The seed's alias: `etl run --stage assets`.
     Assets(RunArgs),
     /// The seed's alias: `etl run --stage trades`.
@@ -161,6 +167,22 @@ pub struct RunArgs {
     pub spec: SpecArgs,
 }
 
+/// Options of `etl backfill`: the dates, and every flag `etl run` takes (but `--date`).
+#[derive(Debug, Clone, Args)]
+pub struct BackfillArgs {
+    /// The first business date.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub from: chrono::NaiveDate,
+    /// The last business date (inclusive).
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub to: chrono::NaiveDate,
+    /// Go on with the next date after one fails (the exit code still tells).
+    #[arg(long)]
+    pub keep_going: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
 /// The seed's database flags: they override every postgres connection of the spec.
 #[derive(Debug, Clone, Default, Args)]
 pub struct DbArgs {
@@ -187,6 +209,7 @@ impl Command {
     pub fn json_output(&self) -> bool {
         match self {
             Command::Run(a) | Command::Assets(a) | Command::Trades(a) | Command::Plan(a) => a.output == Output::Json,
+            Command::Backfill(b) => b.run.output == Output::Json,
             _ => false,
         }
     }
@@ -306,6 +329,17 @@ pub enum Interval {
     Minute,
 }
 
+/// `etl schedule add --catchup`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CatchupArg {
+    /// Make up none.
+    Skip,
+    /// Make up the latest missed firing.
+    Latest,
+    /// Make up every missed firing (at most --max-catchup).
+    All,
+}
+
 /// `etl schedule` actions.
 #[derive(Debug, Subcommand)]
 pub enum ScheduleCmd {
@@ -341,6 +375,20 @@ pub enum ScheduleCmd {
         /// Add it paused.
         #[arg(long)]
         paused: bool,
+        /// Firings missed while no scheduler ran, made up when one starts: none (skip), the
+        /// latest, or all (oldest first, at most --max-catchup).
+        #[arg(long, value_enum, default_value_t = CatchupArg::Skip)]
+        catchup: CatchupArg,
+        /// With --catchup all: at most this many missed firings, the latest.
+        #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+        max_catchup: u32,
+        /// Try a firing that ends with exit 3 (S3 or the database unreachable, a file set with
+        /// no file) again, up to N times.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        retries: u32,
+        /// The wait before the first retry, doubling for each next one: 30s, 5m.
+        #[arg(long, value_name = "DURATION", default_value = "5m")]
+        retry_delay: String,
         #[command(flatten)]
         store: StoreArgs,
     },

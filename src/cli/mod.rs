@@ -1,9 +1,10 @@
 //! The command line: clap definitions (`args`), the one `prepare` step from flags to a Plan and
 //! its options (shared with the scheduler), dispatch to the spec layer, the compiler and the
 //! executor, and rendering: reports on stdout (`render`), every error once, on stderr, with its
-//! exit code (`error`). `etl schedule` lives in `schedule`.
+//! exit code (`error`). `etl schedule` lives in `schedule`, `etl backfill` in `backfill`.
 
 pub mod args;
+pub mod backfill;
 pub mod error;
 pub mod prepare;
 pub mod render;
@@ -50,6 +51,7 @@ fn dispatch(command: Command, color: bool) -> Result<u8, CliError> {
         Command::Run(args) => run_spec(args, None),
         Command::Assets(args) => run_spec(args, Some("assets")),
         Command::Trades(args) => run_spec(args, Some("trades")),
+        Command::Backfill(args) => backfill::run(args, color),
         Command::Clean(args) => clean(&args),
         Command::Migrate(args) => {
             let p = prepare(&args.as_run_args())?;

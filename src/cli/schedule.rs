@@ -4,16 +4,16 @@
 
 use std::path::{Path, PathBuf};
 
-use super::args::{DbArgs, EtlCommand, Interval, RunArgs, ScheduleCmd, SpecArgs, StoreArgs};
+use super::args::{CatchupArg, DbArgs, EtlCommand, Interval, RunArgs, ScheduleCmd, SpecArgs, StoreArgs};
 use super::error::CliError;
 use super::prepare::{default_spec_path, prepare, unknown_stage};
 use super::render::{print, table};
 use crate::exec::postgres::{self, Pg};
 use crate::exec::ExecError;
 use crate::plan::ConnectionPlan;
-use crate::spec::model::{Every, PostgresConnection};
+use crate::spec::model::{Catchup, Every, PostgresConnection};
 use crate::{exec, schedule};
-use schedule::{JobDef, JobOutcome};
+use schedule::{JobDef, JobError, JobOutcome};
 
 /// The job store: the first PostgreSQL connection of the store spec, migrated.
 struct Store {
@@ -61,7 +61,9 @@ pub fn run(action: ScheduleCmd) -> Result<(), CliError> {
         }
     };
     match action {
-        S::Add { job_id, etl_command, interval, at, cron, stages, timezone, paused, .. } => {
+        S::Add { job_id, etl_command, interval, at, cron, stages, timezone, paused, catchup, max_catchup, retries, retry_delay, .. } => {
+            let retry_delay = crate::spec::check::parse_duration(&retry_delay)
+                .ok_or_else(|| CliError::flag(format!("--retry-delay {retry_delay}"), "not a duration", "e.g. 30s, 5m"))?;
             let every = interval.map(|i| match i {
                 Interval::Day => Every::Day,
                 Interval::Hour => Every::Hour,
@@ -92,6 +94,14 @@ pub fn run(action: ScheduleCmd) -> Result<(), CliError> {
                 trigger: words,
                 timezone,
                 enabled: !paused,
+                catchup: match catchup {
+                    CatchupArg::Skip => Catchup::Skip,
+                    CatchupArg::Latest => Catchup::Latest,
+                    CatchupArg::All => Catchup::All,
+                },
+                max_catchup,
+                retries,
+                retry_delay,
             };
             pg.block(schedule::upsert(pg.pool(), &def, "cli", Some(&loaded.hash)))?;
             if paused {
@@ -168,6 +178,10 @@ fn job_json(rows: &[schedule::JobRow]) -> String {
                 "timezone": d.timezone,
                 "stages": d.stages,
                 "enabled": d.enabled,
+                "catchup": d.catchup.as_str(),
+                "max_catchup": d.max_catchup,
+                "retries": d.retries,
+                "retry_delay_secs": d.retry_delay.as_secs(),
                 "next_run": if d.enabled { schedule::next_run(d, now).map(|t| t.to_rfc3339()) } else { None },
                 "last_run": r.last_run_at.map(|t| t.to_rfc3339()),
                 "last_status": r.last_status,
@@ -208,24 +222,29 @@ fn job_table(rows: &[schedule::JobRow]) -> String {
     out
 }
 
-/// Runs a job's spec as `etl run` would: the file read afresh, its diagnostics in the error.
-fn run_job(def: &JobDef, at: chrono::DateTime<chrono::Utc>) -> Result<JobOutcome, String> {
+/// Runs a job's spec as `etl run` would: the file read afresh, its diagnostics in the error, with
+/// the exit code `etl run` would end with.
+fn run_job(def: &JobDef, at: chrono::DateTime<chrono::Utc>) -> Result<JobOutcome, JobError> {
     // The firing's business date: its time's date in the job's time zone.
     let tz = def.timezone.parse::<chrono_tz::Tz>().unwrap_or(chrono_tz::UTC);
     let spec = SpecArgs { date: Some(at.with_timezone(&tz).date_naive()), ..SpecArgs::default() };
     let args = RunArgs::database_only(Some(PathBuf::from(&def.spec_path)), def.stages.clone().unwrap_or_default(), DbArgs::default(), spec);
-    let mut prepared = prepare(&args).map_err(|e| match e {
-        CliError::Spec(e) => format!("the spec is invalid:\n{}", e.render(false)),
-        e => e.to_string(),
+    let mut prepared = prepare(&args).map_err(|e| JobError {
+        exit_code: e.exit_code(),
+        status: "failed",
+        message: match e {
+            CliError::Spec(e) => format!("the spec is invalid:\n{}", e.render(false)),
+            e => e.to_string(),
+        },
     })?;
     prepared.opts.job_id = Some(def.job_id.clone());
     prepared.opts.quiet = true;
-    let report = exec::run(&prepared.plan, &prepared.opts).map_err(|e| e.to_string())?;
+    let report = exec::run(&prepared.plan, &prepared.opts).map_err(|e| JobError { message: e.to_string(), exit_code: e.exit_code(), status: e.run_status().as_str() })?;
     let summary: Vec<String> = report.stages.iter().map(|s| format!("{}: {} read, {} rejected", s.stage, s.rows_read, s.rows_rejected)).collect();
     // A firing ends as its run: succeeded, rejected, over_budget or refused; failed when an
     // analytic failed after the loads (they stand; the error says which).
     if let Some(failed) = report.analytics_failed() {
-        return Err(failed);
+        return Err(JobError { message: failed, exit_code: crate::exit::ERROR, status: "failed" });
     }
     Ok(JobOutcome { status: report.status.as_str().into(), run_id: report.run_id, summary: summary.join("; ") })
 }

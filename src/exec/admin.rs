@@ -1,5 +1,6 @@
 //! The commands that look after a spec's targets without running it: `etl clean` (empty the
-//! selected stages' tables) and `etl migrate` (apply the engine's migrations).
+//! selected stages' tables), `etl migrate` (apply the engine's migrations), and what `etl
+//! backfill` reads to resume (the business dates already loaded).
 
 use indexmap::IndexMap;
 
@@ -63,4 +64,37 @@ pub fn migrate(plan: &Plan) -> Result<String, ExecError> {
         }
     }
     Err(ExecError::Unsupported("the spec has no PostgreSQL target to migrate".into()))
+}
+
+/// For `etl backfill`: the business dates in `from..=to` for which every selected stage was loaded
+/// (or found unchanged) by a finished run of the spec, read from the run's records target (the
+/// first target of the selected stages, as `etl run` keeps its records there).
+pub fn dates_done(plan: &Plan, opts: &RunOptions, from: chrono::NaiveDate, to: chrono::NaiveDate) -> Result<std::collections::BTreeSet<chrono::NaiveDate>, ExecError> {
+    let stages = plan.select(opts.stages.as_deref());
+    let Some(first) = stages.first() else { return Ok(Default::default()) };
+    let name = first.target.connection.as_str();
+    // PostgreSQL keeps the records of every target schema in one place: a load counts where it
+    // went into the table the stage loads now. A DuckDB file's records are of that file only.
+    let by_table = matches!(plan.connections.get(name), Some(ConnectionPlan::Postgres(_)));
+    let pairs = match plan.connections.get(name) {
+        Some(ConnectionPlan::Postgres(c)) => {
+            let pg = Pg::connect(name, c)?;
+            let _ctx = pg.enter();
+            pg.migrate()?;
+            pg.block(postgres::records::dates_done(pg.pool(), &plan.name, from, to))?
+        }
+        Some(ConnectionPlan::Duckdb { file }) => {
+            let reader = Reader::open(&opts.temp_dir, &opts.duckdb_memory)?;
+            Duck::open(&reader, &opts.spec_dir().join(file))?.dates_done(&plan.name, from, to)?
+        }
+        _ => return Err(ExecError::Internal(format!("connection {name} is not a target"))),
+    };
+    let mut by_date: std::collections::BTreeMap<chrono::NaiveDate, Vec<(String, Option<String>)>> = Default::default();
+    for (date, stage, table) in pairs {
+        if let Ok(d) = chrono::NaiveDate::parse_from_str(&date, "%Y-%m-%d") {
+            by_date.entry(d).or_default().push((stage, table));
+        }
+    }
+    let loaded = |done: &[(String, Option<String>)], s: &StagePlan| done.iter().any(|(name, table)| *name == s.name && (!by_table || table.as_ref() == Some(&s.target.qualified)));
+    Ok(by_date.into_iter().filter(|(_, done)| stages.iter().all(|s| loaded(done, s))).map(|(d, _)| d).collect())
 }

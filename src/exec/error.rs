@@ -36,6 +36,8 @@ pub enum ExecError {
         date: String,
         /// How long it looked, if it waited.
         waited: String,
+        /// Whether it waited for the set (then the run is `late`, else `missing`).
+        late: bool,
     },
     /// The CSV header lacks columns the spec reads.
     #[error("{file} has no column {missing}; its header is: {found}")]
@@ -109,6 +111,20 @@ pub enum ExecError {
         /// The server's message.
         message: String,
     },
+    /// A lock wait ran past the stage's `lock_timeout`: another session holds the table.
+    #[error("could not {what} within the stage's lock_timeout: {message}{holders}")]
+    #[diagnostic(
+        code(run::lock_timeout),
+        help("another session holds the stage's table (or one it references): let it finish, or end it (`SELECT pg_terminate_backend(PID)`), or raise `lock_timeout`")
+    )]
+    LockTimeout {
+        /// What was attempted.
+        what: String,
+        /// The server's message.
+        message: String,
+        /// Who holds the locks, as read when the wait ended (`; held by PID (...)`).
+        holders: String,
+    },
     /// The connection to the database broke mid-run (a restart, a network cut, a terminated
     /// session); the unfinished stage was rolled back with it.
     #[error("lost the connection to PostgreSQL while trying to {what}: {message}")]
@@ -166,6 +182,12 @@ impl ExecError {
             _ => false,
         };
         let (what, message) = (what.into(), server_message(&e));
+        // SQLSTATE 55P03: a lock wait ran past lock_timeout.
+        if let sqlx::Error::Database(d) = &e
+            && d.code().as_deref() == Some("55P03")
+        {
+            return ExecError::LockTimeout { what, message, holders: String::new() };
+        }
         if lost { ExecError::ConnectionLost { what, message } } else { ExecError::Database { what, message } }
     }
 
@@ -178,10 +200,20 @@ impl ExecError {
         move |e| ExecError::Write { path: path.display().to_string(), message: e.to_string() }
     }
 
+    /// The status a run (and a scheduled firing) that ended with this error is recorded with:
+    /// `missing` or `late` for a file set with no file, else `failed`.
+    pub fn run_status(&self) -> crate::exec::Status {
+        match self {
+            ExecError::Missing { late: true, .. } => crate::exec::Status::Late,
+            ExecError::Missing { .. } => crate::exec::Status::Missing,
+            _ => crate::exec::Status::Failed,
+        }
+    }
+
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            ExecError::Source { .. } | ExecError::Missing { .. } | ExecError::Connect { .. } | ExecError::ConnectionLost { .. } => exit::CONNECT,
+            ExecError::Source { .. } | ExecError::Missing { .. } | ExecError::Connect { .. } | ExecError::ConnectionLost { .. } | ExecError::LockTimeout { .. } => exit::CONNECT,
             _ => exit::ERROR,
         }
     }

@@ -38,6 +38,9 @@ use extract::Reader;
 use progress::Progress;
 use source::Source;
 
+/// How many files of a set are downloaded, and decoded, at a time.
+const FETCH_PARALLEL: usize = 4;
+
 /// The run's records: kept on the first target, unless a dry run keeps none.
 struct Records<'t, 'r> {
     on: &'t Target<'r>,
@@ -115,7 +118,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport, ExecError> {
     let reports = match run_stages(&cx, &stages, &targets, &records) {
         Ok(reports) => reports,
         Err(e) => {
-            let _ = records.finish(Status::Failed, Some(&e.to_string()));
+            let _ = records.finish(e.run_status(), Some(&e.to_string()));
             return Err(e);
         }
     };
@@ -208,9 +211,8 @@ fn run_stages(cx: &StageContext<'_>, stages: &[&StagePlan], targets: &IndexMap<S
     for st in stages {
         if let Some(files) = sets.get_mut(&st.name) {
             let entries = loaded_files(cx, st, &targets[&st.target.connection], files)?;
-            for f in files.iter_mut().filter(|f| ledger::loaded_by(&entries, f).is_none()) {
-                f.path(&opts.temp_dir, cx.rt)?;
-            }
+            let mut wanted: Vec<&mut Source> = files.iter_mut().filter(|f| ledger::loaded_by(&entries, f).is_none()).collect();
+            Source::fetch_all(&mut wanted, &opts.temp_dir, cx.rt, FETCH_PARALLEL)?;
             continue;
         }
         if reusable.get(&st.name).is_none_or(|r| r.index.is_some())
@@ -237,7 +239,7 @@ fn run_stages(cx: &StageContext<'_>, stages: &[&StagePlan], targets: &IndexMap<S
                     progress.step(&st.name, "no file: skipped (on_missing: skip)");
                     postgres::load::nothing_new(st, Vec::new())
                 }
-                Target::Pg(pg) => postgres::load::load_stage(cx, pg, st, &mut files, reusable.get(&st.name), &mut dry)?,
+                Target::Pg(pg) => postgres::load::load_stage(cx, pg, st, &mut files, reusable.get(&st.name), &mut dry).map_err(|e| postgres::load::with_lock_holders(pg, st, e))?,
                 Target::Duck(d) => {
                     if opts.dry_run && !duck_dry_open.contains(&st.target.connection.as_str()) {
                         d.execute(duck_sql::BEGIN, "begin a transaction")?;

@@ -30,6 +30,10 @@ pub enum Status {
     Failed,
     /// Its process ended without finishing it (found by a later run).
     Abandoned,
+    /// A file set it needed had no file (and it did not wait for one): exit 3.
+    Missing,
+    /// A file set it needed still had no file when its `wait` ended: exit 3.
+    Late,
 }
 
 impl Status {
@@ -43,6 +47,8 @@ impl Status {
             Status::Refused => "refused",
             Status::Failed => "failed",
             Status::Abandoned => "abandoned",
+            Status::Missing => "missing",
+            Status::Late => "late",
         }
     }
 
@@ -54,7 +60,7 @@ impl Status {
 
     /// The status a recorded word stands for.
     pub fn from_word(word: &str) -> Option<Status> {
-        [Status::Running, Status::Succeeded, Status::Rejected, Status::OverBudget, Status::Refused, Status::Failed, Status::Abandoned].into_iter().find(|s| s.as_str() == word)
+        [Status::Running, Status::Succeeded, Status::Rejected, Status::OverBudget, Status::Refused, Status::Failed, Status::Abandoned, Status::Missing, Status::Late].into_iter().find(|s| s.as_str() == word)
     }
 }
 
@@ -82,6 +88,9 @@ pub struct Merged {
 pub struct StageReport {
     /// Stage name.
     pub stage: String,
+    /// The table it loads into (quoted, qualified), as the run records keep it.
+    #[serde(skip)]
+    pub target: String,
     /// The source as the user knows it (`s3://bucket/key` or a path).
     pub source: String,
     /// Size of the source in bytes.
@@ -171,9 +180,10 @@ impl FileReport {
 
 impl StageReport {
     /// A report of a stage read from `source`, nothing counted yet.
-    pub fn new(stage: &str, source: &str, bytes: u64) -> StageReport {
+    pub fn new(stage: &crate::plan::StagePlan, source: &str, bytes: u64) -> StageReport {
         StageReport {
-            stage: stage.to_string(),
+            stage: stage.name.clone(),
+            target: stage.target.qualified.clone(),
             source: source.to_string(),
             bytes,
             etag: None,

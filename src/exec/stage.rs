@@ -42,7 +42,7 @@ pub fn check_files(
     };
     let set = stage.source.set.is_some();
     let staged = reader.stage(stage, read)?;
-    let mut report = StageReport::new(&stage.name, shown, bytes);
+    let mut report = StageReport::new(stage, shown, bytes);
     let mut places = Places::default();
     let mut before = 0;
     for (f, (rows, csv_errors)) in files.iter().zip(staged) {

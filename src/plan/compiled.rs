@@ -239,6 +239,14 @@ pub struct SchedulePlan {
     pub timezone: String,
     /// Whether it fires.
     pub enabled: bool,
+    /// Which missed firings a starting scheduler makes up.
+    pub catchup: crate::spec::model::Catchup,
+    /// With `catchup: all`, at most this many.
+    pub max_catchup: u32,
+    /// Retries of a firing that ended with exit 3.
+    pub retries: u32,
+    /// The wait before the first retry (doubling after).
+    pub retry_delay: std::time::Duration,
 }
 
 impl Plan {
@@ -500,6 +508,9 @@ pub struct PgStatements {
     pub delete_all: Option<String>,
     /// The table's state (see `state_sql`).
     pub state: String,
+    /// Its state after a load into an empty table, read without scanning the rows (`$1` rows,
+    /// `$2` the transaction's id).
+    pub fresh_state: String,
     /// Each table the stage references, once, in name order: what its state digest reads.
     pub referenced: Vec<Referenced>,
     /// The key set of each foreign key, exported for the extract to join.

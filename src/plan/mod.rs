@@ -92,6 +92,10 @@ pub fn compile(spec: &Spec) -> Plan {
             },
             timezone: s.timezone.clone().unwrap_or_else(|| "UTC".into()),
             enabled: s.enabled,
+            catchup: s.catchup,
+            max_catchup: s.max_catchup.unwrap_or(10),
+            retries: s.retries,
+            retry_delay: s.retry_delay.as_deref().and_then(crate::spec::check::parse_duration).unwrap_or(std::time::Duration::from_secs(300)),
         })
         .collect();
     Plan { name: spec.name.clone(), connections, stages, analytics, schedules }
@@ -142,7 +146,14 @@ fn stage(spec: &Spec, name: &str) -> StagePlan {
     target.sql = load::compile(&target, &columns);
     let lookups = extract::lookups(name, &target, &columns);
     target.statements = match dialect {
-        Dialect::Postgres => TargetStatements::Postgres(Box::new(postgres::compile(&target, &columns, &lookups))),
+        Dialect::Postgres => {
+            let mut pg = postgres::compile(&target, &columns, &lookups);
+            pg.settings.extend(postgres::timeouts(
+                st.lock_timeout.as_deref().or(spec.defaults.lock_timeout.as_deref()),
+                st.statement_timeout.as_deref().or(spec.defaults.statement_timeout.as_deref()),
+            ));
+            TargetStatements::Postgres(Box::new(pg))
+        }
         Dialect::Duckdb => TargetStatements::Duckdb(duck::compile(&target)),
     };
     let tolerance = spec.defaults.tolerance.map_or(Decimal::ZERO, |t| t.0);

@@ -15,13 +15,68 @@ pub const TABLE_EXISTS: &str = "SELECT to_regclass($1)::text";
 /// The current transaction's id as a row's `xmin` shows it (its low 32 bits).
 pub const CURRENT_XID: &str = "SELECT txid_current() % 4294967296";
 
-/// SQL giving a table's state as one text: `count:sum(xmin):max(xmin)`. Any committed insert,
-/// update or delete changes it.
+/// SQL giving a table's state as one text, `count:sum(h(xmin)):max(xmin):definition`: the row
+/// count; the sum (exact, as numeric) of a 64-bit hash of each row's `xmin`, the transaction that
+/// wrote its version; the largest `xmin`; and an MD5 of the table's definition as the catalog
+/// holds it (each column's number, name, type, nullability, default and the value rows written
+/// before it was added show, every constraint, every index, and the heap's file). A committed
+/// insert, update or delete gives the rows it writes its own transaction's `xmin`, so it changes
+/// the multiset of `xmin`s and with it the hash sum (two different multisets with the same sum
+/// would need 64-bit hash values that cancel, of transaction ids nobody picks); a change with no
+/// new row version (a column dropped and added with a default, a constraint or index dropped)
+/// changes the definition; a TRUNCATE, VACUUM FULL or rewrite changes the heap's file.
 pub fn state_sql(qualified: &str) -> String {
     format!(
-        "SELECT count(*)::text || ':' || coalesce(sum(xmin::text::bigint), 0)::text || ':' || coalesce(max(xmin::text::bigint), 0)::text FROM {qualified}"
+        "SELECT count(*)::text || ':' || coalesce(sum(hashint8extended(xmin::text::bigint, 0)), 0)::text || ':' || coalesce(max(xmin::text::bigint), 0)::text || ':' || ({}) FROM {qualified}",
+        definition_sql(qualified)
     )
 }
+
+/// The state [`state_sql`] finds in a table that holds only the `$1` rows transaction `$2` (as
+/// `xmin` shows it) inserted, without reading them (a load into an empty or new table).
+pub fn fresh_state_sql(qualified: &str) -> String {
+    format!(
+        "SELECT $1::bigint::text || ':' || ($1::bigint::numeric * hashint8extended($2::bigint, 0))::text || ':' || (CASE WHEN $1::bigint = 0 THEN 0 ELSE $2::bigint END)::text || ':' || ({})",
+        definition_sql(qualified)
+    )
+}
+
+/// An MD5 of a table's definition in the catalog: columns (number, name, type, not null,
+/// default, the value of rows written before the column was added), constraints, indexes, and
+/// the heap's file node.
+fn definition_sql(qualified: &str) -> String {
+    let rel = format!("'{}'::regclass", qualified.replace('\'', "''"));
+    format!(
+        "SELECT md5(coalesce((SELECT string_agg(a.attnum || ' ' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull || ' ' || coalesce(pg_get_expr(d.adbin, d.adrelid), '') || ' ' || coalesce(a.attmissingval::text, ''), ',' ORDER BY a.attnum) \
+         FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum WHERE a.attrelid = {rel} AND a.attnum > 0 AND NOT a.attisdropped), '') \
+         || '|' || coalesce((SELECT string_agg(conname || ' ' || pg_get_constraintdef(oid), ',' ORDER BY conname) FROM pg_constraint WHERE conrelid = {rel}), '') \
+         || '|' || coalesce((SELECT string_agg(pg_get_indexdef(indexrelid), ',' ORDER BY pg_get_indexdef(indexrelid)) FROM pg_index WHERE indrelid = {rel}), '') \
+         || '|' || coalesce(pg_relation_filenode({rel})::text, ''))"
+    )
+}
+
+/// The stage's `SET LOCAL lock_timeout` and `statement_timeout` (spans the spec check allowed:
+/// digits and a unit).
+pub fn timeouts(lock: Option<&str>, statement: Option<&str>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, value) in [("lock_timeout", lock), ("statement_timeout", statement)] {
+        if let Some(v) = value.map(str::trim).filter(|v| crate::spec::check::is_pg_interval(v)) {
+            out.push(format!("SET LOCAL {name} = '{v}'"));
+        }
+    }
+    out
+}
+
+/// The sessions holding the locks a stage waits for (`$1`: its table and the tables it
+/// references, quoted and qualified; `$2`: its advisory lock's key), read from another session
+/// when a lock wait timed out: pid, user, state, since when, and the start of their query.
+pub const LOCK_HOLDERS: &str = "SELECT DISTINCT a.pid::text || ' (' || coalesce(a.usename::text, '?') || ', ' || coalesce(a.state, '?')
+          || coalesce(', since ' || to_char(a.xact_start, 'YYYY-MM-DD HH24:MI:SS'), '') || '): '
+          || left(regexp_replace(coalesce(a.query, ''), '\\s+', ' ', 'g'), 200)
+     FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+    WHERE l.granted AND l.pid <> pg_backend_pid()
+      AND ((l.locktype = 'relation' AND l.relation IN (SELECT to_regclass(t) FROM unnest($1::text[]) t))
+        OR (l.locktype = 'advisory' AND l.objsubid = 1 AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended($2, 0)))";
 
 fn export(query: &str) -> String {
     format!("COPY ({query}) TO STDOUT (FORMAT csv)")
@@ -117,6 +172,7 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan], lookups: &Lookups) -> PgS
         is_empty: format!("SELECT NOT EXISTS (SELECT 1 FROM {q})"),
         delete_all: (t.mode == LoadMode::Replace).then(|| format!("DELETE FROM {q}")),
         state: state_sql(q),
+        fresh_state: fresh_state_sql(q),
         referenced,
         reference_lookups,
         current_lookup,

@@ -8,30 +8,31 @@ pub const BEGIN_RUN: &str =
     "INSERT INTO etl_runs (spec_name, spec_hash, spec_path, job_id, host, business_date) VALUES ($1, $2, $3, $4, $5, $6) RETURNING run_id";
 
 /// PostgreSQL: held by a live run on a connection of its own until it ends (a dead process's
-/// lock goes with its connection), so the next run can tell a dead run from a running one.
-pub const HOLD_RUN: &str = "SELECT pg_advisory_lock(hashtextextended('etl-run:' || $1::text, 0))";
+/// lock goes with its connection), so the next run can tell a dead run from a running one. Keyed
+/// by the `etl_runs` table too: run ids of two record tables (two schemas) never share a lock.
+pub const HOLD_RUN: &str = "SELECT pg_advisory_lock(hashtextextended('etl-run:' || 'etl_runs'::regclass::oid::text || ':' || $1::text, 0))";
 
 /// PostgreSQL: the other runs of the spec still recorded as running.
 pub const RUNNING_RUNS: &str = "SELECT run_id FROM etl_runs WHERE spec_name = $1 AND status = 'running' AND run_id <> $2 ORDER BY run_id";
 
 /// PostgreSQL: true when no live process holds that run's lock (then this session holds it).
-pub const TRY_RUN: &str = "SELECT pg_try_advisory_lock(hashtextextended('etl-run:' || $1::text, 0))";
+pub const TRY_RUN: &str = "SELECT pg_try_advisory_lock(hashtextextended('etl-run:' || 'etl_runs'::regclass::oid::text || ':' || $1::text, 0))";
 
 /// PostgreSQL: records a dead process's run as abandoned.
 pub const ABANDON_RUN: &str =
     "UPDATE etl_runs SET status = 'abandoned', finished_at = now(), error = 'the process running it ended without finishing it; found by run ' || $2::text WHERE run_id = $1 AND status = 'running'";
 
 /// PostgreSQL: lets go of a dead run's lock once it is recorded.
-pub const RELEASE_RUN: &str = "SELECT pg_advisory_unlock(hashtextextended('etl-run:' || $1::text, 0))";
+pub const RELEASE_RUN: &str = "SELECT pg_advisory_unlock(hashtextextended('etl-run:' || 'etl_runs'::regclass::oid::text || ':' || $1::text, 0))";
 
 /// PostgreSQL: records the end of a run.
 pub const FINISH_RUN: &str = "UPDATE etl_runs SET finished_at = now(), status = $2, error = $3 WHERE run_id = $1";
 
-/// PostgreSQL: records a stage's outcome and digests.
+/// PostgreSQL: records a stage's outcome and digests (its rejects' among them).
 pub const RECORD_STAGE: &str = "INSERT INTO etl_run_stages (run_id, stage, source, source_bytes, source_etag, finished_at, status, rows_read,
            rows_inserted, rows_updated, rows_unchanged, rows_rejected, rows_warned, balanced, error,
-           target_table, context_fingerprint, source_fingerprint, table_state, unchanged_since)
-         VALUES ($1, $2, $3, $4, $5, now(), $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)";
+           target_table, context_fingerprint, source_fingerprint, table_state, unchanged_since, rejects_digest)
+         VALUES ($1, $2, $3, $4, $5, now(), $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)";
 
 /// PostgreSQL: records a stage's rejects (CSV, in the stage's record transaction).
 pub const COPY_REJECTS: &str =
@@ -39,7 +40,7 @@ pub const COPY_REJECTS: &str =
 
 /// PostgreSQL: a stage's latest load by a spec that committed rows, with its digests.
 pub const LAST_LOAD: &str = "SELECT s.run_id, coalesce(s.unchanged_since, s.run_id), s.context_fingerprint, s.source_fingerprint, s.table_state,
-                s.status, s.rows_read, s.rows_rejected, s.rows_warned
+                s.status, s.rows_read, s.rows_rejected, s.rows_warned, s.rejects_digest
            FROM etl_run_stages s JOIN etl_runs r ON r.run_id = s.run_id
           WHERE r.spec_name = $1 AND s.stage = $2 AND s.target_table = $3 AND s.status IN ('succeeded', 'rejected')
           ORDER BY s.finished_at DESC, s.run_id DESC
@@ -58,6 +59,20 @@ pub const LEDGER_LOADED: &str = "SELECT file_key, digest, etag, bytes, run_id FR
 pub const LEDGER_RECORD: &str = "INSERT INTO etl_files (run_id, spec_name, stage, target_table, origin, file_key, bytes, etag, digest,
            rows_read, rows_loaded, rows_rejected, status)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'loaded')";
+
+/// PostgreSQL: for `etl backfill`, each business date in a range with the stages (and their
+/// tables) a finished run of the spec loaded or found unchanged for it: a date whose every
+/// selected stage is here, into the table it loads now, is done, and a resumed backfill skips it.
+pub const DATES_DONE: &str = "SELECT DISTINCT r.business_date::text, s.stage, s.target_table FROM etl_runs r JOIN etl_run_stages s ON s.run_id = r.run_id
+          WHERE r.spec_name = $1 AND r.business_date BETWEEN $2::date AND $3::date
+            AND r.status IN ('succeeded', 'rejected') AND s.status IN ('succeeded', 'rejected')
+          ORDER BY 1, 2";
+
+/// DuckDB: as `DATES_DONE`.
+pub const DUCKDB_DATES_DONE: &str = "SELECT DISTINCT CAST(r.business_date AS VARCHAR), s.stage, CAST(NULL AS VARCHAR) FROM etl_runs r JOIN etl_run_stages s ON s.run_id = r.run_id
+          WHERE r.spec_name = ? AND r.business_date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE)
+            AND r.status IN ('succeeded', 'rejected') AND s.status IN ('succeeded', 'rejected')
+          ORDER BY 1, 2";
 
 /// DuckDB: the file ledger's reads and writes (as `LEDGER_LOADED`, `LEDGER_RECORD`).
 pub const DUCKDB_LEDGER_LOADED: &str = "SELECT file_key, digest, etag, bytes, run_id FROM etl_files

@@ -43,7 +43,13 @@ pub fn render(plan: &Plan, only_stages: &[String]) -> String {
             for s in &plan.schedules {
                 let stages = s.stages.as_ref().map_or("all".to_string(), |l| l.join(", "));
                 let enabled = if s.enabled { "" } else { ", paused" };
-                let _ = writeln!(out, "{}: cron \"{}\" ({}), stages: {stages}{enabled}", s.name, s.cron, s.timezone);
+                let catchup = match s.catchup {
+                    crate::spec::model::Catchup::Skip => String::new(),
+                    crate::spec::model::Catchup::Latest => ", catch-up: the latest missed firing".into(),
+                    crate::spec::model::Catchup::All => format!(", catch-up: every missed firing (at most {})", s.max_catchup),
+                };
+                let retries = if s.retries > 0 { format!(", retries: {} (first after {})", s.retries, humantime::format_duration(s.retry_delay)) } else { String::new() };
+                let _ = writeln!(out, "{}: cron \"{}\" ({}), stages: {stages}{enabled}{catchup}{retries}", s.name, s.cron, s.timezone);
             }
         }
         run_records(&mut out, plan);
@@ -207,6 +213,10 @@ fn postgres_stage(out: &mut String, st: &StagePlan, pg: &PgStatements) {
     let _ = writeln!(out, "\n-- 1. the stage's transaction (PostgreSQL; a dry run keeps one for every stage, each under a savepoint)");
     lines(out, &pg.settings);
     let _ = writeln!(out, "{}", pg.advisory_lock);
+    if pg.settings.iter().any(|s| s.contains("lock_timeout")) {
+        let _ = writeln!(out, "-- when a lock wait times out, who holds the locks (read on another session; $1 = the tables, $2 = the advisory key):");
+        let _ = writeln!(out, "{};", crate::plan::postgres::LOCK_HOLDERS);
+    }
     let _ = writeln!(out, "{};  -- a dry run (`{};` when the stage is over its budget)", pg.savepoint, pg.rollback_to_savepoint);
 
     let _ = writeln!(out, "\n-- 2. the target table: checked against the spec, or created when missing");
@@ -280,7 +290,9 @@ fn postgres_stage(out: &mut String, st: &StagePlan, pg: &PgStatements) {
     merge(out, &t.sql.merge);
 
     let _ = writeln!(out, "\n-- 9. the table's state, recorded with the load for the next run to compare");
-    let _ = writeln!(out, "{CURRENT_XID};  -- a table that was empty: its state is its rows and this transaction's id");
+    let _ = writeln!(out, "-- a table that was empty holds only its rows, written by this transaction: its state without a scan ($1 = rows, $2 = the id)");
+    let _ = writeln!(out, "{CURRENT_XID};");
+    let _ = writeln!(out, "{};", pg.fresh_state);
     let _ = writeln!(out, "{};  -- otherwise", pg.state);
 }
 
@@ -379,6 +391,7 @@ fn run_records(out: &mut String, plan: &Plan) {
             ] {
                 let _ = writeln!(out, "{s};");
             }
+            let _ = writeln!(out, "-- `etl backfill` first reads the dates already loaded:\n{};", records::DATES_DONE);
         }
         Dialect::Duckdb => {
             let _ = writeln!(out, "{}", records::DUCKDB_TABLES.trim());
@@ -386,6 +399,7 @@ fn run_records(out: &mut String, plan: &Plan) {
                 let _ = writeln!(out, "{s};");
             }
             let _ = writeln!(out, "-- the rejects are appended to {}", records::DUCKDB_REJECTS_TABLE);
+            let _ = writeln!(out, "-- `etl backfill` first reads the dates already loaded:\n{};", records::DUCKDB_DATES_DONE);
         }
     }
 }

@@ -6,6 +6,6 @@ pub mod runner;
 pub mod store;
 pub mod trigger;
 
-pub use runner::{JobOutcome, RunJob, StartOptions, start};
+pub use runner::{JobError, JobOutcome, RunJob, StartOptions, start};
 pub use store::{JobDef, JobRow, list, remove, set_enabled, upsert};
 pub use trigger::{next_run, spec_jobs, tick, trigger};

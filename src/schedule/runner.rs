@@ -1,7 +1,9 @@
 //! `etl schedule start`: the runner. Jobs are re-read from the store every few seconds and
 //! registered with tokio-cron-scheduler; each firing is claimed by inserting its (job, tick) row
 //! (so any number of schedulers run it once), holds the job's advisory lock for its run (so it
-//! never overlaps itself), and runs its spec as `etl run` would (`StartOptions::run_job`).
+//! never overlaps itself), and runs its spec as `etl run` would (`StartOptions::run_job`). A
+//! firing that ends with exit 3 is tried again as its job's `retries` say; a job registered with
+//! `catchup` first makes up the firings missed while no scheduler ran, oldest first.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,9 +13,10 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
-use super::store::{JobDef, list};
-use super::trigger::{next_run, tick};
+use super::store::{JobDef, list, missed_since};
+use super::trigger::{missed, next_run, tick};
 use crate::exec::ExecError;
+use crate::exit;
 
 /// How a firing ended: its status (`succeeded` or `rejected`), its run's id, a line per stage.
 pub struct JobOutcome {
@@ -25,11 +28,22 @@ pub struct JobOutcome {
     pub summary: String,
 }
 
+/// Why a firing's run failed: the diagnostic to log and record, and the exit code `etl run` would
+/// have ended with (3 is retried).
+#[derive(Debug)]
+pub struct JobError {
+    /// The diagnostic.
+    pub message: String,
+    /// `etl run`'s exit code for it.
+    pub exit_code: u8,
+    /// The firing's status: `failed`, or `missing`/`late` for a file set with no file.
+    pub status: &'static str,
+}
+
 /// How a firing runs its job's spec: as `etl run` would (the command line passes its own
 /// `prepare` and run, `cli::schedule::run_job`), for the firing's time (its business date is
-/// that time's date in the job's time zone). On a thread of its own; an error is the
-/// diagnostic to log.
-pub type RunJob = fn(&JobDef, DateTime<Utc>) -> Result<JobOutcome, String>;
+/// that time's date in the job's time zone). On a thread of its own.
+pub type RunJob = fn(&JobDef, DateTime<Utc>) -> Result<JobOutcome, JobError>;
 
 /// How a scheduler runs.
 pub struct StartOptions {
@@ -50,6 +64,9 @@ struct Shared {
     owner: String,
     running: AtomicUsize,
     run_job: RunJob,
+    /// Set when the scheduler stops: a firing waiting to retry gives up.
+    stopping: std::sync::atomic::AtomicBool,
+    stop: tokio::sync::Notify,
 }
 
 /// Runs the scheduler until SIGINT or SIGTERM.
@@ -59,6 +76,8 @@ pub async fn start(pool: PgPool, opts: StartOptions) -> Result<(), ExecError> {
         owner: format!("{}:{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into()), std::process::id()),
         running: AtomicUsize::new(0),
         run_job: opts.run_job,
+        stopping: std::sync::atomic::AtomicBool::new(false),
+        stop: tokio::sync::Notify::new(),
     });
     let mut sched = JobScheduler::new().await.map_err(|e| ExecError::Internal(format!("start the scheduler: {e}")))?;
     sched.start().await.map_err(|e| ExecError::Internal(format!("start the scheduler: {e}")))?;
@@ -78,6 +97,8 @@ pub async fn start(pool: PgPool, opts: StartOptions) -> Result<(), ExecError> {
         }
     }
     log("stopping: no new firings; waiting for running loads");
+    shared.stopping.store(true, Ordering::SeqCst);
+    shared.stop.notify_waiters();
     for (_, id) in registered.drain(..) {
         let _ = sched.remove(&id).await;
     }
@@ -128,6 +149,9 @@ async fn sync(sched: &JobScheduler, registered: &mut Vec<(JobDef, uuid::Uuid)>, 
                 Ok(id) => {
                     let next = next_run(&def, Utc::now()).map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_default();
                     log(&format!("job {}: scheduled ({}), next run {next}", def.job_id, def.trigger));
+                    if def.catchup != crate::spec::model::Catchup::Skip {
+                        tokio::spawn(catch_up(def.clone(), shared.clone()));
+                    }
                     registered.push((def, id));
                 }
                 Err(e) => log(&format!("job {}: cannot schedule: {e}", def.job_id)),
@@ -137,13 +161,45 @@ async fn sync(sched: &JobScheduler, registered: &mut Vec<(JobDef, uuid::Uuid)>, 
     }
 }
 
-/// One firing: claim it, take the job's lock, run the spec as `etl run` would, record the end.
+/// Makes up the firings a job missed while no scheduler ran, oldest first, one after another,
+/// each claimed as any firing is (so two starting schedulers make each up once).
+async fn catch_up(def: JobDef, s: Arc<Shared>) {
+    let since = match missed_since(&s.pool, &def.job_id).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return,
+        Err(e) => return log(&format!("job {}: cannot read its last firing, so no missed firing is made up: {e}", def.job_id)),
+    };
+    let (ticks, more) = missed(&def, since, Utc::now());
+    if ticks.is_empty() {
+        return;
+    }
+    let older = if more { " (older missed firings are left out: catchup/max_catchup)" } else { "" };
+    log(&format!("job {}: making up {} firing(s) missed since {}{older}", def.job_id, ticks.len(), since.format("%Y-%m-%dT%H:%M:%SZ")));
+    for at in ticks {
+        if s.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        fire_at(&def, at, true, &s).await;
+    }
+}
+
+/// One firing on time: the tick it belongs to.
 async fn fire(def: JobDef, s: Arc<Shared>) {
     let at = tick(&def, Utc::now());
-    let claimed = sqlx::query("INSERT INTO etl_schedule_firings (job_id, fire_at, owner) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+    fire_at(&def, at, false, &s).await;
+}
+
+/// One firing: claim it, take the job's lock, run the spec as `etl run` would (again, after a
+/// wait that doubles, while it ends with exit 3 and retries are left), record the end.
+async fn fire_at(def: &JobDef, at: DateTime<Utc>, made_up: bool, s: &Arc<Shared>) {
+    let tz = def.timezone.parse::<chrono_tz::Tz>().unwrap_or(chrono_tz::UTC);
+    let date = at.with_timezone(&tz).date_naive();
+    let claimed = sqlx::query("INSERT INTO etl_schedule_firings (job_id, fire_at, owner, business_date, made_up) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING")
         .bind(&def.job_id)
         .bind(at)
         .bind(&s.owner)
+        .bind(date)
+        .bind(made_up)
         .execute(&s.pool)
         .await;
     match claimed {
@@ -158,41 +214,83 @@ async fn fire(def: JobDef, s: Arc<Shared>) {
     // killed scheduler's lock goes with its connection.
     let mut conn = match s.pool.acquire().await {
         Ok(c) => c,
-        Err(e) => return finish(&s, &def, at, "failed", None, Some(&e.to_string())).await,
+        Err(e) => return finish(s, def, at, "failed", None, Some(&e.to_string())).await,
     };
-    // Keyed by the store's schema too: two job stores in one database never block each other.
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended(current_schema() || ':etl-job:' || $1, 0))")
-        .bind(&def.job_id)
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap_or(false);
+    // Keyed by the store's schema too: two job stores in one database never block each other. A
+    // firing on time that finds the job running is skipped; one being made up waits its turn.
+    let locked: bool = if made_up {
+        sqlx::query("SELECT pg_advisory_lock(hashtextextended(current_schema() || ':etl-job:' || $1, 0))").bind(&def.job_id).execute(&mut *conn).await.is_ok()
+    } else {
+        sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended(current_schema() || ':etl-job:' || $1, 0))")
+            .bind(&def.job_id)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap_or(false)
+    };
     if !locked {
         log(&format!("job {}: skipped the firing at {at}: the previous one is still running", def.job_id));
-        return finish(&s, &def, at, "skipped", None, Some("the previous firing was still running")).await;
+        return finish(s, def, at, "skipped", None, Some("the previous firing was still running")).await;
     }
     s.running.fetch_add(1, Ordering::SeqCst);
-    log(&format!("job {}: firing for {} ({})", def.job_id, at.format("%Y-%m-%dT%H:%M:%SZ"), def.spec_path));
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let d = def.clone();
-    let run_job = s.run_job;
-    // exec::run drives its own runtimes: give it a thread of its own.
-    std::thread::spawn(move || {
-        let _ = tx.send(run_job(&d, at));
-    });
-    let outcome = rx.await.unwrap_or_else(|_| Err("the run's thread panicked".into()));
+    let what = if made_up { "making up the firing" } else { "firing" };
+    log(&format!("job {}: {what} for {} (business date {date}, {})", def.job_id, at.format("%Y-%m-%dT%H:%M:%SZ"), def.spec_path));
+    let mut attempt: u32 = 1;
+    let outcome = loop {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let d = def.clone();
+        let run_job = s.run_job;
+        // exec::run drives its own runtimes: give it a thread of its own.
+        std::thread::spawn(move || {
+            let _ = tx.send(run_job(&d, at));
+        });
+        let outcome = rx.await.unwrap_or_else(|_| Err(JobError { message: "the run's thread panicked".into(), exit_code: exit::ERROR, status: "failed" }));
+        match &outcome {
+            Err(e) if e.exit_code == exit::CONNECT && attempt <= def.retries => {
+                let wait = retry_wait(def.retry_delay, attempt);
+                let first_line = e.message.lines().next().unwrap_or_default();
+                log(&format!("job {}: attempt {attempt} of {} failed (exit 3): {first_line}; trying again in {}", def.job_id, def.retries + 1, humantime::format_duration(wait)));
+                let note = format!("attempt {attempt} failed: {first_line}; retrying");
+                let _ = sqlx::query("UPDATE etl_schedule_firings SET attempts = $3, error = $4 WHERE job_id = $1 AND fire_at = $2")
+                    .bind(&def.job_id)
+                    .bind(at)
+                    .bind((attempt + 1) as i32)
+                    .bind(&note)
+                    .execute(&s.pool)
+                    .await;
+                if !s.stopping.load(Ordering::SeqCst) {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = s.stop.notified() => {}
+                    }
+                }
+                if s.stopping.load(Ordering::SeqCst) {
+                    break Err(JobError { message: format!("{}\n(the scheduler stopped before attempt {})", e.message, attempt + 1), exit_code: e.exit_code, status: e.status });
+                }
+                attempt += 1;
+            }
+            _ => break outcome,
+        }
+    };
     let _ = sqlx::query("SELECT pg_advisory_unlock(hashtextextended(current_schema() || ':etl-job:' || $1, 0))").bind(&def.job_id).execute(&mut *conn).await;
     drop(conn);
     s.running.fetch_sub(1, Ordering::SeqCst);
+    let tries = if attempt > 1 { format!(" after {attempt} attempts") } else { String::new() };
     match outcome {
         Ok(JobOutcome { status, run_id, summary }) => {
-            log(&format!("job {}: {status} (run {}) {summary}", def.job_id, run_id.map_or("-".into(), |i| i.to_string())));
-            finish(&s, &def, at, &status, run_id, None).await;
+            log(&format!("job {}: {status}{tries} (run {}) {summary}", def.job_id, run_id.map_or("-".into(), |i| i.to_string())));
+            finish(s, def, at, &status, run_id, None).await;
         }
         Err(e) => {
-            log(&format!("job {}: failed: {e}", def.job_id));
-            finish(&s, &def, at, "failed", None, Some(&e)).await;
+            log(&format!("job {}: {}{tries} (exit {}): {}", def.job_id, e.status, e.exit_code, e.message));
+            finish(s, def, at, e.status, None, Some(&e.message)).await;
         }
     }
+}
+
+/// The wait before retry `attempt` (1 for the first): the delay, doubled for each retry before,
+/// at most an hour.
+fn retry_wait(delay: Duration, attempt: u32) -> Duration {
+    delay.saturating_mul(1u32 << (attempt - 1).min(16)).min(Duration::from_secs(3600)).max(delay.min(Duration::from_secs(3600)))
 }
 
 async fn finish(s: &Shared, def: &JobDef, at: DateTime<Utc>, status: &str, run_id: Option<i64>, error: Option<&str>) {

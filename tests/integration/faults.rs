@@ -228,6 +228,44 @@ fn a_stage_locks_its_table_against_other_writers_until_it_commits() {
 }
 
 #[test]
+fn a_lock_wait_past_lock_timeout_exits_3_naming_the_session_that_holds_the_table() {
+    let data = generate(50, 200, 0.0, 42);
+    let db = TestDb::new("locktimeout");
+    // This test's session holds the assets stage's lock, as a long load or a stuck writer would.
+    let pid = db.texts("SELECT pg_backend_pid()::text").remove(0);
+    let key = format!("etl:\"{}\".\"asset\"", db.schema);
+    db.exec(&format!("SELECT pg_advisory_lock(hashtextextended('{}', 0))", key.replace('\'', "''")));
+    let mut args = db.sets(data.path());
+    args.extend(["--set".to_string(), "defaults.lock_timeout=1s".to_string()]);
+    let mut all = vec!["run".to_string(), "specs/small_etl.yaml".to_string()];
+    all.extend(args);
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    let started = std::time::Instant::now();
+    let out = crate::util::etl(&refs, &[]);
+    out.expect_code(3);
+    assert!(started.elapsed().as_secs() < 30, "the wait was not bounded\n{}", out.evidence());
+    assert!(out.stderr.contains("within the stage's lock_timeout") && out.stderr.contains(&format!("held by {pid} (")), "names the holder\n{}", out.evidence());
+    assert!(out.stderr.contains("pg_advisory_lock"), "shows the holder's query\n{}", out.evidence());
+    db.exec(&format!("SELECT pg_advisory_unlock(hashtextextended('{}', 0))", key.replace('\'', "''")));
+    let tables = db.count(&format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{}'", db.schema));
+    assert_eq!(tables, 0, "nothing was created or loaded\n{}", out.evidence());
+    // The plan shows the setting and the query that names the holders.
+    let mut plan = all.clone();
+    plan[0] = "plan".into();
+    let refs: Vec<&str> = plan.iter().map(String::as_str).collect();
+    let out = crate::util::etl(&refs, &[]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("SET LOCAL lock_timeout = '1s';") && out.stdout.contains("FROM pg_locks l JOIN pg_stat_activity a"), "{}", out.stdout);
+    // A span that is not one is a spec error naming its place.
+    let mut bad = all.clone();
+    *bad.last_mut().unwrap() = "stages.trades.lock_timeout='1 second; DROP TABLE x'".into();
+    let refs: Vec<&str> = bad.iter().map(String::as_str).collect();
+    let out = crate::util::etl(&refs, &[]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("is not a PostgreSQL time span"), "{}", out.evidence());
+}
+
+#[test]
 fn a_session_cut_mid_load_exits_3_and_leaves_no_partial_stage() {
     let data = generate(4_000, 200_000, 0.0, 33);
     let db = TestDb::new("cut");

@@ -291,6 +291,17 @@ fn a_column_takes_its_value_from_the_path_and_a_missing_set_fails_naming_it() {
     let out = run_dated(&db, &spec, "2026-01-06");
     out.expect_code(3);
     assert!(started.elapsed().as_secs() < 20 && out.stderr.contains("looked 1 time"), "{}", out.evidence());
+    let last_run = || db.texts("SELECT status FROM etl_runs WHERE spec_name = 'dated' ORDER BY run_id DESC LIMIT 1").remove(0);
+    assert_eq!(last_run(), "missing", "a set with no file and no wait left is recorded `missing`\n{}", out.evidence());
+    // A wait that ends with no file: `late`, after looking more than once.
+    let until = (chrono::Utc::now() + chrono::Duration::seconds(3)).format("%H:%M:%S").to_string();
+    if until.as_str() > "00:01:00" {
+        let spec = dated_spec(dir.path(), &format!(", wait: {{ until: \"{until}\", poll: 1s }}"));
+        let out = run_dated(&db, &spec, "2026-01-08");
+        out.expect_code(3);
+        assert!(!out.stderr.contains("looked 1 time"), "it looked again while it waited\n{}", out.evidence());
+        assert_eq!(last_run(), "late", "{}", out.evidence());
+    }
     // A wait until a little later: a file that arrives meanwhile is loaded.
     let until = (chrono::Utc::now() + chrono::Duration::seconds(40)).format("%H:%M:%S").to_string();
     if until.as_str() > "00:01:00" {

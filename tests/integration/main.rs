@@ -1,5 +1,6 @@
 //! The one integration-test binary: every test file is a module here, so the stack links once.
 
+mod backfill;
 mod bad_input;
 mod compression;
 mod dates;

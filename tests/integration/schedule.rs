@@ -295,3 +295,136 @@ fn a_firing_while_the_last_one_runs_is_recorded_skipped() {
     let ran = db.count(&format!("SELECT count(*) FROM {}.etl_schedule_firings WHERE status IN ('succeeded', 'rejected', 'failed') OR status IS NULL", db.schema));
     assert_eq!(runs, ran, "{log}");
 }
+
+/// A spec with three jobs on one tick (every 5 s), differing only in `catchup`.
+fn catchup_spec(db: &TestDb, data: &Path, dir: &Path) -> PathBuf {
+    let url = format!("{}?options=-c%20search_path%3D{}", db.url, db.schema);
+    let text = format!(
+        "version: 1\nname: catchup\nconnections:\n  files: {{ type: local, path: '{}' }}\n  db: {{ type: postgres, url: '{url}', schema: {} }}\nstages:\n  assets:\n    source: {{ connection: files, key: account_assets.csv }}\n    target: {{ connection: db, table: asset, key: [account_id] }}\n    columns:\n      account_id: {{ type: string }}\n      cash: {{ type: \"decimal(20,2)\" }}\nschedules:\n  all_missed: {{ cron: \"*/5 * * * * *\", catchup: all, max_catchup: 50 }}\n  latest_missed: {{ cron: \"*/5 * * * * *\", catchup: latest }}\n  none_missed: {{ cron: \"*/5 * * * * *\" }}\n",
+        data.display(),
+        db.schema
+    );
+    let path = dir.join("catchup.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn firings_missed_while_no_scheduler_ran_are_made_up_on_start_as_catchup_says() {
+    let data = generate(20, 0, 0.0, 28);
+    let db = TestDb::new("catchup");
+    let dir = tempfile::tempdir().unwrap();
+    let spec = catchup_spec(&db, data.path(), dir.path());
+    let q = |sql: &str| db.texts(&sql.replace("$S", &db.schema));
+    let fired = |job: &str| {
+        let t = db.count(&format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{}' AND tablename = 'etl_schedule_firings'", db.schema));
+        if t == 0 { 0 } else { db.count(&format!("SELECT count(*) FROM {}.etl_schedule_firings WHERE job_id = '{job}' AND status = 'succeeded'", db.schema)) }
+    };
+    let first = Scheduler::start(&spec, dir.path().join("a.log"));
+    wait_for("a firing of each job", Duration::from_secs(60), || ["all_missed", "latest_missed", "none_missed"].iter().all(|j| fired(j) >= 1), || first.log());
+    let (code, log_a) = first.stop();
+    assert_eq!(code, 0, "{log_a}");
+    let stopped_at = q("SELECT now()::text").remove(0);
+    // At least two ticks of each job fall while no scheduler runs.
+    std::thread::sleep(Duration::from_secs(12));
+    let restarted_at = q("SELECT now()::text").remove(0);
+    let second = Scheduler::start(&spec, dir.path().join("b.log"));
+    let made_up = |job: &str| db.count(&format!("SELECT count(*) FROM {}.etl_schedule_firings WHERE job_id = '{job}' AND made_up AND status = 'succeeded'", db.schema));
+    wait_for("the missed firings made up", Duration::from_secs(90), || made_up("all_missed") >= 2 && made_up("latest_missed") == 1, || second.log());
+    let on_time_after = |job: &str| {
+        db.count(&format!("SELECT count(*) FROM {}.etl_schedule_firings WHERE job_id = '{job}' AND NOT made_up AND fire_at > '{restarted_at}' AND status IN ('succeeded', 'skipped')", db.schema))
+    };
+    wait_for("a firing on time after the restart", Duration::from_secs(60), || on_time_after("all_missed") >= 1, || second.log());
+    let (code, log_b) = second.stop();
+    assert_eq!(code, 0, "{log_b}");
+    let evidence = format!("first scheduler:\n{log_a}\nsecond scheduler:\n{log_b}");
+
+    // catchup: all: every tick from the first firing to the last has its firing, 5 s apart (the
+    // missed ones made up), each made-up one with its own business date and a run of its own.
+    let ticks = q("SELECT extract(epoch FROM fire_at)::bigint::text FROM $S.etl_schedule_firings WHERE job_id = 'all_missed' ORDER BY fire_at");
+    let ticks: Vec<i64> = ticks.iter().map(|t| t.parse().unwrap()).collect();
+    assert!(ticks.windows(2).all(|w| w[1] - w[0] == 5), "a tick of all_missed has no firing: {ticks:?}\n{evidence}");
+    // Every tick that fell while no scheduler ran was made up (none ran on time).
+    let on_time = q(&format!("SELECT count(*)::text FROM $S.etl_schedule_firings WHERE job_id = 'all_missed' AND NOT made_up AND fire_at > '{stopped_at}' AND fire_at <= '{restarted_at}'"));
+    assert_eq!(on_time, ["0"], "{evidence}");
+    let made_up_all = made_up("all_missed");
+    assert!(made_up_all >= 2, "{evidence}");
+    let dates = q("SELECT count(*)::text FROM $S.etl_schedule_firings f JOIN $S.etl_runs r ON r.run_id = f.run_id WHERE f.job_id = 'all_missed' AND f.made_up AND f.business_date = (f.fire_at AT TIME ZONE 'UTC')::date AND r.business_date = f.business_date AND r.job_id = 'all_missed'");
+    assert_eq!(dates[0].parse::<i64>().unwrap(), made_up_all, "each made-up firing ran for its own date\n{evidence}");
+    // Oldest first: they started in the order of their ticks.
+    let by_start = q("SELECT fire_at::text FROM $S.etl_schedule_firings WHERE job_id = 'all_missed' AND made_up ORDER BY started_at");
+    let by_tick = q("SELECT fire_at::text FROM $S.etl_schedule_firings WHERE job_id = 'all_missed' AND made_up ORDER BY fire_at");
+    assert_eq!(by_start, by_tick, "made up oldest first\n{evidence}");
+    assert!(log_b.contains("job all_missed: making up") && log_b.contains("job all_missed: making up the firing for"), "{evidence}");
+
+    // catchup: latest: only the last missed tick; the ones before it stay missed.
+    let latest = q("SELECT fire_at::text FROM $S.etl_schedule_firings WHERE job_id = 'latest_missed' AND made_up");
+    assert_eq!(latest.len(), 1, "{evidence}");
+    let before = q(&format!("SELECT count(*)::text FROM $S.etl_schedule_firings WHERE job_id = 'latest_missed' AND fire_at > '{stopped_at}' AND fire_at < '{}'", latest[0]));
+    assert_eq!(before, ["0"], "the ticks missed before the latest stay missed
+{evidence}");
+    let span = q(&format!("SELECT extract(epoch FROM '{}'::timestamptz - '{stopped_at}'::timestamptz)::text", latest[0]));
+    assert!(span[0].parse::<f64>().unwrap() >= 5.0, "a tick before the latest was missed: {span:?}
+{evidence}");
+
+    // catchup: skip (the default): no missed tick is run.
+    let gap = q(&format!("SELECT count(*)::text FROM $S.etl_schedule_firings WHERE job_id = 'none_missed' AND (made_up OR (fire_at > '{stopped_at}' AND fire_at <= '{restarted_at}'))"));
+    assert_eq!(gap, ["0"], "{evidence}");
+}
+
+/// A free port on loopback, for a server a test starts later.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn a_firing_that_cannot_reach_s3_is_retried_with_backoff_and_loads_when_the_server_is_up() {
+    let data = generate(30, 0, 0.0, 29);
+    let db = TestDb::new("retries");
+    let dir = tempfile::tempdir().unwrap();
+    // An S3 server of the test's own, not started yet: the first attempts cannot connect.
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let url = format!("{}?options=-c%20search_path%3D{}", db.url, db.schema);
+    let text = format!(
+        "version: 1\nname: retries\nconnections:\n  lake: {{ type: s3, endpoint: '{endpoint}', bucket: retried, region: us-east-1, access_key_id: minioadmin, secret_access_key: minioadmin123 }}\n  db: {{ type: postgres, url: '{url}', schema: {} }}\nstages:\n  assets:\n    source: {{ connection: lake, key: account_assets.csv }}\n    target: {{ connection: db, table: asset, key: [account_id] }}\n    columns:\n      account_id: {{ type: string }}\n      cash: {{ type: \"decimal(20,2)\" }}\nschedules:\n  nightly: {{ cron: \"*/2 * * * * *\", retries: 6, retry_delay: 1s }}\n",
+        db.schema
+    );
+    let spec = dir.path().join("retries.yaml");
+    std::fs::write(&spec, text).unwrap();
+    let s = Scheduler::start(&spec, dir.path().join("log"));
+    wait_for("a first attempt that cannot connect", Duration::from_secs(60), || s.log().contains("attempt 1 of 7 failed (exit 3)"), || s.log());
+    wait_for("a second attempt", Duration::from_secs(30), || s.log().contains("attempt 2 of 7 failed (exit 3)"), || s.log());
+    // The server comes up, with the file.
+    let mut server = Command::new("python3")
+        .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 -m moto.server (scripts/install-deps.sh installs it)");
+    let s3 = crate::run::s3_client_keyed(&endpoint, "minioadmin", "minioadmin123");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rt.block_on(s3.create_bucket().bucket("retried").send()).is_err() {
+        assert!(Instant::now() < deadline, "the test's S3 server did not start");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let body = std::fs::read(data.path().join("account_assets.csv")).unwrap();
+    rt.block_on(s3.put_object().bucket("retried").key("account_assets.csv").body(aws_sdk_s3::primitives::ByteStream::from(body)).send()).unwrap();
+    let retried = format!("SELECT count(*) FROM {}.etl_schedule_firings WHERE status = 'succeeded' AND attempts > 2", db.schema);
+    wait_for("the retried firing to load", Duration::from_secs(90), || db.count(&retried) >= 1, || s.log());
+    let (code, log) = s.stop();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.asset", db.schema)), 30, "{log}");
+    // The first firing held its job through its retries: the ticks meanwhile were skipped, and
+    // its waits doubled (1s, 2s, 4s ...).
+    let first = db.texts(&format!("SELECT attempts::text || ' ' || status FROM {}.etl_schedule_firings ORDER BY fire_at LIMIT 1", db.schema));
+    assert!(first[0].ends_with(" succeeded") && first[0] != "1 succeeded", "{first:?}\n{log}");
+    assert!(db.count(&format!("SELECT count(*) FROM {}.etl_schedule_firings WHERE status = 'skipped'", db.schema)) >= 1, "{log}");
+    assert!(log.contains("trying again in 1s") && log.contains("trying again in 2s"), "{log}");
+    assert!(log.lines().any(|l| l.contains("job nightly: succeeded after ") && l.contains(" attempts")), "{log}");
+    // Only exit 3 is retried: no firing's run failed for another reason.
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.etl_schedule_firings WHERE status = 'failed'", db.schema)), 0, "{log}");
+}

@@ -23,6 +23,10 @@ fn driver_or_migrator(sql: &str, migrations: &str) -> bool {
         || migrations.contains(sql)
 }
 
+/// The tests here read one server log of one traced role: they run one at a time, so each sees
+/// only its own statements.
+static TRACED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Collapses every run of whitespace to one space.
 fn squash(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -59,6 +63,7 @@ fn every_statement_a_run_sends_is_in_its_plan() {
     let Some(log) = std::env::var_os("ETL_TEST_PG_LOG").map(std::path::PathBuf::from) else {
         panic!("ETL_TEST_PG_LOG is not set: run the tests with scripts/test.sh");
     };
+    let _one_at_a_time = TRACED.lock().unwrap_or_else(|e| e.into_inner());
     let data = generate(200, 1_500, 0.02, 71);
     let db = TestDb::new("traced");
     db.exec(&format!("GRANT ALL ON SCHEMA {} TO etl_traced", db.schema));
@@ -79,13 +84,7 @@ fn every_statement_a_run_sends_is_in_its_plan() {
     let plan = command("plan", &[]);
     plan.expect_code(0);
     let planned = squash(&plan.stdout);
-    let mut migrations = String::new();
-    let mut files: Vec<_> = std::fs::read_dir(root().join("migrations")).unwrap().flatten().map(|e| e.path()).collect();
-    files.sort();
-    for f in files {
-        migrations.push_str(&squash(&std::fs::read_to_string(f).unwrap()));
-        migrations.push(' ');
-    }
+    let migrations = migrations();
     // Each path: a dry run, the first load, a reuse, one changed line, a forced load.
     // Each path, and what its stderr says to show it was taken.
     let runs: [(&str, Vec<&str>, &str); 5] = [
@@ -104,18 +103,85 @@ fn every_statement_a_run_sends_is_in_its_plan() {
         let out = command("run", &extra);
         out.expect_code(4);
         assert!(out.stderr.contains(path), "{what}: the run did not take its path (`{path}`)\n{}", out.evidence());
-        let statements = logged(&log, from);
-        assert!(!statements.is_empty(), "{what}: the server logged no statement of etl_traced in {}\n{}", log.display(), out.evidence());
-        let missing: Vec<&String> = statements.iter().filter(|s| !driver_or_migrator(s, &migrations) && !planned.contains(s.as_str())).collect();
-        assert!(
-            missing.is_empty(),
-            "{what}: {} statement(s) sent that `etl plan` does not show:\n{}\n\n--- etl plan ---\n{}\n{}",
-            missing.len(),
-            missing.iter().map(|s| format!("  {s}")).collect::<Vec<_>>().join("\n"),
-            plan.stdout,
-            out.evidence()
-        );
-        seen += statements.len();
+        seen += assert_planned(&log, from, &planned, &migrations, what, &plan.stdout, &out);
     }
     assert!(seen > 100, "too few statements logged ({seen}) for five runs");
+}
+
+/// The engine's migrations, squashed: their statements are the migrator's, not the Plan's.
+fn migrations() -> String {
+    let mut migrations = String::new();
+    let mut files: Vec<_> = std::fs::read_dir(root().join("migrations")).unwrap().flatten().map(|e| e.path()).collect();
+    files.sort();
+    for f in files {
+        migrations.push_str(&squash(&std::fs::read_to_string(f).unwrap()));
+        migrations.push(' ');
+    }
+    migrations
+}
+
+/// Fails on any statement logged since `from` that the plan does not show; returns how many
+/// were logged.
+fn assert_planned(log: &Path, from: u64, planned: &str, migrations: &str, what: &str, plan: &str, out: &Output) -> usize {
+    let statements = logged(log, from);
+    assert!(!statements.is_empty(), "{what}: the server logged no statement of etl_traced in {}\n{}", log.display(), out.evidence());
+    let missing: Vec<&String> = statements.iter().filter(|s| !driver_or_migrator(s, migrations) && !planned.contains(s.as_str())).collect();
+    assert!(
+        missing.is_empty(),
+        "{what}: {} statement(s) sent that `etl plan` does not show:\n{}\n\n--- etl plan ---\n{plan}\n{}",
+        missing.len(),
+        missing.iter().map(|s| format!("  {s}")).collect::<Vec<_>>().join("\n"),
+        out.evidence()
+    );
+    statements.len()
+}
+
+/// The same for a file set (specs/daily.yaml over `etl-datagen --days` files in a folder): the
+/// ledger read before the downloads and under the lock, the per-file reads, the ledger rows, a
+/// re-run that loads nothing, and a late file.
+#[test]
+fn every_statement_a_file_set_run_sends_is_in_its_plan() {
+    let Some(log) = std::env::var_os("ETL_TEST_PG_LOG").map(std::path::PathBuf::from) else {
+        panic!("ETL_TEST_PG_LOG is not set: run the tests with scripts/test.sh");
+    };
+    let _one_at_a_time = TRACED.lock().unwrap_or_else(|e| e.into_inner());
+    let data = tempfile::tempdir().unwrap();
+    let generated = std::process::Command::new(env!("CARGO_BIN_EXE_etl-datagen"))
+        .args(["--out", data.path().to_str().unwrap(), "--assets", "100", "--trades", "600", "--seed", "72", "--days", "1", "--files-per-day", "3", "--gzip"])
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
+    let db = TestDb::new("tracedset");
+    db.exec(&format!("GRANT ALL ON SCHEMA {} TO etl_traced", db.schema));
+    let port: u16 = std::env::var("ETL_PG_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(15432);
+    let url = format!("postgres://etl_traced:etltraced@127.0.0.1:{port}/etl_test?options=-c%20search_path%3D{}", db.schema);
+    let sets = [
+        "--set".to_string(),
+        format!("connections.db={{type: postgres, url: '{url}', schema: {}}}", db.schema),
+        "--set".to_string(),
+        format!("connections.lake={{type: local, path: '{}'}}", data.path().display()),
+    ];
+    let command = |verb: &str, extra: &[&str]| -> Output {
+        let mut args = vec![verb, "specs/daily.yaml", "--date", "2025-12-22"];
+        args.extend(sets.iter().map(String::as_str));
+        args.extend(extra);
+        etl(&args, &[])
+    };
+    let plan = command("plan", &[]);
+    plan.expect_code(0);
+    let planned = squash(&plan.stdout);
+    let migrations = migrations();
+    let late = data.path().join("trades/2025-12-22/part-0009.csv.gz");
+    let mut seen = 0;
+    for (what, path) in [("the first load", "3 file(s): 3 loaded, 0 loaded before"), ("a re-run of the same files", "3 file(s): 0 loaded, 3 loaded before"), ("a late file", "4 file(s): 1 loaded, 3 loaded before")] {
+        if what == "a late file" {
+            std::fs::copy(data.path().join("trades/2025-12-22/part-0001.csv.gz"), &late).unwrap();
+        }
+        let from = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        let out = command("run", &["-v"]);
+        assert!(out.code == 4 || out.code == 0, "{what}\n{}", out.evidence());
+        assert!(out.stderr.contains(path), "{what}: the run did not take its path (`{path}`)\n{}", out.evidence());
+        seen += assert_planned(&log, from, &planned, &migrations, what, &plan.stdout, &out);
+    }
+    assert!(seen > 30, "too few statements logged ({seen}) for three runs");
 }

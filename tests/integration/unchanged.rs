@@ -161,6 +161,14 @@ fn same_outcome(incremental: &TestDb, full: &TestDb, dir: &Path, step: &str, car
         );
     }
     let (ra, rb) = (report(&a), report(&b));
+    // A file neither way can read: the same error, and nothing loaded by either.
+    if ra["status"] == "error" || rb["status"] == "error" {
+        assert_eq!(ra["error"], rb["error"], "{step}: the errors differ\n{}\n{}", a.evidence(), b.evidence());
+        for table in ["asset", "trade"] {
+            assert_eq!(rows_digest(incremental, table), rows_digest(full, table), "{step}: the {table} rows differ");
+        }
+        return a;
+    }
     for (sa, sb) in ra["stages"].as_array().unwrap().iter().zip(rb["stages"].as_array().unwrap()) {
         for k in ["stage", "rows_read", "rows_valid", "rows_rejected", "rows_warned", "rejects_by_rule", "status", "loaded"] {
             assert_eq!(sa[k], sb[k], "{step}: {k} of {} differs\n{}\n{}", sa["stage"], a.evidence(), b.evidence());
@@ -270,6 +278,62 @@ fn loading_only_the_changed_lines_ends_exactly_as_checking_every_line() {
     same_outcome(&a, &b, dir, "an account changed", &["assets"]);
 }
 
+/// Rewrites a file of `dir` through `edit` with each line ended by `end` (the last one too when
+/// `final_end`), whatever line ends it had.
+fn rewrite(dir: &Path, file: &str, end: &str, final_end: bool, edit: impl FnOnce(&mut Vec<String>)) {
+    let path = dir.join(file);
+    let text = std::fs::read_to_string(&path).unwrap().replace("\r\n", "\n").replace('\r', "\n");
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    edit(&mut lines);
+    let mut out = lines.join(end);
+    if final_end {
+        out.push_str(end);
+    }
+    std::fs::write(&path, out).unwrap();
+}
+
+#[test]
+fn crlf_cr_only_and_mixed_line_ends_load_as_a_forced_load_does() {
+    let data = generate(60, 500, 0.03, 63);
+    let dir = data.path();
+    let (a, b) = (TestDb::new("ends_a"), TestDb::new("ends_b"));
+    let new_trade = |l: &mut Vec<String>, n: usize| {
+        let t = trade_lines(l);
+        let mut copy: Vec<String> = l[t[n]].split(',').map(str::to_string).collect();
+        copy[3] = format!("TEND{n:04}");
+        l.push(copy.join(","));
+    };
+    // CRLF with no line end after the last line (as Excel writes it).
+    rewrite(dir, "trades.csv", "\r\n", false, |_| {});
+    same_outcome(&a, &b, dir, "a CRLF file without a final line end", &[]);
+    rewrite(dir, "trades.csv", "\r\n", false, |l| new_trade(l, 1));
+    same_outcome(&a, &b, dir, "a CRLF file without a final line end gains a line", &["trades"]);
+    rewrite(dir, "trades.csv", "\r\n", false, |l| {
+        let last = l.len() - 1;
+        set(l, last, 10, "last line changed");
+    });
+    same_outcome(&a, &b, dir, "its last line changes", &["trades"]);
+    rewrite(dir, "trades.csv", "\r\n", true, |l| new_trade(l, 2));
+    same_outcome(&a, &b, dir, "a CRLF file with a final line end gains a line", &["trades"]);
+    // Old Excel's "CSV (Macintosh)": CR alone ends each line. The scan cannot split it as
+    // DuckDB does, so every line is checked.
+    rewrite(dir, "trades.csv", "\r", true, |l| new_trade(l, 3));
+    let out = same_outcome(&a, &b, dir, "CR-only line ends", &[]);
+    assert!(out.stderr.contains("trades: every line is checked: "), "{}", out.evidence());
+    // Both CRLF and LF in one file: every line is checked, and both ways end alike.
+    // (The CR-only load kept no line index: this one checks every line again.)
+    rewrite(dir, "trades.csv", "\n", true, |_| {});
+    same_outcome(&a, &b, dir, "back to LF", &[]);
+    let path = dir.join("trades.csv");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mixed: String = text.lines().enumerate().map(|(i, l)| if i % 2 == 0 { format!("{l}\r\n") } else { format!("{l}\n") }).collect();
+    std::fs::write(&path, mixed).unwrap();
+    let out = same_outcome(&a, &b, dir, "CRLF and LF mixed", &[]);
+    if report(&out)["status"] != "error" {
+        assert!(out.stderr.contains("every line is checked: the file's lines end in both CRLF and LF"), "{}", out.evidence());
+    }
+}
+
 /// Repeats a data line as it is (the copy comes first), and gives a later line the key of an
 /// earlier one: returns the repeated line and the earlier line whose key was taken.
 fn edit_dup(dir: &Path) -> (String, String) {
@@ -306,4 +370,79 @@ fn a_cache_that_cannot_be_written_never_fails_a_load() {
         "{}",
         out.evidence()
     );
+}
+
+/// Deletes the rejects etl_rejects holds for `db`'s tables (`one_of`: one row of that stage's),
+/// as an operator clearing rejects they have dealt with would.
+fn delete_rejects(db: &TestDb, one_of: Option<&str>) {
+    let of_db = format!(
+        "SELECT r.ctid FROM etl_rejects r JOIN etl_run_stages s ON s.run_id = r.run_id AND s.stage = r.stage WHERE s.target_table LIKE '\"{}\".%'{}",
+        db.schema,
+        one_of.map_or(String::new(), |st| format!(" AND r.stage = '{st}'"))
+    );
+    let limit = if one_of.is_some() { " LIMIT 1" } else { "" };
+    db.exec(&format!("DELETE FROM etl_rejects WHERE ctid IN ({of_db}{limit})"));
+}
+
+#[test]
+fn rejects_deleted_by_an_operator_make_the_next_run_check_every_line() {
+    let data = generate(100, 800, 0.03, 64);
+    let dir = data.path();
+    let (a, b) = (TestDb::new("rejgone_a"), TestDb::new("rejgone_b"));
+    same_outcome(&a, &b, dir, "first load", &[]);
+    // Every reject deleted: an unchanged stage is not skipped (its rejects cannot be reported
+    // again), it is loaded and its rejects recorded anew.
+    delete_rejects(&a, None);
+    let out = same_outcome(&a, &b, dir, "nothing changed, the rejects deleted", &[]);
+    assert!(out.stderr.contains("every line is checked: etl_rejects no longer holds the rejects run"), "{}", out.evidence());
+    assert!(!out.stderr.contains("unchanged since run"), "{}", out.evidence());
+    // Now intact again: the next run skips.
+    let out = same_outcome(&a, &b, dir, "nothing changed", &[]);
+    assert!(out.stderr.contains("unchanged since run"), "{}", out.evidence());
+    // One reject deleted, and a trade appended: the changed-lines path steps aside too.
+    delete_rejects(&a, Some("trades"));
+    edit(dir, "trades.csv", |l| {
+        let t = trade_lines(l);
+        let mut copy: Vec<String> = l[t[2]].split(',').map(str::to_string).collect();
+        copy[3] = "TGONE0001".into();
+        l.push(copy.join(","));
+    });
+    let out = same_outcome(&a, &b, dir, "a trade appended, one reject deleted", &[]);
+    assert!(out.stderr.contains("trades: every line is checked: etl_rejects no longer holds the rejects run"), "{}", out.evidence());
+    // With the rejects intact, changed lines are read alone again.
+    edit(dir, "trades.csv", |l| {
+        let t = trade_lines(l);
+        set(l, t[5], 10, "changed again");
+    });
+    same_outcome(&a, &b, dir, "a value changed", &["trades"]);
+}
+
+#[test]
+fn a_dropped_index_or_foreign_key_is_put_back_and_the_next_run_skips_the_stage() {
+    let data = generate(50, 300, 0.0, 65);
+    let db = TestDb::new("repairskip");
+    db.run(data.path(), &[]).expect_code(0);
+    let table = format!("{}.trade", db.schema);
+    let catalog = || {
+        let mut defs = db.texts(&format!("SELECT conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = '{table}'::regclass"));
+        defs.extend(db.texts(&format!("SELECT indexdef FROM pg_indexes WHERE schemaname = '{}' AND tablename = 'trade'", db.schema)));
+        defs.sort();
+        defs
+    };
+    let before = catalog();
+    let fk = db.texts(&format!("SELECT conname::text FROM pg_constraint WHERE contype = 'f' AND conrelid = '{table}'::regclass LIMIT 1"));
+    let index = db.texts(&format!("SELECT indexname::text FROM pg_indexes WHERE schemaname = '{}' AND tablename = 'trade' AND indexdef NOT LIKE '%UNIQUE%' LIMIT 1", db.schema));
+    assert!(!fk.is_empty() && !index.is_empty(), "trade has a foreign key and a plain index: {before:?}");
+    db.exec(&format!("ALTER TABLE {table} DROP CONSTRAINT {}; DROP INDEX {}.{}", fk[0], db.schema, index[0]));
+    // The table's definition is part of its state: the stage is checked again (no row changes)
+    // and its foreign key and index are put back, committed with the load.
+    let out = db.run(data.path(), &["-v"]);
+    out.expect_code(0);
+    assert!(!out.stderr.contains("trades: unchanged since run"), "a table missing its foreign key was taken as unchanged\n{}", out.evidence());
+    assert_eq!(catalog(), before, "the foreign key and index are back\n{}", out.evidence());
+    // As the load left it: the next run skips the stage, and the repairs stay.
+    let out = db.run(data.path(), &["-v"]);
+    out.expect_code(0);
+    assert!(out.stderr.contains("trades: unchanged since run"), "{}", out.evidence());
+    assert_eq!(catalog(), before, "{}", out.evidence());
 }

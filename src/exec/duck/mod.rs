@@ -140,6 +140,18 @@ impl<'r> Duck<'r> {
             .map_err(err("record the run"))
     }
 
+    /// For `etl backfill`: the (business date, stage) pairs in `from..=to` a finished run of the
+    /// spec loaded or found unchanged.
+    pub fn dates_done(&self, spec: &str, from: chrono::NaiveDate, to: chrono::NaiveDate) -> Result<Vec<(String, String, Option<String>)>, ExecError> {
+        self.migrate()?;
+        let (from, to) = (from.format("%Y-%m-%d").to_string(), to.format("%Y-%m-%d").to_string());
+        let mut stmt = self.conn.prepare(records::DUCKDB_DATES_DONE).map_err(err("read which dates are loaded"))?;
+        stmt.query_map(duckdb::params![spec, from, to], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(err("read which dates are loaded"))?
+            .collect::<Result<_, _>>()
+            .map_err(err("read which dates are loaded"))
+    }
+
     /// Records the end of a run.
     pub fn finish_run(&self, run_id: i64, status: Status, error: Option<&str>) -> Result<(), ExecError> {
         self.conn

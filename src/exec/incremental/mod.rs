@@ -10,7 +10,8 @@
 //!
 //! The scan gives up (and every record is checked) on what it cannot split exactly as DuckDB
 //! does: a quoted field spanning lines, a blank line, an escape other than the quote, UTF-16,
-//! or a key that is not text.
+//! a key that is not text, lines ending in both CRLF and LF, or CR-only line ends. The smaller
+//! file ends its lines as the source does.
 
 pub mod index;
 pub mod scan;
@@ -41,7 +42,7 @@ pub fn cache_dir() -> Option<PathBuf> {
 /// The index file of `source` (a source digest) for a stage's table. One stage's table keeps
 /// one index: files share a stem per spec, stage and table.
 pub fn index_path(dir: &Path, spec: &str, stage: &str, table: &str, source: &str) -> PathBuf {
-    let digest = Sha256::digest(format!("{spec}\n{stage}\n{table}\n{}", env!("CARGO_PKG_VERSION")).as_bytes());
+    let digest = Sha256::digest(format!("{spec}\n{stage}\n{table}\n{}", crate::exec::reuse::fingerprint::BUILD_ID).as_bytes());
     let stem: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
     dir.join(format!("{stem}-{}.lines", &source[..source.len().min(32)]))
 }
@@ -110,10 +111,14 @@ pub fn changes(
         }
         Ok(())
     })?;
-    let header_bytes = match scanned {
-        Ok(h) => h,
+    let scanned = match scanned {
+        Ok(s) => s,
         Err(why) => return Ok(Err(why)),
     };
+    let header_bytes = scanned.header;
+    // The smaller file ends every line as the source does (DuckDB refuses a file that mixes
+    // them): a last line the source left without a line end gets the file's own.
+    let line_end: &[u8] = if scanned.crlf { b"\r\n" } else { b"\n" };
     let index = writer.and_then(|w| w.flushed().ok());
     let header = u64::from(stage.csv.header);
     let mut by_line: HashMap<u64, Vec<&Reject>> = HashMap::new();
@@ -172,8 +177,8 @@ pub fn changes(
     let mut input = std::fs::File::open(path).map_err(fail_in)?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&out.path).map_err(fail_out)?);
     if stage.csv.header {
-        w.write_all(&header_bytes).map_err(fail_out)?;
-        w.write_all(b"\n").map_err(fail_out)?;
+        w.write_all(header_bytes.strip_suffix(b"\r").unwrap_or(&header_bytes)).map_err(fail_out)?;
+        w.write_all(line_end).map_err(fail_out)?;
     }
     let mut bytes = Vec::new();
     for r in changed {
@@ -182,8 +187,9 @@ pub fn changes(
         input.seek(std::io::SeekFrom::Start(at)).map_err(fail_in)?;
         bytes.resize(len as usize, 0);
         input.read_exact(&mut bytes).map_err(fail_in)?;
-        w.write_all(&bytes).map_err(fail_out)?;
-        w.write_all(b"\n").map_err(fail_out)?;
+        let body = bytes.strip_suffix(b"\r").unwrap_or(&bytes);
+        w.write_all(body).map_err(fail_out)?;
+        w.write_all(line_end).map_err(fail_out)?;
         out.lines.push(r as u64 + 1 + header);
     }
     w.flush().map_err(fail_out)?;

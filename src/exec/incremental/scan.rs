@@ -65,6 +65,14 @@ struct Dialect {
 /// Why the scan cannot split a file as DuckDB does (the caller then checks every record).
 pub type Unsupported = String;
 
+/// What a scan found besides the records.
+pub struct Scanned {
+    /// The header record's bytes (empty without a header), its line end's `\r` included.
+    pub header: Vec<u8>,
+    /// Whether the file's lines end in CRLF (every terminated line does; none does otherwise).
+    pub crlf: bool,
+}
+
 fn dialect(stage: &StagePlan, file_columns: &[String], with_keys: bool) -> Result<Dialect, Unsupported> {
     let csv = &stage.csv;
     let single = |s: &str, what: &str| -> Result<u8, Unsupported> {
@@ -156,14 +164,16 @@ fn group_hash(record: &[u8], d: &Dialect, positions: &[usize], field: &mut Vec<u
 
 /// Splits `path` into records (quotes honoured) and hands each data record to `each`; with
 /// keys, also the hashes of its unique groups. Returns the header record's bytes (empty without
-/// a header), or `Ok(Err(why))` when the file cannot be split exactly as DuckDB does.
+/// a header) and the line ends, or `Ok(Err(why))` when the file cannot be split exactly as
+/// DuckDB does: also when its lines end in both CRLF and LF, or a carriage return stands
+/// anywhere but at a line's end (CR-only line ends).
 pub fn scan(
     stage: &StagePlan,
     path: &Path,
     file_columns: &[String],
     with_keys: bool,
     mut each: impl FnMut(Record<'_>) -> Result<(), ExecError>,
-) -> Result<Result<Vec<u8>, Unsupported>, ExecError> {
+) -> Result<Result<Scanned, Unsupported>, ExecError> {
     let d = match dialect(stage, file_columns, with_keys) {
         Ok(d) => d,
         Err(why) => return Ok(Err(why)),
@@ -174,6 +184,8 @@ pub fn scan(
     let mut buf = vec![0u8; 1 << 20];
     let (mut filled, mut base, mut first, mut eof, mut index) = (0usize, 0u64, true, false, 0usize);
     let (mut field, mut joined, mut groups) = (Vec::new(), Vec::new(), vec![None; d.groups.len()]);
+    // Whether the lines seen so far end in CRLF (None before the first line end).
+    let mut crlf: Option<bool> = None;
     loop {
         if !eof {
             if filled == buf.len() {
@@ -237,6 +249,18 @@ pub fn scan(
                 None => break,
             };
             let record = &buf[pos..end];
+            let cr_end = record.last() == Some(&b'\r');
+            if memchr::memchr(b'\r', &record[..record.len() - usize::from(cr_end)]).is_some() {
+                return Ok(Err("a carriage return stands inside a line (CR-only line ends?)".into()));
+            }
+            // A line the file ends without a line end has no terminator to compare.
+            if end < filled {
+                match crlf {
+                    None => crlf = Some(cr_end),
+                    Some(c) if c != cr_end => return Ok(Err("the file's lines end in both CRLF and LF".into())),
+                    Some(_) => {}
+                }
+            }
             if first && d.header {
                 header = record.to_vec();
             } else if record.is_empty() || record == b"\r" {
@@ -264,6 +288,6 @@ pub fn scan(
         base += pos as u64;
         filled -= pos;
     }
-    Ok(Ok(header))
+    Ok(Ok(Scanned { header, crlf: crlf.unwrap_or(false) }))
 }
 

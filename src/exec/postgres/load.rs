@@ -11,13 +11,13 @@ use indexmap::IndexMap;
 use sqlx::Row;
 
 use super::copy::{copy_stream, export_csv};
-use super::records::{current_xid, rejects_of};
+use super::records::current_xid;
 use super::table::{add_constraints, ensure_table, finish_table};
 use super::{Pg, Tx, db, execute, execute_bound, generated, value};
 use crate::exec::extract::FileInput;
 use crate::exec::ledger;
 use crate::exec::report::{FileReport, Merged, StageReport};
-use crate::exec::reuse::{Reuse, fingerprint, stage_context, unchanged_stage};
+use crate::exec::reuse::{Reuse, fingerprint, recorded_rejects, stage_context, unchanged_stage};
 use crate::exec::source::Source;
 use crate::exec::stage::{over_budget, stage_rows};
 use crate::exec::context::StageContext;
@@ -67,7 +67,7 @@ pub fn load_stage(
     }
     // Checked again now that the table and the tables it references are locked: the whole
     // stage, or its unchanged lines, may be reused.
-    let mut reuse_lines: Option<(&Reuse, &Path)> = None;
+    let mut reuse_lines: Option<(&Reuse, &Path, Vec<crate::exec::validate::Reject>)> = None;
     let set = st.source.set.is_some();
     if let Some(reuse) = reuse
         && !created
@@ -78,11 +78,23 @@ pub fn load_stage(
         let state = pg.block(super::state(tx, &sql.exists, &sql.state))?;
         let f = &reuse.last.fingerprint;
         if context.as_ref() == Some(&f.context) && state.as_ref() == Some(&f.table_state) {
-            if src.fingerprint.as_ref() == Some(&f.source) {
-                return unchanged_stage(pg, st, src, &reuse.last);
-            }
-            if let Some(index) = &reuse.index {
-                reuse_lines = Some((reuse, index));
+            // The last load's outcomes are carried over only with its rejects as it recorded them.
+            match recorded_rejects(pg, st, &reuse.last)? {
+                Ok(rejects) if src.fingerprint.as_ref() == Some(&f.source) => {
+                    let report = unchanged_stage(st, src, &reuse.last, rejects);
+                    // What `ensure_table` put back (an index or foreign key someone dropped)
+                    // stays: the skipped stage's transaction commits it.
+                    if let Some(tx) = own_tx.take() {
+                        pg.block(tx.commit()).map_err(db("commit the table's repairs"))?;
+                    }
+                    return Ok(report);
+                }
+                Ok(rejects) => {
+                    if let Some(index) = &reuse.index {
+                        reuse_lines = Some((reuse, index, rejects));
+                    }
+                }
+                Err(why) => progress.detail(&st.name, &format!("every line is checked: {why}")),
             }
         }
     }
@@ -123,8 +135,7 @@ pub fn load_stage(
     };
     let mut changes = match reuse_lines {
         None => None,
-        Some((reuse, index)) => {
-            let previous = pg.block(rejects_of(pg.pool(), reuse.last.loaded_by, &st.name))?;
+        Some((reuse, index, previous)) => {
             match incremental::changes(st, path, &columns, index, &previous, &opts.temp_dir, next_index.as_deref())? {
                 Ok(c) => {
                     progress.detail(&st.name, &format!("compared with the file of run {}: {} lines unchanged, {} to check", reuse.last.loaded_by, c.same, c.lines.len()));
@@ -200,7 +211,9 @@ pub fn load_stage(
     if let (Some(context), Some(source)) = (context, source_fingerprint) {
         // A table that was empty holds only this stage's rows: its state needs no scan.
         let state = if direct {
-            Some(fingerprint::fresh_table_state(written, pg.block(current_xid(tx))?))
+            let xid = pg.block(current_xid(tx))?;
+            let fresh = sqlx::query_scalar::<_, String>(generated(&sql.fresh_state)).bind(written as i64).bind(xid as i64);
+            Some(pg.block(fresh.fetch_one(&mut **tx)).map_err(db("read the table's state"))?)
         } else {
             pg.block(super::state(tx, &sql.exists, &sql.state))?
         };
@@ -244,7 +257,7 @@ fn leave_out_loaded(cx: &StageContext<'_>, pg: &Pg, tx: &mut Tx, st: &StagePlan,
 
 /// A set's report when every file is loaded already: nothing read.
 pub fn nothing_new(st: &StagePlan, already: Vec<FileReport>) -> StageReport {
-    let mut report = StageReport::new(&st.name, &st.source.key, 0);
+    let mut report = StageReport::new(st, &st.source.key, 0);
     report.files = already;
     report.status = crate::exec::report::Status::Succeeded;
     report
@@ -331,4 +344,20 @@ async fn merge(tx: &mut Tx, stage: &StagePlan, staged: u64) -> Result<Merged, Ex
     }
     m.unchanged = staged.saturating_sub(m.inserted + m.updated);
     Ok(m)
+}
+
+/// A lock wait that timed out, completed with the sessions that hold the stage's locks (read on
+/// another session: the stage's own transaction is aborted).
+pub fn with_lock_holders(pg: &Pg, st: &StagePlan, e: ExecError) -> ExecError {
+    let ExecError::LockTimeout { what, message, .. } = e else { return e };
+    let mut tables = vec![st.target.qualified.clone()];
+    if let Some(sql) = st.target.postgres() {
+        tables.extend(sql.referenced.iter().map(|r| r.table.clone()));
+    }
+    let key = format!("etl:{}", st.target.qualified);
+    let held: Vec<String> = pg
+        .block(sqlx::query_scalar(generated(crate::plan::postgres::LOCK_HOLDERS)).bind(&tables).bind(&key).fetch_all(pg.pool()))
+        .unwrap_or_default();
+    let holders = if held.is_empty() { "; no session holds them now".to_string() } else { format!("; held by {}", held.join("; ")) };
+    ExecError::LockTimeout { what, message, holders }
 }

@@ -105,11 +105,12 @@ pub async fn record_stage_in(tx: &mut super::Tx, run_id: i64, report: &StageRepo
         .bind(report.rows_warned as i64)
         .bind(report.balanced())
         .bind(report.budget.as_deref())
-        .bind(f.map(|f| f.table.as_str()))
+        .bind(&report.target)
         .bind(f.map(|f| f.context.as_str()))
         .bind(f.map(|f| f.source.as_str()))
         .bind(f.map(|f| f.table_state.as_str()))
         .bind(report.unchanged_since_run)
+        .bind(crate::exec::reuse::fingerprint::rejects_digest(&report.rejects))
         .execute(&mut **tx)
         .await
         .map_err(db("record the stage"))?;
@@ -155,6 +156,8 @@ pub struct LastLoad {
     pub rows_rejected: u64,
     /// Rows its `warn` rules flagged.
     pub rows_warned: u64,
+    /// The digest of its rejects as recorded (None: recorded before the engine kept it).
+    pub rejects_digest: Option<String>,
 }
 
 /// The latest load of `stage` by the spec `spec` that committed rows (succeeded, or loaded with
@@ -180,6 +183,7 @@ pub async fn last_load(pool: &PgPool, spec: &str, stage: &str, table: &str) -> R
         rows_read: count(6),
         rows_rejected: count(7),
         rows_warned: count(8),
+        rejects_digest: text(9),
     }))
 }
 
@@ -219,6 +223,19 @@ pub async fn ledger_loaded<'e>(ex: impl sqlx::PgExecutor<'e>, spec: &str, stage:
         .into_iter()
         .map(|r| ledger::Entry { key: r.get(0), digest: r.get(1), etag: r.get(2), bytes: r.get::<i64, _>(3).max(0) as u64, run_id: r.get(4) })
         .collect())
+}
+
+/// For `etl backfill`: the (business date, stage) pairs in `from..=to` a finished run of the spec
+/// loaded or found unchanged.
+pub async fn dates_done(pool: &PgPool, spec: &str, from: chrono::NaiveDate, to: chrono::NaiveDate) -> Result<Vec<(String, String, Option<String>)>, ExecError> {
+    let rows = sqlx::query(records::DATES_DONE)
+        .bind(spec)
+        .bind(from.format("%Y-%m-%d").to_string())
+        .bind(to.format("%Y-%m-%d").to_string())
+        .fetch_all(pool)
+        .await
+        .map_err(db("read which dates are loaded"))?;
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
 }
 
 /// Records in the stage's transaction each file of its set that it loaded.

@@ -1,7 +1,8 @@
 //! What a stage's outcome depends on, as digests: its context (the compiled stage, the engine's
-//! version and the state of every table it references), its source (an S3 object's ETag and
-//! size, a local file's SHA-256) and the state of its target table (row count, sum and maximum of
-//! the rows' `xmin`: any insert, update or delete committed since changes it). A stage whose
+//! build and the state of every table it references), its source (an S3 object's ETag and
+//! size, a local file's SHA-256) and the state of its target table (`plan::postgres::state_sql`:
+//! row count, a hash sum of the rows' `xmin`s and the table's definition: any insert, update or
+//! delete committed since, or change to its columns, constraints or indexes, changes it). A stage whose
 //! three are what they were right after its last load would load nothing new and reject the
 //! same rows: the run skips it.
 
@@ -29,12 +30,45 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The context digest: the engine's version, the compiled stage (its SQL, checks, columns,
+/// The digest of a load's rejects (line, rule, column, value, message, severity of each, in one
+/// order), recorded with the load: a later run carries outcomes over only when `etl_rejects`
+/// still holds exactly these (an operator may have deleted or truncated them).
+pub fn rejects_digest(rejects: &[crate::exec::validate::Reject]) -> String {
+    let mut sorted: Vec<_> = rejects.iter().collect();
+    sorted.sort_by(|a, b| (a.line, &a.rule, &a.column, &a.value, &a.message).cmp(&(b.line, &b.rule, &b.column, &b.value, &b.message)));
+    let mut h = Sha256::new();
+    h.update((sorted.len() as u64).to_le_bytes());
+    for r in sorted {
+        h.update(r.line.to_le_bytes());
+        for part in [Some(r.rule.as_str()), r.column.as_deref(), r.value.as_deref(), Some(r.message.as_str()), Some(crate::plan::severity_word(r.severity))] {
+            match part {
+                Some(p) => {
+                    h.update([1]);
+                    h.update((p.len() as u64).to_le_bytes());
+                    h.update(p.as_bytes());
+                }
+                None => h.update([0]),
+            }
+        }
+    }
+    hex(&h.finalize())
+}
+
+/// The engine's build: a hash of its sources, its locked dependencies (DuckDB, Polars) and the
+/// compiler (`build.rs`). Any change to how rows are read, cast or checked changes it.
+pub const BUILD_ID: &str = env!("ETL_BUILD_ID");
+
+/// The context digest: the engine's build, the compiled stage (its SQL, checks, columns,
 /// budget; not where its file is, which the source digest stands for) and `(table, state)` of
 /// each table it references.
 pub fn context(stage: &StagePlan, referenced: &[(String, String)]) -> String {
+    context_of(BUILD_ID, stage, referenced)
+}
+
+/// [`context`] for a given build.
+fn context_of(build: &str, stage: &StagePlan, referenced: &[(String, String)]) -> String {
     let mut h = Sha256::new();
-    h.update(env!("CARGO_PKG_VERSION").as_bytes());
+    h.update(build.as_bytes());
     let mut compiled = stage.clone();
     compiled.source.connection.clear();
     compiled.source.key.clear();
@@ -97,12 +131,6 @@ pub fn copy_digests(path: &Path, to: Option<&Path>) -> std::io::Result<(String, 
     Ok((hex(&h.finalize()), hex(&plain.finalize())))
 }
 
-/// The state `plan::postgres::state_sql` finds in a table that holds only the `rows` rows a transaction
-/// `xid` (32-bit, as `xmin` shows it) inserted.
-pub fn fresh_table_state(rows: u64, xid: u64) -> String {
-    if rows == 0 { "0:0:0".into() } else { format!("{rows}:{}:{xid}", u128::from(rows) * u128::from(xid)) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +152,30 @@ mod tests {
         assert_ne!(local_file(&a).unwrap(), local_file(&b).unwrap());
         std::fs::write(&b, "x,y\n1,2\n").unwrap();
         assert_eq!(local_file(&a).unwrap(), local_file(&b).unwrap());
+    }
+
+    #[test]
+    fn the_context_holds_the_build_and_the_rejects_digest_holds_every_reject() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quickstart.yaml")).unwrap();
+        let loaded = crate::spec::load_text("quickstart.yaml", &text, None, &Default::default()).unwrap_or_else(|e| panic!("{}", e.render(false)));
+        let plan = crate::plan::compile(&loaded.spec);
+        let st = &plan.stages[0];
+        assert_eq!(context(st, &[]), context_of(BUILD_ID, st, &[]));
+        assert_ne!(context_of("0.1.0-a", st, &[]), context_of("0.1.0-b", st, &[]), "another build is another context");
+        assert!(BUILD_ID.starts_with(env!("CARGO_PKG_VERSION")) && BUILD_ID.len() > env!("CARGO_PKG_VERSION").len() + 8, "{BUILD_ID}");
+        let reject = |line: u64, value: Option<&str>| crate::exec::validate::Reject {
+            file: None,
+            line,
+            column: Some("cash".into()),
+            rule: "min".into(),
+            value: value.map(str::to_string),
+            message: "below 0".into(),
+            severity: crate::spec::model::Severity::Error,
+        };
+        let all = [reject(2, Some("-1")), reject(5, None)];
+        assert_eq!(rejects_digest(&all), rejects_digest(&[reject(5, None), reject(2, Some("-1"))]), "in any order");
+        assert_ne!(rejects_digest(&all), rejects_digest(&all[..1]), "one deleted");
+        assert_ne!(rejects_digest(&all), rejects_digest(&[reject(2, Some("-1")), reject(5, Some(""))]), "a missing value is not an empty one");
+        assert_ne!(rejects_digest(&[]), rejects_digest(&all[..1]));
     }
 }

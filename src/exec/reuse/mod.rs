@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use indexmap::IndexMap;
 
 use super::postgres::records::{LastLoad, last_load, rejects_of};
+use super::validate::Reject;
 use super::postgres::{self, Pg, Tx};
 use super::report::{Merged, StageReport};
 use super::source::Source;
@@ -108,12 +109,23 @@ pub fn stage_context(pg: &Pg, tx: &mut Tx, st: &StagePlan, pgs: &PgStatements, l
     Ok(Some(fingerprint::context(st, &states)))
 }
 
-/// The report of a stage skipped as unchanged: its last load's counts and rejects.
-pub fn unchanged_stage(pg: &Pg, st: &StagePlan, src: &Source, last: &LastLoad) -> Result<StageReport, ExecError> {
+/// The rejects of a stage's last load as `etl_rejects` holds them, when they are exactly the ones
+/// the load recorded (their digest); else why not (rows deleted by an operator, a load recorded
+/// before the digest was kept): then nothing of that load's outcomes may be carried over.
+pub fn recorded_rejects(pg: &Pg, st: &StagePlan, last: &LastLoad) -> Result<Result<Vec<Reject>, String>, ExecError> {
     // The rejects are kept once, under the run whose load it was.
     let rejects = pg.block(rejects_of(pg.pool(), last.loaded_by, &st.name))?;
+    Ok(match &last.rejects_digest {
+        Some(d) if *d == fingerprint::rejects_digest(&rejects) => Ok(rejects),
+        Some(_) => Err(format!("etl_rejects no longer holds the rejects run {} recorded ({} there now)", last.loaded_by, rejects.len())),
+        None => Err(format!("run {} recorded no digest of its rejects", last.loaded_by)),
+    })
+}
+
+/// The report of a stage skipped as unchanged: its last load's counts and rejects.
+pub fn unchanged_stage(st: &StagePlan, src: &Source, last: &LastLoad, rejects: Vec<Reject>) -> StageReport {
     let valid = last.rows_read.saturating_sub(last.rows_rejected);
-    let mut report = StageReport::new(&st.name, &src.shown, src.bytes);
+    let mut report = StageReport::new(st, &src.shown, src.bytes);
     report.etag = src.etag.clone();
     report.rows_read = last.rows_read;
     report.rows_valid = valid;
@@ -126,5 +138,5 @@ pub fn unchanged_stage(pg: &Pg, st: &StagePlan, src: &Source, last: &LastLoad) -
     report.fingerprint = Some(last.fingerprint.clone());
     report.count_rules(&rejects);
     report.rejects = rejects;
-    Ok(report)
+    report
 }

@@ -148,6 +148,7 @@ impl Source {
                         pattern: set.pattern.text().to_string(),
                         date: date.format("%Y-%m-%d").to_string(),
                         waited,
+                        late: looked > 1,
                     });
                 }
             }
@@ -161,6 +162,11 @@ impl Source {
             return Ok(p.clone());
         }
         let stored = self.stored(dir, rt)?;
+        self.decode(stored)
+    }
+
+    /// The plain text of the stored copy: itself, or (gzip, zstd) a decoded copy beside it.
+    fn decode(&mut self, stored: PathBuf) -> Result<PathBuf, ExecError> {
         if self.compression == Compression::None || self.compression == Compression::Auto {
             return Ok(stored);
         }
@@ -169,6 +175,57 @@ impl Source {
             .map_err(|e| ExecError::Source { source_name: self.shown.clone(), message: format!("cannot decompress it as {}: {e}", self.compression.duckdb_name()) })?;
         self.plain = Some(plain.clone());
         Ok(plain)
+    }
+
+    /// Copies the files of a set into the spool, as [`Source::path`] does for one, but `parallel`
+    /// at a time: the S3 downloads (each pinned to its listed ETag) concurrently, then the
+    /// compressed ones decoded on up to `parallel` threads. The first failing file (in set order)
+    /// is the error.
+    pub fn fetch_all(files: &mut [&mut Source], dir: &Path, rt: &tokio::runtime::Runtime, parallel: usize) -> Result<(), ExecError> {
+        use futures_util::StreamExt;
+        let parallel = parallel.max(1);
+        let downloads: Vec<(usize, s3::S3, String, Option<String>)> = files
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| match &f.place {
+                Place::S3 { client, key, downloaded: None } => Some((i, client.clone(), key.clone(), f.etag.clone())),
+                _ => None,
+            })
+            .collect();
+        let mut fetched: Vec<(usize, Result<s3::Fetched, ExecError>)> = rt.block_on(
+            futures_util::stream::iter(downloads)
+                .map(|(i, client, key, etag)| async move { (i, client.fetch_pinned(&key, dir, etag).await) })
+                .buffer_unordered(parallel)
+                .collect(),
+        );
+        fetched.sort_by_key(|(i, _)| *i);
+        for (i, result) in fetched {
+            let f = result?;
+            files[i].sha256 = Some(f.sha256.clone());
+            if let Place::S3 { downloaded, .. } = &mut files[i].place {
+                *downloaded = Some(f.path);
+            }
+        }
+        let chunk = files.len().div_ceil(parallel).max(1);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = files
+                .chunks_mut(chunk)
+                .map(|part| {
+                    scope.spawn(move || -> Result<(), ExecError> {
+                        for f in part.iter_mut().filter(|f| f.plain.is_none()) {
+                            let stored = match &f.place {
+                                Place::Local(copy) => copy.clone(),
+                                Place::S3 { downloaded: Some(p), .. } => p.clone(),
+                                Place::S3 { downloaded: None, .. } => return Err(ExecError::Internal(format!("{} was not downloaded", f.shown))),
+                            };
+                            f.decode(stored)?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            workers.into_iter().try_for_each(|w| w.join().unwrap_or_else(|_| Err(ExecError::Internal("a decoding thread panicked".into()))))
+        })
     }
 
     /// The stored bytes, copied into the spool.

@@ -62,6 +62,19 @@ pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
     humantime::parse_duration(s.trim()).ok().filter(|d| !d.is_zero())
 }
 
+/// Whether `s` is a PostgreSQL time span a stage may set (`30s`, `5min`, `500ms`, `2h`, or
+/// milliseconds alone): digits and one unit, nothing else (it is written into `SET LOCAL`).
+pub fn is_pg_interval(s: &str) -> bool {
+    let t = s.trim();
+    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+    digits > 0 && digits <= 9 && matches!(t[digits..].trim_start(), "" | "us" | "ms" | "s" | "min" | "h" | "d")
+}
+
+fn timeout_problem(at: Pointer, value: Option<&str>) -> Option<Problem> {
+    let v = value?;
+    (!is_pg_interval(v)).then(|| Problem::new("spec::bad_value", at, format!("`{v}` is not a PostgreSQL time span")).label("e.g. 30s, 5min, 500ms"))
+}
+
 /// Runs every check and returns every problem found.
 pub fn check(spec: &Spec) -> Vec<Problem> {
     let mut c = Checker { spec, problems: Vec::new() };
@@ -97,6 +110,11 @@ impl Checker<'_> {
                             .unwrap_or_else(|| "e.g. UTC, Asia/Shanghai, America/New_York".into()),
                     ),
             );
+        }
+        for (key, value) in [("lock_timeout", &self.spec.defaults.lock_timeout), ("statement_timeout", &self.spec.defaults.statement_timeout)] {
+            if let Some(p) = timeout_problem(root.key("defaults").key(key), value.as_deref()) {
+                self.push(p);
+            }
         }
         if self.spec.version != 1 {
             self.push(
@@ -217,6 +235,11 @@ impl Checker<'_> {
             let at = Pointer::root().key("stages").key(sname);
             if let Some(p) = identifier_problem(at.clone(), "stage name", sname) {
                 self.push(p.on_key());
+            }
+            for (key, value) in [("lock_timeout", &stage.lock_timeout), ("statement_timeout", &stage.statement_timeout)] {
+                if let Some(p) = timeout_problem(at.key(key), value.as_deref()) {
+                    self.push(p);
+                }
             }
             for (i, need) in stage.needs.iter().enumerate() {
                 if need == sname {
@@ -513,6 +536,30 @@ impl Checker<'_> {
                 && tz.parse::<chrono_tz::Tz>().is_err() {
                     self.push(Problem::new("spec::bad_value", at.key("timezone"), format!("schedule `{name}`: `{tz}` is not an IANA time zone")).label("e.g. UTC or Asia/Shanghai"));
                 }
+            if let Some(n) = s.max_catchup {
+                if s.catchup != crate::spec::model::Catchup::All {
+                    self.push(
+                        Problem::new("spec::catchup", at.key("max_catchup"), format!("schedule `{name}`: `max_catchup` applies to `catchup: all` only"))
+                            .on_key()
+                            .label("no catch-up to limit")
+                            .help("add `catchup: all`, or drop `max_catchup`"),
+                    );
+                } else if n == 0 {
+                    self.push(Problem::new("spec::catchup", at.key("max_catchup"), format!("schedule `{name}`: `max_catchup: 0` makes up nothing")).label("at least 1").help("write `catchup: skip` to make up nothing"));
+                }
+            }
+            if let Some(d) = &s.retry_delay {
+                if parse_duration(d).is_none() {
+                    self.push(Problem::new("spec::bad_value", at.key("retry_delay"), format!("schedule `{name}`: `{d}` is not a duration")).label("e.g. 30s, 5m"));
+                } else if s.retries == 0 {
+                    self.push(
+                        Problem::new("spec::retries", at.key("retry_delay"), format!("schedule `{name}`: `retry_delay` without `retries`"))
+                            .on_key()
+                            .label("no retry to wait for")
+                            .help("add `retries: N`, or drop `retry_delay`"),
+                    );
+                }
+            }
             if let StageSelection::Only(list) = &s.stages {
                 if list.is_empty() {
                     self.push(Problem::new("spec::empty", at.key("stages"), format!("schedule `{name}` runs no stages")).help("write `stages: all` or list stages"));

@@ -77,6 +77,15 @@ pub struct Defaults {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub max_reject_ratio: Option<f64>,
+    /// How long a PostgreSQL stage waits for its locks (its table's, and those of the tables it
+    /// references), in PostgreSQL's units (`30s`, `5min`, `500ms`): past it the run fails with
+    /// exit 3, naming the sessions that hold them. Default: as long as it takes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_timeout: Option<String>,
+    /// The longest any one statement of a PostgreSQL stage may run (`15min`): past it the stage
+    /// rolls back and the run fails. Default: the connection's `statement_timeout`, else none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement_timeout: Option<String>,
 }
 
 /// The CSV dialect of a source.
@@ -204,6 +213,12 @@ pub struct Stage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub max_reject_ratio: Option<f64>,
+    /// Overrides `defaults.lock_timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_timeout: Option<String>,
+    /// Overrides `defaults.statement_timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement_timeout: Option<String>,
 }
 
 /// Where a stage's CSV file or files are.
@@ -444,6 +459,48 @@ pub struct Schedule {
     /// Whether the schedule fires. Default true.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Firings missed while no scheduler ran (counted from the job's last firing, or from when
+    /// its trigger was set or it was resumed), made up when a scheduler starts, each with its own
+    /// business date: `skip` (default) makes up none, `latest` the last one, `all` each of them,
+    /// oldest first, up to `max_catchup`.
+    #[serde(default)]
+    pub catchup: Catchup,
+    /// With `catchup: all`: at most this many missed firings are made up, the latest ones.
+    /// Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_catchup: Option<u32>,
+    /// A firing that ends with exit 3 (S3 or the database could not be reached, or a file set
+    /// had no file) is tried again up to this many times. Default 0.
+    #[serde(default)]
+    pub retries: u32,
+    /// How long to wait before the first retry (`30s`, `5m`); each next wait doubles, up to an
+    /// hour. Default `5m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_delay: Option<String>,
+}
+
+/// Which firings missed while no scheduler ran are made up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Catchup {
+    /// None: the next firing is the next tick.
+    #[default]
+    Skip,
+    /// The most recent missed firing only.
+    Latest,
+    /// Every missed firing, oldest first (at most `max_catchup`, the latest ones).
+    All,
+}
+
+impl Catchup {
+    /// The word for it, as the job store keeps it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Catchup::Skip => "skip",
+            Catchup::Latest => "latest",
+            Catchup::All => "all",
+        }
+    }
 }
 
 fn yes() -> bool {
