@@ -32,9 +32,9 @@ done
 files_of() {
   case "$1" in
     reuse) echo "src/exec/reuse/mod.rs src/exec/reuse/fingerprint.rs src/exec/incremental/mod.rs src/exec/incremental/scan.rs src/exec/incremental/index.rs" ;;
-    load) echo "src/exec/postgres/load.rs src/exec/postgres/table.rs src/exec/postgres/copy.rs" ;;
+    load) echo "src/exec/postgres/load.rs src/exec/postgres/table.rs src/exec/postgres/copy.rs src/exec/postgres/mod.rs" ;;
     schedule) echo "src/schedule/runner.rs src/schedule/store.rs src/schedule/trigger.rs" ;;
-    secrets) echo "src/spec/secret.rs src/exec/postgres/mod.rs" ;;
+    secrets) echo "src/spec/secret.rs" ;;
     checks) echo "src/spec/check/mod.rs src/spec/check/columns.rs" ;;
     *) echo "unknown group $1" >&2; exit 2 ;;
   esac
@@ -43,7 +43,7 @@ files_of() {
 tests_of() {
   case "$1" in
     reuse) echo "exec:: unchanged:: fuzzed:: statements::" ;;
-    load) echo "exec:: run:: faults:: unchanged:: statements::" ;;
+    load) echo "exec:: run:: faults:: unchanged:: statements:: outcomes:: secrets::" ;;
     schedule) echo "schedule::" ;;
     secrets) echo "spec::secret:: secrets:: spec_cli::" ;;
     checks) echo "spec:: spec_cli:: bad_input::" ;;

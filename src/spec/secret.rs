@@ -113,10 +113,20 @@ impl Secrets {
     }
 
     /// Masks every recorded secret in the texts (each byte becomes `*`, so every line and column
-    /// stays where it was) and in the problems' words.
+    /// stays where it was), wherever else its value is written too (a variable a template put in
+    /// a secret field: `vars: {pw: ...}`), and in the problems' words.
     pub fn mask(&self, sources: &mut Sources, problems: &mut [Problem]) {
         for loc in &self.places {
             sources.mask(*loc);
+        }
+        let ids: Vec<SourceId> = sources.ids().collect();
+        for source in ids {
+            let text = sources.get(source).text.clone();
+            for w in &self.words {
+                for (start, _) in text.match_indices(w.as_str()) {
+                    sources.mask(Loc { source, start, end: start + w.len() });
+                }
+            }
         }
         // Longest first: a secret that contains another is hidden whole.
         let mut words: Vec<&String> = self.words.iter().collect();

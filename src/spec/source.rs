@@ -36,6 +36,11 @@ impl Sources {
         &self.files[id.0]
     }
 
+    /// Every text's id, in the order they were added.
+    pub fn ids(&self) -> impl Iterator<Item = SourceId> + use<> {
+        (0..self.files.len()).map(SourceId)
+    }
+
     /// Replaces every byte of a range with `*`: the text keeps its length, so every line and
     /// column stays where it was.
     pub fn mask(&mut self, loc: Loc) {

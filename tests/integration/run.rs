@@ -630,6 +630,13 @@ fn connections_follow_libpq_conventions_and_offline_commands_need_no_secret() {
     let out = run(&["--db-host", host, "--db-port", port, "--db-user", user, "--db-name", database], &[("HOME", &home_path)]);
     out.expect_code(0);
     assert_eq!(count(), 5, "{}", out.evidence());
+    // A password in the URL is the one used: a ~/.pgpass line for the same server (a wrong
+    // password here) is read only when nothing else gives one, as libpq does.
+    db.exec(&format!("DROP TABLE {}.asset", db.schema));
+    std::fs::write(&pgpass, format!("{host}:{port}:{database}:{user}:not-the-password\n")).unwrap();
+    let out = run(&[], &[("HOME", &home_path), ("DATABASE_URL", &url)]);
+    out.expect_code(0);
+    assert_eq!(count(), 5, "{}", out.evidence());
     // validate-spec and plan with the password's variable unset: the spec is checked all the same.
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("s.yaml");

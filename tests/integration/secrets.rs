@@ -106,6 +106,13 @@ fn a_secret_written_in_the_spec_an_overlay_or_a_set_is_never_shown() {
     const OVERLAY_SECRET: &str = "Xyzzy-Overlay-Literal-2";
     const SET_SECRET: &str = "Xyzzy-Set-Literal-3";
     const NUMBER_SECRET: &str = "987654321012";
+    // A secret a template takes from `vars`, and one kept under an `x-*` key (where anchors for
+    // connections live) that no connection uses: each shown nowhere, next to a mistake.
+    const VARS_SECRET: &str = "Xyzzy-Vars-Literal-4";
+    const ANCHOR_SECRET: &str = "Xyzzy-Anchor-Literal-5";
+    // A secret too short to be looked for in a problem's words is still masked where it is
+    // written: in the spec, and in a `--set`.
+    const SHORT_SECRET: &str = "Qz~";
     let data = tempfile::tempdir().unwrap();
     std::fs::write(data.path().join("account_assets.csv"), "account_id,cash\nA1,10.00\nA2,-5.00\nA3,not money\nA4,7.25\n").unwrap();
     let db = TestDb::new("spec_secrets");
@@ -134,6 +141,10 @@ fn a_secret_written_in_the_spec_an_overlay_or_a_set_is_never_shown() {
     let broken = write("broken.yaml", &spec(&db_line(&format!("\"{PG_SECRET}\""), ""), "  bad: [\n"));
     let number = write("number.yaml", &spec(&db_line(NUMBER_SECRET, ""), ""));
     let templated = write("templated.yaml", &spec(&db_line("\"{{ env.PG_PW }}\"", ", prot: 1"), ""));
+    let from_vars = write("vars.yaml", &spec(&db_line("\"{{ vars.pw }}\"", ""), &format!("vars:\n  pw: \"{VARS_SECRET}\"\nbogus_top: 1\n")));
+    let short = write("short.yaml", &spec(&db_line(&format!("\"{SHORT_SECRET}\""), ", prot: 1"), ""));
+    let set_short = format!("connections.lake.password={SHORT_SECRET}");
+    let anchored = write("anchor.yaml", &spec(&db_line(&format!("\"{PG_SECRET}\""), ""), &format!("x-unused:\n  password: \"{ANCHOR_SECRET}\"\nbogus_top: 1\n")));
     let configs = tempfile::tempdir().unwrap();
     std::fs::write(configs.path().join("leaky.yaml"), format!("connections:\n  db:\n    password: \"{OVERLAY_SECRET}\"\n    prot: 2\n")).unwrap();
     let config_dir = configs.path().display().to_string();
@@ -150,6 +161,11 @@ fn a_secret_written_in_the_spec_an_overlay_or_a_set_is_never_shown() {
         (vec!["run", &broken], vec![], 2),
         (vec!["validate-spec", &number], vec![], 2),
         (vec!["validate-spec", &templated], vec![("PG_PW", PG_SECRET)], 2),
+        (vec!["validate-spec", &from_vars], vec![], 2),
+        (vec!["plan", &from_vars], vec![], 2),
+        (vec!["validate-spec", &anchored], vec![], 2),
+        (vec!["validate-spec", &short], vec![], 2),
+        (vec!["validate-spec", &good, "--set", &set_short], vec![], 2),
         (vec!["validate-spec", &good, "--env", "leaky", "--config-dir", &config_dir], vec![], 2),
         (vec!["run", &good, "--env", "leaky", "--config-dir", &config_dir], vec![], 2),
         (vec!["validate-spec", &good, "--set", &set_password, "--set", "connections.db.port=notaport"], vec![], 2),
@@ -160,12 +176,16 @@ fn a_secret_written_in_the_spec_an_overlay_or_a_set_is_never_shown() {
         (vec!["run", &good, "--output", "json"], vec![], 4),
         (vec!["schedule", "add", "--job-id", "kept", "--interval", "day", "--at", "03:00", "--spec", &good], vec![], 0),
     ];
-    let secrets = [PG_SECRET, OVERLAY_SECRET, SET_SECRET, NUMBER_SECRET];
+    let secrets = [PG_SECRET, OVERLAY_SECRET, SET_SECRET, NUMBER_SECRET, VARS_SECRET, ANCHOR_SECRET, SHORT_SECRET];
     for (args, env, code) in &cases {
         let out = etl(args, env);
         assert_eq!(out.code, *code, "unexpected exit code\n{}", out.evidence());
         for secret in secrets {
             assert!(!out.stdout.contains(secret) && !out.stderr.contains(secret), "`{secret}` leaked\n{}", out.evidence());
+        }
+        // Masking a secret hides it alone: the line after the variable it came from is shown.
+        if args.contains(&from_vars.as_str()) {
+            assert!(out.stderr.contains("bogus_top: 1"), "more than the secret was masked\n{}", out.evidence());
         }
         if *code == 2 && args[0] != "schedule" {
             // The diagnostic still places the mistake: a snippet of the lines around it.
@@ -187,5 +207,23 @@ fn a_secret_written_in_the_spec_an_overlay_or_a_set_is_never_shown() {
         assert!(rows > 0, "{table} holds no row to search");
         let leaked = db.count(&format!("SELECT count(*) FROM {}.{table} AS t WHERE t::text LIKE '%Xyzzy%' OR t::text LIKE '%{NUMBER_SECRET}%'", db.schema));
         assert_eq!(leaked, 0, "a secret is stored in {table}");
+    }
+}
+
+/// Only secrets are masked: a `url` or `password` that is not a connection's (a variable's, a
+/// column's name) is shown as written, next to its mistake.
+#[test]
+fn values_that_are_not_secrets_are_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("shown.yaml");
+    std::fs::write(
+        &spec,
+        "version: 1\nname: shown\nvars:\n  site: { url: \"http://not-a-secret.example/docs\" }\nbogus_top: 1\nconnections:\n  lake: { type: local, path: data }\n  db: { type: duckdb, file: out.duckdb }\nstages:\n  users:\n    source: { connection: lake, key: users.csv }\n    target: { connection: db, table: users, key: [name] }\n    columns:\n      name: { type: string }\n      password: { type: strng }\n",
+    )
+    .unwrap();
+    let out = etl(&["validate-spec", spec.to_str().unwrap()], &[]);
+    out.expect_code(2);
+    for shown in ["http://not-a-secret.example/docs", "password: { type: strng }"] {
+        assert!(out.stderr.contains(shown), "`{shown}` is not a secret, and is shown\n{}", out.evidence());
     }
 }
