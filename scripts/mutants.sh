@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Mutation testing with cargo-mutants over the modules that carry a guarantee, outside CI (each
 # mutant rebuilds the crate and runs the tests that guard it). Starts and stops the services.
-#   scripts/mutants.sh [--list] [GROUP...]     groups: reuse load schedule secrets checks (default: all)
+#   scripts/mutants.sh [--list] [GROUP...]     groups: reuse load schedule secrets checks connect
+#                                              (default: all but connect, a part of load)
 # Results go to mutants.out/ under $ETL_MUTANTS_DIR (default ~/.cache/etl/mutants); record the
 # counts and every missed mutant in tests/MUTANTS.md. Its services run on ports and in a directory
 # of their own (PostgreSQL 25432, S3 29000/29001), so scripts/test.sh may run beside it.
@@ -28,6 +29,8 @@ for a in "$@"; do
   esac
 done
 [ ${#groups[@]} -gt 0 ] || groups=(reuse load schedule secrets checks)
+# `connect`: the connection helpers of exec/postgres/mod.rs alone, with the tests of connecting
+# (a quicker part of `load`).
 # Each group: the files mutated, and the tests that guard them.
 files_of() {
   case "$1" in
@@ -36,6 +39,7 @@ files_of() {
     schedule) echo "src/schedule/runner.rs src/schedule/store.rs src/schedule/trigger.rs" ;;
     secrets) echo "src/spec/secret.rs" ;;
     checks) echo "src/spec/check/mod.rs src/spec/check/columns.rs" ;;
+    connect) echo "src/exec/postgres/mod.rs" ;;
     *) echo "unknown group $1" >&2; exit 2 ;;
   esac
 }
@@ -47,6 +51,14 @@ tests_of() {
     schedule) echo "schedule::" ;;
     secrets) echo "spec::secret:: secrets:: spec_cli::" ;;
     checks) echo "spec:: spec_cli:: bad_input::" ;;
+    connect) echo "run::connections outcomes::connection outcomes::statement_timeout secrets:: faults::a_database_that_never faults::wrong" ;;
+  esac
+}
+# Only the mutants of these functions (a regex over cargo-mutants' names), for a group that is a
+# part of a file.
+re_of() {
+  case "$1" in
+    connect) echo "url_has_password|connect_options|connect_help|scrub" ;;
   esac
 }
 out="${ETL_MUTANTS_DIR:-$HOME/.cache/etl/mutants}"
@@ -61,6 +73,7 @@ fi
 for g in "${groups[@]}"; do
   args=()
   for f in $(files_of "$g"); do args+=(--file "$f"); done
+  [ -z "$(re_of "$g")" ] || args+=(--re "$(re_of "$g")")
   if [ "$list" = 1 ]; then
     echo "== $g: $(cargo mutants --list "${args[@]}" | wc -l) mutants"
     continue

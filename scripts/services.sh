@@ -77,7 +77,15 @@ CONF
         CREATE ROLE etl_traced LOGIN PASSWORD 'etltraced';
         GRANT etl_traced TO etl;
       END IF;
-      ALTER ROLE etl_traced SET log_statement = 'all'; END \$\$;" >/dev/null
+      ALTER ROLE etl_traced SET log_statement = 'all';
+      -- For the connection-error tests: a role that may not log in (SQLSTATE 28000), and one
+      -- with no connection slot (53300).
+      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'etl_nologin') THEN
+        CREATE ROLE etl_nologin NOLOGIN PASSWORD 'etlnologin';
+      END IF;
+      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'etl_noslot') THEN
+        CREATE ROLE etl_noslot LOGIN PASSWORD 'etlnoslot' CONNECTION LIMIT 0;
+      END IF; END \$\$;" >/dev/null
   for db in etl_db etl_test; do
     if [ "$("${psql[@]}" -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$db'")" != 1 ]; then
       "${psql[@]}" -d postgres -c "CREATE DATABASE $db OWNER etl" >/dev/null

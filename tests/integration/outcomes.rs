@@ -155,6 +155,25 @@ fn connection_errors_say_their_cause() {
     out.expect_code(3);
     assert!(out.stderr.contains("refused the password") && !out.stderr.contains("createdb"), "{}", out.evidence());
     assert!(!out.stderr.contains("not-the-password"), "{}", out.evidence());
+    // The server's own words are kept (the password scrubbed out of them, were it there).
+    assert!(out.stderr.contains("password authentication failed for user"), "{}", out.evidence());
+    // A role that may not log in, and one with no connection slot left.
+    let out = db.run(data.path(), &["--stage", "assets", "--db-user", "etl_nologin", "--db-password", "etlnologin"]);
+    out.expect_code(3);
+    assert!(out.stderr.contains("does not let this user in") && out.stderr.contains("not permitted to log in"), "{}", out.evidence());
+    let out = db.run(data.path(), &["--stage", "assets", "--db-user", "etl_noslot", "--db-password", "etlnoslot"]);
+    out.expect_code(3);
+    assert!(out.stderr.contains("no free connection slot"), "{}", out.evidence());
+    // TLS asked of a build that has none for PostgreSQL: said plainly.
+    let url = format!("connections.db={{type: postgres, url: '{}', schema: {}, sslmode: require}}", db.url, db.schema);
+    let out = db.run(data.path(), &["--stage", "assets", "--set", &url]);
+    out.expect_code(3);
+    assert!(out.stderr.contains("built without TLS for PostgreSQL"), "{}", out.evidence());
+    // Nothing listens on the port.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let out = db.run(data.path(), &["--stage", "assets", "--db-port", &closed]);
+    out.expect_code(3);
+    assert!(out.stderr.contains("nothing listens there"), "{}", out.evidence());
 }
 
 /// A header that lacks the spec's columns says what is likely wrong: another delimiter, or a

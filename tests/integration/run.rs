@@ -627,7 +627,9 @@ fn connections_follow_libpq_conventions_and_offline_commands_need_no_secret() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).unwrap();
     let home_path = home.path().display().to_string();
-    let out = run(&["--db-host", host, "--db-port", port, "--db-user", user, "--db-name", database], &[("HOME", &home_path)]);
+    // (A DATABASE_URL is not read when the connection names a host.)
+    let elsewhere = "postgres://nobody:nothing@127.0.0.1:1/nowhere";
+    let out = run(&["--db-host", host, "--db-port", port, "--db-user", user, "--db-name", database], &[("HOME", &home_path), ("DATABASE_URL", elsewhere)]);
     out.expect_code(0);
     assert_eq!(count(), 5, "{}", out.evidence());
     // A password in the URL is the one used: a ~/.pgpass line for the same server (a wrong
@@ -635,6 +637,18 @@ fn connections_follow_libpq_conventions_and_offline_commands_need_no_secret() {
     db.exec(&format!("DROP TABLE {}.asset", db.schema));
     std::fs::write(&pgpass, format!("{host}:{port}:{database}:{user}:not-the-password\n")).unwrap();
     let out = run(&[], &[("HOME", &home_path), ("DATABASE_URL", &url)]);
+    out.expect_code(0);
+    assert_eq!(count(), 5, "{}", out.evidence());
+    // So does PGPASSWORD.
+    db.exec(&format!("DROP TABLE {}.asset", db.schema));
+    let out = run(&[], &[("HOME", &home_path), ("PGHOST", host), ("PGPORT", port), ("PGUSER", user), ("PGPASSWORD", password), ("PGDATABASE", database)]);
+    out.expect_code(0);
+    assert_eq!(count(), 5, "{}", out.evidence());
+    // A URL with no password takes it from ~/.pgpass.
+    db.exec(&format!("DROP TABLE {}.asset", db.schema));
+    std::fs::write(&pgpass, format!("{host}:{port}:{database}:{user}:{password}\n")).unwrap();
+    let bare_url = format!("postgres://{user}@{host}:{port}/{database}");
+    let out = run(&[], &[("HOME", &home_path), ("DATABASE_URL", &bare_url)]);
     out.expect_code(0);
     assert_eq!(count(), 5, "{}", out.evidence());
     // validate-spec and plan with the password's variable unset: the spec is checked all the same.

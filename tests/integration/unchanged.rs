@@ -446,3 +446,22 @@ fn a_dropped_index_or_foreign_key_is_put_back_and_the_next_run_skips_the_stage()
     assert!(out.stderr.contains("trades: unchanged since run"), "{}", out.evidence());
     assert_eq!(catalog(), before, "{}", out.evidence());
 }
+
+/// A column dropped and added again with a default writes no new row version (every value is
+/// the default, read from the catalog): the table's definition in its state tells, and the next
+/// run loads the file's values again.
+#[test]
+fn a_column_dropped_and_added_again_is_not_taken_for_unchanged() {
+    let data = generate(40, 0, 0.0, 66);
+    let db = TestDb::new("readdcol");
+    db.run(data.path(), &[]).expect_code(0);
+    let sum = || db.texts(&format!("SELECT sum(cash)::text FROM {}.asset", db.schema)).remove(0);
+    let before = sum();
+    assert_ne!(before, "0.00");
+    db.exec(&format!("ALTER TABLE {0}.asset DROP COLUMN cash; ALTER TABLE {0}.asset ADD COLUMN cash numeric(20,2) NOT NULL DEFAULT 0", db.schema));
+    assert_eq!(sum(), "0.00");
+    let out = db.run(data.path(), &["-v"]);
+    out.expect_code(0);
+    assert!(!out.stderr.contains("assets: unchanged since run"), "the emptied column was taken as unchanged\n{}", out.evidence());
+    assert_eq!(sum(), before, "{}", out.evidence());
+}

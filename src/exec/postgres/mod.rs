@@ -49,6 +49,9 @@ pub fn connect_help(e: &sqlx::Error) -> String {
             sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
                 "nothing listens there: is PostgreSQL running, and are the host and port right (`host`/`port`, --db-host/--db-port, PGHOST/PGPORT)?".into()
             }
+            sqlx::Error::Tls(t) if t.to_string().contains("without TLS support") => {
+                "this etl is built without TLS for PostgreSQL: set `sslmode: disable` or `prefer` (a server that requires TLS cannot be reached yet)".into()
+            }
             sqlx::Error::Tls(_) => "the TLS handshake failed: check `sslmode` and the server's certificate".into(),
             _ => CONNECT_HELP.into(),
         },
