@@ -174,6 +174,17 @@ fn connection_errors_say_their_cause() {
     let out = db.run(data.path(), &["--stage", "assets", "--db-port", &closed]);
     out.expect_code(3);
     assert!(out.stderr.contains("nothing listens there"), "{}", out.evidence());
+    // Something listens, and hangs up at once: not said to be nothing.
+    let hangs_up = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hangs_up.local_addr().unwrap().port().to_string();
+    std::thread::spawn(move || {
+        for conn in hangs_up.incoming() {
+            drop(conn);
+        }
+    });
+    let out = db.run(data.path(), &["--stage", "assets", "--db-port", &port]);
+    out.expect_code(3);
+    assert!(!out.stderr.contains("nothing listens there"), "{}", out.evidence());
 }
 
 /// A header that lacks the spec's columns says what is likely wrong: another delimiter, or a
