@@ -82,14 +82,14 @@ fn context_of(build: &str, stage: &StagePlan, referenced: &[(String, String)]) -
 /// The source digest of an S3 object. An ETag that is an MD5 (32 hex digits, with `-N` for a
 /// multipart upload) names the content wherever it is: the digest is the ETag and size, so the
 /// same file under another key is the same source. Any other ETag only names a version of one
-/// object: the bucket and key are in the digest too.
-pub fn s3_object(bucket: &str, key: &str, etag: Option<&str>, bytes: u64) -> Option<String> {
+/// object on one server: `origin` (the endpoint and bucket) and the key are in the digest too.
+pub fn s3_object(origin: &str, key: &str, etag: Option<&str>, bytes: u64) -> Option<String> {
     // Without an ETag the content cannot be told apart: never the same.
     let etag = etag?;
     let bare = etag.trim_matches('"');
     let (md5, parts) = bare.split_once('-').unwrap_or((bare, "0"));
     let content = md5.len() == 32 && md5.bytes().all(|b| b.is_ascii_hexdigit()) && parts.bytes().all(|b| b.is_ascii_digit());
-    let text = if content { format!("s3-md5\n{}\n{bytes}", bare.to_ascii_lowercase()) } else { format!("s3\n{bucket}\n{key}\n{etag}\n{bytes}") };
+    let text = if content { format!("s3-md5\n{}\n{bytes}", bare.to_ascii_lowercase()) } else { format!("s3\n{origin}\n{key}\n{etag}\n{bytes}") };
     Some(hex(&Sha256::digest(text.as_bytes())))
 }
 
@@ -143,6 +143,8 @@ mod tests {
         let md5 = Some("\"9b2cf535f27731c974343645a3985328\"");
         assert_eq!(s3_object("b", "day1/a.csv", md5, 9), s3_object("c", "day2/a.csv", md5, 9));
         assert_ne!(s3_object("b", "day1/a.csv", Some("\"v1\""), 9), s3_object("b", "day2/a.csv", Some("\"v1\""), 9));
+        // ... and only on its server: the same bucket and key elsewhere is another object.
+        assert_ne!(s3_object("http://a:9000/b", "k", Some("\"v1\""), 9), s3_object("http://c:9000/b", "k", Some("\"v1\""), 9));
         let multipart = Some("\"9b2cf535f27731c974343645a3985328-3\"");
         assert_eq!(s3_object("b", "x", multipart, 9), s3_object("b", "y", multipart, 9));
         let dir = tempfile::tempdir().unwrap();

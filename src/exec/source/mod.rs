@@ -270,7 +270,7 @@ pub fn list_set(plan: &Plan, stage: &StagePlan, set: &FileSetPlan, spec_dir: &Pa
                     Some(Source {
                         shown: client.shown(&o.key),
                         bytes: o.bytes,
-                        fingerprint: crate::exec::reuse::fingerprint::s3_object(&c.bucket, &client.key(&o.key), o.etag.as_deref(), o.bytes),
+                        fingerprint: crate::exec::reuse::fingerprint::s3_object(&client.origin(), &client.key(&o.key), o.etag.as_deref(), o.bytes),
                         etag: o.etag,
                         compression: compression.of(&o.key),
                         key: o.key.clone(),

@@ -131,7 +131,7 @@ impl S3 {
         let head = self.client.head_object().bucket(&self.bucket).key(&key).send().await.map_err(|e| self.fail(&key, explain(&e)))?;
         let etag = head.e_tag().map(str::to_string);
         let bytes = head.content_length().unwrap_or(0).max(0) as u64;
-        let fingerprint = crate::exec::reuse::fingerprint::s3_object(&self.bucket, &key, etag.as_deref(), bytes);
+        let fingerprint = crate::exec::reuse::fingerprint::s3_object(&self.origin(), &key, etag.as_deref(), bytes);
         Ok(Head { shown: format!("s3://{}/{key}", self.bucket), etag, bytes, fingerprint })
     }
 
