@@ -39,19 +39,9 @@ for f in "$work/set/trades/$date"/part-*.csv.gz; do
 done > "$work/one/trades/$date/all.csv"
 
 bucket=etl-bench-files
-python3 - "$ETL_TEST_S3_ENDPOINT" "$bucket" "$work" <<'PY'
-import os, sys, boto3
-endpoint, bucket, work = sys.argv[1:]
-s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                  aws_access_key_id="minioadmin", aws_secret_access_key="minioadmin123")
-if bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
-    s3.create_bucket(Bucket=bucket)
-for layout in ("set", "one"):
-    for root, _, files in os.walk(f"{work}/{layout}"):
-        for f in files:
-            path = os.path.join(root, f)
-            s3.upload_file(path, bucket, f"{layout}/{os.path.relpath(path, f'{work}/{layout}')}")
-PY
+for layout in set one; do
+  scripts/s3-put.py "$ETL_TEST_S3_ENDPOINT" "$bucket" "$work/$layout" "$layout"
+done
 
 export PGPASSWORD=etlpass
 port="${ETL_PG_PORT:-15432}"

@@ -39,19 +39,9 @@ cp "$work/clean/account_assets.csv" "$work/changed/"
   "$work/clean/trades.csv" > "$work/changed/trades.csv"
 
 bucket=etl-bench
-python3 - "$ETL_TEST_S3_ENDPOINT" "$bucket" "$work" <<'PY'
-import sys, boto3
-endpoint, bucket, work = sys.argv[1:]
-s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                  aws_access_key_id="minioadmin", aws_secret_access_key="minioadmin123")
-if bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
-    s3.create_bucket(Bucket=bucket)
-import os
-for d in ("clean", "dirty", "changed"):
-    for f in ("account_assets.csv", "trades.csv"):
-        if os.path.exists(f"{work}/{d}/{f}"):
-            s3.upload_file(f"{work}/{d}/{f}", bucket, f"{d}/{f}")
-PY
+for d in clean dirty changed; do
+  if [ -d "$work/$d" ]; then scripts/s3-put.py "$ETL_TEST_S3_ENDPOINT" "$bucket" "$work/$d" "$d" account_assets.csv trades.csv; fi
+done
 
 export PGPASSWORD=etlpass
 PSQL=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "${ETL_PG_PORT:-15432}" -U etl etl_test)

@@ -75,14 +75,11 @@ pub fn run(mut args: BackfillArgs, color: bool) -> Result<u8, CliError> {
                 if !quiet {
                     eprint!("{}", e.render(color));
                 }
-                say(format!("{date}: {} (exit {}); {left} left", match &e {
-                    CliError::Exec(x) => x.run_status().as_str(),
-                    _ => "failed",
-                }, e.exit_code()));
                 let status = match &e {
                     CliError::Exec(x) => x.run_status().as_str(),
                     _ => "failed",
                 };
+                say(format!("{date}: {status} (exit {}); {left} left", e.exit_code()));
                 DateOutcome { date, status: status.into(), exit_code: Some(e.exit_code()), error: Some(e.to_string()), report: None }
             }
         };

@@ -11,15 +11,21 @@ use crate::extract::generate;
 use crate::run::TestDb;
 use crate::util::{etl, root};
 
-/// A spec file loading the generated assets every two seconds into the test's schema.
+/// A spec file loading the generated assets into the test's schema on `cron`.
 pub fn spec_file(db: &TestDb, data: &Path, dir: &Path, cron: &str) -> PathBuf {
+    spec_with(db, data, dir, "sched", &format!("  often: {{ cron: \"{cron}\", stages: all }}\n"))
+}
+
+/// A spec file named `name` loading the generated assets into the test's schema, with these
+/// `schedules:` entries.
+fn spec_with(db: &TestDb, data: &Path, dir: &Path, name: &str, schedules: &str) -> PathBuf {
     let url = format!("{}?options=-c%20search_path%3D{}", db.url, db.schema);
     let text = format!(
-        "version: 1\nname: sched\nconnections:\n  files: {{ type: local, path: '{}' }}\n  db: {{ type: postgres, url: '{url}', schema: {} }}\nstages:\n  assets:\n    source: {{ connection: files, key: account_assets.csv }}\n    target: {{ connection: db, table: asset, key: [account_id] }}\n    columns:\n      account_id: {{ type: string }}\n      cash: {{ type: \"decimal(20,2)\" }}\nschedules:\n  often: {{ cron: \"{cron}\", stages: all }}\n",
+        "version: 1\nname: {name}\nconnections:\n  files: {{ type: local, path: '{}' }}\n  db: {{ type: postgres, url: '{url}', schema: {} }}\nstages:\n  assets:\n    source: {{ connection: files, key: account_assets.csv }}\n    target: {{ connection: db, table: asset, key: [account_id] }}\n    columns:\n      account_id: {{ type: string }}\n      cash: {{ type: \"decimal(20,2)\" }}\nschedules:\n{schedules}",
         data.display(),
         db.schema
     );
-    let path = dir.join("sched.yaml");
+    let path = dir.join(format!("{name}.yaml"));
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -298,15 +304,8 @@ fn a_firing_while_the_last_one_runs_is_recorded_skipped() {
 
 /// A spec with three jobs on one tick (every 5 s), differing only in `catchup`.
 fn catchup_spec(db: &TestDb, data: &Path, dir: &Path) -> PathBuf {
-    let url = format!("{}?options=-c%20search_path%3D{}", db.url, db.schema);
-    let text = format!(
-        "version: 1\nname: catchup\nconnections:\n  files: {{ type: local, path: '{}' }}\n  db: {{ type: postgres, url: '{url}', schema: {} }}\nstages:\n  assets:\n    source: {{ connection: files, key: account_assets.csv }}\n    target: {{ connection: db, table: asset, key: [account_id] }}\n    columns:\n      account_id: {{ type: string }}\n      cash: {{ type: \"decimal(20,2)\" }}\nschedules:\n  all_missed: {{ cron: \"*/5 * * * * *\", catchup: all, max_catchup: 50 }}\n  latest_missed: {{ cron: \"*/5 * * * * *\", catchup: latest }}\n  none_missed: {{ cron: \"*/5 * * * * *\" }}\n",
-        data.display(),
-        db.schema
-    );
-    let path = dir.join("catchup.yaml");
-    std::fs::write(&path, text).unwrap();
-    path
+    let jobs = "  all_missed: { cron: \"*/5 * * * * *\", catchup: all, max_catchup: 50 }\n  latest_missed: { cron: \"*/5 * * * * *\", catchup: latest }\n  none_missed: { cron: \"*/5 * * * * *\" }\n";
+    spec_with(db, data, dir, "catchup", jobs)
 }
 
 #[test]

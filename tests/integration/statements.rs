@@ -65,16 +65,7 @@ fn every_statement_a_run_sends_is_in_its_plan() {
     };
     let _one_at_a_time = TRACED.lock().unwrap_or_else(|e| e.into_inner());
     let data = generate(200, 1_500, 0.02, 71);
-    let db = TestDb::new("traced");
-    db.exec(&format!("GRANT ALL ON SCHEMA {} TO etl_traced", db.schema));
-    let port: u16 = std::env::var("ETL_PG_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(15432);
-    let url = format!("postgres://etl_traced:etltraced@127.0.0.1:{port}/etl_test?options=-c%20search_path%3D{}", db.schema);
-    let sets = [
-        "--set".to_string(),
-        format!("connections.db={{type: postgres, url: '{url}', schema: {}}}", db.schema),
-        "--set".to_string(),
-        format!("connections.lake={{type: local, path: '{}'}}", data.path().display()),
-    ];
+    let (_db, sets) = traced("traced", data.path());
     let command = |verb: &str, extra: &[&str]| -> Output {
         let mut args = vec![verb, "specs/small_etl.yaml"];
         args.extend(sets.iter().map(String::as_str));
@@ -106,6 +97,22 @@ fn every_statement_a_run_sends_is_in_its_plan() {
         seen += assert_planned(&log, from, &planned, &migrations, what, &plan.stdout, &out);
     }
     assert!(seen > 100, "too few statements logged ({seen}) for five runs");
+}
+
+/// A schema of its own that the traced role may use, and the `--set`s pointing a spec's `db` at it
+/// as that role and its `lake` at `dir`.
+fn traced(name: &str, dir: &Path) -> (TestDb, [String; 4]) {
+    let db = TestDb::new(name);
+    db.exec(&format!("GRANT ALL ON SCHEMA {} TO etl_traced", db.schema));
+    let port: u16 = std::env::var("ETL_PG_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(15432);
+    let url = format!("postgres://etl_traced:etltraced@127.0.0.1:{port}/etl_test?options=-c%20search_path%3D{}", db.schema);
+    let sets = [
+        "--set".to_string(),
+        format!("connections.db={{type: postgres, url: '{url}', schema: {}}}", db.schema),
+        "--set".to_string(),
+        format!("connections.lake={{type: local, path: '{}'}}", dir.display()),
+    ];
+    (db, sets)
 }
 
 /// The engine's migrations, squashed: their statements are the migrator's, not the Plan's.
@@ -151,16 +158,7 @@ fn every_statement_a_file_set_run_sends_is_in_its_plan() {
         .output()
         .unwrap();
     assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
-    let db = TestDb::new("tracedset");
-    db.exec(&format!("GRANT ALL ON SCHEMA {} TO etl_traced", db.schema));
-    let port: u16 = std::env::var("ETL_PG_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(15432);
-    let url = format!("postgres://etl_traced:etltraced@127.0.0.1:{port}/etl_test?options=-c%20search_path%3D{}", db.schema);
-    let sets = [
-        "--set".to_string(),
-        format!("connections.db={{type: postgres, url: '{url}', schema: {}}}", db.schema),
-        "--set".to_string(),
-        format!("connections.lake={{type: local, path: '{}'}}", data.path().display()),
-    ];
+    let (_db, sets) = traced("tracedset", data.path());
     let command = |verb: &str, extra: &[&str]| -> Output {
         let mut args = vec![verb, "specs/daily.yaml", "--date", "2025-12-22"];
         args.extend(sets.iter().map(String::as_str));

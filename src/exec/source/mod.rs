@@ -213,11 +213,7 @@ impl Source {
                 .map(|part| {
                     scope.spawn(move || -> Result<(), ExecError> {
                         for f in part.iter_mut().filter(|f| f.plain.is_none()) {
-                            let stored = match &f.place {
-                                Place::Local(copy) => copy.clone(),
-                                Place::S3 { downloaded: Some(p), .. } => p.clone(),
-                                Place::S3 { downloaded: None, .. } => return Err(ExecError::Internal(format!("{} was not downloaded", f.shown))),
-                            };
+                            let stored = f.spooled().ok_or_else(|| ExecError::Internal(format!("{} was not downloaded", f.shown)))?;
                             f.decode(stored)?;
                         }
                         Ok(())
@@ -228,14 +224,22 @@ impl Source {
         })
     }
 
+    /// The stored bytes' copy in the spool, if made yet.
+    fn spooled(&self) -> Option<PathBuf> {
+        match &self.place {
+            Place::Local(copy) => Some(copy.clone()),
+            Place::S3 { downloaded, .. } => downloaded.clone(),
+        }
+    }
+
     /// The stored bytes, copied into the spool.
     fn stored(&mut self, dir: &Path, rt: &tokio::runtime::Runtime) -> Result<PathBuf, ExecError> {
+        if let Some(p) = self.spooled() {
+            return Ok(p);
+        }
         match &mut self.place {
             Place::Local(copy) => Ok(copy.clone()),
             Place::S3 { client, key, downloaded } => {
-                if let Some(p) = downloaded {
-                    return Ok(p.clone());
-                }
                 let fetched = rt.block_on(client.fetch_pinned(key, dir, self.etag.clone()))?;
                 self.sha256 = Some(fetched.sha256.clone());
                 *downloaded = Some(fetched.path.clone());
