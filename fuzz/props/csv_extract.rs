@@ -66,9 +66,11 @@ impl Harness {
         std::fs::write(&path, new).unwrap();
         let Some(all) = self.full(&path) else { return };
         let Ok(columns) = etl::exec::extract::file_columns(stage, &path, "in.csv") else { return };
-        if let Ok(Ok(_)) = etl::exec::incremental::scan(stage, &path, &columns, true, |_| Ok(())) {
+        // The key line indexes beside them are hashed with.
+        let key = etl::exec::incremental::RecordKey::of_cache(self.dir.path()).unwrap();
+        if let Ok(Ok(_)) = etl::exec::incremental::scan(stage, &path, &columns, true, &key, |_| Ok(())) {
             let mut records = 0u64;
-            let _ = etl::exec::incremental::scan(stage, &path, &columns, true, |_| {
+            let _ = etl::exec::incremental::scan(stage, &path, &columns, true, &key, |_| {
                 records += 1;
                 Ok(())
             });

@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::exec::error::ExecError;
 use crate::plan::{Check, StagePlan, Test};
 use crate::spec::expr::{self, Dec, Value, Verdict};
-use crate::plan::extract::{RECORD, UNCHANGED, duplicate_column, uncast_column};
+use crate::plan::extract::{RECORD, UNCHANGED, duplicate_column, held_column, uncast_column};
 use crate::spec::model::Severity;
 
 /// One reason one input row was not loaded (or, for `warn` rules, was flagged).
@@ -201,6 +201,12 @@ pub fn validate(stage: &StagePlan, places: &Places, batch: DataFrame) -> Result<
                         _ => String::new(),
                     };
                     (Some(values.join(",")), format!("{}; the first is on line {first_line}{of}", check.message))
+                }
+                "unique_in_table" => {
+                    let column = check.column.as_deref().unwrap_or("");
+                    let by = value_of(row, &held_column(column)).unwrap_or_default();
+                    let message = if by.is_empty() { check.message.clone() } else { format!("{}, key {by}", check.message) };
+                    (value_of(row, column), message)
                 }
                 _ => (value_of(row, check.column.as_deref().unwrap_or("")), check.message.clone()),
             };

@@ -365,6 +365,21 @@ pub struct Lookups {
     pub references: Vec<Reference>,
     /// The target's current rows (the spec's columns), for an upsert with a key.
     pub current: Option<String>,
+    /// Per `unique` column (not the key alone) of an upsert or append: the values the table
+    /// holds already, with each one's key.
+    pub held: Vec<Held>,
+}
+
+/// The values of a `unique` column the target's rows hold, for a row of the file to be
+/// rejected when another row holds its value (PostgreSQL checks a unique constraint row by
+/// row, so even a row that this load changes still holds its old value).
+#[derive(Debug, Clone)]
+pub struct Held {
+    /// The stage's column.
+    pub column: String,
+    /// The DuckDB relation holding the column and the key of each of the table's rows that has
+    /// a value (SQL, quoted).
+    pub relation: String,
 }
 
 // A stage's row checks (Polars)
@@ -517,6 +532,8 @@ pub struct PgStatements {
     pub reference_lookups: Vec<ReferenceLookup>,
     /// The table's current rows, exported for the extract to join (an upsert with a key).
     pub current_lookup: Option<Lookup>,
+    /// The values each `unique` column holds in the table, with their keys (see [`Held`]).
+    pub held_lookups: Vec<Lookup>,
 }
 
 /// A table a stage references.

@@ -6,7 +6,7 @@
 
 use crate::spec::model::ColumnType;
 
-use super::compiled::{ColumnPlan, DUCKDB_CATALOG, Dialect, ExtractSql, Lookups, ReadColumn, ReadCsv, Reference, StagePlan, TargetPlan};
+use super::compiled::{ColumnPlan, DUCKDB_CATALOG, Dialect, ExtractSql, Held, Lookups, ReadColumn, ReadCsv, Reference, StagePlan, TargetPlan};
 use super::sql::{FileSql, ident, literal, qualified};
 
 /// Compiles a stage's extract (its lookups already compiled).
@@ -114,6 +114,17 @@ pub fn current_relation(stage: &str) -> String {
     format!("__current_{stage}")
 }
 
+/// The relation a PostgreSQL target's values of a unique column are copied into for a stage.
+pub fn held_relation(stage: &str, column: &str) -> String {
+    format!("__held_{stage}_{column}")
+}
+
+/// The name of the column holding, for a row whose `column` value another row of the table
+/// holds, that row's key (as text; empty for a table without a key).
+pub fn held_column(column: &str) -> String {
+    format!("__held_by_{column}")
+}
+
 /// A stage's lookups. A PostgreSQL target's are DuckDB temp tables the executor fills from the
 /// database; a DuckDB target's are its tables, read in place.
 pub fn lookups(stage: &str, target: &TargetPlan, columns: &[ColumnPlan]) -> Lookups {
@@ -136,7 +147,20 @@ pub fn lookups(stage: &str, target: &TargetPlan, columns: &[ColumnPlan]) -> Look
         Dialect::Postgres => ident(&current_relation(stage)),
         Dialect::Duckdb => in_target(&target.table),
     });
-    Lookups { references, current }
+    // `replace` empties the table first: nothing is held then.
+    let key_alone = |c: &ColumnPlan| target.key.len() == 1 && target.key[0] == c.name;
+    let held = columns
+        .iter()
+        .filter(|c| c.unique && !key_alone(c) && target.mode != crate::spec::model::LoadMode::Replace)
+        .map(|c| Held {
+            column: c.name.clone(),
+            relation: match target.dialect {
+                Dialect::Postgres => ident(&held_relation(stage, &c.name)),
+                Dialect::Duckdb => in_target(&target.table),
+            },
+        })
+        .collect();
+    Lookups { references, current, held }
 }
 
 /// Creates a lookup's DuckDB relation, empty.
@@ -308,6 +332,26 @@ fn select_sql(stage: &StagePlan) -> String {
         let k = format!("{alias}.{}", ident(&r.ref_column));
         joins.push_str(&format!("\nLEFT JOIN {} AS {alias} ON {k} = {v}", r.relation));
         outer.push(format!("  ({v} IS NOT NULL AND {k} IS NULL) AS {}", ident(&missing_column(&r.column))));
+    }
+    for (i, h) in stage.lookups.held.iter().enumerate() {
+        let alias = format!("__held{i}");
+        let v = ident(&h.column);
+        // Another row: one whose key differs (any row, for a table without a key).
+        let other = if stage.target.key.is_empty() {
+            String::new()
+        } else {
+            let same: Vec<String> = stage.target.key.iter().map(|k| format!("{alias}.{0} IS NOT DISTINCT FROM typed.{0}", ident(k))).collect();
+            format!(" AND NOT ({})", same.join(" AND "))
+        };
+        joins.push_str(&format!("\nLEFT JOIN {} AS {alias} ON {alias}.{v} = typed.{v}{other}", h.relation));
+        let by = match stage.target.key.as_slice() {
+            [] => "''".to_string(),
+            keys => {
+                let parts: Vec<String> = keys.iter().map(|k| format!("CAST({alias}.{} AS VARCHAR)", ident(k))).collect();
+                format!("concat_ws(', ', {})", parts.join(", "))
+            }
+        };
+        outer.push(format!("  CASE WHEN {alias}.{v} IS NOT NULL THEN {by} END AS {}", ident(&held_column(&h.column))));
     }
     if let Some(current) = &stage.lookups.current {
         let on: Vec<String> = stage.target.key.iter().map(|k| format!("__current.{0} = typed.{0}", ident(k))).collect();

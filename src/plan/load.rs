@@ -37,6 +37,61 @@ fn constraint_name(table: &str, cols: &[String], suffix: &str) -> String {
     n
 }
 
+/// The key columns and the rest, quoted.
+fn key_and_rest(t: &TargetPlan, columns: &[ColumnPlan]) -> (Vec<String>, Vec<String>) {
+    let keys = t.key.iter().map(|k| ident(k)).collect();
+    let rest = columns.iter().filter(|c| !t.key.contains(&c.name)).map(|c| ident(&c.name)).collect();
+    (keys, rest)
+}
+
+/// `a IS DISTINCT FROM b` over the non-key columns of two row aliases.
+fn differs(rest: &[String], old: &str, new: &str) -> String {
+    let side = |alias: &str| {
+        let cols: Vec<String> = rest.iter().map(|c| format!("{alias}.{c}")).collect();
+        if cols.len() == 1 { cols.join("") } else { format!("ROW({})", cols.join(", ")) }
+    };
+    format!("{} IS DISTINCT FROM {}", side(old), side(new))
+}
+
+/// PostgreSQL's upsert: changed rows updated, new keys inserted in key order, in one statement
+/// that yields (rows inserted, rows written). Not `INSERT .. ON CONFLICT`: that draws an identity
+/// value for every staged row, conflicting or not, so the surrogate ids a load hands out would
+/// depend on how many unchanged rows it happened to stage (a forced load, a changed-lines load).
+/// Under the stage's SHARE ROW EXCLUSIVE lock no other writer can add a key between the two.
+fn postgres_upsert(t: &TargetPlan, columns: &[ColumnPlan], table: &str, staging: &str, list: &str) -> String {
+    let (keys, rest) = key_and_rest(t, columns);
+    let on: Vec<String> = keys.iter().map(|k| format!("t.{k} = s.{k}")).collect();
+    let on = on.join(" AND ");
+    let order: Vec<String> = keys.iter().map(|k| format!("s.{k}")).collect();
+    let insert = format!(
+        "INSERT INTO {table} ({list})\nSELECT {list} FROM {staging} AS s\nWHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE {on})\nORDER BY {}\nRETURNING 1",
+        order.join(", ")
+    );
+    if rest.is_empty() {
+        return format!("WITH inserted AS (\n{insert}\n)\nSELECT count(*), count(*) FROM inserted");
+    }
+    let set: Vec<String> = rest.iter().map(|c| format!("{c} = s.{c}")).collect();
+    let update = format!(
+        "UPDATE {table} AS t SET\n  {}\nFROM {staging} AS s\nWHERE {on} AND {}\nRETURNING 1",
+        set.join(",\n  "),
+        differs(&rest, "t", "s")
+    );
+    format!(
+        "WITH updated AS (\n{update}\n), inserted AS (\n{insert}\n)\nSELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM inserted) + (SELECT count(*) FROM updated)"
+    )
+}
+
+/// DuckDB's upsert: `INSERT .. ON CONFLICT`, changed rows only.
+fn duckdb_upsert(t: &TargetPlan, columns: &[ColumnPlan], insert: &str) -> String {
+    let (keys, rest) = key_and_rest(t, columns);
+    let conflict = format!("ON CONFLICT ({})", keys.join(", "));
+    if rest.is_empty() {
+        return format!("{insert}\n{conflict} DO NOTHING");
+    }
+    let set: Vec<String> = rest.iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect();
+    format!("{insert}\n{conflict} DO UPDATE SET\n  {}\nWHERE {}", set.join(",\n  "), differs(&rest, "t", "EXCLUDED"))
+}
+
 /// Compiles a target's SQL.
 pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
     let table = t.qualified.clone();
@@ -137,32 +192,10 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
     let merge = match t.mode {
         LoadMode::Append => vec![MergeStep::Insert(insert)],
         LoadMode::Replace => vec![MergeStep::Delete(format!("DELETE FROM {table}")), MergeStep::Insert(insert)],
-        LoadMode::Upsert => {
-            let keys: Vec<String> = t.key.iter().map(|k| ident(k)).collect();
-            let rest: Vec<&ColumnPlan> = columns.iter().filter(|c| !t.key.contains(&c.name)).collect();
-            let conflict = format!("ON CONFLICT ({})", keys.join(", "));
-            let upsert = if rest.is_empty() {
-                format!("{insert}\n{conflict} DO NOTHING")
-            } else {
-                let set: Vec<String> = rest.iter().map(|c| format!("{0} = EXCLUDED.{0}", ident(&c.name))).collect();
-                let old: Vec<String> = rest.iter().map(|c| format!("t.{}", ident(&c.name))).collect();
-                let new: Vec<String> = rest.iter().map(|c| format!("EXCLUDED.{}", ident(&c.name))).collect();
-                let (o, n) = if rest.len() == 1 {
-                    (old.join(""), new.join(""))
-                } else {
-                    (format!("ROW({})", old.join(", ")), format!("ROW({})", new.join(", ")))
-                };
-                format!("{insert}\n{conflict} DO UPDATE SET\n  {}\nWHERE {o} IS DISTINCT FROM {n}", set.join(",\n  "))
-            };
-            let upsert = match t.dialect {
-                // Which rows were inserted (xmax 0) and how many were written, in one statement.
-                Dialect::Postgres => format!(
-                    "WITH merged AS (\n{upsert}\nRETURNING (xmax = 0) AS inserted\n)\nSELECT count(*) FILTER (WHERE inserted), count(*) FROM merged"
-                ),
-                Dialect::Duckdb => upsert,
-            };
-            vec![MergeStep::Upsert(upsert)]
-        }
+        LoadMode::Upsert => match t.dialect {
+            Dialect::Postgres => vec![MergeStep::Upsert(postgres_upsert(t, columns, &table, &staging, &list))],
+            Dialect::Duckdb => vec![MergeStep::Upsert(duckdb_upsert(t, columns, &insert))],
+        },
     };
     let count_existing = (t.dialect == Dialect::Duckdb && t.mode == LoadMode::Upsert && !t.key.is_empty()).then(|| {
         let on: Vec<String> = t.key.iter().map(|k| format!("r.{0} = s.{0}", ident(k))).collect();

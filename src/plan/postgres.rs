@@ -153,6 +153,22 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan], lookups: &Lookups) -> PgS
             fill: lookup_fill(relation, &typed),
         }
     });
+    let held_lookups = lookups
+        .held
+        .iter()
+        .map(|h| {
+            let typed: Vec<(String, crate::spec::model::ColumnType)> = std::iter::once(&h.column)
+                .chain(&t.key)
+                .map(|n| (n.clone(), columns.iter().find(|c| &c.name == n).map(|c| c.ty).unwrap_or(crate::spec::model::ColumnType::String)))
+                .collect();
+            let list: Vec<String> = typed.iter().map(|(n, _)| ident(n)).collect();
+            Lookup {
+                export: export(&format!("SELECT {} FROM {q} WHERE {} IS NOT NULL", list.join(", "), ident(&h.column))),
+                create: lookup_create(&h.relation, &typed),
+                fill: lookup_fill(&h.relation, &typed),
+            }
+        })
+        .collect();
     PgStatements {
         settings: vec!["SET LOCAL DateStyle = ISO".into(), "SET LOCAL extra_float_digits = 1".into()],
         savepoint: "SAVEPOINT etl_stage".into(),
@@ -176,6 +192,7 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan], lookups: &Lookups) -> PgS
         referenced,
         reference_lookups,
         current_lookup,
+        held_lookups,
     }
 }
 

@@ -198,6 +198,16 @@ fn column_checks(spec: &Spec, stage: &Stage, name: &str, c: &Column, out: &mut V
             col(dup.as_str()).is_not_null(),
             format!("{name} repeats the value of an earlier row"),
         );
+        // Found by the extract's join with the values the table holds; see extract.rs.
+        if stage.target.mode != crate::spec::model::LoadMode::Replace {
+            let table = &stage.target.table;
+            push(
+                "unique_in_table",
+                format!("{name} is not held by another row of {table}"),
+                col(super::extract::held_column(name).as_str()).is_not_null(),
+                format!("{name} is held by another row of {table}"),
+            );
+        }
     }
     if !stage.target.key.is_empty() && stage.target.key.last().is_some_and(|k| k == name) {
         let keys = stage.target.key.join(", ");

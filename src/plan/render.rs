@@ -266,7 +266,13 @@ fn postgres_stage(out: &mut String, st: &StagePlan, pg: &PgStatements) {
         let _ = writeln!(out, "{};", c.create);
         let _ = writeln!(out, "{};", c.fill);
     }
-    if pg.reference_lookups.is_empty() && pg.current_lookup.is_none() {
+    for (h, l) in st.lookups.held.iter().zip(&pg.held_lookups) {
+        let _ = writeln!(out, "-- the values of {} the table's rows hold, with their keys (a row of the file whose value another row holds is rejected)", h.column);
+        let _ = writeln!(out, "{};", l.export);
+        let _ = writeln!(out, "{};", l.create);
+        let _ = writeln!(out, "{};", l.fill);
+    }
+    if pg.reference_lookups.is_empty() && pg.current_lookup.is_none() && pg.held_lookups.is_empty() {
         let _ = writeln!(out, "(none)");
     }
 

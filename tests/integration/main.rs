@@ -4,6 +4,7 @@ mod backfill;
 mod bad_input;
 mod compression;
 mod dates;
+mod etags;
 mod extract;
 mod faults;
 mod files;

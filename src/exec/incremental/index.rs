@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 
 use xxhash_rust::xxh3::xxh3_128;
 
-use super::scan::{ByHash, Record, scan};
+use super::scan::{ByHash, Record, RecordKey, scan};
 use crate::exec::error::ExecError;
 use crate::plan::StagePlan;
 
-const MAGIC: &[u8; 8] = b"ETLLINE2";
+/// Version 3: records hashed with the cache's [`RecordKey`] (an index of version 2, unkeyed, is
+/// not read: that load checks every record once).
+const MAGIC: &[u8; 8] = b"ETLLINE3";
 
 /// Writes a line index to `path` as records come (each record's hash and line), through a
 /// temporary name, and removes the stage's older indexes on `finish`.
@@ -160,8 +162,10 @@ pub(super) fn header_record(stage: &StagePlan, path: &Path) -> Result<Vec<u8>, E
 /// Scans the file at `path` and writes its line index for `index` (for a load that checked
 /// every record). None when the file cannot be split here.
 pub fn index_file(stage: &StagePlan, path: &Path, file_columns: &[String], index: &Path) -> Result<Option<PendingIndex>, ExecError> {
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let key = RecordKey::of_cache(dir).map_err(|e| ExecError::Write { path: dir.display().to_string(), message: e.to_string() })?;
     let mut writer = IndexWriter::create(stage, index, &header_record(stage, path)?)?;
-    match scan(stage, path, file_columns, false, |r| writer.add(&r))? {
+    match scan(stage, path, file_columns, false, &key, |r| writer.add(&r))? {
         Ok(_) => writer.flushed().map(Some),
         Err(_) => Ok(None),
     }

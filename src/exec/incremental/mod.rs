@@ -1,9 +1,9 @@
 //! Loading only the records that changed since a stage's last load. Each upsert load leaves a
-//! line index of its file in the cache directory: a 128-bit hash of each record's bytes and its
-//! line. When a stage's spec, referenced tables and table are as its last load left them but its
-//! file is new, the file is scanned here (records split on the raw bytes, quotes honoured): a
-//! record whose bytes equal a record of the last file is neither read by DuckDB, checked,
-//! compared nor sent. Its row is in the table as it would be loaded again, or it was rejected
+//! line index of its file in the cache directory: a 128-bit hash of each record's bytes (keyed
+//! with the cache's own secret, `scan::RecordKey`) and its line. When a stage's spec, referenced
+//! tables and table are as its last load left them but its file is new, the file is scanned
+//! here (records split on the raw bytes, quotes honoured): a record whose bytes equal a record
+//! of the last file is neither read by DuckDB, checked, compared nor sent. Its row is in the table as it would be loaded again, or it was rejected
 //! for the same reasons, which are carried over to its new line. Records whose key (or unique
 //! column) repeats within the file, and records that lost to a repeat last time, are always
 //! checked. The other records go, in file order, to a smaller file that is loaded the usual way.
@@ -29,7 +29,7 @@ use crate::plan::StagePlan;
 use crate::spec::model::Severity;
 use index::{IndexWriter, header_record, read_index};
 pub use index::{PendingIndex, index_file};
-pub use scan::{Record, Unsupported, scan};
+pub use scan::{Record, RecordKey, Unsupported, scan};
 
 /// Where line indexes are kept: `$ETL_CACHE_DIR`, else `$XDG_CACHE_HOME/etl`, else
 /// `$HOME/.cache/etl`; in its `line-index` folder. None when none is set.
@@ -47,8 +47,9 @@ pub fn index_path(dir: &Path, spec: &str, stage: &str, table: &str, source: &str
     dir.join(format!("{stem}-{}.lines", &source[..source.len().min(32)]))
 }
 
-/// The checks whose outcome for a record depends on other records of the file.
-const REPEATS: [&str; 2] = ["duplicate_key", "unique"];
+/// The checks whose outcome for a record depends on other records: of the file, or of the
+/// table (which this load may change: a value a row held last time may be free now).
+const REPEATS: [&str; 3] = ["duplicate_key", "unique", "unique_in_table"];
 
 /// A file split into the records unchanged since the last load and the others.
 pub struct Changes {
@@ -86,6 +87,10 @@ pub fn changes(
         Ok(m) => m,
         Err(why) => return Ok(Err(format!("the last load's line index is unreadable ({why})"))),
     };
+    let key = match scan::RecordKey::of_cache(index.parent().unwrap_or(Path::new("."))) {
+        Ok(k) => k,
+        Err(e) => return Ok(Err(format!("the cache's record key is unreadable ({e})"))),
+    };
     let header_bytes = header_record(stage, path)?;
     if xxh3_128(&header_bytes) != last.header {
         return Ok(Err("the header differs from the last file's".into()));
@@ -96,7 +101,7 @@ pub fn changes(
     // Per record: its hash, where it is, its groups' hashes.
     let mut records: Vec<(u128, u64, u32)> = Vec::new();
     let mut groups: Vec<Vec<Option<u64>>> = Vec::new();
-    let scanned = scan(stage, path, file_columns, true, |r| {
+    let scanned = scan(stage, path, file_columns, true, &key, |r| {
         if let Some(w) = writer.as_mut()
             && w.add(&r).is_err()
         {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 
-use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
+use xxhash_rust::xxh3::{xxh3_64, xxh3_128_with_secret};
 
 use crate::exec::error::ExecError;
 use crate::plan::StagePlan;
@@ -38,11 +38,60 @@ impl std::hash::Hasher for Prehashed {
 
 pub(super) type ByHash<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Prehashed>>;
 
+/// The key records are hashed with: random bytes kept in the cache directory (`record-key`,
+/// readable by its owner only), made the first time a cache is used. A record's hash is XXH3-128
+/// with this secret, so someone who can write a source file but not read the cache cannot aim
+/// a changed record at an unchanged one's hash.
+pub struct RecordKey(Vec<u8>);
+
+impl RecordKey {
+    /// The size of the secret (XXH3 takes at least 136 bytes).
+    const LEN: usize = 192;
+
+    /// The key of the cache directory `dir`, made there if it has none yet.
+    pub fn of_cache(dir: &Path) -> std::io::Result<RecordKey> {
+        use std::io::Write;
+        let path = dir.join("record-key");
+        match std::fs::read(&path) {
+            Ok(bytes) if bytes.len() == Self::LEN => return Ok(RecordKey(bytes)),
+            Ok(_) => return Err(std::io::Error::other(format!("{} is not a record key: remove it (the line indexes beside it are then checked in full once)", path.display()))),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            Err(_) => {}
+        }
+        std::fs::create_dir_all(dir)?;
+        let mut secret = vec![0u8; Self::LEN];
+        getrandom::fill(&mut secret).map_err(|e| std::io::Error::other(format!("no random bytes for the record key: {e}")))?;
+        // Written under a temporary name, then linked in place: two runs making one at once
+        // both end with whichever was linked first.
+        let partial = dir.join(format!(".record-key.{}", std::process::id()));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut f = options.open(&partial)?;
+        f.write_all(&secret)?;
+        f.sync_all()?;
+        drop(f);
+        let linked = std::fs::hard_link(&partial, &path);
+        let _ = std::fs::remove_file(&partial);
+        match linked {
+            Ok(()) => Ok(RecordKey(secret)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::of_cache(dir),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A record's hash.
+    pub fn hash(&self, bytes: &[u8]) -> u128 {
+        xxh3_128_with_secret(bytes, &self.0)
+    }
+}
+
 /// One data record as the scan found it.
 pub struct Record<'a> {
     /// Its index among the data records (0 for the first).
     pub index: usize,
-    /// The hash of its bytes.
+    /// The keyed hash of its bytes ([`RecordKey`]).
     pub hash: u128,
     /// Where its bytes start in the file.
     pub at: u64,
@@ -172,6 +221,7 @@ pub fn scan(
     path: &Path,
     file_columns: &[String],
     with_keys: bool,
+    key: &RecordKey,
     mut each: impl FnMut(Record<'_>) -> Result<(), ExecError>,
 ) -> Result<Result<Scanned, Unsupported>, ExecError> {
     let d = match dialect(stage, file_columns, with_keys) {
@@ -272,7 +322,7 @@ pub fn scan(
                         Err(why) => return Ok(Err(why)),
                     };
                 }
-                each(Record { index, hash: xxh3_128(record), at: base + pos as u64, bytes: record, groups: &groups })?;
+                each(Record { index, hash: key.hash(record), at: base + pos as u64, bytes: record, groups: &groups })?;
                 index += 1;
             }
             first = false;
@@ -291,3 +341,26 @@ pub fn scan(
     Ok(Ok(Scanned { header, crlf: crlf.unwrap_or(false) }))
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::RecordKey;
+
+    #[test]
+    fn a_cache_makes_its_record_key_once_for_its_owner_and_another_cache_has_another() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let first = RecordKey::of_cache(a.path()).unwrap();
+        let again = RecordKey::of_cache(a.path()).unwrap();
+        assert_eq!(first.hash(b"1,x,2"), again.hash(b"1,x,2"), "the key is kept");
+        assert_ne!(first.hash(b"1,x,2"), RecordKey::of_cache(b.path()).unwrap().hash(b"1,x,2"), "each cache has its own");
+        assert_ne!(first.hash(b"1,x,2"), xxhash_rust::xxh3::xxh3_128(b"1,x,2"), "keyed, not plain XXH3");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(a.path().join("record-key")).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "readable by others: {mode:o}");
+        }
+        std::fs::write(a.path().join("record-key"), b"short").unwrap();
+        assert!(RecordKey::of_cache(a.path()).is_err(), "a damaged key is an error, not silently replaced");
+    }
+}

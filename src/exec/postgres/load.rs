@@ -80,7 +80,7 @@ pub fn load_stage(
         if context.as_ref() == Some(&f.context) && state.as_ref() == Some(&f.table_state) {
             // The last load's outcomes are carried over only with its rejects as it recorded them.
             match recorded_rejects(pg, st, &reuse.last)? {
-                Ok(rejects) if src.fingerprint.as_ref() == Some(&f.source) => {
+                Ok(rejects) if src.is(&f.source) => {
                     let report = unchanged_stage(st, src, &reuse.last, rejects);
                     // What `ensure_table` put back (an index or foreign key someone dropped)
                     // stays: the skipped stage's transaction commits it.
@@ -290,9 +290,10 @@ pub fn fill_files(report: &mut StageReport, files: &[Source], already: Vec<FileR
 }
 
 /// Fills the DuckDB relations a PostgreSQL stage's extract joins: the key set of each table it
-/// references (locked against writes until the stage commits) and, for an upsert, the table's
-/// current rows (left empty `without_current`: the table is empty, or only changed records are
-/// read and the merge compares them).
+/// references (locked against writes until the stage commits), the values its unique columns
+/// hold with their keys, and, for an upsert, the table's current rows (left empty
+/// `without_current`: the table is empty, or only changed records are read and the merge
+/// compares them).
 fn lookups(cx: &StageContext<'_>, pg: &Pg, tx: &mut Tx, sql: &PgStatements, without_current: bool, created: bool) -> Result<(), ExecError> {
     let dir = &cx.opts.temp_dir;
     let scratch = || tempfile::Builder::new().prefix("etl-lookup-").suffix(".csv").tempfile_in(dir).map_err(ExecError::write(dir));
@@ -310,6 +311,16 @@ fn lookups(cx: &StageContext<'_>, pg: &Pg, tx: &mut Tx, sql: &PgStatements, with
         let file = scratch()?;
         pg.block(export_csv(tx, &r.lookup.export, file.path()))?;
         cx.reader.load_lookup(&r.lookup.create, Some((&r.lookup.fill, file.path())))?;
+    }
+    // The values the table's unique columns hold: needed whenever a row may be written.
+    for held in &sql.held_lookups {
+        if created {
+            cx.reader.load_lookup(&held.create, None)?;
+        } else {
+            let file = scratch()?;
+            pg.block(export_csv(tx, &held.export, file.path()))?;
+            cx.reader.load_lookup(&held.create, Some((&held.fill, file.path())))?;
+        }
     }
     if let Some(current) = &sql.current_lookup {
         if without_current {

@@ -79,18 +79,100 @@ fn context_of(build: &str, stage: &StagePlan, referenced: &[(String, String)]) -
     hex(&h.finalize())
 }
 
-/// The source digest of an S3 object. An ETag that is an MD5 (32 hex digits, with `-N` for a
-/// multipart upload) names the content wherever it is: the digest is the ETag and size, so the
-/// same file under another key is the same source. Any other ETag only names a version of one
-/// object on one server: `origin` (the endpoint and bucket) and the key are in the digest too.
+/// The source digest of an S3 object before it is read. An ETag that looks like an MD5 (32 hex
+/// digits, with `-N` for a multipart upload) may name the content wherever it is: the digest is
+/// the ETag and size, so the same file under another key is the same source. Whether it does is
+/// known only once the bytes are read ([`Md5Etag`]); where they do not match (a server that
+/// encrypts, or makes ETags up) the load records [`s3_keyed`] instead. Any other ETag only names
+/// a version of one object on one server: the keyed form from the start.
 pub fn s3_object(origin: &str, key: &str, etag: Option<&str>, bytes: u64) -> Option<String> {
     // Without an ETag the content cannot be told apart: never the same.
     let etag = etag?;
+    match md5_parts(etag) {
+        Some(_) => Some(hex(&Sha256::digest(format!("s3-md5\n{}\n{bytes}", etag.trim_matches('"').to_ascii_lowercase()).as_bytes()))),
+        None => s3_keyed(origin, key, Some(etag), bytes),
+    }
+}
+
+/// The source digest of one version of one object: `origin` (the endpoint and bucket), key,
+/// ETag and size.
+pub fn s3_keyed(origin: &str, key: &str, etag: Option<&str>, bytes: u64) -> Option<String> {
+    let etag = etag?;
+    Some(hex(&Sha256::digest(format!("s3\n{origin}\n{key}\n{etag}\n{bytes}").as_bytes())))
+}
+
+/// The parts of an ETag shaped like an MD5: `Some(0)` for a plain one, `Some(n)` for a multipart
+/// upload's `<md5>-n`; None for any other.
+pub fn md5_parts(etag: &str) -> Option<u64> {
     let bare = etag.trim_matches('"');
-    let (md5, parts) = bare.split_once('-').unwrap_or((bare, "0"));
-    let content = md5.len() == 32 && md5.bytes().all(|b| b.is_ascii_hexdigit()) && parts.bytes().all(|b| b.is_ascii_digit());
-    let text = if content { format!("s3-md5\n{}\n{bytes}", bare.to_ascii_lowercase()) } else { format!("s3\n{origin}\n{key}\n{etag}\n{bytes}") };
-    Some(hex(&Sha256::digest(text.as_bytes())))
+    let (md5, parts) = match bare.split_once('-') {
+        Some((m, p)) => (m, p.parse::<u64>().ok().filter(|n| *n > 0)?),
+        None => (bare, 0),
+    };
+    (md5.len() == 32 && md5.bytes().all(|b| b.is_ascii_hexdigit())).then_some(parts)
+}
+
+/// The ETag S3 gives an object uploaded whole (the MD5 of its bytes) or in parts of
+/// `part_size` bytes (the MD5 of the parts' MD5s, `-` and the number of parts), computed from
+/// the bytes as they are read.
+pub struct Md5Etag {
+    part_size: Option<u64>,
+    whole: md5::Md5,
+    part: md5::Md5,
+    in_part: u64,
+    parts: Vec<u8>,
+    count: u64,
+}
+
+impl Md5Etag {
+    /// For an object uploaded whole (`part_size` None) or in parts.
+    pub fn new(part_size: Option<u64>) -> Md5Etag {
+        use md5::Digest;
+        Md5Etag { part_size: part_size.filter(|n| *n > 0), whole: md5::Md5::new(), part: md5::Md5::new(), in_part: 0, parts: Vec::new(), count: 0 }
+    }
+
+    /// The next bytes.
+    pub fn update(&mut self, mut bytes: &[u8]) {
+        use md5::Digest;
+        let Some(size) = self.part_size else {
+            self.whole.update(bytes);
+            return;
+        };
+        while !bytes.is_empty() {
+            let take = ((size - self.in_part) as usize).min(bytes.len());
+            self.part.update(&bytes[..take]);
+            self.in_part += take as u64;
+            bytes = &bytes[take..];
+            if self.in_part == size {
+                self.close_part();
+            }
+        }
+    }
+
+    fn close_part(&mut self) {
+        use md5::Digest;
+        let part = std::mem::replace(&mut self.part, md5::Md5::new());
+        self.parts.extend_from_slice(&part.finalize());
+        self.in_part = 0;
+        self.count += 1;
+    }
+
+    /// The ETag of the bytes read, unquoted, in lower case.
+    pub fn finish(mut self) -> String {
+        use md5::Digest;
+        if self.part_size.is_none() {
+            return hex(&self.whole.finalize());
+        }
+        if self.in_part > 0 || self.count == 0 {
+            self.close_part();
+        }
+        format!("{}-{}", hex(&md5::Md5::digest(&self.parts)), self.count)
+    }
+
+    /// Whether the bytes read are the content `etag` names.
+    pub fn matches(self, etag: &str) -> bool {
+        self.finish() == etag.trim_matches('"').to_ascii_lowercase()
+    }
 }
 
 /// The source digest of a local file: the SHA-256 of its bytes.
@@ -147,6 +229,10 @@ mod tests {
         assert_ne!(s3_object("http://a:9000/b", "k", Some("\"v1\""), 9), s3_object("http://c:9000/b", "k", Some("\"v1\""), 9));
         let multipart = Some("\"9b2cf535f27731c974343645a3985328-3\"");
         assert_eq!(s3_object("b", "x", multipart, 9), s3_object("b", "y", multipart, 9));
+        assert_eq!(s3_object("b", "x", Some("\"v1\""), 9), s3_keyed("b", "x", Some("\"v1\""), 9));
+        assert_ne!(s3_object("b", "x", md5, 9), s3_keyed("b", "x", md5, 9), "a checked MD5 and an unchecked one are told apart");
+        assert_eq!(md5_parts("\"9b2cf535f27731c974343645a3985328-0\""), None);
+        assert_eq!(md5_parts("9b2cf535f27731c974343645a398532"), None);
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));
         std::fs::write(&a, "x,y\n1,2\n").unwrap();
@@ -154,6 +240,32 @@ mod tests {
         assert_ne!(local_file(&a).unwrap(), local_file(&b).unwrap());
         std::fs::write(&b, "x,y\n1,2\n").unwrap();
         assert_eq!(local_file(&a).unwrap(), local_file(&b).unwrap());
+    }
+
+    #[test]
+    fn an_md5_etag_is_checked_against_the_bytes_whole_or_in_parts() {
+        // `echo -n hello | md5sum`.
+        let mut whole = Md5Etag::new(None);
+        whole.update(b"hel");
+        whole.update(b"lo");
+        assert!(whole.matches("\"5D41402ABC4B2A76B9719D911017C592\""));
+        let mut other = Md5Etag::new(None);
+        other.update(b"hello!");
+        assert!(!other.matches("5d41402abc4b2a76b9719d911017c592"));
+        // Parts of 4 bytes, fed in pieces that straddle them: md5(md5("hell") md5("o wo") md5("rld")).
+        let parts: Vec<u8> = [&b"hell"[..], b"o wo", b"rld"].iter().flat_map(|p| { use md5::Digest; md5::Md5::digest(p).to_vec() }).collect();
+        let expected = format!("{}-3", { use md5::Digest; hex(&md5::Md5::digest(&parts)) });
+        for pieces in [vec![&b"hello world"[..]], vec![b"h", b"ello wor", b"ld"], vec![b"hell", b"o wo", b"rld"]] {
+            let mut m = Md5Etag::new(Some(4));
+            for p in pieces {
+                m.update(p);
+            }
+            assert_eq!(m.finish(), expected);
+        }
+        // Parts of another size are another ETag.
+        let mut m = Md5Etag::new(Some(5));
+        m.update(b"hello world");
+        assert!(!m.matches(&expected));
     }
 
     #[test]

@@ -58,14 +58,15 @@ pub fn reusable_loads(
         let eligible = st.target.connection == *engine
             && st.target.mode != LoadMode::Append
             && !st.lookups.references.iter().any(|r| reloaded.contains(&r.table));
-        let source = sources.get(&st.name).and_then(|s| s.fingerprint.clone());
+        let source = sources.get(&st.name).filter(|s| s.fingerprint.is_some());
         let mut found = None;
         if eligible
             && let Some(pgs) = st.target.postgres()
             && let Some(source) = source
             && let Some(last) = pg.block(last_load(pg.pool(), &plan.name, &st.name, table))?
         {
-            let index = if last.fingerprint.source == source {
+            let same = source.is(&last.fingerprint.source);
+            let index = if same {
                 None
             } else {
                 cache
@@ -73,7 +74,7 @@ pub fn reusable_loads(
                     .map(|dir| incremental::index_path(dir, &plan.name, &st.name, table, &last.fingerprint.source))
                     .filter(|p| st.target.mode == LoadMode::Upsert && p.is_file())
             };
-            if last.fingerprint.source == source || index.is_some() {
+            if same || index.is_some() {
                 let mut tx = pg.begin()?;
                 let context = stage_context(pg, &mut tx, st, pgs, false)?;
                 let state = pg.block(postgres::state(&mut tx, &pgs.exists, &pgs.state))?;

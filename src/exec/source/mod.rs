@@ -25,8 +25,13 @@ pub struct Source {
     pub bytes: u64,
     /// The object's ETag (S3).
     pub etag: Option<String>,
-    /// The digest of its content (none when it cannot be told: an object without an ETag).
+    /// The digest of its content (none when it cannot be told: an object without an ETag). For
+    /// an S3 object whose ETag looks like an MD5 but does not match the bytes read, the keyed
+    /// form once it is read.
     pub fingerprint: Option<String>,
+    /// An S3 object's keyed digest (`fingerprint::s3_keyed`): what a load records when its ETag
+    /// is not the MD5 of its bytes.
+    keyed: Option<String>,
     /// How the stored file is compressed.
     pub compression: Compression,
     /// Its key or path as the spec names it (relative to the connection's prefix or directory).
@@ -75,6 +80,7 @@ impl Source {
                     bytes: head.bytes,
                     etag: head.etag,
                     fingerprint: head.fingerprint,
+                    keyed: head.keyed,
                     compression: stage.csv.compression,
                     key: stage.source.key.clone(),
                     origin: client.origin(),
@@ -104,6 +110,7 @@ impl Source {
             bytes,
             etag: None,
             fingerprint: Some(digest),
+            keyed: None,
             compression: compression.of(&key),
             key,
             origin,
@@ -200,11 +207,7 @@ impl Source {
         );
         fetched.sort_by_key(|(i, _)| *i);
         for (i, result) in fetched {
-            let f = result?;
-            files[i].sha256 = Some(f.sha256.clone());
-            if let Place::S3 { downloaded, .. } = &mut files[i].place {
-                *downloaded = Some(f.path);
-            }
+            files[i].downloaded(result?);
         }
         let chunk = files.len().div_ceil(parallel).max(1);
         std::thread::scope(|scope| {
@@ -224,6 +227,25 @@ impl Source {
         })
     }
 
+    /// Whether `recorded` (a load's source digest) is this source: its digest, or, for an S3
+    /// object not read yet, its keyed one (what a load of the same version recorded when its
+    /// ETag proved not to be an MD5 of its bytes).
+    pub fn is(&self, recorded: &str) -> bool {
+        self.fingerprint.as_deref() == Some(recorded) || self.keyed.as_deref() == Some(recorded)
+    }
+
+    /// Takes a finished download: its copy, its SHA-256, and its source digest made keyed when
+    /// the ETag did not prove to be the MD5 of the bytes.
+    fn downloaded(&mut self, f: s3::Fetched) {
+        self.sha256 = Some(f.sha256);
+        if !f.etag_is_md5 {
+            self.fingerprint = self.keyed.clone();
+        }
+        if let Place::S3 { downloaded, .. } = &mut self.place {
+            *downloaded = Some(f.path);
+        }
+    }
+
     /// The stored bytes' copy in the spool, if made yet.
     fn spooled(&self) -> Option<PathBuf> {
         match &self.place {
@@ -237,13 +259,13 @@ impl Source {
         if let Some(p) = self.spooled() {
             return Ok(p);
         }
-        match &mut self.place {
+        match &self.place {
             Place::Local(copy) => Ok(copy.clone()),
-            Place::S3 { client, key, downloaded } => {
+            Place::S3 { client, key, .. } => {
                 let fetched = rt.block_on(client.fetch_pinned(key, dir, self.etag.clone()))?;
-                self.sha256 = Some(fetched.sha256.clone());
-                *downloaded = Some(fetched.path.clone());
-                Ok(fetched.path)
+                let path = fetched.path.clone();
+                self.downloaded(fetched);
+                Ok(path)
             }
         }
     }
@@ -274,7 +296,8 @@ pub fn list_set(plan: &Plan, stage: &StagePlan, set: &FileSetPlan, spec_dir: &Pa
                     Some(Source {
                         shown: client.shown(&o.key),
                         bytes: o.bytes,
-                        fingerprint: crate::exec::reuse::fingerprint::s3_object(&client.origin(), &client.key(&o.key), o.etag.as_deref(), o.bytes),
+                        fingerprint: fingerprint::s3_object(&client.origin(), &client.key(&o.key), o.etag.as_deref(), o.bytes),
+                        keyed: fingerprint::s3_keyed(&client.origin(), &client.key(&o.key), o.etag.as_deref(), o.bytes),
                         etag: o.etag,
                         compression: compression.of(&o.key),
                         key: o.key.clone(),

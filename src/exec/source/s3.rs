@@ -42,6 +42,9 @@ pub struct Fetched {
     pub etag: Option<String>,
     /// The SHA-256 of the bytes received.
     pub sha256: String,
+    /// Whether the ETag is an MD5 the bytes received match (whole, or part by part), so it names
+    /// the content wherever it is.
+    pub etag_is_md5: bool,
 }
 
 /// An object a listing found.
@@ -64,8 +67,10 @@ pub struct Head {
     pub etag: Option<String>,
     /// Its size.
     pub bytes: u64,
-    /// The digest of its bucket, key, ETag and size (none without an ETag).
+    /// Its source digest (none without an ETag): see `fingerprint::s3_object`.
     pub fingerprint: Option<String>,
+    /// Its keyed source digest: see `fingerprint::s3_keyed`.
+    pub keyed: Option<String>,
 }
 
 impl S3 {
@@ -132,7 +137,8 @@ impl S3 {
         let etag = head.e_tag().map(str::to_string);
         let bytes = head.content_length().unwrap_or(0).max(0) as u64;
         let fingerprint = crate::exec::reuse::fingerprint::s3_object(&self.origin(), &key, etag.as_deref(), bytes);
-        Ok(Head { shown: format!("s3://{}/{key}", self.bucket), etag, bytes, fingerprint })
+        let keyed = crate::exec::reuse::fingerprint::s3_keyed(&self.origin(), &key, etag.as_deref(), bytes);
+        Ok(Head { shown: format!("s3://{}/{key}", self.bucket), etag, bytes, fingerprint, keyed })
     }
 
     /// Every object whose key (relative to the connection's prefix) starts with `prefix`, in
@@ -185,6 +191,13 @@ impl S3 {
             }
         })?;
         let expected = obj.content_length().map(|n| n.max(0) as u64);
+        // An ETag shaped like an MD5 is checked against the bytes: a multipart one part by part,
+        // the part size read from HEAD of part 1.
+        let mut md5 = match etag.as_deref().and_then(crate::exec::reuse::fingerprint::md5_parts) {
+            Some(0) => Some(crate::exec::reuse::fingerprint::Md5Etag::new(None)),
+            Some(_) => self.part_size(&key).await.map(|n| crate::exec::reuse::fingerprint::Md5Etag::new(Some(n))),
+            None => None,
+        };
         let path = dir.join(super::spool_name("s3", &[&self.endpoint, &self.bucket, &key]));
         let mut file = tokio::fs::File::create(&path).await.map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
         let mut bytes = 0u64;
@@ -192,6 +205,9 @@ impl S3 {
         while let Some(chunk) = obj.body.try_next().await.map_err(|e| fail(format!("the download broke off: {}", causes(&e))))? {
             bytes += chunk.len() as u64;
             sha2::Digest::update(&mut sha, &chunk);
+            if let Some(m) = md5.as_mut() {
+                m.update(&chunk);
+            }
             file.write_all(&chunk).await.map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
         }
         file.flush().await.map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
@@ -200,7 +216,20 @@ impl S3 {
                 return Err(fail(format!("received {bytes} of {n} bytes")));
             }
         let sha256 = sha2::Digest::finalize(sha).iter().map(|b| format!("{b:02x}")).collect();
-        Ok(Fetched { path, shown, bytes, etag, sha256 })
+        let etag_is_md5 = match (md5, etag.as_deref()) {
+            (Some(m), Some(t)) => m.matches(t),
+            _ => false,
+        };
+        Ok(Fetched { path, shown, bytes, etag, sha256, etag_is_md5 })
+    }
+
+    /// The size of part 1 of a multipart object (HEAD with `partNumber=1`): the size of every
+    /// part but the last. Not pinned to the ETag (some servers compare `If-Match` with the
+    /// part's own): a size read from a replaced object only fails the check. None where the
+    /// server does not tell.
+    async fn part_size(&self, key: &str) -> Option<u64> {
+        let head = self.client.head_object().bucket(&self.bucket).key(key).part_number(1);
+        head.send().await.ok()?.content_length().filter(|n| *n > 0).map(|n| n as u64)
     }
 }
 
