@@ -133,3 +133,70 @@ fn dates_are_bounded_by_literals_and_facets() {
     out.expect_code(2);
     assert!(out.stderr.contains("write the date as a date literal: date '2025-12-31'"), "{}", out.evidence());
 }
+
+const USERS: &str = r#"
+version: 1
+name: users
+connections:
+  files: { type: local, path: "." }
+  db: { type: postgres, url: "{{ env.ETL_TEST_DATABASE_URL }}", schema: "{{ env.ETL_TEST_SCHEMA }}" }
+  duck: { type: duckdb, path: "{{ env.ETL_TEST_DUCKDB }}" }
+stages:
+  users:
+    source: { connection: files, key: users.csv }
+    target: { connection: "{{ env.ETL_TEST_TARGET }}", table: users, key: [user_id], mode: upsert, surrogate_key: id }
+    columns:
+      user_id: { type: string }
+      email:   { type: string, unique: true }
+"#;
+
+#[test]
+fn a_unique_value_another_row_of_the_table_holds_is_a_reject_naming_that_rows_key() {
+    for target in ["db", "duck"] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("users.yaml"), USERS).unwrap();
+        let db = TestDb::new(&format!("held_{target}"));
+        let spec = dir.path().join("users.yaml");
+        let duck = dir.path().join("users.duckdb");
+        let env = [
+            ("ETL_TEST_SCHEMA", db.schema.as_str()),
+            ("ETL_TEST_DATABASE_URL", db.url.as_str()),
+            ("ETL_TEST_DUCKDB", duck.to_str().unwrap()),
+            ("ETL_TEST_TARGET", target),
+        ];
+        let run = |csv: &str, extra: &[&str]| {
+            std::fs::write(dir.path().join("users.csv"), csv).unwrap();
+            let mut args = vec!["run", spec.to_str().unwrap(), "--output", "json"];
+            args.extend_from_slice(extra);
+            etl(&args, &env)
+        };
+        let rejects_out = dir.path().join("rejects.csv");
+        let out = run("user_id,email\nu1,a@x\nu2,b@x\n", &[]);
+        out.expect_code(0);
+        // u1 is not in today's file but still holds a@x in the table: u3 cannot take it. The
+        // stage does not fail: the row is a reject naming the holder, the others load.
+        for force in [&[][..], &["--force"][..]] {
+            let mut extra = vec!["--rejects-out", rejects_out.to_str().unwrap()];
+            extra.extend_from_slice(force);
+            let out = run("user_id,email\nu2,b@x\nu3,a@x\nu4,c@x\n", &extra);
+            out.expect_code(4);
+            let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", out.evidence()));
+            assert_eq!(report["stages"][0]["rejects_by_rule"], serde_json::json!({"unique_in_table": 1}), "{target} {force:?}\n{}", out.evidence());
+            let rejects = std::fs::read_to_string(&rejects_out).unwrap();
+            let line: Vec<&str> = rejects.lines().filter(|l| l.contains("unique_in_table")).collect();
+            assert_eq!(line.len(), 1, "{target}: {rejects}\n{}", out.evidence());
+            assert!(line[0].contains(r#","3","email","unique_in_table","a@x","#) && line[0].contains("email is held by another row of users, key u1"), "{target}: {rejects}\n{}", out.evidence());
+            assert_eq!(report["stages"][0]["rows_valid"], 2, "{target}\n{}", out.evidence());
+        }
+        // u1 gives a@x up: u3 may take it, in a later load (PostgreSQL checks a unique column
+        // row by row, so within one load the old holder still holds it).
+        let out = run("user_id,email\nu1,z@x\nu2,b@x\nu3,a@x\nu4,c@x\n", &[]);
+        out.expect_code(4);
+        let out = run("user_id,email\nu1,z@x\nu2,b@x\nu3,a@x\nu4,c@x\n", &[]);
+        out.expect_code(0);
+        if target == "db" {
+            let held = db.texts(&format!("SELECT user_id || '=' || email FROM {}.users ORDER BY user_id", db.schema));
+            assert_eq!(held, ["u1=z@x", "u2=b@x", "u3=a@x", "u4=c@x"], "{}", out.evidence());
+        }
+    }
+}

@@ -80,6 +80,11 @@ pub fn load_stage(
         if context.as_ref() == Some(&f.context) && state.as_ref() == Some(&f.table_state) {
             // The last load's outcomes are carried over only with its rejects as it recorded them.
             match recorded_rejects(pg, st, &reuse.last)? {
+                // A row rejected because another row held its unique value may load now: that
+                // load may have changed the holder.
+                Ok(rejects) if src.is(&f.source) && rejects.iter().any(|r| r.rule == "unique_in_table") => {
+                    progress.detail(&st.name, "every line is checked: the last load rejected a value another row held, which it may have freed");
+                }
                 Ok(rejects) if src.is(&f.source) => {
                     let report = unchanged_stage(st, src, &reuse.last, rejects);
                     // What `ensure_table` put back (an index or foreign key someone dropped)
