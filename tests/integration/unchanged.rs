@@ -150,9 +150,19 @@ pub fn carried_over(out: &Output, stage: &str) -> u64 {
 /// `full` (`--force`: every line checked) and asserts they end alike: the same rows, counts,
 /// rule tallies and rejects at the same lines.
 fn same_outcome(incremental: &TestDb, full: &TestDb, dir: &Path, step: &str, carried: &[&str]) -> Output {
+    same_outcome_with(incremental, full, dir, step, carried, &[])
+}
+
+/// [`same_outcome`] with `extra` arguments for both runs.
+fn same_outcome_with(incremental: &TestDb, full: &TestDb, dir: &Path, step: &str, carried: &[&str], extra: &[&str]) -> Output {
     let rejects = |name: &str| dir.join(format!("{name}.csv")).display().to_string();
-    let a = incremental.run(dir, &["--output", "json", "-v", "--rejects-out", &rejects("a")]);
-    let b = full.run(dir, &["--output", "json", "--force", "--rejects-out", &rejects("b")]);
+    let (ra, rb) = (rejects("a"), rejects("b"));
+    let mut args_a = vec!["--output", "json", "-v", "--rejects-out", ra.as_str()];
+    let mut args_b = vec!["--output", "json", "--force", "--rejects-out", rb.as_str()];
+    args_a.extend_from_slice(extra);
+    args_b.extend_from_slice(extra);
+    let a = incremental.run(dir, &args_a);
+    let b = full.run(dir, &args_b);
     assert_eq!(a.code, b.code, "{step}: exit codes differ\n{}\n{}", a.evidence(), b.evidence());
     for stage in carried {
         assert!(
@@ -503,12 +513,14 @@ struct Model {
     ends: Ends,
     final_end: bool,
     bom: bool,
+    /// Written gzip-compressed, as `<name>.gz`.
+    gzip: bool,
 }
 
 impl Model {
     fn read(path: &Path) -> Model {
         let lines: Vec<String> = std::fs::read_to_string(path).unwrap().lines().map(str::to_string).collect();
-        Model { spare: lines[1..].iter().take(10).cloned().collect(), lines, ends: Ends::Lf, final_end: true, bom: false }
+        Model { spare: lines[1..].iter().take(10).cloned().collect(), lines, ends: Ends::Lf, final_end: true, bom: false, gzip: false }
     }
 
     fn write(&self, path: &Path) {
@@ -522,6 +534,13 @@ impl Model {
                     (Ends::Cr, _) => b"\r",
                 });
             }
+        }
+        if self.gzip {
+            use std::io::Write;
+            let gz = path.with_extension("csv.gz");
+            let mut e = flate2::write::GzEncoder::new(std::fs::File::create(gz).unwrap(), flate2::Compression::default());
+            e.write_all(&out).unwrap();
+            e.finish().unwrap();
         }
         std::fs::write(path, out).unwrap();
     }
@@ -631,6 +650,10 @@ fn random_edit(dice: &mut Dice, n: usize, trades: &mut Model, assets: &mut Model
             trades.final_end = dice.below(3) != 0;
             format!("line ends {:?}, final line end {}", trades.ends, trades.final_end)
         }
+        9 if dice.below(2) == 0 => {
+            trades.gzip = !trades.gzip;
+            format!("trades {}", if trades.gzip { "gzip-compressed" } else { "plain again" })
+        }
         9 => {
             trades.bom = !trades.bom;
             format!("byte order mark {}", if trades.bom { "added" } else { "removed" })
@@ -670,7 +693,7 @@ fn random_edit(dice: &mut Dice, n: usize, trades: &mut Model, assets: &mut Model
     }
 }
 
-/// A random series of edits (`ETL_DIFF_STEPS` of them, 200 unless set; `ETL_DIFF_SEED` picks
+/// A random series of edits (the trades file now and then gzip-compressed; `ETL_DIFF_STEPS` of them, 200 unless set; `ETL_DIFF_SEED` picks
 /// the series), each loaded both ways: every step must end alike (rows with their ids, counts,
 /// tallies, rejects). A failure names the seed and every edit up to it.
 #[test]
@@ -694,7 +717,8 @@ fn a_random_series_of_edits_ends_alike_loaded_by_changed_lines_or_forced() {
         done.push(what);
         trades.write(&dir.join("trades.csv"));
         assets.write(&dir.join("account_assets.csv"));
-        let out = same_outcome(&a, &b, dir, &at(&done), &[]);
+        let key = if trades.gzip { "stages.trades.source.key=trades.csv.gz" } else { "stages.trades.source.key=trades.csv" };
+        let out = same_outcome_with(&a, &b, dir, &at(&done), &[], &["--set", key]);
         if carried_over(&out, "trades") > 0 {
             carried += 1;
         }
