@@ -193,7 +193,12 @@ fn a_backfill_killed_after_its_second_date_resumes_at_the_third() {
     let mut child = KillOnDrop(child);
     let logs = || format!("{}\n{}", std::fs::read_to_string(&log).unwrap_or_default(), std::fs::read_to_string(dir.path().join("backfill.err")).unwrap_or_default());
     let deadline = Instant::now() + Duration::from_secs(120);
-    let table = format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{}' AND tablename = 'etl_runs'", db.schema);
+    // The column `runs` reads, not just the table: the records' migrations are applied one by
+    // one, and the table exists before the one that adds the business date.
+    let table = format!(
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = '{}' AND table_name = 'etl_runs' AND column_name = 'business_date'",
+        db.schema
+    );
     loop {
         let r = if db.count(&table) == 1 { runs(&db) } else { vec![] };
         if r.len() == 3 && r[2] == format!("{} running", DATES[2]) {
