@@ -317,24 +317,21 @@ fn lookups(cx: &StageContext<'_>, pg: &Pg, tx: &mut Tx, sql: &PgStatements, with
         pg.block(export_csv(tx, &r.lookup.export, file.path()))?;
         cx.reader.load_lookup(&r.lookup.create, Some((&r.lookup.fill, file.path())))?;
     }
+    // A lookup left empty, or filled with what the table exports.
+    let mut fill = |l: &crate::plan::Lookup, empty: bool| -> Result<(), ExecError> {
+        if empty {
+            return cx.reader.load_lookup(&l.create, None);
+        }
+        let file = scratch()?;
+        pg.block(export_csv(tx, &l.export, file.path()))?;
+        cx.reader.load_lookup(&l.create, Some((&l.fill, file.path())))
+    };
     // The values the table's unique columns hold: needed whenever a row may be written.
     for held in &sql.held_lookups {
-        if created {
-            cx.reader.load_lookup(&held.create, None)?;
-        } else {
-            let file = scratch()?;
-            pg.block(export_csv(tx, &held.export, file.path()))?;
-            cx.reader.load_lookup(&held.create, Some((&held.fill, file.path())))?;
-        }
+        fill(held, created)?;
     }
     if let Some(current) = &sql.current_lookup {
-        if without_current {
-            cx.reader.load_lookup(&current.create, None)?;
-        } else {
-            let file = scratch()?;
-            pg.block(export_csv(tx, &current.export, file.path()))?;
-            cx.reader.load_lookup(&current.create, Some((&current.fill, file.path())))?;
-        }
+        fill(current, without_current)?;
     }
     Ok(())
 }
