@@ -9,7 +9,7 @@ use duckdb::arrow::record_batch::RecordBatch;
 use polars::prelude::DataFrame;
 
 use crate::exec::error::ExecError;
-use crate::plan::{StagePlan, duck};
+use crate::plan::{ReadFile, StagePlan, duck};
 
 /// A DuckDB database for one run's extracts: in memory, spilling to `temp_dir` past
 /// `memory_limit`.
@@ -53,45 +53,99 @@ impl Reader {
 
     /// Stages the rows of a stage's files as text, one file after another (a set's in name
     /// order). Returns, per file, the number of rows staged and its malformed lines.
+    ///
+    /// Consecutive files whose headers agree are read in one scan (DuckDB reads a list of files
+    /// in parallel, and each file's rows keep their order); a scan that fails is read again file
+    /// by file, so its error names its file.
     pub fn stage(&self, stage: &StagePlan, files: &[FileInput<'_>]) -> Result<Vec<(u64, Vec<CsvError>)>, ExecError> {
         let sql = &stage.extract;
-        let mut out = Vec::with_capacity(files.len());
-        let mut before = 0u64;
-        for (i, f) in files.iter().enumerate() {
-            let columns = if stage.csv.header {
+        let paths: Vec<String> = files.iter().map(|f| f.path.display().to_string()).collect();
+        let mut columns = Vec::with_capacity(files.len());
+        for f in files {
+            columns.push(if stage.csv.header {
                 file_columns(stage, f.path, f.shown)?
             } else {
                 stage.columns.iter().filter(|c| c.from_path.is_none()).map(|c| c.header.clone()).collect()
-            };
-            // DuckDB appends to existing reject tables: each read starts clean.
-            self.conn.execute_batch(&sql.clear_rejects).map_err(ExecError::duckdb("clear the CSV reject tables"))?;
-            self.conn
-                .execute_batch(&sql.read.sql(&f.path.display().to_string(), &columns, f.captures, i > 0))
-                .map_err(ExecError::csv(f.shown))?;
-            let rows: u64 = self.conn.query_row(&sql.count, [], |r| r.get::<_, i64>(0)).map_err(ExecError::duckdb("count staged rows"))? as u64;
-            let mut stmt = self.conn.prepare(&sql.malformed).map_err(ExecError::duckdb("read CSV errors"))?;
-            let mut errors: Vec<CsvError> = stmt
-                .query_map([], |r| {
-                    Ok(CsvError {
-                        line: r.get::<_, i64>(0)? as u64,
-                        column: r.get::<_, Option<String>>(1)?,
-                        kind: r.get::<_, String>(2)?,
-                        message: r.get::<_, String>(3)?,
-                        text: r.get::<_, Option<String>>(4)?,
-                    })
-                })
-                .map_err(ExecError::duckdb("read CSV errors"))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(ExecError::duckdb("read CSV errors"))?;
-            // One line can produce several errors; it is one rejected line.
-            errors.dedup_by_key(|e| e.line);
-            out.push((rows - before, errors));
-            before = rows;
+            });
+        }
+        let mut malformed: Vec<Vec<CsvError>> = vec![Vec::new(); files.len()];
+        let mut start = 0;
+        while start < files.len() {
+            // A column named `filename` would clash with the one a scan of several files adds:
+            // such files are read one at a time.
+            let alone = columns[start].iter().any(|c| c.eq_ignore_ascii_case("filename"));
+            let mut end = start + 1;
+            while !alone && end < files.len() && columns[end] == columns[start] {
+                end += 1;
+            }
+            if let Err(e) = self.read(stage, files, &paths, &columns[start], start..end, &mut malformed) {
+                if end - start == 1 {
+                    return Err(e);
+                }
+                for i in start..end {
+                    self.read(stage, files, &paths, &columns[i], i..i + 1, &mut malformed)?;
+                }
+            }
+            start = end;
+        }
+        let mut rows = vec![0u64; files.len()];
+        let mut stmt = self.conn.prepare(&sql.count).map_err(ExecError::duckdb("count staged rows"))?;
+        let counted = stmt
+            .query_map([], |r| Ok((r.get::<_, u32>(0)? as usize, r.get::<_, i64>(1)? as u64)))
+            .and_then(|m| m.collect::<Result<Vec<_>, _>>())
+            .map_err(ExecError::duckdb("count staged rows"))?;
+        for (number, n) in counted {
+            *rows.get_mut(number).ok_or_else(|| ExecError::Internal(format!("stage {}: rows of file number {number}", stage.name)))? = n;
         }
         for dups in &sql.duplicates {
             self.conn.execute_batch(dups).map_err(ExecError::duckdb("find repeated keys"))?;
         }
-        Ok(out)
+        Ok(rows.into_iter().zip(malformed).collect())
+    }
+
+    /// Reads the files `range` (whose columns are `columns`) in one scan, appending to the raw
+    /// table after the first file, and adds each one's malformed lines to `malformed`.
+    fn read(
+        &self,
+        stage: &StagePlan,
+        files: &[FileInput<'_>],
+        paths: &[String],
+        columns: &[String],
+        range: std::ops::Range<usize>,
+        malformed: &mut [Vec<CsvError>],
+    ) -> Result<(), ExecError> {
+        let sql = &stage.extract;
+        let read: Vec<ReadFile<'_>> = range.clone().map(|i| ReadFile { path: &paths[i], number: i, captures: files[i].captures }).collect();
+        // DuckDB appends to existing reject tables: each read starts clean.
+        self.conn.execute_batch(&sql.clear_rejects).map_err(ExecError::duckdb("clear the CSV reject tables"))?;
+        self.conn.execute_batch(&sql.read.sql(&read, columns, range.start > 0)).map_err(ExecError::csv(files[range.start].shown))?;
+        let mut stmt = self.conn.prepare(&sql.malformed).map_err(ExecError::duckdb("read CSV errors"))?;
+        let found: Vec<(String, CsvError)> = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    CsvError {
+                        line: r.get::<_, i64>(1)? as u64,
+                        column: r.get::<_, Option<String>>(2)?,
+                        kind: r.get::<_, String>(3)?,
+                        message: r.get::<_, String>(4)?,
+                        text: r.get::<_, Option<String>>(5)?,
+                    },
+                ))
+            })
+            .and_then(|m| m.collect::<Result<Vec<_>, _>>())
+            .map_err(ExecError::duckdb("read CSV errors"))?;
+        for (path, e) in found {
+            let i = range
+                .clone()
+                .find(|&i| paths[i] == path)
+                .ok_or_else(|| ExecError::Internal(format!("stage {}: DuckDB names a malformed line of {path}, which it was not given", stage.name)))?;
+            // One line can produce several errors; it is one rejected line.
+            if malformed[i].last().is_none_or(|last| last.line != e.line) {
+                malformed[i].push(e);
+            }
+        }
+        Ok(())
     }
 
     /// Streams the typed rows (each with its record number; in no set order), `batch_rows` at a

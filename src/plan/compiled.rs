@@ -285,9 +285,9 @@ pub struct ExtractSql {
     pub read: ReadCsv,
     /// Finds the repeated keys (and unique values) of the file: one aggregate each.
     pub duplicates: Vec<String>,
-    /// Counts the rows read.
+    /// Counts the rows read, per file number.
     pub count: String,
-    /// Lists the malformed lines the reader set aside.
+    /// Lists the malformed lines the reader set aside, with their file's path.
     pub malformed: String,
     /// Yields the typed rows, with their record numbers and the lookups' flags.
     pub select: String,
@@ -316,28 +316,60 @@ pub(super) enum ReadColumn {
     Path { capture: String, name: String },
 }
 
+/// One file of a [`ReadCsv`]: its path, its number among the stage's files (kept in the raw
+/// table's `__file` column), its path's captures.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadFile<'a> {
+    /// The path DuckDB reads.
+    pub path: &'a str,
+    /// Its number among the stage's files (0-based, in read order).
+    pub number: usize,
+    /// The values of the set pattern's captures.
+    pub captures: &'a [(String, String)],
+}
+
+/// The raw table's column holding each row's file number (`ReadFile::number`).
+pub const FILE_NUMBER: &str = "__file";
+
 impl ReadCsv {
-    /// The statement reading `path`, whose columns are `file_columns`: it creates the raw table,
-    /// or with `append` (a later file of a set) adds to it. `captures` are the path's values.
-    pub fn sql(&self, path: &str, file_columns: &[String], captures: &[(String, String)], append: bool) -> String {
+    /// The statement reading `files`, all of whose columns are `file_columns`, in one scan (in
+    /// list order, each file's rows in line order): it creates the raw table, or with `append`
+    /// (a later group of a set's files) adds to it.
+    pub fn sql(&self, files: &[ReadFile<'_>], file_columns: &[String], append: bool) -> String {
         let columns: Vec<String> = file_columns.iter().map(|c| format!("{}: 'VARCHAR'", literal(c))).collect();
-        let select: Vec<String> = self
+        // A value per file: a constant for one file, else chosen by the scan's filename (a
+        // constant within each chunk DuckDB reads, so evaluated once a chunk).
+        let per_file = |value: &dyn Fn(&ReadFile<'_>) -> String| match files {
+            [one] => value(one),
+            _ => format!(
+                "CASE filename {} END",
+                files.iter().map(|f| format!("WHEN {} THEN {}", literal(f.path), value(f))).collect::<Vec<_>>().join(" ")
+            ),
+        };
+        let mut select: Vec<String> = self
             .columns
             .iter()
             .map(|c| match c {
                 ReadColumn::File { header, name } if header == name => format!("  {}", super::sql::ident(name)),
                 ReadColumn::File { header, name } => format!("  {} AS {}", super::sql::ident(header), super::sql::ident(name)),
                 ReadColumn::Path { capture, name } => {
-                    let value = captures.iter().find(|(n, _)| n == capture).map_or_else(|| format!("{{{capture}}}"), |(_, v)| v.clone());
-                    format!("  CAST({} AS VARCHAR) AS {}", literal(&value), super::sql::ident(name))
+                    let value = per_file(&|f: &ReadFile<'_>| {
+                        literal(&f.captures.iter().find(|(n, _)| n == capture).map_or_else(|| format!("{{{capture}}}"), |(_, v)| v.clone()))
+                    });
+                    format!("  CAST({value} AS VARCHAR) AS {}", super::sql::ident(name))
                 }
             })
             .collect();
+        select.push(format!("  CAST({} AS UINTEGER) AS {}", per_file(&|f: &ReadFile<'_>| f.number.to_string()), super::sql::ident(FILE_NUMBER)));
         let head = if append { format!("INSERT INTO {}", self.table) } else { format!("CREATE OR REPLACE TEMP TABLE {} AS", self.table) };
+        let paths = match files {
+            [one] => literal(one.path),
+            _ => format!("[{}]", files.iter().map(|f| literal(f.path)).collect::<Vec<_>>().join(", ")),
+        };
+        let filename = if files.len() > 1 { ", filename = true" } else { "" };
         format!(
-            "{head}\nSELECT\n{}\nFROM read_csv({}, {}, columns = {{{}}}, {}",
+            "{head}\nSELECT\n{}\nFROM read_csv({paths}, {}{filename}, columns = {{{}}}, {}",
             select.join(",\n"),
-            literal(path),
             self.options,
             columns.join(", "),
             self.tail

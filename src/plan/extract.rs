@@ -6,7 +6,7 @@
 
 use crate::spec::model::ColumnType;
 
-use super::compiled::{ColumnPlan, DUCKDB_CATALOG, Dialect, ExtractSql, Held, Lookups, ReadColumn, ReadCsv, Reference, StagePlan, TargetPlan};
+use super::compiled::{ColumnPlan, DUCKDB_CATALOG, Dialect, ExtractSql, FILE_NUMBER, Held, Lookups, ReadColumn, ReadCsv, Reference, StagePlan, TargetPlan};
 use super::sql::{FileSql, ident, literal, qualified};
 
 /// Compiles a stage's extract (its lookups already compiled).
@@ -16,10 +16,12 @@ pub fn compile(stage: &StagePlan) -> ExtractSql {
         clear_rejects: reject_tables.iter().map(|t| format!("DROP TABLE IF EXISTS {};", ident(t))).collect::<Vec<_>>().join(" "),
         read: read_csv(stage),
         duplicates: duplicates_sql(stage),
-        count: format!("SELECT count(*) FROM {}", ident(&raw_table(stage))),
+        count: format!("SELECT {f}, count(*) FROM {} GROUP BY {f}", ident(&raw_table(stage)), f = ident(FILE_NUMBER)),
         malformed: format!(
-            "SELECT line, column_name, CAST(error_type AS VARCHAR), error_message, left(csv_line, 200) FROM {} ORDER BY line",
-            ident(&reject_table(stage))
+            "SELECT s.file_path, e.line, e.column_name, CAST(e.error_type AS VARCHAR), e.error_message, left(e.csv_line, 200) \
+             FROM {} AS e JOIN {} AS s USING (scan_id, file_id) ORDER BY e.file_id, e.line",
+            ident(&reject_table(stage)),
+            ident(&reject_scan_table(stage))
         ),
         select: select_sql(stage),
     }

@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use super::compiled::{ConnectionPlan, Dialect, DuckStatements, MergeStep, PgStatements, Plan, StagePlan, TargetStatements, Test, severity_word};
+use super::compiled::{ConnectionPlan, Dialect, DuckStatements, MergeStep, PgStatements, Plan, ReadFile, StagePlan, TargetStatements, Test, severity_word};
 use super::postgres::CURRENT_XID;
 use super::{duck, records};
 use crate::spec::model::{Compression, LoadMode};
@@ -343,10 +343,14 @@ fn extract(out: &mut String, st: &StagePlan, n: u32) {
     let headers: Vec<String> = st.columns.iter().filter(|c| c.from_path.is_none()).map(|c| c.header.clone()).collect();
     let _ = writeln!(out, "\n-- {n}. read and cast (DuckDB: the CSV as text in file order, then typed)");
     let _ = writeln!(out, "{}", e.clear_rejects);
-    let _ = writeln!(out, "{};", e.read.sql(&st.source.key, &headers, &[], false));
+    let file = |path, number| ReadFile { path, number, captures: &[] };
     if st.source.set.is_some() {
-        let _ = writeln!(out, "-- each later file of the set, its reject tables cleared first (`{{capture}}`: the file's value):");
-        let _ = writeln!(out, "{};", e.read.sql("<file>", &headers, &[], true));
+        let _ = writeln!(out, "-- the set's files in one scan, in name order (`{{capture}}`: each file's value):");
+        let _ = writeln!(out, "{};", e.read.sql(&[file("<file 1>", 0), file("<file 2>", 1)], &headers, false));
+        let _ = writeln!(out, "-- files whose header orders the columns otherwise: one scan per header, appended, its reject tables cleared first:");
+        let _ = writeln!(out, "{};", e.read.sql(&[file("<file>", 2)], &headers, true));
+    } else {
+        let _ = writeln!(out, "{};", e.read.sql(&[file(&st.source.key, 0)], &headers, false));
     }
     lines(out, &e.duplicates);
     let _ = writeln!(out, "{};", e.count);
