@@ -192,6 +192,13 @@ async fn fire(def: JobDef, s: Arc<Shared>) {
 /// One firing: claim it, take the job's lock, run the spec as `etl run` would (again, after a
 /// wait that doubles, while it ends with exit 3 and retries are left), record the end.
 async fn fire_at(def: &JobDef, at: DateTime<Utc>, made_up: bool, s: &Arc<Shared>) {
+    // Running from before its claim until its end is recorded: a stopping scheduler waits for
+    // it, and a firing that would start once it stops is never claimed (so never left `running`).
+    s.running.fetch_add(1, Ordering::SeqCst);
+    let _running = Running(s);
+    if s.stopping.load(Ordering::SeqCst) {
+        return;
+    }
     let tz = def.timezone.parse::<chrono_tz::Tz>().unwrap_or(chrono_tz::UTC);
     let date = at.with_timezone(&tz).date_naive();
     let claimed = sqlx::query("INSERT INTO etl_schedule_firings (job_id, fire_at, owner, business_date, made_up) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING")
@@ -231,7 +238,6 @@ async fn fire_at(def: &JobDef, at: DateTime<Utc>, made_up: bool, s: &Arc<Shared>
         log(&format!("job {}: skipped the firing at {at}: the previous one is still running", def.job_id));
         return finish(s, def, at, "skipped", None, Some("the previous firing was still running")).await;
     }
-    s.running.fetch_add(1, Ordering::SeqCst);
     let what = if made_up { "making up the firing" } else { "firing" };
     log(&format!("job {}: {what} for {} (business date {date}, {})", def.job_id, at.format("%Y-%m-%dT%H:%M:%SZ"), def.spec_path));
     let mut attempt: u32 = 1;
@@ -273,7 +279,6 @@ async fn fire_at(def: &JobDef, at: DateTime<Utc>, made_up: bool, s: &Arc<Shared>
     };
     let _ = sqlx::query("SELECT pg_advisory_unlock(hashtextextended(current_schema() || ':etl-job:' || $1, 0))").bind(&def.job_id).execute(&mut *conn).await;
     drop(conn);
-    s.running.fetch_sub(1, Ordering::SeqCst);
     let tries = if attempt > 1 { format!(" after {attempt} attempts") } else { String::new() };
     match outcome {
         Ok(JobOutcome { status, run_id, summary }) => {
@@ -284,6 +289,15 @@ async fn fire_at(def: &JobDef, at: DateTime<Utc>, made_up: bool, s: &Arc<Shared>
             log(&format!("job {}: {}{tries} (exit {}): {}", def.job_id, e.status, e.exit_code, e.message));
             finish(s, def, at, e.status, None, Some(&e.message)).await;
         }
+    }
+}
+
+/// A firing counted in `Shared::running` until it is dropped.
+struct Running<'a>(&'a Shared);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

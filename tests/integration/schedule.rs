@@ -219,7 +219,8 @@ fn an_invalid_spec_fails_its_firing_and_the_scheduler_goes_on() {
     let data = generate(20, 0, 0.0, 24);
     let db = TestDb::new("invalid");
     let dir = tempfile::tempdir().unwrap();
-    let spec = spec_file(&db, data.path(), dir.path(), "*/2 * * * * *");
+    // Retries are for exit 3 (a service out of reach): an invalid spec is not tried again.
+    let spec = spec_with(&db, data.path(), dir.path(), "sched", "  often: { cron: \"*/2 * * * * *\", stages: all, retries: 2, retry_delay: 1s }\n");
     let good = std::fs::read_to_string(&spec).unwrap();
     let s = Scheduler::start(&spec, dir.path().join("log"));
     let count = |status: &str| {
@@ -231,6 +232,8 @@ fn an_invalid_spec_fails_its_firing_and_the_scheduler_goes_on() {
     wait_for("a failed firing", Duration::from_secs(20), || count("failed") >= 1, || s.log());
     let error = db.texts(&format!("SELECT error FROM {}.etl_schedule_firings WHERE status = 'failed' LIMIT 1", db.schema));
     assert!(error[0].contains("unknown column type `strng`"), "{error:?}");
+    let attempts = db.texts(&format!("SELECT DISTINCT attempts::text FROM {}.etl_schedule_firings WHERE status = 'failed'", db.schema));
+    assert_eq!(attempts, ["1"], "a failure other than exit 3 is tried once\n{}", s.log());
     let before = count("succeeded");
     std::fs::write(&spec, &good).unwrap();
     wait_for("a success after the fix", Duration::from_secs(20), || count("succeeded") > before, || s.log());
@@ -300,6 +303,41 @@ fn a_firing_while_the_last_one_runs_is_recorded_skipped() {
     let runs = db.count(&format!("SELECT count(*) FROM {}.etl_runs WHERE job_id = 'often'", db.schema));
     let ran = db.count(&format!("SELECT count(*) FROM {}.etl_schedule_firings WHERE status IN ('succeeded', 'rejected', 'failed') OR status IS NULL", db.schema));
     assert_eq!(runs, ran, "{log}");
+}
+
+#[test]
+fn a_stopping_scheduler_waits_for_its_running_load_to_commit() {
+    let data = generate(10, 0, 0.0, 31);
+    let db = TestDb::new("grace");
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec_file(&db, data.path(), dir.path(), "*/2 * * * * *");
+    sched(&["list"], &spec).expect_code(0);
+    // The test holds the table's load lock, so the first firing waits inside its run.
+    let key = format!("etl:\"{}\".\"asset\"", db.schema).replace('\'', "''");
+    db.exec(&format!("SELECT pg_advisory_lock(hashtextextended('{key}', 0))"));
+    let mut scheduler = Scheduler::start(&spec, dir.path().join("scheduler.log"));
+    let firings = |status: &str| db.count(&format!("SELECT count(*) FROM {}.etl_schedule_firings WHERE status {status}", db.schema));
+    wait_for("a firing waiting inside its run", Duration::from_secs(60), || firings("= 'running'") > 0, || scheduler.log());
+    Command::new("kill").args(["-TERM", &scheduler.child.id().to_string()]).status().unwrap();
+    wait_for("the scheduler to stop taking firings", Duration::from_secs(20), || scheduler.log().contains("waiting for running loads"), || scheduler.log());
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(scheduler.child.try_wait().unwrap().is_none(), "the scheduler exited with a load still running\n{}", scheduler.log());
+    db.exec(&format!("SELECT pg_advisory_unlock(hashtextextended('{key}', 0))"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let code = loop {
+        if let Some(s) = scheduler.child.try_wait().unwrap() {
+            break s.code().unwrap_or(-1);
+        }
+        assert!(Instant::now() < deadline, "the scheduler did not stop once its load finished\n{}", scheduler.log());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = scheduler.log();
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(firings("= 'succeeded'"), 1, "the waiting load committed before the scheduler exited\n{log}");
+    assert_eq!(firings("= 'running'"), 0, "no firing is left running\n{log}");
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.asset", db.schema)), 10, "{log}");
+    assert!(log.contains("scheduler stopped"), "{log}");
+    assert!(!log.contains("past the grace period"), "no load outlived the grace period\n{log}");
 }
 
 /// A spec with three jobs on one tick (every 5 s), differing only in `catchup`.
