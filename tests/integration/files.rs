@@ -394,3 +394,58 @@ stages:
     let statuses: Vec<&str> = report["stages"][0]["files"].as_array().unwrap().iter().map(|f| f["status"].as_str().unwrap()).collect();
     assert_eq!(statuses, ["already_loaded", "already_loaded"], "{}", out.evidence());
 }
+
+/// A set is read in as few scans as its headers allow: files sharing a header in one, a file
+/// whose header orders the columns otherwise in one of its own, and one with a column named
+/// `filename` (the name a scan of several files adds) alone. Each line still ends in its place:
+/// its file's captures, and a malformed or invalid line a reject naming its file and line.
+#[test]
+fn a_set_read_in_few_scans_keeps_each_line_with_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    std::fs::write(dir.path().join("in/b-1.csv"), "x,y\n1,one\n2,two,extra\n3,three\n").unwrap();
+    std::fs::write(dir.path().join("in/b-2.csv"), "x,y\n4,four\n5\n6,six\n").unwrap();
+    std::fs::write(dir.path().join("in/b-3.csv"), "y,x\nseven,7\neight,oops\n").unwrap();
+    std::fs::write(dir.path().join("in/b-4.csv"), "x,y,filename\n9,nine,f\n").unwrap();
+    std::fs::write(dir.path().join("in/b-5.csv"), "x,y\n10,ten\n").unwrap();
+    let spec = "version: 1
+name: scans
+connections:
+  files: { type: local, path: in }
+  db: { type: duckdb, path: out.duckdb }
+stages:
+  b:
+    source: { connection: files, files: 'b-{n}.csv' }
+    target: { connection: db, table: b, key: [x] }
+    columns: { x: { type: int32 }, y: { type: string }, n: { type: int32, from_path: n } }
+analytics:
+  rows: { connection: db, sql: \"SELECT string_agg(x || ':' || y || ':' || n, ' ' ORDER BY x) FROM b\" }
+";
+    let path = dir.path().join("scans.yaml");
+    std::fs::write(&path, spec).unwrap();
+    let rejects = dir.path().join("rejects.csv");
+    let out = etl(&["run", path.to_str().unwrap(), "--output", "json", "--rejects-out", rejects.to_str().unwrap()], &[]);
+    out.expect_code(4);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let files: Vec<String> = report["stages"][0]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| format!("{} {}/{}/{}", f["file"].as_str().unwrap_or_default().rsplit('/').next().unwrap(), f["rows_read"], f["rows_valid"], f["rows_rejected"]))
+        .collect();
+    assert_eq!(files, ["b-1.csv 3/2/1", "b-2.csv 3/2/1", "b-3.csv 2/1/1", "b-4.csv 1/1/0", "b-5.csv 1/1/0"], "{}", out.evidence());
+    assert_eq!(
+        report["analytics"][0]["rows"][0][0],
+        "1:one:1 3:three:1 4:four:2 6:six:2 7:seven:3 9:nine:4 10:ten:5",
+        "each row with its own file's capture\n{}",
+        out.evidence()
+    );
+    let text = std::fs::read_to_string(&rejects).unwrap().replace(&format!("{}/", dir.path().display()), "");
+    let got: Vec<String> = text.lines().skip(1).map(|l| l.split(',').take(5).collect::<Vec<_>>().join(",")).collect();
+    assert_eq!(
+        got,
+        [r#""b","in/b-1.csv","3",,"csv""#, r#""b","in/b-2.csv","3","y","csv""#, r#""b","in/b-3.csv","3","x","type""#],
+        "{text}\n{}",
+        out.evidence()
+    );
+}
