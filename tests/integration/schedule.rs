@@ -55,16 +55,26 @@ impl Scheduler {
 
     /// SIGTERM, then the exit code.
     pub fn stop(mut self) -> (i32, String) {
-        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let code = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s.code().unwrap_or(-1);
-            }
-            assert!(Instant::now() < deadline, "the scheduler did not stop on SIGTERM:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(100));
-        };
+        self.terminate();
+        let code = self.exit_code(Duration::from_secs(30));
         (code, self.log())
+    }
+
+    /// Sends SIGTERM.
+    fn terminate(&self) {
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+    }
+
+    /// Waits for the scheduler to exit, at most `timeout`.
+    fn exit_code(&mut self, timeout: Duration) -> i32 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "the scheduler did not stop after SIGTERM:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     pub fn log(&self) -> String {
@@ -85,6 +95,14 @@ pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool, 
         assert!(Instant::now() < deadline, "timed out waiting for {what}\n{}", log());
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// Takes the advisory lock a stage loading the test's `asset` table waits for; returns the SQL
+/// of its key, for `pg_advisory_unlock`.
+fn hold_load_lock(db: &TestDb) -> String {
+    let key = format!("hashtextextended('{}', 0)", format!("etl:\"{}\".\"asset\"", db.schema).replace('\'', "''"));
+    db.exec(&format!("SELECT pg_advisory_lock({key})"));
+    key
 }
 
 fn store_args(spec: &Path) -> Vec<String> {
@@ -286,13 +304,12 @@ fn a_firing_while_the_last_one_runs_is_recorded_skipped() {
     let spec = spec_file(&db, data.path(), dir.path(), "*/2 * * * * *");
     sched(&["list"], &spec).expect_code(0);
     // The test holds the table's load lock, so the first firing waits inside its run.
-    let key = format!("etl:\"{}\".\"asset\"", db.schema).replace('\'', "''");
-    db.exec(&format!("SELECT pg_advisory_lock(hashtextextended('{key}', 0))"));
+    let key = hold_load_lock(&db);
     let scheduler = Scheduler::start(&spec, dir.path().join("scheduler.log"));
     let firings = |status: &str| db.count(&format!("SELECT count(*) FROM {}.etl_schedule_firings WHERE status = '{status}'", db.schema));
     wait_for("a firing skipped while the first one waits", Duration::from_secs(60), || firings("skipped") > 0, || scheduler.log());
     assert_eq!(firings("succeeded"), 0, "a firing ran while the first one held the job\n{}", scheduler.log());
-    db.exec(&format!("SELECT pg_advisory_unlock(hashtextextended('{key}', 0))"));
+    db.exec(&format!("SELECT pg_advisory_unlock({key})"));
     wait_for("the first firing to finish", Duration::from_secs(60), || firings("succeeded") > 0, || scheduler.log());
     let (code, log) = scheduler.stop();
     assert_eq!(code, 0, "{log}");
@@ -313,24 +330,16 @@ fn a_stopping_scheduler_waits_for_its_running_load_to_commit() {
     let spec = spec_file(&db, data.path(), dir.path(), "*/2 * * * * *");
     sched(&["list"], &spec).expect_code(0);
     // The test holds the table's load lock, so the first firing waits inside its run.
-    let key = format!("etl:\"{}\".\"asset\"", db.schema).replace('\'', "''");
-    db.exec(&format!("SELECT pg_advisory_lock(hashtextextended('{key}', 0))"));
+    let key = hold_load_lock(&db);
     let mut scheduler = Scheduler::start(&spec, dir.path().join("scheduler.log"));
     let firings = |status: &str| db.count(&format!("SELECT count(*) FROM {}.etl_schedule_firings WHERE status {status}", db.schema));
     wait_for("a firing waiting inside its run", Duration::from_secs(60), || firings("= 'running'") > 0, || scheduler.log());
-    Command::new("kill").args(["-TERM", &scheduler.child.id().to_string()]).status().unwrap();
+    scheduler.terminate();
     wait_for("the scheduler to stop taking firings", Duration::from_secs(20), || scheduler.log().contains("waiting for running loads"), || scheduler.log());
     std::thread::sleep(Duration::from_secs(2));
     assert!(scheduler.child.try_wait().unwrap().is_none(), "the scheduler exited with a load still running\n{}", scheduler.log());
-    db.exec(&format!("SELECT pg_advisory_unlock(hashtextextended('{key}', 0))"));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let code = loop {
-        if let Some(s) = scheduler.child.try_wait().unwrap() {
-            break s.code().unwrap_or(-1);
-        }
-        assert!(Instant::now() < deadline, "the scheduler did not stop once its load finished\n{}", scheduler.log());
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    db.exec(&format!("SELECT pg_advisory_unlock({key})"));
+    let code = scheduler.exit_code(Duration::from_secs(60));
     let log = scheduler.log();
     assert_eq!(code, 0, "{log}");
     assert_eq!(firings("= 'succeeded'"), 1, "the waiting load committed before the scheduler exited\n{log}");
