@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Mutation testing with cargo-mutants over the modules that carry a guarantee, outside CI (each
 # mutant rebuilds the crate and runs the tests that guard it). Starts and stops the services.
-#   scripts/mutants.sh [--list] [GROUP...]     groups: reuse load schedule secrets checks connect
-#                                              (default: all but connect, a part of load)
+#   scripts/mutants.sh [--list] [--iterate] [GROUP...]
+#     groups: reuse load schedule secrets checks connect (default: all but connect, a part of load)
+#     --iterate: test only the mutants a group's last run did not catch or find unviable (the
+#                missed, timed-out and untested ones), keeping its earlier outcomes
 # Results go to mutants.out/ under $ETL_MUTANTS_DIR (default ~/.cache/etl/mutants); record the
 # counts and every missed mutant in tests/MUTANTS.md. Its services run on ports and in a directory
 # of their own (PostgreSQL 25432, S3 29000/29001), so scripts/test.sh may run beside it.
@@ -21,10 +23,12 @@ if [ ! -d "$CARGO_TARGET_DIR/debug" ] && [ -d "$dev_target/debug" ]; then
 fi
 command -v cargo-mutants >/dev/null || cargo install --locked cargo-mutants@25.3.1
 list=0
+iterate=()
 groups=()
 for a in "$@"; do
   case "$a" in
     --list) list=1 ;;
+    --iterate) iterate=(--iterate) ;;
     *) groups+=("$a") ;;
   esac
 done
@@ -83,7 +87,7 @@ for g in "${groups[@]}"; do
   fi
   # The library's unit tests and the integration tests, filtered to those that guard the group.
   # shellcheck disable=SC2046
-  cargo mutants "${args[@]}" --output "$out/$g" --timeout 600 --build-timeout 1800 \
+  cargo mutants "${args[@]}" "${iterate[@]}" --output "$out/$g" --timeout 600 --build-timeout 1800 \
     -- --lib --test integration -- $(tests_of "$g") || true
   echo "== $g: $(cat "$out/$g/mutants.out/caught.txt" 2>/dev/null | wc -l) caught," \
     "$(cat "$out/$g/mutants.out/missed.txt" 2>/dev/null | wc -l) missed," \

@@ -65,7 +65,7 @@ impl Reader {
             columns.push(if stage.csv.header {
                 file_columns(stage, f.path, f.shown)?
             } else {
-                stage.columns.iter().filter(|c| c.from_path.is_none()).map(|c| c.header.clone()).collect()
+                stage.columns.iter().filter(|c| c.reads_file()).map(|c| c.header.clone()).collect()
             });
         }
         let mut malformed: Vec<Vec<CsvError>> = vec![Vec::new(); files.len()];
@@ -237,7 +237,7 @@ fn header_help(stage: &StagePlan, header: &[String], missing: &[&str]) -> String
 pub fn file_columns(stage: &StagePlan, path: &Path, shown: &str) -> Result<Vec<String>, ExecError> {
     let csv_error = |message: String| ExecError::Csv { file: shown.to_string(), message };
     let mut header = read_header(path, &stage.csv).map_err(csv_error)?;
-    let reads = |h: &str| stage.columns.iter().any(|c| c.from_path.is_none() && c.header == h);
+    let reads = |h: &str| stage.columns.iter().any(|c| c.reads_file() && c.header == h);
     let mut seen: Vec<String> = Vec::new();
     for (i, name) in header.iter_mut().enumerate() {
         if name.is_empty() {
@@ -260,7 +260,7 @@ pub fn file_columns(stage: &StagePlan, path: &Path, shown: &str) -> Result<Vec<S
         seen.push(name.clone());
     }
     let missing: Vec<&str> =
-        stage.columns.iter().filter(|c| c.from_path.is_none()).map(|c| c.header.as_str()).filter(|h| !header.iter().any(|x| x == h)).collect();
+        stage.columns.iter().filter(|c| c.reads_file()).map(|c| c.header.as_str()).filter(|h| !header.iter().any(|x| x == h)).collect();
     if !missing.is_empty() {
         let help = header_help(stage, &header, &missing);
         return Err(ExecError::Header { file: shown.to_string(), missing: missing.join(", "), found: header.join(", "), help });

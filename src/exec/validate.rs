@@ -261,7 +261,7 @@ fn rule_failures(
     let mut out = Vec::new();
     for row in 0..frame.height() {
         let value_of = |name: &str| {
-            check.reads.iter().position(|c| c == name).and_then(|i| columns[i].get(row).copied()).unwrap_or(Value::Null)
+            check.reads.iter().position(|c| c == name).and_then(|i| columns[i].get(row).cloned()).unwrap_or(Value::Null)
         };
         match expr::check(rule, tolerance, &value_of) {
             Verdict::Pass => {}
@@ -294,7 +294,7 @@ fn values<'a>(frame: &'a DataFrame, name: &str) -> Result<Vec<Value<'a>>, ExecEr
                 })
                 .collect::<Result<_, _>>()?
         }
-        DataType::String => s.str().map_err(ExecError::polars(what))?.iter().map(|v| v.map_or(Value::Null, Value::Text)).collect(),
+        DataType::String => s.str().map_err(ExecError::polars(what))?.iter().map(|v| v.map_or(Value::Null, |t| Value::Text(t.into()))).collect(),
         DataType::Boolean => s.bool().map_err(ExecError::polars(what))?.iter().map(|v| v.map_or(Value::Null, Value::Bool)).collect(),
         DataType::Float32 | DataType::Float64 => {
             let f = s.cast(&DataType::Float64).map_err(ExecError::polars(what))?;

@@ -114,6 +114,27 @@ pub struct StagePlan {
     pub extract: ExtractSql,
 }
 
+/// Where a column's value comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ColumnSource {
+    /// The CSV column named by its `header`.
+    File,
+    /// This capture of the `files:` pattern.
+    Path(String),
+    /// This text, the same for every row.
+    Value(String),
+    /// This expression over the row's other columns (the rule language), computed after they
+    /// are typed.
+    Expr(crate::spec::expr::Expr),
+}
+
+impl ColumnPlan {
+    /// Whether its value is read from a CSV column (and its header must be in the file).
+    pub fn reads_file(&self) -> bool {
+        self.source == ColumnSource::File
+    }
+}
+
 /// A compiled column.
 #[derive(Debug, Clone)]
 pub struct ColumnPlan {
@@ -121,8 +142,9 @@ pub struct ColumnPlan {
     pub name: String,
     /// CSV header it is read from.
     pub header: String,
-    /// The capture of the `files:` pattern it takes its value from, instead of a CSV column.
-    pub from_path: Option<String>,
+    /// Where its value comes from: the CSV column `header`, a path capture, a constant or an
+    /// expression.
+    pub source: ColumnSource,
     /// Type.
     pub ty: ColumnType,
     /// Whether it may be null.
@@ -314,6 +336,8 @@ pub(super) enum ReadColumn {
     File { header: String, name: String },
     /// A capture of the file's path.
     Path { capture: String, name: String },
+    /// A constant.
+    Value { text: String, name: String },
 }
 
 /// One file of a [`ReadCsv`]: its path, its number among the stage's files (kept in the raw
@@ -358,6 +382,7 @@ impl ReadCsv {
                     });
                     format!("  CAST({value} AS VARCHAR) AS {}", super::sql::ident(name))
                 }
+                ReadColumn::Value { text, name } => format!("  CAST({} AS VARCHAR) AS {}", literal(text), super::sql::ident(name)),
             })
             .collect();
         select.push(format!("  CAST({} AS UINTEGER) AS {}", per_file(&|f: &ReadFile<'_>| f.number.to_string()), super::sql::ident(FILE_NUMBER)));

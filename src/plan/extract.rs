@@ -4,9 +4,11 @@
 //! the stage's lookups: the key sets its foreign keys reference (a missing one rejects the row)
 //! and the target's current rows (a row equal to its current one is not written again).
 
+use indexmap::IndexMap;
+
 use crate::spec::model::ColumnType;
 
-use super::compiled::{ColumnPlan, DUCKDB_CATALOG, Dialect, ExtractSql, FILE_NUMBER, Held, Lookups, ReadColumn, ReadCsv, Reference, StagePlan, TargetPlan};
+use super::compiled::{ColumnPlan, ColumnSource, DUCKDB_CATALOG, Dialect, ExtractSql, FILE_NUMBER, Held, Lookups, ReadColumn, ReadCsv, Reference, StagePlan, TargetPlan};
 use super::sql::{FileSql, ident, literal, qualified};
 
 /// Compiles a stage's extract (its lookups already compiled).
@@ -207,9 +209,11 @@ fn read_csv(stage: &StagePlan) -> ReadCsv {
     let columns = stage
         .columns
         .iter()
-        .map(|c| match &c.from_path {
-            Some(capture) => ReadColumn::Path { capture: capture.clone(), name: c.name.clone() },
-            None => ReadColumn::File { header: c.header.clone(), name: c.name.clone() },
+        .filter_map(|c| match &c.source {
+            ColumnSource::File => Some(ReadColumn::File { header: c.header.clone(), name: c.name.clone() }),
+            ColumnSource::Path(capture) => Some(ReadColumn::Path { capture: capture.clone(), name: c.name.clone() }),
+            ColumnSource::Value(text) => Some(ReadColumn::Value { text: text.clone(), name: c.name.clone() }),
+            ColumnSource::Expr(_) => None,
         })
         .collect();
     let options = [
@@ -239,14 +243,15 @@ fn read_csv(stage: &StagePlan) -> ReadCsv {
 }
 
 /// The typed rows as a subquery `typed`: the record number, each column cast to its type, and
-/// each value that did not cast (as text).
+/// each value that did not cast (as text). Computed columns (`expr:`) are computed over the
+/// others' typed values, in a query around theirs.
 fn typed(stage: &StagePlan) -> (String, Vec<String>) {
     // Row ids count from 0 in a committed table but from 2^55 in one created inside an open
     // transaction (a DuckDB target's stage): the record number is the offset from the first.
     let raw = ident(&raw_table(stage));
     let mut inner = vec![format!("    rowid - (SELECT min(rowid) FROM {raw}) + 1 AS {}", ident(RECORD))];
     let mut names = vec![RECORD.to_string()];
-    for c in &stage.columns {
+    for c in stage.columns.iter().filter(|c| computed(c).is_none()) {
         let v = ident(&c.name);
         names.push(c.name.clone());
         match cast(c) {
@@ -267,7 +272,63 @@ fn typed(stage: &StagePlan) -> (String, Vec<String>) {
             }
         }
     }
-    (format!("(\n  SELECT\n{}\n  FROM {raw}\n) AS typed", inner.join(",\n")), names)
+    let base = format!("(\n  SELECT\n{}\n  FROM {raw}\n)", inner.join(",\n"));
+    if stage.columns.iter().all(|c| computed(c).is_none()) {
+        return (format!("{base} AS typed"), names);
+    }
+    let read: IndexMap<String, ColumnType> = stage.columns.iter().filter(|c| computed(c).is_none()).map(|c| (c.name.clone(), c.ty)).collect();
+    let mut middle = vec!["    *".to_string()];
+    let mut outer = vec![format!("  {}", ident(RECORD))];
+    let mut names = vec![RECORD.to_string()];
+    for c in &stage.columns {
+        let v = ident(&c.name);
+        names.push(c.name.clone());
+        let Some(e) = computed(c) else {
+            outer.push(format!("  {v}"));
+            if cast(c).is_some() {
+                outer.push(format!("  {}", ident(&uncast_column(&c.name))));
+                names.push(uncast_column(&c.name));
+            }
+            continue;
+        };
+        let raw = ident(&computed_column(&c.name));
+        middle.push(format!("    {} AS {raw}", super::derive::sql(e, &read)));
+        let value = match c.ty {
+            ColumnType::String => {
+                outer.push(format!("  {raw} AS {v}"));
+                continue;
+            }
+            // A value with more places than the column keeps does not fit: null (and rejected),
+            // never rounded.
+            ColumnType::Decimal { precision, scale } => {
+                let to = format!("TRY_CAST({raw} AS DECIMAL({precision},{scale}))");
+                format!("CASE WHEN {raw} = {to} THEN {to} END")
+            }
+            t => format!("TRY_CAST({raw} AS {})", duckdb_type(t)),
+        };
+        outer.push(format!("  {value} AS {v}"));
+        outer.push(format!("  CASE WHEN {raw} IS NOT NULL AND {value} IS NULL THEN CAST({raw} AS VARCHAR) END AS {}", ident(&uncast_column(&c.name))));
+        names.push(uncast_column(&c.name));
+    }
+    let from = format!(
+        "(\nSELECT\n{}\nFROM (\n  SELECT\n{}\n  FROM {base} AS base\n) AS computed\n) AS typed",
+        outer.join(",\n"),
+        middle.join(",\n")
+    );
+    (from, names)
+}
+
+/// A computed column's expression.
+fn computed(c: &ColumnPlan) -> Option<&crate::spec::expr::Expr> {
+    match &c.source {
+        ColumnSource::Expr(e) => Some(e),
+        _ => None,
+    }
+}
+
+/// The column holding a computed column's value before its cast to the column's type.
+pub fn computed_column(column: &str) -> String {
+    format!("__computed_{column}")
 }
 
 /// The groups of columns whose values must not repeat within the file: the key, then each

@@ -6,6 +6,7 @@
 //! catalog: what a live table holds is checked by the executor, with the statements planned here.
 
 pub mod compiled;
+pub mod derive;
 pub mod duck;
 pub mod extract;
 pub mod load;
@@ -101,6 +102,22 @@ pub fn compile(spec: &Spec) -> Plan {
     Plan { name: spec.name.clone(), connections, stages, analytics, schedules }
 }
 
+/// Where a column's value comes from (a spec that passed its checks has at most one of
+/// `from_path`, `value`, `expr`, and an expression that parses).
+fn column_source(c: &crate::spec::model::Column) -> compiled::ColumnSource {
+    use compiled::ColumnSource;
+    if let Some(capture) = &c.from_path {
+        return ColumnSource::Path(capture.clone());
+    }
+    if let Some(v) = &c.value {
+        return ColumnSource::Value(v.0.clone());
+    }
+    match c.expr.as_deref().map(crate::spec::expr::parse) {
+        Some(Ok(e)) => ColumnSource::Expr(e),
+        _ => ColumnSource::File,
+    }
+}
+
 /// Compiles one stage.
 fn stage(spec: &Spec, name: &str) -> StagePlan {
     let st = &spec.stages[name];
@@ -112,7 +129,7 @@ fn stage(spec: &Spec, name: &str) -> StagePlan {
         .map(|(cname, c)| ColumnPlan {
             name: cname.clone(),
             header: c.from.clone().unwrap_or_else(|| cname.clone()),
-            from_path: c.from_path.clone(),
+            source: column_source(c),
             ty: c.ty,
             nullable: c.nullable,
             formats: c.format.as_deref().filter(|_| c.ty.is_temporal()).map(|f| strptime_formats(f).unwrap_or_default()).unwrap_or_default(),

@@ -344,7 +344,7 @@ stages:
         for (row, r) in rows.iter().enumerate() {
             let dec = |s: &str| Value::Num(Dec::from_decimal(s.parse().unwrap()));
             let values = [("cash", dec(r.2)), ("fee", dec(r.3)), ("total", dec(r.4))];
-            let value_of = |name: &str| values.iter().find(|(n, _)| *n == name).map_or(Value::Null, |(_, v)| *v);
+            let value_of = |name: &str| values.iter().find(|(n, _)| *n == name).map_or(Value::Null, |(_, v)| v.clone());
             let failed: Vec<&str> = checks
                 .iter()
                 .enumerate()

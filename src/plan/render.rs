@@ -340,7 +340,7 @@ fn duckdb_stage(out: &mut String, st: &StagePlan, d: &DuckStatements) {
 
 fn extract(out: &mut String, st: &StagePlan, n: u32) {
     let e = &st.extract;
-    let headers: Vec<String> = st.columns.iter().filter(|c| c.from_path.is_none()).map(|c| c.header.clone()).collect();
+    let headers: Vec<String> = st.columns.iter().filter(|c| c.reads_file()).map(|c| c.header.clone()).collect();
     let _ = writeln!(out, "\n-- {n}. read and cast (DuckDB: the CSV as text in file order, then typed)");
     let _ = writeln!(out, "{}", e.clear_rejects);
     let file = |path, number| ReadFile { path, number, captures: &[] };

@@ -3,6 +3,7 @@
 mod backfill;
 mod bad_input;
 mod compression;
+mod computed;
 mod dates;
 mod etags;
 mod extract;

@@ -78,7 +78,13 @@ fn bad_arguments_exit_2_and_help_exits_0() {
 
 #[test]
 fn plans_of_the_shipped_specs_match_their_goldens() {
-    for (spec, name) in [("specs/small_etl.yaml", "small_etl"), ("examples/quickstart.yaml", "quickstart"), ("specs/daily.yaml", "daily")] {
+    for (spec, name) in [
+        ("specs/small_etl.yaml", "small_etl"),
+        ("examples/quickstart.yaml", "quickstart"),
+        ("specs/daily.yaml", "daily"),
+        // Computed columns: each expression's compiled SQL is shown.
+        ("tests/fixtures/specs/valid/computed_columns.yaml", "computed_columns"),
+    ] {
         // A fixed business date: the daily spec's patterns name it.
         let out = etl(&["plan", spec, "--date", "2025-12-22"], &[]);
         out.expect_code(0);

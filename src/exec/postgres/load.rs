@@ -136,7 +136,7 @@ pub fn load_stage(
     } else if st.csv.header {
         crate::exec::extract::file_columns(st, path, shown)?
     } else {
-        st.columns.iter().map(|c| c.header.clone()).collect()
+        st.columns.iter().filter(|c| c.reads_file()).map(|c| c.header.clone()).collect()
     };
     let mut changes = match reuse_lines {
         None => None,

@@ -29,6 +29,11 @@ impl Checker<'_> {
                 self.facets(sname, stage, cname, col, &cat);
                 continue;
             }
+            if col.value.is_some() || col.expr.is_some() {
+                self.computed(sname, stage, cname, col, &cat);
+                self.facets(sname, stage, cname, col, &cat);
+                continue;
+            }
             let header = col.from.clone().unwrap_or_else(|| cname.clone());
             if let Some(other) = headers.insert(header.clone(), cname.clone()) {
                 self.push(
@@ -41,9 +46,96 @@ impl Checker<'_> {
         }
     }
 
+    /// A column that is not read from the CSV: a constant (`value`) or an expression (`expr`)
+    /// over the stage's columns that are read.
+    fn computed(&mut self, sname: &str, stage: &Stage, cname: &str, col: &Column, at: &Pointer) {
+        let own = if col.expr.is_some() { "expr" } else { "value" };
+        let others = [("from", col.from.is_some()), ("value", col.value.is_some() && own == "expr")];
+        for (other, set) in others {
+            if set {
+                self.push(
+                    Problem::new("spec::column_sources", at.key(other), format!("column `{cname}` of stage `{sname}` has both `{other}` and `{own}`"))
+                        .on_key()
+                        .label("one of the two")
+                        .help("a column takes its value from one place: `from` (a CSV column), `from_path` (a capture of the `files:` pattern), `value` (a constant) or `expr` (computed from the row)"),
+                );
+                return;
+            }
+        }
+        if let Some(v) = &col.value {
+            if let Some(why) = constant_problem(col.ty, &v.0) {
+                self.push(
+                    Problem::new("spec::bad_value", at.key("value"), format!("column `{cname}` of stage `{sname}`: `{}` {why}", v.0))
+                        .label(format!("not a {}", col.ty))
+                        .help("write the value as a CSV field of this type would hold it"),
+                );
+            }
+            return;
+        }
+        let Some(text) = &col.expr else { return };
+        let at = at.key("expr");
+        let parsed = match expr::parse(text) {
+            Ok(e) => e,
+            Err(e) => {
+                self.push(
+                    Problem::new("spec::rule_syntax", at, format!("column `{cname}`: {}", e.message))
+                        .label("here")
+                        .maybe_help(e.help)
+                        .within(e.span.0, e.span.1.max(e.span.0 + 1)),
+                );
+                return;
+            }
+        };
+        // The columns read (or given by the path or a constant): not the other computed ones.
+        let read: IndexMap<String, ColumnType> = stage.columns.iter().filter(|(_, c)| c.expr.is_none()).map(|(k, c)| (k.clone(), c.ty)).collect();
+        let mut reads = Vec::new();
+        expr::columns_of(&parsed, &mut reads);
+        if let Some(other) = reads.iter().find(|r| stage.columns.get(r.as_str()).is_some_and(|c| c.expr.is_some())) {
+            self.push(
+                Problem::new("spec::computed_reads_computed", at, format!("column `{cname}` is computed from `{other}`, which is computed too"))
+                    .label("a computed column")
+                    .help(format!("write `{other}`'s expression in its place: a computed column reads the columns that are read")),
+            );
+            return;
+        }
+        let ty = match expr::type_of(&parsed, &read) {
+            Ok(t) => t,
+            Err(e) => {
+                let code = if e.kind == ExprErrorKind::UnknownColumn { "spec::unknown_column" } else { "spec::expr_type" };
+                self.push(
+                    Problem::new(code, at, format!("column `{cname}`: {}", e.message))
+                        .label(if e.kind == ExprErrorKind::UnknownColumn { "not a column of this stage" } else { "here" })
+                        .maybe_help(e.help)
+                        .within(e.span.0, e.span.1),
+                );
+                return;
+            }
+        };
+        if let Err(e) = expr::digits(&parsed, &read) {
+            self.push(Problem::new("spec::expr_type", at, format!("column `{cname}`: {}", e.message)).label("here").maybe_help(e.help).within(e.span.0, e.span.1));
+            return;
+        }
+        if let Some(why) = result_problem(col.ty, ty) {
+            self.push(
+                Problem::new("spec::expr_type", at, format!("column `{cname}` is {}, but its expression {why}", col.ty))
+                    .label("computes another type")
+                    .help(result_help(col.ty, ty)),
+            );
+        }
+    }
+
     /// A column taken from a capture of the stage's `files:` pattern.
     fn from_path(&mut self, sname: &str, stage: &Stage, cname: &str, col: &Column, capture: &str, at: &Pointer) {
         let at = at.key("from_path");
+        if let Some(other) = [("value", col.value.is_some()), ("expr", col.expr.is_some())].iter().find(|(_, set)| *set).map(|(k, _)| *k) {
+            self.push(
+                Problem::new("spec::column_sources", at.clone(), format!("column `{cname}` of stage `{sname}` has both `from_path` and `{other}`"))
+                    .on_key()
+                    .label("one of the two")
+                    .help("a column takes its value from one place: `from` (a CSV column), `from_path` (a capture of the `files:` pattern), `value` (a constant) or `expr` (computed from the row)"),
+            );
+            return;
+        }
         if col.from.is_some() {
             self.push(
                 Problem::new("spec::from_and_from_path", at.clone(), format!("column `{cname}` of stage `{sname}` has both `from` and `from_path`"))
@@ -427,5 +519,62 @@ impl Checker<'_> {
                 }
             }
         }
+    }
+}
+
+/// Why a constant is not a value of its column's type, if it is not.
+fn constant_problem(t: ColumnType, text: &str) -> Option<String> {
+    let ok = match t {
+        ColumnType::String => true,
+        ColumnType::Int32 => text.trim().parse::<i32>().is_ok(),
+        ColumnType::Int64 => text.trim().parse::<i64>().is_ok(),
+        ColumnType::Decimal { precision, scale } => {
+            let Some(d) = crate::spec::model::parse_decimal(text).map(|d| d.normalize()) else { return Some(format!("is not a {t}")) };
+            if d.scale() > u32::from(scale) {
+                return Some(format!("has more than {scale} decimal places ({t})"));
+            }
+            d.trunc().abs().to_string().trim_start_matches('0').len() as u32 <= u32::from(precision - scale)
+        }
+        ColumnType::Float64 => text.trim().parse::<f64>().is_ok(),
+        ColumnType::Bool => matches!(text, "t" | "f"),
+        // Formats apply to a date or timestamp column's constant too: left to the cast then.
+        ColumnType::Date | ColumnType::Timestamp => return None,
+    };
+    (!ok).then(|| match t {
+        ColumnType::Bool => "is not a boolean (write true or false)".to_string(),
+        _ => format!("is not a {t}"),
+    })
+}
+
+/// Why an expression's result cannot fill a column of type `t`, if it cannot.
+fn result_problem(t: ColumnType, ty: Ty) -> Option<String> {
+    use crate::spec::expr::NumKind;
+    match (t, ty) {
+        (_, Ty::Null) => None,
+        (ColumnType::String, Ty::Text) | (ColumnType::Bool, Ty::Bool) | (ColumnType::Date, Ty::Date) => None,
+        (ColumnType::Timestamp, Ty::Timestamp | Ty::Date) => None,
+        (ColumnType::Float64, Ty::Number(_)) => None,
+        (ColumnType::Int32 | ColumnType::Int64, Ty::Number(NumKind::Int)) => None,
+        (ColumnType::Int32 | ColumnType::Int64, Ty::Number(NumKind::Decimal(0))) => None,
+        (ColumnType::Int32 | ColumnType::Int64, Ty::Number(_)) => Some("computes a number with decimal places".into()),
+        (ColumnType::Decimal { .. }, Ty::Number(NumKind::Float)) => Some("computes a float, which a decimal column cannot hold exactly".into()),
+        (ColumnType::Decimal { .. }, Ty::Number(_)) => None,
+        (_, other) => Some(format!("computes {}", match other {
+            Ty::Number(_) => "a number",
+            Ty::Text => "text",
+            Ty::Bool => "a boolean",
+            Ty::Date => "a date",
+            Ty::Timestamp => "a timestamp",
+            Ty::Null => "null",
+        })),
+    }
+}
+
+fn result_help(t: ColumnType, ty: Ty) -> String {
+    match (t, ty) {
+        (ColumnType::Int32 | ColumnType::Int64, Ty::Number(_)) => "round it to a whole number, e.g. `round(x)`, or make the column a decimal".into(),
+        (ColumnType::Date, Ty::Timestamp) => "take its date: `date(...)`".into(),
+        (ColumnType::Decimal { .. }, _) => "compute it from decimal columns, or make the column a float64".into(),
+        _ => format!("make the column's type fit the expression, or the expression give a {t}"),
     }
 }

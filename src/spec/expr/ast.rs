@@ -41,6 +41,9 @@ pub enum ExprKind {
     InList(Box<Expr>, Vec<Expr>, bool),
     /// A function call.
     Call(Func, Vec<Expr>),
+    /// `case when c1 then v1 [when c2 then v2 ...] [else e] end`: the value of the first
+    /// condition that is true, else `e` (null without an `else`).
+    Case(Vec<(Expr, Expr)>, Option<Box<Expr>>),
 }
 
 /// Unary operators.
@@ -116,8 +119,19 @@ pub enum Func {
     Coalesce,
     /// Length of a text in characters.
     Length,
-    /// Round to N decimal places.
+    /// Round to N decimal places (half away from zero).
     Round,
+    /// The date of a timestamp (or a date itself).
+    Date,
+    /// `substr(text, start[, length])`: characters from `start` (the first is 1); null for a
+    /// start below 1 or a negative length.
+    Substr,
+    /// Text in upper case, character by character.
+    Upper,
+    /// Text in lower case, character by character.
+    Lower,
+    /// Text without the spaces at either end.
+    Trim,
 }
 
 impl Func {
@@ -127,9 +141,15 @@ impl Func {
             Func::Coalesce => "coalesce",
             Func::Length => "length",
             Func::Round => "round",
+            Func::Date => "date",
+            Func::Substr => "substr",
+            Func::Upper => "upper",
+            Func::Lower => "lower",
+            Func::Trim => "trim",
         }
     }
-    pub(super) const ALL: [Func; 4] = [Func::Abs, Func::Coalesce, Func::Length, Func::Round];
+    pub(super) const ALL: [Func; 9] =
+        [Func::Abs, Func::Coalesce, Func::Length, Func::Round, Func::Date, Func::Substr, Func::Upper, Func::Lower, Func::Trim];
 }
 
 
@@ -151,6 +171,15 @@ pub fn columns_of(e: &Expr, out: &mut Vec<String>) {
             items.iter().for_each(|i| columns_of(i, out));
         }
         ExprKind::Call(_, args) => args.iter().for_each(|a| columns_of(a, out)),
+        ExprKind::Case(whens, otherwise) => {
+            for (c, v) in whens {
+                columns_of(c, out);
+                columns_of(v, out);
+            }
+            if let Some(e) = otherwise {
+                columns_of(e, out);
+            }
+        }
         ExprKind::Number(_) | ExprKind::Text(_) | ExprKind::Bool(_) | ExprKind::Null | ExprKind::Date(_) | ExprKind::Timestamp(_) => {}
     }
 }
@@ -178,6 +207,16 @@ impl fmt::Display for Expr {
             ExprKind::Call(func, args) => {
                 let args: Vec<String> = args.iter().map(ToString::to_string).collect();
                 write!(f, "{}({})", func.name(), args.join(", "))
+            }
+            ExprKind::Case(whens, otherwise) => {
+                f.write_str("case")?;
+                for (c, v) in whens {
+                    write!(f, " when {c} then {v}")?;
+                }
+                if let Some(e) = otherwise {
+                    write!(f, " else {e}")?;
+                }
+                f.write_str(" end")
             }
         }
     }

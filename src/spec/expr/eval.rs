@@ -2,13 +2,14 @@
 //! `numeric` semantics ([`Dec`]), floats only where a float column is involved; and, for a rule
 //! that fails, the values of the comparison that failed, so a reject can show both sides.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use super::ast::{BinaryOp, Expr, ExprKind, Func, UnaryOp};
 use super::number::{Dec, Overflow};
 
 /// A value in a rule: a column's value in the row, a literal, or a computed one.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Value<'a> {
     /// SQL null.
     Null,
@@ -18,8 +19,8 @@ pub enum Value<'a> {
     Num(Dec),
     /// A binary float (float64 columns, and what computes with them).
     Float(f64),
-    /// Text.
-    Text(&'a str),
+    /// Text: a column's own, or one a function made.
+    Text(Cow<'a, str>),
     /// A date, as days since 1970-01-01.
     Date(i32),
     /// A timestamp, as microseconds since 1970-01-01 00:00.
@@ -89,8 +90,8 @@ pub fn check<'a>(rule: &'a Expr, tolerance: Option<Dec>, column: &dyn Fn(&str) -
             (Ok(a), Ok(b)) => (a, b),
             (Err(e), _) | (_, Err(e)) => return Verdict::Error(e),
         };
-        let apart = match (a, b) {
-            (Value::Num(x), Value::Num(y)) => match x.checked_sub(y) {
+        let apart = match (&a, &b) {
+            (Value::Num(x), Value::Num(y)) => match x.checked_sub(*y) {
                 Ok(d) => Value::Num(d.abs()),
                 Err(why) => return Verdict::Error(EvalError { at: format!("{l} - {r}"), why }),
             },
@@ -101,7 +102,7 @@ pub fn check<'a>(rule: &'a Expr, tolerance: Option<Dec>, column: &dyn Fn(&str) -
                 _ => return verdict(eval(rule, column), rule, column),
             },
         };
-        let within = compare(apart, Value::Num(t)).is_some_and(|o| o != Ordering::Greater);
+        let within = compare(&apart, &Value::Num(t)).is_some_and(|o| o != Ordering::Greater);
         return if within {
             Verdict::Pass
         } else {
@@ -144,7 +145,7 @@ pub fn eval<'a>(e: &'a Expr, column: &dyn Fn(&str) -> Value<'a>) -> Result<Value
     Ok(match &e.kind {
         ExprKind::Column(c) => column(c),
         ExprKind::Number(n) => Value::Num(Dec::from_decimal(*n)),
-        ExprKind::Text(s) => Value::Text(s),
+        ExprKind::Text(s) => Value::Text(Cow::Borrowed(s)),
         ExprKind::Bool(b) => Value::Bool(*b),
         ExprKind::Null => Value::Null,
         ExprKind::Date(d) => Value::Date(*d),
@@ -163,7 +164,7 @@ pub fn eval<'a>(e: &'a Expr, column: &dyn Fn(&str) -> Value<'a>) -> Result<Value
             let v = eval(x, column)?;
             let mut found = Some(false);
             for i in items {
-                match compare(v, eval(i, column)?) {
+                match compare(&v, &eval(i, column)?) {
                     Some(Ordering::Equal) => {
                         found = Some(true);
                         break;
@@ -190,7 +191,7 @@ pub fn eval<'a>(e: &'a Expr, column: &dyn Fn(&str) -> Value<'a>) -> Result<Value
         },
         ExprKind::Binary(op, l, r) if op.is_comparison() => {
             let (a, b) = (eval(l, column)?, eval(r, column)?);
-            match compare(a, b) {
+            match compare(&a, &b) {
                 None => Value::Null,
                 Some(o) => Value::Bool(match op {
                     BinaryOp::Eq => o == Ordering::Equal,
@@ -212,7 +213,7 @@ pub fn eval<'a>(e: &'a Expr, column: &dyn Fn(&str) -> Value<'a>) -> Result<Value
                 }
                 .map_err(fail)?,
             ),
-            (a, b) => match (float(a), float(b)) {
+            (a, b) => match (float(&a), float(&b)) {
                 (Some(a), Some(b)) => Value::Float(match op {
                     BinaryOp::Add => a + b,
                     BinaryOp::Sub => a - b,
@@ -222,6 +223,17 @@ pub fn eval<'a>(e: &'a Expr, column: &dyn Fn(&str) -> Value<'a>) -> Result<Value
                 _ => Value::Null,
             },
         },
+        ExprKind::Case(whens, otherwise) => {
+            for (c, v) in whens {
+                if eval(c, column)? == Value::Bool(true) {
+                    return eval(v, column);
+                }
+            }
+            match otherwise {
+                Some(e) => eval(e, column)?,
+                None => Value::Null,
+            }
+        }
         ExprKind::Call(f, args) => {
             let arg = |i: usize| args.get(i).map_or(Ok(Value::Null), |a| eval(a, column));
             match f {
@@ -234,6 +246,40 @@ pub fn eval<'a>(e: &'a Expr, column: &dyn Fn(&str) -> Value<'a>) -> Result<Value
                     Value::Text(s) => Value::Num(Dec::int(s.chars().count() as i64)),
                     _ => Value::Null,
                 },
+                Func::Date => match arg(0)? {
+                    Value::Date(d) => Value::Date(d),
+                    Value::Timestamp(us) => match i32::try_from(us.div_euclid(86_400_000_000)) {
+                        Ok(d) => Value::Date(d),
+                        Err(_) => return Err(fail(Overflow::TooManyDigits)),
+                    },
+                    _ => Value::Null,
+                },
+                Func::Upper | Func::Lower => match arg(0)? {
+                    Value::Text(s) => Value::Text(Cow::Owned(change_case(&s, *f == Func::Upper))),
+                    _ => Value::Null,
+                },
+                Func::Trim => match arg(0)? {
+                    Value::Text(Cow::Borrowed(s)) => Value::Text(Cow::Borrowed(s.trim_matches(' '))),
+                    Value::Text(Cow::Owned(s)) => Value::Text(Cow::Owned(s.trim_matches(' ').to_string())),
+                    _ => Value::Null,
+                },
+                Func::Substr => {
+                    let whole = |v: Value<'_>| match v {
+                        Value::Num(n) if n.scale() == 0 => Some(i64::try_from(n.mantissa()).unwrap_or(i64::MAX)),
+                        _ => None,
+                    };
+                    let text = arg(0)?;
+                    let start = whole(arg(1)?);
+                    let length = if args.len() == 3 { whole(arg(2)?) } else { Some(i64::MAX) };
+                    match (text, start, length) {
+                        (Value::Text(s), Some(start), Some(length)) if start >= 1 && length >= 0 => {
+                            let skip = usize::try_from(start - 1).unwrap_or(usize::MAX);
+                            let take = usize::try_from(length).unwrap_or(usize::MAX);
+                            Value::Text(Cow::Owned(s.chars().skip(skip).take(take).collect()))
+                        }
+                        _ => Value::Null,
+                    }
+                }
                 Func::Coalesce => {
                     for a in args {
                         let v = eval(a, column)?;
@@ -263,8 +309,22 @@ pub fn eval<'a>(e: &'a Expr, column: &dyn Fn(&str) -> Value<'a>) -> Result<Value
     })
 }
 
-fn float(v: Value<'_>) -> Option<f64> {
-    match v {
+/// Upper or lower case, one character for one (a character whose case takes two, as `ß` in
+/// upper case, is kept), as DuckDB's `upper` and `lower` do.
+fn change_case(s: &str, upper: bool) -> String {
+    s.chars()
+        .map(|c| {
+            let mut it: Box<dyn Iterator<Item = char>> = if upper { Box::new(c.to_uppercase()) } else { Box::new(c.to_lowercase()) };
+            match (it.next(), it.next()) {
+                (Some(one), None) => one,
+                _ => c,
+            }
+        })
+        .collect()
+}
+
+fn float(v: &Value<'_>) -> Option<f64> {
+    match *v {
         Value::Num(d) => Some(d.to_f64()),
         Value::Float(f) => Some(f),
         _ => None,
@@ -273,16 +333,16 @@ fn float(v: Value<'_>) -> Option<f64> {
 
 /// SQL comparison: None when either side is null. Floats order NaN above every number and
 /// equal to itself, as PostgreSQL does.
-fn compare(a: Value<'_>, b: Value<'_>) -> Option<Ordering> {
+fn compare(a: &Value<'_>, b: &Value<'_>) -> Option<Ordering> {
     let micros = |d: i32| i64::from(d) * 86_400_000_000;
     match (a, b) {
-        (Value::Num(x), Value::Num(y)) => Some(x.cmp(&y)),
+        (Value::Num(x), Value::Num(y)) => Some(x.cmp(y)),
         (Value::Text(x), Value::Text(y)) => Some(x.cmp(y)),
-        (Value::Bool(x), Value::Bool(y)) => Some(x.cmp(&y)),
-        (Value::Date(x), Value::Date(y)) => Some(x.cmp(&y)),
-        (Value::Timestamp(x), Value::Timestamp(y)) => Some(x.cmp(&y)),
-        (Value::Date(x), Value::Timestamp(y)) => Some(micros(x).cmp(&y)),
-        (Value::Timestamp(x), Value::Date(y)) => Some(x.cmp(&micros(y))),
+        (Value::Bool(x), Value::Bool(y)) => Some(x.cmp(y)),
+        (Value::Date(x), Value::Date(y)) => Some(x.cmp(y)),
+        (Value::Timestamp(x), Value::Timestamp(y)) => Some(x.cmp(y)),
+        (Value::Date(x), Value::Timestamp(y)) => Some(micros(*x).cmp(y)),
+        (Value::Timestamp(x), Value::Date(y)) => Some(x.cmp(&micros(*y))),
         (x, y) => {
             let (x, y) = (float(x)?, float(y)?);
             Some(match (x.is_nan(), y.is_nan()) {
@@ -301,7 +361,7 @@ mod tests {
     use crate::spec::expr::parse;
 
     fn row<'a>(values: &'a [(&'a str, Value<'a>)]) -> impl Fn(&str) -> Value<'a> + 'a {
-        move |name| values.iter().find(|(n, _)| *n == name).map_or(Value::Null, |(_, v)| *v)
+        move |name| values.iter().find(|(n, _)| *n == name).map_or(Value::Null, |(_, v)| v.clone())
     }
 
     fn dec(s: &str) -> Value<'static> {
@@ -363,5 +423,73 @@ mod tests {
         let rule = parse("price * qty = 7.5").unwrap();
         let values = [("price", Value::Float(2.5)), ("qty", dec("3"))];
         assert_eq!(check(&rule, None, &row(&values)), Verdict::Pass);
+    }
+
+    fn owned(v: Value<'_>) -> Value<'static> {
+        match v {
+            Value::Text(t) => Value::Text(Cow::Owned(t.into_owned())),
+            Value::Null => Value::Null,
+            Value::Bool(b) => Value::Bool(b),
+            Value::Num(n) => Value::Num(n),
+            Value::Float(f) => Value::Float(f),
+            Value::Date(d) => Value::Date(d),
+            Value::Timestamp(t) => Value::Timestamp(t),
+        }
+    }
+
+    fn text(v: Value<'_>) -> String {
+        match v {
+            Value::Text(t) => t.into_owned(),
+            other => panic!("not text: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn text_functions_work_character_by_character() {
+        let values = [("code", Value::Text(" Straße ab ".into()))];
+        let at = |e: &str| owned(eval(&parse(e).unwrap(), &row(&values)).unwrap());
+        assert_eq!(text(at("trim(code)")), "Straße ab");
+        assert_eq!(text(at("upper(trim(code))")), "STRAßE AB", "ß has no one-character upper case: kept");
+        assert_eq!(text(at("lower(code)")), " straße ab ");
+        assert_eq!(text(at("substr(code, 2, 6)")), "Straße");
+        assert_eq!(text(at("substr(code, 9)")), "ab ");
+        assert_eq!(text(at("substr(code, 20, 2)")), "");
+        assert_eq!(at("substr(code, 0, 2)"), Value::Null, "a start below 1 is null");
+        assert_eq!(at("substr(code, 1, -1)"), Value::Null, "a negative length is null");
+        assert_eq!(at("length(substr(code, 2, 6))"), dec("6"));
+    }
+
+    #[test]
+    fn date_of_a_timestamp_is_its_day_before_and_after_1970() {
+        let ts = |t: &str| Value::Timestamp(crate::spec::expr::timestamp_literal(t).unwrap());
+        let values = [("late", ts("2025-12-22 23:59:59.999999")), ("early", ts("1969-12-31 23:00:00"))];
+        let at = |e: &str| owned(eval(&parse(e).unwrap(), &row(&values)).unwrap());
+        assert_eq!(at("date(late)").to_string(), "2025-12-22");
+        assert_eq!(at("date(early)").to_string(), "1969-12-31");
+        assert_eq!(at("date(late) = date '2025-12-22'"), Value::Bool(true));
+    }
+
+    #[test]
+    fn case_takes_the_first_true_arm_else_its_else_else_null() {
+        let rule = parse("case when qty < 0 then 'sell' when qty = 0 then 'none' else 'buy' end").unwrap();
+        assert_eq!(rule.to_string(), "case when (qty < 0) then 'sell' when (qty = 0) then 'none' else 'buy' end");
+        for (qty, side) in [("-5", "sell"), ("0", "none"), ("3", "buy")] {
+            let values = [("qty", dec(qty))];
+            assert_eq!(text(eval(&rule, &row(&values)).unwrap()), side);
+        }
+        let values = [("qty", Value::Null)];
+        assert_eq!(text(eval(&rule, &row(&values)).unwrap()), "buy", "a null condition is not true");
+        let no_else = parse("case when qty > 0 then qty end").unwrap();
+        assert_eq!(eval(&no_else, &row(&[("qty", dec("-1"))])).unwrap(), Value::Null);
+    }
+
+    #[test]
+    fn case_mistakes_are_syntax_errors_at_the_place() {
+        let e = parse("case qty when 1 then 2 end").unwrap_err();
+        assert!(e.message.contains("expected `when`"), "{}", e.message);
+        let e = parse("case when qty > 0 'a' end").unwrap_err();
+        assert!(e.message.contains("expected `then`"), "{}", e.message);
+        let e = parse("case when qty > 0 then 'a'").unwrap_err();
+        assert!(e.message.contains("expected `end`"), "{}", e.message);
     }
 }

@@ -1,14 +1,16 @@
 //! The rule language: a small SQL-like boolean expression over one row's columns, in passes as
 //! DataFusion's `sql/src/expr/` is split: the syntax tree (`ast`), the parser (`parse`), the
 //! type check against the stage's columns (`types`), and the evaluation on a row (`eval`, with
-//! exact decimals in `number`).
+//! exact decimals in `number`); what a computed column may compute (`derive`).
 
 mod ast;
+mod derive;
 mod eval;
 mod number;
 mod parse;
 mod types;
 
+pub use derive::{MAX_COMPUTED_DIGITS, digits, literal_digits};
 pub use eval::{EvalError, Value, Verdict, check, eval};
 pub use number::{Dec, MAX_DIGITS, Overflow};
 pub use ast::{BinaryOp, Expr, ExprKind, Func, UnaryOp, columns_of};

@@ -308,7 +308,8 @@ impl P {
                             syntax(format!("`{text}` is not a {lower}"), full, Some(format!("write it as {example}")))
                         });
                     }
-                    "and" | "or" | "not" | "is" | "in" => {
+                    "case" => return self.case(span),
+                    "and" | "or" | "not" | "is" | "in" | "when" | "then" | "else" | "end" => {
                         return Err(syntax(format!("expected a value, found `{name}`"), span, None));
                     }
                     _ if *self.peek() == Tok::LParen => {
@@ -346,6 +347,36 @@ impl P {
             Tok::Comma => return Err(syntax("expected a value, found `,`", span, None)),
         };
         Ok(Expr { kind, span })
+    }
+}
+
+impl P {
+    /// After `case`: its `when ... then ...` arms, an optional `else`, and `end`.
+    fn case(&mut self, start: (usize, usize)) -> Result<Expr, ExprError> {
+        let mut whens = Vec::new();
+        while self.keyword("when") {
+            self.bump();
+            let condition = self.or()?;
+            if !self.keyword("then") {
+                return Err(syntax("expected `then` after the condition", self.span(), Some("write `case when CONDITION then VALUE ... end`".into())));
+            }
+            self.bump();
+            whens.push((condition, self.or()?));
+        }
+        if whens.is_empty() {
+            return Err(syntax("expected `when` after `case`", self.span(), Some("write `case when CONDITION then VALUE else VALUE end`".into())));
+        }
+        let otherwise = if self.keyword("else") {
+            self.bump();
+            Some(Box::new(self.or()?))
+        } else {
+            None
+        };
+        if !self.keyword("end") {
+            return Err(syntax("expected `end` to close the `case`", self.span(), Some("close it with `end`".into())));
+        }
+        let (_, s) = self.bump();
+        Ok(Expr { kind: ExprKind::Case(whens, otherwise), span: (start.0, s.1) })
     }
 }
 

@@ -184,10 +184,12 @@ pub fn type_of(e: &Expr, columns: &IndexMap<String, ColumnType>) -> Result<Ty, E
                 },
             }
         }
+        ExprKind::Case(whens, otherwise) => case_type(whens, otherwise.as_deref(), columns)?,
         ExprKind::Call(f, args) => {
             let arity_ok = match f {
-                Func::Abs | Func::Length => args.len() == 1,
+                Func::Abs | Func::Length | Func::Date | Func::Upper | Func::Lower | Func::Trim => args.len() == 1,
                 Func::Round => args.len() == 1 || args.len() == 2,
+                Func::Substr => args.len() == 2 || args.len() == 3,
                 Func::Coalesce => !args.is_empty(),
             };
             if !arity_ok {
@@ -226,6 +228,29 @@ pub fn type_of(e: &Expr, columns: &IndexMap<String, ColumnType>) -> Result<Ty, E
                         }
                     }
                 }
+                Func::Date => match types[0] {
+                    Ty::Date | Ty::Timestamp | Ty::Null => Ty::Date,
+                    t => return Err(err(format!("`date` needs a timestamp, found {}", t.name()), args[0].span, None)),
+                },
+                Func::Upper | Func::Lower | Func::Trim => match types[0] {
+                    Ty::Text | Ty::Null => Ty::Text,
+                    t => return Err(err(format!("`{}` needs text, found {}", f.name(), t.name()), args[0].span, None)),
+                },
+                Func::Substr => {
+                    if !matches!(types[0], Ty::Text | Ty::Null) {
+                        return Err(err(format!("`substr` needs text, found {}", types[0].name()), args[0].span, None));
+                    }
+                    for (a, t) in args.iter().zip(&types).skip(1) {
+                        if !matches!(t, Ty::Number(NumKind::Int) | Ty::Null) {
+                            return Err(err(
+                                format!("`substr`'s start and length are whole numbers, found {}", t.name()),
+                                a.span,
+                                Some("write e.g. `substr(code, 1, 3)`: the first character is 1".into()),
+                            ));
+                        }
+                    }
+                    Ty::Text
+                }
                 Func::Coalesce => {
                     let mut t = Ty::Null;
                     for (a, at) in args.iter().zip(&types) {
@@ -243,6 +268,36 @@ pub fn type_of(e: &Expr, columns: &IndexMap<String, ColumnType>) -> Result<Ty, E
             }
         }
     })
+}
+
+/// The type of `case when ... then v1 ... else e end`: its conditions are booleans, its values
+/// of one family (numbers combine as a sum does).
+fn case_type(whens: &[(Expr, Expr)], otherwise: Option<&Expr>, columns: &IndexMap<String, ColumnType>) -> Result<Ty, ExprError> {
+    let err = |msg: String, span, help: Option<String>| ExprError { message: msg, span, help, kind: ExprErrorKind::Type };
+    let mut t = Ty::Null;
+    for (c, _) in whens {
+        let ct = type_of(c, columns)?;
+        if !matches!(ct, Ty::Bool | Ty::Null) {
+            return Err(err(
+                format!("`when` needs a condition, but this is {}", ct.name()),
+                c.span,
+                Some("write a comparison here, e.g. `x > 0`".into()),
+            ));
+        }
+    }
+    for v in whens.iter().map(|(_, v)| v).chain(otherwise) {
+        let vt = type_of(v, columns)?;
+        if !t.same_family(vt) {
+            return Err(err(format!("`case` gives {} here and {} before", vt.name(), t.name()), v.span, None));
+        }
+        t = match (t, vt) {
+            (Ty::Null, x) => x,
+            (Ty::Number(a), Ty::Number(b)) => Ty::Number(combine(BinaryOp::Add, a, b)),
+            (Ty::Date, Ty::Timestamp) => Ty::Timestamp,
+            (x, _) => x,
+        };
+    }
+    Ok(t)
 }
 
 /// How to fix a comparison of mismatched types, in the user's own terms.

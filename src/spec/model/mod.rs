@@ -13,7 +13,7 @@ mod connection;
 mod value;
 
 pub use connection::{ChecksumMode, Connection, DEFAULT_CONNECT_TIMEOUT, DuckdbConnection, LocalConnection, PostgresConnection, S3Connection};
-pub use value::{Bound, COLUMN_TYPE_PATTERN, ColumnType, Literal, Number, Secret, parse_decimal};
+pub use value::{Bound, COLUMN_TYPE_PATTERN, ColumnType, Constant, Literal, Number, Secret, parse_decimal};
 
 /// An etl spec: where CSV files come from, how each column is typed and checked, where valid rows
 /// are loaded, what to report afterwards and when to run.
@@ -340,6 +340,16 @@ pub struct Column {
     /// value, typed and checked like any column.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_path: Option<String>,
+    /// A constant instead of a CSV column: every row gets this value (a template such as
+    /// `"{{ run.date }}"` is rendered once for the run), typed and checked like any column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Constant>,
+    /// Compute the value instead of reading it: an expression in the rule language over the
+    /// row's other columns (not other computed ones), e.g. `date(traded_at)`, `upper(trim(code))`,
+    /// `case when qty < 0 then 'sell' else 'buy' end`, `cash + fee`. Exact: decimals never pass
+    /// through a float, and division is not offered. Typed and checked like any column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expr: Option<String>,
     /// Whether the value may be missing (empty or a null value). Default false.
     #[serde(default)]
     pub nullable: bool,

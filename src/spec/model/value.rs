@@ -52,6 +52,40 @@ fn number_or_text<'de, D: Deserializer<'de>>(d: D, expected: &str) -> Result<Str
     }
 }
 
+/// A column's constant value (`value:`): YAML text, a number (its digits as written) or a
+/// boolean, kept as the text every row gets, typed and checked like a CSV field's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Constant(pub String);
+
+impl<'de> Deserialize<'de> for Constant {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Number(n) => Ok(Constant(n.to_string())),
+            serde_json::Value::String(s) => Ok(Constant(s)),
+            serde_json::Value::Bool(b) => Ok(Constant(if b { "t" } else { "f" }.to_string())),
+            other => Err(serde::de::Error::custom(format!("expected a text, a number or a boolean, found {other}"))),
+        }
+    }
+}
+
+impl Serialize for Constant {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl JsonSchema for Constant {
+    fn schema_name() -> Cow<'static, str> {
+        "Constant".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "The value every row gets, as a CSV field would hold it: a text (often a template, \"{{ run.date }}\"), a number or a boolean.",
+            "type": ["string", "number", "boolean"]
+        })
+    }
+}
+
 /// A `min`/`max` limit: a number for a numeric column, a date (`2025-01-31`) or a timestamp
 /// (`2025-01-31 09:30:00`) for a date or timestamp column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
