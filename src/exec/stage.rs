@@ -205,11 +205,16 @@ pub fn over_budget(stage: &StagePlan, report: &mut StageReport) -> bool {
         report.budget = Some(why);
         return true;
     }
-    if stage.target.mode == LoadMode::Replace && !stage.target.allow_empty && report.rows_valid == 0 {
+    let empties = match stage.target.mode {
+        LoadMode::Replace => Some(("replace", String::new())),
+        LoadMode::Snapshot => Some(("snapshot", " of the date it loads".to_string())),
+        _ => None,
+    };
+    if let Some((mode, what_part)) = empties.filter(|_| !stage.target.allow_empty && report.rows_valid == 0) {
         let what = if report.rows_read == 0 { "the file has no rows".to_string() } else { format!("none of its {} rows is valid", report.rows_read) };
         report.status = Status::Refused;
         report.refused = Some(format!(
-            "{what}, and `mode: replace` would empty {}: the table keeps its rows. \
+            "{what}, and `mode: {mode}` would empty {}{what_part}: the table keeps its rows. \
              If that is meant, set the target's `allow_empty: true`",
             stage.target.qualified
         ));

@@ -208,6 +208,9 @@ pub struct TargetPlan {
     pub key: Vec<String>,
     /// Load mode.
     pub mode: LoadMode,
+    /// With `mode: snapshot`, the date column whose dates a load replaces (also the key's first
+    /// column).
+    pub as_of: Option<String>,
     /// Generated identity key, if any.
     pub surrogate_key: Option<String>,
     /// Whether a file with no rows may empty a `replace` target.

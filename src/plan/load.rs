@@ -92,6 +92,19 @@ fn duckdb_upsert(t: &TargetPlan, columns: &[ColumnPlan], insert: &str) -> String
     format!("{insert}\n{conflict} DO UPDATE SET\n  {}\nWHERE {}", set.join(",\n  "), differs(&rest, "t", "EXCLUDED"))
 }
 
+/// A snapshot's delete: the table's rows of every date among the staged rows, and of the
+/// `as_of` constant when it is one (so an empty restated file, where `allow_empty` lets it
+/// load, empties its date).
+fn delete_dates(t: &TargetPlan, columns: &[ColumnPlan], table: &str, staging: &str) -> String {
+    let Some(as_of) = &t.as_of else { return format!("DELETE FROM {table} WHERE false") };
+    let d = ident(as_of);
+    let constant = columns.iter().find(|c| &c.name == as_of).and_then(|c| match &c.source {
+        super::compiled::ColumnSource::Value(v) => Some(format!(" OR {d} = {}", super::sql::literal(v))),
+        _ => None,
+    });
+    format!("DELETE FROM {table} WHERE {d} IN (SELECT DISTINCT {d} FROM {staging}){}", constant.unwrap_or_default())
+}
+
 /// Compiles a target's SQL.
 pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
     let table = t.qualified.clone();
@@ -192,6 +205,7 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
     let merge = match t.mode {
         LoadMode::Append => vec![MergeStep::Insert(insert)],
         LoadMode::Replace => vec![MergeStep::Delete(format!("DELETE FROM {table}")), MergeStep::Insert(insert)],
+        LoadMode::Snapshot => vec![MergeStep::Delete(delete_dates(t, columns, &table, &staging)), MergeStep::Insert(insert)],
         LoadMode::Upsert => match t.dialect {
             Dialect::Postgres => vec![MergeStep::Upsert(postgres_upsert(t, columns, &table, &staging, &list))],
             Dialect::Duckdb => vec![MergeStep::Upsert(duckdb_upsert(t, columns, &insert))],

@@ -102,6 +102,14 @@ pub fn compile(spec: &Spec) -> Plan {
     Plan { name: spec.name.clone(), connections, stages, analytics, schedules }
 }
 
+/// The table's key: a snapshot's `as_of` date first, then the spec's key (unique per date).
+fn snapshot_key(t: &crate::spec::model::Target) -> Vec<String> {
+    match (&t.as_of, t.mode) {
+        (Some(d), crate::spec::model::LoadMode::Snapshot) if !t.key.is_empty() => std::iter::once(d.clone()).chain(t.key.iter().filter(|k| *k != d).cloned()).collect(),
+        _ => t.key.clone(),
+    }
+}
+
 /// Where a column's value comes from (a spec that passed its checks has at most one of
 /// `from_path`, `value`, `expr`, and an expression that parses).
 fn column_source(c: &crate::spec::model::Column) -> compiled::ColumnSource {
@@ -153,8 +161,9 @@ fn stage(spec: &Spec, name: &str) -> StagePlan {
         qualified: sql::qualified(schema.as_deref(), &st.target.table),
         schema,
         table: st.target.table.clone(),
-        key: st.target.key.clone(),
+        key: snapshot_key(&st.target),
         mode: st.target.mode,
+        as_of: st.target.as_of.clone().filter(|_| st.target.mode == crate::spec::model::LoadMode::Snapshot),
         surrogate_key: st.target.surrogate_key.clone(),
         allow_empty: st.target.allow_empty,
         sql: LoadSql::default(),
@@ -197,7 +206,10 @@ fn source(spec: &Spec, st: &crate::spec::model::Stage) -> SourcePlan {
     let s = &st.source;
     let set = s.files.as_deref().and_then(|f| crate::spec::pattern::Pattern::new(f).ok()).map(|pattern| FileSetPlan {
         pattern,
-        select: s.select.unwrap_or(if st.target.mode == crate::spec::model::LoadMode::Replace { Select::All } else { Select::New }),
+        select: s.select.unwrap_or(match st.target.mode {
+            crate::spec::model::LoadMode::Replace | crate::spec::model::LoadMode::Snapshot => Select::All,
+            _ => Select::New,
+        }),
         on_missing: s.on_missing.unwrap_or_default(),
         wait: s.wait.as_ref().map(|w| WaitPlan {
             until: crate::spec::check::parse_time_of_day(&w.until).unwrap_or_default(),

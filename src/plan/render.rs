@@ -172,6 +172,11 @@ fn stage(out: &mut String, st: &StagePlan) {
         LoadMode::Upsert => format!("upsert on ({})", t.key.join(", ")),
         LoadMode::Append => "append".into(),
         LoadMode::Replace => "replace".into(),
+        LoadMode::Snapshot => format!(
+            "snapshot by {} (each date's rows replaced by its load, other dates untouched){}",
+            t.as_of.as_deref().unwrap_or("?"),
+            if t.key.is_empty() { String::new() } else { format!(", key ({}) per date", t.key.join(", ")) }
+        ),
     };
     let budget = match (st.max_rejects, st.max_reject_ratio) {
         (None, None) => "no error budget".to_string(),

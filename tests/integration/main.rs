@@ -10,6 +10,7 @@ mod extract;
 mod faults;
 mod files;
 mod fuzzed;
+mod history;
 mod outcomes;
 mod rules;
 mod run;

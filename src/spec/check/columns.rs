@@ -413,6 +413,7 @@ impl Checker<'_> {
     }
 
     pub(super) fn key(&mut self, sname: &str, stage: &Stage, at: &Pointer) {
+        let columns_at = at.key("columns");
         let at = at.key("target");
         let t = &stage.target;
         if t.mode == LoadMode::Upsert && t.key.is_empty() {
@@ -423,6 +424,7 @@ impl Checker<'_> {
                     .help("or choose `mode: append`"),
             );
         }
+        self.snapshot(sname, stage, &at, &columns_at);
         let mut seen = HashSet::new();
         for (i, k) in t.key.iter().enumerate() {
             let kat = at.key("key").index(i);
@@ -444,6 +446,61 @@ impl Checker<'_> {
             }
             if !seen.insert(k) {
                 self.push(Problem::new("spec::duplicate_column", at.key("key").index(i), format!("key column `{k}` is listed twice")).label("again"));
+            }
+        }
+    }
+
+    /// `mode: snapshot` and its `as_of` date column.
+    fn snapshot(&mut self, sname: &str, stage: &Stage, at: &Pointer, columns_at: &Pointer) {
+        let t = &stage.target;
+        match (&t.as_of, t.mode) {
+            (None, LoadMode::Snapshot) => {
+                let dates: Vec<&str> = stage.columns.iter().filter(|(_, c)| c.ty == ColumnType::Date).map(|(k, _)| k.as_str()).collect();
+                self.push(
+                    Problem::new("spec::missing_as_of", at.key("mode"), format!("stage `{sname}` keeps snapshots, so its target needs `as_of`: the date column of each row"))
+                        .label("add `as_of: COLUMN` to the target")
+                        .help(match dates.as_slice() {
+                            [] => "add a date column, e.g. `business_date: { type: date, value: \"{{ run.date }}\" }`, and name it in `as_of`".to_string(),
+                            some => format!("its date columns are: {}", some.join(", ")),
+                        }),
+                );
+            }
+            (Some(_), mode) if mode != LoadMode::Snapshot => {
+                self.push(
+                    Problem::new("spec::as_of_without_snapshot", at.key("as_of"), format!("stage `{sname}` has `as_of`, which only `mode: snapshot` uses"))
+                        .on_key()
+                        .label("only with `mode: snapshot`")
+                        .help("set `mode: snapshot`, or remove `as_of`"),
+                );
+            }
+            (Some(d), _) => match stage.columns.get(d) {
+                None => {
+                    let names: Vec<&str> = stage.columns.keys().map(String::as_str).collect();
+                    self.push(
+                        Problem::new("spec::unknown_column", at.key("as_of"), format!("`as_of` column `{d}` is not a column of stage `{sname}`"))
+                            .label("no such column")
+                            .help(suggest(d, names.iter().copied()).unwrap_or_else(|| format!("columns are: {}", names.join(", ")))),
+                    );
+                }
+                Some(c) if c.ty != ColumnType::Date || c.nullable => {
+                    self.push(
+                        Problem::new("spec::as_of_type", at.key("as_of"), format!("`as_of` column `{d}` must be a date that is never missing; it is {}{}", c.ty, if c.nullable { ", nullable" } else { "" }))
+                            .label("not a date column")
+                            .help("name a `type: date` column without `nullable: true`; take a timestamp's date with `expr: \"date(ts)\"`"),
+                    );
+                }
+                Some(_) => {}
+            },
+            (None, _) => {}
+        }
+        if t.mode == LoadMode::Snapshot {
+            for (cname, _) in stage.columns.iter().filter(|(_, c)| c.unique) {
+                self.push(
+                    Problem::new("spec::unique_in_snapshot", columns_at.key(cname).key("unique"), format!("column `{cname}` is `unique`, but stage `{sname}` keeps every date's rows side by side"))
+                        .on_key()
+                        .label("unique across every date")
+                        .help("a snapshot's key is unique per date: add the column to `key` instead"),
+                );
             }
         }
     }

@@ -329,6 +329,13 @@ impl Checker<'_> {
                 }
             }
         }
+        if s.select == Some(Select::New) && stage.target.mode == LoadMode::Snapshot {
+            self.push(
+                Problem::new("spec::select_new_snapshot", at.key("select"), format!("stage `{sname}` would replace a date's rows with only the files of it not loaded yet"))
+                    .label("`select: new` with `mode: snapshot`")
+                    .help("use `select: all` (the default with `mode: snapshot`): each date's rows are then those of all its files"),
+            );
+        }
         if s.select == Some(Select::New) && stage.target.mode == LoadMode::Replace {
             self.push(
                 Problem::new("spec::select_new_replace", at.key("select"), format!("stage `{sname}` would replace its table with only the files it has not loaded yet"))

@@ -306,10 +306,15 @@ pub struct Target {
     /// Name of a generated `BIGINT` identity primary key added to the table (the seed's `id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub surrogate_key: Option<String>,
-    /// With `mode: replace`, whether a file with no rows may empty the table. Default false: such
-    /// a file is refused (exit 5) and the table keeps its rows.
+    /// With `mode: replace`, whether a file with no rows may empty the table (with `mode:
+    /// snapshot`, its date). Default false: such a file is refused (exit 5) and the table keeps
+    /// its rows.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_empty: bool,
+    /// With `mode: snapshot`: the date column naming each row's business date (usually a
+    /// `value: "{{ run.date }}"` or a `from_path` capture). The key is unique per date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<String>,
 }
 
 /// How a stage writes its rows.
@@ -323,6 +328,9 @@ pub enum LoadMode {
     Append,
     /// Delete the table's rows, then insert, in one transaction.
     Replace,
+    /// Keep each business date's rows side by side (`as_of`): a load replaces exactly the rows
+    /// of the dates it loads, in its transaction, and leaves every other date's untouched.
+    Snapshot,
 }
 
 /// One column: its type in the CSV and the table, and the checks on its values.

@@ -1,0 +1,121 @@
+//! Keeping each business date's rows (`mode: snapshot`): dates side by side, a restated date
+//! rewriting exactly its own rows in the stage's transaction, the other dates' rows untouched.
+
+use std::path::Path;
+
+use crate::run::TestDb;
+use crate::util::{Output, etl};
+
+const DAYS: [&str; 5] = ["2025-12-15", "2025-12-16", "2025-12-17", "2025-12-18", "2025-12-19"];
+
+fn snapshot_spec(dir: &Path) -> std::path::PathBuf {
+    let spec = format!(
+        "version: 1
+name: snapshots
+connections:
+  files: {{ type: local, path: '{dir}' }}
+  db: {{ type: postgres, url: \"{{{{ env.ETL_TEST_DATABASE_URL }}}}\", schema: \"{{{{ env.SCHEMA }}}}\" }}
+stages:
+  assets:
+    source: {{ connection: files, key: \"assets/{{{{ run.date }}}}.csv\" }}
+    target: {{ connection: db, table: asset_daily, key: [account_id], mode: snapshot, as_of: business_date }}
+    columns:
+      account_id: {{ type: string }}
+      cash: {{ type: \"decimal(20,2)\", min: 0 }}
+      business_date: {{ type: date, value: \"{{{{ run.date }}}}\" }}
+",
+        dir = dir.display()
+    );
+    let path = dir.join("snapshots.yaml");
+    std::fs::write(&path, spec).unwrap();
+    path
+}
+
+fn load(db: &TestDb, spec: &Path, date: &str) -> Output {
+    let url = std::env::var("ETL_TEST_DATABASE_URL").unwrap();
+    etl(&["run", spec.to_str().unwrap(), "--date", date], &[("ETL_TEST_DATABASE_URL", &url), ("SCHEMA", &db.schema)])
+}
+
+/// Each date's rows, with the transaction that wrote each (`xmin`), in order.
+fn rows_of(db: &TestDb, date: &str) -> Vec<String> {
+    db.texts(&format!(
+        "SELECT account_id || ' ' || cash::text || ' ' || xmin::text FROM {}.asset_daily WHERE business_date = '{date}' ORDER BY account_id",
+        db.schema
+    ))
+}
+
+fn write_day(dir: &Path, date: &str, rows: &[(&str, &str)]) {
+    let body: String = rows.iter().map(|(a, c)| format!("{a},{c}\n")).collect();
+    std::fs::create_dir_all(dir.join("assets")).unwrap();
+    std::fs::write(dir.join("assets").join(format!("{date}.csv")), format!("account_id,cash\n{body}")).unwrap();
+}
+
+#[test]
+fn a_snapshot_keeps_each_date_and_a_restated_date_rewrites_only_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new("snapshots");
+    let spec = snapshot_spec(dir.path());
+    // Five days: values change, an account appears on day 3, one vanishes on day 4.
+    for (i, day) in DAYS.iter().enumerate() {
+        let mut rows = vec![("A", format!("{}.00", 100 + i)), ("B", format!("{}.50", 200 + i))];
+        if i >= 2 {
+            rows.push(("C", "7.00".into()));
+        }
+        if i >= 3 {
+            rows.retain(|(a, _)| *a != "B");
+        }
+        let rows: Vec<(&str, &str)> = rows.iter().map(|(a, c)| (*a, c.as_str())).collect();
+        write_day(dir.path(), day, &rows);
+        load(&db, &spec, day).expect_code(0);
+    }
+    let per_day = db.texts(&format!(
+        "SELECT business_date::text || ' ' || string_agg(account_id || '=' || cash::text, ',' ORDER BY account_id) FROM {}.asset_daily GROUP BY business_date ORDER BY business_date",
+        db.schema
+    ));
+    assert_eq!(
+        per_day,
+        [
+            "2025-12-15 A=100.00,B=200.50",
+            "2025-12-16 A=101.00,B=201.50",
+            "2025-12-17 A=102.00,B=202.50,C=7.00",
+            "2025-12-18 A=103.00,C=7.00",
+            "2025-12-19 A=104.00,C=7.00",
+        ],
+        "each date's rows side by side"
+    );
+    let before: Vec<Vec<String>> = DAYS.iter().map(|d| rows_of(&db, d)).collect();
+
+    // Day 3 restated: A changes, B vanishes, D appears. Only day 3's rows change.
+    write_day(dir.path(), DAYS[2], &[("A", "102.25"), ("C", "7.00"), ("D", "1.00")]);
+    let out = load(&db, &spec, DAYS[2]);
+    out.expect_code(0);
+    let restated = db.texts(&format!(
+        "SELECT account_id || '=' || cash::text FROM {}.asset_daily WHERE business_date = '{}' ORDER BY 1",
+        db.schema, DAYS[2]
+    ));
+    assert_eq!(restated, ["A=102.25", "C=7.00", "D=1.00"], "{}", out.evidence());
+    for (i, day) in DAYS.iter().enumerate().filter(|(i, _)| *i != 2) {
+        assert_eq!(rows_of(&db, day), before[i], "{day}'s rows are untouched (same values, same xmin)\n{}", out.evidence());
+    }
+
+    // The same file again: the stage is skipped, nothing written.
+    let after: Vec<Vec<String>> = DAYS.iter().map(|d| rows_of(&db, d)).collect();
+    let out = load(&db, &spec, DAYS[2]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("unchanged"), "an unchanged restatement is skipped\n{}", out.evidence());
+    assert_eq!(DAYS.iter().map(|d| rows_of(&db, d)).collect::<Vec<_>>(), after, "{}", out.evidence());
+
+    // A restated day with no rows would empty its date: refused, the date keeps its rows.
+    write_day(dir.path(), DAYS[4], &[]);
+    let out = load(&db, &spec, DAYS[4]);
+    out.expect_code(5);
+    assert!(out.stderr.contains("would empty") || out.stdout.contains("would empty"), "{}", out.evidence());
+    assert_eq!(rows_of(&db, DAYS[4]), after[4], "{}", out.evidence());
+
+    // The key is unique per date, not across dates: the created table says so.
+    let key = db.texts(&format!(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = '{}.asset_daily'::regclass AND contype = 'p'",
+        db.schema
+    ));
+    assert_eq!(key, ["PRIMARY KEY (business_date, account_id)"]);
+}
