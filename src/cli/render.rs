@@ -43,8 +43,13 @@ pub fn text(r: &RunReport) -> String {
         if let Some(why) = &s.refused {
             let _ = writeln!(out, "stage {} loaded nothing: {why}", s.stage);
         }
-        if let Some(m) = s.loaded.filter(|m| m.deleted > 0) {
-            let _ = writeln!(out, "stage {} deleted the {} rows its table held first (mode: replace)", s.stage, m.deleted);
+        if let Some(m) = s.loaded.filter(|m| m.deleted > 0 || m.flagged > 0 || m.restored > 0) {
+            if m.deleted > 0 {
+                let _ = writeln!(out, "stage {} deleted {} rows (those its load replaces, or whose key the file lacks)", s.stage, m.deleted);
+            }
+            if m.flagged > 0 || m.restored > 0 {
+                let _ = writeln!(out, "stage {} flagged {} rows deleted (their key is not in the file) and cleared {} whose key returned", s.stage, m.flagged, m.restored);
+            }
         }
         if !s.rejects_by_rule.is_empty() {
             let by: Vec<String> = s.rejects_by_rule.iter().map(|(k, v)| format!("{k} {v}")).collect();

@@ -79,8 +79,13 @@ pub struct Merged {
     pub updated: u64,
     /// Rows equal to what the table held.
     pub unchanged: u64,
-    /// Rows deleted first (`mode: replace`: every row the table held).
+    /// Rows deleted: every row the table held (`mode: replace`), the rows of the dates loaded
+    /// (`mode: snapshot`), the rows whose key the file lacks (`delete_missing: hard`).
     pub deleted: u64,
+    /// Rows whose key the file lacks, flagged `_deleted_at` (`delete_missing: soft`).
+    pub flagged: u64,
+    /// Flagged rows whose key returned, their flag cleared.
+    pub restored: u64,
 }
 
 /// What happened to one stage.

@@ -211,6 +211,10 @@ pub struct TargetPlan {
     /// With `mode: snapshot`, the date column whose dates a load replaces (also the key's first
     /// column).
     pub as_of: Option<String>,
+    /// With an upsert of a complete file: what becomes of the table's keys the file lacks.
+    pub delete_missing: Option<crate::spec::model::DeleteMissing>,
+    /// The largest share of the table's rows one load may delete or flag.
+    pub max_delete_ratio: f64,
     /// Generated identity key, if any.
     pub surrogate_key: Option<String>,
     /// Whether a file with no rows may empty a `replace` target.
@@ -316,6 +320,9 @@ pub struct ExtractSql {
     pub malformed: String,
     /// Yields the typed rows, with their record numbers and the lookups' flags.
     pub select: String,
+    /// `delete_missing`: writes the file's distinct keys (every line's whose key is typed, a
+    /// rejected line's too) to a CSV file.
+    pub keys: Option<FileSql>,
 }
 
 /// The statement that reads a stage's CSV: it takes the file's path and its columns (its
@@ -594,6 +601,26 @@ pub struct PgStatements {
     pub current_lookup: Option<Lookup>,
     /// The values each `unique` column holds in the table, with their keys (see [`Held`]).
     pub held_lookups: Vec<Lookup>,
+    /// `delete_missing`: the file's keys copied in, and the table's other keys deleted or
+    /// flagged.
+    pub missing: Option<MissingSql>,
+}
+
+/// The statements of `delete_missing`, after the file's keys are staged and before the merge.
+#[derive(Debug, Clone)]
+pub struct MissingSql {
+    /// Adds the soft delete's column to an existing table that lacks it.
+    pub add_column: Option<String>,
+    /// The temporary table of the file's keys.
+    pub create_keys: String,
+    /// COPYs the keys DuckDB wrote (CSV) into it.
+    pub copy_keys: String,
+    /// The table's (live) rows whose key the file lacks, and all its (live) rows.
+    pub count: String,
+    /// Deletes those rows, or flags them (`$1`: the run's business date).
+    pub apply: String,
+    /// A soft delete's keys that returned: their flag cleared.
+    pub restore: Option<String>,
 }
 
 /// A table a stage references.

@@ -26,7 +26,19 @@ pub fn compile(stage: &StagePlan) -> ExtractSql {
             ident(&reject_scan_table(stage))
         ),
         select: select_sql(stage),
+        keys: stage.target.delete_missing.is_some().then(|| keys_sql(stage)),
     }
+}
+
+/// The file's distinct typed keys, written as CSV (see `ExtractSql::keys`).
+fn keys_sql(stage: &StagePlan) -> FileSql {
+    let (from, _) = typed(stage);
+    let keys: Vec<String> = stage.target.key.iter().map(|k| ident(k)).collect();
+    let present: Vec<String> = keys.iter().map(|k| format!("{k} IS NOT NULL")).collect();
+    FileSql::new(
+        format!("COPY (SELECT DISTINCT {} FROM {from} WHERE {}) TO ", keys.join(", "), present.join(" AND ")),
+        " (FORMAT csv, HEADER false)",
+    )
 }
 
 /// The column holding the 1-based record number of a row within its file.

@@ -124,6 +124,9 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
         let null = if c.nullable { "" } else { " NOT NULL" };
         defs.push(format!("{} {}{null}", ident(&c.name), sql_type(c, t.dialect)));
     }
+    if t.delete_missing == Some(crate::spec::model::DeleteMissing::Soft) {
+        defs.push(format!("{} DATE", ident(crate::spec::model::DELETED_AT)));
+    }
     let mut keys: Vec<String> = Vec::new();
     if let Some(sk) = &t.surrogate_key
         && t.dialect == Dialect::Postgres

@@ -164,6 +164,8 @@ fn stage(spec: &Spec, name: &str) -> StagePlan {
         key: snapshot_key(&st.target),
         mode: st.target.mode,
         as_of: st.target.as_of.clone().filter(|_| st.target.mode == crate::spec::model::LoadMode::Snapshot),
+        delete_missing: st.target.delete_missing.filter(|_| st.target.mode == crate::spec::model::LoadMode::Upsert),
+        max_delete_ratio: st.target.max_delete_ratio.unwrap_or(crate::spec::model::DEFAULT_MAX_DELETE_RATIO),
         surrogate_key: st.target.surrogate_key.clone(),
         allow_empty: st.target.allow_empty,
         sql: LoadSql::default(),

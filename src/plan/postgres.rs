@@ -5,7 +5,7 @@
 
 use crate::spec::model::LoadMode;
 
-use super::compiled::{ColumnPlan, Lookup, Lookups, PgStatements, ReferenceLookup, Referenced, TargetPlan};
+use super::compiled::{ColumnPlan, Lookup, Lookups, MissingSql, PgStatements, ReferenceLookup, Referenced, TargetPlan};
 use super::extract::{lookup_create, lookup_fill};
 use super::sql::{Bind, Query, ident};
 
@@ -193,7 +193,37 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan], lookups: &Lookups) -> PgS
         reference_lookups,
         current_lookup,
         held_lookups,
+        missing: missing_sql(t),
     }
+}
+
+/// The keys table of `delete_missing`.
+pub fn keys_table(t: &TargetPlan) -> String {
+    format!("_etl_keys_{}", t.table)
+}
+
+fn missing_sql(t: &TargetPlan) -> Option<MissingSql> {
+    let how = t.delete_missing?;
+    let q = &t.qualified;
+    let keys = ident(&keys_table(t));
+    let list: Vec<String> = t.key.iter().map(|k| ident(k)).collect();
+    let on: Vec<String> = t.key.iter().map(|k| format!("k.{0} = t.{0}", ident(k))).collect();
+    let found = format!("EXISTS (SELECT 1 FROM {keys} AS k WHERE {})", on.join(" AND "));
+    let deleted_at = ident(crate::spec::model::DELETED_AT);
+    let soft = how == crate::spec::model::DeleteMissing::Soft;
+    let live = if soft { format!(" WHERE t.{deleted_at} IS NULL") } else { String::new() };
+    Some(MissingSql {
+        add_column: soft.then(|| format!("ALTER TABLE {q} ADD COLUMN {deleted_at} DATE")),
+        create_keys: format!("CREATE TEMP TABLE {keys} ON COMMIT DROP AS SELECT {} FROM {q} WITH NO DATA", list.join(", ")),
+        copy_keys: format!("COPY {keys} ({}) FROM STDIN (FORMAT csv)", list.join(", ")),
+        count: format!("SELECT count(*) FILTER (WHERE NOT {found}), count(*) FROM {q} AS t{live}"),
+        apply: if soft {
+            format!("UPDATE {q} AS t SET {deleted_at} = $1::date WHERE t.{deleted_at} IS NULL AND NOT {found}")
+        } else {
+            format!("DELETE FROM {q} AS t WHERE NOT {found}")
+        },
+        restore: soft.then(|| format!("UPDATE {q} AS t SET {deleted_at} = NULL WHERE t.{deleted_at} IS NOT NULL AND {found}")),
+    })
 }
 
 /// Empties the given tables (`etl clean`) in one statement, so tables referencing each other

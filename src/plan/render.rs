@@ -298,7 +298,23 @@ fn postgres_stage(out: &mut String, st: &StagePlan, pg: &PgStatements) {
     let _ = writeln!(out, "-- a table with rows:");
     let _ = writeln!(out, "{};", t.sql.create_staging);
     let _ = writeln!(out, "{};", t.sql.copy);
+    if let Some(m) = &pg.missing {
+        let how = if m.restore.is_some() { "flagged (`_deleted_at`, $1 = the run's date)" } else { "deleted" };
+        let _ = writeln!(out, "-- delete_missing: the file's keys copied in; the table's other keys {how}, unless more than {} of its rows", t.max_delete_ratio);
+        if let Some(a) = &m.add_column {
+            let _ = writeln!(out, "{a};  -- an existing table without the column");
+        }
+        let _ = writeln!(out, "{};", m.create_keys);
+        let _ = writeln!(out, "{};", m.copy_keys);
+        let _ = writeln!(out, "{};", m.count);
+    }
     merge(out, &t.sql.merge);
+    if let Some(m) = &pg.missing {
+        let _ = writeln!(out, "{};", m.apply);
+        if let Some(r) = &m.restore {
+            let _ = writeln!(out, "{r};");
+        }
+    }
 
     let _ = writeln!(out, "\n-- 9. the table's state, recorded with the load for the next run to compare");
     let _ = writeln!(out, "-- a table that was empty holds only its rows, written by this transaction: its state without a scan ($1 = rows, $2 = the id)");
@@ -361,6 +377,10 @@ fn extract(out: &mut String, st: &StagePlan, n: u32) {
     let _ = writeln!(out, "{};", e.count);
     let _ = writeln!(out, "{};", e.malformed);
     let _ = writeln!(out, "{};", e.select);
+    if let Some(k) = &e.keys {
+        let _ = writeln!(out, "-- delete_missing: the file's keys (a rejected line's too), for the target to keep");
+        let _ = writeln!(out, "{k};");
+    }
 }
 
 fn checks(out: &mut String, st: &StagePlan, n: u32) {

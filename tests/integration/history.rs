@@ -1,5 +1,7 @@
 //! Keeping each business date's rows (`mode: snapshot`): dates side by side, a restated date
 //! rewriting exactly its own rows in the stage's transaction, the other dates' rows untouched.
+//! And keys that vanish from a complete file (`delete_missing`): deleted or flagged, never more
+//! than `max_delete_ratio` of the table at once.
 
 use std::path::Path;
 
@@ -118,4 +120,105 @@ fn a_snapshot_keeps_each_date_and_a_restated_date_rewrites_only_its_rows() {
         db.schema
     ));
     assert_eq!(key, ["PRIMARY KEY (business_date, account_id)"]);
+}
+
+fn deleting_spec(dir: &Path, how: &str) -> std::path::PathBuf {
+    let spec = format!(
+        "version: 1
+name: deleting_{how}
+connections:
+  files: {{ type: local, path: '{dir}' }}
+  db: {{ type: postgres, url: \"{{{{ env.ETL_TEST_DATABASE_URL }}}}\", schema: \"{{{{ env.SCHEMA }}}}\" }}
+stages:
+  assets:
+    source: {{ connection: files, key: assets_{how}.csv }}
+    target: {{ connection: db, table: asset_{how}, key: [account_id], delete_missing: {how} }}
+    columns:
+      account_id: {{ type: string }}
+      cash: {{ type: \"decimal(20,2)\", min: 0 }}
+  trades:
+    needs: [assets]
+    source: {{ connection: files, key: trades_{how}.csv }}
+    target: {{ connection: db, table: trade_{how}, key: [trade_id] }}
+    columns:
+      trade_id: {{ type: int64 }}
+      account_id: {{ type: string, references: assets.account_id }}
+",
+        dir = dir.display()
+    );
+    let path = dir.join(format!("deleting_{how}.yaml"));
+    std::fs::write(&path, spec).unwrap();
+    path
+}
+
+fn accounts(db: &TestDb, table: &str, extra: &str) -> Vec<String> {
+    db.texts(&format!("SELECT account_id || ' ' || cash::text || ' ' || xmin::text{extra} FROM {}.{table} ORDER BY account_id", db.schema))
+}
+
+#[test]
+fn keys_a_complete_file_lacks_are_deleted_but_never_more_than_the_ratio_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new("deleting");
+    let spec = deleting_spec(dir.path(), "hard");
+    let write = |rows: &str| std::fs::write(dir.path().join("assets_hard.csv"), format!("account_id,cash\n{rows}")).unwrap();
+    std::fs::write(dir.path().join("trades_hard.csv"), "trade_id,account_id\n1,A\n").unwrap();
+    write("A,1.00\nB,2.00\nC,3.00\nD,4.00\n");
+    load(&db, &spec, DAYS[0]).expect_code(0);
+    let first = accounts(&db, "asset_hard", "");
+
+    // D vanishes, B changes: D's row is deleted, A's and C's are not touched.
+    write("A,1.00\nB,2.50\nC,3.00\n");
+    let out = load(&db, &spec, DAYS[1]);
+    out.expect_code(0);
+    let now = accounts(&db, "asset_hard", "");
+    assert_eq!(now.len(), 3, "{now:?}\n{}", out.evidence());
+    assert_eq!((now[0].as_str(), now[2].as_str()), (first[0].as_str(), first[2].as_str()), "A and C untouched\n{}", out.evidence());
+    assert!(now[1].starts_with("B 2.50 "), "{now:?}");
+    assert!(out.stdout.contains("stage assets deleted 1 rows"), "{}", out.evidence());
+
+    // A file with two of the three keys gone, or none left: refused, nothing changes.
+    for rows in ["A,1.00\n", ""] {
+        write(rows);
+        let out = load(&db, &spec, DAYS[2]);
+        out.expect_code(5);
+        assert!(out.stderr.contains("max_delete_ratio") || out.stdout.contains("max_delete_ratio"), "{}", out.evidence());
+        assert_eq!(accounts(&db, "asset_hard", ""), now, "a refused load changes nothing\n{}", out.evidence());
+    }
+
+    // A key on a rejected line is present: its row stays.
+    write("A,1.00\nB,2.50\nC,-3.00\n");
+    let out = load(&db, &spec, DAYS[3]);
+    out.expect_code(4);
+    assert_eq!(accounts(&db, "asset_hard", ""), now, "C's row is kept, its new line rejected\n{}", out.evidence());
+
+    // A row another table references is not deleted: the stage fails, naming the reference,
+    // and the table keeps its rows.
+    write("B,2.50\nC,3.00\n");
+    let out = load(&db, &spec, DAYS[3]);
+    assert_ne!(out.code, 0, "{}", out.evidence());
+    assert!(out.stderr.contains("trade_hard"), "the error names the referencing table\n{}", out.evidence());
+    assert_eq!(accounts(&db, "asset_hard", ""), now, "{}", out.evidence());
+}
+
+#[test]
+fn a_soft_delete_flags_vanished_keys_with_the_date_and_clears_them_when_they_return() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new("softdel");
+    let spec = deleting_spec(dir.path(), "soft");
+    let write = |rows: &str| std::fs::write(dir.path().join("assets_soft.csv"), format!("account_id,cash\n{rows}")).unwrap();
+    std::fs::write(dir.path().join("trades_soft.csv"), "trade_id,account_id\n1,A\n").unwrap();
+    write("A,1.00\nB,2.00\nC,3.00\n");
+    load(&db, &spec, DAYS[0]).expect_code(0);
+    let flags = || db.texts(&format!("SELECT account_id || ' ' || coalesce(_deleted_at::text, '-') FROM {}.asset_soft ORDER BY 1", db.schema));
+    assert_eq!(flags(), ["A -", "B -", "C -"]);
+    write("A,1.00\nB,2.00\n");
+    let out = load(&db, &spec, DAYS[1]);
+    out.expect_code(0);
+    assert_eq!(flags(), ["A -", "B -", format!("C {}", DAYS[1]).as_str()], "{}", out.evidence());
+    assert!(out.stdout.contains("flagged 1 rows deleted"), "{}", out.evidence());
+    write("A,1.00\nB,2.00\nC,3.00\n");
+    let out = load(&db, &spec, DAYS[2]);
+    out.expect_code(0);
+    assert_eq!(flags(), ["A -", "B -", "C -"], "C returned: its flag is cleared\n{}", out.evidence());
+    assert!(out.stdout.contains("cleared 1 whose key returned"), "{}", out.evidence());
 }

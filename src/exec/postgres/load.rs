@@ -184,13 +184,44 @@ pub fn load_stage(
         }
         return Ok(report);
     }
+    // `delete_missing`: the file's keys, and how many of the table's rows lack one.
+    let missing = match &sql.missing {
+        Some(m) => Some(copy_keys(cx, pg, tx, st, m)?),
+        None => None,
+    };
+    if let Some((lacking, rows)) = missing
+        && rows > 0
+        && lacking as f64 / rows as f64 > t.max_delete_ratio
+    {
+        report.status = crate::exec::report::Status::Refused;
+        report.refused = Some(format!(
+            "{lacking} of the {rows} rows of {} have a key the file lacks: deleting them is more than `max_delete_ratio` {} allows, so nothing is loaded and the table keeps its rows. \
+             A truncated file? If the deletes are meant, raise the target's `max_delete_ratio`",
+            t.qualified, t.max_delete_ratio
+        ));
+        if opts.dry_run {
+            run(tx, &sql.rollback_to_savepoint, "roll back the stage")?;
+        }
+        return Ok(report);
+    }
     let written = report.rows_valid - report.skipped_unchanged;
     // The file's line index (unless the comparison wrote it) is written while the database
     // merges, or builds the new table's keys, indexes and foreign keys.
     let index = if changes.is_none() { next_index.filter(|_| context.is_some()) } else { None };
     let (loaded, indexed) = std::thread::scope(|scope| {
         let load = scope.spawn(|| -> Result<Merged, ExecError> {
-            let merged = if direct { Merged { inserted: written, ..Default::default() } } else { pg.block(merge(tx, st, written))? };
+            let mut merged = if direct { Merged { inserted: written, ..Default::default() } } else { pg.block(merge(tx, st, written))? };
+            if let Some(m) = &sql.missing {
+                let date = opts.date.format("%Y-%m-%d").to_string();
+                let gone = sqlx::query(generated(&m.apply)).bind(date).execute(&mut **tx);
+                let gone = pg.block(gone).map_err(db("delete the rows whose key the file lacks"))?.rows_affected();
+                if m.restore.is_some() {
+                    merged.flagged = gone;
+                    merged.restored = pg.block(super::affected(tx, m.restore.as_deref().unwrap_or_default(), "clear the flag of returned keys"))?;
+                } else {
+                    merged.deleted += gone;
+                }
+            }
             if created {
                 pg.block(add_constraints(tx, st))?;
                 pg.block(finish_table(tx, st, sql))?;
@@ -211,7 +242,7 @@ pub fn load_stage(
         None => changes.as_mut().and_then(|c| c.index.take()),
     };
     merged.unchanged += report.skipped_unchanged;
-    merged.deleted = deleted;
+    merged.deleted += deleted;
     report.loaded = Some(merged);
     if let (Some(context), Some(source)) = (context, source_fingerprint) {
         // A table that was empty holds only this stage's rows: its state needs no scan.
@@ -348,7 +379,7 @@ async fn merge(tx: &mut Tx, stage: &StagePlan, staged: u64) -> Result<Merged, Ex
                 m.inserted = inserted as u64;
                 m.updated = (total - inserted) as u64;
             }
-            MergeStep::Delete(s) => execute(tx, s, "empty the target table").await?,
+            MergeStep::Delete(s) => m.deleted += super::affected(tx, s, "delete the rows the load replaces").await?,
             MergeStep::Insert(s) => {
                 let r = sqlx::query(generated(s)).execute(&mut **tx).await.map_err(db("insert into the target table"))?;
                 m.inserted = r.rows_affected();
@@ -357,6 +388,35 @@ async fn merge(tx: &mut Tx, stage: &StagePlan, staged: u64) -> Result<Merged, Ex
     }
     m.unchanged = staged.saturating_sub(m.inserted + m.updated);
     Ok(m)
+}
+
+/// `delete_missing`: the file's distinct keys, written by the extract's DuckDB to a CSV file,
+/// COPYed into the stage's transaction; returns how many of the table's (live) rows have a key
+/// the file lacks, and how many (live) rows it has.
+fn copy_keys(cx: &StageContext<'_>, pg: &Pg, tx: &mut Tx, st: &StagePlan, m: &crate::plan::MissingSql) -> Result<(u64, u64), ExecError> {
+    use std::io::Read;
+    let keys = st.extract.keys.as_ref().ok_or_else(|| ExecError::Internal(format!("stage {} deletes missing keys without a key export", st.name)))?;
+    let dir = &cx.opts.temp_dir;
+    let file = tempfile::Builder::new().prefix("etl-keys-").suffix(".csv").tempfile_in(dir).map_err(ExecError::write(dir))?;
+    cx.reader.connection().execute_batch(&keys.with_file(&file.path().display().to_string())).map_err(ExecError::duckdb("write the file's keys"))?;
+    pg.block(execute(tx, &m.create_keys, "stage the file's keys"))?;
+    pg.block(async {
+        let mut copy = (**tx).copy_in_raw(&m.copy_keys).await.map_err(db("copy the file's keys"))?;
+        let mut input = std::fs::File::open(file.path()).map_err(ExecError::write(file.path()))?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = input.read(&mut buf).map_err(ExecError::write(file.path()))?;
+            if n == 0 {
+                break;
+            }
+            copy.send(&buf[..n]).await.map_err(db("copy the file's keys"))?;
+        }
+        copy.finish().await.map_err(db("copy the file's keys"))?;
+        Ok::<(), ExecError>(())
+    })?;
+    let row = pg.block(sqlx::query(generated(&m.count)).fetch_one(&mut **tx)).map_err(db("count the rows whose key the file lacks"))?;
+    let (lacking, rows): (i64, i64) = (row.get(0), row.get(1));
+    Ok((lacking as u64, rows as u64))
 }
 
 /// A lock wait that timed out, completed with the sessions that hold the stage's locks (read on

@@ -81,6 +81,12 @@ pub async fn ensure_table(tx: &mut Tx, stage: &StagePlan, pg: &PgStatements) -> 
     if !problems.is_empty() {
         return Err(ExecError::TableMismatch { table: t.qualified.clone(), problems: problems.join("; ") });
     }
+    // A soft delete's column, added to a table made before `delete_missing: soft` was set.
+    if let Some(add) = pg.missing.as_ref().and_then(|m| m.add_column.as_ref())
+        && !existing.iter().any(|r| r.get::<String, _>(0) == crate::spec::model::DELETED_AT)
+    {
+        execute(tx, add, "add the soft delete's column").await?;
+    }
     finish_table(tx, stage, pg).await?;
     Ok(false)
 }

@@ -72,7 +72,9 @@ pub fn reusable_loads(
                 cache
                     .as_ref()
                     .map(|dir| incremental::index_path(dir, &plan.name, &st.name, table, &last.fingerprint.source))
-                    .filter(|p| st.target.mode == LoadMode::Upsert && p.is_file())
+                    // Only the changed lines would be read: the keys of the others unknown to
+                    // `delete_missing`, which then reads every line.
+                    .filter(|p| st.target.mode == LoadMode::Upsert && st.target.delete_missing.is_none() && p.is_file())
             };
             if same || index.is_some() {
                 let mut tx = pg.begin()?;

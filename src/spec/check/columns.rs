@@ -493,6 +493,30 @@ impl Checker<'_> {
             },
             (None, _) => {}
         }
+        if t.delete_missing.is_some() && (t.mode != LoadMode::Upsert || t.key.is_empty()) {
+            self.push(
+                Problem::new("spec::delete_missing_mode", at.key("delete_missing"), format!("stage `{sname}` deletes the keys its file lacks, which needs `mode: upsert` with a `key`"))
+                    .on_key()
+                    .label("only with an upsert on a key")
+                    .help("a snapshot replaces each date's rows already; `mode: replace` the whole table"),
+            );
+        }
+        if t.max_delete_ratio.is_some() && t.delete_missing.is_none() {
+            self.push(
+                Problem::new("spec::max_delete_ratio_alone", at.key("max_delete_ratio"), format!("stage `{sname}` has `max_delete_ratio` but deletes nothing"))
+                    .on_key()
+                    .label("only with `delete_missing`")
+                    .help("set `delete_missing: hard` or `soft`, or remove `max_delete_ratio`"),
+            );
+        }
+        if t.delete_missing.is_some() && stage.source.files.is_some() && stage.source.select != Some(crate::spec::model::Select::All) {
+            self.push(
+                Problem::new("spec::delete_missing_select_new", at.key("delete_missing"), format!("stage `{sname}` reads only the files of its set it has not loaded, so the keys of the others would be taken as missing"))
+                    .on_key()
+                    .label("needs every file")
+                    .help("set the source's `select: all`: the set then holds every key the table should"),
+            );
+        }
         if t.mode == LoadMode::Snapshot {
             for (cname, _) in stage.columns.iter().filter(|(_, c)| c.unique) {
                 self.push(

@@ -407,6 +407,15 @@ impl Checker<'_> {
                 self.unknown_connection(at.key("connection"), &t.connection, "target");
                 None
             }
+            Some(Connection::Duckdb(_)) if t.delete_missing.is_some() => {
+                self.push(
+                    Problem::new("spec::delete_missing_duckdb", at.key("delete_missing"), format!("stage `{sname}` deletes the keys its file lacks, which is offered for PostgreSQL targets only"))
+                        .on_key()
+                        .label("not with a duckdb target")
+                        .help("load into a postgres connection, or remove `delete_missing`"),
+                );
+                Some(t.connection.clone())
+            }
             Some(Connection::Postgres(_) | Connection::Duckdb(_)) => Some(t.connection.clone()),
             Some(other) => {
                 self.push(

@@ -311,11 +311,39 @@ pub struct Target {
     /// its rows.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_empty: bool,
+    /// With `mode: upsert` of a complete file (every key the table should hold): what becomes
+    /// of the table's keys the file lacks. `hard` deletes their rows; `soft` sets their
+    /// `_deleted_at` column to the run's business date (and clears it when the key returns).
+    /// A key on a rejected line counts as present: its row is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_missing: Option<DeleteMissing>,
+    /// With `delete_missing`: the largest share of the table's rows one load may delete (or
+    /// flag), default 0.5. A load that would take more is refused (exit 5) and changes
+    /// nothing: a truncated file never empties a table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_delete_ratio: Option<f64>,
     /// With `mode: snapshot`: the date column naming each row's business date (usually a
     /// `value: "{{ run.date }}"` or a `from_path` capture). The key is unique per date.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub as_of: Option<String>,
 }
+
+/// What an upsert of a complete file does with the table's keys the file lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeleteMissing {
+    /// Delete their rows.
+    Hard,
+    /// Set their `_deleted_at` to the run's business date; cleared when the key returns.
+    Soft,
+}
+
+/// The default `max_delete_ratio`.
+pub const DEFAULT_MAX_DELETE_RATIO: f64 = 0.5;
+
+/// The column a soft delete sets.
+pub const DELETED_AT: &str = "_deleted_at";
 
 /// How a stage writes its rows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
