@@ -183,3 +183,65 @@ fn every_statement_a_file_set_run_sends_is_in_its_plan() {
     }
     assert!(seen > 30, "too few statements logged ({seen}) for three runs");
 }
+
+/// The same for a snapshot (a date's rows replaced) and a soft delete (the file's keys copied in,
+/// vanished keys flagged, returned ones cleared), over local files: a first load, then loads
+/// with a key gone and back.
+#[test]
+fn every_statement_of_a_snapshot_and_a_soft_delete_is_in_its_plan() {
+    let Some(log) = std::env::var_os("ETL_TEST_PG_LOG").map(std::path::PathBuf::from) else {
+        panic!("ETL_TEST_PG_LOG is not set: run the tests with scripts/test.sh");
+    };
+    let _one_at_a_time = TRACED.lock().unwrap_or_else(|e| e.into_inner());
+    let data = tempfile::tempdir().unwrap();
+    let spec = data.path().join("kept.yaml");
+    std::fs::write(
+        &spec,
+        "version: 1
+name: kept
+connections:
+  lake: { type: local, path: . }
+  db: { type: postgres, host: localhost, database: none }
+stages:
+  daily:
+    source: { connection: lake, key: daily.csv }
+    target: { connection: db, table: balance_daily, key: [account_id], mode: snapshot, as_of: business_date }
+    columns:
+      account_id: { type: string }
+      cash: { type: \"decimal(20,2)\" }
+      business_date: { type: date, value: \"{{ run.date }}\" }
+  current:
+    source: { connection: lake, key: daily.csv }
+    target: { connection: db, table: balance, key: [account_id], delete_missing: soft, max_delete_ratio: 0.9 }
+    columns:
+      account_id: { type: string }
+      cash: { type: \"decimal(20,2)\" }
+",
+    )
+    .unwrap();
+    let (_db, sets) = traced("tracedkept", data.path());
+    let command = |verb: &str, extra: &[&str]| -> Output {
+        let mut args = vec![verb, spec.to_str().unwrap(), "--date", "2025-12-22"];
+        args.extend(sets.iter().map(String::as_str));
+        args.extend(extra);
+        etl(&args, &[])
+    };
+    let plan = command("plan", &[]);
+    plan.expect_code(0);
+    let planned = squash(&plan.stdout);
+    let migrations = migrations();
+    let mut seen = 0;
+    for (what, rows, path) in [
+        ("the first load", "A,1.00\nB,2.00\nC,3.00\n", "keys, indexes and foreign keys built"),
+        ("a key gone", "A,1.50\nB,2.00\n", "merged into the table"),
+        ("the key back", "A,1.50\nB,2.00\nC,3.00\n", "merged into the table"),
+    ] {
+        std::fs::write(data.path().join("daily.csv"), format!("account_id,cash\n{rows}")).unwrap();
+        let from = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        let out = command("run", &["-v"]);
+        out.expect_code(0);
+        assert!(out.stderr.contains(path), "{what}: the run did not take its path (`{path}`)\n{}", out.evidence());
+        seen += assert_planned(&log, from, &planned, &migrations, what, &plan.stdout, &out);
+    }
+    assert!(seen > 30, "too few statements logged ({seen}) for three runs");
+}
