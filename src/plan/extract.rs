@@ -159,7 +159,8 @@ pub fn lookups(stage: &str, target: &TargetPlan, columns: &[ColumnPlan]) -> Look
             Some(Reference { column: c.name.clone(), relation, ref_column, table: in_target(&table) })
         })
         .collect();
-    let current = (target.mode == crate::spec::model::LoadMode::Upsert && !target.key.is_empty()).then(|| match target.dialect {
+    let row_by_row = target.mode == crate::spec::model::LoadMode::Upsert || target.delete_missing.is_some();
+    let current = (row_by_row && !target.key.is_empty()).then(|| match target.dialect {
         Dialect::Postgres => ident(&current_relation(stage)),
         Dialect::Duckdb => in_target(&target.table),
     });

@@ -207,6 +207,8 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
     let insert = format!("INSERT INTO {table} AS t ({list})\nSELECT {list} FROM {staging}");
     let merge = match t.mode {
         LoadMode::Append => vec![MergeStep::Insert(insert)],
+        // Row by row on the key (the keys the file lacks are deleted after: see `delete_missing`).
+        LoadMode::Replace if t.delete_missing.is_some() => vec![MergeStep::Upsert(postgres_upsert(t, columns, &table, &staging, &list))],
         LoadMode::Replace => vec![MergeStep::Delete(format!("DELETE FROM {table}")), MergeStep::Insert(insert)],
         LoadMode::Snapshot => vec![MergeStep::Delete(delete_dates(t, columns, &table, &staging)), MergeStep::Insert(insert)],
         LoadMode::Upsert => match t.dialect {

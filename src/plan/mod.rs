@@ -102,6 +102,17 @@ pub fn compile(spec: &Spec) -> Plan {
     Plan { name: spec.name.clone(), connections, stages, analytics, schedules }
 }
 
+/// Whether a `mode: replace` stage replaces its PostgreSQL table row by row: its rows upserted on
+/// the key, then the rows whose key the file lacks deleted, so rows other tables reference stay
+/// in place (an emptied table would break their foreign keys). A table with `unique` columns
+/// besides the key is emptied first instead: its new rows may take values the old ones held.
+fn keyed_replace(st: &crate::spec::model::Stage, dialect: Dialect) -> bool {
+    st.target.mode == crate::spec::model::LoadMode::Replace
+        && dialect == Dialect::Postgres
+        && !st.target.key.is_empty()
+        && !st.columns.iter().any(|(n, c)| c.unique && !(st.target.key.len() == 1 && &st.target.key[0] == n))
+}
+
 /// The table's key: a snapshot's `as_of` date first, then the spec's key (unique per date).
 fn snapshot_key(t: &crate::spec::model::Target) -> Vec<String> {
     match (&t.as_of, t.mode) {
@@ -164,8 +175,12 @@ fn stage(spec: &Spec, name: &str) -> StagePlan {
         key: snapshot_key(&st.target),
         mode: st.target.mode,
         as_of: st.target.as_of.clone().filter(|_| st.target.mode == crate::spec::model::LoadMode::Snapshot),
-        delete_missing: st.target.delete_missing.filter(|_| st.target.mode == crate::spec::model::LoadMode::Upsert),
-        max_delete_ratio: st.target.max_delete_ratio.unwrap_or(crate::spec::model::DEFAULT_MAX_DELETE_RATIO),
+        delete_missing: match st.target.mode {
+            crate::spec::model::LoadMode::Upsert => st.target.delete_missing,
+            _ if keyed_replace(st, dialect) => Some(crate::spec::model::DeleteMissing::Hard),
+            _ => None,
+        },
+        max_delete_ratio: if keyed_replace(st, dialect) { 1.0 } else { st.target.max_delete_ratio.unwrap_or(crate::spec::model::DEFAULT_MAX_DELETE_RATIO) },
         surrogate_key: st.target.surrogate_key.clone(),
         allow_empty: st.target.allow_empty,
         sql: LoadSql::default(),

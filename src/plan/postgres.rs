@@ -186,7 +186,7 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan], lookups: &Lookups) -> PgS
         lock: format!("LOCK TABLE {q} IN SHARE ROW EXCLUSIVE MODE"),
         exists: Query::new(TABLE_EXISTS, &[q]),
         is_empty: format!("SELECT NOT EXISTS (SELECT 1 FROM {q})"),
-        delete_all: (t.mode == LoadMode::Replace).then(|| format!("DELETE FROM {q}")),
+        delete_all: (t.mode == LoadMode::Replace && t.delete_missing.is_none()).then(|| format!("DELETE FROM {q}")),
         state: state_sql(q),
         fresh_state: fresh_state_sql(q),
         referenced,

@@ -171,6 +171,7 @@ fn stage(out: &mut String, st: &StagePlan) {
     let mode = match t.mode {
         LoadMode::Upsert => format!("upsert on ({})", t.key.join(", ")),
         LoadMode::Append => "append".into(),
+        LoadMode::Replace if t.delete_missing.is_some() => format!("replace on ({}): rows upserted, then those whose key the file lacks deleted (rows other tables reference stay in place)", t.key.join(", ")),
         LoadMode::Replace => "replace".into(),
         LoadMode::Snapshot => format!(
             "snapshot by {} (each date's rows replaced by its load, other dates untouched){}",
@@ -300,7 +301,8 @@ fn postgres_stage(out: &mut String, st: &StagePlan, pg: &PgStatements) {
     let _ = writeln!(out, "{};", t.sql.copy);
     if let Some(m) = &pg.missing {
         let how = if m.restore.is_some() { "flagged (`_deleted_at`, $1 = the run's date)" } else { "deleted" };
-        let _ = writeln!(out, "-- delete_missing: the file's keys copied in; the table's other keys {how}, unless more than {} of its rows", t.max_delete_ratio);
+        let limit = if t.max_delete_ratio < 1.0 { format!(", unless more than {} of its rows", t.max_delete_ratio) } else { String::new() };
+        let _ = writeln!(out, "-- the file's keys copied in; the table's other keys {how} after the merge{limit}");
         if let Some(a) = &m.add_column {
             let _ = writeln!(out, "{a};  -- an existing table without the column");
         }

@@ -222,3 +222,32 @@ fn a_soft_delete_flags_vanished_keys_with_the_date_and_clears_them_when_they_ret
     assert_eq!(flags(), ["A -", "B -", "C -"], "C returned: its flag is cleared\n{}", out.evidence());
     assert!(out.stdout.contains("cleared 1 whose key returned"), "{}", out.evidence());
 }
+
+#[test]
+fn a_replace_keeps_the_rows_other_tables_reference_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new("replacing");
+    let text = std::fs::read_to_string(deleting_spec(dir.path(), "hard")).unwrap().replace("delete_missing: hard", "mode: replace");
+    let spec = dir.path().join("replacing.yaml");
+    std::fs::write(&spec, text).unwrap();
+    let write = |rows: &str| std::fs::write(dir.path().join("assets_hard.csv"), format!("account_id,cash\n{rows}")).unwrap();
+    std::fs::write(dir.path().join("trades_hard.csv"), "trade_id,account_id\n1,A\n2,C\n").unwrap();
+    write("A,1.00\nB,2.00\nC,3.00\n");
+    load(&db, &spec, DAYS[0]).expect_code(0);
+    // B gone, A changed, D new: the referenced rows stay in place (an emptied table would
+    // break the trades' foreign key), C not even rewritten.
+    let before = accounts(&db, "asset_hard", "");
+    write("A,1.50\nC,3.00\nD,4.00\n");
+    let out = load(&db, &spec, DAYS[1]);
+    out.expect_code(0);
+    let now = accounts(&db, "asset_hard", "");
+    assert_eq!(now.iter().map(|r| r.split(' ').take(2).collect::<Vec<_>>().join(" ")).collect::<Vec<_>>(), ["A 1.50", "C 3.00", "D 4.00"], "{}", out.evidence());
+    assert_eq!(now[1], before[2], "C's row is untouched\n{}", out.evidence());
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.trade_hard", db.schema)), 2, "{}", out.evidence());
+    // A referenced key gone: the stage fails naming the referencing table; nothing changes.
+    write("C,3.00\nD,4.00\n");
+    let out = load(&db, &spec, DAYS[2]);
+    assert_ne!(out.code, 0, "{}", out.evidence());
+    assert!(out.stderr.contains("trade_hard"), "{}", out.evidence());
+    assert_eq!(accounts(&db, "asset_hard", ""), now, "{}", out.evidence());
+}

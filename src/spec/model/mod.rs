@@ -354,7 +354,9 @@ pub enum LoadMode {
     Upsert,
     /// Insert every row.
     Append,
-    /// Delete the table's rows, then insert, in one transaction.
+    /// Make the table hold exactly the file's rows, in one transaction: a PostgreSQL table with a
+    /// key is upserted and its keys the file lacks deleted (rows other tables reference stay in
+    /// place); another is emptied, then filled.
     Replace,
     /// Keep each business date's rows side by side (`as_of`): a load replaces exactly the rows
     /// of the dates it loads, in its transaction, and leaves every other date's untouched.
