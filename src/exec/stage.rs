@@ -208,6 +208,7 @@ pub fn over_budget(stage: &StagePlan, report: &mut StageReport) -> bool {
     let empties = match stage.target.mode {
         LoadMode::Replace => Some(("replace", String::new())),
         LoadMode::Snapshot => Some(("snapshot", " of the date it loads".to_string())),
+        LoadMode::History if stage.target.history.as_ref().is_some_and(|h| h.close) => Some(("history", " of its current versions".to_string())),
         _ => None,
     };
     if let Some((mode, what_part)) = empties.filter(|_| !stage.target.allow_empty && report.rows_valid == 0) {

@@ -213,6 +213,8 @@ pub struct TargetPlan {
     pub as_of: Option<String>,
     /// With an upsert of a complete file: what becomes of the table's keys the file lacks.
     pub delete_missing: Option<crate::spec::model::DeleteMissing>,
+    /// With `mode: history`: its versions' columns and the load's date.
+    pub history: Option<HistoryPlan>,
     /// The largest share of the table's rows one load may delete or flag.
     pub max_delete_ratio: f64,
     /// Generated identity key, if any.
@@ -530,13 +532,15 @@ pub enum MergeStep {
     /// Upserts the staged rows. PostgreSQL: yields (rows inserted, rows written); DuckDB: its row
     /// count is the rows written.
     Upsert(String),
+    /// A statement whose count is not reported (a history load's temporary tables).
+    Run(String),
 }
 
 impl MergeStep {
     /// The statement.
     pub fn sql(&self) -> &str {
         match self {
-            MergeStep::Delete(s) | MergeStep::Insert(s) | MergeStep::Upsert(s) => s,
+            MergeStep::Delete(s) | MergeStep::Insert(s) | MergeStep::Upsert(s) | MergeStep::Run(s) => s,
         }
     }
 }
@@ -604,6 +608,22 @@ pub struct PgStatements {
     /// `delete_missing`: the file's keys copied in, and the table's other keys deleted or
     /// flagged.
     pub missing: Option<MissingSql>,
+}
+
+/// A history table's versions: the business date column the file's rows carry (not a column
+/// of the table), the load's date, the columns bounding each version.
+#[derive(Debug, Clone)]
+pub struct HistoryPlan {
+    /// The spec's `as_of` column (a constant: the load's date).
+    pub as_of: String,
+    /// The load's date, `YYYY-MM-DD`.
+    pub date: String,
+    /// The column of the date a version starts on.
+    pub valid_from: String,
+    /// The column of the date a version ends on (null: current).
+    pub valid_to: String,
+    /// Whether a key the file lacks has its version closed at the date.
+    pub close: bool,
 }
 
 /// The statements of `delete_missing`, after the file's keys are staged and before the merge.

@@ -26,7 +26,7 @@ pub fn compile(stage: &StagePlan) -> ExtractSql {
             ident(&reject_scan_table(stage))
         ),
         select: select_sql(stage),
-        keys: stage.target.delete_missing.is_some().then(|| keys_sql(stage)),
+        keys: (stage.target.delete_missing.is_some() || stage.target.history.as_ref().is_some_and(|h| h.close)).then(|| keys_sql(stage)),
     }
 }
 

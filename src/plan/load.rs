@@ -92,6 +92,99 @@ fn duckdb_upsert(t: &TargetPlan, columns: &[ColumnPlan], insert: &str) -> String
     format!("{insert}\n{conflict} DO UPDATE SET\n  {}\nWHERE {}", set.join(",\n  "), differs(&rest, "t", "EXCLUDED"))
 }
 
+/// A history table's view of its current versions.
+pub fn current_view(t: &TargetPlan) -> String {
+    super::sql::qualified(t.schema.as_deref(), &format!("{}_current", t.table))
+}
+
+/// The table of the business dates each history table was loaded for (a migration creates it).
+pub const AS_OF_DATES: &str = "etl_as_of_dates";
+
+/// A history load of date D: the versions of the keys whose state on D changes (values differ,
+/// the key is new, or, closing, the file lacks it) are rewritten on [D, N), N the next date
+/// loaded after D (none: open-ended), and merged with their neighbours where the values are the
+/// same, so the table is what loading every date in order gives; every other key's versions are
+/// untouched. The date is then recorded as loaded.
+fn history_merge(t: &TargetPlan, h: &super::compiled::HistoryPlan, columns: &[ColumnPlan], table: &str, staging: &str) -> Vec<MergeStep> {
+    if t.key.is_empty() {
+        return Vec::new();
+    }
+    let d = format!("{}::date", super::sql::literal(&h.date));
+    let target = super::sql::literal(table);
+    let n = format!("(SELECT min(as_of) FROM {AS_OF_DATES} WHERE target_table = {target} AND as_of > {d})");
+    let (from, to) = (ident(&h.valid_from), ident(&h.valid_to));
+    let keys: Vec<String> = t.key.iter().map(|k| ident(k)).collect();
+    let values: Vec<String> = columns.iter().filter(|c| c.name != h.as_of && !t.key.contains(&c.name)).map(|c| ident(&c.name)).collect();
+    let on = |a: &str, b: &str| keys.iter().map(|k| format!("{a}.{k} = {b}.{k}")).collect::<Vec<_>>().join(" AND ");
+    let row = |alias: &str| {
+        let cols: Vec<String> = values.iter().map(|v| format!("{alias}.{v}")).collect();
+        format!("ROW({})", cols.join(", "))
+    };
+    let at = ident("_etl_history_at");
+    let changed = ident("_etl_history_changed");
+    let old = ident("_etl_history_old");
+    let key_list = keys.join(", ");
+    let all: Vec<String> = keys.iter().chain(&values).cloned().collect();
+    let all_list = all.join(", ");
+    let closing = if h.close {
+        let k = ident(&super::postgres::keys_table(t));
+        format!(
+            "\nUNION\nSELECT {} FROM {at} AS a WHERE NOT EXISTS (SELECT 1 FROM {k} AS k WHERE {})",
+            keys.iter().map(|k| format!("a.{k}")).collect::<Vec<_>>().join(", "),
+            on("k", "a")
+        )
+    } else {
+        String::new()
+    };
+    let same_as_last: Vec<String> = std::iter::once(format!("lag({to}) OVER w = {from}"))
+        .chain(values.iter().map(|v| format!("lag({v}) OVER w IS NOT DISTINCT FROM {v}")))
+        .collect();
+    vec![
+        // The state on D: the versions covering it.
+        MergeStep::Run(format!(
+            "CREATE TEMP TABLE {at} ON COMMIT DROP AS SELECT {all_list} FROM {table} WHERE {from} <= {d} AND ({to} IS NULL OR {to} > {d})"
+        )),
+        // The keys whose state on D changes.
+        MergeStep::Run(format!(
+            "CREATE TEMP TABLE {changed} ON COMMIT DROP AS\nSELECT {} FROM {staging} AS s LEFT JOIN {at} AS a ON {} WHERE a.{} IS NULL OR {} IS DISTINCT FROM {}{closing}",
+            keys.iter().map(|k| format!("s.{k}")).collect::<Vec<_>>().join(", "),
+            on("a", "s"),
+            keys[0],
+            row("a"),
+            row("s"),
+        )),
+        // Their versions, taken out of the table.
+        MergeStep::Run(format!(
+            "CREATE TEMP TABLE {old} ON COMMIT DROP AS SELECT {all_list}, {from}, {to} FROM {table} AS t WHERE EXISTS (SELECT 1 FROM {changed} AS c WHERE {})",
+            on("c", "t")
+        )),
+        MergeStep::Delete(format!("DELETE FROM {table} AS t WHERE EXISTS (SELECT 1 FROM {changed} AS c WHERE {})", on("c", "t"))),
+        // Put back: their versions before D and from N on, the file's state on [D, N), merged.
+        MergeStep::Insert(format!(
+            "INSERT INTO {table} ({all_list}, {from}, {to})\n\
+             WITH pieces AS (\n\
+               SELECT {all_list}, {from}, CASE WHEN {to} IS NULL OR {to} > {d} THEN {d} ELSE {to} END AS {to} FROM {old} WHERE {from} < {d}\n\
+               UNION ALL\n\
+               SELECT {all_list}, greatest({from}, {n}), {to} FROM {old} WHERE {n} IS NOT NULL AND ({to} IS NULL OR {to} > {n})\n\
+               UNION ALL\n\
+               SELECT {}, {d}, {n} FROM {staging} AS s WHERE EXISTS (SELECT 1 FROM {changed} AS c WHERE {})\n\
+             ), marked AS (\n\
+               SELECT *, CASE WHEN {} THEN 0 ELSE 1 END AS starts FROM pieces WINDOW w AS (PARTITION BY {key_list} ORDER BY {from})\n\
+             ), grouped AS (\n\
+               SELECT *, sum(starts) OVER (PARTITION BY {key_list} ORDER BY {from}) AS version FROM marked\n\
+             )\n\
+             SELECT {all_list}, min({from}), CASE WHEN bool_or({to} IS NULL) THEN NULL ELSE max({to}) END FROM grouped GROUP BY {key_list}, version{}",
+            all.iter().map(|c| format!("s.{c}")).collect::<Vec<_>>().join(", "),
+            on("c", "s"),
+            same_as_last.join(" AND "),
+            values.iter().map(|v| format!(", {v}")).collect::<String>(),
+        )),
+        MergeStep::Run(format!(
+            "INSERT INTO {AS_OF_DATES} (target_table, as_of) VALUES ({target}, {d}) ON CONFLICT (target_table, as_of) DO UPDATE SET loaded_at = now()"
+        )),
+    ]
+}
+
 /// A snapshot's delete: the table's rows of every date among the staged rows, and of the
 /// `as_of` constant when it is one (so an empty restated file, where `allow_empty` lets it
 /// load, empties its date).
@@ -120,9 +213,14 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
             }
         }
     }
-    for c in columns {
+    let history = t.history.as_ref();
+    for c in columns.iter().filter(|c| history.is_none_or(|h| h.as_of != c.name)) {
         let null = if c.nullable { "" } else { " NOT NULL" };
         defs.push(format!("{} {}{null}", ident(&c.name), sql_type(c, t.dialect)));
+    }
+    if let Some(h) = history {
+        defs.push(format!("{} DATE NOT NULL", ident(&h.valid_from)));
+        defs.push(format!("{} DATE", ident(&h.valid_to)));
     }
     if t.delete_missing == Some(crate::spec::model::DeleteMissing::Soft) {
         defs.push(format!("{} DATE", ident(crate::spec::model::DELETED_AT)));
@@ -134,12 +232,14 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
         keys.push(format!("CONSTRAINT {} PRIMARY KEY ({})", ident(&constraint_name(&t.table, std::slice::from_ref(sk), "pkey")), ident(sk)));
     }
     if !t.key.is_empty() {
-        let cols: Vec<String> = t.key.iter().map(|k| ident(k)).collect();
+        // A history table's key is unique per version: with the date it starts on.
+        let key: Vec<String> = t.key.iter().cloned().chain(history.map(|h| h.valid_from.clone())).collect();
+        let cols: Vec<String> = key.iter().map(|k| ident(k)).collect();
         let kind = if t.surrogate_key.is_some() { "UNIQUE" } else { "PRIMARY KEY" };
         let suffix = if t.surrogate_key.is_some() { "key" } else { "pkey" };
         keys.push(format!(
             "CONSTRAINT {} {kind} ({})",
-            ident(&constraint_name(&t.table, &t.key, suffix)),
+            ident(&constraint_name(&t.table, &key, suffix)),
             cols.join(", ")
         ));
     }
@@ -174,6 +274,16 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
         foreign_keys.push(ForeignKey { name, column: c.name.clone(), table: rtable.clone(), ref_column: rcol.clone(), sql });
     }
     create_table.push(format!("CREATE TABLE IF NOT EXISTS {table} (\n  {}\n)", defs.join(",\n  ")));
+    if let Some(h) = history {
+        let shown: Vec<String> = columns.iter().filter(|c| c.name != h.as_of).map(|c| ident(&c.name)).collect();
+        create_table.push(format!(
+            "CREATE OR REPLACE VIEW {} AS SELECT {}, {} FROM {table} WHERE {} IS NULL",
+            current_view(t),
+            shown.join(", "),
+            ident(&h.valid_from),
+            ident(&h.valid_to)
+        ));
+    }
     let create_indexes = columns
         .iter()
         .filter(|c| c.index)
@@ -186,7 +296,10 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
     let names: Vec<String> = columns.iter().map(|c| ident(&c.name)).collect();
     let list = names.join(", ");
     let staging = ident(&staging_table(t));
+    let typed_columns: Vec<String> = columns.iter().map(|c| format!("{} {}", ident(&c.name), sql_type(c, t.dialect))).collect();
     let create_staging = match t.dialect {
+        // A history table lacks the `as_of` column its staged rows carry.
+        Dialect::Postgres if history.is_some() => format!("CREATE TEMP TABLE {staging} ({}) ON COMMIT DROP", typed_columns.join(", ")),
         Dialect::Postgres => format!("CREATE TEMP TABLE {staging} ON COMMIT DROP AS SELECT {list} FROM {table} WITH NO DATA"),
         Dialect::Duckdb => format!("CREATE OR REPLACE TEMP TABLE {staging} AS SELECT {list} FROM {table} LIMIT 0"),
     };
@@ -211,6 +324,10 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
         LoadMode::Replace if t.delete_missing.is_some() => vec![MergeStep::Upsert(postgres_upsert(t, columns, &table, &staging, &list))],
         LoadMode::Replace => vec![MergeStep::Delete(format!("DELETE FROM {table}")), MergeStep::Insert(insert)],
         LoadMode::Snapshot => vec![MergeStep::Delete(delete_dates(t, columns, &table, &staging)), MergeStep::Insert(insert)],
+        LoadMode::History => match history {
+            Some(h) => history_merge(t, h, columns, &table, &staging),
+            None => Vec::new(),
+        },
         LoadMode::Upsert => match t.dialect {
             Dialect::Postgres => vec![MergeStep::Upsert(postgres_upsert(t, columns, &table, &staging, &list))],
             Dialect::Duckdb => vec![MergeStep::Upsert(duckdb_upsert(t, columns, &insert))],

@@ -102,6 +102,22 @@ pub fn compile(spec: &Spec) -> Plan {
     Plan { name: spec.name.clone(), connections, stages, analytics, schedules }
 }
 
+/// A `mode: history` stage's versions (its `as_of` a constant, as the spec check sees to).
+fn history_plan(st: &crate::spec::model::Stage) -> Option<HistoryPlan> {
+    if st.target.mode != crate::spec::model::LoadMode::History {
+        return None;
+    }
+    let as_of = st.target.as_of.clone()?;
+    let date = st.columns.get(&as_of)?.value.as_ref()?.0.clone();
+    Some(HistoryPlan {
+        as_of,
+        date,
+        valid_from: st.target.valid_from.clone().unwrap_or_else(|| "valid_from".into()),
+        valid_to: st.target.valid_to.clone().unwrap_or_else(|| "valid_to".into()),
+        close: st.target.delete_missing == Some(crate::spec::model::DeleteMissing::Close),
+    })
+}
+
 /// Whether a `mode: replace` stage replaces its PostgreSQL table row by row: its rows upserted on
 /// the key, then the rows whose key the file lacks deleted, so rows other tables reference stay
 /// in place (an emptied table would break their foreign keys). A table with `unique` columns
@@ -175,6 +191,7 @@ fn stage(spec: &Spec, name: &str) -> StagePlan {
         key: snapshot_key(&st.target),
         mode: st.target.mode,
         as_of: st.target.as_of.clone().filter(|_| st.target.mode == crate::spec::model::LoadMode::Snapshot),
+        history: history_plan(st),
         delete_missing: match st.target.mode {
             crate::spec::model::LoadMode::Upsert => st.target.delete_missing,
             _ if keyed_replace(st, dialect) => Some(crate::spec::model::DeleteMissing::Hard),

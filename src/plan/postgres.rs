@@ -87,7 +87,7 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan], lookups: &Lookups) -> PgS
     let q = &t.qualified;
     let schema = t.schema.clone().unwrap_or_else(|| "public".into());
     let key_is_unique = (!t.key.is_empty()).then(|| {
-        let mut key = t.key.clone();
+        let mut key: Vec<String> = t.key.iter().cloned().chain(t.history.as_ref().map(|h| h.valid_from.clone())).collect();
         key.sort();
         Query {
             sql: "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
@@ -203,18 +203,33 @@ pub fn keys_table(t: &TargetPlan) -> String {
 }
 
 fn missing_sql(t: &TargetPlan) -> Option<MissingSql> {
-    let how = t.delete_missing?;
     let q = &t.qualified;
     let keys = ident(&keys_table(t));
     let list: Vec<String> = t.key.iter().map(|k| ident(k)).collect();
     let on: Vec<String> = t.key.iter().map(|k| format!("k.{0} = t.{0}", ident(k))).collect();
     let found = format!("EXISTS (SELECT 1 FROM {keys} AS k WHERE {})", on.join(" AND "));
+    let key_types = || format!("CREATE TEMP TABLE {keys} ON COMMIT DROP AS SELECT {} FROM {q} WITH NO DATA", list.join(", "));
+    // A history table closing the keys its file lacks: they are closed in its merge; the ratio
+    // counts the versions current on the load's date.
+    if let Some(h) = t.history.as_ref().filter(|h| h.close) {
+        let d = format!("{}::date", super::sql::literal(&h.date));
+        let (from, to) = (ident(&h.valid_from), ident(&h.valid_to));
+        return Some(MissingSql {
+            add_column: None,
+            create_keys: key_types(),
+            copy_keys: format!("COPY {keys} ({}) FROM STDIN (FORMAT csv)", list.join(", ")),
+            count: format!("SELECT count(*) FILTER (WHERE NOT {found}), count(*) FROM {q} AS t WHERE t.{from} <= {d} AND (t.{to} IS NULL OR t.{to} > {d})"),
+            apply: String::new(),
+            restore: None,
+        });
+    }
+    let how = t.delete_missing?;
     let deleted_at = ident(crate::spec::model::DELETED_AT);
     let soft = how == crate::spec::model::DeleteMissing::Soft;
     let live = if soft { format!(" WHERE t.{deleted_at} IS NULL") } else { String::new() };
     Some(MissingSql {
         add_column: soft.then(|| format!("ALTER TABLE {q} ADD COLUMN {deleted_at} DATE")),
-        create_keys: format!("CREATE TEMP TABLE {keys} ON COMMIT DROP AS SELECT {} FROM {q} WITH NO DATA", list.join(", ")),
+        create_keys: key_types(),
         copy_keys: format!("COPY {keys} ({}) FROM STDIN (FORMAT csv)", list.join(", ")),
         count: format!("SELECT count(*) FILTER (WHERE NOT {found}), count(*) FROM {q} AS t{live}"),
         apply: if soft {

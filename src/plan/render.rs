@@ -173,6 +173,15 @@ fn stage(out: &mut String, st: &StagePlan) {
         LoadMode::Append => "append".into(),
         LoadMode::Replace if t.delete_missing.is_some() => format!("replace on ({}): rows upserted, then those whose key the file lacks deleted (rows other tables reference stay in place)", t.key.join(", ")),
         LoadMode::Replace => "replace".into(),
+        LoadMode::History => format!(
+            "history of ({}) by {}: versions [{}, {}) per key, the load's date {}{}",
+            t.key.join(", "),
+            t.history.as_ref().map_or("?", |h| h.as_of.as_str()),
+            t.history.as_ref().map_or("valid_from", |h| h.valid_from.as_str()),
+            t.history.as_ref().map_or("valid_to", |h| h.valid_to.as_str()),
+            t.history.as_ref().map_or("?", |h| h.date.as_str()),
+            if t.history.as_ref().is_some_and(|h| h.close) { "; a key the file lacks is closed" } else { "" }
+        ),
         LoadMode::Snapshot => format!(
             "snapshot by {} (each date's rows replaced by its load, other dates untouched){}",
             t.as_of.as_deref().unwrap_or("?"),

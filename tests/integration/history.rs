@@ -251,3 +251,156 @@ fn a_replace_keeps_the_rows_other_tables_reference_in_place() {
     assert!(out.stderr.contains("trade_hard"), "{}", out.evidence());
     assert_eq!(accounts(&db, "asset_hard", ""), now, "{}", out.evidence());
 }
+
+/// The days' files of the history series: (account, cash, account type) per day.
+fn history_day(day: usize, restated: bool) -> Vec<(&'static str, &'static str, i32)> {
+    match (day, restated) {
+        (0, _) => vec![("A", "1.00", 1), ("B", "2.00", 1), ("C", "3.00", 1)],
+        (1, _) => vec![("A", "1.00", 1), ("B", "2.50", 1), ("C", "3.00", 1), ("D", "4.00", 1)],
+        (2, false) => vec![("A", "1.00", 1), ("B", "2.50", 1), ("D", "4.00", 1)],
+        (2, true) => vec![("A", "1.05", 1), ("B", "2.50", 1), ("C", "3.00", 1), ("D", "4.00", 1), ("E", "5.00", 3)],
+        (3, _) => vec![("A", "1.10", 1), ("B", "2.50", 2), ("C", "3.00", 1), ("D", "4.00", 1)],
+        _ => vec![("A", "1.10", 1), ("B", "2.50", 2), ("C", "3.00", 1)],
+    }
+}
+
+/// The versions loading `files` (date, rows) in date order gives, computed here independently:
+/// a key's version opens on a date its values differ from its open version's (or it has none),
+/// and closes on a date it changes or its complete file lacks it.
+fn expected_versions(files: &std::collections::BTreeMap<&str, Vec<(&str, &str, i32)>>) -> Vec<String> {
+    let mut open: std::collections::BTreeMap<&str, ((&str, i32), &str)> = std::collections::BTreeMap::new();
+    let mut out = Vec::new();
+    for (date, rows) in files {
+        for (key, (value, from)) in open.clone() {
+            match rows.iter().find(|r| r.0 == key) {
+                Some(r) if (r.1, r.2) == value => {}
+                _ => {
+                    out.push(format!("{key} {} {} {from} {date}", value.0, value.1));
+                    open.remove(key);
+                }
+            }
+        }
+        for r in rows {
+            open.entry(r.0).or_insert(((r.1, r.2), date));
+        }
+    }
+    out.extend(open.iter().map(|(key, (value, from))| format!("{key} {} {} {from} -", value.0, value.1)));
+    out.sort();
+    out
+}
+
+#[test]
+fn a_history_equals_loading_every_date_in_order_after_restated_and_late_dates() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new("history");
+    let spec = dir.path().join("history.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "version: 1
+name: history
+connections:
+  files: {{ type: local, path: '{dir}' }}
+  db: {{ type: postgres, url: \"{{{{ env.ETL_TEST_DATABASE_URL }}}}\", schema: \"{{{{ env.SCHEMA }}}}\" }}
+stages:
+  assets:
+    source: {{ connection: files, key: \"assets/{{{{ run.date }}}}.csv\" }}
+    target: {{ connection: db, table: asset_history, key: [account_id], mode: history, as_of: business_date, delete_missing: close }}
+    columns:
+      account_id: {{ type: string }}
+      cash: {{ type: \"decimal(20,2)\", min: 0 }}
+      account_type: {{ type: int32 }}
+      business_date: {{ type: date, value: \"{{{{ run.date }}}}\" }}
+",
+            dir = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let versions = || {
+        db.texts(&format!(
+            "SELECT account_id || ' ' || cash::text || ' ' || account_type || ' ' || valid_from::text || ' ' || coalesce(valid_to::text, '-') FROM {}.asset_history ORDER BY 1",
+            db.schema
+        ))
+    };
+    let mut loaded: std::collections::BTreeMap<&str, Vec<(&str, &str, i32)>> = std::collections::BTreeMap::new();
+    let mut load_day = |day: usize, restated: bool, loaded: &mut std::collections::BTreeMap<&str, Vec<(&str, &str, i32)>>| {
+        let rows = history_day(day, restated);
+        let body: String = rows.iter().map(|(a, c, t)| format!("{a},{c},{t}\n")).collect();
+        std::fs::create_dir_all(dir.path().join("assets")).unwrap();
+        std::fs::write(dir.path().join("assets").join(format!("{}.csv", DAYS[day])), format!("account_id,cash,account_type\n{body}")).unwrap();
+        let out = load(&db, &spec, DAYS[day]);
+        out.expect_code(0);
+        loaded.insert(DAYS[day], rows);
+        out
+    };
+    // Days 1, 3, 4, 5 in order (day 2 is late); after each, the table is the reference.
+    let mut b_before_day5 = Vec::new();
+    for day in [0, 2, 3, 4] {
+        if day == 4 {
+            b_before_day5 = db.texts(&format!("SELECT valid_from::text || ' ' || xmin::text FROM {}.asset_history WHERE account_id = 'B' ORDER BY 1", db.schema));
+        }
+        let out = load_day(day, false, &mut loaded);
+        assert_eq!(versions(), expected_versions(&loaded), "after {}\n{}", DAYS[day], out.evidence());
+    }
+    // B did not change on day 5: its versions are not rewritten.
+    let b_after = db.texts(&format!("SELECT valid_from::text || ' ' || xmin::text FROM {}.asset_history WHERE account_id = 'B' ORDER BY 1", db.schema));
+    assert_eq!(b_after, b_before_day5, "an unchanged key keeps its versions as they were");
+    // Day 3 restated, then day 2 late: still what loading every date in order gives.
+    let out = load_day(2, true, &mut loaded);
+    assert_eq!(versions(), expected_versions(&loaded), "after day 3 restated\n{}", out.evidence());
+    let out = load_day(1, false, &mut loaded);
+    assert_eq!(versions(), expected_versions(&loaded), "after day 2 arrived late\n{}", out.evidence());
+    // The current versions' view.
+    let current = db.texts(&format!("SELECT account_id || ' ' || cash::text FROM {}.asset_history_current ORDER BY 1", db.schema));
+    assert_eq!(current, ["A 1.10", "B 2.50", "C 3.00"]);
+    // As of a date: the versions valid then.
+    let as_of = db.texts(&format!(
+        "SELECT account_id || ' ' || cash::text FROM {}.asset_history WHERE date '{}' >= valid_from AND (valid_to IS NULL OR date '{}' < valid_to) ORDER BY 1",
+        db.schema, DAYS[2], DAYS[2]
+    ));
+    assert_eq!(as_of, ["A 1.05", "B 2.50", "C 3.00", "D 4.00", "E 5.00"]);
+}
+
+/// specs/small_etl_history.yaml over the seed's data: two business dates, the second with one
+/// account gone; the first date's balances still answer an as-of query.
+#[test]
+fn small_etl_history_keeps_yesterdays_balances() {
+    let data = crate::extract::generate(200, 600, 0.0, 73);
+    let db = TestDb::new("small_history");
+    let url = std::env::var("ETL_TEST_DATABASE_URL").unwrap();
+    let sets = [
+        "--set".to_string(),
+        format!("connections.db={{type: postgres, url: '{url}', schema: {}}}", db.schema),
+        "--set".to_string(),
+        format!("connections.lake={{type: local, path: '{}'}}", data.path().display()),
+    ];
+    let run = |date: &str| {
+        let mut args = vec!["run", "specs/small_etl_history.yaml", "--date", date];
+        args.extend(sets.iter().map(String::as_str));
+        etl(&args, &[])
+    };
+    run(DAYS[0]).expect_code(0);
+    let assets = db.count(&format!("SELECT count(*) FROM {}.asset_history", db.schema));
+    assert_eq!(assets, 200);
+    // The next day: the last account is gone (its trades too).
+    let text = std::fs::read_to_string(data.path().join("account_assets.csv")).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    // (The seed's files start with an `id` column; the account is the second.)
+    let gone = lines.pop().unwrap().split(',').nth(1).unwrap().to_string();
+    std::fs::write(data.path().join("account_assets.csv"), lines.join("\n") + "\n").unwrap();
+    let trades = std::fs::read_to_string(data.path().join("trades.csv")).unwrap();
+    let kept: Vec<&str> = trades.lines().filter(|l| l.split(',').nth(1) != Some(gone.as_str())).collect();
+    std::fs::write(data.path().join("trades.csv"), kept.join("\n") + "\n").unwrap();
+    let out = run(DAYS[1]);
+    out.expect_code(0);
+    let current = db.count(&format!("SELECT count(*) FROM {}.asset_history_current", db.schema));
+    assert_eq!(current, 199, "{}", out.evidence());
+    let closed = db.texts(&format!("SELECT valid_to::text FROM {}.asset_history WHERE account_id = '{gone}'", db.schema));
+    assert_eq!(closed, [DAYS[1]], "the account's version closes on the day it vanished\n{}", out.evidence());
+    let yesterday = db.count(&format!(
+        "SELECT count(*) FROM {}.asset_history WHERE date '{}' >= valid_from AND (valid_to IS NULL OR date '{}' < valid_to)",
+        db.schema, DAYS[0], DAYS[0]
+    ));
+    assert_eq!(yesterday, 200, "yesterday's balances are kept");
+    assert!(db.count(&format!("SELECT count(*) FROM {}.trade_daily", db.schema)) > 0);
+}

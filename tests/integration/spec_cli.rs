@@ -7,9 +7,10 @@ use crate::util::{etl, files, golden, root};
 
 #[test]
 fn shipped_specs_are_valid() {
-    let out = etl(&["validate-spec", "specs/small_etl.yaml", "examples/quickstart.yaml"], &[]);
+    let out = etl(&["validate-spec", "specs/small_etl.yaml", "examples/quickstart.yaml", "specs/small_etl_history.yaml"], &[]);
     out.expect_code(0);
     assert!(out.stdout.contains("ok: specs/small_etl.yaml"), "{}", out.evidence());
+    assert!(out.stdout.contains("ok: specs/small_etl_history.yaml"), "{}", out.evidence());
     assert!(out.stdout.contains("ok: examples/quickstart.yaml"), "{}", out.evidence());
 }
 
@@ -82,6 +83,7 @@ fn plans_of_the_shipped_specs_match_their_goldens() {
         ("specs/small_etl.yaml", "small_etl"),
         ("examples/quickstart.yaml", "quickstart"),
         ("specs/daily.yaml", "daily"),
+        ("specs/small_etl_history.yaml", "small_etl_history"),
         // Computed columns: each expression's compiled SQL is shown.
         ("tests/fixtures/specs/valid/computed_columns.yaml", "computed_columns"),
     ] {

@@ -184,9 +184,9 @@ fn every_statement_a_file_set_run_sends_is_in_its_plan() {
     assert!(seen > 30, "too few statements logged ({seen}) for three runs");
 }
 
-/// The same for a snapshot (a date's rows replaced) and a soft delete (the file's keys copied in,
-/// vanished keys flagged, returned ones cleared), over local files: a first load, then loads
-/// with a key gone and back.
+/// The same for a snapshot (a date's rows replaced), a soft delete (the file's keys copied in,
+/// vanished keys flagged, returned ones cleared) and a history (versions rewritten), over local
+/// files: a first load, then loads with a key gone and back.
 #[test]
 fn every_statement_of_a_snapshot_and_a_soft_delete_is_in_its_plan() {
     let Some(log) = std::env::var_os("ETL_TEST_PG_LOG").map(std::path::PathBuf::from) else {
@@ -216,6 +216,13 @@ stages:
     columns:
       account_id: { type: string }
       cash: { type: \"decimal(20,2)\" }
+  versions:
+    source: { connection: lake, key: daily.csv }
+    target: { connection: db, table: balance_history, key: [account_id], mode: history, as_of: business_date, delete_missing: close, max_delete_ratio: 0.9 }
+    columns:
+      account_id: { type: string }
+      cash: { type: \"decimal(20,2)\" }
+      business_date: { type: date, value: \"{{ run.date }}\" }
 ",
     )
     .unwrap();

@@ -165,7 +165,8 @@ pub fn load_stage(
         ""
     };
     progress.detail(&st.name, &format!("lookups loaded{how}"));
-    let direct = empty || t.mode == LoadMode::Append;
+    // A history load always goes through the staging table: its versions are computed there.
+    let direct = (empty && t.mode != LoadMode::History) || t.mode == LoadMode::Append;
     let copy_sql = if direct {
         // FREEZE writes the rows of a table created in this (sub)transaction as already visible.
         if created && !opts.dry_run { &t.sql.copy_frozen } else { &t.sql.copy_direct }
@@ -211,7 +212,7 @@ pub fn load_stage(
     let (loaded, indexed) = std::thread::scope(|scope| {
         let load = scope.spawn(|| -> Result<Merged, ExecError> {
             let mut merged = if direct { Merged { inserted: written, ..Default::default() } } else { pg.block(merge(tx, st, written))? };
-            if let Some(m) = &sql.missing {
+            if let Some(m) = sql.missing.as_ref().filter(|m| !m.apply.is_empty()) {
                 let date = opts.date.format("%Y-%m-%d").to_string();
                 let gone = sqlx::query(generated(&m.apply)).bind(date).execute(&mut **tx);
                 let gone = pg.block(gone).map_err(db("delete the rows whose key the file lacks"))?.rows_affected();
@@ -380,6 +381,7 @@ async fn merge(tx: &mut Tx, stage: &StagePlan, staged: u64) -> Result<Merged, Ex
                 m.updated = (total - inserted) as u64;
             }
             MergeStep::Delete(s) => m.deleted += super::affected(tx, s, "delete the rows the load replaces").await?,
+            MergeStep::Run(s) => execute(tx, s, "rewrite the versions of the keys that changed").await?,
             MergeStep::Insert(s) => {
                 let r = sqlx::query(generated(s)).execute(&mut **tx).await.map_err(db("insert into the target table"))?;
                 m.inserted = r.rows_affected();

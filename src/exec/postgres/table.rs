@@ -36,7 +36,10 @@ pub async fn ensure_table(tx: &mut Tx, stage: &StagePlan, pg: &PgStatements) -> 
         return Ok(true);
     }
     let mut problems = Vec::new();
-    for c in &stage.columns {
+    // A history table has no column for the date its rows are loaded for (its versions' dates
+    // hold it).
+    let as_of = t.history.as_ref().map(|h| h.as_of.as_str());
+    for c in stage.columns.iter().filter(|c| Some(c.name.as_str()) != as_of) {
         let Some(row) = existing.iter().find(|r| r.get::<String, _>(0) == c.name) else {
             problems.push(format!("column `{}` is missing (the spec wants {})", c.name, sql_type(c, t.dialect)));
             continue;

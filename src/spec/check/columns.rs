@@ -454,10 +454,10 @@ impl Checker<'_> {
     fn snapshot(&mut self, sname: &str, stage: &Stage, at: &Pointer, columns_at: &Pointer) {
         let t = &stage.target;
         match (&t.as_of, t.mode) {
-            (None, LoadMode::Snapshot) => {
+            (None, LoadMode::Snapshot | LoadMode::History) => {
                 let dates: Vec<&str> = stage.columns.iter().filter(|(_, c)| c.ty == ColumnType::Date).map(|(k, _)| k.as_str()).collect();
                 self.push(
-                    Problem::new("spec::missing_as_of", at.key("mode"), format!("stage `{sname}` keeps snapshots, so its target needs `as_of`: the date column of each row"))
+                    Problem::new("spec::missing_as_of", at.key("mode"), format!("stage `{sname}` keeps each business date's rows, so its target needs `as_of`: the date column of each row"))
                         .label("add `as_of: COLUMN` to the target")
                         .help(match dates.as_slice() {
                             [] => "add a date column, e.g. `business_date: { type: date, value: \"{{ run.date }}\" }`, and name it in `as_of`".to_string(),
@@ -465,12 +465,12 @@ impl Checker<'_> {
                         }),
                 );
             }
-            (Some(_), mode) if mode != LoadMode::Snapshot => {
+            (Some(_), mode) if !matches!(mode, LoadMode::Snapshot | LoadMode::History) => {
                 self.push(
-                    Problem::new("spec::as_of_without_snapshot", at.key("as_of"), format!("stage `{sname}` has `as_of`, which only `mode: snapshot` uses"))
+                    Problem::new("spec::as_of_without_snapshot", at.key("as_of"), format!("stage `{sname}` has `as_of`, which only `mode: snapshot` and `mode: history` use"))
                         .on_key()
-                        .label("only with `mode: snapshot`")
-                        .help("set `mode: snapshot`, or remove `as_of`"),
+                        .label("only with `mode: snapshot` or `history`")
+                        .help("set `mode: snapshot` (each date's rows) or `history` (versions), or remove `as_of`"),
                 );
             }
             (Some(d), _) => match stage.columns.get(d) {
@@ -489,11 +489,34 @@ impl Checker<'_> {
                             .help("name a `type: date` column without `nullable: true`; take a timestamp's date with `expr: \"date(ts)\"`"),
                     );
                 }
+                Some(c) if t.mode == LoadMode::History && c.value.is_none() => {
+                    self.push(
+                        Problem::new("spec::history_as_of", at.key("as_of"), format!("`as_of` column `{d}` of a history must be the load's date: a `value:`"))
+                            .label("not a constant")
+                            .help(format!("write it as `{d}: {{ type: date, value: \"{{{{ run.date }}}}\" }}`, and load a past date with `--date`")),
+                    );
+                }
                 Some(_) => {}
             },
             (None, _) => {}
         }
-        if t.delete_missing.is_some() && (t.mode != LoadMode::Upsert || t.key.is_empty()) {
+        if t.mode == LoadMode::History && t.key.is_empty() {
+            self.push(
+                Problem::new("spec::missing_key", at.clone(), format!("stage `{sname}` keeps versions, so its target needs a `key`"))
+                    .on_key()
+                    .label("add `key: [column]` here")
+                    .help("the key names what has versions, e.g. `key: [account_id]`"),
+            );
+        }
+        if t.delete_missing == Some(crate::spec::model::DeleteMissing::Close) && t.mode != LoadMode::History {
+            self.push(
+                Problem::new("spec::close_without_history", at.key("delete_missing"), format!("stage `{sname}` closes the versions of keys its file lacks, which only `mode: history` has"))
+                    .on_key()
+                    .label("only with `mode: history`")
+                    .help("an upsert deletes them (`hard`) or flags them (`soft`)"),
+            );
+        }
+        if matches!(t.delete_missing, Some(crate::spec::model::DeleteMissing::Hard | crate::spec::model::DeleteMissing::Soft)) && (t.mode != LoadMode::Upsert || t.key.is_empty()) {
             self.push(
                 Problem::new("spec::delete_missing_mode", at.key("delete_missing"), format!("stage `{sname}` deletes the keys its file lacks, which needs `mode: upsert` with a `key`"))
                     .on_key()
@@ -517,7 +540,7 @@ impl Checker<'_> {
                     .help("set the source's `select: all`: the set then holds every key the table should"),
             );
         }
-        if t.mode == LoadMode::Snapshot {
+        if matches!(t.mode, LoadMode::Snapshot | LoadMode::History) {
             for (cname, _) in stage.columns.iter().filter(|(_, c)| c.unique) {
                 self.push(
                     Problem::new("spec::unique_in_snapshot", columns_at.key(cname).key("unique"), format!("column `{cname}` is `unique`, but stage `{sname}` keeps every date's rows side by side"))

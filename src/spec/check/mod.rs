@@ -407,6 +407,14 @@ impl Checker<'_> {
                 self.unknown_connection(at.key("connection"), &t.connection, "target");
                 None
             }
+            Some(Connection::Duckdb(_)) if t.mode == LoadMode::History => {
+                self.push(
+                    Problem::new("spec::history_duckdb", at.key("connection"), format!("stage `{sname}` keeps versions, which is offered for PostgreSQL targets only"))
+                        .label("a duckdb target")
+                        .help("load into a postgres connection, or keep each date's rows with `mode: snapshot`"),
+                );
+                Some(t.connection.clone())
+            }
             Some(Connection::Duckdb(_)) if t.delete_missing.is_some() => {
                 self.push(
                     Problem::new("spec::delete_missing_duckdb", at.key("delete_missing"), format!("stage `{sname}` deletes the keys its file lacks, which is offered for PostgreSQL targets only"))

@@ -323,7 +323,15 @@ pub struct Target {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub max_delete_ratio: Option<f64>,
-    /// With `mode: snapshot`: the date column naming each row's business date (usually a
+    /// With `mode: history`: the name of the column holding the date a version starts on.
+    /// Default `valid_from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_from: Option<String>,
+    /// With `mode: history`: the name of the column holding the date a version ends on (null for
+    /// the current version). Default `valid_to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_to: Option<String>,
+    /// With `mode: snapshot` or `history`: the date column naming each row's business date (usually a
     /// `value: "{{ run.date }}"` or a `from_path` capture). The key is unique per date.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub as_of: Option<String>,
@@ -337,6 +345,8 @@ pub enum DeleteMissing {
     Hard,
     /// Set their `_deleted_at` to the run's business date; cleared when the key returns.
     Soft,
+    /// With `mode: history`: close their current version at the load's date.
+    Close,
 }
 
 /// The default `max_delete_ratio`.
@@ -361,6 +371,12 @@ pub enum LoadMode {
     /// Keep each business date's rows side by side (`as_of`): a load replaces exactly the rows
     /// of the dates it loads, in its transaction, and leaves every other date's untouched.
     Snapshot,
+    /// Keep each key's versions over business dates (slowly changing dimension type 2): a key
+    /// whose values change on the load's date `as_of` gets a version from that date, the
+    /// previous one closed there; an unchanged key keeps its version. A past date loaded again
+    /// (restated or late) rewrites the versions up to the next date loaded, so the table is what
+    /// loading every date in order gives. A view `<table>_current` holds the current versions.
+    History,
 }
 
 /// One column: its type in the CSV and the table, and the checks on its values.
