@@ -62,23 +62,32 @@ fn replace_refuses_an_empty_file_unless_allowed_and_reports_what_it_deleted() {
     let db = TestDb::new("replace");
     let replace = ["--stage", "assets", "--set", "stages.assets.target.mode=replace"];
     run(&db, data.path(), &replace).expect_code(0);
-    // The same file again: every row deleted and inserted again, the deletion reported.
+    // The same file again: a keyed table is replaced row by row, so nothing is deleted or
+    // rewritten; a file with one account fewer deletes that one row.
     let out = run(&db, data.path(), &[&replace[..], &["--force", "--output", "json"]].concat());
     out.expect_code(0);
-    assert_eq!(json(&out)["stages"][0]["loaded"]["deleted"], 25, "{}", out.evidence());
+    assert_eq!(json(&out)["stages"][0]["loaded"]["deleted"], 0, "{}", out.evidence());
+    assert_eq!(json(&out)["stages"][0]["loaded"]["unchanged"], 25, "{}", out.evidence());
+    let text = std::fs::read_to_string(data.path().join("account_assets.csv")).unwrap();
+    let fewer: Vec<&str> = text.lines().take(25).collect();
+    std::fs::write(data.path().join("account_assets.csv"), fewer.join("\n") + "\n").unwrap();
+    let out = run(&db, data.path(), &[&replace[..], &["--output", "json"]].concat());
+    out.expect_code(0);
+    assert_eq!(json(&out)["stages"][0]["loaded"]["deleted"], 1, "{}", out.evidence());
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.asset", db.schema)), 24);
     // A header-only file: refused, exit 5, the table keeps its rows.
     let header = std::fs::read_to_string(data.path().join("account_assets.csv")).unwrap().lines().next().unwrap().to_string();
     std::fs::write(data.path().join("account_assets.csv"), format!("{header}\n")).unwrap();
     let out = run(&db, data.path(), &replace);
     out.expect_code(5);
     assert!(out.stdout.contains("the file has no rows") && out.stdout.contains("allow_empty: true"), "{}", out.evidence());
-    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.asset", db.schema)), 25, "the table keeps its rows\n{}", out.evidence());
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.asset", db.schema)), 24, "the table keeps its rows\n{}", out.evidence());
     let status = db.texts(&format!("SELECT status FROM {}.etl_runs ORDER BY run_id DESC LIMIT 1", db.schema));
     assert_eq!(status, ["refused"]);
     // Allowed: the table is emptied, and says how many rows went.
     let out = run(&db, data.path(), &[&replace[..], &["--set", "stages.assets.target.allow_empty=true", "--output", "json"]].concat());
     out.expect_code(0);
-    assert_eq!(json(&out)["stages"][0]["loaded"]["deleted"], 25, "{}", out.evidence());
+    assert_eq!(json(&out)["stages"][0]["loaded"]["deleted"], 24, "{}", out.evidence());
     assert_eq!(db.count(&format!("SELECT count(*) FROM {}.asset", db.schema)), 0);
 }
 
