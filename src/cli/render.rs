@@ -43,13 +43,19 @@ pub fn text(r: &RunReport) -> String {
         if let Some(why) = &s.refused {
             let _ = writeln!(out, "stage {} loaded nothing: {why}", s.stage);
         }
-        if let Some(m) = s.loaded.filter(|m| m.deleted > 0 || m.flagged > 0 || m.restored > 0) {
+        if let Some(m) = s.loaded.filter(|m| m.opened > 0 || m.closed > 0) {
+            let _ = writeln!(out, "stage {} opened a version for {} keys and closed the version of {} on its date", s.stage, m.opened, m.closed);
+        }
+        if let Some(m) = s.loaded.filter(|m| (m.deleted > 0 || m.flagged > 0 || m.restored > 0) && m.opened + m.closed == 0) {
             if m.deleted > 0 {
                 let _ = writeln!(out, "stage {} deleted {} rows (those its load replaces, or whose key the file lacks)", s.stage, m.deleted);
             }
             if m.flagged > 0 || m.restored > 0 {
                 let _ = writeln!(out, "stage {} flagged {} rows deleted (their key is not in the file) and cleared {} whose key returned", s.stage, m.flagged, m.restored);
             }
+        }
+        if let Some(m) = s.loaded.filter(|m| m.cascaded > 0) {
+            let _ = writeln!(out, "stage {} deleted {} rows of other tables that referenced the deleted keys (on_delete: cascade)", s.stage, m.cascaded);
         }
         if !s.rejects_by_rule.is_empty() {
             let by: Vec<String> = s.rejects_by_rule.iter().map(|(k, v)| format!("{k} {v}")).collect();

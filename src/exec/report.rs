@@ -86,6 +86,12 @@ pub struct Merged {
     pub flagged: u64,
     /// Flagged rows whose key returned, their flag cleared.
     pub restored: u64,
+    /// Rows of other tables deleted with the keys they referenced (`on_delete: cascade`).
+    pub cascaded: u64,
+    /// `mode: history`: keys given a version from the load's date.
+    pub opened: u64,
+    /// `mode: history`: keys whose version on the load's date was closed there.
+    pub closed: u64,
 }
 
 /// What happened to one stage.

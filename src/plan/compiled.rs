@@ -217,6 +217,10 @@ pub struct TargetPlan {
     pub history: Option<HistoryPlan>,
     /// The largest share of the table's rows one load may delete or flag.
     pub max_delete_ratio: f64,
+    /// What a deleted key does to the rows of other tables that reference it.
+    pub on_delete: crate::spec::model::OnDelete,
+    /// The other stages' tables (on the same connection) whose foreign keys reference this one.
+    pub referencing: Vec<Referencing>,
     /// Generated identity key, if any.
     pub surrogate_key: Option<String>,
     /// Whether a file with no rows may empty a `replace` target.
@@ -225,6 +229,19 @@ pub struct TargetPlan {
     pub sql: LoadSql,
     /// The other statements the stage sends to its target.
     pub statements: TargetStatements,
+}
+
+/// A table of another stage whose foreign key references a stage's table.
+#[derive(Debug, Clone)]
+pub struct Referencing {
+    /// The referencing table (quoted, qualified).
+    pub table: String,
+    /// Its column holding the reference.
+    pub column: String,
+    /// The referenced table's column.
+    pub ref_column: String,
+    /// The tables whose foreign keys reference this one in turn (what a cascade deletes first).
+    pub referencing: Vec<Referencing>,
 }
 
 /// A target's statements besides its DDL and load, by dialect.
@@ -288,6 +305,17 @@ impl Plan {
 }
 
 impl TargetPlan {
+    /// Whether the table has a `_deleted_at` column: keys the file lacks are flagged
+    /// (`delete_missing: soft`), or those other tables reference are (`on_delete: soft`).
+    pub fn flags_deleted(&self) -> bool {
+        self.delete_missing == Some(crate::spec::model::DeleteMissing::Soft) || self.soft_on_delete()
+    }
+
+    /// Whether rows the file lacks that other tables reference are flagged, not deleted.
+    pub fn soft_on_delete(&self) -> bool {
+        self.delete_missing == Some(crate::spec::model::DeleteMissing::Hard) && self.on_delete == crate::spec::model::OnDelete::Soft
+    }
+
     /// A PostgreSQL target's statements (None for DuckDB).
     pub fn postgres(&self) -> Option<&PgStatements> {
         match &self.statements {
@@ -534,13 +562,16 @@ pub enum MergeStep {
     Upsert(String),
     /// A statement whose count is not reported (a history load's temporary tables).
     Run(String),
+    /// A history load's counts: (keys given a version from the date, keys whose version on the
+    /// date closes there).
+    Versions(String),
 }
 
 impl MergeStep {
     /// The statement.
     pub fn sql(&self) -> &str {
         match self {
-            MergeStep::Delete(s) | MergeStep::Insert(s) | MergeStep::Upsert(s) | MergeStep::Run(s) => s,
+            MergeStep::Delete(s) | MergeStep::Insert(s) | MergeStep::Upsert(s) | MergeStep::Run(s) | MergeStep::Versions(s) => s,
         }
     }
 }
@@ -637,10 +668,37 @@ pub struct MissingSql {
     pub copy_keys: String,
     /// The table's (live) rows whose key the file lacks, and all its (live) rows.
     pub count: String,
+    /// `on_delete: restrict`: per referencing table, its rows that reference a row about to be
+    /// deleted (`count(*) OVER ()` and the row as JSON, up to five); any refuses the load before
+    /// the merge.
+    pub referenced_by: Vec<Guarded>,
+    /// `on_delete: cascade`: deletes the rows of other tables that reference a row about to be
+    /// deleted, the farthest first.
+    pub cascade: Vec<Guarded>,
+    /// `on_delete: soft`: the temporary table of the keys the file lacks whose rows another
+    /// table references, filled by `hold` (one statement per referencing table).
+    pub create_held: Option<String>,
+    /// See `create_held`.
+    pub hold: Vec<Guarded>,
+    /// `on_delete: soft`: flags the held rows (`$1`: the run's business date); `apply` then
+    /// deletes the other rows the file lacks.
+    pub flag_referenced: Option<String>,
     /// Deletes those rows, or flags them (`$1`: the run's business date).
     pub apply: String,
     /// A soft delete's keys that returned: their flag cleared.
     pub restore: Option<String>,
+}
+
+/// A statement that names tables other stages make, sent only when they all exist (a table
+/// not made yet holds no row to reference anything).
+#[derive(Debug, Clone)]
+pub struct Guarded {
+    /// The table it reads or writes (quoted, qualified).
+    pub table: String,
+    /// Yields a text when every table the statement names exists.
+    pub exists: Query,
+    /// The statement.
+    pub sql: String,
 }
 
 /// A table a stage references.

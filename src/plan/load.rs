@@ -153,6 +153,12 @@ fn history_merge(t: &TargetPlan, h: &super::compiled::HistoryPlan, columns: &[Co
             row("a"),
             row("s"),
         )),
+        MergeStep::Versions(format!(
+            "SELECT (SELECT count(*) FROM {changed} AS c WHERE EXISTS (SELECT 1 FROM {staging} AS s WHERE {})), \
+             (SELECT count(*) FROM {changed} AS c WHERE EXISTS (SELECT 1 FROM {at} AS a WHERE {}))",
+            on("s", "c"),
+            on("a", "c")
+        )),
         // Their versions, taken out of the table.
         MergeStep::Run(format!(
             "CREATE TEMP TABLE {old} ON COMMIT DROP AS SELECT {all_list}, {from}, {to} FROM {table} AS t WHERE EXISTS (SELECT 1 FROM {changed} AS c WHERE {})",
@@ -222,7 +228,7 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
         defs.push(format!("{} DATE NOT NULL", ident(&h.valid_from)));
         defs.push(format!("{} DATE", ident(&h.valid_to)));
     }
-    if t.delete_missing == Some(crate::spec::model::DeleteMissing::Soft) {
+    if t.flags_deleted() {
         defs.push(format!("{} DATE", ident(crate::spec::model::DELETED_AT)));
     }
     let mut keys: Vec<String> = Vec::new();

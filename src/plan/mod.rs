@@ -129,6 +129,34 @@ fn keyed_replace(st: &crate::spec::model::Stage, dialect: Dialect) -> bool {
         && !st.columns.iter().any(|(n, c)| c.unique && !(st.target.key.len() == 1 && &st.target.key[0] == n))
 }
 
+/// The tables of the stages (on the same connection) whose columns reference stage `name`'s,
+/// each with those referencing it in turn; a stage already on the path (`seen`) is not followed
+/// again.
+fn referencing(spec: &Spec, name: &str, seen: &mut Vec<String>) -> Vec<Referencing> {
+    let connection = &spec.stages[name].target.connection;
+    let schema = match spec.connections.get(connection) {
+        Some(Connection::Postgres(pg)) => pg.schema.clone().unwrap_or_else(|| "public".into()),
+        _ => return Vec::new(),
+    };
+    let mut out = Vec::new();
+    for (other, ost) in spec.stages.iter().filter(|(_, s)| &s.target.connection == connection) {
+        if seen.contains(other) {
+            continue;
+        }
+        for (cname, c) in &ost.columns {
+            let Some((rstage, rcol)) = c.references.as_deref().and_then(|r| r.split_once('.')) else { continue };
+            if rstage != name {
+                continue;
+            }
+            seen.push(other.clone());
+            let deeper = referencing(spec, other, seen);
+            seen.pop();
+            out.push(Referencing { table: sql::qualified(Some(&schema), &ost.target.table), column: cname.clone(), ref_column: rcol.to_string(), referencing: deeper });
+        }
+    }
+    out
+}
+
 /// The table's key: a snapshot's `as_of` date first, then the spec's key (unique per date).
 fn snapshot_key(t: &crate::spec::model::Target) -> Vec<String> {
     match (&t.as_of, t.mode) {
@@ -198,6 +226,8 @@ fn stage(spec: &Spec, name: &str) -> StagePlan {
             _ => None,
         },
         max_delete_ratio: if keyed_replace(st, dialect) { 1.0 } else { st.target.max_delete_ratio.unwrap_or(crate::spec::model::DEFAULT_MAX_DELETE_RATIO) },
+        on_delete: st.target.on_delete.unwrap_or_default(),
+        referencing: referencing(spec, name, &mut vec![name.to_string()]),
         surrogate_key: st.target.surrogate_key.clone(),
         allow_empty: st.target.allow_empty,
         sql: LoadSql::default(),

@@ -3,9 +3,9 @@
 //! the probes and states that decide whether the last load can be reused, the lookups exported
 //! for the extract to join, and the table's state after the load.
 
-use crate::spec::model::LoadMode;
+use crate::spec::model::{LoadMode, OnDelete};
 
-use super::compiled::{ColumnPlan, Lookup, Lookups, MissingSql, PgStatements, ReferenceLookup, Referenced, TargetPlan};
+use super::compiled::{ColumnPlan, Lookup, Lookups, MissingSql, PgStatements, Guarded, ReferenceLookup, Referenced, Referencing, TargetPlan};
 use super::extract::{lookup_create, lookup_fill};
 use super::sql::{Bind, Query, ident};
 
@@ -112,6 +112,11 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan], lookups: &Lookups) -> PgS
         })
         .collect();
     let mut tables: Vec<&str> = lookups.references.iter().map(|r| r.table.as_str()).collect();
+    // `on_delete: soft`: which of the rows the file lacks are deleted depends on the tables
+    // referencing this one, so their states are part of what the outcome depended on.
+    if t.delete_missing == Some(crate::spec::model::DeleteMissing::Hard) && t.on_delete == OnDelete::Soft {
+        tables.extend(t.referencing.iter().map(|r| r.table.as_str()));
+    }
     tables.sort_unstable();
     tables.dedup();
     let referenced = tables
@@ -219,6 +224,11 @@ fn missing_sql(t: &TargetPlan) -> Option<MissingSql> {
             create_keys: key_types(),
             copy_keys: format!("COPY {keys} ({}) FROM STDIN (FORMAT csv)", list.join(", ")),
             count: format!("SELECT count(*) FILTER (WHERE NOT {found}), count(*) FROM {q} AS t WHERE t.{from} <= {d} AND (t.{to} IS NULL OR t.{to} > {d})"),
+            referenced_by: Vec::new(),
+            cascade: Vec::new(),
+            create_held: None,
+            hold: Vec::new(),
+            flag_referenced: None,
             apply: String::new(),
             restore: None,
         });
@@ -226,19 +236,116 @@ fn missing_sql(t: &TargetPlan) -> Option<MissingSql> {
     let how = t.delete_missing?;
     let deleted_at = ident(crate::spec::model::DELETED_AT);
     let soft = how == crate::spec::model::DeleteMissing::Soft;
-    let live = if soft { format!(" WHERE t.{deleted_at} IS NULL") } else { String::new() };
-    Some(MissingSql {
-        add_column: soft.then(|| format!("ALTER TABLE {q} ADD COLUMN {deleted_at} DATE")),
+    let flags = t.flags_deleted();
+    let live = if flags { format!(" WHERE t.{deleted_at} IS NULL") } else { String::new() };
+    let copy_keys = format!("COPY {keys} ({}) FROM STDIN (FORMAT csv)", list.join(", "));
+    let add_column = flags.then(|| format!("ALTER TABLE {q} ADD COLUMN {deleted_at} DATE"));
+    let restore = flags.then(|| format!("UPDATE {q} AS t SET {deleted_at} = NULL WHERE t.{deleted_at} IS NOT NULL AND {found}"));
+    let count = format!("SELECT count(*) FILTER (WHERE NOT {found}), count(*) FROM {q} AS t{live}");
+    if soft {
+        return Some(MissingSql {
+            add_column,
+            create_keys: key_types(),
+            copy_keys,
+            count,
+            referenced_by: Vec::new(),
+            cascade: Vec::new(),
+            create_held: None,
+            hold: Vec::new(),
+            flag_referenced: None,
+            apply: format!("UPDATE {q} AS t SET {deleted_at} = $1::date WHERE t.{deleted_at} IS NULL AND NOT {found}"),
+            restore,
+        });
+    }
+    // The values of the rows about to be deleted that other tables reference.
+    let doomed = |column: &str| format!("SELECT t.{} FROM {q} AS t WHERE NOT {found}", ident(column));
+    let delete = format!("DELETE FROM {q} AS t WHERE NOT {found}");
+    let mut sql = MissingSql {
+        add_column,
         create_keys: key_types(),
-        copy_keys: format!("COPY {keys} ({}) FROM STDIN (FORMAT csv)", list.join(", ")),
-        count: format!("SELECT count(*) FILTER (WHERE NOT {found}), count(*) FROM {q} AS t{live}"),
-        apply: if soft {
-            format!("UPDATE {q} AS t SET {deleted_at} = $1::date WHERE t.{deleted_at} IS NULL AND NOT {found}")
-        } else {
-            format!("DELETE FROM {q} AS t WHERE NOT {found}")
+        copy_keys,
+        count,
+        referenced_by: Vec::new(),
+        cascade: Vec::new(),
+        create_held: None,
+        hold: Vec::new(),
+        flag_referenced: None,
+        apply: delete,
+        restore,
+    };
+    match t.on_delete {
+        OnDelete::Restrict => {
+            sql.referenced_by = t
+                .referencing
+                .iter()
+                .map(|r| {
+                    let sample = format!(
+                        "SELECT count(*) OVER (), row_to_json(r)::text FROM {} AS r WHERE r.{} IN ({}) LIMIT 5",
+                        r.table,
+                        ident(&r.column),
+                        doomed(&r.ref_column)
+                    );
+                    guarded(&r.table, &[&r.table], sample)
+                })
+                .collect();
+        }
+        OnDelete::Cascade => {
+            for r in &t.referencing {
+                cascade_deletes(r, &doomed(&r.ref_column), &[], 0, &mut sql.cascade);
+            }
+        }
+        OnDelete::Soft => {
+            let held = ident(&format!("_etl_held_{}", t.table));
+            let on_held: Vec<String> = t.key.iter().map(|k| format!("h.{0} = t.{0}", ident(k))).collect();
+            let is_held = format!("EXISTS (SELECT 1 FROM {held} AS h WHERE {})", on_held.join(" AND "));
+            let keys_of_t: Vec<String> = t.key.iter().map(|k| format!("t.{}", ident(k))).collect();
+            sql.create_held = Some(format!("CREATE TEMP TABLE {held} ON COMMIT DROP AS SELECT {} FROM {q} WITH NO DATA", list.join(", ")));
+            sql.hold = t
+                .referencing
+                .iter()
+                .map(|r| {
+                    let hold = format!(
+                        "INSERT INTO {held} ({}) SELECT {} FROM {q} AS t WHERE NOT {found} AND EXISTS (SELECT 1 FROM {} AS r WHERE r.{} = t.{})",
+                        list.join(", "),
+                        keys_of_t.join(", "),
+                        r.table,
+                        ident(&r.column),
+                        ident(&r.ref_column)
+                    );
+                    guarded(&r.table, &[&r.table], hold)
+                })
+                .collect();
+            sql.flag_referenced = Some(format!("UPDATE {q} AS t SET {deleted_at} = $1::date WHERE t.{deleted_at} IS NULL AND {is_held}"));
+            sql.apply = format!("DELETE FROM {q} AS t WHERE NOT {found} AND NOT {is_held}");
+        }
+    }
+    Some(sql)
+}
+
+/// A statement sent only when the tables it names exist.
+fn guarded(table: &str, tables: &[&str], sql: String) -> Guarded {
+    Guarded {
+        table: table.to_string(),
+        exists: Query {
+            sql: "SELECT CASE WHEN bool_and(to_regclass(n) IS NOT NULL) THEN 'yes' END FROM unnest($1::text[]) AS n".into(),
+            binds: vec![Bind::Texts(tables.iter().map(|t| (*t).to_string()).collect())],
         },
-        restore: soft.then(|| format!("UPDATE {q} AS t SET {deleted_at} = NULL WHERE t.{deleted_at} IS NOT NULL AND {found}")),
-    })
+        sql,
+    }
+}
+
+/// The deletes of a cascade through `r`, whose rows referencing a value `parent` selects go: the
+/// tables referencing `r` first, so no foreign key is broken on the way. `above`: the referencing
+/// tables `parent` reads.
+fn cascade_deletes(r: &Referencing, parent: &str, above: &[&str], depth: usize, out: &mut Vec<Guarded>) {
+    let alias = format!("c{depth}");
+    let rows = format!("{alias}.{} IN ({parent})", ident(&r.column));
+    let tables: Vec<&str> = above.iter().copied().chain(std::iter::once(r.table.as_str())).collect();
+    for deeper in &r.referencing {
+        let next = format!("SELECT {alias}.{} FROM {} AS {alias} WHERE {rows}", ident(&deeper.ref_column), r.table);
+        cascade_deletes(deeper, &next, &tables, depth + 1, out);
+    }
+    out.push(guarded(&r.table, &tables, format!("DELETE FROM {} AS {alias} WHERE {rows}", r.table)));
 }
 
 /// Empties the given tables (`etl clean`) in one statement, so tables referencing each other

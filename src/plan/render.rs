@@ -318,9 +318,23 @@ fn postgres_stage(out: &mut String, st: &StagePlan, pg: &PgStatements) {
         let _ = writeln!(out, "{};", m.create_keys);
         let _ = writeln!(out, "{};", m.copy_keys);
         let _ = writeln!(out, "{};", m.count);
+        if !m.referenced_by.is_empty() {
+            let _ = writeln!(out, "-- on_delete: restrict: rows of other tables referencing a key about to be deleted refuse the load (each only when its table exists)");
+        }
+        guarded(out, &m.referenced_by);
     }
     merge(out, &t.sql.merge);
     if let Some(m) = &pg.missing {
+        if !m.cascade.is_empty() {
+            let _ = writeln!(out, "-- on_delete: cascade: the rows referencing the deleted keys go first (each only when its tables exist)");
+        }
+        guarded(out, &m.cascade);
+        if let (Some(create), Some(flag)) = (&m.create_held, &m.flag_referenced) {
+            let _ = writeln!(out, "-- on_delete: soft: the keys another table references are flagged ($1 = the run's date), the others deleted");
+            let _ = writeln!(out, "{create};");
+            guarded(out, &m.hold);
+            let _ = writeln!(out, "{flag};");
+        }
         let _ = writeln!(out, "{};", m.apply);
         if let Some(r) = &m.restore {
             let _ = writeln!(out, "{r};");
@@ -332,6 +346,14 @@ fn postgres_stage(out: &mut String, st: &StagePlan, pg: &PgStatements) {
     let _ = writeln!(out, "{CURRENT_XID};");
     let _ = writeln!(out, "{};", pg.fresh_state);
     let _ = writeln!(out, "{};  -- otherwise", pg.state);
+}
+
+/// Statements sent only when the tables they name exist, each after its check.
+fn guarded(out: &mut String, statements: &[crate::plan::Guarded]) {
+    for g in statements {
+        let _ = writeln!(out, "{}", g.exists);
+        let _ = writeln!(out, "{};", g.sql);
+    }
 }
 
 fn duckdb_stage(out: &mut String, st: &StagePlan, d: &DuckStatements) {

@@ -25,7 +25,7 @@ use crate::exec::error::ExecError;
 use crate::exec::incremental;
 use crate::plan::StagePlan;
 use crate::plan::MergeStep;
-use crate::plan::PgStatements;
+use crate::plan::{MissingSql, PgStatements};
 use crate::spec::model::{LoadMode, Select};
 
 /// The transactions a dry run keeps open, one per target, rolled back at its end.
@@ -156,7 +156,8 @@ pub fn load_stage(
     // Only the changed records reach the comparison with the table's rows, in the merge.
     lookups(cx, pg, tx, sql, empty || changes.is_some(), created)?;
     // The referenced tables are locked: their states hold until the stage commits.
-    let context = if opts.dry_run || t.mode == LoadMode::Append { None } else { stage_context(pg, tx, st, sql, false)? };
+    // (`on_delete: soft` reads the tables referencing this one: they are locked too.)
+    let context = if opts.dry_run || t.mode == LoadMode::Append { None } else { stage_context(pg, tx, st, sql, t.soft_on_delete())? };
     let how = if changes.is_some() {
         "; only the changed lines are read"
     } else if empty {
@@ -205,6 +206,19 @@ pub fn load_stage(
         }
         return Ok(report);
     }
+    // `on_delete: restrict`: rows of other tables that reference a row about to be deleted
+    // refuse the load before anything is merged.
+    if missing.is_some()
+        && let Some(m) = &sql.missing
+        && let Some(why) = pg.block(referencing_rows(tx, t, m))?
+    {
+        report.status = crate::exec::report::Status::Refused;
+        report.refused = Some(why);
+        if opts.dry_run {
+            run(tx, &sql.rollback_to_savepoint, "roll back the stage")?;
+        }
+        return Ok(report);
+    }
     let written = report.rows_valid - report.skipped_unchanged;
     // The file's line index (unless the comparison wrote it) is written while the database
     // merges, or builds the new table's keys, indexes and foreign keys.
@@ -214,14 +228,7 @@ pub fn load_stage(
             let mut merged = if direct { Merged { inserted: written, ..Default::default() } } else { pg.block(merge(tx, st, written))? };
             if let Some(m) = sql.missing.as_ref().filter(|m| !m.apply.is_empty()) {
                 let date = opts.date.format("%Y-%m-%d").to_string();
-                let gone = sqlx::query(generated(&m.apply)).bind(date).execute(&mut **tx);
-                let gone = pg.block(gone).map_err(db("delete the rows whose key the file lacks"))?.rows_affected();
-                if m.restore.is_some() {
-                    merged.flagged = gone;
-                    merged.restored = pg.block(super::affected(tx, m.restore.as_deref().unwrap_or_default(), "clear the flag of returned keys"))?;
-                } else {
-                    merged.deleted += gone;
-                }
+                pg.block(remove_missing(tx, m, &date, &mut merged))?;
             }
             if created {
                 pg.block(add_constraints(tx, st))?;
@@ -382,6 +389,11 @@ async fn merge(tx: &mut Tx, stage: &StagePlan, staged: u64) -> Result<Merged, Ex
             }
             MergeStep::Delete(s) => m.deleted += super::affected(tx, s, "delete the rows the load replaces").await?,
             MergeStep::Run(s) => execute(tx, s, "rewrite the versions of the keys that changed").await?,
+            MergeStep::Versions(s) => {
+                let row = sqlx::query(generated(s)).fetch_one(&mut **tx).await.map_err(db("count the versions opened and closed"))?;
+                m.opened = row.get::<i64, _>(0) as u64;
+                m.closed = row.get::<i64, _>(1) as u64;
+            }
             MergeStep::Insert(s) => {
                 let r = sqlx::query(generated(s)).execute(&mut **tx).await.map_err(db("insert into the target table"))?;
                 m.inserted = r.rows_affected();
@@ -419,6 +431,62 @@ fn copy_keys(cx: &StageContext<'_>, pg: &Pg, tx: &mut Tx, st: &StagePlan, m: &cr
     let row = pg.block(sqlx::query(generated(&m.count)).fetch_one(&mut **tx)).map_err(db("count the rows whose key the file lacks"))?;
     let (lacking, rows): (i64, i64) = (row.get(0), row.get(1));
     Ok((lacking as u64, rows as u64))
+}
+
+/// `on_delete: restrict`: why the load is refused when rows of other tables reference a row
+/// the file lacks (each such table named, with its count and up to five of its rows).
+async fn referencing_rows(tx: &mut Tx, t: &crate::plan::TargetPlan, m: &MissingSql) -> Result<Option<String>, ExecError> {
+    let mut found = Vec::new();
+    for r in &m.referenced_by {
+        if !super::exists(tx, &r.exists).await? {
+            continue;
+        }
+        let rows = sqlx::query(generated(&r.sql)).fetch_all(&mut **tx).await.map_err(db("look for rows referencing the deleted keys"))?;
+        if let Some(first) = rows.first() {
+            let count: i64 = first.get(0);
+            let shown: Vec<String> = rows.iter().map(|row| row.get::<String, _>(1)).collect();
+            found.push(format!("{count} rows of {} (e.g. {})", r.table, shown.join(", ")));
+        }
+    }
+    Ok((!found.is_empty()).then(|| {
+        format!(
+            "rows of other tables reference keys of {} the file lacks: {}. Nothing is loaded and the tables keep their rows. \
+             Keep those keys in the file, or set the target's `on_delete: cascade` (delete those rows too) or `on_delete: soft` (keep the keys, flagged `_deleted_at`)",
+            t.qualified,
+            found.join("; ")
+        )
+    }))
+}
+
+/// Deletes (or flags) the table's rows whose key the file lacks, after the merge: with
+/// `on_delete: cascade` the rows of other tables that reference them first; with `soft` those
+/// referenced are flagged and the others deleted; a flagged key that returned is cleared.
+async fn remove_missing(tx: &mut Tx, m: &MissingSql, date: &str, merged: &mut Merged) -> Result<(), ExecError> {
+    for c in &m.cascade {
+        if super::exists(tx, &c.exists).await? {
+            merged.cascaded += super::affected(tx, &c.sql, "delete the rows referencing the deleted keys").await?;
+        }
+    }
+    if let (Some(create), Some(flag)) = (&m.create_held, &m.flag_referenced) {
+        super::execute(tx, create, "note the referenced keys the file lacks").await?;
+        for h in &m.hold {
+            if super::exists(tx, &h.exists).await? {
+                super::execute(tx, &h.sql, "note the referenced keys the file lacks").await?;
+            }
+        }
+        let flagged = sqlx::query(generated(flag)).bind(date).execute(&mut **tx).await.map_err(db("flag the referenced rows whose key the file lacks"))?;
+        merged.flagged = flagged.rows_affected();
+        merged.deleted += super::affected(tx, &m.apply, "delete the rows whose key the file lacks").await?;
+    } else if m.restore.is_some() {
+        let gone = sqlx::query(generated(&m.apply)).bind(date).execute(&mut **tx).await.map_err(db("flag the rows whose key the file lacks"))?;
+        merged.flagged = gone.rows_affected();
+    } else {
+        merged.deleted += super::affected(tx, &m.apply, "delete the rows whose key the file lacks").await?;
+    }
+    if let Some(restore) = &m.restore {
+        merged.restored = super::affected(tx, restore, "clear the flag of returned keys").await?;
+    }
+    Ok(())
 }
 
 /// A lock wait that timed out, completed with the sessions that hold the stage's locks (read on

@@ -364,6 +364,15 @@ impl Checker<'_> {
             return;
         };
         let single_key = target.target.key.len() == 1 && target.target.key[0] == rcol;
+        // A snapshot's or a history's key is unique per date or per version, not alone.
+        if matches!(target.target.mode, LoadMode::Snapshot | LoadMode::History) {
+            self.push(
+                Problem::new("spec::reference_kept_dates", at.clone(), format!("column `{cname}` references `{r}`, but stage `{rstage}` keeps a row per date (`mode: {}`), so `{rcol}` repeats", if target.target.mode == LoadMode::History { "history" } else { "snapshot" }))
+                    .label("not unique in its table")
+                    .help("reference a stage that keeps one row per key (an upsert), or drop `references`"),
+            );
+            return;
+        }
         if !single_key && !tcol.unique {
             self.push(
                 Problem::new("spec::reference_not_unique", at.clone(), format!("column `{cname}` references `{r}`, which is not unique"))
@@ -524,6 +533,14 @@ impl Checker<'_> {
                     .help("a snapshot replaces each date's rows already; `mode: replace` the whole table"),
             );
         }
+        if t.on_delete.is_some() && !deletes_keys(t, stage) {
+            self.push(
+                Problem::new("spec::on_delete_without_deletes", at.key("on_delete"), format!("stage `{sname}` has `on_delete`, but its load deletes no key"))
+                    .on_key()
+                    .label("only where keys are deleted")
+                    .help("set `delete_missing: hard` on an upsert, or use `mode: replace` with a `key` and no other `unique` column; or remove `on_delete`"),
+            );
+        }
         if t.max_delete_ratio.is_some() && t.delete_missing.is_none() {
             self.push(
                 Problem::new("spec::max_delete_ratio_alone", at.key("max_delete_ratio"), format!("stage `{sname}` has `max_delete_ratio` but deletes nothing"))
@@ -680,5 +697,16 @@ fn result_help(t: ColumnType, ty: Ty) -> String {
         (ColumnType::Date, Ty::Timestamp) => "take its date: `date(...)`".into(),
         (ColumnType::Decimal { .. }, _) => "compute it from decimal columns, or make the column a float64".into(),
         _ => format!("make the column's type fit the expression, or the expression give a {t}"),
+    }
+}
+
+/// Whether a stage's load deletes the table's keys its file lacks, row by row: an upsert with
+/// `delete_missing: hard`, or a `mode: replace` on a key with no other `unique` column (one
+/// with such a column is emptied first instead).
+fn deletes_keys(t: &crate::spec::model::Target, stage: &crate::spec::model::Stage) -> bool {
+    match t.mode {
+        LoadMode::Upsert => t.delete_missing == Some(crate::spec::model::DeleteMissing::Hard),
+        LoadMode::Replace => !t.key.is_empty() && !stage.columns.iter().any(|(n, c)| c.unique && !(t.key.len() == 1 && &t.key[0] == n)),
+        _ => false,
     }
 }

@@ -424,6 +424,15 @@ impl Checker<'_> {
                 );
                 Some(t.connection.clone())
             }
+            Some(Connection::Duckdb(_)) if t.on_delete.is_some() => {
+                self.push(
+                    Problem::new("spec::on_delete_duckdb", at.key("on_delete"), format!("stage `{sname}` says what its deletes do to referencing rows, which is offered for PostgreSQL targets only"))
+                        .on_key()
+                        .label("not with a duckdb target")
+                        .help("load into a postgres connection, or remove `on_delete`"),
+                );
+                Some(t.connection.clone())
+            }
             Some(Connection::Postgres(_) | Connection::Duckdb(_)) => Some(t.connection.clone()),
             Some(other) => {
                 self.push(

@@ -323,6 +323,13 @@ pub struct Target {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub max_delete_ratio: Option<f64>,
+    /// With `delete_missing: hard` or a keyed `mode: replace`: what a deleted key does to the rows
+    /// of other stages' tables that reference it. `restrict` (default) refuses the load (exit 5)
+    /// naming those rows; `cascade` deletes them too, in the same transaction; `soft` keeps a
+    /// referenced row and sets its `_deleted_at` to the run's business date instead (deleted by a
+    /// later load once nothing references it, cleared if its key returns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_delete: Option<OnDelete>,
     /// With `mode: history`: the name of the column holding the date a version starts on.
     /// Default `valid_from`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -347,6 +354,19 @@ pub enum DeleteMissing {
     Soft,
     /// With `mode: history`: close their current version at the load's date.
     Close,
+}
+
+/// What deleting a key does to the rows of other tables that reference it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDelete {
+    /// Refuse the load (exit 5), naming the referencing rows; nothing changes.
+    #[default]
+    Restrict,
+    /// Delete the referencing rows too (and theirs, in turn), in the stage's transaction.
+    Cascade,
+    /// Keep a referenced row, its `_deleted_at` set to the run's business date.
+    Soft,
 }
 
 /// The default `max_delete_ratio`.
