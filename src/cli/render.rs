@@ -43,6 +43,13 @@ pub fn text(r: &RunReport) -> String {
         if let Some(why) = &s.refused {
             let _ = writeln!(out, "stage {} loaded nothing: {why}", s.stage);
         }
+        for c in &s.checks {
+            let verdict = if c.passed { "passed" } else if c.severity == "error" { "FAILED" } else { "failed (warn)" };
+            let _ = writeln!(out, "stage {} check {} {verdict}: {}", s.stage, c.check, c.message);
+            for row in &c.rows {
+                let _ = writeln!(out, "stage {} check {}   {row}", s.stage, c.check);
+            }
+        }
         if let Some(m) = s.loaded.filter(|m| m.opened > 0 || m.closed > 0) {
             let _ = writeln!(out, "stage {} opened a version for {} keys and closed the version of {} on its date", s.stage, m.opened, m.closed);
         }

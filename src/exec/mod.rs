@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod analytics;
 pub mod context;
+pub mod contracts;
 pub mod csv;
 pub mod duck;
 pub mod error;

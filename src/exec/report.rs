@@ -28,6 +28,9 @@ pub enum Status {
     Refused,
     /// An error ended it.
     Failed,
+    /// A contract (`checks:`) of severity `error` failed: the stage rolled back, its table as it
+    /// was; exit 5.
+    ContractFailed,
     /// Its process ended without finishing it (found by a later run).
     Abandoned,
     /// A file set it needed had no file (and it did not wait for one): exit 3.
@@ -46,6 +49,7 @@ impl Status {
             Status::OverBudget => "over_budget",
             Status::Refused => "refused",
             Status::Failed => "failed",
+            Status::ContractFailed => "contract_failed",
             Status::Abandoned => "abandoned",
             Status::Missing => "missing",
             Status::Late => "late",
@@ -55,12 +59,12 @@ impl Status {
     /// Whether the stage's data was refused and nothing of it loaded (over its error budget, or
     /// refused whole): the run's later stages do not run, and the exit code is 5.
     pub fn loaded_nothing(self) -> bool {
-        matches!(self, Status::OverBudget | Status::Refused)
+        matches!(self, Status::OverBudget | Status::Refused | Status::ContractFailed)
     }
 
     /// The status a recorded word stands for.
     pub fn from_word(word: &str) -> Option<Status> {
-        [Status::Running, Status::Succeeded, Status::Rejected, Status::OverBudget, Status::Refused, Status::Failed, Status::Abandoned, Status::Missing, Status::Late].into_iter().find(|s| s.as_str() == word)
+        [Status::Running, Status::Succeeded, Status::Rejected, Status::OverBudget, Status::Refused, Status::ContractFailed, Status::Failed, Status::Abandoned, Status::Missing, Status::Late].into_iter().find(|s| s.as_str() == word)
     }
 }
 
@@ -151,6 +155,32 @@ pub struct StageReport {
     /// A set's files: each one read, and each one left out as already loaded.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<FileReport>,
+    /// The stage's contracts (`checks:`), each with what it found.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckResult>,
+    /// Per `totals` contract, the total of the load's valid rows (counted as they are staged).
+    #[serde(skip)]
+    pub totals: Vec<crate::exec::contracts::Total>,
+}
+
+/// What a stage's contract found.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckResult {
+    /// The check's name.
+    pub check: String,
+    /// `error` or `warn`.
+    pub severity: &'static str,
+    /// Whether it held.
+    pub passed: bool,
+    /// What the load or table showed (a count, a total, the newest value).
+    pub observed: Option<String>,
+    /// What the check wants.
+    pub expected: Option<String>,
+    /// One line saying it.
+    pub message: String,
+    /// A `sql` check's offending rows (up to 20), each as JSON.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rows: Vec<String>,
 }
 
 /// One file of a stage's set.
@@ -215,6 +245,8 @@ impl StageReport {
             unchanged_since_run: None,
             fingerprint: None,
             files: Vec::new(),
+            checks: Vec::new(),
+            totals: crate::exec::contracts::Total::for_stage(stage),
         }
     }
 
@@ -332,6 +364,8 @@ impl RunReport {
     pub fn status_of(stages: &[StageReport]) -> Status {
         if stages.iter().any(|s| s.status == Status::OverBudget) {
             Status::OverBudget
+        } else if stages.iter().any(|s| s.status == Status::ContractFailed) {
+            Status::ContractFailed
         } else if stages.iter().any(|s| s.status == Status::Refused) {
             Status::Refused
         } else if stages.iter().any(|s| s.rows_rejected > 0) {

@@ -90,6 +90,9 @@ pub fn check_files(
         report.rows_warned += v.warned_rows;
         report.count_rules(&v.rejects);
         report.rejects.extend(v.rejects);
+        if let Some(rows) = &v.totaled {
+            super::contracts::Total::add(&mut report.totals, rows)?;
+        }
         on_valid(v.valid)
     })?;
     // In file order, then line order (a rejected row is one line of one file).

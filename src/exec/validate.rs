@@ -40,6 +40,8 @@ pub struct Validated {
     pub valid_rows: u64,
     /// Valid rows equal to the target's current row with their key: not written again.
     pub unchanged: u64,
+    /// With `totals` contracts: the columns they total, of every valid row (written or not).
+    pub totaled: Option<DataFrame>,
     /// Every failed check of every row.
     pub rejects: Vec<Reject>,
     /// Rows rejected.
@@ -241,12 +243,35 @@ pub fn validate(stage: &StagePlan, places: &Places, batch: DataFrame) -> Result<
     let write_mask = &valid_mask & &!&unchanged;
     let valid_rows = valid_mask.sum().unwrap_or(0) as u64;
     let written = write_mask.sum().unwrap_or(0) as u64;
+    let totaled = match totaled_columns(stage) {
+        columns if columns.is_empty() => None,
+        columns => Some(
+            flagged
+                .select(columns)
+                .map_err(ExecError::polars("keep the totaled columns"))?
+                .filter(&valid_mask)
+                .map_err(ExecError::polars("keep the valid rows"))?,
+        ),
+    };
     let valid = flagged
         .filter(&write_mask)
         .map_err(ExecError::polars("keep the valid rows"))?
         .select(keep)
         .map_err(ExecError::polars("keep the spec's columns"))?;
-    Ok(Validated { valid, valid_rows, unchanged: valid_rows - written, rejects, rejected_rows, warned_rows })
+    Ok(Validated { valid, valid_rows, unchanged: valid_rows - written, totaled, rejects, rejected_rows, warned_rows })
+}
+
+/// The columns the stage's `totals` contracts add up, each once.
+fn totaled_columns(stage: &StagePlan) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for c in &stage.contracts {
+        if let crate::plan::ContractKind::Totals { column, .. } = &c.kind
+            && !out.contains(&column.as_str())
+        {
+            out.push(column);
+        }
+    }
+    out
 }
 
 /// The rows of a batch that fail a rule, each with its reject message: the rule's message and

@@ -112,6 +112,72 @@ pub struct StagePlan {
     pub lookups: Lookups,
     /// The DuckDB statements of the extract.
     pub extract: ExtractSql,
+    /// Contracts on the load, checked in its transaction before it commits.
+    pub contracts: Vec<ContractPlan>,
+}
+
+/// A stage's contract (`checks:`), compiled.
+#[derive(Debug, Clone)]
+pub struct ContractPlan {
+    /// Its name.
+    pub name: String,
+    /// What a failure does.
+    pub severity: Severity,
+    /// What it checks.
+    pub kind: ContractKind,
+}
+
+/// What a contract checks, and the statement each reads it with.
+#[derive(Debug, Clone)]
+pub enum ContractKind {
+    /// The rows the load read.
+    RowCount {
+        /// At least.
+        min: Option<u64>,
+        /// At most.
+        max: Option<u64>,
+        /// The largest change from the last load's count for an earlier business date, and the
+        /// statement reading that count (`$1` spec, `$2` stage, `$3` table, `$4` the run's date).
+        change_from_last: Option<(f64, String)>,
+    },
+    /// A column's total over the load's valid rows (summed as the rows are staged).
+    Totals {
+        /// The column.
+        column: String,
+        /// Sum or count.
+        of: crate::spec::model::TotalOf,
+        /// The control value.
+        equals: rust_decimal::Decimal,
+        /// How far it may be.
+        tolerance: rust_decimal::Decimal,
+    },
+    /// The column's newest value in the table, no older than `max_age` before the run's date.
+    Freshness {
+        /// The column.
+        column: String,
+        /// The age allowed, in whole seconds (as written, e.g. `1d`).
+        max_age: (u64, String),
+        /// Reads `(newest value, whether it is older than $1::timestamp)` as text.
+        newest: String,
+    },
+    /// The offending rows of a query: `count(*) OVER ()` and each row as JSON, up to 20.
+    Sql {
+        /// The statement.
+        query: String,
+    },
+}
+
+impl StagePlan {
+    /// Whether a contract's outcome depends on the run's business date (not only on the file and
+    /// the tables): then the date is part of what a skipped stage must match.
+    pub fn contracts_read_the_date(&self) -> bool {
+        self.contracts.iter().any(|c| matches!(c.kind, ContractKind::Freshness { .. } | ContractKind::RowCount { change_from_last: Some(_), .. }))
+    }
+
+    /// Whether a contract totals the load's valid rows: then every line of its file is read.
+    pub fn contracts_total_rows(&self) -> bool {
+        self.contracts.iter().any(|c| matches!(c.kind, ContractKind::Totals { .. }))
+    }
 }
 
 /// Where a column's value comes from.

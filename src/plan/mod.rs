@@ -6,6 +6,7 @@
 //! catalog: what a live table holds is checked by the executor, with the statements planned here.
 
 pub mod compiled;
+pub mod contracts;
 pub mod derive;
 pub mod duck;
 pub mod extract;
@@ -260,7 +261,9 @@ fn stage(spec: &Spec, name: &str) -> StagePlan {
         max_reject_ratio: st.max_reject_ratio.or(spec.defaults.max_reject_ratio),
         lookups,
         extract: ExtractSql::default(),
+        contracts: Vec::new(),
     };
+    plan.contracts = contracts::compile(st, &plan.target);
     plan.extract = extract::compile(&plan);
     plan
 }

@@ -34,6 +34,10 @@ pub const RECORD_STAGE: &str = "INSERT INTO etl_run_stages (run_id, stage, sourc
            target_table, context_fingerprint, source_fingerprint, table_state, unchanged_since, rejects_digest)
          VALUES ($1, $2, $3, $4, $5, now(), $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)";
 
+/// PostgreSQL: records one result of a stage's contract (`$9`: a `sql` check's rows, a JSON array).
+pub const RECORD_CHECK: &str = "INSERT INTO etl_checks (run_id, stage, check_name, severity, passed, observed, expected, message, rows)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)";
+
 /// PostgreSQL: records a stage's rejects (CSV, in the stage's record transaction).
 pub const COPY_REJECTS: &str =
     "COPY etl_rejects (run_id, stage, source, line, column_name, rule, value, message, severity) FROM STDIN (FORMAT csv)";

@@ -346,6 +346,31 @@ fn postgres_stage(out: &mut String, st: &StagePlan, pg: &PgStatements) {
     let _ = writeln!(out, "{CURRENT_XID};");
     let _ = writeln!(out, "{};", pg.fresh_state);
     let _ = writeln!(out, "{};  -- otherwise", pg.state);
+    if !st.contracts.is_empty() {
+        let _ = writeln!(out, "\n-- 10. the contracts, in the stage's transaction before it commits (a failed `error` one rolls the stage back, exit 5)");
+        for c in &st.contracts {
+            let sev = crate::plan::severity_word(c.severity);
+            match &c.kind {
+                crate::plan::ContractKind::RowCount { min, max, change_from_last } => {
+                    let bound = |b: &Option<u64>| b.map_or("-".to_string(), |n| n.to_string());
+                    let _ = writeln!(out, "-- check {} ({sev}): rows read between {} and {}", c.name, bound(min), bound(max));
+                    if let Some((ratio, sql)) = change_from_last {
+                        let _ = writeln!(out, "-- ... and within {ratio} of the last load's for an earlier date ($1 spec, $2 stage, $3 table, $4 the run's date):\n{sql};");
+                    }
+                }
+                crate::plan::ContractKind::Totals { column, of, equals, tolerance } => {
+                    let of = if *of == crate::spec::model::TotalOf::Count { "count" } else { "sum" };
+                    let _ = writeln!(out, "-- check {} ({sev}): the {of} of {column} over the load's valid rows, counted as they are staged, = {equals} within {tolerance}", c.name);
+                }
+                crate::plan::ContractKind::Freshness { newest, max_age, .. } => {
+                    let _ = writeln!(out, "-- check {} ({sev}): the newest value no older than {} ($1 = the run's date)\n{newest};", c.name, max_age.1);
+                }
+                crate::plan::ContractKind::Sql { query } => {
+                    let _ = writeln!(out, "-- check {} ({sev}): no offending row\n{query};", c.name);
+                }
+            }
+        }
+    }
 }
 
 /// Statements sent only when the tables they name exist, each after its check.
@@ -458,6 +483,9 @@ fn run_records(out: &mut String, plan: &Plan) {
                 records::FINISH_RUN,
             ] {
                 let _ = writeln!(out, "{s};");
+            }
+            if plan.stages.iter().any(|s| !s.contracts.is_empty()) {
+                let _ = writeln!(out, "-- each stage's contract results, with its record:\n{};", records::RECORD_CHECK);
             }
             let _ = writeln!(out, "-- `etl backfill` first reads the dates already loaded:\n{};", records::DATES_DONE);
         }

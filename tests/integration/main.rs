@@ -4,6 +4,7 @@ mod backfill;
 mod bad_input;
 mod compression;
 mod computed;
+mod contracts;
 mod dates;
 mod etags;
 mod extract;

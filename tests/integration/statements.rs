@@ -185,8 +185,9 @@ fn every_statement_a_file_set_run_sends_is_in_its_plan() {
 }
 
 /// The same for a snapshot (a date's rows replaced), a soft delete (the file's keys copied in,
-/// vanished keys flagged, returned ones cleared) and a history (versions rewritten), over local
-/// files: a first load, then loads with a key gone and back.
+/// vanished keys flagged, returned ones cleared), a history (versions rewritten), the three
+/// `on_delete`s and a stage's contracts, over local files: a first load, then loads with a key
+/// gone and back.
 #[test]
 fn every_statement_of_a_snapshot_and_a_soft_delete_is_in_its_plan() {
     let Some(log) = std::env::var_os("ETL_TEST_PG_LOG").map(std::path::PathBuf::from) else {
@@ -229,6 +230,9 @@ stages:
     columns:
       account_id: { type: string }
       cash: { type: \"decimal(20,2)\" }
+    checks:
+      - { name: counted, row_count: { min: 1, change_from_last: { max_ratio: 1 } } }
+      - { name: no_negative_cash, sql: \"SELECT account_id FROM account_cascade WHERE cash < 0\" }
   flagging:
     source: { connection: lake, key: daily.csv }
     target: { connection: db, table: account_soft, key: [account_id], delete_missing: hard, max_delete_ratio: 0.9, on_delete: soft }

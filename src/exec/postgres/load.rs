@@ -74,7 +74,7 @@ pub fn load_stage(
         && !set
         && let [src] = files.as_slice()
     {
-        let context = stage_context(pg, tx, st, sql, true)?;
+        let context = stage_context(pg, tx, st, sql, true, opts.date)?;
         let state = pg.block(super::state(tx, &sql.exists, &sql.state))?;
         let f = &reuse.last.fingerprint;
         if context.as_ref() == Some(&f.context) && state.as_ref() == Some(&f.table_state) {
@@ -93,6 +93,10 @@ pub fn load_stage(
                         pg.block(tx.commit()).map_err(db("commit the table's repairs"))?;
                     }
                     return Ok(report);
+                }
+                // A control total adds up every valid row: only the changed ones would be read.
+                Ok(_) if st.contracts_total_rows() => {
+                    progress.detail(&st.name, "every line is checked: a `totals` check adds up every valid row of the file");
                 }
                 Ok(rejects) => {
                     if let Some(index) = &reuse.index {
@@ -157,7 +161,7 @@ pub fn load_stage(
     lookups(cx, pg, tx, sql, empty || changes.is_some(), created)?;
     // The referenced tables are locked: their states hold until the stage commits.
     // (`on_delete: soft` reads the tables referencing this one: they are locked too.)
-    let context = if opts.dry_run || t.mode == LoadMode::Append { None } else { stage_context(pg, tx, st, sql, t.soft_on_delete())? };
+    let context = if opts.dry_run || t.mode == LoadMode::Append { None } else { stage_context(pg, tx, st, sql, t.soft_on_delete(), opts.date)? };
     let how = if changes.is_some() {
         "; only the changed lines are read"
     } else if empty {
@@ -266,6 +270,26 @@ pub fn load_stage(
         }
     }
     report.status = report.loaded_status();
+    // The contracts, on what the merge left, before anything commits: a failed `error` one
+    // rolls the stage back.
+    if !st.contracts.is_empty() {
+        let history = cx.records.map(|(_, on)| on == st.target.connection);
+        report.checks = pg.block(crate::exec::contracts::evaluate(tx, &cx.plan.name, st, &report, opts.date, history))?;
+        for c in report.checks.iter().filter(|c| !c.passed) {
+            progress.detail(&st.name, &format!("check {} failed ({}): {}", c.check, c.severity, c.message));
+        }
+        let failed: Vec<String> = report.checks.iter().filter(|c| !c.passed && c.severity == "error").map(|c| format!("check `{}` failed: {}", c.check, c.message)).collect();
+        if !failed.is_empty() {
+            report.status = crate::exec::report::Status::ContractFailed;
+            report.refused = Some(format!("{}; the stage is rolled back and {} is as it was", failed.join("; "), t.qualified));
+            report.loaded = None;
+            report.fingerprint = None;
+            if opts.dry_run {
+                run(tx, &sql.rollback_to_savepoint, "roll back the stage")?;
+            }
+            return Ok(report);
+        }
+    }
     if let Some(mut t) = own_tx.take() {
         if set {
             let run_id = cx.records.map(|(id, _)| id).ok_or_else(|| ExecError::Internal("a set loaded without a run to record it".into()))?;

@@ -136,6 +136,21 @@ pub async fn record_stage_in(tx: &mut super::Tx, run_id: i64, report: &StageRepo
         copy.send(buf).await.map_err(db("record the rejects"))?;
         copy.finish().await.map_err(db("record the rejects"))?;
     }
+    for c in &report.checks {
+        sqlx::query(records::RECORD_CHECK)
+            .bind(run_id)
+            .bind(&report.stage)
+            .bind(&c.check)
+            .bind(c.severity)
+            .bind(c.passed)
+            .bind(c.observed.as_deref())
+            .bind(c.expected.as_deref())
+            .bind(&c.message)
+            .bind((!c.rows.is_empty()).then(|| format!("[{}]", c.rows.join(","))))
+            .execute(&mut **tx)
+            .await
+            .map_err(db("record the stage's checks"))?;
+    }
     Ok(())
 }
 

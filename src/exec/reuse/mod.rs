@@ -78,7 +78,7 @@ pub fn reusable_loads(
             };
             if same || index.is_some() {
                 let mut tx = pg.begin()?;
-                let context = stage_context(pg, &mut tx, st, pgs, false)?;
+                let context = stage_context(pg, &mut tx, st, pgs, false, opts.date)?;
                 let state = pg.block(postgres::state(&mut tx, &pgs.exists, &pgs.state))?;
                 if context.as_ref() == Some(&last.fingerprint.context) && state.as_ref() == Some(&last.fingerprint.table_state) {
                     found = Some(Reuse { last, index });
@@ -98,9 +98,10 @@ pub fn reusable_loads(
     Ok(out)
 }
 
-/// The stage's context digest now: the compiled stage and the state of each table it
-/// references (each locked SHARE first when `lock`). None when one of them does not exist.
-pub fn stage_context(pg: &Pg, tx: &mut Tx, st: &StagePlan, pgs: &PgStatements, lock: bool) -> Result<Option<String>, ExecError> {
+/// The stage's context digest now: the compiled stage, the state of each table it references
+/// (each locked SHARE first when `lock`) and, when a contract reads it, the run's business date.
+/// None when one of the tables does not exist.
+pub fn stage_context(pg: &Pg, tx: &mut Tx, st: &StagePlan, pgs: &PgStatements, lock: bool, date: chrono::NaiveDate) -> Result<Option<String>, ExecError> {
     let mut states = Vec::new();
     for r in &pgs.referenced {
         if lock && pg.block(postgres::exists(tx, &r.exists))? {
@@ -108,6 +109,9 @@ pub fn stage_context(pg: &Pg, tx: &mut Tx, st: &StagePlan, pgs: &PgStatements, l
         }
         let Some(state) = pg.block(postgres::state(tx, &r.exists, &r.state))? else { return Ok(None) };
         states.push((r.table.clone(), state));
+    }
+    if st.contracts_read_the_date() {
+        states.push(("run.date".into(), date.to_string()));
     }
     Ok(Some(fingerprint::context(st, &states)))
 }

@@ -12,6 +12,7 @@ use super::pattern::Pattern;
 use super::source::Pointer;
 
 mod columns;
+mod contracts;
 
 /// Longest identifier PostgreSQL keeps (NAMEDATALEN - 1).
 pub const MAX_IDENTIFIER: usize = 63;
@@ -266,6 +267,7 @@ impl Checker<'_> {
             self.columns(sname, stage, &at);
             self.key(sname, stage, &at);
             self.rules(sname, stage, &at);
+            self.contracts(sname, stage, &at);
         }
         self.cycles();
     }

@@ -219,6 +219,99 @@ pub struct Stage {
     /// Overrides `defaults.statement_timeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub statement_timeout: Option<String>,
+    /// Contracts on the load as a whole, checked inside the stage's transaction after its rows are
+    /// merged and before it commits: a failed `error` check rolls the stage back (exit 5, the
+    /// table as it was), a failed `warn` one is reported. Each result is kept in `etl_checks`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<StageCheck>,
+}
+
+/// A contract on a stage's load: exactly one of `row_count`, `totals`, `freshness`, `sql`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StageCheck {
+    /// Check name, reported with its result.
+    pub name: String,
+    /// `error` (default): a failure rolls the stage back, exit 5; `warn`: the stage loads and the
+    /// failure is reported.
+    #[serde(default)]
+    pub severity: Severity,
+    /// The number of rows the load read (its file or set's data rows, rejected ones included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_count: Option<RowCount>,
+    /// A column's sum (or count) over the load's valid rows against a control value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totals: Option<Totals>,
+    /// The newest value of a date or timestamp column in the table, against the run's business
+    /// date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freshness: Option<Freshness>,
+    /// A query on the target returning the offending rows: none passes. `{{ table }}` stands for
+    /// the stage's table (quoted, in its schema); the first 20 rows are reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql: Option<String>,
+}
+
+/// Bounds on the rows a load read.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RowCount {
+    /// At least this many rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<u64>,
+    /// At most this many rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u64>,
+    /// Against the rows the stage's last successful load for an earlier business date read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_from_last: Option<ChangeFromLast>,
+}
+
+/// How far a load's row count may move from the last one's.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeFromLast {
+    /// The largest change as a share of the last count: 0.5 allows from half to one and a half
+    /// times as many rows.
+    #[schemars(range(min = 0.0))]
+    pub max_ratio: f64,
+}
+
+/// A control total.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Totals {
+    /// The column summed or counted (its non-null values).
+    pub column: String,
+    /// `sum` (default; an integer or decimal column, exact) or `count`.
+    #[serde(default)]
+    pub of: TotalOf,
+    /// The control value: a number, or a template giving one (e.g. `"{{ vars.control }}"`).
+    pub equals: Number,
+    /// How far the total may be from it. Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<Number>,
+}
+
+/// What a control total adds up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TotalOf {
+    /// The column's values.
+    #[default]
+    Sum,
+    /// Its non-null values.
+    Count,
+}
+
+/// How recent a table's data must be.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Freshness {
+    /// A date or timestamp column of the stage.
+    pub column: String,
+    /// How much older than the run's business date its newest value may be, e.g. `1d`, `36h`.
+    pub max_age: String,
 }
 
 /// Where a stage's CSV file or files are.

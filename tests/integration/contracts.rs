@@ -1,0 +1,155 @@
+//! Contracts (`checks:` of a stage): checked in the stage's transaction after its merge, before
+//! it commits. A failed `error` check rolls the stage back (exit 5, the table as it was, the
+//! result kept in `etl_checks`); a failed `warn` one is reported and the stage loads.
+
+use std::path::Path;
+
+use crate::run::TestDb;
+use crate::util::{Output, etl};
+
+fn spec(dir: &Path, severity: &str) -> std::path::PathBuf {
+    let text = format!(
+        "version: 1
+name: contracts_{severity}
+connections:
+  files: {{ type: local, path: '{dir}' }}
+  db: {{ type: postgres, url: \"{{{{ env.ETL_TEST_DATABASE_URL }}}}\", schema: \"{{{{ env.SCHEMA }}}}\" }}
+stages:
+  trades:
+    source: {{ connection: files, key: \"trades_{{{{ run.date }}}}.csv\" }}
+    target: {{ connection: db, table: trade, key: [trade_id] }}
+    columns:
+      trade_id: {{ type: int64 }}
+      amount: {{ type: \"decimal(20,2)\", max: 200000000000000000 }}
+      traded_at: {{ type: timestamp, format: \"%Y-%m-%dT%H:%M:%S\" }}
+    checks:
+      - name: steady_count
+        severity: {severity}
+        row_count: {{ min: 1, change_from_last: {{ max_ratio: 0.5 }} }}
+      - name: control_total
+        totals: {{ column: amount, equals: \"{{{{ env.CONTROL }}}}\" }}
+      - name: fresh
+        freshness: {{ column: traded_at, max_age: 1d }}
+      - name: no_negative
+        sql: \"SELECT trade_id, amount FROM {{{{ env.SCHEMA }}}}.trade WHERE amount < 0 ORDER BY trade_id\"
+",
+        dir = dir.display()
+    );
+    let path = dir.join(format!("contracts_{severity}.yaml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `n` trades for `date`: trade 1 holds 10^17, the others 1.00 each (trade `negative`, if any,
+/// -1.00), all traded at `at`; with the control total of the valid ones.
+fn write_trades(dir: &Path, date: &str, n: u64, negative: Option<u64>, at: &str) -> String {
+    let mut body = String::from("trade_id,amount,traded_at\n");
+    let mut cents: i128 = 0;
+    for id in 1..=n {
+        let amount: i128 = if id == 1 { 100_000_000_000_000_000_00 } else if Some(id) == negative { -100 } else { 100 };
+        cents += amount;
+        body.push_str(&format!("{id},{}.{:02},{at}\n", amount / 100, (amount % 100).abs()));
+    }
+    // A rejected line (amount past `max`) never counts in the total.
+    body.push_str(&format!("{},300000000000000000.00,{at}\n", n + 1));
+    std::fs::write(dir.join(format!("trades_{date}.csv")), body).unwrap();
+    format!("{}.{:02}", cents / 100, cents % 100)
+}
+
+fn run(db: &TestDb, spec: &Path, date: &str, control: &str, extra: &[&str]) -> Output {
+    let url = std::env::var("ETL_TEST_DATABASE_URL").unwrap();
+    let mut args = vec!["run", spec.to_str().unwrap(), "--date", date];
+    args.extend(extra);
+    etl(&args, &[("ETL_TEST_DATABASE_URL", &url), ("SCHEMA", &db.schema), ("CONTROL", control)])
+}
+
+/// The table's rows with the transaction that wrote each.
+fn rows(db: &TestDb) -> Vec<String> {
+    db.texts(&format!("SELECT trade_id::text || ' ' || amount::text || ' ' || xmin::text FROM {}.trade ORDER BY trade_id", db.schema))
+}
+
+/// The latest run's check results of the spec, `check passed` each.
+fn recorded(db: &TestDb, spec_name: &str) -> Vec<String> {
+    db.texts(&format!(
+        "SELECT check_name || ' ' || passed::text || ' ' || coalesce(observed, '-') FROM etl_checks
+          WHERE run_id = (SELECT max(run_id) FROM etl_runs WHERE spec_name = '{spec_name}') ORDER BY check_name"
+    ))
+}
+
+#[test]
+fn a_failed_contract_rolls_the_stage_back_and_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new("contracts");
+    let spec = spec(dir.path(), "error");
+    let (d1, d2) = ("2025-12-18", "2025-12-19");
+    let control = write_trades(dir.path(), d1, 100, None, "2025-12-18T10:00:00");
+    assert_eq!(control, "100000000000000099.00");
+    let out = run(&db, &spec, d1, &control, &[]);
+    out.expect_code(4);
+    let day1 = rows(&db);
+    assert_eq!(day1.len(), 100, "{}", out.evidence());
+    assert_eq!(
+        recorded(&db, "contracts_error"),
+        ["control_total true 100000000000000099.00", "fresh true 2025-12-18 10:00:00", "no_negative true 0", "steady_count true 101"],
+        "{}",
+        out.evidence()
+    );
+
+    // A tenth of yesterday's rows: refused, the table as it was, the failure recorded.
+    let control = write_trades(dir.path(), d2, 10, None, "2025-12-19T10:00:00");
+    let out = run(&db, &spec, d2, &control, &[]);
+    out.expect_code(5);
+    assert!(out.stdout.contains("check steady_count FAILED: 11 rows against 101"), "{}", out.evidence());
+    assert_eq!(rows(&db), day1, "a failed check leaves the table as it was\n{}", out.evidence());
+    assert!(recorded(&db, "contracts_error").contains(&"steady_count false 11".to_string()), "{:?}", recorded(&db, "contracts_error"));
+    let status = db.texts("SELECT status FROM etl_run_stages WHERE run_id = (SELECT max(run_id) FROM etl_runs WHERE spec_name = 'contracts_error')");
+    assert_eq!(status, ["contract_failed"], "{}", out.evidence());
+
+    // A control total one cent off at 10^17: exact decimals, never floats.
+    let control = write_trades(dir.path(), d2, 100, None, "2025-12-19T10:00:00");
+    let out = run(&db, &spec, d2, "100000000000000099.01", &[]);
+    out.expect_code(5);
+    assert!(out.stdout.contains("sum of amount over the load's valid rows is 100000000000000099.00, not 100000000000000099.01"), "{}", out.evidence());
+    assert_eq!(rows(&db), day1, "{}", out.evidence());
+
+    // An offending row: the query's rows are shown and kept with the run.
+    let negative = write_trades(dir.path(), d2, 100, Some(5), "2025-12-19T10:00:00");
+    let out = run(&db, &spec, d2, &negative, &[]);
+    out.expect_code(5);
+    assert!(out.stdout.contains(r#"{"trade_id":5,"amount":-1.00}"#), "{}", out.evidence());
+    let kept = db.texts("SELECT rows::text FROM etl_checks WHERE check_name = 'no_negative' AND NOT passed AND run_id = (SELECT max(run_id) FROM etl_runs WHERE spec_name = 'contracts_error')");
+    assert_eq!(kept, [r#"[{"amount": -1.00, "trade_id": 5}]"#], "{}", out.evidence());
+    assert_eq!(rows(&db), day1, "{}", out.evidence());
+
+    // Stale data: the newest trade a week before the run's date.
+    write_trades(dir.path(), d2, 100, None, "2025-12-10T10:00:00");
+    let out = run(&db, &spec, d2, &control, &[]);
+    out.expect_code(5);
+    assert!(out.stdout.contains("check fresh FAILED: the newest traded_at is 2025-12-10 10:00:00, older than 1d before 2025-12-19"), "{}", out.evidence());
+
+    // All well: loads. Loaded again by force (every row equal to the table's, none written), the
+    // total still adds up every valid row.
+    write_trades(dir.path(), d2, 100, None, "2025-12-19T10:00:00");
+    run(&db, &spec, d2, &control, &[]).expect_code(4);
+    let out = run(&db, &spec, d2, &control, &["--force"]);
+    out.expect_code(4);
+    assert!(out.stdout.contains("check control_total passed: sum of amount 100000000000000099.00"), "{}", out.evidence());
+}
+
+#[test]
+fn a_failed_warn_contract_loads_and_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new("contractswarn");
+    let spec = spec(dir.path(), "warn");
+    let control = write_trades(dir.path(), "2025-12-18", 100, None, "2025-12-18T10:00:00");
+    run(&db, &spec, "2025-12-18", &control, &[]).expect_code(4);
+    let control = write_trades(dir.path(), "2025-12-19", 10, None, "2025-12-19T10:00:00");
+    let out = run(&db, &spec, "2025-12-19", &control, &["--output", "json"]);
+    out.expect_code(4);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", out.evidence()));
+    let check = report["stages"][0]["checks"].as_array().and_then(|c| c.iter().find(|c| c["check"] == "steady_count")).cloned();
+    let check = check.unwrap_or_else(|| panic!("no steady_count check in the report\n{}", out.evidence()));
+    assert_eq!((check["passed"].as_bool(), check["severity"].as_str(), check["observed"].as_str()), (Some(false), Some("warn"), Some("11")), "{}", out.evidence());
+    // The ten rows loaded over yesterday's (an upsert: trades 11..100 stay).
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.trade WHERE traded_at = '2025-12-19 10:00:00'", db.schema)), 10, "{}", out.evidence());
+}
