@@ -287,6 +287,9 @@ pub struct TargetPlan {
     pub on_delete: crate::spec::model::OnDelete,
     /// The other stages' tables (on the same connection) whose foreign keys reference this one.
     pub referencing: Vec<Referencing>,
+    /// With a `sql` contract, which may read any of them: every other stage's table on the same
+    /// connection (their states are part of what the stage's outcome depends on).
+    pub contract_reads: Vec<String>,
     /// Generated identity key, if any.
     pub surrogate_key: Option<String>,
     /// Whether a file with no rows may empty a `replace` target.
@@ -694,7 +697,9 @@ pub struct PgStatements {
     /// Its state after a load into an empty table, read without scanning the rows (`$1` rows,
     /// `$2` the transaction's id).
     pub fresh_state: String,
-    /// Each table the stage references, once, in name order: what its state digest reads.
+    /// Each table the stage's outcome depends on besides its own, once, in name order: those it
+    /// references, those referencing it (`on_delete: soft`) and those a `sql` contract may read.
+    /// What its state digest reads.
     pub referenced: Vec<Referenced>,
     /// The key set of each foreign key, exported for the extract to join.
     pub reference_lookups: Vec<ReferenceLookup>,

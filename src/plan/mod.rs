@@ -158,6 +158,22 @@ fn referencing(spec: &Spec, name: &str, seen: &mut Vec<String>) -> Vec<Referenci
     out
 }
 
+/// A stage with a `sql` contract: the tables of the other stages on its (PostgreSQL) connection,
+/// which its query may read.
+fn contract_reads(spec: &Spec, name: &str) -> Vec<String> {
+    let st = &spec.stages[name];
+    let Some(Connection::Postgres(pg)) = spec.connections.get(&st.target.connection) else { return Vec::new() };
+    if !st.checks.iter().any(|c| c.sql.is_some()) {
+        return Vec::new();
+    }
+    let schema = pg.schema.clone().unwrap_or_else(|| "public".into());
+    spec.stages
+        .iter()
+        .filter(|(o, s)| *o != name && s.target.connection == st.target.connection)
+        .map(|(_, s)| sql::qualified(Some(&schema), &s.target.table))
+        .collect()
+}
+
 /// The table's key: a snapshot's `as_of` date first, then the spec's key (unique per date).
 fn snapshot_key(t: &crate::spec::model::Target) -> Vec<String> {
     match (&t.as_of, t.mode) {
@@ -229,6 +245,7 @@ fn stage(spec: &Spec, name: &str) -> StagePlan {
         max_delete_ratio: if keyed_replace(st, dialect) { 1.0 } else { st.target.max_delete_ratio.unwrap_or(crate::spec::model::DEFAULT_MAX_DELETE_RATIO) },
         on_delete: st.target.on_delete.unwrap_or_default(),
         referencing: referencing(spec, name, &mut vec![name.to_string()]),
+        contract_reads: contract_reads(spec, name),
         surrogate_key: st.target.surrogate_key.clone(),
         allow_empty: st.target.allow_empty,
         sql: LoadSql::default(),

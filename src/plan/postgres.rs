@@ -117,6 +117,8 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan], lookups: &Lookups) -> PgS
     if t.delete_missing == Some(crate::spec::model::DeleteMissing::Hard) && t.on_delete == OnDelete::Soft {
         tables.extend(t.referencing.iter().map(|r| r.table.as_str()));
     }
+    // A `sql` contract may read any other stage's table.
+    tables.extend(t.contract_reads.iter().map(String::as_str));
     tables.sort_unstable();
     tables.dedup();
     let referenced = tables

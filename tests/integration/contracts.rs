@@ -153,3 +153,72 @@ fn a_failed_warn_contract_loads_and_is_reported() {
     // The ten rows loaded over yesterday's (an upsert: trades 11..100 stay).
     assert_eq!(db.count(&format!("SELECT count(*) FROM {}.trade WHERE traded_at = '2025-12-19 10:00:00'", db.schema)), 10, "{}", out.evidence());
 }
+
+/// A reconciliation across two stages with a `sql` check: per account, the trades' amounts add up
+/// to the total the accounts' file states. The trades stage does not reference the accounts, yet
+/// a change to them is a change its check must see: its file unchanged, it is checked again.
+#[test]
+fn a_reconciliation_across_stages_fails_naming_the_account_and_sees_the_other_tables_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new("reconcile");
+    let s = &db.schema;
+    let text = format!(
+        "version: 1
+name: reconcile
+connections:
+  files: {{ type: local, path: '{dir}' }}
+  db: {{ type: postgres, url: \"{{{{ env.ETL_TEST_DATABASE_URL }}}}\", schema: \"{{{{ env.SCHEMA }}}}\" }}
+stages:
+  accounts:
+    source: {{ connection: files, key: accounts.csv }}
+    target: {{ connection: db, table: account, key: [account_id] }}
+    columns:
+      account_id: {{ type: string }}
+      traded_total: {{ type: \"decimal(20,2)\" }}
+  trades:
+    needs: [accounts]
+    source: {{ connection: files, key: trades.csv }}
+    target: {{ connection: db, table: trade, key: [trade_id] }}
+    columns:
+      trade_id: {{ type: int64 }}
+      account_id: {{ type: string }}
+      amount: {{ type: \"decimal(20,2)\" }}
+    checks:
+      - name: trades_add_up
+        sql: \"SELECT a.account_id, a.traded_total, t.total FROM {s}.account a JOIN (SELECT account_id, sum(amount) AS total FROM {s}.trade GROUP BY account_id) t USING (account_id) WHERE a.traded_total <> t.total ORDER BY 1\"
+",
+        dir = dir.path().display()
+    );
+    let spec = dir.path().join("reconcile.yaml");
+    std::fs::write(&spec, text).unwrap();
+    let write = |accounts: &str, trades: &str| {
+        std::fs::write(dir.path().join("accounts.csv"), format!("account_id,traded_total\n{accounts}")).unwrap();
+        std::fs::write(dir.path().join("trades.csv"), format!("trade_id,account_id,amount\n{trades}")).unwrap();
+    };
+    let trades = || db.texts(&format!("SELECT trade_id::text || ' ' || amount::text || ' ' || xmin::text FROM {s}.trade ORDER BY trade_id"));
+    write("A,30.00\nB,5.00\n", "1,A,10.00\n2,A,20.00\n3,B,5.00\n");
+    run(&db, &spec, "2025-12-19", "0", &[]).expect_code(0);
+    let loaded = trades();
+
+    // One trade's amount edited: the trades stage fails naming account A, its table as it was.
+    write("A,30.00\nB,5.00\n", "1,A,10.00\n2,A,21.00\n3,B,5.00\n");
+    let out = run(&db, &spec, "2025-12-19", "0", &[]);
+    out.expect_code(5);
+    assert!(out.stdout.contains(r#"{"account_id":"A","traded_total":30.00,"total":31.00}"#), "{}", out.evidence());
+    assert_eq!(trades(), loaded, "{}", out.evidence());
+
+    // The trades file as it was, the accounts' total for A changed: the trades stage is not
+    // skipped as unchanged, and its check fails.
+    write("A,31.00\nB,5.00\n", "1,A,10.00\n2,A,20.00\n3,B,5.00\n");
+    let out = run(&db, &spec, "2025-12-19", "0", &[]);
+    out.expect_code(5);
+    assert!(!out.stdout.contains("stage trades unchanged since run"), "{}", out.evidence());
+    assert!(out.stdout.contains(r#"{"account_id":"A","traded_total":31.00,"total":30.00}"#), "{}", out.evidence());
+
+    // Both as they were: passes, and then both stages are skipped as unchanged.
+    write("A,30.00\nB,5.00\n", "1,A,10.00\n2,A,20.00\n3,B,5.00\n");
+    run(&db, &spec, "2025-12-19", "0", &[]).expect_code(0);
+    let out = run(&db, &spec, "2025-12-19", "0", &[]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("stage trades unchanged since run"), "{}", out.evidence());
+}
