@@ -68,6 +68,53 @@ impl Total {
     }
 }
 
+/// The plan with each `totals` contract's manifest read: its value as the control total, or why
+/// there is none (the check then fails). None when no contract has a manifest. A manifest that
+/// cannot be fetched fails the run before anything loads, as a missing source does.
+pub fn resolve_manifests(plan: &crate::plan::Plan, spec_dir: &std::path::Path, dir: &std::path::Path, rt: &tokio::runtime::Runtime) -> Result<Option<crate::plan::Plan>, ExecError> {
+    if !plan.stages.iter().any(|st| st.contracts.iter().any(|c| matches!(c.kind, ContractKind::Totals { manifest: Some(_), .. }))) {
+        return Ok(None);
+    }
+    let mut resolved = plan.clone();
+    for st in &mut resolved.stages {
+        for c in &mut st.contracts {
+            if let ContractKind::Totals { manifest: Some((connection, file, path)), equals, unresolved, .. } = &mut c.kind {
+                let (shown, bytes) = super::source::read_object(plan, connection, file, spec_dir, dir, rt)?;
+                match manifest_value(&bytes, path) {
+                    Ok(v) => {
+                        *equals = Some(v);
+                        *unresolved = None;
+                    }
+                    Err(why) => *unresolved = Some(format!("the manifest {shown} {why}")),
+                }
+            }
+        }
+    }
+    Ok(Some(resolved))
+}
+
+/// The number at a dotted `path` of a JSON document, digit for digit (a JSON number as written,
+/// or a string holding one): never through a float.
+fn manifest_value(bytes: &[u8], path: &str) -> Result<rust_decimal::Decimal, String> {
+    use serde_json::value::RawValue;
+    let text = std::str::from_utf8(bytes).map_err(|_| "is not UTF-8 text".to_string())?;
+    let mut here: Box<RawValue> = serde_json::from_str(text).map_err(|e| format!("is not JSON: {e}"))?;
+    for part in path.split('.') {
+        let next = match here.get().trim_start().as_bytes().first() {
+            Some(b'{') => serde_json::from_str::<std::collections::HashMap<String, Box<RawValue>>>(here.get()).ok().and_then(|mut m| m.remove(part)),
+            Some(b'[') => part
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| serde_json::from_str::<Vec<Box<RawValue>>>(here.get()).ok().and_then(|mut v| (i < v.len()).then(|| v.swap_remove(i)))),
+            _ => None,
+        };
+        here = next.ok_or_else(|| format!("has nothing at `{path}` (no `{part}`)"))?;
+    }
+    let raw = here.get().trim();
+    let number = serde_json::from_str::<String>(raw).unwrap_or_else(|_| raw.to_string());
+    crate::spec::model::parse_decimal(number.trim()).ok_or_else(|| format!("holds `{raw}` at `{path}`, not a decimal number"))
+}
+
 /// A scaled integer as decimal text.
 fn decimal_text(v: i128, scale: u32) -> String {
     let digits = v.unsigned_abs().to_string();
@@ -164,7 +211,11 @@ pub async fn evaluate(tx: &mut Tx, spec: &str, st: &StagePlan, report: &StageRep
                 };
                 result(problems.is_empty(), Some(n.to_string()), Some(expected.join(", ")), message)
             }
-            ContractKind::Totals { column, of, equals, tolerance } => {
+            ContractKind::Totals { equals: None, unresolved, column, .. } => {
+                let why = unresolved.clone().unwrap_or_else(|| "no control value".into());
+                result(false, None, None, format!("the total of {column} has nothing to be compared with: {why}"))
+            }
+            ContractKind::Totals { column, of, equals: Some(equals), tolerance, .. } => {
                 let t = report.totals.iter().find(|t| t.check == c.name);
                 let observed = t.and_then(|t| match t.of {
                     TotalOf::Count => Some((i128::from(t.count), 0)),
@@ -226,5 +277,16 @@ mod tests {
         assert_eq!(decimal_text(10_000_000_000_000_000_001, 2), "100000000000000000.01");
         assert_eq!(decimal_text(-5, 2), "-0.05");
         assert_eq!(decimal_text(7, 0), "7");
+    }
+
+    #[test]
+    fn a_manifest_value_is_taken_digit_for_digit() {
+        let doc = br#"{"trades": {"amount": 100000000000000000.01, "count": "12", "parts": [{"rows": 5}]}, "x": true}"#;
+        assert_eq!(manifest_value(doc, "trades.amount").unwrap().to_string(), "100000000000000000.01");
+        assert_eq!(manifest_value(doc, "trades.count").unwrap().to_string(), "12");
+        assert_eq!(manifest_value(doc, "trades.parts.0.rows").unwrap().to_string(), "5");
+        assert!(manifest_value(doc, "trades.missing").unwrap_err().contains("no `missing`"));
+        assert!(manifest_value(doc, "x").unwrap_err().contains("not a decimal"));
+        assert!(manifest_value(b"nope", "x").unwrap_err().contains("not JSON"));
     }
 }

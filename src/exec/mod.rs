@@ -68,8 +68,11 @@ impl Records<'_, '_> {
 
 /// Runs the selected stages of a plan: extract, validate, load; then the analytics.
 pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport, ExecError> {
-    let stages = plan.select(opts.stages.as_deref());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| ExecError::Internal(e.to_string()))?;
+    // The control totals the senders' manifests state, read before anything else.
+    let resolved = contracts::resolve_manifests(plan, &opts.spec_dir(), &opts.temp_dir, &rt)?;
+    let plan = resolved.as_ref().unwrap_or(plan);
+    let stages = plan.select(opts.stages.as_deref());
     let reader = Reader::open(&opts.temp_dir, &opts.duckdb_memory)?;
     let analytics = !opts.dry_run && opts.stages.is_none();
     let targets = open_targets(plan, &stages, analytics, &reader, &opts.spec_dir())?;

@@ -146,8 +146,12 @@ pub enum ContractKind {
         column: String,
         /// Sum or count.
         of: crate::spec::model::TotalOf,
-        /// The control value.
-        equals: rust_decimal::Decimal,
+        /// The control value (a manifest's, once the run has read it).
+        equals: Option<rust_decimal::Decimal>,
+        /// Where the sender states it: (source connection, file, path); read when the run starts.
+        manifest: Option<(String, String, String)>,
+        /// Why the control value is not known (a manifest not read, or without a number there).
+        unresolved: Option<String>,
         /// How far it may be.
         tolerance: rust_decimal::Decimal,
     },

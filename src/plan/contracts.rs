@@ -23,7 +23,14 @@ pub fn compile(st: &crate::spec::model::Stage, t: &TargetPlan) -> Vec<ContractPl
             let kind = if let Some(r) = &c.row_count {
                 ContractKind::RowCount { min: r.min, max: r.max, change_from_last: r.change_from_last.as_ref().map(|ch| (ch.max_ratio, LAST_ROW_COUNT.to_string())) }
             } else if let Some(tot) = &c.totals {
-                ContractKind::Totals { column: tot.column.clone(), of: tot.of, equals: tot.equals.0, tolerance: tot.tolerance.map_or(Decimal::ZERO, |n| n.0) }
+                ContractKind::Totals {
+                    column: tot.column.clone(),
+                    of: tot.of,
+                    equals: tot.equals.map(|n| n.0),
+                    manifest: tot.manifest.as_ref().map(|m| (st.source.connection.clone(), m.file.clone(), m.path.clone())),
+                    unresolved: tot.manifest.as_ref().map(|m| format!("the manifest {} is read when the run starts", m.file)),
+                    tolerance: tot.tolerance.map_or(Decimal::ZERO, |n| n.0),
+                }
             } else if let Some(f) = &c.freshness {
                 let secs = crate::spec::check::parse_duration(&f.max_age).map_or(0, |d| d.as_secs());
                 let col = ident(&f.column);

@@ -358,9 +358,14 @@ fn postgres_stage(out: &mut String, st: &StagePlan, pg: &PgStatements) {
                         let _ = writeln!(out, "-- ... and within {ratio} of the last load's for an earlier date ($1 spec, $2 stage, $3 table, $4 the run's date):\n{sql};");
                     }
                 }
-                crate::plan::ContractKind::Totals { column, of, equals, tolerance } => {
+                crate::plan::ContractKind::Totals { column, of, equals, manifest, tolerance, .. } => {
                     let of = if *of == crate::spec::model::TotalOf::Count { "count" } else { "sum" };
-                    let _ = writeln!(out, "-- check {} ({sev}): the {of} of {column} over the load's valid rows, counted as they are staged, = {equals} within {tolerance}", c.name);
+                    let control = match (equals, manifest) {
+                        (Some(v), _) => v.to_string(),
+                        (None, Some((connection, file, path))) => format!("the number at `{path}` of {file} on {connection} (read when the run starts)"),
+                        (None, None) => "nothing".into(),
+                    };
+                    let _ = writeln!(out, "-- check {} ({sev}): the {of} of {column} over the load's valid rows, counted as they are staged, = {control} within {tolerance}", c.name);
                 }
                 crate::plan::ContractKind::Freshness { newest, max_age, .. } => {
                     let _ = writeln!(out, "-- check {} ({sev}): the newest value no older than {} ($1 = the run's date)\n{newest};", c.name, max_age.1);

@@ -222,3 +222,65 @@ stages:
     out.expect_code(0);
     assert!(out.stdout.contains("stage trades unchanged since run"), "{}", out.evidence());
 }
+
+/// A control total the sender states in a JSON manifest beside the file: read digit for digit
+/// (one cent at 10^17 tells), and a manifest that changes is a change a skipped stage must see.
+#[test]
+fn a_manifest_total_one_cent_off_at_ten_to_the_seventeen_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new("manifest");
+    let text = format!(
+        "version: 1
+name: manifest
+connections:
+  files: {{ type: local, path: '{dir}' }}
+  db: {{ type: postgres, url: \"{{{{ env.ETL_TEST_DATABASE_URL }}}}\", schema: \"{{{{ env.SCHEMA }}}}\" }}
+stages:
+  trades:
+    source: {{ connection: files, key: \"trades_{{{{ run.date }}}}.csv\" }}
+    target: {{ connection: db, table: trade, key: [trade_id] }}
+    columns:
+      trade_id: {{ type: int64 }}
+      amount: {{ type: \"decimal(20,2)\", max: 200000000000000000 }}
+      traded_at: {{ type: timestamp, format: \"%Y-%m-%dT%H:%M:%S\" }}
+    checks:
+      - name: manifest_total
+        totals: {{ column: amount, manifest: {{ file: \"manifest_{{{{ run.date }}}}.json\", path: trades.amount }} }}
+      - name: manifest_count
+        totals: {{ column: trade_id, of: count, manifest: {{ file: \"manifest_{{{{ run.date }}}}.json\", path: trades.rows }} }}
+",
+        dir = dir.path().display()
+    );
+    let spec = dir.path().join("manifest.yaml");
+    std::fs::write(&spec, text).unwrap();
+    let date = "2025-12-19";
+    let total = write_trades(dir.path(), date, 100, None, "2025-12-19T10:00:00");
+    let manifest = |amount: &str| std::fs::write(dir.path().join(format!("manifest_{date}.json")), format!(r#"{{"trades": {{"amount": {amount}, "rows": "100"}}}}"#)).unwrap();
+
+    manifest("100000000000000099.01");
+    let out = run(&db, &spec, date, "0", &[]);
+    out.expect_code(5);
+    assert!(out.stdout.contains("check manifest_total FAILED: sum of amount over the load's valid rows is 100000000000000099.00, not 100000000000000099.01"), "{}", out.evidence());
+    assert!(out.stdout.contains("check manifest_count passed: count of trade_id 100"), "{}", out.evidence());
+    assert_eq!(db.count(&format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{}' AND tablename = 'trade'", db.schema)), 0, "the table the failed stage created is gone\n{}", out.evidence());
+
+    manifest(&total);
+    let out = run(&db, &spec, date, "0", &[]);
+    out.expect_code(4);
+    assert!(out.stdout.contains("check manifest_total passed"), "{}", out.evidence());
+    // The same file with a manifest that now disagrees: not skipped as unchanged, refused.
+    manifest("100000000000000098.99");
+    let out = run(&db, &spec, date, "0", &[]);
+    out.expect_code(5);
+    assert!(!out.stdout.contains("unchanged since run"), "{}", out.evidence());
+    // A manifest without the value: the check fails saying so.
+    std::fs::write(dir.path().join(format!("manifest_{date}.json")), r#"{"trades": {}}"#).unwrap();
+    let out = run(&db, &spec, date, "0", &[]);
+    out.expect_code(5);
+    assert!(out.stdout.contains("has nothing at `trades.amount` (no `amount`)"), "{}", out.evidence());
+    // No manifest at all: the run fails before anything loads, naming it (exit 3).
+    std::fs::remove_file(dir.path().join(format!("manifest_{date}.json"))).unwrap();
+    let out = run(&db, &spec, date, "0", &[]);
+    out.expect_code(3);
+    assert!(out.stderr.contains(&format!("manifest_{date}.json")), "{}", out.evidence());
+}

@@ -365,6 +365,27 @@ fn decompress(from: &Path, to: &Path, c: Compression) -> std::io::Result<()> {
     std::io::Write::flush(&mut output)
 }
 
+/// The bytes of one small object (a manifest) on a source connection: downloaded into `dir`
+/// (s3) or read (local), with the name it is shown by. Missing or unreadable: a source error.
+pub fn read_object(plan: &Plan, connection: &str, key: &str, spec_dir: &Path, dir: &Path, rt: &tokio::runtime::Runtime) -> Result<(String, Vec<u8>), ExecError> {
+    match plan.connections.get(connection) {
+        Some(ConnectionPlan::S3(c)) => {
+            let client = rt.block_on(s3::S3::connect(c));
+            let fetched = rt.block_on(client.fetch(key, dir))?;
+            let bytes = std::fs::read(&fetched.path).map_err(|e| ExecError::Source { source_name: fetched.shown.clone(), message: e.to_string() })?;
+            let _ = std::fs::remove_file(&fetched.path);
+            Ok((fetched.shown, bytes))
+        }
+        Some(ConnectionPlan::Local { dir: local }) => {
+            let path = spec_dir.join(local).join(key);
+            let shown = path.display().to_string();
+            let bytes = std::fs::read(&path).map_err(|e| ExecError::Source { source_name: shown.clone(), message: e.to_string() })?;
+            Ok((shown, bytes))
+        }
+        _ => Err(ExecError::Internal(format!("connection {connection} holds no files"))),
+    }
+}
+
 /// Where a stage's source file is, for a local connection.
 pub fn local_path(plan: &Plan, stage: &StagePlan, spec_dir: &Path) -> Option<PathBuf> {
     local_dir(plan, stage, spec_dir).map(|d| d.join(&stage.source.key))

@@ -74,6 +74,15 @@ impl Checker<'_> {
                 }
             }
             if let Some(t) = &c.totals
+                && t.equals.is_some() == t.manifest.is_some()
+            {
+                self.push(
+                    Problem::new("spec::totals_control", cat.key("totals"), format!("check `{}` needs one control value", c.name))
+                        .label("`equals` or `manifest`")
+                        .help("give the value (`equals: 1234.56`, or a template) or where the sender states it (`manifest: { file, path }`), not both"),
+                );
+            }
+            if let Some(t) = &c.totals
                 && let Some(ty) = column_type(self, &t.column, cat.key("totals").key("column"))
                 && t.of == TotalOf::Sum
                 && !matches!(ty, ColumnType::Int32 | ColumnType::Int64 | ColumnType::Decimal { .. })

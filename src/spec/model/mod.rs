@@ -287,10 +287,28 @@ pub struct Totals {
     #[serde(default)]
     pub of: TotalOf,
     /// The control value: a number, or a template giving one (e.g. `"{{ vars.control }}"`).
-    pub equals: Number,
+    /// Give `equals` or `manifest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equals: Option<Number>,
+    /// The control value read from a JSON file beside the data (the sender's manifest), on the
+    /// stage's source connection, when the run starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<Manifest>,
     /// How far the total may be from it. Default 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerance: Option<Number>,
+}
+
+/// A control value in a JSON manifest.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Its key (s3) or path (local) on the stage's source connection, e.g.
+    /// `"trades/{{ run.date }}/_manifest.json"`.
+    pub file: String,
+    /// Where the value is: object keys (and array indexes) joined by dots, e.g. `trades.amount`.
+    /// The value is a JSON number or a string holding one, taken digit for digit.
+    pub path: String,
 }
 
 /// What a control total adds up.
