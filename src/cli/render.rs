@@ -80,6 +80,13 @@ pub fn text(r: &RunReport) -> String {
         }
         let rows: Vec<Vec<String>> = a.rows.iter().map(|r| r.iter().map(|v| v.clone().unwrap_or_else(|| "NULL".into())).collect()).collect();
         table(&mut out, &a.columns, &rows);
+        for e in &a.expectations {
+            let verdict = if e.passed { "met" } else { "FAILED" };
+            let _ = writeln!(out, "expects {}: {verdict}: {}", e.check, e.message);
+            for row in &e.rows {
+                let _ = writeln!(out, "  {row}");
+            }
+        }
     }
     out
 }

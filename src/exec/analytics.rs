@@ -7,7 +7,7 @@ use indexmap::IndexMap;
 use sqlx::Row;
 
 use super::postgres::{arguments, generated};
-use super::report::AnalyticResult;
+use super::report::{AnalyticResult, CheckResult};
 use super::context::Target;
 use super::error::ExecError;
 use crate::plan::{AnalyticPlan, Plan};
@@ -27,7 +27,12 @@ pub fn run_all(plan: &Plan, targets: &IndexMap<String, Target<'_>>) -> Vec<Analy
     for (a, result) in plan.analytics.iter().zip(results) {
         let result = match (result, targets.get(&a.connection)) {
             (Some(r), _) => r,
-            (None, Some(Target::Duck(d))) => d.analytic(&a.name, &a.run),
+            (None, Some(Target::Duck(d))) => d.analytic(&a.name, &a.run).and_then(|mut r| {
+                for (cond, sql) in &a.expect {
+                    r.expectations.push(expectation(cond, d.offending_rows(&a.name, sql)?));
+                }
+                Ok(r)
+            }),
             (None, _) => continue,
         };
         let mut result = result.unwrap_or_else(|e| AnalyticResult { name: a.name.clone(), error: Some(e.to_string()), ..AnalyticResult::default() });
@@ -35,6 +40,21 @@ pub fn run_all(plan: &Plan, targets: &IndexMap<String, Target<'_>>) -> Vec<Analy
         out.push(result);
     }
     out
+}
+
+/// An `expect` condition's result from the rows that fail it (`(count of them, row as JSON)`,
+/// up to 20).
+fn expectation(cond: &str, failing: Vec<(i64, String)>) -> CheckResult {
+    let count = failing.first().map_or(0, |f| f.0);
+    CheckResult {
+        check: cond.to_string(),
+        severity: "error",
+        passed: failing.is_empty(),
+        observed: Some(count.to_string()),
+        expected: Some("0 rows failing it".into()),
+        message: if failing.is_empty() { "every row meets it".into() } else { format!("{count} rows do not meet it") },
+        rows: failing.into_iter().map(|f| f.1).collect(),
+    }
 }
 
 /// Runs one query on PostgreSQL: its rows come back as (row, column, value as text).
@@ -45,8 +65,13 @@ async fn run_pg(pool: &sqlx::PgPool, a: &AnalyticPlan) -> Result<AnalyticResult,
         sqlx::query_with(generated(&q.sql), arguments(q)?).execute(&mut *tx).await.map_err(fail)?;
     }
     let rows = sqlx::query(generated(&a.run)).fetch_all(&mut *tx).await.map_err(fail)?;
+    let mut expectations = Vec::new();
+    for (cond, sql) in &a.expect {
+        let failing = sqlx::query(generated(sql)).fetch_all(&mut *tx).await.map_err(fail)?;
+        expectations.push(expectation(cond, failing.iter().map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1))).collect()));
+    }
     tx.rollback().await.map_err(fail)?;
-    let mut result = AnalyticResult { name: a.name.clone(), ..AnalyticResult::default() };
+    let mut result = AnalyticResult { name: a.name.clone(), expectations, ..AnalyticResult::default() };
     let mut current: Option<i64> = None;
     for r in rows {
         let n: i64 = r.get(0);

@@ -287,6 +287,15 @@ pub struct AnalyticResult {
     pub error: Option<String>,
     /// Per column: whether it holds numbers.
     pub numeric: Vec<bool>,
+    /// Each `expect` condition: whether every row met it, and the rows that did not.
+    pub expectations: Vec<CheckResult>,
+}
+
+impl AnalyticResult {
+    /// Whether it failed: its query, or one of its expectations.
+    pub fn failed(&self) -> bool {
+        self.error.is_some() || self.expectations.iter().any(|e| !e.passed)
+    }
 }
 
 impl Serialize for AnalyticResult {
@@ -306,6 +315,9 @@ impl Serialize for AnalyticResult {
         m.serialize_field("rows", &rows)?;
         if let Some(e) = &self.error {
             m.serialize_field("error", e)?;
+        }
+        if !self.expectations.is_empty() {
+            m.serialize_field("expectations", &self.expectations)?;
         }
         m.end()
     }
@@ -380,7 +392,7 @@ impl RunReport {
     /// when rows were rejected and the rest loaded (a stage unchanged since such a load exits so
     /// again; `unchanged` in the JSON tells); else 0.
     pub fn exit_code(&self) -> u8 {
-        if self.analytics.iter().any(|a| a.error.is_some()) {
+        if self.analytics.iter().any(AnalyticResult::failed) {
             exit::ERROR
         } else if self.stages.iter().any(|s| s.status.loaded_nothing()) {
             exit::REFUSED
@@ -398,8 +410,11 @@ impl RunReport {
 
     /// The analytics that failed, as one line for the run's record.
     pub fn analytics_failed(&self) -> Option<String> {
-        let failed: Vec<String> =
+        let mut failed: Vec<String> =
             self.analytics.iter().filter_map(|a| a.error.as_ref().map(|e| format!("analytic `{}` failed: {e}", a.name))).collect();
+        for a in &self.analytics {
+            failed.extend(a.expectations.iter().filter(|e| !e.passed).map(|e| format!("analytic `{}` expects {}: {}", a.name, e.check, e.message)));
+        }
         (!failed.is_empty()).then(|| failed.join("; "))
     }
 }

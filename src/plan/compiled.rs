@@ -343,6 +343,9 @@ pub struct AnalyticPlan {
     pub search_path: Option<Query>,
     /// Description.
     pub description: Option<String>,
+    /// Each `expect` condition and the statement giving the rows that fail it (`count(*) OVER
+    /// ()` and the row as JSON text, up to 20).
+    pub expect: Vec<(String, String)>,
 }
 
 /// A compiled schedule.

@@ -70,7 +70,16 @@ pub fn compile(spec: &Spec) -> Plan {
                     (run, search_path)
                 }
             };
-            AnalyticPlan { name: name.clone(), connection, sql: a.sql.trim().to_string(), run, search_path, description: a.description.clone() }
+            let duck = matches!(spec.connections.get(&connection), Some(Connection::Duckdb(_)));
+            let expect = a
+                .expect
+                .iter()
+                .map(|cond| {
+                    let row = if duck { "CAST(to_json(q) AS VARCHAR)" } else { "row_to_json(q)::text" };
+                    (cond.clone(), format!("SELECT count(*) OVER (), {row} FROM ({body}) AS q WHERE NOT coalesce(({cond}), false) LIMIT 20"))
+                })
+                .collect();
+            AnalyticPlan { name: name.clone(), connection, sql: a.sql.trim().to_string(), run, search_path, description: a.description.clone(), expect }
         })
         .collect();
     let schedules = spec

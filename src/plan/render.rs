@@ -36,6 +36,9 @@ pub fn render(plan: &Plan, only_stages: &[String]) -> String {
                     let _ = writeln!(out, "{q}");
                 }
                 let _ = writeln!(out, "{};", a.run);
+                for (cond, sql) in &a.expect {
+                    let _ = writeln!(out, "-- expects every row to meet `{cond}`: the rows that do not, in the same transaction:\n{sql};");
+                }
             }
         }
         if !plan.schedules.is_empty() {

@@ -284,3 +284,48 @@ stages:
     out.expect_code(3);
     assert!(out.stderr.contains(&format!("manifest_{date}.json")), "{}", out.evidence());
 }
+
+/// An analytic's `expect`: every result row must meet each condition; one that does not fails
+/// the analytic (exit 1) showing the rows, after the loads, which stand.
+#[test]
+fn an_analytic_whose_expectation_fails_exits_1_showing_the_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new("expect");
+    let s = &db.schema;
+    let text = format!(
+        "version: 1
+name: expect
+connections:
+  files: {{ type: local, path: '{dir}' }}
+  db: {{ type: postgres, url: \"{{{{ env.ETL_TEST_DATABASE_URL }}}}\", schema: \"{{{{ env.SCHEMA }}}}\" }}
+stages:
+  accounts:
+    source: {{ connection: files, key: accounts.csv }}
+    target: {{ connection: db, table: account, key: [account_id] }}
+    columns:
+      account_id: {{ type: string }}
+      cash: {{ type: \"decimal(20,2)\" }}
+analytics:
+  cash_by_account:
+    sql: SELECT account_id, cash FROM account ORDER BY account_id
+    expect: [\"cash >= 0\", \"account_id <> ''\"]
+",
+        dir = dir.path().display()
+    );
+    let spec = dir.path().join("expect.yaml");
+    std::fs::write(&spec, text).unwrap();
+    std::fs::write(dir.path().join("accounts.csv"), "account_id,cash\nA,1.00\nB,2.00\n").unwrap();
+    let out = run(&db, &spec, "2025-12-19", "0", &[]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("expects cash >= 0: met"), "{}", out.evidence());
+
+    std::fs::write(dir.path().join("accounts.csv"), "account_id,cash\nA,1.00\nB,-2.00\n").unwrap();
+    let out = run(&db, &spec, "2025-12-19", "0", &["--output", "json"]);
+    out.expect_code(1);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", out.evidence()));
+    let failed = &report["analytics"][0]["expectations"][0];
+    assert_eq!((failed["passed"].as_bool(), failed["rows"][0].as_str()), (Some(false), Some(r#"{"account_id":"B","cash":-2.00}"#)), "{}", out.evidence());
+    assert_eq!(db.texts(&format!("SELECT cash::text FROM {s}.account WHERE account_id = 'B'")), ["-2.00"], "the load stands\n{}", out.evidence());
+    let error = db.texts("SELECT error FROM etl_runs WHERE run_id = (SELECT max(run_id) FROM etl_runs WHERE spec_name = 'expect')");
+    assert!(error[0].contains("analytic `cash_by_account` expects cash >= 0: 1 rows do not meet it"), "{error:?}");
+}

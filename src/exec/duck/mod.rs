@@ -256,6 +256,18 @@ impl<'r> Duck<'r> {
         }
         Ok(AnalyticResult { name: name.to_string(), columns, rows: out, numeric, ..AnalyticResult::default() })
     }
+
+    /// The rows an analytic's `expect` statement finds failing: (their count, each as JSON).
+    pub fn offending_rows(&self, name: &str, sql: &str) -> Result<Vec<(i64, String)>, ExecError> {
+        let fail = |e: duckdb::Error| ExecError::Duckdb { what: "check an analytic's expectation", message: format!("{name}: {e}") };
+        let mut stmt = self.conn.prepare(sql).map_err(fail)?;
+        let mut rows = stmt.query([]).map_err(fail)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(fail)? {
+            out.push((row.get(0).map_err(fail)?, row.get(1).map_err(fail)?));
+        }
+        Ok(out)
+    }
 }
 
 /// Loads one stage into the DuckDB target in one transaction (a dry run's one, for every stage).

@@ -513,6 +513,11 @@ impl Checker<'_> {
             if a.sql.trim().is_empty() {
                 self.push(Problem::new("spec::empty", at.key("sql"), format!("analytics `{name}` has no SQL")));
             }
+            for (i, cond) in a.expect.iter().enumerate() {
+                if cond.trim().is_empty() {
+                    self.push(Problem::new("spec::empty", at.key("expect").index(i), format!("analytics `{name}` expects an empty condition")).label("a condition over the query's columns, e.g. total > 0"));
+                }
+            }
             match &a.connection {
                 Some(c) => match self.spec.connections.get(c) {
                     None => self.unknown_connection(at.key("connection"), c, "analytics"),

@@ -630,6 +630,11 @@ pub struct Analytic {
     /// Free text printed above the results.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Conditions every result row must meet, in the target's SQL over the query's columns (e.g.
+    /// `total_records > 0`). A row that fails one (or where it is null) fails the analytic: the
+    /// run exits 1 with the offending rows shown; the loads before it stand.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expect: Vec<String>,
 }
 
 /// When to run stages: a cron expression, or every day/hour/minute.
