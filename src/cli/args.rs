@@ -77,6 +77,14 @@ pub enum Command {
         #[command(subcommand)]
         action: ScheduleCmd,
     },
+    /// The rejects the run records keep, with each rejected row's fields as read: list them,
+    /// show them in full, or export a stage's rejected records as a CSV file to correct. By
+    /// default each stage's rejects as its latest load left them.
+    Rejects {
+        /// What to do.
+        #[command(subcommand)]
+        action: RejectsAction,
+    },
     /// Print the JSON schema of a spec (draft 2020-12).
     Schema {
         /// Print the spec reference in Markdown instead.
@@ -210,8 +218,62 @@ impl Command {
         match self {
             Command::Run(a) | Command::Assets(a) | Command::Trades(a) | Command::Plan(a) => a.output == Output::Json,
             Command::Backfill(b) => b.run.output == Output::Json,
+            Command::Rejects { action: RejectsAction::List(a) | RejectsAction::Show(a) } => a.output == Output::Json,
             _ => false,
         }
+    }
+}
+
+/// `etl rejects` actions.
+#[derive(Debug, Clone, Subcommand)]
+pub enum RejectsAction {
+    /// One line per reject: stage, run, file, line, column, rule, value, message.
+    List(RejectsArgs),
+    /// Each reject in full, with its row's fields as read.
+    Show(RejectsArgs),
+    /// The rejected rows of one stage as a CSV file with the stage's headers (each row once), to
+    /// correct and load again.
+    Export {
+        #[command(flatten)]
+        select: RejectsArgs,
+        /// Write to this file instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Which rejects `etl rejects` reads.
+#[derive(Debug, Clone, Args)]
+pub struct RejectsArgs {
+    /// Spec file [default: $ETL_SPEC, then specs/small_etl.yaml].
+    #[arg(value_name = "SPEC")]
+    pub spec_path: Option<PathBuf>,
+    /// The rejects of this run's stages (a stage it found unchanged: those of the load it reused)
+    /// [default: each stage's latest load].
+    #[arg(long, value_name = "N")]
+    pub run: Option<i64>,
+    /// Only this stage's.
+    #[arg(long, value_name = "STAGE")]
+    pub stage: Option<String>,
+    /// Only this rule's (a facet such as `min`, `type`, `csv`, or a rule's name).
+    #[arg(long, value_name = "RULE")]
+    pub rule: Option<String>,
+    /// Only those on this line.
+    #[arg(long, value_name = "N")]
+    pub line: Option<i64>,
+    /// Report format (`list`, `show`).
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub spec: SpecArgs,
+}
+
+impl RejectsArgs {
+    /// The database flags as run options, to share their handling.
+    pub fn as_run_args(&self) -> RunArgs {
+        RunArgs::database_only(self.spec_path.clone(), self.stage.iter().cloned().collect(), self.db.clone(), self.spec.clone())
     }
 }
 

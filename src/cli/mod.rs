@@ -7,6 +7,7 @@ pub mod args;
 pub mod backfill;
 pub mod error;
 pub mod prepare;
+pub mod rejects;
 pub mod render;
 pub mod schedule;
 
@@ -60,6 +61,7 @@ fn dispatch(command: Command, color: bool) -> Result<u8, CliError> {
             Ok(exit::OK)
         }
         Command::Schedule { action } => schedule::run(action).map(|()| exit::OK),
+        Command::Rejects { action } => rejects::run(action),
         Command::Schema { markdown } => {
             if markdown {
                 print(&spec::reference::markdown(&spec::schema::schema()));

@@ -1,6 +1,7 @@
 //! The commands that look after a spec's targets without running it: `etl clean` (empty the
-//! selected stages' tables), `etl migrate` (apply the engine's migrations), and what `etl
-//! backfill` reads to resume (the business dates already loaded).
+//! selected stages' tables), `etl migrate` (apply the engine's migrations), what `etl
+//! backfill` reads to resume (the business dates already loaded), and the rejects `etl
+//! rejects` reads.
 
 use indexmap::IndexMap;
 
@@ -97,4 +98,24 @@ pub fn dates_done(plan: &Plan, opts: &RunOptions, from: chrono::NaiveDate, to: c
     }
     let loaded = |done: &[(String, Option<String>)], s: &StagePlan| done.iter().any(|(name, table)| *name == s.name && (!by_table || table.as_ref() == Some(&s.target.qualified)));
     Ok(by_date.into_iter().filter(|(_, done)| stages.iter().all(|s| loaded(done, s))).map(|(d, _)| d).collect())
+}
+
+/// For `etl rejects`: the rejects the run records keep (on the first target of the selected
+/// stages, as `etl run` keeps them), selected as `records::REJECTS_LIST` says.
+pub fn rejects(plan: &Plan, opts: &RunOptions, run: Option<i64>, rule: Option<&str>, line: Option<i64>) -> Result<Vec<postgres::records::StoredReject>, ExecError> {
+    let stages = plan.select(opts.stages.as_deref());
+    let Some(first) = stages.first() else { return Ok(Vec::new()) };
+    let name = first.target.connection.as_str();
+    match plan.connections.get(name) {
+        Some(ConnectionPlan::Postgres(c)) => {
+            let pg = Pg::connect(name, c)?;
+            let _ctx = pg.enter();
+            pg.migrate()?;
+            let stage = opts.stages.as_ref().and_then(|s| s.first()).map(String::as_str);
+            pg.block(postgres::records::stored_rejects(pg.pool(), &plan.name, run, stage, rule, line))
+        }
+        _ => Err(ExecError::Unsupported(format!(
+            "the run records of this spec are in the DuckDB file of connection `{name}`: read its etl_rejects table there (`etl rejects` reads PostgreSQL's)"
+        ))),
+    }
 }

@@ -186,6 +186,33 @@ impl Reader {
         Ok(())
     }
 
+    /// The fields as read of the given records of the stage's last read: `(record, JSON object of
+    /// each file column's text by its header)`.
+    pub fn rejected_fields(&self, stage: &StagePlan, records: &[u64]) -> Result<Vec<(u64, String)>, ExecError> {
+        let sql = &stage.extract;
+        let fail = ExecError::duckdb("keep the rejected records");
+        self.conn.execute_batch(&sql.rejected_create).map_err(&fail)?;
+        {
+            let mut app = self.conn.appender(&sql.rejected_table).map_err(&fail)?;
+            for r in records {
+                app.append_row(duckdb::params![*r]).map_err(&fail)?;
+            }
+            app.flush().map_err(&fail)?;
+        }
+        let mut stmt = self.conn.prepare(&sql.rejected_fields).map_err(&fail)?;
+        let rows = stmt
+            .query_map([], |r| {
+                let mut fields = serde_json::Map::new();
+                for (i, header) in sql.rejected_headers.iter().enumerate() {
+                    let v: Option<String> = r.get(i + 1)?;
+                    fields.insert(header.clone(), v.map_or(serde_json::Value::Null, serde_json::Value::String));
+                }
+                Ok((r.get::<_, u64>(0)?, serde_json::Value::Object(fields).to_string()))
+            })
+            .map_err(&fail)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(fail)
+    }
+
     /// Creates a lookup relation (`plan::extract::lookup_create`) and, given the file the
     /// target exported, fills it (`lookup_fill`).
     pub fn load_lookup(&self, create: &str, fill: Option<(&crate::plan::sql::FileSql, &Path)>) -> Result<(), ExecError> {

@@ -63,6 +63,7 @@ pub fn check_files(
                 value: e.text.map(|t| t.trim_matches(['\r', '\n']).to_string()),
                 message: format!("{}: {}", e.kind.to_lowercase(), first_line(&e.message)),
                 severity: Severity::Error,
+                record: None,
             });
         }
         if set {
@@ -82,8 +83,10 @@ pub fn check_files(
         report.count_rules(&c.rejects);
         report.rejects.extend(c.rejects.iter().cloned());
     }
+    let mut rejected_records = Vec::new();
     reader.typed_batches(stage, stage.batch_size as usize, |batch| {
         let v = validate::validate(stage, &places, batch)?;
+        rejected_records.extend(v.rejected_records);
         report.rows_valid += v.valid_rows;
         report.skipped_unchanged += v.unchanged;
         report.rows_rejected += v.rejected_rows;
@@ -95,6 +98,18 @@ pub fn check_files(
         }
         on_valid(v.valid)
     })?;
+    // Each rejected row's fields as read, with its rejects.
+    if !rejected_records.is_empty() && stage.reject_record_bytes > 0 {
+        let mut fields: std::collections::HashMap<(Option<&str>, u64), String> = std::collections::HashMap::new();
+        for (record, json) in reader.rejected_fields(stage, &rejected_records)? {
+            if json.len() <= stage.reject_record_bytes {
+                fields.insert(places.place(record), json);
+            }
+        }
+        for r in report.rejects.iter_mut().filter(|r| r.severity == Severity::Error && r.record.is_none()) {
+            r.record = fields.get(&(r.file.as_deref(), r.line)).cloned();
+        }
+    }
     // In file order, then line order (a rejected row is one line of one file).
     let order = |r: &Reject| r.file.as_deref().and_then(|f| files.iter().position(|x| x.shown == f)).unwrap_or(0);
     report.rejects.sort_by(|a, b| (order(a), a.line, &a.rule, &a.column).cmp(&(order(b), b.line, &b.rule, &b.column)));

@@ -29,6 +29,10 @@ pub struct Reject {
     pub message: String,
     /// Whether the row was rejected (error) or only flagged (warn).
     pub severity: Severity,
+    /// A rejected row's fields as read (each file column's text by its CSV header, a JSON
+    /// object), kept with the reject so it can be loaded again once it passes.
+    #[serde(skip)]
+    pub record: Option<String>,
 }
 
 /// What validation made of one batch.
@@ -46,6 +50,8 @@ pub struct Validated {
     pub rejects: Vec<Reject>,
     /// Rows rejected.
     pub rejected_rows: u64,
+    /// The record numbers of the rows rejected (see `RECORD`).
+    pub rejected_records: Vec<u64>,
     /// Rows flagged by warn rules (and still loaded).
     pub warned_rows: u64,
 }
@@ -221,6 +227,7 @@ pub fn validate(stage: &StagePlan, places: &Places, batch: DataFrame) -> Result<
                 value,
                 message,
                 severity: check.severity,
+                record: None,
             });
         }
     }
@@ -258,7 +265,8 @@ pub fn validate(stage: &StagePlan, places: &Places, batch: DataFrame) -> Result<
         .map_err(ExecError::polars("keep the valid rows"))?
         .select(keep)
         .map_err(ExecError::polars("keep the spec's columns"))?;
-    Ok(Validated { valid, valid_rows, unchanged: valid_rows - written, totaled, rejects, rejected_rows, warned_rows })
+    let rejected_records = error_mask.iter().zip(records.iter()).filter(|(e, _)| *e == Some(true)).filter_map(|(_, r)| r).collect();
+    Ok(Validated { valid, valid_rows, unchanged: valid_rows - written, totaled, rejects, rejected_rows, rejected_records, warned_rows })
 }
 
 /// The columns the stage's `totals` contracts add up, each once.

@@ -114,6 +114,8 @@ pub struct StagePlan {
     pub extract: ExtractSql,
     /// Contracts on the load, checked in its transaction before it commits.
     pub contracts: Vec<ContractPlan>,
+    /// The largest rejected record kept with its rejects, in bytes (0: none kept).
+    pub reject_record_bytes: usize,
 }
 
 /// A stage's contract (`checks:`), compiled.
@@ -429,6 +431,17 @@ pub struct ExtractSql {
     /// `delete_missing`: writes the file's distinct keys (every line's whose key is typed, a
     /// rejected line's too) to a CSV file.
     pub keys: Option<FileSql>,
+    /// The raw fields of rejected records, kept with their rejects: creates the table of their
+    /// record numbers (`rejected_table`, which the executor appends them to), then
+    /// `rejected_fields` yields each one's number and the text of every column read from the
+    /// file, whose CSV headers are `rejected_headers`.
+    pub rejected_create: String,
+    /// See `rejected_create` (unquoted).
+    pub rejected_table: String,
+    /// See `rejected_create`.
+    pub rejected_headers: Vec<String>,
+    /// See `rejected_create`.
+    pub rejected_fields: String,
 }
 
 /// The statement that reads a stage's CSV: it takes the file's path and its columns (its

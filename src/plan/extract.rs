@@ -27,7 +27,30 @@ pub fn compile(stage: &StagePlan) -> ExtractSql {
         ),
         select: select_sql(stage),
         keys: (stage.target.delete_missing.is_some() || stage.target.history.as_ref().is_some_and(|h| h.close)).then(|| keys_sql(stage)),
+        rejected_create: format!("CREATE OR REPLACE TEMP TABLE {} (record UBIGINT)", ident(&rejected_table(stage))),
+        rejected_table: rejected_table(stage),
+        rejected_headers: rejected_fields(stage).0,
+        rejected_fields: rejected_fields(stage).1,
     }
+}
+
+/// The table of a stage's rejected record numbers.
+fn rejected_table(stage: &StagePlan) -> String {
+    format!("__rejected_{}", stage.name)
+}
+
+/// The headers of the columns a stage reads from its file, and the statement yielding each
+/// rejected record's number and those columns' text, in that order.
+fn rejected_fields(stage: &StagePlan) -> (Vec<String>, String) {
+    let raw = ident(&raw_table(stage));
+    let read: Vec<&ColumnPlan> = stage.columns.iter().filter(|c| c.source == ColumnSource::File).collect();
+    let columns: String = read.iter().map(|c| format!(", r.{}", ident(&c.name))).collect();
+    let sql = format!(
+        "SELECT n.record{columns} FROM (SELECT *, rowid - (SELECT min(rowid) FROM {raw}) + 1 AS {rec} FROM {raw}) AS r JOIN {} AS n ON n.record = r.{rec} ORDER BY n.record",
+        ident(&rejected_table(stage)),
+        rec = ident(RECORD)
+    );
+    (read.iter().map(|c| c.header.clone()).collect(), sql)
 }
 
 /// The file's distinct typed keys, written as CSV (see `ExtractSql::keys`).

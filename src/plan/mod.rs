@@ -207,6 +207,9 @@ fn column_source(c: &crate::spec::model::Column) -> compiled::ColumnSource {
     }
 }
 
+/// The largest rejected record kept with its rejects, unless `defaults.reject_record_bytes` says.
+pub const DEFAULT_REJECT_RECORD_BYTES: usize = 65536;
+
 /// Compiles one stage.
 fn stage(spec: &Spec, name: &str) -> StagePlan {
     let st = &spec.stages[name];
@@ -288,6 +291,7 @@ fn stage(spec: &Spec, name: &str) -> StagePlan {
         lookups,
         extract: ExtractSql::default(),
         contracts: Vec::new(),
+        reject_record_bytes: spec.defaults.reject_record_bytes.map_or(DEFAULT_REJECT_RECORD_BYTES, |b| b as usize),
     };
     plan.contracts = contracts::compile(st, &plan.target);
     plan.extract = extract::compile(&plan);

@@ -40,7 +40,7 @@ pub const RECORD_CHECK: &str = "INSERT INTO etl_checks (run_id, stage, check_nam
 
 /// PostgreSQL: records a stage's rejects (CSV, in the stage's record transaction).
 pub const COPY_REJECTS: &str =
-    "COPY etl_rejects (run_id, stage, source, line, column_name, rule, value, message, severity) FROM STDIN (FORMAT csv)";
+    "COPY etl_rejects (run_id, stage, source, line, column_name, rule, value, message, severity, record) FROM STDIN (FORMAT csv)";
 
 /// PostgreSQL: a stage's latest load by a spec that committed rows, with its digests.
 pub const LAST_LOAD: &str = "SELECT s.run_id, coalesce(s.unchanged_since, s.run_id), s.context_fingerprint, s.source_fingerprint, s.table_state,
@@ -52,7 +52,19 @@ pub const LAST_LOAD: &str = "SELECT s.run_id, coalesce(s.unchanged_since, s.run_
 
 /// PostgreSQL: the rejects a run recorded for a stage, in line order.
 pub const REJECTS_OF: &str =
-    "SELECT line, column_name, rule, value, message, severity FROM etl_rejects WHERE run_id = $1 AND stage = $2 ORDER BY line, rule, column_name NULLS FIRST";
+    "SELECT line, column_name, rule, value, message, severity, record::text FROM etl_rejects WHERE run_id = $1 AND stage = $2 ORDER BY line, rule, column_name NULLS FIRST";
+
+/// PostgreSQL: for `etl rejects`, the rejects of each stage's latest load by the spec (`$2` a
+/// run: its stages' loads; a stage it found unchanged, the load it reused), filtered by stage,
+/// rule and line when given (`$3`, `$4`, `$5`), with each rejected row's fields as read.
+pub const REJECTS_LIST: &str = "SELECT j.run_id, j.stage, j.source, j.line, j.column_name, j.rule, j.value, j.message, j.severity, j.record::text
+           FROM etl_rejects j
+           JOIN (SELECT DISTINCT ON (s.stage) s.stage, coalesce(s.unchanged_since, s.run_id) AS loaded_by
+                   FROM etl_run_stages s JOIN etl_runs r ON r.run_id = s.run_id
+                  WHERE r.spec_name = $1 AND ($2::bigint IS NULL OR s.run_id = $2) AND s.status <> 'running'
+                  ORDER BY s.stage, s.run_id DESC) l ON l.stage = j.stage AND l.loaded_by = j.run_id
+          WHERE ($3::text IS NULL OR j.stage = $3) AND ($4::text IS NULL OR j.rule = $4) AND ($5::bigint IS NULL OR j.line = $5)
+          ORDER BY j.stage, j.source, j.line, j.rule, j.column_name NULLS FIRST";
 
 /// PostgreSQL: the files of a stage's set already loaded (the file ledger), for `select: new`.
 pub const LEDGER_LOADED: &str = "SELECT file_key, digest, etag, bytes, run_id FROM etl_files
@@ -103,6 +115,7 @@ CREATE TABLE IF NOT EXISTS etl_run_stages (
 CREATE TABLE IF NOT EXISTS etl_rejects (
     run_id BIGINT NOT NULL, stage TEXT NOT NULL, source TEXT NOT NULL, line BIGINT NOT NULL, column_name TEXT,
     rule TEXT NOT NULL, value TEXT, message TEXT NOT NULL, severity TEXT NOT NULL);
+ALTER TABLE etl_rejects ADD COLUMN IF NOT EXISTS record VARCHAR;
 CREATE TABLE IF NOT EXISTS etl_files (
     run_id BIGINT NOT NULL, spec_name TEXT NOT NULL, stage TEXT NOT NULL, target_table TEXT NOT NULL, origin TEXT NOT NULL,
     file_key TEXT NOT NULL, bytes BIGINT NOT NULL, etag TEXT, digest TEXT NOT NULL, rows_read BIGINT NOT NULL,
@@ -121,5 +134,5 @@ pub const DUCKDB_RECORD_STAGE: &str = "INSERT INTO etl_run_stages (run_id, stage
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 /// DuckDB: the table a stage's rejects are appended to (run_id, stage, source, line,
-/// column_name, rule, value, message, severity).
+/// column_name, rule, value, message, severity, record).
 pub const DUCKDB_REJECTS_TABLE: &str = "etl_rejects";

@@ -13,6 +13,7 @@ mod files;
 mod fuzzed;
 mod history;
 mod outcomes;
+mod rejects;
 mod rules;
 mod run;
 mod schedule;

@@ -226,7 +226,7 @@ impl<'r> Duck<'r> {
         let mut app = self.conn.appender(records::DUCKDB_REJECTS_TABLE).map_err(err("record the rejects"))?;
         for j in &r.rejects {
             let sev = severity_word(j.severity);
-            app.append_row(duckdb::params![run_id, r.stage, j.file.as_deref().unwrap_or(&r.source), j.line as i64, j.column, j.rule, j.value, j.message, sev])
+            app.append_row(duckdb::params![run_id, r.stage, j.file.as_deref().unwrap_or(&r.source), j.line as i64, j.column, j.rule, j.value, j.message, sev, j.record])
                 .map_err(err("record the rejects"))?;
         }
         app.flush().map_err(err("record the rejects"))?;

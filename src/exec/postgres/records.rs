@@ -130,6 +130,7 @@ pub async fn record_stage_in(tx: &mut super::Tx, run_id: i64, report: &StageRepo
                 r.value.clone(),
                 Some(r.message.clone()),
                 Some(severity_word(r.severity).to_string()),
+                r.record.clone(),
             ];
             write_record(&mut buf, &fields);
         }
@@ -152,6 +153,59 @@ pub async fn record_stage_in(tx: &mut super::Tx, run_id: i64, report: &StageRepo
             .map_err(db("record the stage's checks"))?;
     }
     Ok(())
+}
+
+/// A reject as the run records keep it, for `etl rejects`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoredReject {
+    /// The run that recorded it.
+    pub run_id: i64,
+    /// Its stage.
+    pub stage: String,
+    /// The file the row is in.
+    pub source: String,
+    /// Its line.
+    pub line: i64,
+    /// The column, when the check is about one.
+    pub column: Option<String>,
+    /// The check.
+    pub rule: String,
+    /// The offending value.
+    pub value: Option<String>,
+    /// What is wrong.
+    pub message: String,
+    /// `error` (rejected) or `warn` (loaded, flagged).
+    pub severity: String,
+    /// The row's fields as read (a JSON object), when kept.
+    pub record: Option<serde_json::Value>,
+}
+
+/// The rejects `etl rejects` selects (see `records::REJECTS_LIST`).
+pub async fn stored_rejects(pool: &PgPool, spec: &str, run: Option<i64>, stage: Option<&str>, rule: Option<&str>, line: Option<i64>) -> Result<Vec<StoredReject>, ExecError> {
+    let rows = sqlx::query(records::REJECTS_LIST)
+        .bind(spec)
+        .bind(run)
+        .bind(stage)
+        .bind(rule)
+        .bind(line)
+        .fetch_all(pool)
+        .await
+        .map_err(db("read the rejects"))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| StoredReject {
+            run_id: r.get(0),
+            stage: r.get(1),
+            source: r.get(2),
+            line: r.get(3),
+            column: r.get(4),
+            rule: r.get(5),
+            value: r.get(6),
+            message: r.get(7),
+            severity: r.get(8),
+            record: r.get::<Option<String>, _>(9).and_then(|t| serde_json::from_str(&t).ok()),
+        })
+        .collect())
 }
 
 /// A stage's last load by this spec, as `etl_run_stages` recorded it.
@@ -220,6 +274,7 @@ pub async fn rejects_of(pool: &PgPool, run_id: i64, stage: &str) -> Result<Vec<R
             value: r.get(3),
             message: r.get(4),
             severity: if r.get::<String, _>(5) == "warn" { Severity::Warn } else { Severity::Error },
+            record: r.get(6),
         })
         .collect())
 }

@@ -285,6 +285,7 @@ mod tests {
             value: value.map(str::to_string),
             message: "below 0".into(),
             severity: crate::spec::model::Severity::Error,
+            record: None,
         };
         let all = [reject(2, Some("-1")), reject(5, None)];
         assert_eq!(rejects_digest(&all), rejects_digest(&[reject(5, None), reject(2, Some("-1"))]), "in any order");

@@ -86,6 +86,10 @@ pub struct Defaults {
     /// rolls back and the run fails. Default: the connection's `statement_timeout`, else none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub statement_timeout: Option<String>,
+    /// The largest rejected record (its fields as read, as JSON) kept with its rejects, in bytes;
+    /// a larger one is not kept. 0 keeps none. Default 65536.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reject_record_bytes: Option<u32>,
 }
 
 /// The CSV dialect of a source.
