@@ -218,7 +218,7 @@ impl Command {
         match self {
             Command::Run(a) | Command::Assets(a) | Command::Trades(a) | Command::Plan(a) => a.output == Output::Json,
             Command::Backfill(b) => b.run.output == Output::Json,
-            Command::Rejects { action: RejectsAction::List(a) | RejectsAction::Show(a) } => a.output == Output::Json,
+            Command::Rejects { action: RejectsAction::List(a) | RejectsAction::Show(a) | RejectsAction::Replay(a) } => a.output == Output::Json,
             _ => false,
         }
     }
@@ -240,6 +240,11 @@ pub enum RejectsAction {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Check one stage's rejected rows of its latest load again under the spec as it is now and
+    /// load those that pass, in one transaction with their rejects marked replayed (the others
+    /// stay rejected). For an upsert or append stage. Exit 0 when every row loaded, 4 when some
+    /// are still rejected.
+    Replay(RejectsArgs),
 }
 
 /// Which rejects `etl rejects` reads.

@@ -96,6 +96,7 @@ fn prepare_loaded(args: &RunArgs, load: fn(&std::path::Path, &SpecArgs) -> Resul
         quiet: args.quiet || (args.output == Output::Json && !args.verbose),
         verbose: args.verbose,
         force: args.force,
+        replay: None,
     };
     Ok(Prepared { loaded, plan, opts, _temp: temp })
 }

@@ -1,6 +1,6 @@
 //! `etl rejects`: the rejects the run records keep, listed one a line, shown in full with each
-//! row's fields as read, or one stage's rejected rows exported as a CSV file with its headers, to
-//! correct and load again.
+//! row's fields as read, one stage's rejected rows exported as a CSV file with its headers, to
+//! correct, or replayed: checked again under the spec as it is now and loaded where they pass.
 
 use std::fmt::Write as _;
 
@@ -28,6 +28,7 @@ pub fn run(action: RejectsAction) -> Result<u8, CliError> {
                 Output::Text => show(&rejects),
             });
         }
+        RejectsAction::Replay(args) => return replay(args),
         RejectsAction::Export { select, out } => {
             let (p, rejects) = read(&select)?;
             let stages: std::collections::BTreeSet<&str> = rejects.iter().map(|r| r.stage.as_str()).collect();
@@ -47,7 +48,7 @@ pub fn run(action: RejectsAction) -> Result<u8, CliError> {
                 }
             };
             let st = p.plan.stages.iter().find(|s| s.name == stage).ok_or_else(|| CliError::flag("etl rejects export", format!("no stage `{stage}`"), "name a stage of the spec"))?;
-            let csv = export(&st.extract.rejected_headers, rejects.iter().filter(|r| r.stage == stage));
+            let csv = export(&st.extract.rejected_headers, rejects.iter().filter(|r| r.stage == stage), None, true).0;
             match out {
                 Some(path) => std::fs::write(&path, csv).map_err(|e| CliError::flag("etl rejects export --out", format!("cannot write {}: {e}", path.display()), "give a file in a directory you can write"))?,
                 None => print(&String::from_utf8_lossy(&csv)),
@@ -55,6 +56,92 @@ pub fn run(action: RejectsAction) -> Result<u8, CliError> {
         }
     }
     Ok(exit::OK)
+}
+
+/// `etl rejects replay`: the stage's rejected rows of its latest load (those with a record, not
+/// replayed yet) written as a file in a dialect the stage reads, and loaded as `etl run --stage
+/// S --force` would load such a file, for the run's business date; each row that passes marks
+/// its rejects replayed in the load's transaction.
+fn replay(args: RejectsArgs) -> Result<u8, CliError> {
+    let what = "etl rejects replay";
+    if args.run.is_some() {
+        return Err(CliError::flag(
+            what,
+            "a replay loads the rejected rows of each stage's latest load",
+            "leave out --run: a later load may hold newer rows for the keys of an earlier one's rejects",
+        ));
+    }
+    let (p, rejects) = read(&args)?;
+    let pending: Vec<&StoredReject> = rejects.iter().filter(|r| r.severity == "error" && r.replayed_by.is_none() && r.record.is_some()).collect();
+    let stages: std::collections::BTreeSet<&str> = pending.iter().map(|r| r.stage.as_str()).collect();
+    let stage = match (args.stage.as_deref(), stages.len()) {
+        (Some(s), _) => s.to_string(),
+        (None, 0) => String::new(),
+        (None, 1) => stages.iter().next().map(|s| (*s).to_string()).unwrap_or_default(),
+        (None, _) => {
+            return Err(CliError::flag(what, format!("rejected rows of several stages ({}) wait", stages.iter().copied().collect::<Vec<_>>().join(", ")), "name one with --stage"));
+        }
+    };
+    let pending: Vec<&StoredReject> = pending.into_iter().filter(|r| r.stage == stage).collect();
+    let Some(first) = pending.first() else {
+        eprintln!("no rejected row to replay{}", args.rule.as_deref().map(|r| format!(" for rule {r}")).unwrap_or_default());
+        return Ok(exit::OK);
+    };
+    let (of_run, date) = (first.run_id, first.business_date.clone());
+    let mut plan = p.plan.clone();
+    let st = plan.stages.iter_mut().find(|s| s.name == stage).ok_or_else(|| CliError::flag(what, format!("no stage `{stage}`"), "name a stage of the spec"))?;
+    let replayable = match st.target.mode {
+        crate::spec::model::LoadMode::Upsert => st.target.delete_missing.is_none(),
+        crate::spec::model::LoadMode::Append => true,
+        _ => false,
+    };
+    if !replayable {
+        return Err(CliError::flag(
+            what,
+            format!("stage `{stage}` replaces what its file does not hold (its mode or `delete_missing`), so a file of a few rows cannot be loaded alone"),
+            "correct the file and load it again with `etl run`",
+        ));
+    }
+    // The rows in the stage's own dialect but plain UTF-8 text, each once, in line order.
+    let header = st.csv.header;
+    let null = st.csv.null_values.first().cloned().unwrap_or_default();
+    let (csv, lines) = export(&st.extract.rejected_headers, pending.iter().copied(), Some(&null), header);
+    let dir = p.opts.temp_dir.clone();
+    std::fs::write(dir.join("replay.csv"), csv).map_err(|e| CliError::System { what: "write the rows to replay".into(), message: e.to_string() })?;
+    st.csv.delimiter = ",".into();
+    st.csv.quote = "\"".into();
+    st.csv.escape = "\"".into();
+    st.csv.encoding = crate::spec::model::Encoding::Utf8;
+    st.csv.compression = crate::spec::model::Compression::None;
+    st.source.connection = REPLAY_CONNECTION.into();
+    st.source.key = "replay.csv".into();
+    st.source.set = None;
+    st.extract = crate::plan::extract::compile(st);
+    plan.connections.insert(REPLAY_CONNECTION.into(), crate::plan::ConnectionPlan::Local { dir: dir.display().to_string() });
+    let mut opts = p.opts.clone();
+    opts.stages = Some(vec![stage.clone()]);
+    opts.force = true;
+    if let Some(d) = date.as_deref().and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()) {
+        opts.date = d;
+    }
+    opts.replay = Some(exec::context::Replay { stage: stage.clone(), of_run, lines });
+    let report = exec::run(&plan, &opts)?;
+    let replayed = report.stages.iter().map(|s| s.replayed.len()).sum::<usize>();
+    match args.output {
+        Output::Json => print(&format!("{}\n", serde_json::to_string_pretty(&report).unwrap_or_default())),
+        Output::Text => {
+            print(&super::render::text(&report));
+            print(&format!("replayed {} rejected rows of run {of_run}: {replayed} loaded, {} still rejected\n", lines_count(&report), lines_count(&report) - replayed));
+        }
+    }
+    Ok(report.exit_code())
+}
+
+/// The connection a replay reads its file from.
+const REPLAY_CONNECTION: &str = "__replay";
+
+fn lines_count(report: &exec::RunReport) -> usize {
+    report.stages.iter().map(|s| s.rows_read as usize).sum()
 }
 
 fn read(args: &RejectsArgs) -> Result<(super::prepare::Prepared, Vec<StoredReject>), CliError> {
@@ -117,20 +204,37 @@ fn show(rejects: &[StoredReject]) -> String {
     out
 }
 
-/// The rejected rows as a CSV file with the stage's headers, each row once, in line order: a
-/// field the record lacks or holds as null is empty.
-fn export<'a>(headers: &[String], rejects: impl Iterator<Item = &'a StoredReject>) -> Vec<u8> {
+/// The rejected rows as a CSV file with the stage's headers (unless `header` is false), each row
+/// once, in the order given: a field the record lacks or holds as null is written as `null`
+/// unquoted (empty by default), every text quoted. With each row's line in the file: the file and
+/// line of the row it is.
+fn export<'a>(headers: &[String], rejects: impl Iterator<Item = &'a StoredReject>, null: Option<&str>, header: bool) -> (Vec<u8>, std::collections::HashMap<u64, (String, i64)>) {
     let mut out = Vec::new();
-    let header: Vec<Option<String>> = headers.iter().map(|h| Some(h.clone())).collect();
-    exec::csv::write_record(&mut out, &header);
+    let mut lines = std::collections::HashMap::new();
+    let mut line = 1u64;
+    if header {
+        let names: Vec<Option<String>> = headers.iter().map(|h| Some(h.clone())).collect();
+        exec::csv::write_record(&mut out, &names);
+        line += 1;
+    }
     let mut seen = std::collections::HashSet::new();
     for r in rejects {
         let Some(fields) = r.record.as_ref().and_then(|v| v.as_object()) else { continue };
         if !seen.insert((r.run_id, r.source.clone(), r.line)) {
             continue;
         }
-        let row: Vec<Option<String>> = headers.iter().map(|h| fields.get(h).and_then(|v| v.as_str()).map(str::to_string)).collect();
-        exec::csv::write_record(&mut out, &row);
+        for (i, h) in headers.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            match fields.get(h).and_then(|v| v.as_str()) {
+                Some(v) => exec::csv::push_quoted(&mut out, v),
+                None => out.extend_from_slice(null.unwrap_or_default().as_bytes()),
+            }
+        }
+        out.push(b'\n');
+        lines.insert(line, (r.source.clone(), r.line));
+        line += 1;
     }
-    out
+    (out, lines)
 }

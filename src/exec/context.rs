@@ -41,6 +41,21 @@ pub struct RunOptions {
     /// Load every stage, even one whose source, spec and tables are unchanged since its last
     /// load.
     pub force: bool,
+    /// `etl rejects replay`: the rows a stage reads are rejected rows of an earlier load.
+    pub replay: Option<Replay>,
+}
+
+/// A replay of rejected rows (`etl rejects replay`): one stage reads a file of rows an earlier load
+/// rejected, each line standing for the rejects of one row of that load.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    /// The stage.
+    pub stage: String,
+    /// The run whose rejects they are.
+    pub of_run: i64,
+    /// Per line of the replayed file (the first row is line 2): the file and line of the row it
+    /// replays.
+    pub lines: std::collections::HashMap<u64, (String, i64)>,
 }
 
 impl RunOptions {

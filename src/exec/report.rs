@@ -161,6 +161,13 @@ pub struct StageReport {
     /// Per `totals` contract, the total of the load's valid rows (counted as they are staged).
     #[serde(skip)]
     pub totals: Vec<crate::exec::contracts::Total>,
+    /// A replay (`etl rejects replay`): the run whose rejects it replayed, and the rows it loaded
+    /// (their file and line in that run), whose rejects are marked replayed with its record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<i64>,
+    /// See `replay_of`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replayed: Vec<(String, i64)>,
 }
 
 /// What a stage's contract found.
@@ -247,6 +254,8 @@ impl StageReport {
             files: Vec::new(),
             checks: Vec::new(),
             totals: crate::exec::contracts::Total::for_stage(stage),
+            replay_of: None,
+            replayed: Vec::new(),
         }
     }
 

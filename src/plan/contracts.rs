@@ -11,7 +11,7 @@ use super::sql::ident;
 /// `$3` table, `$4` the run's date).
 pub const LAST_ROW_COUNT: &str = "SELECT s.rows_read FROM etl_run_stages s JOIN etl_runs r ON r.run_id = s.run_id
           WHERE r.spec_name = $1 AND s.stage = $2 AND s.target_table = $3 AND s.status IN ('succeeded', 'rejected')
-            AND r.business_date < $4::date
+            AND s.replay_of IS NULL AND r.business_date < $4::date
           ORDER BY r.business_date DESC, s.finished_at DESC
           LIMIT 1";
 

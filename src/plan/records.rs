@@ -31,8 +31,13 @@ pub const FINISH_RUN: &str = "UPDATE etl_runs SET finished_at = now(), status = 
 /// PostgreSQL: records a stage's outcome and digests (its rejects' among them).
 pub const RECORD_STAGE: &str = "INSERT INTO etl_run_stages (run_id, stage, source, source_bytes, source_etag, finished_at, status, rows_read,
            rows_inserted, rows_updated, rows_unchanged, rows_rejected, rows_warned, balanced, error,
-           target_table, context_fingerprint, source_fingerprint, table_state, unchanged_since, rejects_digest)
-         VALUES ($1, $2, $3, $4, $5, now(), $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)";
+           target_table, context_fingerprint, source_fingerprint, table_state, unchanged_since, rejects_digest, replay_of)
+         VALUES ($1, $2, $3, $4, $5, now(), $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)";
+
+/// PostgreSQL: marks a rejected row loaded by a replay (`$1`: the replay's run; the row's run,
+/// stage, file and line).
+pub const MARK_REPLAYED: &str =
+    "UPDATE etl_rejects SET replayed_by = $1 WHERE run_id = $2 AND stage = $3 AND source = $4 AND line = $5 AND replayed_by IS NULL";
 
 /// PostgreSQL: records one result of a stage's contract (`$9`: a `sql` check's rows, a JSON array).
 pub const RECORD_CHECK: &str = "INSERT INTO etl_checks (run_id, stage, check_name, severity, passed, observed, expected, message, rows)
@@ -46,7 +51,7 @@ pub const COPY_REJECTS: &str =
 pub const LAST_LOAD: &str = "SELECT s.run_id, coalesce(s.unchanged_since, s.run_id), s.context_fingerprint, s.source_fingerprint, s.table_state,
                 s.status, s.rows_read, s.rows_rejected, s.rows_warned, s.rejects_digest
            FROM etl_run_stages s JOIN etl_runs r ON r.run_id = s.run_id
-          WHERE r.spec_name = $1 AND s.stage = $2 AND s.target_table = $3 AND s.status IN ('succeeded', 'rejected')
+          WHERE r.spec_name = $1 AND s.stage = $2 AND s.target_table = $3 AND s.status IN ('succeeded', 'rejected') AND s.replay_of IS NULL
           ORDER BY s.finished_at DESC, s.run_id DESC
           LIMIT 1";
 
@@ -57,11 +62,12 @@ pub const REJECTS_OF: &str =
 /// PostgreSQL: for `etl rejects`, the rejects of each stage's latest load by the spec (`$2` a
 /// run: its stages' loads; a stage it found unchanged, the load it reused), filtered by stage,
 /// rule and line when given (`$3`, `$4`, `$5`), with each rejected row's fields as read.
-pub const REJECTS_LIST: &str = "SELECT j.run_id, j.stage, j.source, j.line, j.column_name, j.rule, j.value, j.message, j.severity, j.record::text
+pub const REJECTS_LIST: &str = "SELECT j.run_id, j.stage, j.source, j.line, j.column_name, j.rule, j.value, j.message, j.severity, j.record::text, j.replayed_by,
+                (SELECT business_date::text FROM etl_runs WHERE run_id = j.run_id)
            FROM etl_rejects j
            JOIN (SELECT DISTINCT ON (s.stage) s.stage, coalesce(s.unchanged_since, s.run_id) AS loaded_by
                    FROM etl_run_stages s JOIN etl_runs r ON r.run_id = s.run_id
-                  WHERE r.spec_name = $1 AND ($2::bigint IS NULL OR s.run_id = $2) AND s.status <> 'running'
+                  WHERE r.spec_name = $1 AND ($2::bigint IS NULL OR s.run_id = $2) AND s.status <> 'running' AND s.replay_of IS NULL
                   ORDER BY s.stage, s.run_id DESC) l ON l.stage = j.stage AND l.loaded_by = j.run_id
           WHERE ($3::text IS NULL OR j.stage = $3) AND ($4::text IS NULL OR j.rule = $4) AND ($5::bigint IS NULL OR j.line = $5)
           ORDER BY j.stage, j.source, j.line, j.rule, j.column_name NULLS FIRST";
@@ -81,7 +87,7 @@ pub const LEDGER_RECORD: &str = "INSERT INTO etl_files (run_id, spec_name, stage
 /// selected stage is here, into the table it loads now, is done, and a resumed backfill skips it.
 pub const DATES_DONE: &str = "SELECT DISTINCT r.business_date::text, s.stage, s.target_table FROM etl_runs r JOIN etl_run_stages s ON s.run_id = r.run_id
           WHERE r.spec_name = $1 AND r.business_date BETWEEN $2::date AND $3::date
-            AND r.status IN ('succeeded', 'rejected') AND s.status IN ('succeeded', 'rejected')
+            AND r.status IN ('succeeded', 'rejected') AND s.status IN ('succeeded', 'rejected') AND s.replay_of IS NULL
           ORDER BY 1, 2";
 
 /// DuckDB: as `DATES_DONE`.

@@ -496,6 +496,7 @@ fn run_records(out: &mut String, plan: &Plan) {
                 let _ = writeln!(out, "-- each stage's contract results, with its record:\n{};", records::RECORD_CHECK);
             }
             let _ = writeln!(out, "-- `etl backfill` first reads the dates already loaded:\n{};", records::DATES_DONE);
+            let _ = writeln!(out, "-- `etl rejects` reads the rejects, and a replay marks each row it loaded, in its load's transaction:\n{};\n{};", records::REJECTS_LIST, records::MARK_REPLAYED);
         }
         Dialect::Duckdb => {
             let _ = writeln!(out, "{}", records::DUCKDB_TABLES.trim());

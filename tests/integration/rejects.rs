@@ -127,3 +127,78 @@ stages:
         out.evidence()
     );
 }
+
+/// `etl rejects replay`: after a rule is widened, the rows it rejected are checked again and those
+/// that pass now load, their rejects marked with the replay's run; the others stay rejected. Per
+/// stage and date, rows read = rows loaded (the load's and the replays') + rows still rejected.
+#[test]
+fn a_replay_loads_exactly_the_rejected_rows_that_pass_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new("replay");
+    let write_spec = |limit: &str| {
+        let text = format!(
+            "version: 1
+name: replay
+connections:
+  files: {{ type: local, path: '{dir}' }}
+  db: {{ type: postgres, url: \"{{{{ env.ETL_TEST_DATABASE_URL }}}}\", schema: \"{{{{ env.SCHEMA }}}}\" }}
+defaults:
+  csv: {{ delimiter: \";\", null_values: [\"NULL\"] }}
+stages:
+  trades:
+    source: {{ connection: files, key: trades.csv }}
+    target: {{ connection: db, table: trade, key: [trade_id] }}
+    columns:
+      trade_id: {{ type: string }}
+      amount: {{ type: \"decimal(20,2)\", min: 0 }}
+      note: {{ type: string, nullable: true }}
+    rules:
+      - {{ name: small, check: \"amount < {limit}\" }}
+",
+            dir = dir.path().display()
+        );
+        std::fs::write(dir.path().join("replay.yaml"), text).unwrap();
+    };
+    let spec = dir.path().join("replay.yaml");
+    let spec = spec.to_str().unwrap();
+    write_spec("100");
+    // t2 and t3 break `small`, t4 `min`, t5 does not cast; t2's note is NULL, t3's empty.
+    std::fs::write(dir.path().join("trades.csv"), "trade_id;amount;note\nt1;5.00;a\nt2;150.00;NULL\nt3;250.00;\nt4;-1.00;d\nt5;abc;e\n").unwrap();
+    let url = std::env::var("ETL_TEST_DATABASE_URL").unwrap();
+    let env = [("ETL_TEST_DATABASE_URL", url.as_str()), ("SCHEMA", db.schema.as_str())];
+    let out = etl(&["run", spec, "--date", "2025-12-19"], &env);
+    out.expect_code(4);
+    let table = || db.texts(&format!("SELECT trade_id || ' ' || amount::text || ' ' || coalesce(note, 'NULL') FROM {}.trade ORDER BY 1", db.schema));
+    assert_eq!(table(), ["t1 5.00 a"]);
+
+    // The rule widened: replaying its rejects loads t2 (150 < 200), not t3 (250).
+    write_spec("200");
+    let out = etl(&["rejects", "replay", spec, "--rule", "small"], &env);
+    out.expect_code(4);
+    assert!(out.stdout.contains("replayed 2 rejected rows of run") && out.stdout.contains("1 loaded, 1 still rejected"), "{}", out.evidence());
+    assert_eq!(table(), ["t1 5.00 a", "t2 150.00 NULL"], "t2 loaded, its NULL note a null\n{}", out.evidence());
+    let marks = db.texts(
+        "SELECT line::text || ' ' || rule || ' ' || (replayed_by IS NOT NULL)::text FROM etl_rejects
+          WHERE run_id = (SELECT min(run_id) FROM etl_runs WHERE spec_name = 'replay') ORDER BY line, rule",
+    );
+    assert_eq!(marks, ["3 small true", "4 small false", "5 min false", "6 type false"], "{}", out.evidence());
+    let replay_run = db.texts("SELECT replay_of::text || ' ' || rows_read::text || ' ' || rows_inserted::text || ' ' || rows_rejected::text || ' ' || (SELECT business_date::text FROM etl_runs r WHERE r.run_id = s.run_id) FROM etl_run_stages s WHERE run_id = (SELECT max(run_id) FROM etl_runs WHERE spec_name = 'replay')");
+    let first = db.texts("SELECT min(run_id)::text FROM etl_runs WHERE spec_name = 'replay'")[0].clone();
+    assert_eq!(replay_run, [format!("{first} 2 1 1 2025-12-19")], "the replay's record names the run, counts its rows, keeps the date\n{}", out.evidence());
+    // Read = loaded + still rejected, over the load and its replays: 5 = (1 + 1) + 3.
+    let outstanding = db.count("SELECT count(DISTINCT line) FROM etl_rejects WHERE severity = 'error' AND replayed_by IS NULL AND run_id = (SELECT min(run_id) FROM etl_runs WHERE spec_name = 'replay')");
+    let loaded = db.count("SELECT sum(rows_inserted + rows_updated)::bigint FROM etl_run_stages s JOIN etl_runs r USING (run_id) WHERE r.spec_name = 'replay'");
+    assert_eq!((loaded, outstanding), (2, 3));
+
+    // Again, every pending row: none passes; nothing changes, nothing marked.
+    let out = etl(&["rejects", "replay", spec], &env);
+    out.expect_code(4);
+    assert!(out.stdout.contains("replayed 3 rejected rows") && out.stdout.contains("0 loaded, 3 still rejected"), "{}", out.evidence());
+    assert_eq!(table(), ["t1 5.00 a", "t2 150.00 NULL"]);
+
+    // The file loaded again: not skipped (the table changed), and it ends as a forced load does.
+    let out = etl(&["run", spec, "--date", "2025-12-19"], &env);
+    out.expect_code(4);
+    assert!(!out.stdout.contains("unchanged since run"), "{}", out.evidence());
+    assert_eq!(table(), ["t1 5.00 a", "t2 150.00 NULL"], "{}", out.evidence());
+}

@@ -270,9 +270,21 @@ pub fn load_stage(
         }
     }
     report.status = report.loaded_status();
+    // A replay of rejected rows: those that pass now are loaded and their rejects marked with
+    // this run in its transaction; those that fail still stay rejected under their own run, not
+    // recorded again. It is no load of a file: nothing to reuse, no contract to check.
+    if let Some(replay) = opts.replay.as_ref().filter(|r| r.stage == st.name) {
+        let failed: std::collections::HashSet<u64> = report.rejects.iter().filter(|j| j.severity == crate::spec::model::Severity::Error).map(|j| j.line).collect();
+        let mut replayed: Vec<(String, i64)> = replay.lines.iter().filter(|(line, _)| !failed.contains(line)).map(|(_, at)| at.clone()).collect();
+        replayed.sort();
+        report.replayed = replayed;
+        report.replay_of = Some(replay.of_run);
+        report.rejects.clear();
+        report.fingerprint = None;
+    }
     // The contracts, on what the merge left, before anything commits: a failed `error` one
     // rolls the stage back.
-    if !st.contracts.is_empty() {
+    if !st.contracts.is_empty() && opts.replay.is_none() {
         let history = cx.records.map(|(_, on)| on == st.target.connection);
         report.checks = pg.block(crate::exec::contracts::evaluate(tx, &cx.plan.name, st, &report, opts.date, history))?;
         for c in report.checks.iter().filter(|c| !c.passed) {

@@ -111,9 +111,24 @@ pub async fn record_stage_in(tx: &mut super::Tx, run_id: i64, report: &StageRepo
         .bind(f.map(|f| f.table_state.as_str()))
         .bind(report.unchanged_since_run)
         .bind(crate::exec::reuse::fingerprint::rejects_digest(&report.rejects))
+        .bind(report.replay_of)
         .execute(&mut **tx)
         .await
         .map_err(db("record the stage"))?;
+    // A replay: the rows it loaded are no longer rejected.
+    if let Some(of) = report.replay_of {
+        for (source, line) in &report.replayed {
+            sqlx::query(records::MARK_REPLAYED)
+                .bind(run_id)
+                .bind(of)
+                .bind(&report.stage)
+                .bind(source)
+                .bind(line)
+                .execute(&mut **tx)
+                .await
+                .map_err(db("mark the replayed rejects"))?;
+        }
+    }
     // A stage unchanged since an earlier load has that load's rejects, kept under its run
     // (`unchanged_since_run`): not copied again on every re-run.
     if !report.rejects.is_empty() && report.unchanged_since_run.is_none() {
@@ -178,6 +193,10 @@ pub struct StoredReject {
     pub severity: String,
     /// The row's fields as read (a JSON object), when kept.
     pub record: Option<serde_json::Value>,
+    /// The replay that loaded the row since, if one did.
+    pub replayed_by: Option<i64>,
+    /// The business date of the run that recorded it.
+    pub business_date: Option<String>,
 }
 
 /// The rejects `etl rejects` selects (see `records::REJECTS_LIST`).
@@ -204,6 +223,8 @@ pub async fn stored_rejects(pool: &PgPool, spec: &str, run: Option<i64>, stage: 
             message: r.get(7),
             severity: r.get(8),
             record: r.get::<Option<String>, _>(9).and_then(|t| serde_json::from_str(&t).ok()),
+            replayed_by: r.get(10),
+            business_date: r.get(11),
         })
         .collect())
 }
