@@ -780,6 +780,26 @@ pub struct MissingSql {
     pub restore: Option<String>,
 }
 
+impl MissingSql {
+    /// The keys copied in, counted and `apply`'d; nothing else (no soft delete's column, no
+    /// referencing table to look at).
+    pub fn new(create_keys: String, copy_keys: String, count: String, apply: String) -> MissingSql {
+        MissingSql {
+            add_column: None,
+            create_keys,
+            copy_keys,
+            count,
+            referenced_by: Vec::new(),
+            cascade: Vec::new(),
+            create_held: None,
+            hold: Vec::new(),
+            flag_referenced: None,
+            apply,
+            restore: None,
+        }
+    }
+}
+
 /// A statement that names tables other stages make, sent only when they all exist (a table
 /// not made yet holds no row to reference anything).
 #[derive(Debug, Clone)]

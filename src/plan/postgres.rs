@@ -216,65 +216,30 @@ fn missing_sql(t: &TargetPlan) -> Option<MissingSql> {
     let on: Vec<String> = t.key.iter().map(|k| format!("k.{0} = t.{0}", ident(k))).collect();
     let found = format!("EXISTS (SELECT 1 FROM {keys} AS k WHERE {})", on.join(" AND "));
     let key_types = || format!("CREATE TEMP TABLE {keys} ON COMMIT DROP AS SELECT {} FROM {q} WITH NO DATA", list.join(", "));
+    let copy_keys = format!("COPY {keys} ({}) FROM STDIN (FORMAT csv)", list.join(", "));
     // A history table closing the keys its file lacks: they are closed in its merge; the ratio
     // counts the versions current on the load's date.
     if let Some(h) = t.history.as_ref().filter(|h| h.close) {
         let d = format!("{}::date", super::sql::literal(&h.date));
         let (from, to) = (ident(&h.valid_from), ident(&h.valid_to));
-        return Some(MissingSql {
-            add_column: None,
-            create_keys: key_types(),
-            copy_keys: format!("COPY {keys} ({}) FROM STDIN (FORMAT csv)", list.join(", ")),
-            count: format!("SELECT count(*) FILTER (WHERE NOT {found}), count(*) FROM {q} AS t WHERE t.{from} <= {d} AND (t.{to} IS NULL OR t.{to} > {d})"),
-            referenced_by: Vec::new(),
-            cascade: Vec::new(),
-            create_held: None,
-            hold: Vec::new(),
-            flag_referenced: None,
-            apply: String::new(),
-            restore: None,
-        });
+        let count = format!("SELECT count(*) FILTER (WHERE NOT {found}), count(*) FROM {q} AS t WHERE t.{from} <= {d} AND (t.{to} IS NULL OR t.{to} > {d})");
+        return Some(MissingSql::new(key_types(), copy_keys, count, String::new()));
     }
     let how = t.delete_missing?;
     let deleted_at = ident(crate::spec::model::DELETED_AT);
     let soft = how == crate::spec::model::DeleteMissing::Soft;
     let flags = t.flags_deleted();
     let live = if flags { format!(" WHERE t.{deleted_at} IS NULL") } else { String::new() };
-    let copy_keys = format!("COPY {keys} ({}) FROM STDIN (FORMAT csv)", list.join(", "));
     let add_column = flags.then(|| format!("ALTER TABLE {q} ADD COLUMN {deleted_at} DATE"));
     let restore = flags.then(|| format!("UPDATE {q} AS t SET {deleted_at} = NULL WHERE t.{deleted_at} IS NOT NULL AND {found}"));
     let count = format!("SELECT count(*) FILTER (WHERE NOT {found}), count(*) FROM {q} AS t{live}");
+    let mut sql = MissingSql { add_column, restore, ..MissingSql::new(key_types(), copy_keys, count, format!("DELETE FROM {q} AS t WHERE NOT {found}")) };
     if soft {
-        return Some(MissingSql {
-            add_column,
-            create_keys: key_types(),
-            copy_keys,
-            count,
-            referenced_by: Vec::new(),
-            cascade: Vec::new(),
-            create_held: None,
-            hold: Vec::new(),
-            flag_referenced: None,
-            apply: format!("UPDATE {q} AS t SET {deleted_at} = $1::date WHERE t.{deleted_at} IS NULL AND NOT {found}"),
-            restore,
-        });
+        sql.apply = format!("UPDATE {q} AS t SET {deleted_at} = $1::date WHERE t.{deleted_at} IS NULL AND NOT {found}");
+        return Some(sql);
     }
     // The values of the rows about to be deleted that other tables reference.
     let doomed = |column: &str| format!("SELECT t.{} FROM {q} AS t WHERE NOT {found}", ident(column));
-    let delete = format!("DELETE FROM {q} AS t WHERE NOT {found}");
-    let mut sql = MissingSql {
-        add_column,
-        create_keys: key_types(),
-        copy_keys,
-        count,
-        referenced_by: Vec::new(),
-        cascade: Vec::new(),
-        create_held: None,
-        hold: Vec::new(),
-        flag_referenced: None,
-        apply: delete,
-        restore,
-    };
     match t.on_delete {
         OnDelete::Restrict => {
             sql.referenced_by = t

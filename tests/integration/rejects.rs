@@ -170,6 +170,7 @@ stages:
     out.expect_code(4);
     let table = || db.texts(&format!("SELECT trade_id || ' ' || amount::text || ' ' || coalesce(note, 'NULL') FROM {}.trade ORDER BY 1", db.schema));
     assert_eq!(table(), ["t1 5.00 a"]);
+    let first = db.texts("SELECT max(run_id)::text FROM etl_runs WHERE spec_name = 'replay'")[0].clone();
 
     // The rule widened: replaying its rejects loads t2 (150 < 200), not t3 (250).
     write_spec("200");
@@ -177,17 +178,13 @@ stages:
     out.expect_code(4);
     assert!(out.stdout.contains("replayed 2 rejected rows of run") && out.stdout.contains("1 loaded, 1 still rejected"), "{}", out.evidence());
     assert_eq!(table(), ["t1 5.00 a", "t2 150.00 NULL"], "t2 loaded, its NULL note a null\n{}", out.evidence());
-    let marks = db.texts(
-        "SELECT line::text || ' ' || rule || ' ' || (replayed_by IS NOT NULL)::text FROM etl_rejects
-          WHERE run_id = (SELECT min(run_id) FROM etl_runs WHERE spec_name = 'replay') ORDER BY line, rule",
-    );
+    let marks = db.texts(&format!("SELECT line::text || ' ' || rule || ' ' || (replayed_by IS NOT NULL)::text FROM etl_rejects WHERE run_id = {first} ORDER BY line, rule"));
     assert_eq!(marks, ["3 small true", "4 small false", "5 min false", "6 type false"], "{}", out.evidence());
     let replay_run = db.texts("SELECT replay_of::text || ' ' || rows_read::text || ' ' || rows_inserted::text || ' ' || rows_rejected::text || ' ' || (SELECT business_date::text FROM etl_runs r WHERE r.run_id = s.run_id) FROM etl_run_stages s WHERE run_id = (SELECT max(run_id) FROM etl_runs WHERE spec_name = 'replay')");
-    let first = db.texts("SELECT min(run_id)::text FROM etl_runs WHERE spec_name = 'replay'")[0].clone();
     assert_eq!(replay_run, [format!("{first} 2 1 1 2025-12-19")], "the replay's record names the run, counts its rows, keeps the date\n{}", out.evidence());
     // Read = loaded + still rejected, over the load and its replays: 5 = (1 + 1) + 3.
-    let outstanding = db.count("SELECT count(DISTINCT line) FROM etl_rejects WHERE severity = 'error' AND replayed_by IS NULL AND run_id = (SELECT min(run_id) FROM etl_runs WHERE spec_name = 'replay')");
-    let loaded = db.count("SELECT sum(rows_inserted + rows_updated)::bigint FROM etl_run_stages s JOIN etl_runs r USING (run_id) WHERE r.spec_name = 'replay'");
+    let outstanding = db.count(&format!("SELECT count(DISTINCT line) FROM etl_rejects WHERE severity = 'error' AND replayed_by IS NULL AND run_id = {first}"));
+    let loaded = db.count(&format!("SELECT sum(rows_inserted + rows_updated)::bigint FROM etl_run_stages s JOIN etl_runs r USING (run_id) WHERE r.spec_name = 'replay' AND run_id >= {first}"));
     assert_eq!((loaded, outstanding), (2, 3));
 
     // Again, every pending row: none passes; nothing changes, nothing marked.
