@@ -91,26 +91,49 @@ pub fn text(r: &RunReport) -> String {
     out
 }
 
-/// A table: a header, a rule under it, the rows, columns padded to their widest cell.
+/// A table: a header, a rule under it, the rows, each column as wide as its widest cell on a
+/// terminal (display width: a CJK character takes two columns), numbers right-aligned.
 pub fn table(out: &mut String, header: &[String], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    use unicode_width::UnicodeWidthStr;
+    let mut widths: Vec<usize> = header.iter().map(|h| h.width()).collect();
     for r in rows {
         for (i, v) in r.iter().enumerate() {
             if i < widths.len() {
-                widths[i] = widths[i].max(v.chars().count());
+                widths[i] = widths[i].max(v.width());
             }
         }
     }
-    let line = |out: &mut String, cells: &[String]| {
-        let parts: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths.get(i).copied().unwrap_or(0))).collect();
+    // A column is numeric when every value it holds reads as a number.
+    let numeric: Vec<bool> = (0..widths.len())
+        .map(|i| {
+            let mut values = rows.iter().filter_map(|r| r.get(i)).filter(|v| !v.is_empty() && v.as_str() != "NULL").peekable();
+            values.peek().is_some() && values.all(|v| is_number(v))
+        })
+        .collect();
+    let line = |out: &mut String, cells: &[String], align: bool| {
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let pad = " ".repeat(widths.get(i).copied().unwrap_or(0).saturating_sub(c.width()));
+                if align && numeric.get(i).copied().unwrap_or(false) { format!("{pad}{c}") } else { format!("{c}{pad}") }
+            })
+            .collect();
         let _ = writeln!(out, "{}", parts.join("  ").trim_end());
     };
-    line(out, header);
+    line(out, header, true);
     let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-    line(out, &rule);
+    line(out, &rule, false);
     for r in rows {
-        line(out, r);
+        line(out, r, true);
     }
+}
+
+/// Whether a cell reads as a number: an optional minus, digits, an optional fraction.
+fn is_number(v: &str) -> bool {
+    let t = v.strip_prefix('-').unwrap_or(v);
+    let (int, frac) = t.split_once('.').unwrap_or((t, ""));
+    !int.is_empty() && int.bytes().all(|b| b.is_ascii_digit()) && frac.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// The report as one JSON document.
@@ -131,4 +154,30 @@ pub fn rejects_csv(r: &RunReport) -> Vec<u8> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::table;
+
+    #[test]
+    fn a_table_aligns_by_display_width_and_right_aligns_numbers() {
+        let header = ["strategy", "trades", "amount"].map(String::from).to_vec();
+        let rows = vec![
+            ["均值回归", "12", "1500.50"].map(String::from).to_vec(),
+            ["momentum", "3", "-7.25"].map(String::from).to_vec(),
+            ["套利", "140", "NULL"].map(String::from).to_vec(),
+        ];
+        let mut out = String::new();
+        table(&mut out, &header, &rows);
+        // Each CJK character takes two columns on a terminal: every column starts at one place.
+        assert_eq!(
+            out,
+            "strategy  trades   amount\n\
+             --------  ------  -------\n\
+             均值回归      12  1500.50\n\
+             momentum       3    -7.25\n\
+             套利         140     NULL\n"
+        );
+    }
 }
