@@ -218,7 +218,7 @@ impl Command {
         match self {
             Command::Run(a) | Command::Assets(a) | Command::Trades(a) | Command::Plan(a) => a.output == Output::Json,
             Command::Backfill(b) => b.run.output == Output::Json,
-            Command::Rejects { action: RejectsAction::List(a) | RejectsAction::Show(a) | RejectsAction::Replay(a) } => a.output == Output::Json,
+            Command::Rejects { action: RejectsAction::List(a) | RejectsAction::Show(a) | RejectsAction::Replay { select: a, .. } } => a.output == Output::Json,
             _ => false,
         }
     }
@@ -244,7 +244,14 @@ pub enum RejectsAction {
     /// load those that pass, in one transaction with their rejects marked replayed (the others
     /// stay rejected). For an upsert or append stage. Exit 0 when every row loaded, 4 when some
     /// are still rejected.
-    Replay(RejectsArgs),
+    Replay {
+        #[command(flatten)]
+        select: RejectsArgs,
+        /// Load this corrected file instead (the CSV `export` writes, edited): each row that
+        /// loads marks the rejected rows with its key replayed. Needs a stage with a key.
+        #[arg(long, value_name = "FILE")]
+        from_file: Option<PathBuf>,
+    },
 }
 
 /// Which rejects `etl rejects` reads.

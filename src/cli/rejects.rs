@@ -28,7 +28,7 @@ pub fn run(action: RejectsAction) -> Result<u8, CliError> {
                 Output::Text => show(&rejects),
             });
         }
-        RejectsAction::Replay(args) => return replay(args),
+        RejectsAction::Replay { select, from_file } => return replay(select, from_file),
         RejectsAction::Export { select, out } => {
             let (p, rejects) = read(&select)?;
             let stages: std::collections::BTreeSet<&str> = rejects.iter().map(|r| r.stage.as_str()).collect();
@@ -62,7 +62,7 @@ pub fn run(action: RejectsAction) -> Result<u8, CliError> {
 /// replayed yet) written as a file in a dialect the stage reads, and loaded as `etl run --stage
 /// S --force` would load such a file, for the run's business date; each row that passes marks
 /// its rejects replayed in the load's transaction.
-fn replay(args: RejectsArgs) -> Result<u8, CliError> {
+fn replay(args: RejectsArgs, from_file: Option<std::path::PathBuf>) -> Result<u8, CliError> {
     let what = "etl rejects replay";
     if args.run.is_some() {
         return Err(CliError::flag(
@@ -102,12 +102,39 @@ fn replay(args: RejectsArgs) -> Result<u8, CliError> {
             "correct the file and load it again with `etl run`",
         ));
     }
-    // The rows in the stage's own dialect but plain UTF-8 text, each once, in line order.
-    let header = st.csv.header;
-    let null = st.csv.null_values.first().cloned().unwrap_or_default();
-    let (csv, lines) = export(&st.extract.rejected_headers, pending.iter().copied(), Some(&null), header);
     let dir = p.opts.temp_dir.clone();
-    std::fs::write(dir.join("replay.csv"), csv).map_err(|e| CliError::System { what: "write the rows to replay".into(), message: e.to_string() })?;
+    let write_failed = |e: std::io::Error| CliError::System { what: "write the rows to replay".into(), message: e.to_string() };
+    let rows = match &from_file {
+        // A corrected file, in the dialect `export` writes: its rows stand for the rejected rows
+        // with their keys.
+        Some(file) => {
+            let headers: Vec<String> = st
+                .target
+                .key
+                .iter()
+                .map(|k| st.columns.iter().find(|c| &c.name == k && c.reads_file()).map(|c| c.header.clone()))
+                .collect::<Option<_>>()
+                .filter(|h: &Vec<String>| !h.is_empty())
+                .ok_or_else(|| CliError::flag(what, format!("stage `{stage}` has no key read from its file to match corrected rows with"), "replay the stored rows, without --from-file"))?;
+            let mut rows: std::collections::HashMap<Vec<String>, Vec<(String, i64)>> = std::collections::HashMap::new();
+            for r in &pending {
+                let fields = r.record.as_ref().and_then(|v| v.as_object());
+                let key: Vec<String> = headers.iter().map(|h| fields.and_then(|f| f.get(h)).and_then(|v| v.as_str()).unwrap_or_default().to_string()).collect();
+                rows.entry(key).or_default().push((r.source.clone(), r.line));
+            }
+            std::fs::copy(file, dir.join("replay.csv")).map_err(|e| CliError::flag(what, format!("cannot read {}: {e}", file.display()), "give the corrected CSV file `etl rejects export` wrote"))?;
+            st.csv.header = true;
+            st.csv.null_values = vec![String::new()];
+            exec::context::ReplayedRows::Keys { headers, rows }
+        }
+        // The rows in the stage's own dialect but plain UTF-8 text, each once, in line order.
+        None => {
+            let null = st.csv.null_values.first().cloned().unwrap_or_default();
+            let (csv, lines) = export(&st.extract.rejected_headers, pending.iter().copied(), Some(&null), st.csv.header);
+            std::fs::write(dir.join("replay.csv"), csv).map_err(write_failed)?;
+            exec::context::ReplayedRows::Lines(lines)
+        }
+    };
     st.csv.delimiter = ",".into();
     st.csv.quote = "\"".into();
     st.csv.escape = "\"".into();
@@ -124,14 +151,18 @@ fn replay(args: RejectsArgs) -> Result<u8, CliError> {
     if let Some(d) = date.as_deref().and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()) {
         opts.date = d;
     }
-    opts.replay = Some(exec::context::Replay { stage: stage.clone(), of_run, lines });
+    opts.replay = Some(exec::context::Replay { stage: stage.clone(), of_run, rows });
     let report = exec::run(&plan, &opts)?;
     let replayed = report.stages.iter().map(|s| s.replayed.len()).sum::<usize>();
     match args.output {
         Output::Json => print(&format!("{}\n", serde_json::to_string_pretty(&report).unwrap_or_default())),
         Output::Text => {
             print(&super::render::text(&report));
-            print(&format!("replayed {} rejected rows of run {of_run}: {replayed} loaded, {} still rejected\n", lines_count(&report), lines_count(&report) - replayed));
+            let read = lines_count(&report);
+            match &from_file {
+                Some(file) => print(&format!("replayed {read} corrected rows of {} for run {of_run}: {replayed} rejected rows loaded by key\n", file.display())),
+                None => print(&format!("replayed {read} rejected rows of run {of_run}: {replayed} loaded, {} still rejected\n", read.saturating_sub(replayed))),
+            }
         }
     }
     Ok(report.exit_code())

@@ -53,9 +53,24 @@ pub struct Replay {
     pub stage: String,
     /// The run whose rejects they are.
     pub of_run: i64,
-    /// Per line of the replayed file (the first row is line 2): the file and line of the row it
-    /// replays.
-    pub lines: std::collections::HashMap<u64, (String, i64)>,
+    /// Which rejected rows a row of the replayed file stands for.
+    pub rows: ReplayedRows,
+}
+
+/// How a replayed file's rows stand for rejected rows.
+#[derive(Debug, Clone)]
+pub enum ReplayedRows {
+    /// The file is the rejected rows themselves: per line (the first row is line 2 with a
+    /// header), the file and line of the row it is.
+    Lines(std::collections::HashMap<u64, (String, i64)>),
+    /// A corrected file: a row that loads stands for the rejected rows with its key (the key
+    /// columns' text by header, as read), each given by its file and line.
+    Keys {
+        /// The headers of the key columns.
+        headers: Vec<String>,
+        /// The rejected rows by their key's text.
+        rows: std::collections::HashMap<Vec<String>, Vec<(String, i64)>>,
+    },
 }
 
 impl RunOptions {

@@ -168,6 +168,9 @@ pub struct StageReport {
     /// See `replay_of`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub replayed: Vec<(String, i64)>,
+    /// The record numbers of the rows rejected (see `plan::extract::RECORD`).
+    #[serde(skip)]
+    pub rejected_records: Vec<u64>,
 }
 
 /// What a stage's contract found.
@@ -256,6 +259,7 @@ impl StageReport {
             totals: crate::exec::contracts::Total::for_stage(stage),
             replay_of: None,
             replayed: Vec::new(),
+            rejected_records: Vec::new(),
         }
     }
 

@@ -99,6 +99,7 @@ pub fn check_files(
         on_valid(v.valid)
     })?;
     // Each rejected row's fields as read, with its rejects.
+    report.rejected_records = rejected_records.clone();
     if !rejected_records.is_empty() && stage.reject_record_bytes > 0 {
         let mut fields: std::collections::HashMap<(Option<&str>, u64), String> = std::collections::HashMap::new();
         for (record, json) in reader.rejected_fields(stage, &rejected_records)? {

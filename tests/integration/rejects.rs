@@ -198,4 +198,19 @@ stages:
     out.expect_code(4);
     assert!(!out.stdout.contains("unchanged since run"), "{}", out.evidence());
     assert_eq!(table(), ["t1 5.00 a", "t2 150.00 NULL"], "{}", out.evidence());
+
+    // Corrected by hand: the rejected rows exported, t4's and t5's amounts fixed, t3 left as it
+    // was; replayed from the file, t4 and t5 load and their rejects are marked, t3's are not.
+    let last = db.texts("SELECT max(run_id)::text FROM etl_runs WHERE spec_name = 'replay'")[0].clone();
+    let file = dir.path().join("corrections.csv");
+    etl(&["rejects", "export", spec, "--out", file.to_str().unwrap()], &env).expect_code(0);
+    let exported = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(exported, "\"trade_id\",\"amount\",\"note\"\n\"t3\",\"250.00\",\"\"\n\"t4\",\"-1.00\",\"d\"\n\"t5\",\"abc\",\"e\"\n");
+    std::fs::write(&file, exported.replace("\"-1.00\"", "\"1.00\"").replace("\"abc\"", "\"2.00\"")).unwrap();
+    let out = etl(&["rejects", "replay", spec, "--from-file", file.to_str().unwrap()], &env);
+    out.expect_code(4);
+    assert!(out.stdout.contains("replayed 3 corrected rows") && out.stdout.contains("2 rejected rows loaded by key"), "{}", out.evidence());
+    assert_eq!(table(), ["t1 5.00 a", "t2 150.00 NULL", "t4 1.00 d", "t5 2.00 e"], "{}", out.evidence());
+    let marks = db.texts(&format!("SELECT line::text || ' ' || (replayed_by IS NOT NULL)::text FROM etl_rejects WHERE run_id = {last} ORDER BY line, rule"));
+    assert_eq!(marks, ["4 false", "5 true", "6 true"], "{}", out.evidence());
 }

@@ -274,9 +274,27 @@ pub fn load_stage(
     // this run in its transaction; those that fail still stay rejected under their own run, not
     // recorded again. It is no load of a file: nothing to reuse, no contract to check.
     if let Some(replay) = opts.replay.as_ref().filter(|r| r.stage == st.name) {
-        let failed: std::collections::HashSet<u64> = report.rejects.iter().filter(|j| j.severity == crate::spec::model::Severity::Error).map(|j| j.line).collect();
-        let mut replayed: Vec<(String, i64)> = replay.lines.iter().filter(|(line, _)| !failed.contains(line)).map(|(_, at)| at.clone()).collect();
+        let mut replayed: Vec<(String, i64)> = match &replay.rows {
+            crate::exec::context::ReplayedRows::Lines(lines) => {
+                let failed: std::collections::HashSet<u64> = report.rejects.iter().filter(|j| j.severity == crate::spec::model::Severity::Error).map(|j| j.line).collect();
+                lines.iter().filter(|(line, _)| !failed.contains(line)).map(|(_, at)| at.clone()).collect()
+            }
+            // The rows that load, by their key as read: the rejected rows with that key.
+            crate::exec::context::ReplayedRows::Keys { headers, rows } => {
+                let staged = report.rows_read - report.rejects_by_rule.get("csv").copied().unwrap_or(0);
+                let rejected: std::collections::HashSet<u64> = report.rejected_records.iter().copied().collect();
+                let loaded: Vec<u64> = (1..=staged).filter(|r| !rejected.contains(r)).collect();
+                let mut out = Vec::new();
+                for (_, fields) in cx.reader.rejected_fields(st, &loaded)? {
+                    let fields: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&fields).unwrap_or_default();
+                    let key: Vec<String> = headers.iter().map(|h| fields.get(h).and_then(|v| v.as_str()).unwrap_or_default().to_string()).collect();
+                    out.extend(rows.get(&key).into_iter().flatten().cloned());
+                }
+                out
+            }
+        };
         replayed.sort();
+        replayed.dedup();
         report.replayed = replayed;
         report.replay_of = Some(replay.of_run);
         report.rejects.clear();
