@@ -87,7 +87,17 @@ fn replay(args: RejectsArgs, from_file: Option<std::path::PathBuf>) -> Result<u8
         eprintln!("no rejected row to replay{}", args.rule.as_deref().map(|r| format!(" for rule {r}")).unwrap_or_default());
         return Ok(exit::OK);
     };
-    let (of_run, date) = (first.run_id, first.business_date.clone());
+    let (of_run, date) = (first.run_id, first.business_date.as_deref().and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()));
+    // The spec as it is now, for the business date of the load whose rows these are (a column
+    // `value: "{{ run.date }}"` takes that date, as it did then).
+    let p = match date {
+        Some(d) if args.spec.date.is_none() && d != p.opts.date => {
+            let mut dated = args.clone();
+            dated.spec.date = Some(d);
+            prepare(&dated.as_run_args())?
+        }
+        _ => p,
+    };
     let mut plan = p.plan.clone();
     let st = plan.stages.iter_mut().find(|s| s.name == stage).ok_or_else(|| CliError::flag(what, format!("no stage `{stage}`"), "name a stage of the spec"))?;
     let replayable = match st.target.mode {
@@ -95,6 +105,13 @@ fn replay(args: RejectsArgs, from_file: Option<std::path::PathBuf>) -> Result<u8
         crate::spec::model::LoadMode::Append => true,
         _ => false,
     };
+    if st.columns.iter().any(|c| matches!(c.source, crate::plan::ColumnSource::Path(_))) {
+        return Err(CliError::flag(
+            what,
+            format!("stage `{stage}` takes columns from its files' paths, which a rejected row's record does not keep"),
+            "correct the files and load them again with `etl run`",
+        ));
+    }
     if !replayable {
         return Err(CliError::flag(
             what,
@@ -148,7 +165,7 @@ fn replay(args: RejectsArgs, from_file: Option<std::path::PathBuf>) -> Result<u8
     let mut opts = p.opts.clone();
     opts.stages = Some(vec![stage.clone()]);
     opts.force = true;
-    if let Some(d) = date.as_deref().and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()) {
+    if let Some(d) = date {
         opts.date = d;
     }
     opts.replay = Some(exec::context::Replay { stage: stage.clone(), of_run, rows });

@@ -152,6 +152,7 @@ stages:
       trade_id: {{ type: string }}
       amount: {{ type: \"decimal(20,2)\", min: 0 }}
       note: {{ type: string, nullable: true }}
+      business_date: {{ type: date, value: \"{{{{ run.date }}}}\" }}
     rules:
       - {{ name: small, check: \"amount < {limit}\" }}
 ",
@@ -178,6 +179,8 @@ stages:
     out.expect_code(4);
     assert!(out.stdout.contains("replayed 2 rejected rows of run") && out.stdout.contains("1 loaded, 1 still rejected"), "{}", out.evidence());
     assert_eq!(table(), ["t1 5.00 a", "t2 150.00 NULL"], "t2 loaded, its NULL note a null\n{}", out.evidence());
+    let dates = db.texts(&format!("SELECT DISTINCT business_date::text FROM {}.trade", db.schema));
+    assert_eq!(dates, ["2025-12-19"], "the replayed row has its load's business date, not today's\n{}", out.evidence());
     let marks = db.texts(&format!("SELECT line::text || ' ' || rule || ' ' || (replayed_by IS NOT NULL)::text FROM etl_rejects WHERE run_id = {first} ORDER BY line, rule"));
     assert_eq!(marks, ["3 small true", "4 small false", "5 min false", "6 type false"], "{}", out.evidence());
     let replay_run = db.texts("SELECT replay_of::text || ' ' || rows_read::text || ' ' || rows_inserted::text || ' ' || rows_rejected::text || ' ' || (SELECT business_date::text FROM etl_runs r WHERE r.run_id = s.run_id) FROM etl_run_stages s WHERE run_id = (SELECT max(run_id) FROM etl_runs WHERE spec_name = 'replay')");
