@@ -85,6 +85,10 @@ pub enum Command {
         #[command(subcommand)]
         action: RejectsAction,
     },
+    /// Write a first spec for a CSV file from a sample of it: the dialect DuckDB finds, each
+    /// column's type proposed conservatively (a code like `000051` stays text) with the evidence
+    /// as a comment, headers mapped to column names; then show its plan.
+    Init(InitArgs),
     /// Print the JSON schema of a spec (draft 2020-12).
     Schema {
         /// Print the spec reference in Markdown instead.
@@ -222,6 +226,33 @@ impl Command {
             _ => false,
         }
     }
+}
+
+/// Options of `etl init`.
+#[derive(Debug, Clone, Args)]
+pub struct InitArgs {
+    /// The CSV file to sample.
+    #[arg(long, value_name = "PATH")]
+    pub from: PathBuf,
+    /// The spec's name [default: the table's].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The target table (and stage) [default: from the file's name].
+    #[arg(long)]
+    pub table: Option<String>,
+    /// The key columns (headers or column names) [default: a unique `id` column, else none: the
+    /// rows are appended].
+    #[arg(long = "key", value_name = "COLUMN")]
+    pub key: Vec<String>,
+    /// Where to write the spec [default: NAME.yaml].
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Rows to sample.
+    #[arg(long, default_value_t = 100_000)]
+    pub sample_rows: u64,
+    /// Write over an existing file.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `etl rejects` actions.

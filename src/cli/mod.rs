@@ -6,6 +6,7 @@
 pub mod args;
 pub mod backfill;
 pub mod error;
+pub mod init;
 pub mod prepare;
 pub mod rejects;
 pub mod render;
@@ -62,6 +63,7 @@ fn dispatch(command: Command, color: bool) -> Result<u8, CliError> {
         }
         Command::Schedule { action } => schedule::run(action).map(|()| exit::OK),
         Command::Rejects { action } => rejects::run(action),
+        Command::Init(args) => init::run(args),
         Command::Schema { markdown } => {
             if markdown {
                 print(&spec::reference::markdown(&spec::schema::schema()));

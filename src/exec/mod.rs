@@ -14,6 +14,7 @@ pub mod csv;
 pub mod duck;
 pub mod error;
 pub mod extract;
+pub mod guess;
 pub mod incremental;
 pub mod ledger;
 pub mod postgres;

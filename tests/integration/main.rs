@@ -12,6 +12,7 @@ mod faults;
 mod files;
 mod fuzzed;
 mod history;
+mod init;
 mod outcomes;
 mod rejects;
 mod rules;
