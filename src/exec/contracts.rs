@@ -115,6 +115,26 @@ fn manifest_value(bytes: &[u8], path: &str) -> Result<rust_decimal::Decimal, Str
     crate::spec::model::parse_decimal(number.trim()).ok_or_else(|| format!("holds `{raw}` at `{path}`, not a decimal number"))
 }
 
+/// A `totals` check's control value: the number given, or the sum of the field `trailer` of
+/// each file's trailer line; else why there is none.
+fn control(report: &StageReport, equals: Option<rust_decimal::Decimal>, trailer: Option<u32>, unresolved: &Option<String>, delimiter: &str) -> Result<rust_decimal::Decimal, String> {
+    if let Some(v) = equals {
+        return Ok(v);
+    }
+    let Some(field) = trailer else { return Err(unresolved.clone().unwrap_or_else(|| "no control value".into())) };
+    let mut sum = rust_decimal::Decimal::ZERO;
+    if report.trailers.is_empty() {
+        return Err("no file was read".into());
+    }
+    for (file, line) in &report.trailers {
+        let line = line.as_deref().ok_or_else(|| format!("{file} ends without a trailer line"))?;
+        let raw = line.split(delimiter).nth(field as usize - 1).unwrap_or_default();
+        let value = crate::spec::model::parse_decimal(raw.trim().trim_matches('"')).ok_or_else(|| format!("field {field} of the trailer of {file} is `{raw}`, not a number"))?;
+        sum = sum.checked_add(value).ok_or_else(|| "the trailers' values add up past 28 digits".to_string())?;
+    }
+    Ok(sum)
+}
+
 /// A scaled integer as decimal text.
 fn decimal_text(v: i128, scale: u32) -> String {
     let digits = v.unsigned_abs().to_string();
@@ -211,16 +231,15 @@ pub async fn evaluate(tx: &mut Tx, spec: &str, st: &StagePlan, report: &StageRep
                 };
                 result(problems.is_empty(), Some(n.to_string()), Some(expected.join(", ")), message)
             }
-            ContractKind::Totals { equals: None, unresolved, column, .. } => {
-                let why = unresolved.clone().unwrap_or_else(|| "no control value".into());
-                result(false, None, None, format!("the total of {column} has nothing to be compared with: {why}"))
-            }
-            ContractKind::Totals { column, of, equals: Some(equals), tolerance, .. } => {
+            ContractKind::Totals { column, of, equals, tolerance, trailer, unresolved, .. } => match control(report, *equals, *trailer, unresolved, &st.csv.delimiter) {
+                Err(why) => result(false, None, None, format!("the total of {column} has nothing to be compared with: {why}")),
+                Ok(equals) => {
                 let t = report.totals.iter().find(|t| t.check == c.name);
                 let observed = t.and_then(|t| match t.of {
                     TotalOf::Count => Some((i128::from(t.count), 0)),
                     TotalOf::Sum => t.sum.map(|s| (s, t.scale)),
                 });
+                let equals = &equals;
                 let expected = if tolerance.is_zero() { equals.to_string() } else { format!("{equals} ± {tolerance}") };
                 let what = if *of == TotalOf::Count { format!("count of {column}") } else { format!("sum of {column}") };
                 match observed.map(|o| (o, within(o, *equals, *tolerance))) {
@@ -231,7 +250,8 @@ pub async fn evaluate(tx: &mut Tx, spec: &str, st: &StagePlan, report: &StageRep
                     }
                     _ => result(false, None, Some(expected), format!("the {what} does not fit 38 digits")),
                 }
-            }
+                }
+            },
             ContractKind::Freshness { column, max_age, newest } => {
                 let row = sqlx::query(generated(newest)).bind(&day).fetch_one(&mut **tx).await.map_err(db("read the newest value of a freshness check"))?;
                 let (value, stale): (Option<String>, bool) = (row.get(0), row.get(1));

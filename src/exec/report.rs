@@ -171,6 +171,9 @@ pub struct StageReport {
     /// The record numbers of the rows rejected (see `plan::extract::RECORD`).
     #[serde(skip)]
     pub rejected_records: Vec<u64>,
+    /// With `source.trailer`: each file read and its trailer line (None: it had none).
+    #[serde(skip)]
+    pub trailers: Vec<(String, Option<String>)>,
 }
 
 /// What a stage's contract found.
@@ -260,6 +263,7 @@ impl StageReport {
             replay_of: None,
             replayed: Vec::new(),
             rejected_records: Vec::new(),
+            trailers: Vec::new(),
         }
     }
 

@@ -59,6 +59,8 @@ pub struct SourcePlan {
     pub key: String,
     /// A set of files (`files:`), or none for one `key`.
     pub set: Option<FileSetPlan>,
+    /// A last line starting with this is the sender's trailer, set aside.
+    pub trailer: Option<String>,
 }
 
 /// A stage's set of files.
@@ -152,6 +154,8 @@ pub enum ContractKind {
         equals: Option<rust_decimal::Decimal>,
         /// Where the sender states it: (source connection, file, path); read when the run starts.
         manifest: Option<(String, String, String)>,
+        /// Or the field of the trailer line at this position (1 is the first).
+        trailer: Option<u32>,
         /// Why the control value is not known (a manifest not read, or without a number there).
         unresolved: Option<String>,
         /// How far it may be.

@@ -28,6 +28,7 @@ pub fn compile(st: &crate::spec::model::Stage, t: &TargetPlan) -> Vec<ContractPl
                     of: tot.of,
                     equals: tot.equals.map(|n| n.0),
                     manifest: tot.manifest.as_ref().map(|m| (st.source.connection.clone(), m.file.clone(), m.path.clone())),
+                    trailer: tot.trailer,
                     unresolved: tot.manifest.as_ref().map(|m| format!("the manifest {} is read when the run starts", m.file)),
                     tolerance: tot.tolerance.map_or(Decimal::ZERO, |n| n.0),
                 }

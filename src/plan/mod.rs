@@ -314,7 +314,7 @@ fn source(spec: &Spec, st: &crate::spec::model::Stage) -> SourcePlan {
             poll: w.poll.as_deref().and_then(crate::spec::check::parse_duration).unwrap_or(std::time::Duration::from_secs(60)),
         }),
     });
-    SourcePlan { connection: s.connection.clone(), key: s.key.clone().or_else(|| s.files.clone()).unwrap_or_default(), set }
+    SourcePlan { connection: s.connection.clone(), key: s.key.clone().or_else(|| s.files.clone()).unwrap_or_default(), set, trailer: s.trailer.clone() }
 }
 
 /// Stages in dependency order; ties keep the spec's order.

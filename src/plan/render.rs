@@ -361,12 +361,13 @@ fn postgres_stage(out: &mut String, st: &StagePlan, pg: &PgStatements) {
                         let _ = writeln!(out, "-- ... and within {ratio} of the last load's for an earlier date ($1 spec, $2 stage, $3 table, $4 the run's date):\n{sql};");
                     }
                 }
-                crate::plan::ContractKind::Totals { column, of, equals, manifest, tolerance, .. } => {
+                crate::plan::ContractKind::Totals { column, of, equals, manifest, trailer, tolerance, .. } => {
                     let of = if *of == crate::spec::model::TotalOf::Count { "count" } else { "sum" };
-                    let control = match (equals, manifest) {
-                        (Some(v), _) => v.to_string(),
-                        (None, Some((connection, file, path))) => format!("the number at `{path}` of {file} on {connection} (read when the run starts)"),
-                        (None, None) => "nothing".into(),
+                    let control = match (equals, manifest, trailer) {
+                        (Some(v), _, _) => v.to_string(),
+                        (None, Some((connection, file, path)), _) => format!("the number at `{path}` of {file} on {connection} (read when the run starts)"),
+                        (None, None, Some(n)) => format!("the sum of field {n} of the files' trailer lines"),
+                        (None, None, None) => "nothing".into(),
                     };
                     let _ = writeln!(out, "-- check {} ({sev}): the {of} of {column} over the load's valid rows, counted as they are staged, = {control} within {tolerance}", c.name);
                 }

@@ -329,3 +329,50 @@ analytics:
     let error = db.texts("SELECT error FROM etl_runs WHERE run_id = (SELECT max(run_id) FROM etl_runs WHERE spec_name = 'expect')");
     assert!(error[0].contains("analytic `cash_by_account` expects cash >= 0: 1 rows do not meet it"), "{error:?}");
 }
+
+/// A control total in the sender's trailer line: the line is set aside (not a row, not a reject),
+/// its field read digit for digit; a set's files' trailers add up.
+#[test]
+fn a_trailer_line_is_set_aside_and_its_total_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new("trailer");
+    let text = format!(
+        "version: 1
+name: trailer
+connections:
+  files: {{ type: local, path: '{dir}' }}
+  db: {{ type: postgres, url: \"{{{{ env.ETL_TEST_DATABASE_URL }}}}\", schema: \"{{{{ env.SCHEMA }}}}\" }}
+stages:
+  trades:
+    source: {{ connection: files, files: \"trades_*.csv\", trailer: TRL }}
+    target: {{ connection: db, table: trade, key: [trade_id] }}
+    columns:
+      trade_id: {{ type: int64 }}
+      amount: {{ type: \"decimal(20,2)\" }}
+    checks:
+      - {{ name: sender_rows, totals: {{ column: trade_id, of: count, trailer: 2 }} }}
+      - {{ name: sender_total, totals: {{ column: amount, trailer: 3 }} }}
+",
+        dir = dir.path().display()
+    );
+    let spec = dir.path().join("trailer.yaml");
+    std::fs::write(&spec, text).unwrap();
+    std::fs::write(dir.path().join("trades_1.csv"), "trade_id,amount\n1,100000000000000000.00\n2,1.50\nTRL,2,100000000000000001.50\n").unwrap();
+    std::fs::write(dir.path().join("trades_2.csv"), "trade_id,amount\r\n3,2.25\r\nTRL,1,2.25\r\n").unwrap();
+    let out = run(&db, &spec, "2025-12-19", "0", &["--output", "json"]);
+    out.expect_code(0);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", out.evidence()));
+    assert_eq!((report["stages"][0]["rows_read"].as_u64(), report["stages"][0]["rows_rejected"].as_u64()), (Some(3), Some(0)), "the trailers are no rows\n{}", out.evidence());
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.trade", db.schema)), 3);
+
+    // A later file whose trailer states one cent more than its rows hold: refused.
+    std::fs::write(dir.path().join("trades_3.csv"), "trade_id,amount\n4,1.00\nTRL,1,1.01\n").unwrap();
+    let out = run(&db, &spec, "2025-12-19", "0", &[]);
+    out.expect_code(5);
+    assert!(out.stdout.contains("check sender_total FAILED: sum of amount over the load's valid rows is 1.00, not 1.01"), "{}", out.evidence());
+    // A file without its trailer: the check says so.
+    std::fs::write(dir.path().join("trades_3.csv"), "trade_id,amount\n4,1.00\n").unwrap();
+    let out = run(&db, &spec, "2025-12-19", "0", &[]);
+    out.expect_code(5);
+    assert!(out.stdout.contains("trades_3.csv ends without a trailer line"), "{}", out.evidence());
+}

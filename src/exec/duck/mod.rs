@@ -295,6 +295,12 @@ pub fn load_stage(cx: &StageContext<'_>, d: &Duck<'_>, st: &StagePlan, files: &m
             }
         }
         let paths: Vec<std::path::PathBuf> = files.iter_mut().map(|f| f.path(&opts.temp_dir, cx.rt)).collect::<Result<_, _>>()?;
+        // The senders' trailer lines are set aside, not read as rows.
+        if let Some(prefix) = &st.source.trailer {
+            for p in &paths {
+                crate::exec::source::strip_trailer(p, prefix)?;
+            }
+        }
         let inputs: Vec<FileInput<'_>> = files.iter().zip(&paths).map(|(f, p)| FileInput { path: p, shown: &f.shown, captures: &f.captures }).collect();
         let shown = crate::exec::postgres::load::shown_of(cx, st, files);
         d.ensure_table(st)?;

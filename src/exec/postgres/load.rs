@@ -118,6 +118,11 @@ pub fn load_stage(
         }
     }
     let paths: Vec<std::path::PathBuf> = files.iter_mut().map(|f| f.path(&opts.temp_dir, cx.rt)).collect::<Result<_, _>>()?;
+    // The senders' trailer lines, set aside before anything reads the files.
+    let trailers: Vec<(String, Option<String>)> = match &st.source.trailer {
+        Some(prefix) => files.iter().zip(&paths).map(|(f, p)| Ok((f.shown.clone(), crate::exec::source::strip_trailer(p, prefix)?))).collect::<Result<_, ExecError>>()?,
+        None => Vec::new(),
+    };
     let inputs: Vec<FileInput<'_>> = files.iter().zip(&paths).map(|(f, p)| FileInput { path: p, shown: &f.shown, captures: &f.captures }).collect();
     let shown_set = shown_of(cx, st, files);
     let (path, shown, etag) = (paths[0].as_path(), shown_set.as_str(), if set { None } else { files[0].etag.clone() });
@@ -181,6 +186,7 @@ pub fn load_stage(
     };
     let mut report = copy_stream(pg, tx, st, copy_sql, |hand| stage_rows(cx.reader, st, &inputs, shown, changes.as_ref(), progress, hand))?;
     fill_files(&mut report, files, already);
+    report.trailers = trailers;
     progress.detail(&st.name, &format!("{} rows validated, {} written by COPY", report.rows_read, report.rows_valid - report.skipped_unchanged));
     report.etag = etag;
     if over_budget(st, &mut report) {

@@ -365,6 +365,33 @@ fn decompress(from: &Path, to: &Path, c: Compression) -> std::io::Result<()> {
     std::io::Write::flush(&mut output)
 }
 
+/// Sets a file's trailer aside: when its last line starts with `prefix`, the file (a copy in
+/// the spool) is cut before it and the line returned (without its line end). None when the last
+/// line is a row.
+pub fn strip_trailer(path: &Path, prefix: &str) -> Result<Option<String>, ExecError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let fail = |e: std::io::Error| ExecError::Source { source_name: path.display().to_string(), message: e.to_string() };
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(path).map_err(fail)?;
+    let len = f.metadata().map_err(fail)?.len();
+    // A trailer is short: the last 64 KiB hold it.
+    let start = len.saturating_sub(65536);
+    f.seek(SeekFrom::Start(start)).map_err(fail)?;
+    let mut tail = Vec::new();
+    f.read_to_end(&mut tail).map_err(fail)?;
+    let body = tail.strip_suffix(b"\r\n").or_else(|| tail.strip_suffix(b"\n")).or_else(|| tail.strip_suffix(b"\r")).unwrap_or(&tail);
+    let at = body.iter().rposition(|b| *b == b'\n' || *b == b'\r').map_or(0, |i| i + 1);
+    if at == 0 && start > 0 {
+        return Ok(None);
+    }
+    let line = &body[at..];
+    if !line.starts_with(prefix.as_bytes()) {
+        return Ok(None);
+    }
+    let text = String::from_utf8_lossy(line).into_owned();
+    f.set_len(start + at as u64).map_err(fail)?;
+    Ok(Some(text))
+}
+
 /// The bytes of one small object (a manifest) on a source connection: downloaded into `dir`
 /// (s3) or read (local), with the name it is shown by. Missing or unreadable: a source error.
 pub fn read_object(plan: &Plan, connection: &str, key: &str, spec_dir: &Path, dir: &Path, rt: &tokio::runtime::Runtime) -> Result<(String, Vec<u8>), ExecError> {

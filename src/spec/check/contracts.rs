@@ -74,12 +74,23 @@ impl Checker<'_> {
                 }
             }
             if let Some(t) = &c.totals
-                && t.equals.is_some() == t.manifest.is_some()
+                && [t.equals.is_some(), t.manifest.is_some(), t.trailer.is_some()].iter().filter(|g| **g).count() != 1
             {
                 self.push(
                     Problem::new("spec::totals_control", cat.key("totals"), format!("check `{}` needs one control value", c.name))
-                        .label("`equals` or `manifest`")
-                        .help("give the value (`equals: 1234.56`, or a template) or where the sender states it (`manifest: { file, path }`), not both"),
+                        .label("`equals`, `manifest` or `trailer`")
+                        .help("give the value (`equals: 1234.56`, or a template) or where the sender states it (`manifest: { file, path }`, `trailer: FIELD`), one of them"),
+                );
+            }
+            if let Some(t) = &c.totals
+                && t.trailer.is_some()
+                && stage.source.trailer.is_none()
+            {
+                self.push(
+                    Problem::new("spec::totals_trailer", cat.key("totals").key("trailer"), format!("check `{}` reads the trailer line, but the stage's source has none", c.name))
+                        .on_key()
+                        .label("no `source.trailer`")
+                        .help("say how the trailer line starts: `source: { ..., trailer: \"TRL\" }`"),
                 );
             }
             if let Some(t) = &c.totals

@@ -291,13 +291,18 @@ pub struct Totals {
     #[serde(default)]
     pub of: TotalOf,
     /// The control value: a number, or a template giving one (e.g. `"{{ vars.control }}"`).
-    /// Give `equals` or `manifest`.
+    /// Give one of `equals`, `manifest` and `trailer`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub equals: Option<Number>,
     /// The control value read from a JSON file beside the data (the sender's manifest), on the
     /// stage's source connection, when the run starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<Manifest>,
+    /// The control value in the sender's trailer line (`source.trailer`): its field at this
+    /// position (1 is the first), split by the stage's delimiter; a set's files' trailers add up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub trailer: Option<u32>,
     /// How far the total may be from it. Default 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerance: Option<Number>,
@@ -369,6 +374,10 @@ pub struct Source {
     /// CSV dialect; overrides `defaults.csv` key by key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub csv: Option<CsvOptions>,
+    /// The sender's trailer: a file's last line that starts with this text (e.g. `TRL`) is set
+    /// aside, not read as a row; a `totals` check can take its control value from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trailer: Option<String>,
 }
 
 /// Which files of a set a run loads.
