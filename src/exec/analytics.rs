@@ -27,7 +27,7 @@ pub fn run_all(plan: &Plan, targets: &IndexMap<String, Target<'_>>) -> Vec<Analy
     for (a, result) in plan.analytics.iter().zip(results) {
         let result = match (result, targets.get(&a.connection)) {
             (Some(r), _) => r,
-            (None, Some(Target::Duck(d))) => d.analytic(&a.name, &a.run).and_then(|mut r| {
+            (None, Some(Target::Duck(d))) => a.materialize.as_deref().map_or(Ok(()), |m| d.execute(m, "compute an analytic")).and_then(|()| d.analytic(&a.name, &a.run)).and_then(|mut r| {
                 for (cond, sql) in &a.expect {
                     r.expectations.push(expectation(cond, d.offending_rows(&a.name, sql)?));
                 }
@@ -63,6 +63,9 @@ async fn run_pg(pool: &sqlx::PgPool, a: &AnalyticPlan) -> Result<AnalyticResult,
     let mut tx = pool.begin().await.map_err(fail)?;
     if let Some(q) = &a.search_path {
         sqlx::query_with(generated(&q.sql), arguments(q)?).execute(&mut *tx).await.map_err(fail)?;
+    }
+    if let Some(m) = &a.materialize {
+        sqlx::query(generated(m)).execute(&mut *tx).await.map_err(fail)?;
     }
     let rows = sqlx::query(generated(&a.run)).fetch_all(&mut *tx).await.map_err(fail)?;
     let mut expectations = Vec::new();

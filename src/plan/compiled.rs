@@ -341,6 +341,9 @@ pub struct AnalyticPlan {
     pub connection: String,
     /// The SQL as written.
     pub sql: String,
+    /// With expectations: computes the result once into a temporary table, which `run` and each
+    /// expectation then read.
+    pub materialize: Option<String>,
     /// The statement sent: the query wrapped so every value comes back as the database prints
     /// it (PostgreSQL: as JSON text, numerics in full; DuckDB: cast to VARCHAR).
     pub run: String,

@@ -47,7 +47,15 @@ pub fn compile(spec: &Spec) -> Plan {
         .iter()
         .map(|(name, a)| {
             let connection = a.connection.clone().unwrap_or_else(|| first_target.clone());
-            let body = a.sql.trim().trim_end_matches(';').trim_end();
+            let duck = matches!(spec.connections.get(&connection), Some(Connection::Duckdb(_)));
+            let written = a.sql.trim().trim_end_matches(';').trim_end();
+            // With expectations, the result is computed once into a temporary table that the
+            // report and each expectation read.
+            let materialize = (!a.expect.is_empty()).then(|| {
+                let result = sql::ident(ANALYTIC_RESULT);
+                if duck { format!("CREATE OR REPLACE TEMP TABLE {result} AS {written}") } else { format!("CREATE TEMP TABLE {result} ON COMMIT DROP AS {written}") }
+            });
+            let body = if materialize.is_some() { format!("SELECT * FROM {}", sql::ident(ANALYTIC_RESULT)) } else { written.to_string() };
             let (run, search_path) = match spec.connections.get(&connection) {
                 // Each value as DuckDB prints it, then each value's type (so numbers stay numbers
                 // in the JSON report).
@@ -70,16 +78,15 @@ pub fn compile(spec: &Spec) -> Plan {
                     (run, search_path)
                 }
             };
-            let duck = matches!(spec.connections.get(&connection), Some(Connection::Duckdb(_)));
             let expect = a
                 .expect
                 .iter()
                 .map(|cond| {
-                    let row = if duck { "CAST(to_json(q) AS VARCHAR)" } else { "row_to_json(q)::text" };
+                    let row = if duck { "CAST(q AS VARCHAR)" } else { "row_to_json(q)::text" };
                     (cond.clone(), format!("SELECT count(*) OVER (), {row} FROM ({body}) AS q WHERE NOT coalesce(({cond}), false) LIMIT 20"))
                 })
                 .collect();
-            AnalyticPlan { name: name.clone(), connection, sql: a.sql.trim().to_string(), run, search_path, description: a.description.clone(), expect }
+            AnalyticPlan { name: name.clone(), connection, sql: a.sql.trim().to_string(), materialize, run, search_path, description: a.description.clone(), expect }
         })
         .collect();
     let schedules = spec
@@ -206,6 +213,9 @@ fn column_source(c: &crate::spec::model::Column) -> compiled::ColumnSource {
         _ => ColumnSource::File,
     }
 }
+
+/// The temporary table an analytic with expectations is computed into.
+pub const ANALYTIC_RESULT: &str = "_etl_analytic_result";
 
 /// The largest rejected record kept with its rejects, unless `defaults.reject_record_bytes` says.
 pub const DEFAULT_REJECT_RECORD_BYTES: usize = 65536;

@@ -35,6 +35,9 @@ pub fn render(plan: &Plan, only_stages: &[String]) -> String {
                 if let Some(q) = &a.search_path {
                     let _ = writeln!(out, "{q}");
                 }
+                if let Some(m) = &a.materialize {
+                    let _ = writeln!(out, "{m};");
+                }
                 let _ = writeln!(out, "{};", a.run);
                 for (cond, sql) in &a.expect {
                     let _ = writeln!(out, "-- expects every row to meet `{cond}`: the rows that do not, in the same transaction:\n{sql};");

@@ -376,3 +376,35 @@ stages:
     out.expect_code(5);
     assert!(out.stdout.contains("trades_3.csv ends without a trailer line"), "{}", out.evidence());
 }
+
+/// The same on a DuckDB target: the failing rows shown as DuckDB writes a row.
+#[test]
+fn an_analytic_expectation_holds_on_a_duckdb_target_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "version: 1
+name: expect_duck
+connections:
+  files: {{ type: local, path: '{dir}' }}
+  lake: {{ type: duckdb, path: '{dir}/lake.duckdb' }}
+stages:
+  accounts:
+    source: {{ connection: files, key: accounts.csv }}
+    target: {{ connection: lake, table: account, key: [account_id] }}
+    columns:
+      account_id: {{ type: string }}
+      cash: {{ type: \"decimal(20,2)\" }}
+analytics:
+  cash_by_account:
+    sql: SELECT account_id, cash FROM account ORDER BY account_id
+    expect: [\"cash >= 0\"]
+",
+        dir = dir.path().display()
+    );
+    let spec = dir.path().join("expect_duck.yaml");
+    std::fs::write(&spec, text).unwrap();
+    std::fs::write(dir.path().join("accounts.csv"), "account_id,cash\nA,1.00\nB,-2.00\n").unwrap();
+    let out = etl(&["run", spec.to_str().unwrap()], &[]);
+    out.expect_code(1);
+    assert!(out.stdout.contains("expects cash >= 0: FAILED: 1 rows do not meet it") && out.stdout.contains("B") && out.stdout.contains("-2.00"), "{}", out.evidence());
+}
