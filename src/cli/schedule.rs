@@ -239,6 +239,10 @@ fn run_job(def: &JobDef, at: chrono::DateTime<chrono::Utc>) -> Result<JobOutcome
     })?;
     prepared.opts.job_id = Some(def.job_id.clone());
     prepared.opts.quiet = true;
+    // A schedule of the spec with webhooks of its own tells them instead of the spec's.
+    if let Some(hooks) = prepared.plan.schedules.iter().find(|s| s.name == def.job_id).and_then(|s| s.notify.clone()) {
+        prepared.plan.notify = hooks;
+    }
     let report = exec::run(&prepared.plan, &prepared.opts).map_err(|e| JobError { message: e.to_string(), exit_code: e.exit_code(), status: e.run_status().as_str() })?;
     let summary: Vec<String> = report.stages.iter().map(|s| format!("{}: {} read, {} rejected", s.stage, s.rows_read, s.rows_rejected)).collect();
     // A firing ends as its run: succeeded, rejected, over_budget or refused; failed when an

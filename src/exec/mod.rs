@@ -17,6 +17,7 @@ pub mod extract;
 pub mod guess;
 pub mod incremental;
 pub mod ledger;
+pub mod notify;
 pub mod postgres;
 pub mod progress;
 pub mod report;
@@ -65,10 +66,51 @@ impl Records<'_, '_> {
             Target::Duck(d) => d.finish_run(id, status, error),
         }
     }
+
+    /// Tells the webhooks of the run's end, and records (and logs) those that failed.
+    fn notify(&self, plan: &Plan, opts: &RunOptions, end: &str, report: Option<&RunReport>, error: Option<&str>) {
+        let failed = tell(plan, opts, end, report, error);
+        if let (false, Some(id)) = (failed.is_empty(), self.run_id) {
+            let text = failed.join("; ");
+            let _ = match self.on {
+                Target::Pg(pg) => pg.block(postgres::records::notify_failed(pg.pool(), id, &text)),
+                Target::Duck(d) => d.notify_failed(id, &text),
+            };
+        }
+    }
+}
+
+/// Tells the plan's webhooks of a run's end (none for a dry run); logs and returns the failures.
+fn tell(plan: &Plan, opts: &RunOptions, end: &str, report: Option<&RunReport>, error: Option<&str>) -> Vec<String> {
+    if opts.dry_run || plan.notify.is_empty() {
+        return Vec::new();
+    }
+    let date = opts.date.format("%Y-%m-%d").to_string();
+    let body = match report {
+        Some(r) => serde_json::to_value(r).unwrap_or_default(),
+        None => serde_json::json!({ "spec": plan.name, "date": date, "status": end, "error": error }),
+    };
+    let summary = notify::summary(report, &plan.name, &date, end, error);
+    let failed = notify::send(&plan.notify, end, body, &summary);
+    for f in &failed {
+        eprintln!("etl: {f}");
+    }
+    failed
 }
 
 /// Runs the selected stages of a plan: extract, validate, load; then the analytics.
 pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport, ExecError> {
+    let mut told = false;
+    let result = run_recorded(plan, opts, &mut told);
+    // An error before the run was recorded: the webhooks are told all the same.
+    if let (Err(e), false) = (&result, told) {
+        tell(plan, opts, e.run_status().as_str(), None, Some(&e.to_string()));
+    }
+    result
+}
+
+/// [`run`], telling the webhooks of its end once it is recorded (`told`).
+fn run_recorded(plan: &Plan, opts: &RunOptions, told: &mut bool) -> Result<RunReport, ExecError> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| ExecError::Internal(e.to_string()))?;
     // The control totals the senders' manifests state, read before anything else.
     let resolved = contracts::resolve_manifests(plan, &opts.spec_dir(), &opts.temp_dir, &rt)?;
@@ -124,6 +166,8 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport, ExecError> {
         Ok(reports) => reports,
         Err(e) => {
             let _ = records.finish(e.run_status(), Some(&e.to_string()));
+            records.notify(plan, opts, e.run_status().as_str(), None, Some(&e.to_string()));
+            *told = true;
             return Err(e);
         }
     };
@@ -144,6 +188,10 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport, ExecError> {
         abandoned_runs,
     };
     records.finish(status, report.analytics_failed().as_deref())?;
+    // A failed analytic ends the run as `failed` for its webhooks (the loads stand; exit 1).
+    let end = if report.analytics_failed().is_some() { Status::Failed } else { status };
+    records.notify(plan, opts, end.as_str(), Some(&report), report.analytics_failed().as_deref());
+    *told = true;
     // The run's lock goes with its connection.
     if let (Some(conn), Target::Pg(pg)) = (held, engine) {
         use sqlx::Connection;

@@ -29,6 +29,21 @@ pub struct Plan {
     pub analytics: Vec<AnalyticPlan>,
     /// Schedules in spec order.
     pub schedules: Vec<SchedulePlan>,
+    /// The webhooks told when a run ends.
+    pub notify: Vec<NotifyPlan>,
+}
+
+/// A webhook told when a run ends.
+#[derive(Debug, Clone)]
+pub struct NotifyPlan {
+    /// Where to POST (never shown).
+    pub url: crate::spec::model::Secret,
+    /// The ends of a run it is told of (their record's words).
+    pub on: Vec<&'static str>,
+    /// How long one attempt may take.
+    pub timeout: std::time::Duration,
+    /// Attempts after a failed one.
+    pub retries: u32,
 }
 
 /// A connection with its settings.
@@ -380,6 +395,8 @@ pub struct SchedulePlan {
     pub retries: u32,
     /// The wait before the first retry (doubling after).
     pub retry_delay: std::time::Duration,
+    /// Its own webhooks, instead of the spec's (None: the spec's).
+    pub notify: Option<Vec<NotifyPlan>>,
 }
 
 impl Plan {

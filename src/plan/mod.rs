@@ -114,9 +114,29 @@ pub fn compile(spec: &Spec) -> Plan {
             max_catchup: s.max_catchup.unwrap_or(10),
             retries: s.retries,
             retry_delay: s.retry_delay.as_deref().and_then(crate::spec::check::parse_duration).unwrap_or(std::time::Duration::from_secs(300)),
+            notify: s.notify.as_deref().map(notify),
         })
         .collect();
-    Plan { name: spec.name.clone(), connections, stages, analytics, schedules }
+    Plan { name: spec.name.clone(), connections, stages, analytics, schedules, notify: notify(&spec.notify) }
+}
+
+/// The webhooks, defaults filled in: told of every end of a run but `succeeded`, 10 s an
+/// attempt, 3 attempts after a failed one.
+fn notify(hooks: &[crate::spec::model::Notify]) -> Vec<NotifyPlan> {
+    use crate::spec::model::RunEnd;
+    hooks
+        .iter()
+        .map(|n| NotifyPlan {
+            url: n.url.clone(),
+            on: if n.on.is_empty() {
+                [RunEnd::Rejected, RunEnd::OverBudget, RunEnd::Refused, RunEnd::ContractFailed, RunEnd::Missing, RunEnd::Late, RunEnd::Failed].map(RunEnd::word).to_vec()
+            } else {
+                n.on.iter().map(|e| e.word()).collect()
+            },
+            timeout: n.timeout.as_deref().and_then(crate::spec::check::parse_duration).unwrap_or(std::time::Duration::from_secs(10)),
+            retries: n.retries.unwrap_or(3),
+        })
+        .collect()
 }
 
 /// A `mode: history` stage's versions (its `as_of` a constant, as the spec check sees to).

@@ -28,6 +28,12 @@ pub const RELEASE_RUN: &str = "SELECT pg_advisory_unlock(hashtextextended('etl-r
 /// PostgreSQL: records the end of a run.
 pub const FINISH_RUN: &str = "UPDATE etl_runs SET finished_at = now(), status = $2, error = $3 WHERE run_id = $1";
 
+/// PostgreSQL: records the webhooks that failed to be told of a run's end.
+pub const NOTIFY_FAILED: &str = "UPDATE etl_runs SET notify_error = $2 WHERE run_id = $1";
+
+/// DuckDB: as `NOTIFY_FAILED`.
+pub const DUCKDB_NOTIFY_FAILED: &str = "UPDATE etl_runs SET notify_error = ? WHERE run_id = ?";
+
 /// PostgreSQL: records a stage's outcome and digests (its rejects' among them).
 pub const RECORD_STAGE: &str = "INSERT INTO etl_run_stages (run_id, stage, source, source_bytes, source_etag, finished_at, status, rows_read,
            rows_inserted, rows_updated, rows_unchanged, rows_rejected, rows_warned, balanced, error,
@@ -114,6 +120,7 @@ CREATE TABLE IF NOT EXISTS etl_runs (
     spec_path TEXT NOT NULL, job_id TEXT, started_at TIMESTAMPTZ NOT NULL DEFAULT now(), finished_at TIMESTAMPTZ,
     status TEXT NOT NULL DEFAULT 'running', error TEXT);
 ALTER TABLE etl_runs ADD COLUMN IF NOT EXISTS business_date DATE;
+ALTER TABLE etl_runs ADD COLUMN IF NOT EXISTS notify_error VARCHAR;
 CREATE TABLE IF NOT EXISTS etl_run_stages (
     run_id BIGINT NOT NULL, stage TEXT NOT NULL, source TEXT NOT NULL, source_bytes BIGINT, source_etag TEXT,
     finished_at TIMESTAMPTZ DEFAULT now(), status TEXT NOT NULL, rows_read BIGINT, rows_inserted BIGINT,

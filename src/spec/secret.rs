@@ -23,6 +23,9 @@ pub fn is_secret(at: &Pointer) -> bool {
     let segments = at.segments();
     match segments.as_slice() {
         [top, _, field] if top == "connections" => FIELDS.contains(&field.as_str()),
+        // A webhook's URL: `notify[i].url`, or a schedule's `schedules.S.notify[i].url`.
+        [top, _, field] if top == "notify" => field == "url",
+        [top, _, notify, _, field] if top == "schedules" && notify == "notify" => field == "url",
         [top, .., field] if top.starts_with("x-") => FIELDS.contains(&field.as_str()),
         _ => false,
     }

@@ -160,6 +160,12 @@ impl<'r> Duck<'r> {
         Ok(())
     }
 
+    /// Records the webhooks that failed to be told of the run's end.
+    pub fn notify_failed(&self, run_id: i64, error: &str) -> Result<(), ExecError> {
+        self.conn.execute(records::DUCKDB_NOTIFY_FAILED, duckdb::params![error, run_id]).map_err(err("record the failed notifications"))?;
+        Ok(())
+    }
+
     /// The files of a stage's set this file's ledger holds as loaded from `origin`.
     pub fn ledger_loaded(&self, spec: &str, stage: &StagePlan, origin: &str) -> Result<Vec<ledger::Entry>, ExecError> {
         // A target file that never recorded a run has no ledger yet.

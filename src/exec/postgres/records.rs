@@ -77,6 +77,12 @@ pub async fn finish_run(pool: &PgPool, run_id: i64, status: Status, error: Optio
     Ok(())
 }
 
+/// Records the webhooks that failed to be told of the run's end.
+pub async fn notify_failed(pool: &PgPool, run_id: i64, error: &str) -> Result<(), ExecError> {
+    sqlx::query(records::NOTIFY_FAILED).bind(run_id).bind(error).execute(pool).await.map_err(db("record the failed notifications"))?;
+    Ok(())
+}
+
 /// Records a stage's outcome and its rejects, in a transaction of its own (a stage that wrote
 /// nothing: skipped, over budget, refused).
 pub async fn record_stage(pool: &PgPool, run_id: i64, report: &StageReport) -> Result<(), ExecError> {

@@ -85,6 +85,12 @@ pub fn check(spec: &Spec) -> Vec<Problem> {
     c.stages();
     c.analytics();
     c.schedules();
+    c.notify(&spec.notify, &Pointer::root().key("notify"));
+    for (name, s) in &spec.schedules {
+        if let Some(hooks) = &s.notify {
+            c.notify(hooks, &Pointer::root().key("schedules").key(name).key("notify"));
+        }
+    }
     c.problems
 }
 
@@ -501,6 +507,16 @@ impl Checker<'_> {
             }
         }
         out
+    }
+
+    fn notify(&mut self, hooks: &[crate::spec::model::Notify], at: &Pointer) {
+        for (i, n) in hooks.iter().enumerate() {
+            if let Some(t) = &n.timeout
+                && parse_duration(t).is_none()
+            {
+                self.push(Problem::new("spec::bad_value", at.index(i).key("timeout"), format!("`{t}` is not a time span")).label("e.g. 10s, 1m"));
+            }
+        }
     }
 
     fn analytics(&mut self) {

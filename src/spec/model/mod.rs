@@ -53,6 +53,67 @@ pub struct Spec {
     /// Named schedules, registered by `etl schedule start`.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub schedules: IndexMap<String, Schedule>,
+    /// Webhooks told when a run ends (a schedule's own `notify` replaces these for its firings).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<Notify>,
+}
+
+/// A webhook told when a run ends: a POST of the run's JSON report with a one-line `summary`
+/// and a Slack-compatible `text`, after everything committed; tried again with doubling waits,
+/// each attempt bounded by `timeout`. One that still fails is logged and recorded with the run
+/// (`etl_runs.notify_error`); it never fails the run or changes its exit code.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    /// Where to POST (a secret: never shown), e.g. `"{{ env.SLACK_WEBHOOK }}"`.
+    pub url: Secret,
+    /// Which ends of a run it is told of. Default: every one but `succeeded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on: Vec<RunEnd>,
+    /// How long one attempt may take (`10s`). Default `10s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Attempts after a failed one, the first after a second, each next wait doubled. Default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+}
+
+/// How a run ended, as its record says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunEnd {
+    /// Every row loaded.
+    Succeeded,
+    /// Loaded, some rows rejected.
+    Rejected,
+    /// A stage over its error budget: nothing of it loaded.
+    OverBudget,
+    /// A stage's data refused whole.
+    Refused,
+    /// A stage's contract failed: it rolled back.
+    ContractFailed,
+    /// A file set had no file.
+    Missing,
+    /// A file set still had no file when its wait ended.
+    Late,
+    /// An error ended it (or an analytic failed after the loads).
+    Failed,
+}
+
+impl RunEnd {
+    /// The word a run's record holds.
+    pub fn word(self) -> &'static str {
+        match self {
+            RunEnd::Succeeded => "succeeded",
+            RunEnd::Rejected => "rejected",
+            RunEnd::OverBudget => "over_budget",
+            RunEnd::Refused => "refused",
+            RunEnd::ContractFailed => "contract_failed",
+            RunEnd::Missing => "missing",
+            RunEnd::Late => "late",
+            RunEnd::Failed => "failed",
+        }
+    }
 }
 
 
@@ -690,6 +751,9 @@ pub struct Schedule {
     /// hour. Default `5m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_delay: Option<String>,
+    /// Webhooks told when one of its firings' runs ends, instead of the spec's `notify`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Vec<Notify>>,
 }
 
 /// Which firings missed while no scheduler ran are made up.
