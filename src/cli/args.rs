@@ -144,6 +144,10 @@ pub struct RunArgs {
     /// standard output (the report then goes to standard error). Checked before anything loads.
     #[arg(long, value_name = "FILE")]
     pub rejects_out: Option<PathBuf>,
+    /// Also write the run's figures in Prometheus' text format to this file (for node_exporter's
+    /// textfile collector; written whole, then renamed into place), also when the run fails.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
     /// Report format.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -381,6 +385,7 @@ impl RunArgs {
             dry_run: false,
             force: false,
             rejects_out: None,
+            metrics_file: None,
             output: Output::Text,
             batch_size: None,
             verbose: false,

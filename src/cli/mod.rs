@@ -7,6 +7,7 @@ pub mod args;
 pub mod backfill;
 pub mod error;
 pub mod init;
+pub mod metrics;
 pub mod prepare;
 pub mod rejects;
 pub mod render;
@@ -145,7 +146,22 @@ fn run_spec(mut args: args::RunArgs, alias: Option<&str>) -> Result<u8, CliError
         Some(f) => Some(Some((f, std::fs::File::create(f).map_err(|e| write_err(f, e))?))),
         None => None,
     };
-    let report = exec::run(&p.plan, &p.opts)?;
+    let metrics_failed = |file: &std::path::Path, e: String| CliError::System { what: format!("write the metrics to {}", file.display()), message: e };
+    let report = match exec::run(&p.plan, &p.opts) {
+        Ok(report) => report,
+        Err(e) => {
+            if let Some(file) = &args.metrics_file {
+                let date = p.opts.date.format("%Y-%m-%d").to_string();
+                if let Err(m) = metrics::write(metrics::failure_text(&p.plan.name, &date, e.run_status().as_str()), file) {
+                    eprint!("{}", metrics_failed(file, m).render(false));
+                }
+            }
+            return Err(e.into());
+        }
+    };
+    if let Some(file) = &args.metrics_file {
+        metrics::write(metrics::text(&report), file).map_err(|e| metrics_failed(file, e))?;
+    }
     let shown = match args.output {
         args::Output::Text => render::text(&report),
         args::Output::Json => render::json(&report),

@@ -13,6 +13,7 @@ mod files;
 mod fuzzed;
 mod history;
 mod init;
+mod metrics;
 mod notify;
 mod outcomes;
 mod rejects;
