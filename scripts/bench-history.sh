@@ -37,10 +37,12 @@ for d in day1 day2; do scripts/s3-put.py "$ETL_TEST_S3_ENDPOINT" "$bucket" "$wor
 export PGPASSWORD=etlpass
 PSQL=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "${ETL_PG_PORT:-15432}" -U etl etl_test)
 
-load() { # DAY DATE
-  "$ETL" run specs/small_etl_history.yaml --stage assets --date "$2" --output json \
-    --set "connections.db={type: postgres, url: '$ETL_TEST_DATABASE_URL', schema: b_history}" \
-    --s3-endpoint "$ETL_TEST_S3_ENDPOINT" --s3-bucket "$bucket" --source "assets=$1/account_assets.csv"
+# load DAY DATE: the command loading that day's file for that business date (an array, for
+# /usr/bin/time to run: it cannot run a shell function).
+load() {
+  cmd=("$ETL" run specs/small_etl_history.yaml --stage assets --date "$2" --output json
+    --set "connections.db={type: postgres, url: '$ETL_TEST_DATABASE_URL', schema: b_history}"
+    --s3-endpoint "$ETL_TEST_S3_ENDPOINT" --s3-bucket "$bucket" --source "assets=$1/account_assets.csv")
 }
 # time_it NAME COMMAND...: runs it under /usr/bin/time, appends "NAME seconds rss_kb".
 time_it() {
@@ -57,8 +59,8 @@ time_it() {
 for run in $(seq 1 "$runs"); do
   echo "bench: run $run of $runs" >&2
   "${PSQL[@]}" -c "DROP SCHEMA IF EXISTS b_history CASCADE; CREATE SCHEMA b_history;"
-  time_it history_day1 load day1 2025-12-19
-  time_it history_day2 load day2 2025-12-22
+  load day1 2025-12-19; time_it history_day1 "${cmd[@]}"
+  load day2 2025-12-22; time_it history_day2 "${cmd[@]}"
   # Every hundredth account got a version from day 2; the others kept their one version.
   opened=$("${PSQL[@]}" -At -c "SELECT count(*) FROM b_history.asset_history WHERE valid_from = '2025-12-22'")
   expected=$(( accounts / 100 ))
