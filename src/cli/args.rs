@@ -85,6 +85,9 @@ pub enum Command {
         #[command(subcommand)]
         action: RejectsAction,
     },
+    /// Write a self-contained HTML page of a run from the run records: each stage's counts,
+    /// rejects by rule and by column, contracts, files, and charts of the runs before it.
+    Report(ReportArgs),
     /// Write a first spec for a CSV file from a sample of it: the dialect DuckDB finds, each
     /// column's type proposed conservatively (a code like `000051` stays text) with the evidence
     /// as a comment, headers mapped to column names; then show its plan.
@@ -230,6 +233,27 @@ impl Command {
             _ => false,
         }
     }
+}
+
+/// Options of `etl report`.
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// Spec file [default: $ETL_SPEC, then specs/small_etl.yaml].
+    #[arg(value_name = "SPEC")]
+    pub spec_path: Option<PathBuf>,
+    /// The run to report [default: the spec's latest].
+    #[arg(long, value_name = "N")]
+    pub run: Option<i64>,
+    /// Runs the charts over time show: the reported one and those before it.
+    #[arg(long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(i64).range(1..=1000))]
+    pub last: i64,
+    /// Where to write the page [default: etl-report-SPEC.html; `-`: standard output].
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub spec: SpecArgs,
 }
 
 /// Options of `etl init`.
@@ -457,6 +481,10 @@ pub enum ScheduleCmd {
     Start {
         #[command(flatten)]
         store: StoreArgs,
+        /// Serve Prometheus metrics (runs, rows, rejects, durations, files, last success per
+        /// job and stage, counted across firings) at http://ADDR/metrics.
+        #[arg(long, value_name = "ADDR")]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// Add (or replace) a job.
     Add {

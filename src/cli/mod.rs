@@ -1,7 +1,7 @@
 //! The command line: clap definitions (`args`), the one `prepare` step from flags to a Plan and
 //! its options (shared with the scheduler), dispatch to the spec layer, the compiler and the
 //! executor, and rendering: reports on stdout (`render`), every error once, on stderr, with its
-//! exit code (`error`). `etl schedule` lives in `schedule`, `etl backfill` in `backfill`.
+//! exit code (`error`). `etl schedule` lives in `schedule`, `etl backfill` in `backfill`, `etl report` in `report`.
 
 pub mod args;
 pub mod backfill;
@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod prepare;
 pub mod rejects;
 pub mod render;
+pub mod report;
 pub mod schedule;
 
 use std::io::IsTerminal;
@@ -64,6 +65,7 @@ fn dispatch(command: Command, color: bool) -> Result<u8, CliError> {
         }
         Command::Schedule { action } => schedule::run(action).map(|()| exit::OK),
         Command::Rejects { action } => rejects::run(action),
+        Command::Report(args) => report::run(args),
         Command::Init(args) => init::run(args),
         Command::Schema { markdown } => {
             if markdown {

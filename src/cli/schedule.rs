@@ -46,7 +46,7 @@ fn absolute(p: &Path) -> PathBuf {
 pub fn run(action: ScheduleCmd) -> Result<(), CliError> {
     use ScheduleCmd as S;
     let store = match &action {
-        S::Start { store } | S::Add { store, .. } | S::List { store, .. } | S::Remove { store, .. } | S::Pause { store, .. } | S::Resume { store, .. } => store.clone(),
+        S::Start { store, .. } | S::Add { store, .. } | S::List { store, .. } | S::Remove { store, .. } | S::Pause { store, .. } | S::Resume { store, .. } => store.clone(),
     };
     let Store { prepared, pg, conn } = job_store(&store)?;
     let loaded = &prepared.loaded;
@@ -123,7 +123,11 @@ pub fn run(action: ScheduleCmd) -> Result<(), CliError> {
         S::Remove { job_id, .. } => changed(pg.block(schedule::remove(pg.pool(), &job_id))?, &job_id, "removed"),
         S::Pause { job_id, .. } => changed(pg.block(schedule::set_enabled(pg.pool(), &job_id, false))?, &job_id, "paused"),
         S::Resume { job_id, .. } => changed(pg.block(schedule::set_enabled(pg.pool(), &job_id, true))?, &job_id, "resumed"),
-        S::Start { store } => {
+        S::Start { store, metrics_addr } => {
+            if let Some(addr) = metrics_addr {
+                super::metrics::serve(addr).map_err(|m| CliError::flag(format!("--metrics-addr {addr}"), format!("cannot serve the metrics there: {m}"), "give a free address and port, e.g. 127.0.0.1:9187"))?;
+                print(&format!("metrics at http://{addr}/metrics\n"));
+            }
             let mut registered = 0;
             if store.spec_file().is_some() {
                 let path = absolute(&loaded.path);
@@ -225,6 +229,43 @@ fn job_table(rows: &[schedule::JobRow]) -> String {
 /// Runs a job's spec as `etl run` would: the file read afresh, its diagnostics in the error, with
 /// the exit code `etl run` would end with.
 fn run_job(def: &JobDef, at: chrono::DateTime<chrono::Utc>) -> Result<JobOutcome, JobError> {
+    let live = super::metrics::Live::serving();
+    let _running = live.map(|l| l.start());
+    let started = std::time::Instant::now();
+    let (result, report) = run_job_once(def, at);
+    if let Some(live) = live {
+        let seconds = started.elapsed().as_secs_f64();
+        let status = match &result {
+            Ok(outcome) => outcome.status.as_str(),
+            Err(e) => e.status,
+        };
+        match &report {
+            Some(report) => live.record(&def.job_id, report, status, seconds),
+            None => live.record_failure(&def.job_id, status, seconds),
+        }
+    }
+    result
+}
+
+/// [`run_job`] without its metrics: the outcome, and the run's report when it ran to its end.
+fn run_job_once(def: &JobDef, at: chrono::DateTime<chrono::Utc>) -> (Result<JobOutcome, JobError>, Option<exec::RunReport>) {
+    match run_spec(def, at) {
+        Ok(report) => {
+            let summary: Vec<String> = report.stages.iter().map(|s| format!("{}: {} read, {} rejected", s.stage, s.rows_read, s.rows_rejected)).collect();
+            // A firing ends as its run: succeeded, rejected, over_budget or refused; failed when
+            // an analytic failed after the loads (they stand; the error says which).
+            let outcome = match report.analytics_failed() {
+                Some(failed) => Err(JobError { message: failed, exit_code: crate::exit::ERROR, status: "failed" }),
+                None => Ok(JobOutcome { status: report.status.as_str().into(), run_id: report.run_id, summary: summary.join("; ") }),
+            };
+            (outcome, Some(report))
+        }
+        Err(e) => (Err(e), None),
+    }
+}
+
+/// Reads the job's spec afresh and runs it.
+fn run_spec(def: &JobDef, at: chrono::DateTime<chrono::Utc>) -> Result<exec::RunReport, JobError> {
     // The firing's business date: its time's date in the job's time zone.
     let tz = def.timezone.parse::<chrono_tz::Tz>().unwrap_or(chrono_tz::UTC);
     let spec = SpecArgs { date: Some(at.with_timezone(&tz).date_naive()), ..SpecArgs::default() };
@@ -243,12 +284,5 @@ fn run_job(def: &JobDef, at: chrono::DateTime<chrono::Utc>) -> Result<JobOutcome
     if let Some(hooks) = prepared.plan.schedules.iter().find(|s| s.name == def.job_id).and_then(|s| s.notify.clone()) {
         prepared.plan.notify = hooks;
     }
-    let report = exec::run(&prepared.plan, &prepared.opts).map_err(|e| JobError { message: e.to_string(), exit_code: e.exit_code(), status: e.run_status().as_str() })?;
-    let summary: Vec<String> = report.stages.iter().map(|s| format!("{}: {} read, {} rejected", s.stage, s.rows_read, s.rows_rejected)).collect();
-    // A firing ends as its run: succeeded, rejected, over_budget or refused; failed when an
-    // analytic failed after the loads (they stand; the error says which).
-    if let Some(failed) = report.analytics_failed() {
-        return Err(JobError { message: failed, exit_code: crate::exit::ERROR, status: "failed" });
-    }
-    Ok(JobOutcome { status: report.status.as_str().into(), run_id: report.run_id, summary: summary.join("; ") })
+    exec::run(&prepared.plan, &prepared.opts).map_err(|e| JobError { message: e.to_string(), exit_code: e.exit_code(), status: e.run_status().as_str() })
 }

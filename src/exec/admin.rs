@@ -1,7 +1,7 @@
 //! The commands that look after a spec's targets without running it: `etl clean` (empty the
 //! selected stages' tables), `etl migrate` (apply the engine's migrations), what `etl
-//! backfill` reads to resume (the business dates already loaded), and the rejects `etl
-//! rejects` reads.
+//! backfill` reads to resume (the business dates already loaded), the rejects `etl rejects`
+//! reads, and the run history `etl report` shows.
 
 use indexmap::IndexMap;
 
@@ -116,6 +116,24 @@ pub fn rejects(plan: &Plan, opts: &RunOptions, run: Option<i64>, rule: Option<&s
         }
         _ => Err(ExecError::Unsupported(format!(
             "the run records of this spec are in the DuckDB file of connection `{name}`: read its etl_rejects table there (`etl rejects` reads PostgreSQL's)"
+        ))),
+    }
+}
+
+/// What `etl report` shows (see `postgres::records::history`), read from the run records on the
+/// first target of the spec's stages.
+pub fn history(plan: &Plan, run: Option<i64>, last: i64) -> Result<postgres::records::History, ExecError> {
+    let Some(first) = plan.stages.first() else { return Err(ExecError::Unsupported("the spec has no stage, so no run records".into())) };
+    let name = first.target.connection.as_str();
+    match plan.connections.get(name) {
+        Some(ConnectionPlan::Postgres(c)) => {
+            let pg = Pg::connect(name, c)?;
+            let _ctx = pg.enter();
+            pg.migrate()?;
+            pg.block(postgres::records::history(pg.pool(), &plan.name, run, last))
+        }
+        _ => Err(ExecError::Unsupported(format!(
+            "the run records of this spec are in the DuckDB file of connection `{name}`: `etl report` reads PostgreSQL's"
         ))),
     }
 }

@@ -286,7 +286,8 @@ fn run_stages(cx: &StageContext<'_>, stages: &[&StagePlan], targets: &IndexMap<S
                 (None, Some(src)) => vec![src],
                 (None, None) => return Err(ExecError::Internal(format!("stage {} has no source", st.name))),
             };
-            let report = match &targets[&st.target.connection] {
+            let started = std::time::Instant::now();
+            let mut report = match &targets[&st.target.connection] {
                 // A set with no file (`on_missing: skip`) loads nothing.
                 _ if files.is_empty() => {
                     progress.step(&st.name, "no file: skipped (on_missing: skip)");
@@ -301,6 +302,7 @@ fn run_stages(cx: &StageContext<'_>, stages: &[&StagePlan], targets: &IndexMap<S
                     duck::load_stage(cx, d, st, &mut files)?
                 }
             };
+            report.seconds = started.elapsed().as_secs_f64();
             if !report.files.is_empty() {
                 let loaded = report.files.iter().filter(|f| f.status == "loaded").count();
                 let already = report.files.iter().filter(|f| f.status == "already_loaded").count();

@@ -174,6 +174,11 @@ pub struct StageReport {
     /// With `source.trailer`: each file read and its trailer line (None: it had none).
     #[serde(skip)]
     pub trailers: Vec<(String, Option<String>)>,
+    /// How long the stage took to read, check and load (its files were fetched before).
+    pub seconds: f64,
+    /// When its work began (recorded as its `started_at`).
+    #[serde(skip)]
+    pub started: chrono::DateTime<chrono::Utc>,
 }
 
 /// What a stage's contract found.
@@ -264,6 +269,8 @@ impl StageReport {
             replayed: Vec::new(),
             rejected_records: Vec::new(),
             trailers: Vec::new(),
+            seconds: 0.0,
+            started: chrono::Utc::now(),
         }
     }
 

@@ -215,6 +215,15 @@ fn missing_sql(t: &TargetPlan) -> Option<MissingSql> {
     let list: Vec<String> = t.key.iter().map(|k| ident(k)).collect();
     let on: Vec<String> = t.key.iter().map(|k| format!("k.{0} = t.{0}", ident(k))).collect();
     let found = format!("EXISTS (SELECT 1 FROM {keys} AS k WHERE {})", on.join(" AND "));
+    // The count of the rows whose key the file lacks, joined (a hash or merge join): an EXISTS in
+    // an aggregate's FILTER is a subplan run once per row, a scan of the keys per row.
+    let counted = |filter: &str| {
+        format!(
+            "SELECT count(*) FILTER (WHERE k._etl_found IS NULL), count(*) FROM {q} AS t LEFT JOIN (SELECT DISTINCT {}, true AS _etl_found FROM {keys}) AS k ON {}{filter}",
+            list.join(", "),
+            on.join(" AND ")
+        )
+    };
     let key_types = || format!("CREATE TEMP TABLE {keys} ON COMMIT DROP AS SELECT {} FROM {q} WITH NO DATA", list.join(", "));
     let copy_keys = format!("COPY {keys} ({}) FROM STDIN (FORMAT csv)", list.join(", "));
     // A history table closing the keys its file lacks: they are closed in its merge; the ratio
@@ -222,7 +231,7 @@ fn missing_sql(t: &TargetPlan) -> Option<MissingSql> {
     if let Some(h) = t.history.as_ref().filter(|h| h.close) {
         let d = format!("{}::date", super::sql::literal(&h.date));
         let (from, to) = (ident(&h.valid_from), ident(&h.valid_to));
-        let count = format!("SELECT count(*) FILTER (WHERE NOT {found}), count(*) FROM {q} AS t WHERE t.{from} <= {d} AND (t.{to} IS NULL OR t.{to} > {d})");
+        let count = counted(&format!(" WHERE t.{from} <= {d} AND (t.{to} IS NULL OR t.{to} > {d})"));
         return Some(MissingSql::new(key_types(), copy_keys, count, String::new()));
     }
     let how = t.delete_missing?;
@@ -232,7 +241,7 @@ fn missing_sql(t: &TargetPlan) -> Option<MissingSql> {
     let live = if flags { format!(" WHERE t.{deleted_at} IS NULL") } else { String::new() };
     let add_column = flags.then(|| format!("ALTER TABLE {q} ADD COLUMN {deleted_at} DATE"));
     let restore = flags.then(|| format!("UPDATE {q} AS t SET {deleted_at} = NULL WHERE t.{deleted_at} IS NOT NULL AND {found}"));
-    let count = format!("SELECT count(*) FILTER (WHERE NOT {found}), count(*) FROM {q} AS t{live}");
+    let count = counted(&live);
     let mut sql = MissingSql { add_column, restore, ..MissingSql::new(key_types(), copy_keys, count, format!("DELETE FROM {q} AS t WHERE NOT {found}")) };
     if soft {
         sql.apply = format!("UPDATE {q} AS t SET {deleted_at} = $1::date WHERE t.{deleted_at} IS NULL AND NOT {found}");

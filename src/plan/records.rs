@@ -35,10 +35,10 @@ pub const NOTIFY_FAILED: &str = "UPDATE etl_runs SET notify_error = $2 WHERE run
 pub const DUCKDB_NOTIFY_FAILED: &str = "UPDATE etl_runs SET notify_error = ? WHERE run_id = ?";
 
 /// PostgreSQL: records a stage's outcome and digests (its rejects' among them).
-pub const RECORD_STAGE: &str = "INSERT INTO etl_run_stages (run_id, stage, source, source_bytes, source_etag, finished_at, status, rows_read,
+pub const RECORD_STAGE: &str = "INSERT INTO etl_run_stages (run_id, stage, source, source_bytes, source_etag, started_at, finished_at, status, rows_read,
            rows_inserted, rows_updated, rows_unchanged, rows_rejected, rows_warned, balanced, error,
            target_table, context_fingerprint, source_fingerprint, table_state, unchanged_since, rejects_digest, replay_of)
-         VALUES ($1, $2, $3, $4, $5, now(), $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)";
+         VALUES ($1, $2, $3, $4, $5, $22, clock_timestamp(), $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)";
 
 /// PostgreSQL: marks a rejected row loaded by a replay (`$1`: the replay's run; the row's run,
 /// stage, file and line).
@@ -149,3 +149,37 @@ pub const DUCKDB_RECORD_STAGE: &str = "INSERT INTO etl_run_stages (run_id, stage
 /// DuckDB: the table a stage's rejects are appended to (run_id, stage, source, line,
 /// column_name, rule, value, message, severity, record).
 pub const DUCKDB_REJECTS_TABLE: &str = "etl_rejects";
+
+/// PostgreSQL, for `etl report`: the spec's latest runs up to one (all when $2 is NULL), newest
+/// first, at most $3.
+pub const REPORT_RUNS: &str = "SELECT run_id, business_date::text, to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
+                extract(epoch FROM finished_at - started_at)::float8, status, error, job_id
+           FROM etl_runs WHERE spec_name = $1 AND ($2::bigint IS NULL OR run_id <= $2)
+          ORDER BY run_id DESC LIMIT $3";
+
+/// PostgreSQL, for `etl report`: the stages of those runs, in run order.
+pub const REPORT_STAGES: &str = "SELECT run_id, stage, source, source_bytes, status, rows_read, rows_inserted, rows_updated, rows_unchanged,
+                rows_rejected, rows_warned, extract(epoch FROM finished_at - started_at)::float8, unchanged_since, error
+           FROM etl_run_stages WHERE run_id = ANY($1) ORDER BY run_id, started_at, stage";
+
+/// PostgreSQL, for `etl report`: a run's rejected rows by stage and rule (a row counted once per
+/// rule), those of a stage it found unchanged being the rejects of the load it reused.
+pub const REPORT_REJECTS_BY_RULE: &str = "SELECT j.stage, j.rule, count(DISTINCT (j.source, j.line))
+           FROM etl_rejects j JOIN etl_run_stages s ON s.stage = j.stage AND coalesce(s.unchanged_since, s.run_id) = j.run_id
+          WHERE s.run_id = $1 AND j.severity = 'error'
+          GROUP BY j.stage, j.rule ORDER BY 3 DESC, 1, 2";
+
+/// PostgreSQL, for `etl report`: a run's rejected values by stage and column (`(row)` for a
+/// rule of the whole row).
+pub const REPORT_REJECTS_BY_COLUMN: &str = "SELECT j.stage, coalesce(j.column_name, '(row)'), count(*)
+           FROM etl_rejects j JOIN etl_run_stages s ON s.stage = j.stage AND coalesce(s.unchanged_since, s.run_id) = j.run_id
+          WHERE s.run_id = $1 AND j.severity = 'error'
+          GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2";
+
+/// PostgreSQL, for `etl report`: a run's contracts and what each found.
+pub const REPORT_CHECKS: &str = "SELECT stage, check_name, severity, passed, observed, expected, message
+           FROM etl_checks WHERE run_id = $1 ORDER BY stage, check_name";
+
+/// PostgreSQL, for `etl report`: the files of sets a run loaded (the file ledger).
+pub const REPORT_FILES: &str = "SELECT stage, file_key, bytes, rows_read, rows_loaded, rows_rejected
+           FROM etl_files WHERE run_id = $1 ORDER BY stage, file_key";

@@ -501,6 +501,10 @@ fn run_records(out: &mut String, plan: &Plan) {
             }
             let _ = writeln!(out, "-- `etl backfill` first reads the dates already loaded:\n{};", records::DATES_DONE);
             let _ = writeln!(out, "-- `etl rejects` reads the rejects, and a replay marks each row it loaded, in its load's transaction:\n{};\n{};", records::REJECTS_LIST, records::MARK_REPLAYED);
+            let _ = writeln!(out, "-- `etl report` reads the runs, their stages, and the reported run's rejects, contracts and files:");
+            for s in [records::REPORT_RUNS, records::REPORT_STAGES, records::REPORT_REJECTS_BY_RULE, records::REPORT_REJECTS_BY_COLUMN, records::REPORT_CHECKS, records::REPORT_FILES] {
+                let _ = writeln!(out, "{s};");
+            }
         }
         Dialect::Duckdb => {
             let _ = writeln!(out, "{}", records::DUCKDB_TABLES.trim());

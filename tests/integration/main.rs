@@ -17,6 +17,7 @@ mod metrics;
 mod notify;
 mod outcomes;
 mod rejects;
+mod report;
 mod rules;
 mod run;
 mod schedule;

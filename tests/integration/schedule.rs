@@ -38,10 +38,16 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub fn start(spec: &Path, log: PathBuf) -> Scheduler {
+        Scheduler::start_with(spec, log, &[])
+    }
+
+    /// `etl schedule start --spec SPEC` with more arguments.
+    pub fn start_with(spec: &Path, log: PathBuf, more: &[&str]) -> Scheduler {
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_etl"))
             .env("ETL_CACHE_DIR", crate::util::cache_dir())
             .args(["schedule", "start", "--spec", spec.to_str().unwrap()])
+            .args(more)
             .current_dir(root())
             .env("ETL_SCHEDULE_SYNC_SECS", "1")
             .env("NO_COLOR", "1")
@@ -99,7 +105,7 @@ pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool, 
 
 /// Takes the advisory lock a stage loading the test's `asset` table waits for; returns the SQL
 /// of its key, for `pg_advisory_unlock`.
-fn hold_load_lock(db: &TestDb) -> String {
+pub fn hold_load_lock(db: &TestDb) -> String {
     let key = format!("hashtextextended('{}', 0)", format!("etl:\"{}\".\"asset\"", db.schema).replace('\'', "''"));
     db.exec(&format!("SELECT pg_advisory_lock({key})"));
     key
@@ -420,7 +426,7 @@ fn firings_missed_while_no_scheduler_ran_are_made_up_on_start_as_catchup_says() 
 }
 
 /// A free port on loopback, for a server a test starts later.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 

@@ -118,6 +118,7 @@ pub async fn record_stage_in(tx: &mut super::Tx, run_id: i64, report: &StageRepo
         .bind(report.unchanged_since_run)
         .bind(crate::exec::reuse::fingerprint::rejects_digest(&report.rejects))
         .bind(report.replay_of)
+        .bind(report.started)
         .execute(&mut **tx)
         .await
         .map_err(db("record the stage"))?;
@@ -363,4 +364,142 @@ pub async fn ledger_record(tx: &mut Tx, run_id: i64, spec: &str, stage: &StagePl
 pub async fn current_xid(tx: &mut Tx) -> Result<u64, ExecError> {
     let xid: i64 = value(tx, CURRENT_XID, "read the transaction's id").await?;
     Ok(xid as u64)
+}
+
+/// What `etl report` shows: a spec's latest runs (newest first), their stages, and of the newest
+/// (the run reported) its rejects by rule and by column, its contracts and its set's files.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct History {
+    /// The runs, newest first: the first is the run reported.
+    pub runs: Vec<RunRow>,
+    /// Their stages, oldest run first.
+    pub stages: Vec<StageRow>,
+    /// The reported run's rejected rows by (stage, rule).
+    pub by_rule: Vec<(String, String, i64)>,
+    /// The reported run's rejected values by (stage, column).
+    pub by_column: Vec<(String, String, i64)>,
+    /// The reported run's contracts.
+    pub checks: Vec<CheckRow>,
+    /// The files of sets the reported run loaded.
+    pub files: Vec<FileRow>,
+}
+
+/// A run as `etl_runs` keeps it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunRow {
+    pub run_id: i64,
+    pub business_date: Option<String>,
+    /// UTC, `YYYY-MM-DD HH:MM:SS`.
+    pub started_at: String,
+    /// None while running.
+    pub seconds: Option<f64>,
+    pub status: String,
+    pub error: Option<String>,
+    pub job_id: Option<String>,
+}
+
+/// A stage of a run as `etl_run_stages` keeps it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StageRow {
+    pub run_id: i64,
+    pub stage: String,
+    pub source: String,
+    pub bytes: Option<i64>,
+    pub status: String,
+    pub rows_read: Option<i64>,
+    pub inserted: Option<i64>,
+    pub updated: Option<i64>,
+    pub unchanged: Option<i64>,
+    pub rejected: Option<i64>,
+    pub warned: Option<i64>,
+    pub seconds: Option<f64>,
+    /// The run whose load it reused, when it found its source, spec and tables unchanged.
+    pub unchanged_since: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// A contract's result as `etl_checks` keeps it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckRow {
+    pub stage: String,
+    pub check: String,
+    pub severity: String,
+    pub passed: bool,
+    pub observed: Option<String>,
+    pub expected: Option<String>,
+    pub message: String,
+}
+
+/// A file of a set as the file ledger keeps it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FileRow {
+    pub stage: String,
+    pub file: String,
+    pub bytes: i64,
+    pub rows_read: i64,
+    pub rows_loaded: i64,
+    pub rows_rejected: i64,
+}
+
+/// Reads what `etl report` shows: the spec's `last` runs up to `run` (up to its newest when None).
+pub async fn history(pool: &PgPool, spec: &str, run: Option<i64>, last: i64) -> Result<History, ExecError> {
+    let read = db("read the run records");
+    let runs: Vec<RunRow> = sqlx::query(records::REPORT_RUNS)
+        .bind(spec)
+        .bind(run)
+        .bind(last)
+        .fetch_all(pool)
+        .await
+        .map_err(&read)?
+        .into_iter()
+        .map(|r| RunRow { run_id: r.get(0), business_date: r.get(1), started_at: r.get(2), seconds: r.get(3), status: r.get(4), error: r.get(5), job_id: r.get(6) })
+        .collect();
+    let ids: Vec<i64> = runs.iter().map(|r| r.run_id).collect();
+    let stages = sqlx::query(records::REPORT_STAGES)
+        .bind(&ids)
+        .fetch_all(pool)
+        .await
+        .map_err(&read)?
+        .into_iter()
+        .map(|r| StageRow {
+            run_id: r.get(0),
+            stage: r.get(1),
+            source: r.get(2),
+            bytes: r.get(3),
+            status: r.get(4),
+            rows_read: r.get(5),
+            inserted: r.get(6),
+            updated: r.get(7),
+            unchanged: r.get(8),
+            rejected: r.get(9),
+            warned: r.get(10),
+            seconds: r.get(11),
+            unchanged_since: r.get(12),
+            error: r.get(13),
+        })
+        .collect();
+    let mut history = History { runs, stages, by_rule: Vec::new(), by_column: Vec::new(), checks: Vec::new(), files: Vec::new() };
+    let Some(focus) = ids.first().copied() else { return Ok(history) };
+    let counts = |sql: &'static str| async move {
+        sqlx::query(sql).bind(focus).fetch_all(pool).await.map(|rows| rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect::<Vec<(String, String, i64)>>())
+    };
+    history.by_rule = counts(records::REPORT_REJECTS_BY_RULE).await.map_err(&read)?;
+    history.by_column = counts(records::REPORT_REJECTS_BY_COLUMN).await.map_err(&read)?;
+    history.checks = sqlx::query(records::REPORT_CHECKS)
+        .bind(focus)
+        .fetch_all(pool)
+        .await
+        .map_err(&read)?
+        .into_iter()
+        .map(|r| CheckRow { stage: r.get(0), check: r.get(1), severity: r.get(2), passed: r.get(3), observed: r.get(4), expected: r.get(5), message: r.get(6) })
+        .collect();
+    history.files = sqlx::query(records::REPORT_FILES)
+        .bind(focus)
+        .fetch_all(pool)
+        .await
+        .map_err(&read)?
+        .into_iter()
+        .map(|r| FileRow { stage: r.get(0), file: r.get(1), bytes: r.get(2), rows_read: r.get(3), rows_loaded: r.get(4), rows_rejected: r.get(5) })
+        .collect();
+    Ok(history)
 }
