@@ -265,13 +265,29 @@ fn run_stages(cx: &StageContext<'_>, stages: &[&StagePlan], targets: &IndexMap<S
         if let Some(files) = sets.get_mut(&st.name) {
             let entries = loaded_files(cx, st, &targets[&st.target.connection], files)?;
             let mut wanted: Vec<&mut Source> = files.iter_mut().filter(|f| ledger::loaded_by(&entries, f).is_none()).collect();
-            Source::fetch_all(&mut wanted, &opts.temp_dir, cx.rt, FETCH_PARALLEL)?;
+            let fetched = progress.files(&st.name, wanted.len() as u64);
+            let size: u64 = wanted.iter().filter(|f| f.to_download()).map(|f| f.bytes).sum();
+            if size > 0 {
+                let meter = progress.download(&st.name, size);
+                for f in wanted.iter_mut() {
+                    f.meter = meter.clone();
+                }
+            }
+            Source::fetch_all(&mut wanted, &opts.temp_dir, cx.rt, FETCH_PARALLEL, &fetched)?;
+            fetched.finish();
+            for f in &wanted {
+                f.meter.finish();
+            }
             continue;
         }
         if reusable.get(&st.name).is_none_or(|r| r.index.is_some())
             && let Some(src) = sources.get_mut(&st.name)
         {
+            if src.to_download() {
+                src.meter = progress.download(&st.name, src.bytes);
+            }
             src.path(&opts.temp_dir, cx.rt)?;
+            src.meter.finish();
         }
     }
     // A dry run keeps one transaction per target for the whole run (so later stages see what

@@ -201,7 +201,7 @@ pub fn stage_rows(
 ) -> Result<StageReport, ExecError> {
     let mut staged = 0u64;
     let mut first = true;
-    check_files(reader, st, files, shown, changes, |batch| {
+    let report = check_files(reader, st, files, shown, changes, |batch| {
         if std::mem::take(&mut first) {
             progress.detail(&st.name, "extracted; first batch validated");
         }
@@ -212,7 +212,9 @@ pub fn stage_rows(
         progress.rows(&st.name, staged);
         progress.detail(&st.name, &format!("staged {} rows ({staged} so far)", batch.height()));
         stage_batch(batch)
-    })
+    });
+    progress.staged(&st.name);
+    report
 }
 
 /// Applies the error budget, and refuses a `replace` that would leave its table empty; true

@@ -16,6 +16,7 @@ mod init;
 mod metrics;
 mod notify;
 mod outcomes;
+mod progress;
 mod rejects;
 mod report;
 mod rules;

@@ -13,6 +13,7 @@ pub mod s3;
 use std::path::{Path, PathBuf};
 
 use crate::exec::error::ExecError;
+use crate::exec::progress::Meter;
 use super::reuse::fingerprint;
 use crate::plan::{ConnectionPlan, FileSetPlan, Plan, StagePlan, WaitPlan};
 use crate::spec::model::{Compression, OnMissing};
@@ -46,6 +47,8 @@ pub struct Source {
     place: Place,
     /// The decompressed copy, once made.
     plain: Option<PathBuf>,
+    /// Counts the bytes of its download (a bar on a terminal).
+    pub meter: crate::exec::progress::Meter,
 }
 
 enum Place {
@@ -88,6 +91,7 @@ impl Source {
                     sha256: None,
                     place: Place::S3 { client, key: stage.source.key.clone(), downloaded: None },
                     plain: None,
+                    meter: Default::default(),
                 })
             }
             _ => {
@@ -118,6 +122,7 @@ impl Source {
             sha256: Some(sha256),
             place: Place::Local(copy),
             plain: None,
+                    meter: Default::default(),
         })
     }
 
@@ -188,20 +193,20 @@ impl Source {
     /// at a time: the S3 downloads (each pinned to its listed ETag) concurrently, then the
     /// compressed ones decoded on up to `parallel` threads. The first failing file (in set order)
     /// is the error.
-    pub fn fetch_all(files: &mut [&mut Source], dir: &Path, rt: &tokio::runtime::Runtime, parallel: usize) -> Result<(), ExecError> {
+    pub fn fetch_all(files: &mut [&mut Source], dir: &Path, rt: &tokio::runtime::Runtime, parallel: usize, fetched_files: &Meter) -> Result<(), ExecError> {
         use futures_util::StreamExt;
         let parallel = parallel.max(1);
-        let downloads: Vec<(usize, s3::S3, String, Option<String>)> = files
+        let downloads: Vec<(usize, s3::S3, String, Option<String>, Meter)> = files
             .iter()
             .enumerate()
             .filter_map(|(i, f)| match &f.place {
-                Place::S3 { client, key, downloaded: None } => Some((i, client.clone(), key.clone(), f.etag.clone())),
+                Place::S3 { client, key, downloaded: None } => Some((i, client.clone(), key.clone(), f.etag.clone(), f.meter.clone())),
                 _ => None,
             })
             .collect();
         let mut fetched: Vec<(usize, Result<s3::Fetched, ExecError>)> = rt.block_on(
             futures_util::stream::iter(downloads)
-                .map(|(i, client, key, etag)| async move { (i, client.fetch_pinned(&key, dir, etag).await) })
+                .map(|(i, client, key, etag, meter)| async move { (i, client.fetch_pinned(&key, dir, etag, &meter).await) })
                 .buffer_unordered(parallel)
                 .collect(),
         );
@@ -215,9 +220,12 @@ impl Source {
                 .chunks_mut(chunk)
                 .map(|part| {
                     scope.spawn(move || -> Result<(), ExecError> {
-                        for f in part.iter_mut().filter(|f| f.plain.is_none()) {
-                            let stored = f.spooled().ok_or_else(|| ExecError::Internal(format!("{} was not downloaded", f.shown)))?;
-                            f.decode(stored)?;
+                        for f in part.iter_mut() {
+                            if f.plain.is_none() {
+                                let stored = f.spooled().ok_or_else(|| ExecError::Internal(format!("{} was not downloaded", f.shown)))?;
+                                f.decode(stored)?;
+                            }
+                            fetched_files.add(1);
                         }
                         Ok(())
                     })
@@ -225,6 +233,11 @@ impl Source {
                 .collect();
             workers.into_iter().try_for_each(|w| w.join().unwrap_or_else(|_| Err(ExecError::Internal("a decoding thread panicked".into()))))
         })
+    }
+
+    /// Whether it is an S3 object not downloaded yet.
+    pub fn to_download(&self) -> bool {
+        matches!(self.place, Place::S3 { downloaded: None, .. })
     }
 
     /// Whether `recorded` (a load's source digest) is this source: its digest, or, for an S3
@@ -262,7 +275,7 @@ impl Source {
         match &self.place {
             Place::Local(copy) => Ok(copy.clone()),
             Place::S3 { client, key, .. } => {
-                let fetched = rt.block_on(client.fetch_pinned(key, dir, self.etag.clone()))?;
+                let fetched = rt.block_on(client.fetch_pinned(key, dir, self.etag.clone(), &self.meter))?;
                 let path = fetched.path.clone();
                 self.downloaded(fetched);
                 Ok(path)
@@ -306,6 +319,7 @@ pub fn list_set(plan: &Plan, stage: &StagePlan, set: &FileSetPlan, spec_dir: &Pa
                         sha256: None,
                         place: Place::S3 { client: client.clone(), key: o.key, downloaded: None },
                         plain: None,
+                    meter: Default::default(),
                     })
                 })
                 .collect())

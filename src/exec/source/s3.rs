@@ -122,7 +122,7 @@ impl S3 {
     /// Downloads `key` into `dir`: the version its HEAD finds, whatever is written meanwhile.
     pub async fn fetch(&self, key: &str, dir: &Path) -> Result<Fetched, ExecError> {
         let etag = self.etag(key).await?;
-        self.fetch_pinned(key, dir, etag).await
+        self.fetch_pinned(key, dir, etag, &Default::default()).await
     }
 
     /// The ETag of `key` now.
@@ -175,7 +175,7 @@ impl S3 {
 
     /// Downloads `key` into `dir` if its ETag is still `etag`: an object replaced since is an
     /// error, never a mix of two versions.
-    pub async fn fetch_pinned(&self, key: &str, dir: &Path, etag: Option<String>) -> Result<Fetched, ExecError> {
+    pub async fn fetch_pinned(&self, key: &str, dir: &Path, etag: Option<String>, meter: &crate::exec::progress::Meter) -> Result<Fetched, ExecError> {
         let key = self.key(key);
         let shown = format!("s3://{}/{}", self.bucket, key);
         let fail = |e: String| self.fail(&key, e);
@@ -204,6 +204,7 @@ impl S3 {
         let mut sha = <sha2::Sha256 as sha2::Digest>::new();
         while let Some(chunk) = obj.body.try_next().await.map_err(|e| fail(format!("the download broke off: {}", causes(&e))))? {
             bytes += chunk.len() as u64;
+            meter.add(chunk.len() as u64);
             sha2::Digest::update(&mut sha, &chunk);
             if let Some(m) = md5.as_mut() {
                 m.update(&chunk);
