@@ -259,9 +259,18 @@ pub struct ReportArgs {
 /// Options of `etl init`.
 #[derive(Debug, Clone, Args)]
 pub struct InitArgs {
-    /// The CSV file to sample.
-    #[arg(long, value_name = "PATH")]
+    /// The CSV file to sample: a path, or an S3 object `s3://BUCKET/KEY` (credentials from the
+    /// environment or the standard AWS chain, never written into the spec).
+    #[arg(long, value_name = "PATH|s3://BUCKET/KEY")]
     pub from: PathBuf,
+    /// The S3-compatible server of an `s3://` sample (e.g. http://127.0.0.1:19000) [default:
+    /// AWS S3].
+    #[arg(long, value_name = "URL", env = "AWS_ENDPOINT_URL")]
+    pub s3_endpoint: Option<String>,
+    /// How much of an `s3://` object to sample, from its start, in MiB (cut after its last whole
+    /// line).
+    #[arg(long, value_name = "MIB", default_value_t = 16)]
+    pub sample_mib: u64,
     /// The spec's name [default: the table's].
     #[arg(long)]
     pub name: Option<String>,

@@ -224,6 +224,27 @@ impl S3 {
         Ok(Fetched { path, shown, bytes, etag, sha256, etag_is_md5 })
     }
 
+    /// The first `max` bytes of `key` (all of it when smaller) into a file in `dir`, cut after
+    /// its last whole line when the object is longer: a sample, e.g. for `etl init`.
+    pub async fn sample(&self, key: &str, dir: &Path, max: u64) -> Result<(PathBuf, u64), ExecError> {
+        let head = self.head(key).await?;
+        let key = self.key(key);
+        let fail = |e: String| self.fail(&key, e);
+        let get = self.client.get_object().bucket(&self.bucket).key(&key);
+        let get = if head.bytes > max { get.range(format!("bytes=0-{}", max.saturating_sub(1))) } else { get };
+        let obj = get.send().await.map_err(|e| fail(explain(&e)))?;
+        let mut bytes = obj.body.collect().await.map_err(|e| fail(format!("the download broke off: {}", causes(&e))))?.to_vec();
+        if head.bytes > bytes.len() as u64
+            && let Some(end) = bytes.iter().rposition(|b| *b == b'\n')
+        {
+            bytes.truncate(end + 1);
+        }
+        let name = key.rsplit('/').next().unwrap_or("sample.csv");
+        let path = dir.join(name);
+        tokio::fs::write(&path, &bytes).await.map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
+        Ok((path, head.bytes))
+    }
+
     /// The size of part 1 of a multipart object (HEAD with `partNumber=1`): the size of every
     /// part but the last. Not pinned to the ETag (some servers compare `If-Match` with the
     /// part's own): a size read from a replaced object only fails the check. None where the
