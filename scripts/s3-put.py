@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Uploads files to the project's S3 test server (moto, keys minioadmin): the bucket is created
 when missing, and each FILE under DIR goes to PREFIX/its path under DIR (every file when no FILE
-is named). Used by the benchmark scripts.
+is named; an empty PREFIX: at the bucket's root). Used by the benchmark and screenshot scripts.
 
     scripts/s3-put.py ENDPOINT BUCKET DIR PREFIX [FILE ...]
 """
@@ -20,4 +20,5 @@ if names:
 else:
     paths = [os.path.join(d, f) for d, _, files in os.walk(root) for f in files]
 for path in sorted(paths):
-    s3.upload_file(path, bucket, f"{prefix}/{os.path.relpath(path, root)}")
+    key = os.path.relpath(path, root)
+    s3.upload_file(path, bucket, f"{prefix}/{key}" if prefix else key)
