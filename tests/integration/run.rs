@@ -664,3 +664,41 @@ fn connections_follow_libpq_conventions_and_offline_commands_need_no_secret() {
     out.expect_code(2);
     assert!(out.stderr.contains("PRODUCTION_DB_PASSWORD is not set"), "a run still needs it\n{}", out.evidence());
 }
+
+/// The shipped `trades_by_strategy` analytic's table, its strategy names in Chinese: every column
+/// starts and ends at one display column on every line (a CJK character takes two), and the
+/// whole table is as its golden file holds it.
+#[test]
+fn the_trades_by_strategy_table_aligns_its_chinese_names_by_display_width() {
+    use unicode_width::UnicodeWidthChar;
+    let data = generate(100, 2_000, 0.0, 64);
+    let db = TestDb::new("cjk");
+    let out = db.run(data.path(), &[]);
+    out.expect_code(0);
+    let start = out.stdout.find("\ntrades_by_strategy\n").unwrap_or_else(|| panic!("no trades_by_strategy table\n{}", out.evidence()));
+    let section: Vec<&str> = out.stdout[start + 1..].lines().take_while(|l| !l.is_empty()).collect();
+    assert!(section.iter().any(|l| l.contains("均值回归")), "{}", out.evidence());
+    // The lines after the name and description: the header, the rule, the rows.
+    let table = &section[2..];
+    let cells = |line: &str| -> Vec<char> {
+        // One entry per display column: a wide character, then a placeholder for its second.
+        let mut v = Vec::new();
+        for c in line.chars() {
+            v.push(c);
+            for _ in 1..c.width().unwrap_or(1) {
+                v.push('\u{0}');
+            }
+        }
+        v
+    };
+    let rule = cells(table[1]);
+    let gaps: Vec<usize> = rule.iter().enumerate().filter(|(_, c)| **c == ' ').map(|(i, _)| i).collect();
+    for line in table.iter().filter(|l| !l.starts_with('-')) {
+        let row = cells(line);
+        assert!(row.len() <= rule.len(), "{line:?} is wider than its rule\n{}", section.join("\n"));
+        for g in &gaps {
+            assert_eq!(row.get(*g).copied().unwrap_or(' '), ' ', "{line:?} crosses a column border at display column {g}\n{}", section.join("\n"));
+        }
+    }
+    crate::util::golden("tests/golden/run/trades_by_strategy.txt", &format!("{}\n", section.join("\n")), &out.evidence());
+}
