@@ -40,16 +40,7 @@ pub fn text(report: &RunReport) -> Result<String, prometheus::Error> {
     for s in &report.stages {
         seconds.with_label_values(&[spec, s.stage.as_str()]).set(s.seconds);
         let stage = s.stage.as_str();
-        let loaded = s.loaded.unwrap_or_default();
-        for (outcome, n) in [
-            ("read", s.rows_read),
-            ("valid", s.rows_valid),
-            ("rejected", s.rows_rejected),
-            ("warned", s.rows_warned),
-            ("inserted", loaded.inserted),
-            ("updated", loaded.updated),
-            ("unchanged", loaded.unchanged),
-        ] {
+        for (outcome, n) in outcomes(s) {
             rows.with_label_values(&[spec, stage, outcome]).set(n as i64);
         }
         bytes.with_label_values(&[spec, stage]).set(s.bytes as i64);
@@ -63,6 +54,20 @@ pub fn text(report: &RunReport) -> Result<String, prometheus::Error> {
         }
     }
     TextEncoder::new().encode_to_string(&registry.gather())
+}
+
+/// A stage's rows by outcome, as the `outcome` label names them.
+fn outcomes(s: &crate::exec::StageReport) -> [(&'static str, u64); 7] {
+    let loaded = s.loaded.unwrap_or_default();
+    [
+        ("read", s.rows_read),
+        ("valid", s.rows_valid),
+        ("rejected", s.rows_rejected),
+        ("warned", s.rows_warned),
+        ("inserted", loaded.inserted),
+        ("updated", loaded.updated),
+        ("unchanged", loaded.unchanged),
+    ]
 }
 
 /// The metrics of a run an error ended: its info (status `failed`, `missing` or `late`) and end.
@@ -159,16 +164,7 @@ impl Live {
         let now = chrono::Utc::now().timestamp();
         for s in &report.stages {
             let stage = s.stage.as_str();
-            let loaded = s.loaded.unwrap_or_default();
-            for (outcome, n) in [
-                ("read", s.rows_read),
-                ("valid", s.rows_valid),
-                ("rejected", s.rows_rejected),
-                ("warned", s.rows_warned),
-                ("inserted", loaded.inserted),
-                ("updated", loaded.updated),
-                ("unchanged", loaded.unchanged),
-            ] {
+            for (outcome, n) in outcomes(s) {
                 self.rows.with_label_values(&[job, stage, outcome]).inc_by(n);
             }
             for (rule, n) in &s.rejects_by_rule {

@@ -100,40 +100,42 @@ pub fn dates_done(plan: &Plan, opts: &RunOptions, from: chrono::NaiveDate, to: c
     Ok(by_date.into_iter().filter(|(_, done)| stages.iter().all(|s| loaded(done, s))).map(|(d, _)| d).collect())
 }
 
+/// The PostgreSQL target holding the run records of a command reading them (the target of
+/// `stage`, as `etl run` keeps them there), migrated; `command` names the command that reads
+/// them, for the error when they are in a DuckDB file.
+fn records_on(plan: &Plan, stage: &StagePlan, command: &str) -> Result<Pg, ExecError> {
+    let name = stage.target.connection.as_str();
+    match plan.connections.get(name) {
+        Some(ConnectionPlan::Postgres(c)) => {
+            let pg = Pg::connect(name, c)?;
+            {
+                let _ctx = pg.enter();
+                pg.migrate()?;
+            }
+            Ok(pg)
+        }
+        _ => Err(ExecError::Unsupported(format!(
+            "the run records of this spec are in the DuckDB file of connection `{name}`: read its etl_runs, etl_run_stages and etl_rejects tables there (`{command}` reads PostgreSQL's)"
+        ))),
+    }
+}
+
 /// For `etl rejects`: the rejects the run records keep (on the first target of the selected
 /// stages, as `etl run` keeps them), selected as `records::REJECTS_LIST` says.
 pub fn rejects(plan: &Plan, opts: &RunOptions, run: Option<i64>, rule: Option<&str>, line: Option<i64>) -> Result<Vec<postgres::records::StoredReject>, ExecError> {
     let stages = plan.select(opts.stages.as_deref());
     let Some(first) = stages.first() else { return Ok(Vec::new()) };
-    let name = first.target.connection.as_str();
-    match plan.connections.get(name) {
-        Some(ConnectionPlan::Postgres(c)) => {
-            let pg = Pg::connect(name, c)?;
-            let _ctx = pg.enter();
-            pg.migrate()?;
-            let stage = opts.stages.as_ref().and_then(|s| s.first()).map(String::as_str);
-            pg.block(postgres::records::stored_rejects(pg.pool(), &plan.name, run, stage, rule, line))
-        }
-        _ => Err(ExecError::Unsupported(format!(
-            "the run records of this spec are in the DuckDB file of connection `{name}`: read its etl_rejects table there (`etl rejects` reads PostgreSQL's)"
-        ))),
-    }
+    let pg = records_on(plan, first, "etl rejects")?;
+    let _ctx = pg.enter();
+    let stage = opts.stages.as_ref().and_then(|s| s.first()).map(String::as_str);
+    pg.block(postgres::records::stored_rejects(pg.pool(), &plan.name, run, stage, rule, line))
 }
 
 /// What `etl report` shows (see `postgres::records::history`), read from the run records on the
 /// first target of the spec's stages.
 pub fn history(plan: &Plan, run: Option<i64>, last: i64) -> Result<postgres::records::History, ExecError> {
     let Some(first) = plan.stages.first() else { return Err(ExecError::Unsupported("the spec has no stage, so no run records".into())) };
-    let name = first.target.connection.as_str();
-    match plan.connections.get(name) {
-        Some(ConnectionPlan::Postgres(c)) => {
-            let pg = Pg::connect(name, c)?;
-            let _ctx = pg.enter();
-            pg.migrate()?;
-            pg.block(postgres::records::history(pg.pool(), &plan.name, run, last))
-        }
-        _ => Err(ExecError::Unsupported(format!(
-            "the run records of this spec are in the DuckDB file of connection `{name}`: `etl report` reads PostgreSQL's"
-        ))),
-    }
+    let pg = records_on(plan, first, "etl report")?;
+    let _ctx = pg.enter();
+    pg.block(postgres::records::history(pg.pool(), &plan.name, run, last))
 }

@@ -685,9 +685,7 @@ fn the_trades_by_strategy_table_aligns_its_chinese_names_by_display_width() {
         let mut v = Vec::new();
         for c in line.chars() {
             v.push(c);
-            for _ in 1..c.width().unwrap_or(1) {
-                v.push('\u{0}');
-            }
+            v.extend(std::iter::repeat_n('\u{0}', c.width().unwrap_or(1).saturating_sub(1)));
         }
         v
     };
