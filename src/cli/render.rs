@@ -78,6 +78,9 @@ pub fn text(r: &RunReport) -> String {
             let _ = writeln!(out, "failed: {e}");
             continue;
         }
+        if let Some(run) = a.reused_from {
+            let _ = writeln!(out, "(not queried: its tables are as run {run} found them, and this is that run's result)");
+        }
         let rows: Vec<Vec<String>> = a.rows.iter().map(|r| r.iter().map(|v| v.clone().unwrap_or_else(|| "NULL".into())).collect()).collect();
         table(&mut out, &a.columns, &rows);
         for e in &a.expectations {

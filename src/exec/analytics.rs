@@ -1,24 +1,52 @@
 //! The analytics queries run after the stages: a PostgreSQL target's at once, each on a
 //! connection of its own in a transaction rolled back after it, DuckDB's one after another; every
 //! value as the database prints it. A query that fails is reported as failed, beside the others'
-//! results: the loads before it are committed and stay so.
+//! results: the loads before it are committed and stay so. A PostgreSQL analytic of the run
+//! records' connection whose tables are as an earlier run found them (the digest of its
+//! statements and their states, `etl_analytics`) reports that run's result instead of querying.
 
 use indexmap::IndexMap;
 use sqlx::Row;
 
-use super::postgres::{arguments, generated};
+use super::postgres::{Pg, arguments, generated};
 use super::report::{AnalyticResult, CheckResult};
 use super::context::Target;
 use super::error::ExecError;
-use crate::plan::{AnalyticPlan, Plan};
+use crate::plan::{AnalyticPlan, Plan, records};
 
-/// Runs the plan's analytics, in the plan's order; each failure is kept in its result.
-pub fn run_all(plan: &Plan, targets: &IndexMap<String, Target<'_>>) -> Vec<AnalyticResult> {
+/// Where the analytics' results are recorded, and whether an earlier run's may be reported.
+pub struct Recorded<'a> {
+    /// The connection holding the run records.
+    pub connection: &'a str,
+    /// The run.
+    pub run_id: i64,
+    /// False with `--force`: every analytic queries.
+    pub reuse: bool,
+}
+
+/// Runs the plan's analytics, in the plan's order; each failure is kept in its result. `loaded`:
+/// the tables the run's stages loaded or found unchanged, each with its state then (qualified).
+pub fn run_all(plan: &Plan, targets: &IndexMap<String, Target<'_>>, recorded: Option<&Recorded<'_>>, loaded: &[(String, String)]) -> Vec<AnalyticResult> {
     let mut results: Vec<Option<Result<AnalyticResult, ExecError>>> = plan.analytics.iter().map(|_| None).collect();
     for (name, target) in targets {
         let Target::Pg(pg) = target else { continue };
+        let records = recorded.filter(|r| r.connection == name.as_str());
         let mine: Vec<usize> = (0..plan.analytics.len()).filter(|&i| plan.analytics[i].connection == *name).collect();
-        let queries = mine.iter().map(|&i| run_pg(pg.pool(), &plan.analytics[i]));
+        // Each table's state is read once for all the analytics reading it.
+        let states = match records {
+            Some(_) => pg.block(table_states(pg.pool(), mine.iter().map(|&i| &plan.analytics[i]), loaded)),
+            None => Ok(States::default()),
+        };
+        let states = match states {
+            Ok(s) => s,
+            Err(e) => {
+                for &i in &mine {
+                    results[i] = Some(Err(ExecError::Internal(format!("read the states of the analytics' tables: {e}"))));
+                }
+                continue;
+            }
+        };
+        let queries = mine.iter().map(|&i| run_or_reuse(pg, &plan.name, &plan.analytics[i], records, &states));
         for (i, r) in mine.iter().zip(pg.block(futures_util::future::join_all(queries))) {
             results[*i] = Some(r);
         }
@@ -40,6 +68,111 @@ pub fn run_all(plan: &Plan, targets: &IndexMap<String, Target<'_>>) -> Vec<Analy
         out.push(result);
     }
     out
+}
+
+/// An analytic of a PostgreSQL target: an earlier run's result when its digest is this one's
+/// (and `records` allow), else queried; recorded with its digest when `records` are here.
+async fn run_or_reuse(pg: &Pg, spec: &str, a: &AnalyticPlan, records: Option<&Recorded<'_>>, states: &States) -> Result<AnalyticResult, ExecError> {
+    let pool = pg.pool();
+    let fail = |e: sqlx::Error| ExecError::database(format!("record analytics `{}`", a.name), e);
+    let digest = match (records, &a.reads) {
+        (Some(_), Ok(tables)) => digest(a, tables, states),
+        _ => None,
+    };
+    if let (Some(r), Some(d)) = (records.filter(|r| r.reuse), &digest)
+        && let Some(row) = sqlx::query(records::LAST_ANALYTIC).bind(spec).bind(&a.name).bind(d).fetch_optional(pool).await.map_err(fail)?
+    {
+        let (run, stored): (i64, String) = (row.get(0), row.get(1));
+        if let Some(result) = serde_json::from_str(&stored).ok().and_then(|v| AnalyticResult::from_stored(&a.name, &v, run)) {
+            record(pool, r.run_id, a, d, &result, Some(run)).await.map_err(fail)?;
+            return Ok(result);
+        }
+    }
+    let result = run_pg(pool, a).await?;
+    if let (Some(r), Some(d)) = (records, &digest) {
+        record(pool, r.run_id, a, d, &result, None).await.map_err(fail)?;
+    }
+    Ok(result)
+}
+
+/// The state of each table the analytics read (None: not a plain or partitioned table of their
+/// search path: a view, a missing name), found once in a transaction with their search path: a
+/// table a stage of the run loaded or checked has the state the stage found, the others are read.
+#[derive(Default)]
+struct States(std::collections::HashMap<String, Option<String>>);
+
+async fn table_states<'p>(pool: &sqlx::PgPool, analytics: impl Iterator<Item = &'p AnalyticPlan>, loaded: &[(String, String)]) -> Result<States, ExecError> {
+    let fail = |e: sqlx::Error| ExecError::database("read the state of the analytics' tables", e);
+    let mut states = States::default();
+    let mut tx: Option<sqlx::Transaction<'static, sqlx::Postgres>> = None;
+    let mut by_oid: std::collections::HashMap<i64, &str> = std::collections::HashMap::new();
+    for a in analytics {
+        let Ok(tables) = &a.reads else { continue };
+        for (table, state) in tables {
+            if states.0.contains_key(table) {
+                continue;
+            }
+            let t = match tx.as_mut() {
+                Some(t) => t,
+                None => {
+                    let mut t = pool.begin().await.map_err(fail)?;
+                    // The analytics of one connection share its search path.
+                    if let Some(q) = &a.search_path {
+                        sqlx::query_with(generated(&q.sql), arguments(q)?).execute(&mut *t).await.map_err(fail)?;
+                    }
+                    for (qualified, state) in loaded {
+                        let found: Option<(i64, bool)> = sqlx::query_as(records::ANALYTIC_TABLE).bind(qualified).fetch_optional(&mut *t).await.map_err(fail)?;
+                        if let Some((oid, true)) = found {
+                            by_oid.insert(oid, state.as_str());
+                        }
+                    }
+                    tx.insert(t)
+                }
+            };
+            let found: Option<(i64, bool)> = sqlx::query_as(records::ANALYTIC_TABLE).bind(table).fetch_optional(&mut **t).await.map_err(fail)?;
+            let value = match found {
+                Some((oid, true)) => match by_oid.get(&oid) {
+                    Some(known) => Some((*known).to_string()),
+                    None => Some(sqlx::query_scalar::<_, String>(generated(state)).fetch_one(&mut **t).await.map_err(fail)?),
+                },
+                _ => None,
+            };
+            states.0.insert(table.clone(), value);
+        }
+    }
+    if let Some(t) = tx {
+        t.rollback().await.map_err(fail)?;
+    }
+    Ok(states)
+}
+
+/// The digest of an analytic's statements and its tables' states; None when one of them is not
+/// a table.
+fn digest(a: &AnalyticPlan, tables: &[(String, String)], states: &States) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [a.run.as_str(), a.materialize.as_deref().unwrap_or_default(), &format!("{:?}", a.search_path)] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    for (cond, sql) in &a.expect {
+        h.update(cond.as_bytes());
+        h.update([0]);
+        h.update(sql.as_bytes());
+        h.update([0]);
+    }
+    for (table, _) in tables {
+        let state = states.0.get(table)?.as_deref()?;
+        h.update(table.as_bytes());
+        h.update([0]);
+        h.update(state.as_bytes());
+        h.update([0]);
+    }
+    Some(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+async fn record(pool: &sqlx::PgPool, run_id: i64, a: &AnalyticPlan, digest: &str, result: &AnalyticResult, reused_from: Option<i64>) -> Result<(), sqlx::Error> {
+    sqlx::query(records::RECORD_ANALYTIC).bind(run_id).bind(&a.name).bind(digest).bind(result.stored().to_string()).bind(reused_from).execute(pool).await.map(|_| ())
 }
 
 /// An `expect` condition's result from the rows that fail it (`(count of them, row as JSON)`,

@@ -172,7 +172,18 @@ fn run_recorded(plan: &Plan, opts: &RunOptions, told: &mut bool) -> Result<RunRe
         }
     };
     // The loads are committed: a failing analytic is reported with them, never in their place.
-    let analytics = if analytics { analytics::run_all(plan, &targets) } else { Vec::new() };
+    let recorded = match (engine, run_id) {
+        (Target::Pg(_), Some(run_id)) => Some(analytics::Recorded { connection: records_on, run_id, reuse: !opts.force }),
+        _ => None,
+    };
+    // The state each stage left its table in (or found it in, unchanged): what the analytics
+    // reading those tables compare, without reading them again.
+    let loaded: Vec<(String, String)> = reports
+        .iter()
+        .filter(|r| stages.iter().any(|s| s.name == r.stage && s.target.connection == records_on))
+        .filter_map(|r| r.fingerprint.as_ref().map(|f| (r.target.clone(), f.table_state.clone())))
+        .collect();
+    let analytics = if analytics { analytics::run_all(plan, &targets, recorded.as_ref(), &loaded) } else { Vec::new() };
     let status = RunReport::status_of(&reports);
     let unchanged = RunReport::all_unchanged(&reports);
     let report = RunReport {

@@ -313,9 +313,54 @@ pub struct AnalyticResult {
     pub numeric: Vec<bool>,
     /// Each `expect` condition: whether every row met it, and the rows that did not.
     pub expectations: Vec<CheckResult>,
+    /// Not queried: its tables were as this run found them, so this is that run's result.
+    pub reused_from: Option<i64>,
 }
 
 impl AnalyticResult {
+    /// The result as `etl_analytics` keeps it: columns, which are numeric, rows, expectations.
+    pub fn stored(&self) -> serde_json::Value {
+        serde_json::json!({
+            "columns": self.columns,
+            "numeric": self.numeric,
+            "rows": self.rows,
+            "expectations": self.expectations.iter().map(|e| serde_json::json!({
+                "check": e.check, "passed": e.passed, "observed": e.observed, "expected": e.expected, "message": e.message, "rows": e.rows,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// A result `etl_analytics` kept (see [`AnalyticResult::stored`]), reported for `run`.
+    pub fn from_stored(name: &str, stored: &serde_json::Value, run: i64) -> Option<AnalyticResult> {
+        let texts = |v: &serde_json::Value| -> Option<Vec<String>> { v.as_array()?.iter().map(|x| x.as_str().map(str::to_string)).collect() };
+        let cells = |v: &serde_json::Value| -> Option<Vec<Option<String>>> { v.as_array()?.iter().map(|x| if x.is_null() { Some(None) } else { x.as_str().map(|s| Some(s.to_string())) }).collect() };
+        let expectations = stored["expectations"]
+            .as_array()?
+            .iter()
+            .map(|e| {
+                Some(CheckResult {
+                    check: e["check"].as_str()?.to_string(),
+                    severity: "error",
+                    passed: e["passed"].as_bool()?,
+                    observed: e["observed"].as_str().map(str::to_string),
+                    expected: e["expected"].as_str().map(str::to_string),
+                    message: e["message"].as_str()?.to_string(),
+                    rows: texts(&e["rows"])?,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(AnalyticResult {
+            name: name.to_string(),
+            description: None,
+            columns: texts(&stored["columns"])?,
+            rows: stored["rows"].as_array()?.iter().map(cells).collect::<Option<Vec<_>>>()?,
+            error: None,
+            numeric: stored["numeric"].as_array()?.iter().map(serde_json::Value::as_bool).collect::<Option<Vec<_>>>()?,
+            expectations,
+            reused_from: Some(run),
+        })
+    }
+
     /// Whether it failed: its query, or one of its expectations.
     pub fn failed(&self) -> bool {
         self.error.is_some() || self.expectations.iter().any(|e| !e.passed)
@@ -342,6 +387,9 @@ impl Serialize for AnalyticResult {
         }
         if !self.expectations.is_empty() {
             m.serialize_field("expectations", &self.expectations)?;
+        }
+        if let Some(run) = self.reused_from {
+            m.serialize_field("unchanged_since_run", &run)?;
         }
         m.end()
     }

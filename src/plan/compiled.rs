@@ -370,6 +370,10 @@ pub struct AnalyticPlan {
     /// Each `expect` condition and the statement giving the rows that fail it (`count(*) OVER
     /// ()` and the row as JSON text, up to 20).
     pub expect: Vec<(String, String)>,
+    /// The tables it reads, each with the statement giving its state (`postgres::state_sql`):
+    /// while they are as an earlier run found them, that run's result is reported instead of
+    /// querying again. Or why it always runs (`reads::tables_read`).
+    pub reads: Result<Vec<(String, String)>, String>,
 }
 
 /// A compiled schedule.

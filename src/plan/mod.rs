@@ -13,6 +13,7 @@ pub mod extract;
 pub mod load;
 pub mod postgres;
 pub mod predicates;
+pub mod reads;
 pub mod records;
 pub mod render;
 pub mod sql;
@@ -86,7 +87,12 @@ pub fn compile(spec: &Spec) -> Plan {
                     (cond.clone(), format!("SELECT count(*) OVER (), {row} FROM ({body}) AS q WHERE NOT coalesce(({cond}), false) LIMIT 20"))
                 })
                 .collect();
-            AnalyticPlan { name: name.clone(), connection, sql: a.sql.trim().to_string(), materialize, run, search_path, description: a.description.clone(), expect }
+            let reads = if duck {
+                Err("it runs on DuckDB, whose tables keep no row versions to compare".to_string())
+            } else {
+                reads::tables_read(&a.sql).map(|tables| tables.into_iter().map(|t| { let state = postgres::state_sql(&t); (t, state) }).collect())
+            };
+            AnalyticPlan { name: name.clone(), connection, sql: a.sql.trim().to_string(), materialize, run, search_path, description: a.description.clone(), expect, reads }
         })
         .collect();
     let schedules = spec

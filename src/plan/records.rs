@@ -183,3 +183,17 @@ pub const REPORT_CHECKS: &str = "SELECT stage, check_name, severity, passed, obs
 /// PostgreSQL, for `etl report`: the files of sets a run loaded (the file ledger).
 pub const REPORT_FILES: &str = "SELECT stage, file_key, bytes, rows_read, rows_loaded, rows_rejected
            FROM etl_files WHERE run_id = $1 ORDER BY stage, file_key";
+
+/// PostgreSQL: a table an analytic reads (`$1`, its name as written, resolved by the query's
+/// search path) or a stage loaded (its qualified name): its oid, and whether it is a plain or
+/// partitioned table (a view's result is not taken from an earlier run). No row: no such table.
+pub const ANALYTIC_TABLE: &str = "SELECT c.oid::bigint, c.relkind IN ('r', 'p') FROM pg_class c WHERE c.oid = to_regclass($1)";
+
+/// PostgreSQL: the latest result of an analytic of the spec whose digest (its statements and its
+/// tables' states) is `$3`, with the run that queried it.
+pub const LAST_ANALYTIC: &str = "SELECT coalesce(a.reused_from, a.run_id), a.result::text FROM etl_analytics a JOIN etl_runs r ON r.run_id = a.run_id
+          WHERE r.spec_name = $1 AND a.analytic = $2 AND a.digest = $3 ORDER BY a.run_id DESC LIMIT 1";
+
+/// PostgreSQL: records an analytic's result and digest with the run (`$5`: the run whose result
+/// it reported, when it did not query).
+pub const RECORD_ANALYTIC: &str = "INSERT INTO etl_analytics (run_id, analytic, digest, result, reused_from) VALUES ($1, $2, $3, $4::jsonb, $5)";

@@ -31,6 +31,27 @@ pub fn render(plan: &Plan, only_stages: &[String]) -> String {
                     let _ = writeln!(out, "-- {d}");
                 }
                 let _ = writeln!(out, "{};", a.sql);
+                match &a.reads {
+                    Ok(tables) => {
+                        let names: Vec<&str> = tables.iter().map(|(t, _)| t.as_str()).collect();
+                        let _ = writeln!(
+                            out,
+                            "-- reads {}: while they are as an earlier run found them, that run's result is reported (not with --force).\n\
+                             -- First, once for all the analytics, in a transaction with their search path (below), rolled back: each\n\
+                             -- table they read and each a stage of the run loaded, found in the catalog:\n{};\n\
+                             -- and the state of each table they read that no stage of the run loaded or checked:",
+                            if names.is_empty() { "no table".to_string() } else { names.join(", ") },
+                            crate::plan::records::ANALYTIC_TABLE
+                        );
+                        for (_, state) in tables {
+                            let _ = writeln!(out, "{state};");
+                        }
+                        let _ = writeln!(out, "-- then, on the run records' connection:\n{};\n-- and, with the result reported:\n{};", crate::plan::records::LAST_ANALYTIC, crate::plan::records::RECORD_ANALYTIC);
+                    }
+                    Err(why) => {
+                        let _ = writeln!(out, "-- queried on every run: {why}");
+                    }
+                }
                 let _ = writeln!(out, "-- sent in a transaction of its own, rolled back, as:");
                 if let Some(q) = &a.search_path {
                     let _ = writeln!(out, "{q}");

@@ -725,3 +725,59 @@ fn a_random_series_of_edits_ends_alike_loaded_by_changed_lines_or_forced() {
     }
     assert!(carried * 4 >= steps, "only {carried} of {steps} steps read the changed lines alone: {}", at(&done));
 }
+
+/// An analytic whose tables are as an earlier run found them reports that run's result instead
+/// of querying (said in the report); a change to one of its tables, or `--force`, queries it
+/// again; one that calls a function whose value may change (now()) queries on every run.
+#[test]
+fn an_analytic_whose_tables_are_unchanged_reports_the_earlier_result_and_any_change_queries_again() {
+    let data = generate(300, 3_000, 0.0, 91);
+    let db = TestDb::new("analytics_reuse");
+    let clock = "analytics.clock={sql: \"SELECT count(*) AS trades, now() AS at FROM trade\"}";
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--output", "json", "--set", clock];
+        args.extend_from_slice(extra);
+        let out = db.run(data.path(), &args);
+        out.expect_code(0);
+        let r = report(&out);
+        let analytics: Vec<(String, Option<i64>, String)> = r["analytics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| (a["name"].as_str().unwrap().to_string(), a["unchanged_since_run"].as_i64(), a["rows"].to_string()))
+            .collect();
+        (r["run_id"].as_i64().unwrap(), analytics, out)
+    };
+    let (first, queried, out) = run(&[]);
+    assert!(queried.len() > 2 && queried.iter().all(|(_, reused, _)| reused.is_none()), "{}", out.evidence());
+    let recorded = db.count(&format!("SELECT count(*) FROM etl_analytics WHERE run_id = {first} AND reused_from IS NULL"));
+    assert_eq!(recorded as usize, queried.len() - 1, "every analytic but the clock is recorded with its digest\n{}", out.evidence());
+
+    // Nothing changed: each result is the first run's, not queried again; the clock is queried.
+    let (second, again, out) = run(&[]);
+    for ((name, reused, rows), (_, _, first_rows)) in again.iter().zip(&queried) {
+        if name == "clock" {
+            assert_eq!(*reused, None, "the clock was not queried\n{}", out.evidence());
+        } else {
+            assert_eq!(*reused, Some(first), "{name} was queried again\n{}", out.evidence());
+            assert_eq!(rows, first_rows, "{name}'s reported result is not the first run's");
+        }
+    }
+    assert_eq!(db.count(&format!("SELECT count(*) FROM etl_analytics WHERE run_id = {second} AND reused_from = {first}")) as usize, queried.len() - 1);
+    let text = db.run(data.path(), &["--set", clock]);
+    assert!(text.stdout.contains(&format!("(not queried: its tables are as run {first} found them")), "{}", text.evidence());
+
+    // A row of trade changed behind etl's back: the stage loads the file again and every analytic
+    // reading trade is queried again.
+    db.exec(&format!("UPDATE {}.trade SET traded_volume = traded_volume + 1 WHERE id = (SELECT min(id) FROM {}.trade)", db.schema, db.schema));
+    let (_, after, out) = run(&[]);
+    let reads_trade = |name: &str| name != "clock" && !name.contains("asset");
+    for (name, reused, _) in &after {
+        if reads_trade(name) {
+            assert_eq!(*reused, None, "{name} reported an earlier result though trade changed\n{}", out.evidence());
+        }
+    }
+    // --force queries every one.
+    let (_, forced, out) = run(&["--force"]);
+    assert!(forced.iter().all(|(_, reused, _)| reused.is_none()), "{}", out.evidence());
+}
