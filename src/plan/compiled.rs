@@ -663,6 +663,9 @@ pub struct LoadSql {
     pub count_existing: Option<String>,
     /// Writes the staged rows into the table.
     pub merge: Vec<MergeStep>,
+    /// A history table this stage's transaction created: forgets the business dates recorded
+    /// for a table of that name dropped before (its versions would end at them).
+    pub forget_dates: Option<String>,
     /// Drops the staging table (DuckDB, after a dry run's stage).
     pub drop_staging: String,
 }

@@ -343,7 +343,10 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
         let on: Vec<String> = t.key.iter().map(|k| format!("r.{0} = s.{0}", ident(k))).collect();
         format!("SELECT count(*) FROM {staging} AS s WHERE EXISTS (SELECT 1 FROM {} AS r WHERE {})", ident(&t.table), on.join(" AND "))
     });
+    let forget_dates = (t.mode == LoadMode::History && history.is_some())
+        .then(|| format!("DELETE FROM {AS_OF_DATES} WHERE target_table = {}", super::sql::literal(&table)));
     LoadSql {
+        forget_dates,
         create_table,
         constraints,
         create_indexes,

@@ -322,6 +322,9 @@ fn postgres_stage(out: &mut String, st: &StagePlan, pg: &PgStatements) {
     checks(out, st, 7);
 
     let _ = writeln!(out, "\n-- 8. load (PostgreSQL; one binary COPY, fed batch by batch, {} rows each)", st.batch_size);
+    if let Some(f) = &t.sql.forget_dates {
+        let _ = writeln!(out, "-- a history table this transaction created: the dates of a dropped table of that name forgotten\n{f};");
+    }
     let _ = writeln!(out, "-- a table this transaction created:");
     let _ = writeln!(out, "{};", t.sql.copy_frozen);
     lines(out, &t.sql.constraints);

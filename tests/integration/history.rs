@@ -486,6 +486,14 @@ stages:
         db.schema, DAYS[2], DAYS[2]
     ));
     assert_eq!(as_of, ["A 1.05", "B 2.50", "C 3.00", "D 4.00", "E 5.00"]);
+
+    // The table dropped and day 1 loaded again: its versions are open-ended, not closed at the
+    // dates recorded for the dropped table.
+    db.exec(&format!("DROP TABLE {}.asset_history CASCADE", db.schema));
+    let mut again = std::collections::BTreeMap::new();
+    let out = load_day(0, false, &mut again);
+    assert_eq!(versions(), expected_versions(&again), "after the table was dropped and day 1 loaded again\n{}", out.evidence());
+    assert!(versions().iter().all(|v| v.ends_with(" -")), "{:?}", versions());
 }
 
 /// specs/small_etl_history.yaml over the seed's data: two business dates, the second with one

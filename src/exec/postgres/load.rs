@@ -65,6 +65,9 @@ pub fn load_stage(
     if !created {
         run(tx, &sql.lock, "lock the target table")?;
     }
+    if created && let Some(forget) = &t.sql.forget_dates {
+        run(tx, forget, "forget the business dates of a dropped table of that name")?;
+    }
     // Checked again now that the table and the tables it references are locked: the whole
     // stage, or its unchanged lines, may be reused.
     let mut reuse_lines: Option<(&Reuse, &Path, Vec<crate::exec::validate::Reject>)> = None;
