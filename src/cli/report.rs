@@ -19,7 +19,7 @@ const TEMPLATE: &str = include_str!("report.html");
 /// Runs `etl report`.
 pub fn run(args: ReportArgs) -> Result<u8, CliError> {
     let p = prepare(&super::args::RunArgs::database_only(args.spec_path.clone(), Vec::new(), args.db.clone(), args.spec.clone()))?;
-    let history = exec::admin::history(&p.plan, args.run, args.last)?;
+    let history = exec::admin::history(&p.plan, &p.opts, args.run, args.last)?;
     let Some(run) = history.runs.first() else {
         let which = args.run.map_or(String::new(), |r| format!(" up to run {r}"));
         return Err(CliError::flag("etl report", format!("spec {} has no run recorded{which}", p.plan.name), "run it first (`etl run`), or give a --run it made"));

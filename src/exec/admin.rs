@@ -132,9 +132,13 @@ pub fn rejects(plan: &Plan, opts: &RunOptions, run: Option<i64>, rule: Option<&s
 }
 
 /// What `etl report` shows (see `postgres::records::history`), read from the run records on the
-/// first target of the spec's stages.
-pub fn history(plan: &Plan, run: Option<i64>, last: i64) -> Result<postgres::records::History, ExecError> {
+/// first target of the spec's stages: PostgreSQL's tables, or a DuckDB file's.
+pub fn history(plan: &Plan, opts: &RunOptions, run: Option<i64>, last: i64) -> Result<postgres::records::History, ExecError> {
     let Some(first) = plan.stages.first() else { return Err(ExecError::Unsupported("the spec has no stage, so no run records".into())) };
+    if let Some(ConnectionPlan::Duckdb { file }) = plan.connections.get(&first.target.connection) {
+        let reader = Reader::open(&opts.temp_dir, &opts.duckdb_memory)?;
+        return Duck::open(&reader, &opts.spec_dir().join(file))?.history(&plan.name, run, last);
+    }
     let pg = records_on(plan, first, "etl report")?;
     let _ctx = pg.enter();
     pg.block(postgres::records::history(pg.pool(), &plan.name, run, last))

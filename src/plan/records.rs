@@ -197,3 +197,23 @@ pub const LAST_ANALYTIC: &str = "SELECT coalesce(a.reused_from, a.run_id), a.res
 /// PostgreSQL: records an analytic's result and digest with the run (`$5`: the run whose result
 /// it reported, when it did not query).
 pub const RECORD_ANALYTIC: &str = "INSERT INTO etl_analytics (run_id, analytic, digest, result, reused_from) VALUES ($1, $2, $3, $4::jsonb, $5)";
+
+/// DuckDB, for `etl report`: as `REPORT_RUNS` (times as text, the duration taken from them).
+pub const DUCKDB_REPORT_RUNS: &str = "SELECT run_id, CAST(business_date AS VARCHAR), CAST(started_at AS VARCHAR), CAST(finished_at AS VARCHAR), status, error, job_id
+          FROM etl_runs WHERE spec_name = ? AND (CAST(? AS BIGINT) IS NULL OR run_id <= CAST(? AS BIGINT)) ORDER BY run_id DESC LIMIT ?";
+
+/// DuckDB, for `etl report`: the stages of a run (DuckDB keeps no stage start, and never skips a
+/// stage).
+pub const DUCKDB_REPORT_STAGES: &str = "SELECT stage, source, source_bytes, status, rows_read, rows_inserted, rows_updated, rows_unchanged, rows_rejected, rows_warned, error
+          FROM etl_run_stages WHERE run_id = ? ORDER BY finished_at, stage";
+
+/// DuckDB, for `etl report`: a run's rejected rows by stage and rule.
+pub const DUCKDB_REPORT_REJECTS_BY_RULE: &str = "SELECT stage, rule, count(DISTINCT source || ':' || CAST(line AS VARCHAR)) FROM etl_rejects
+          WHERE run_id = ? AND severity = 'error' GROUP BY stage, rule ORDER BY 3 DESC, 1, 2";
+
+/// DuckDB, for `etl report`: a run's rejected values by stage and column.
+pub const DUCKDB_REPORT_REJECTS_BY_COLUMN: &str = "SELECT stage, coalesce(column_name, '(row)'), count(*) FROM etl_rejects
+          WHERE run_id = ? AND severity = 'error' GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2";
+
+/// DuckDB, for `etl report`: the files of sets a run loaded.
+pub const DUCKDB_REPORT_FILES: &str = "SELECT stage, file_key, bytes, rows_read, rows_loaded, rows_rejected FROM etl_files WHERE run_id = ? ORDER BY stage, file_key";

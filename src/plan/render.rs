@@ -537,6 +537,10 @@ fn run_records(out: &mut String, plan: &Plan) {
             }
             let _ = writeln!(out, "-- the rejects are appended to {}", records::DUCKDB_REJECTS_TABLE);
             let _ = writeln!(out, "-- `etl backfill` first reads the dates already loaded:\n{};", records::DUCKDB_DATES_DONE);
+            let _ = writeln!(out, "-- `etl report` reads the runs, their stages, and the reported run's rejects and files:");
+            for s in [records::DUCKDB_REPORT_RUNS, records::DUCKDB_REPORT_STAGES, records::DUCKDB_REPORT_REJECTS_BY_RULE, records::DUCKDB_REPORT_REJECTS_BY_COLUMN, records::DUCKDB_REPORT_FILES] {
+                let _ = writeln!(out, "{s};");
+            }
         }
     }
 }

@@ -188,3 +188,46 @@ fn section<'a>(html: &'a str, id: &str) -> &'a str {
     let end = rest.find("</svg>").map_or(rest.len(), |e| e + 6);
     &rest[..end]
 }
+
+/// The quick start's target is a DuckDB file: its runs are reported from the records in it.
+#[test]
+fn a_duckdb_targets_runs_are_reported_from_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("duck.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "version: 1
+name: duck_report
+connections:
+  files: {{ type: local, path: '{}' }}
+  out: {{ type: duckdb, path: warehouse.duckdb }}
+stages:
+  accounts:
+    source: {{ connection: files, key: accounts.csv }}
+    target: {{ connection: out, table: account, key: [account_id] }}
+    columns:
+      account_id: {{ type: string }}
+      cash: {{ type: \"decimal(20,2)\", min: 0 }}
+",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let csv = dir.path().join("accounts.csv");
+    std::fs::write(&csv, "account_id,cash\nA,1.00\nB,-1.00\n").unwrap();
+    etl(&["run", spec.to_str().unwrap(), "--date", "2026-12-01"], &[]).expect_code(4);
+    std::fs::write(&csv, "account_id,cash\nA,1.00\nB,-1.00\nC,x\nD,4.00\n").unwrap();
+    etl(&["run", spec.to_str().unwrap(), "--date", "2026-12-02"], &[]).expect_code(4);
+    let out = etl(&["report", spec.to_str().unwrap(), "--out", "-"], &[]);
+    out.expect_code(0);
+    let html = &out.stdout;
+    for needle in [r#"id="rows-read">4<"#, r#"id="rows-rejected">2<"#, r#"id="run-status">rejected<"#, "business date 2026-12-02", "#1 2026-12-01", "#2 2026-12-02"] {
+        assert!(html.contains(needle), "the page lacks {needle:?}\n{}", out.evidence());
+    }
+    let seconds = regex::Regex::new(r#"<td class="n">2</td><td>2026-12-02</td><td>[0-9-]+ [0-9:]+</td><td class="n">([0-9.]+)</td>"#).unwrap();
+    assert!(seconds.is_match(html), "the run's row lacks its start or duration\n{html}");
+    for rule in ["min", "type"] {
+        assert!(html.contains(&format!("\n{rule}\n")), "the rules' chart lacks {rule}\n{html}");
+    }
+}

@@ -166,6 +166,87 @@ impl<'r> Duck<'r> {
         Ok(())
     }
 
+    /// What `etl report` shows of the spec's runs kept in this file (see
+    /// `postgres::records::history`): DuckDB keeps no contract results, no stage start, and
+    /// never skips a stage.
+    pub fn history(&self, spec: &str, run: Option<i64>, last: i64) -> Result<crate::exec::postgres::records::History, ExecError> {
+        use crate::exec::postgres::records::{FileRow, History, RunRow, StageRow};
+        self.migrate()?;
+        let fail = err("read the run records");
+        // `2026-12-04 20:00:00.123+00`: the UTC time, to the second, and the seconds between two.
+        let time = |t: &str| chrono::DateTime::parse_from_str(&format!("{t}00"), "%Y-%m-%d %H:%M:%S%.f%z").ok();
+        let mut stmt = self.conn.prepare(records::DUCKDB_REPORT_RUNS).map_err(&fail)?;
+        let runs: Vec<RunRow> = stmt
+            .query_map(duckdb::params![spec, run, run, last], |r| {
+                let started: String = r.get(2)?;
+                let finished: Option<String> = r.get(3)?;
+                Ok((r.get(0)?, r.get(1)?, started, finished, r.get(4)?, r.get(5)?, r.get(6)?))
+            })
+            .map_err(&fail)?
+            .collect::<Result<Vec<(i64, Option<String>, String, Option<String>, String, Option<String>, Option<String>)>, _>>()
+            .map_err(&fail)?
+            .into_iter()
+            .map(|(run_id, business_date, started, finished, status, error, job_id)| {
+                let (s, f) = (time(&started), finished.as_deref().and_then(time));
+                RunRow {
+                    run_id,
+                    business_date,
+                    started_at: s.map_or(started.clone(), |t| t.with_timezone(&chrono::Utc).format("%Y-%m-%d %H:%M:%S").to_string()),
+                    seconds: s.zip(f).map(|(s, f)| (f - s).num_milliseconds() as f64 / 1000.0),
+                    status,
+                    error,
+                    job_id,
+                }
+            })
+            .collect();
+        let mut history = History { runs, stages: Vec::new(), by_rule: Vec::new(), by_column: Vec::new(), checks: Vec::new(), files: Vec::new() };
+        let mut stmt = self.conn.prepare(records::DUCKDB_REPORT_STAGES).map_err(&fail)?;
+        for r in &history.runs {
+            let run_id = r.run_id;
+            let stages = stmt
+                .query_map(duckdb::params![run_id], |x| {
+                    Ok(StageRow {
+                        run_id,
+                        stage: x.get(0)?,
+                        source: x.get(1)?,
+                        bytes: x.get(2)?,
+                        status: x.get(3)?,
+                        rows_read: x.get(4)?,
+                        inserted: x.get(5)?,
+                        updated: x.get(6)?,
+                        unchanged: x.get(7)?,
+                        rejected: x.get(8)?,
+                        warned: x.get(9)?,
+                        seconds: None,
+                        unchanged_since: None,
+                        error: x.get(10)?,
+                    })
+                })
+                .map_err(&fail)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(&fail)?;
+            history.stages.extend(stages);
+        }
+        // Oldest run first, as PostgreSQL's are.
+        history.stages.sort_by_key(|s| s.run_id);
+        let Some(focus) = history.runs.first().map(|r| r.run_id) else { return Ok(history) };
+        let counts = |sql: &str| -> Result<Vec<(String, String, i64)>, ExecError> {
+            let mut stmt = self.conn.prepare(sql).map_err(&fail)?;
+            stmt.query_map(duckdb::params![focus], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(&fail)?.collect::<Result<_, _>>().map_err(&fail)
+        };
+        history.by_rule = counts(records::DUCKDB_REPORT_REJECTS_BY_RULE)?;
+        history.by_column = counts(records::DUCKDB_REPORT_REJECTS_BY_COLUMN)?;
+        let mut stmt = self.conn.prepare(records::DUCKDB_REPORT_FILES).map_err(&fail)?;
+        history.files = stmt
+            .query_map(duckdb::params![focus], |r| {
+                Ok(FileRow { stage: r.get(0)?, file: r.get(1)?, bytes: r.get(2)?, rows_read: r.get(3)?, rows_loaded: r.get(4)?, rows_rejected: r.get(5)? })
+            })
+            .map_err(&fail)?
+            .collect::<Result<_, _>>()
+            .map_err(&fail)?;
+        Ok(history)
+    }
+
     /// The files of a stage's set this file's ledger holds as loaded from `origin`.
     pub fn ledger_loaded(&self, spec: &str, stage: &StagePlan, origin: &str) -> Result<Vec<ledger::Entry>, ExecError> {
         // A target file that never recorded a run has no ledger yet.
