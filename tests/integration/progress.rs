@@ -56,13 +56,14 @@ fn a_run_on_a_terminal_draws_bars_and_none_off_a_terminal_or_when_quiet() {
     assert_eq!(&found[1], &found[2], "the download bar did not end full\n{}", evidence());
     assert!(plain.contains("] trades: 60000 rows read, 0 rejected;"), "no step line\n{}", evidence());
 
-    // Off a terminal: no bar, no control sequence.
+    // Off a terminal: no bar, no control sequence; with -v, each step as a timestamped line.
     let again = TestDb::new("progress_pipe");
     let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let refs = args(&again, &[]);
+    let refs = args(&again, &["-v"]);
     let out = etl(&refs.iter().map(String::as_str).collect::<Vec<_>>(), &env_ref);
     out.expect_code(0);
     assert!(!out.stderr.contains("validated and copied") && !out.stderr.contains('\x1b') && !out.stderr.contains("download ["), "{}", out.evidence());
+    assert!(regex::Regex::new(r"(?m)^\[ *[0-9.]+s\] trades: 60000 rows read, 0 rejected;").unwrap().is_match(&out.stderr), "no step line off a terminal with -v\n{}", out.evidence());
 
     // Quiet on a terminal: the report, and no bar.
     let quiet = TestDb::new("progress_quiet");
