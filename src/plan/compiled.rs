@@ -745,6 +745,10 @@ pub struct PgStatements {
     pub delete_all: Option<String>,
     /// The table's state (see `state_sql`).
     pub state: String,
+    /// The definition part of its state alone (a catalog read, no scan): read before the table
+    /// check may put back an index or foreign key, so a repaired table is never taken as the
+    /// last load left it.
+    pub definition: String,
     /// Its state after a load into an empty table, read without scanning the rows (`$1` rows,
     /// `$2` the transaction's id).
     pub fresh_state: String,

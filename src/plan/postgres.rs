@@ -195,6 +195,7 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan], lookups: &Lookups) -> PgS
         is_empty: format!("SELECT NOT EXISTS (SELECT 1 FROM {q})"),
         delete_all: (t.mode == LoadMode::Replace && t.delete_missing.is_none()).then(|| format!("DELETE FROM {q}")),
         state: state_sql(q),
+        definition: format!("SELECT ({})", definition_sql(q)),
         fresh_state: fresh_state_sql(q),
         referenced,
         reference_lookups,

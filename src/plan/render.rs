@@ -261,6 +261,10 @@ fn postgres_stage(out: &mut String, st: &StagePlan, pg: &PgStatements) {
     }
     let _ = writeln!(out, "{};  -- a dry run (`{};` when the stage is over its budget)", pg.savepoint, pg.rollback_to_savepoint);
 
+    let _ = writeln!(out, "-- when its last load may be reused: the table's definition before the check below (a repaired table is loaded again)");
+    let _ = writeln!(out, "{}", pg.exists);
+    let _ = writeln!(out, "{};", pg.definition);
+
     let _ = writeln!(out, "\n-- 2. the target table: checked against the spec, or created when missing");
     let _ = writeln!(out, "{}", pg.read_columns);
     let _ = writeln!(out, "-- when it exists (its key unique, missing indexes and foreign keys added, locked against other writers):");

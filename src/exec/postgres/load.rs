@@ -61,6 +61,9 @@ pub fn load_stage(
         run(tx, s, "set the stage's transaction up")?;
     }
     pg.block(execute_bound(tx, &sql.advisory_lock, "lock the target table"))?;
+    // The table's definition as it is, before the check below may put back what someone
+    // dropped: a table so repaired is loaded again, never taken as the last load left it.
+    let definition = if reuse.is_some() { pg.block(super::state(tx, &sql.exists, &sql.definition))? } else { None };
     let created = pg.block(ensure_table(tx, st, sql))?;
     if !created {
         run(tx, &sql.lock, "lock the target table")?;
@@ -80,7 +83,8 @@ pub fn load_stage(
         let context = stage_context(pg, tx, st, sql, true, opts.date)?;
         let state = pg.block(super::state(tx, &sql.exists, &sql.state))?;
         let f = &reuse.last.fingerprint;
-        if context.as_ref() == Some(&f.context) && state.as_ref() == Some(&f.table_state) {
+        let untouched = definition.as_deref().is_some_and(|d| f.table_state.rsplit(':').next() == Some(d));
+        if untouched && context.as_ref() == Some(&f.context) && state.as_ref() == Some(&f.table_state) {
             // The last load's outcomes are carried over only with its rejects as it recorded them.
             match recorded_rejects(pg, st, &reuse.last)? {
                 // A row rejected because another row held its unique value may load now: that
