@@ -133,6 +133,10 @@ pub struct StagePlan {
     pub contracts: Vec<ContractPlan>,
     /// The largest rejected record kept with its rejects, in bytes (0: none kept).
     pub reject_record_bytes: usize,
+    /// A `mode: history` stage compiled for a fixed date, when only its `as_of` column's value
+    /// and its merge depend on the date: the lines of a new date's file that equal the last
+    /// load's are reused when this is as that load's was (see `plan::undated`).
+    pub undated: Option<Box<StagePlan>>,
 }
 
 /// A stage's contract (`checks:`), compiled.
@@ -663,6 +667,9 @@ pub struct LoadSql {
     pub count_existing: Option<String>,
     /// Writes the staged rows into the table.
     pub merge: Vec<MergeStep>,
+    /// A history load that staged only the file's changed lines: its merge (see
+    /// `history_merge`).
+    pub history_lines: Vec<MergeStep>,
     /// A history table this stage's transaction created: forgets the business dates recorded
     /// for a table of that name dropped before (its versions would end at them).
     pub forget_dates: Option<String>,
@@ -765,6 +772,8 @@ pub struct PgStatements {
     /// `delete_missing`: the file's keys copied in, and the table's other keys deleted or
     /// flagged.
     pub missing: Option<MissingSql>,
+    /// A history table: the newest business date loaded into it (`YYYY-MM-DD`, null: none).
+    pub newest_as_of: Option<String>,
 }
 
 /// A history table's versions: the business date column the file's rows carry (not a column
@@ -813,6 +822,22 @@ pub struct MissingSql {
     pub apply: String,
     /// A soft delete's keys that returned: their flag cleared.
     pub restore: Option<String>,
+    /// A history load that staged only the file's changed lines: the last file's keys no line
+    /// of this file holds (see [`Vanished`]).
+    pub vanished: Option<Vanished>,
+}
+
+/// The keys of the last file that no line of this one holds, for a history load of only the
+/// changed lines: the versions it may close are theirs.
+#[derive(Debug, Clone)]
+pub struct Vanished {
+    /// Their temporary table.
+    pub create: String,
+    /// COPYs them in (CSV, from the line index).
+    pub copy: String,
+    /// As `MissingSql::count`: the versions current on the date whose key vanished and no
+    /// changed line holds, and all the versions current on the date.
+    pub count: String,
 }
 
 impl MissingSql {
@@ -831,6 +856,7 @@ impl MissingSql {
             flag_referenced: None,
             apply,
             restore: None,
+            vanished: None,
         }
     }
 }

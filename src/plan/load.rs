@@ -105,7 +105,12 @@ pub const AS_OF_DATES: &str = "etl_as_of_dates";
 /// loaded after D (none: open-ended), and merged with their neighbours where the values are the
 /// same, so the table is what loading every date in order gives; every other key's versions are
 /// untouched. The date is then recorded as loaded.
-fn history_merge(t: &TargetPlan, h: &super::compiled::HistoryPlan, columns: &[ColumnPlan], table: &str, staging: &str) -> Vec<MergeStep> {
+///
+/// With `lines` (only the file's changed lines staged, see `incremental`): the state on D is read
+/// for the staged keys and the vanished ones only (the last file's keys that no line of this
+/// file holds, in `vanished_table`), and a key is closed when it vanished and no changed line
+/// holds it; the keys of the unchanged lines are current with the values those lines give.
+fn history_merge(t: &TargetPlan, h: &super::compiled::HistoryPlan, columns: &[ColumnPlan], table: &str, staging: &str, lines: bool) -> Vec<MergeStep> {
     if t.key.is_empty() {
         return Vec::new();
     }
@@ -126,13 +131,22 @@ fn history_merge(t: &TargetPlan, h: &super::compiled::HistoryPlan, columns: &[Co
     let key_list = keys.join(", ");
     let all: Vec<String> = keys.iter().chain(&values).cloned().collect();
     let all_list = all.join(", ");
+    let vanished = ident(&super::postgres::vanished_table(t));
     let closing = if h.close {
         let k = ident(&super::postgres::keys_table(t));
+        let gone = if lines { format!("EXISTS (SELECT 1 FROM {vanished} AS v WHERE {}) AND ", on("v", "a")) } else { String::new() };
         format!(
-            "\nUNION\nSELECT {} FROM {at} AS a WHERE NOT EXISTS (SELECT 1 FROM {k} AS k WHERE {})",
+            "\nUNION\nSELECT {} FROM {at} AS a WHERE {gone}NOT EXISTS (SELECT 1 FROM {k} AS k WHERE {})",
             keys.iter().map(|k| format!("a.{k}")).collect::<Vec<_>>().join(", "),
             on("k", "a")
         )
+    } else {
+        String::new()
+    };
+    // The keys whose state on D is read: all of them, or (`lines`) the staged and vanished ones.
+    let read_keys = if lines {
+        let vanished_keys = if h.close { format!(" UNION SELECT {key_list} FROM {vanished}") } else { String::new() };
+        format!(" AND ({key_list}) IN (SELECT {key_list} FROM {staging}{vanished_keys})")
     } else {
         String::new()
     };
@@ -142,7 +156,7 @@ fn history_merge(t: &TargetPlan, h: &super::compiled::HistoryPlan, columns: &[Co
     vec![
         // The state on D: the versions covering it.
         MergeStep::Run(format!(
-            "CREATE TEMP TABLE {at} ON COMMIT DROP AS SELECT {all_list} FROM {table} WHERE {from} <= {d} AND ({to} IS NULL OR {to} > {d})"
+            "CREATE TEMP TABLE {at} ON COMMIT DROP AS SELECT {all_list} FROM {table} WHERE {from} <= {d} AND ({to} IS NULL OR {to} > {d}){read_keys}"
         )),
         // The keys whose state on D changes.
         MergeStep::Run(format!(
@@ -331,7 +345,7 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
         LoadMode::Replace => vec![MergeStep::Delete(format!("DELETE FROM {table}")), MergeStep::Insert(insert)],
         LoadMode::Snapshot => vec![MergeStep::Delete(delete_dates(t, columns, &table, &staging)), MergeStep::Insert(insert)],
         LoadMode::History => match history {
-            Some(h) => history_merge(t, h, columns, &table, &staging),
+            Some(h) => history_merge(t, h, columns, &table, &staging, false),
             None => Vec::new(),
         },
         LoadMode::Upsert => match t.dialect {
@@ -343,6 +357,10 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
         let on: Vec<String> = t.key.iter().map(|k| format!("r.{0} = s.{0}", ident(k))).collect();
         format!("SELECT count(*) FROM {staging} AS s WHERE EXISTS (SELECT 1 FROM {} AS r WHERE {})", ident(&t.table), on.join(" AND "))
     });
+    let history_lines = match history {
+        Some(h) if t.mode == LoadMode::History => history_merge(t, h, columns, &table, &staging, true),
+        _ => Vec::new(),
+    };
     let forget_dates = (t.mode == LoadMode::History && history.is_some())
         .then(|| format!("DELETE FROM {AS_OF_DATES} WHERE target_table = {}", super::sql::literal(&table)));
     LoadSql {
@@ -358,6 +376,7 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
         copy_frozen,
         count_existing,
         merge,
+        history_lines,
         drop_staging: format!("DROP TABLE IF EXISTS {staging}"),
     }
 }

@@ -248,6 +248,13 @@ pub const DEFAULT_REJECT_RECORD_BYTES: usize = 65536;
 
 /// Compiles one stage.
 fn stage(spec: &Spec, name: &str) -> StagePlan {
+    let mut plan = compiled_stage(spec, name);
+    plan.undated = undated(spec, name, &plan).map(Box::new);
+    plan
+}
+
+/// A stage compiled (without its `undated` form).
+fn compiled_stage(spec: &Spec, name: &str) -> StagePlan {
     let st = &spec.stages[name];
     // A set's files may differ in compression: each is told by its own name when read.
     let csv = dialect(spec.defaults.csv.as_ref(), st.source.csv.as_ref(), st.source.key.as_deref());
@@ -328,10 +335,49 @@ fn stage(spec: &Spec, name: &str) -> StagePlan {
         extract: ExtractSql::default(),
         contracts: Vec::new(),
         reject_record_bytes: spec.defaults.reject_record_bytes.map_or(DEFAULT_REJECT_RECORD_BYTES, |b| b as usize),
+        undated: None,
     };
     plan.contracts = contracts::compile(st, &plan.target);
     plan.extract = extract::compile(&plan);
     plan
+}
+
+/// The date a history stage is compiled with for [`StagePlan::undated`].
+const UNDATED: &str = "1970-01-01";
+
+/// A history stage compiled with its `as_of` date set to [`UNDATED`], when nothing but the
+/// `as_of` column's value (and the merge) depends on that date: the value is a date, and no
+/// check and no computed column reads the column but its own type and not-null facets (which
+/// a date passes on every row alike). Two
+/// loads whose `undated` stages are the same give every line the same outcome, whatever their
+/// dates; anything else in the stage that depends on the date (a template reading `run.date`
+/// elsewhere) still differs between them.
+fn undated(spec: &Spec, name: &str, plan: &StagePlan) -> Option<StagePlan> {
+    let h = plan.target.history.as_ref()?;
+    // Its own type and not-null facets pass for every row alike, on a date that is one.
+    chrono::NaiveDate::parse_from_str(&h.date, "%Y-%m-%d").ok()?;
+    let reads = |c: &compiled::Check| match c.column.as_deref() {
+        Some(col) => col == h.as_of && c.rule != "not_null" && c.rule != "type",
+        None => c.reads.contains(&h.as_of),
+    };
+    if plan.checks.iter().any(reads) {
+        return None;
+    }
+    let computed_read = plan.columns.iter().any(|c| match &c.source {
+        compiled::ColumnSource::Expr(e) => {
+            let mut cols = Vec::new();
+            crate::spec::expr::columns_of(e, &mut cols);
+            cols.contains(&h.as_of)
+        }
+        _ => false,
+    });
+    if computed_read {
+        return None;
+    }
+    let mut other = spec.clone();
+    let column = other.stages.get_mut(name)?.columns.get_mut(&h.as_of)?;
+    column.value = Some(crate::spec::model::Constant(UNDATED.into()));
+    Some(compiled_stage(&other, name))
 }
 
 /// Where a stage's file or files are.

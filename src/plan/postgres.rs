@@ -5,7 +5,7 @@
 
 use crate::spec::model::{LoadMode, OnDelete};
 
-use super::compiled::{ColumnPlan, Lookup, Lookups, MissingSql, PgStatements, Guarded, ReferenceLookup, Referenced, Referencing, TargetPlan};
+use super::compiled::{ColumnPlan, Guarded, Lookup, Lookups, MissingSql, PgStatements, ReferenceLookup, Referenced, Referencing, TargetPlan, Vanished};
 use super::extract::{lookup_create, lookup_fill};
 use super::sql::{Bind, Query, ident};
 
@@ -202,12 +202,21 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan], lookups: &Lookups) -> PgS
         current_lookup,
         held_lookups,
         missing: missing_sql(t),
+        newest_as_of: t.history.as_ref().map(|_| {
+            format!("SELECT max(as_of)::text FROM {} WHERE target_table = {}", super::load::AS_OF_DATES, super::sql::literal(&t.qualified))
+        }),
     }
 }
 
 /// The keys table of `delete_missing`.
 pub fn keys_table(t: &TargetPlan) -> String {
     format!("_etl_keys_{}", t.table)
+}
+
+/// The temporary table of the last file's keys no line of this one holds (a history load of the
+/// changed lines).
+pub fn vanished_table(t: &TargetPlan) -> String {
+    format!("_etl_vanished_{}", t.table)
 }
 
 fn missing_sql(t: &TargetPlan) -> Option<MissingSql> {
@@ -232,8 +241,23 @@ fn missing_sql(t: &TargetPlan) -> Option<MissingSql> {
     if let Some(h) = t.history.as_ref().filter(|h| h.close) {
         let d = format!("{}::date", super::sql::literal(&h.date));
         let (from, to) = (ident(&h.valid_from), ident(&h.valid_to));
-        let count = counted(&format!(" WHERE t.{from} <= {d} AND (t.{to} IS NULL OR t.{to} > {d})"));
-        return Some(MissingSql::new(key_types(), copy_keys, count, String::new()));
+        let covering = format!(" WHERE t.{from} <= {d} AND (t.{to} IS NULL OR t.{to} > {d})");
+        let count = counted(&covering);
+        let vanished = ident(&vanished_table(t));
+        let gone_on: Vec<String> = t.key.iter().map(|k| format!("v.{0} = t.{0}", ident(k))).collect();
+        let lines = Vanished {
+            create: format!("CREATE TEMP TABLE {vanished} ON COMMIT DROP AS SELECT {} FROM {q} WITH NO DATA", list.join(", ")),
+            copy: format!("COPY {vanished} ({}) FROM STDIN (FORMAT csv)", list.join(", ")),
+            count: format!(
+                "SELECT count(*) FILTER (WHERE v._etl_gone AND k._etl_found IS NULL), count(*) FROM {q} AS t \
+                 LEFT JOIN (SELECT DISTINCT {list}, true AS _etl_gone FROM {vanished}) AS v ON {} \
+                 LEFT JOIN (SELECT DISTINCT {list}, true AS _etl_found FROM {keys}) AS k ON {}{covering}",
+                gone_on.join(" AND "),
+                on.join(" AND "),
+                list = list.join(", "),
+            ),
+        };
+        return Some(MissingSql { vanished: Some(lines), ..MissingSql::new(key_types(), copy_keys, count, String::new()) });
     }
     let how = t.delete_missing?;
     let deleted_at = ident(crate::spec::model::DELETED_AT);

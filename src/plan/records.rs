@@ -37,8 +37,8 @@ pub const DUCKDB_NOTIFY_FAILED: &str = "UPDATE etl_runs SET notify_error = ? WHE
 /// PostgreSQL: records a stage's outcome and digests (its rejects' among them).
 pub const RECORD_STAGE: &str = "INSERT INTO etl_run_stages (run_id, stage, source, source_bytes, source_etag, started_at, finished_at, status, rows_read,
            rows_inserted, rows_updated, rows_unchanged, rows_rejected, rows_warned, balanced, error,
-           target_table, context_fingerprint, source_fingerprint, table_state, unchanged_since, rejects_digest, replay_of)
-         VALUES ($1, $2, $3, $4, $5, $22, clock_timestamp(), $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)";
+           target_table, context_fingerprint, source_fingerprint, table_state, unchanged_since, rejects_digest, replay_of, lines_context, as_of)
+         VALUES ($1, $2, $3, $4, $5, $22, clock_timestamp(), $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $23, $24::date)";
 
 /// PostgreSQL: marks a rejected row loaded by a replay (`$1`: the replay's run; the row's run,
 /// stage, file and line).
@@ -55,7 +55,7 @@ pub const COPY_REJECTS: &str =
 
 /// PostgreSQL: a stage's latest load by a spec that committed rows, with its digests.
 pub const LAST_LOAD: &str = "SELECT s.run_id, coalesce(s.unchanged_since, s.run_id), s.context_fingerprint, s.source_fingerprint, s.table_state,
-                s.status, s.rows_read, s.rows_rejected, s.rows_warned, s.rejects_digest
+                s.status, s.rows_read, s.rows_rejected, s.rows_warned, s.rejects_digest, s.lines_context, s.as_of::text
            FROM etl_run_stages s JOIN etl_runs r ON r.run_id = s.run_id
           WHERE r.spec_name = $1 AND s.stage = $2 AND s.target_table = $3 AND s.status IN ('succeeded', 'rejected') AND s.replay_of IS NULL
           ORDER BY s.finished_at DESC, s.run_id DESC

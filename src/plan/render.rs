@@ -290,6 +290,10 @@ fn postgres_stage(out: &mut String, st: &StagePlan, pg: &PgStatements) {
     }
     let _ = writeln!(out, "{}", pg.exists);
     let _ = writeln!(out, "{};", pg.state);
+    if let Some(n) = &pg.newest_as_of {
+        let _ = writeln!(out, "-- a history: when the stage differs from its last load's only in the date, that load was of the newest date loaded, and this one is not earlier, only the changed lines are read");
+        let _ = writeln!(out, "{n};");
+    }
 
     let _ = writeln!(out, "\n-- 4. is the existing table empty?");
     let _ = writeln!(out, "{};", pg.is_empty);
@@ -358,6 +362,15 @@ fn postgres_stage(out: &mut String, st: &StagePlan, pg: &PgStatements) {
         guarded(out, &m.referenced_by);
     }
     merge(out, &t.sql.merge);
+    if pg.newest_as_of.is_some() && st.undated.is_some() {
+        let _ = writeln!(out, "-- a history reading only its changed lines: the versions of the staged keys compared, and those of the keys of the last file no line of this one holds closed unless a changed line holds them");
+        if let Some(v) = pg.missing.as_ref().and_then(|m| m.vanished.as_ref()) {
+            let _ = writeln!(out, "{};", v.create);
+            let _ = writeln!(out, "{};", v.copy);
+            let _ = writeln!(out, "{};", v.count);
+        }
+        merge(out, &t.sql.history_lines);
+    }
     if let Some(m) = &pg.missing {
         if !m.cascade.is_empty() {
             let _ = writeln!(out, "-- on_delete: cascade: the rows referencing the deleted keys go first (each only when its tables exist)");

@@ -22,6 +22,20 @@ pub struct IndexWriter {
     partial: PathBuf,
     out: std::io::BufWriter<std::fs::File>,
     header: u64,
+    /// A history stage closing the keys its file lacks: each record's key, one CSV record per
+    /// line (empty: a field is missing), in a file beside the index ([`keys_path`]).
+    keys: Option<(PathBuf, std::io::BufWriter<std::fs::File>)>,
+}
+
+/// Where an index's keys are kept: beside it, `.keys` for `.lines`.
+pub fn keys_path(index: &Path) -> PathBuf {
+    index.with_extension("keys")
+}
+
+/// Whether a stage's line index keeps each record's key: a history that closes the keys its
+/// file lacks needs those of the last file's records that vanished.
+pub fn keeps_keys(stage: &StagePlan) -> bool {
+    stage.target.history.as_ref().is_some_and(|h| h.close) && !stage.target.key.is_empty() && stage.csv.encoding == crate::spec::model::Encoding::Utf8
 }
 
 impl IndexWriter {
@@ -38,7 +52,14 @@ impl IndexWriter {
         let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&partial).map_err(Self::fail(dir))?);
         out.write_all(MAGIC).map_err(Self::fail(dir))?;
         out.write_all(&xxh3_128(header_bytes).to_le_bytes()).map_err(Self::fail(dir))?;
-        Ok(IndexWriter { path: path.to_path_buf(), partial, out, header: u64::from(stage.csv.header) })
+        let keys = if keeps_keys(stage) {
+            let at = keys_path(&partial);
+            let file = std::fs::File::create(&at).map_err(Self::fail(dir))?;
+            Some((at, std::io::BufWriter::with_capacity(1 << 20, file)))
+        } else {
+            None
+        };
+        Ok(IndexWriter { path: path.to_path_buf(), partial, out, header: u64::from(stage.csv.header), keys })
     }
 
     /// Adds one record.
@@ -46,7 +67,13 @@ impl IndexWriter {
         let mut entry = [0u8; 24];
         entry[..16].copy_from_slice(&r.hash.to_le_bytes());
         entry[16..].copy_from_slice(&(r.index as u64 + 1 + self.header).to_le_bytes());
-        self.out.write_all(&entry).map_err(|e| ExecError::Write { path: self.partial.display().to_string(), message: e.to_string() })
+        let fail = |e: std::io::Error| ExecError::Write { path: self.partial.display().to_string(), message: e.to_string() };
+        self.out.write_all(&entry).map_err(fail)?;
+        if let Some((_, keys)) = self.keys.as_mut() {
+            keys.write_all(r.key).map_err(fail)?;
+            keys.write_all(b"\n").map_err(fail)?;
+        }
+        Ok(())
     }
 
     /// Flushes the index. It stays under its temporary name until the load it describes
@@ -54,6 +81,9 @@ impl IndexWriter {
     /// happen, and the last load's index stays until then.
     pub fn flushed(mut self) -> Result<PendingIndex, ExecError> {
         self.out.flush().map_err(|e| ExecError::Write { path: self.partial.display().to_string(), message: e.to_string() })?;
+        if let Some((at, keys)) = self.keys.as_mut() {
+            keys.flush().map_err(|e| ExecError::Write { path: at.display().to_string(), message: e.to_string() })?;
+        }
         Ok(PendingIndex { path: std::mem::take(&mut self.path), partial: std::mem::take(&mut self.partial) })
     }
 }
@@ -62,6 +92,7 @@ impl IndexWriter {
 fn discard(partial: &Path) {
     if !partial.as_os_str().is_empty() {
         let _ = std::fs::remove_file(partial);
+        let _ = std::fs::remove_file(keys_path(partial));
     }
 }
 
@@ -83,6 +114,13 @@ impl PendingIndex {
     pub fn keep(mut self) -> Result<(), ExecError> {
         let dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
         let fail = |e: std::io::Error| ExecError::Write { path: dir.display().to_string(), message: e.to_string() };
+        // The keys first: an index in place never lacks the keys it was written with (a stale
+        // keys file beside an index without keys is removed).
+        if keys_path(&self.partial).is_file() {
+            std::fs::rename(keys_path(&self.partial), keys_path(&self.path)).map_err(fail)?;
+        } else {
+            let _ = std::fs::remove_file(keys_path(&self.path));
+        }
         std::fs::rename(&self.partial, &self.path).map_err(fail)?;
         self.partial = PathBuf::new();
         let name = self.path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
@@ -90,7 +128,8 @@ impl PendingIndex {
         for entry in std::fs::read_dir(&dir).map_err(fail)?.flatten() {
             let other = entry.file_name();
             let other = other.to_string_lossy();
-            if other != name.as_str() && other.starts_with(stem) && other.ends_with(".lines") {
+            let own_keys = other.strip_suffix(".keys").is_some_and(|n| name.strip_suffix(".lines") == Some(n));
+            if other != name.as_str() && !own_keys && other.starts_with(stem) && (other.ends_with(".lines") || other.ends_with(".keys")) {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
@@ -109,6 +148,8 @@ impl Drop for PendingIndex {
 pub(super) struct LastFile {
     pub(super) header: u128,
     pub(super) hashes: Vec<u128>,
+    /// Each record's key as [`IndexWriter`] kept it, when it kept them (`keeps_keys`).
+    pub(super) keys: Option<Vec<Vec<u8>>>,
     /// Hash → position, built the first time a record is not found near where the last one was.
     by_hash: Option<ByHash<u128, usize>>,
 }
@@ -119,8 +160,22 @@ pub(super) fn read_index(path: &Path) -> Result<LastFile, String> {
         return Err("not a line index".into());
     }
     let header = u128::from_le_bytes(bytes[8..24].try_into().expect("16 bytes"));
-    let hashes = bytes[24..].chunks_exact(24).map(|e| u128::from_le_bytes(e[..16].try_into().expect("16 bytes"))).collect();
-    Ok(LastFile { header, hashes, by_hash: None })
+    let hashes: Vec<u128> = bytes[24..].chunks_exact(24).map(|e| u128::from_le_bytes(e[..16].try_into().expect("16 bytes"))).collect();
+    let keys = match std::fs::read(keys_path(path)) {
+        Ok(k) => {
+            let mut lines: Vec<Vec<u8>> = k.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
+            // The last record's line end leaves an empty piece after it.
+            if lines.last().is_some_and(Vec::is_empty) {
+                lines.pop();
+            }
+            if lines.len() != hashes.len() {
+                return Err(format!("its keys hold {} records, the index {}", lines.len(), hashes.len()));
+            }
+            Some(lines)
+        }
+        Err(_) => None,
+    };
+    Ok(LastFile { header, hashes, keys, by_hash: None })
 }
 
 impl LastFile {
@@ -165,7 +220,7 @@ pub fn index_file(stage: &StagePlan, path: &Path, file_columns: &[String], index
     let dir = index.parent().unwrap_or(Path::new("."));
     let key = RecordKey::of_cache(dir).map_err(|e| ExecError::Write { path: dir.display().to_string(), message: e.to_string() })?;
     let mut writer = IndexWriter::create(stage, index, &header_record(stage, path)?)?;
-    match scan(stage, path, file_columns, false, &key, |r| writer.add(&r))? {
+    match scan(stage, path, file_columns, keeps_keys(stage), &key, |r| writer.add(&r))? {
         Ok(_) => writer.flushed().map(Some),
         Err(_) => Ok(None),
     }

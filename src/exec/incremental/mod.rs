@@ -69,6 +69,11 @@ pub struct Changes {
     pub rejects: Vec<Reject>,
     /// This file's line index, to keep once the load commits.
     pub index: Option<PendingIndex>,
+    /// A history closing the keys its file lacks: the keys of the last file's records that no
+    /// record of this file equals, but for those an equal record still holds (each a CSV
+    /// record). Only these may be missing from this file: every other key of the last file is
+    /// on an unchanged line. A changed line may hold one still: the merge sees to that.
+    pub vanished: Vec<Vec<u8>>,
 }
 
 /// Compares the file at `path` with the last load's (its index at `index`, its rejects
@@ -92,6 +97,10 @@ pub fn changes(
         Err(e) => return Ok(Err(format!("the cache's record key is unreadable ({e})"))),
     };
     let header_bytes = header_record(stage, path)?;
+    let closing = index::keeps_keys(stage);
+    if closing && last.keys.is_none() {
+        return Ok(Err("the last load's line index kept no keys, which closing the keys this file lacks needs".into()));
+    }
     if xxh3_128(&header_bytes) != last.header {
         return Ok(Err("the header differs from the last file's".into()));
     }
@@ -150,7 +159,10 @@ pub fn changes(
         warned: 0,
         rejects: Vec::new(),
         index,
+        vanished: Vec::new(),
     };
+    // Which of the last file's records an equal record of this file holds.
+    let mut matched = vec![false; if closing { last.hashes.len() } else { 0 }];
     let mut changed: Vec<usize> = Vec::new();
     let (mut cursor, mut misses) = (0, 0usize);
     for (r, (h, _, _)) in records.iter().enumerate() {
@@ -158,7 +170,12 @@ pub fn changes(
         // Reordered files: past a few misses, look everywhere.
         let found = last.find(*h, cursor, misses > 1_000 && misses * 8 > r);
         match found {
-            Some(at) => cursor = at + 1,
+            Some(at) => {
+                cursor = at + 1;
+                if let Some(m) = matched.get_mut(at) {
+                    *m = true;
+                }
+            }
             None => misses += 1,
         }
         match found.map(|at| at as u64 + 1 + header) {
@@ -176,6 +193,12 @@ pub fn changes(
         }
     }
     out.valid = out.same - out.rejected;
+    if let Some(keys) = last.keys.as_ref().filter(|_| closing) {
+        let kept: HashSet<&[u8]> = keys.iter().zip(&matched).filter(|(_, m)| **m).map(|(k, _)| k.as_slice()).collect();
+        let gone: HashSet<&[u8]> = keys.iter().zip(&matched).filter(|(k, m)| !**m && !k.is_empty() && !kept.contains(k.as_slice())).map(|(k, _)| k.as_slice()).collect();
+        out.vanished = gone.into_iter().map(<[u8]>::to_vec).collect();
+        out.vanished.sort_unstable();
+    }
     // The changed records, copied in file order.
     let fail_in = |e: std::io::Error| ExecError::Source { source_name: path.display().to_string(), message: e.to_string() };
     let fail_out = |e: std::io::Error| ExecError::Write { path: dir.display().to_string(), message: e.to_string() };

@@ -100,6 +100,9 @@ pub struct Record<'a> {
     /// Per unique group (the key, then each unique column): the hash of the group's fields
     /// (None: a field is missing).
     pub groups: &'a [Option<u64>],
+    /// With keys, the key's fields as one CSV record (each field quoted), as COPY reads them;
+    /// empty when a field is missing.
+    pub key: &'a [u8],
 }
 
 /// How the records of a file are split.
@@ -109,6 +112,8 @@ struct Dialect {
     header: bool,
     /// Field positions of each unique group's columns.
     groups: Vec<Vec<usize>>,
+    /// Whether the first group is the target's key.
+    keyed: bool,
 }
 
 /// Why the scan cannot split a file as DuckDB does (the caller then checks every record).
@@ -154,15 +159,24 @@ fn dialect(stage: &StagePlan, file_columns: &[String], with_keys: bool) -> Resul
             groups.push(vec![position(&c.name)?]);
         }
     }
-    Ok(Dialect { delimiter, quote, header: csv.header, groups })
+    let keyed = with_keys && !stage.target.key.is_empty();
+    Ok(Dialect { delimiter, quote, header: csv.header, groups, keyed })
 }
 
 /// The fields at `positions` of one record, unquoted, hashed together: None when one is
 /// missing, Err when the record's quoting is one DuckDB might read otherwise (a quote inside an
 /// unquoted field, or text after a closing quote).
-fn group_hash(record: &[u8], d: &Dialect, positions: &[usize], field: &mut Vec<u8>, joined: &mut Vec<u8>) -> Result<Option<u64>, Unsupported> {
+///
+/// With `csv`, the fields are also written there as one CSV record in `positions`' order, each
+/// quoted (left empty when one is missing).
+fn group_hash(record: &[u8], d: &Dialect, positions: &[usize], field: &mut Vec<u8>, joined: &mut Vec<u8>, mut csv: Option<&mut Vec<u8>>) -> Result<Option<u64>, Unsupported> {
     let record = record.strip_suffix(b"\r").unwrap_or(record);
     joined.clear();
+    // With `csv`: each position's field, where it starts in `joined`.
+    let mut starts: Vec<(usize, usize, usize)> = Vec::new();
+    if let Some(out) = csv.as_deref_mut() {
+        out.clear();
+    }
     let Some(&last) = positions.iter().max() else { return Ok(None) };
     let mut i = 0;
     for index in 0..=last {
@@ -204,9 +218,26 @@ fn group_hash(record: &[u8], d: &Dialect, positions: &[usize], field: &mut Vec<u
         }
         if positions.contains(&index) {
             joined.extend_from_slice(&(field.len() as u64).to_le_bytes());
+            starts.push((index, joined.len(), field.len()));
             joined.extend_from_slice(field);
         }
         i += 1;
+    }
+    if let Some(out) = csv {
+        for (n, p) in positions.iter().enumerate() {
+            let Some(&(_, at, len)) = starts.iter().find(|(index, _, _)| index == p) else { continue };
+            if n > 0 {
+                out.push(b',');
+            }
+            out.push(b'"');
+            for &b in &joined[at..at + len] {
+                if b == b'"' {
+                    out.push(b'"');
+                }
+                out.push(b);
+            }
+            out.push(b'"');
+        }
     }
     Ok(Some(xxh3_64(joined)))
 }
@@ -233,7 +264,7 @@ pub fn scan(
     let mut header = Vec::new();
     let mut buf = vec![0u8; 1 << 20];
     let (mut filled, mut base, mut first, mut eof, mut index) = (0usize, 0u64, true, false, 0usize);
-    let (mut field, mut joined, mut groups) = (Vec::new(), Vec::new(), vec![None; d.groups.len()]);
+    let (mut field, mut joined, mut groups, mut key_csv) = (Vec::new(), Vec::new(), vec![None; d.groups.len()], Vec::new());
     // Whether the lines seen so far end in CRLF (None before the first line end).
     let mut crlf: Option<bool> = None;
     loop {
@@ -317,12 +348,16 @@ pub fn scan(
                 return Ok(Err("the file has a blank line".into()));
             } else {
                 for (g, positions) in d.groups.iter().enumerate() {
-                    groups[g] = match group_hash(record, &d, positions, &mut field, &mut joined) {
+                    let csv = (g == 0 && d.keyed).then_some(&mut key_csv);
+                    groups[g] = match group_hash(record, &d, positions, &mut field, &mut joined, csv) {
                         Ok(h) => h,
                         Err(why) => return Ok(Err(why)),
                     };
                 }
-                each(Record { index, hash: key.hash(record), at: base + pos as u64, bytes: record, groups: &groups })?;
+                if d.keyed && groups[0].is_none() {
+                    key_csv.clear();
+                }
+                each(Record { index, hash: key.hash(record), at: base + pos as u64, bytes: record, groups: &groups, key: &key_csv })?;
                 index += 1;
             }
             first = false;

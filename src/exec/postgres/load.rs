@@ -80,19 +80,26 @@ pub fn load_stage(
         && !set
         && let [src] = files.as_slice()
     {
-        let context = stage_context(pg, tx, st, sql, true, opts.date)?;
+        let (context, lines) = stage_context(pg, tx, st, sql, true, opts.date)?.unzip();
         let state = pg.block(super::state(tx, &sql.exists, &sql.state))?;
         let f = &reuse.last.fingerprint;
         let untouched = definition.as_deref().is_some_and(|d| f.table_state.rsplit(':').next() == Some(d));
-        if untouched && context.as_ref() == Some(&f.context) && state.as_ref() == Some(&f.table_state) {
+        let as_left = untouched && state.as_ref() == Some(&f.table_state);
+        let same = context.as_ref() == Some(&f.context);
+        // A history load of another date: its lines are compared with the last load's file when
+        // only the date tells the two stages apart, that load was of the newest date loaded, and
+        // this one is of that date or later (so the versions covering it are those that load
+        // left current).
+        let later = !same && as_left && lines.flatten().is_some_and(|l| f.lines.as_ref() == Some(&l)) && newest_load(pg, tx, st, sql, f)?;
+        if as_left && (same || later) {
             // The last load's outcomes are carried over only with its rejects as it recorded them.
             match recorded_rejects(pg, st, &reuse.last)? {
                 // A row rejected because another row held its unique value may load now: that
                 // load may have changed the holder.
-                Ok(rejects) if src.is(&f.source) && rejects.iter().any(|r| r.rule == "unique_in_table") => {
+                Ok(rejects) if same && src.is(&f.source) && rejects.iter().any(|r| r.rule == "unique_in_table") => {
                     progress.detail(&st.name, "every line is checked: the last load rejected a value another row held, which it may have freed");
                 }
-                Ok(rejects) if src.is(&f.source) => {
+                Ok(rejects) if same && src.is(&f.source) => {
                     let report = unchanged_stage(st, src, &reuse.last, rejects);
                     // What `ensure_table` put back (an index or foreign key someone dropped)
                     // stays: the skipped stage's transaction commits it.
@@ -142,7 +149,7 @@ pub fn load_stage(
     }
     // Where this file's line index goes, for the next load to find its unchanged records.
     let next_index = match &source_fingerprint {
-        Some(source) if !opts.dry_run && t.mode == LoadMode::Upsert => {
+        Some(source) if !opts.dry_run && (t.mode == LoadMode::Upsert || t.mode == LoadMode::History && st.undated.is_some()) => {
             incremental::cache_dir().map(|dir| incremental::index_path(&dir, &cx.plan.name, &st.name, &t.qualified, source))
         }
         _ => None,
@@ -204,8 +211,9 @@ pub fn load_stage(
         return Ok(report);
     }
     // `delete_missing`: the file's keys, and how many of the table's rows lack one.
+    let lines_only = changes.is_some() && t.mode == LoadMode::History;
     let missing = match &sql.missing {
-        Some(m) => Some(copy_keys(cx, pg, tx, st, m)?),
+        Some(m) => Some(copy_keys(cx, pg, tx, st, m, changes.as_ref().filter(|_| lines_only).map(|c| c.vanished.as_slice()))?),
         None => None,
     };
     if let Some((lacking, rows)) = missing
@@ -242,7 +250,8 @@ pub fn load_stage(
     let index = if changes.is_none() { next_index.filter(|_| context.is_some()) } else { None };
     let (loaded, indexed) = std::thread::scope(|scope| {
         let load = scope.spawn(|| -> Result<Merged, ExecError> {
-            let mut merged = if direct { Merged { inserted: written, ..Default::default() } } else { pg.block(merge(tx, st, written))? };
+            let steps = if lines_only { &st.target.sql.history_lines } else { &st.target.sql.merge };
+            let mut merged = if direct { Merged { inserted: written, ..Default::default() } } else { pg.block(merge(tx, steps, written))? };
             if let Some(m) = sql.missing.as_ref().filter(|m| !m.apply.is_empty()) {
                 let date = opts.date.format("%Y-%m-%d").to_string();
                 pg.block(remove_missing(tx, m, &date, &mut merged))?;
@@ -269,7 +278,7 @@ pub fn load_stage(
     merged.unchanged += report.skipped_unchanged;
     merged.deleted += deleted;
     report.loaded = Some(merged);
-    if let (Some(context), Some(source)) = (context, source_fingerprint) {
+    if let (Some((context, lines)), Some(source)) = (context, source_fingerprint) {
         // A table that was empty holds only this stage's rows: its state needs no scan.
         let state = if direct {
             let xid = pg.block(current_xid(tx))?;
@@ -279,7 +288,8 @@ pub fn load_stage(
             pg.block(super::state(tx, &sql.exists, &sql.state))?
         };
         if let Some(table_state) = state {
-            report.fingerprint = Some(fingerprint::Fingerprint { table: t.qualified.clone(), context, source, table_state });
+            let as_of = lines.as_ref().and(t.history.as_ref()).map(|h| h.date.clone());
+            report.fingerprint = Some(fingerprint::Fingerprint { table: t.qualified.clone(), context, source, table_state, lines, as_of });
         }
     }
     report.status = report.loaded_status();
@@ -352,6 +362,18 @@ pub fn load_stage(
         }
     }
     Ok(report)
+}
+
+/// Whether the last load `f` recorded was of the newest business date the history table holds
+/// (`etl_as_of_dates`), and this load's date is that one or later.
+fn newest_load(pg: &Pg, tx: &mut Tx, st: &StagePlan, sql: &PgStatements, f: &fingerprint::Fingerprint) -> Result<bool, ExecError> {
+    let (Some(h), Some(newest), Some(was)) = (st.target.history.as_ref(), sql.newest_as_of.as_ref(), f.as_of.as_ref()) else { return Ok(false) };
+    let newest: Option<String> = pg.block(sqlx::query_scalar(generated(newest)).fetch_one(&mut **tx)).map_err(db("read the newest business date loaded"))?;
+    let date = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok();
+    Ok(match (newest.as_deref().and_then(date), date(was), date(&h.date)) {
+        (Some(newest), Some(was), Some(now)) => newest == was && now >= was,
+        _ => false,
+    })
 }
 
 /// Leaves out of `files` those whose content the ledger holds as loaded by this stage (all of
@@ -443,9 +465,9 @@ fn lookups(cx: &StageContext<'_>, pg: &Pg, tx: &mut Tx, sql: &PgStatements, with
 }
 
 /// Writes the staged rows into the table.
-async fn merge(tx: &mut Tx, stage: &StagePlan, staged: u64) -> Result<Merged, ExecError> {
+async fn merge(tx: &mut Tx, steps: &[MergeStep], staged: u64) -> Result<Merged, ExecError> {
     let mut m = Merged::default();
-    for step in &stage.target.sql.merge {
+    for step in steps {
         match step {
             MergeStep::Upsert(s) => {
                 let row = sqlx::query(generated(s)).fetch_one(&mut **tx).await.map_err(db("merge into the target table"))?;
@@ -467,14 +489,22 @@ async fn merge(tx: &mut Tx, stage: &StagePlan, staged: u64) -> Result<Merged, Ex
             }
         }
     }
-    m.unchanged = staged.saturating_sub(m.inserted + m.updated);
+    // A history's inserts are versions (a changed key's earlier ones put back too): its staged
+    // rows left as they were are those that opened no version.
+    let history = steps.iter().any(|s| matches!(s, MergeStep::Versions(_)));
+    m.unchanged = if history { staged.saturating_sub(m.opened) } else { staged.saturating_sub(m.inserted + m.updated) };
     Ok(m)
 }
 
 /// `delete_missing`: the file's distinct keys, written by the extract's DuckDB to a CSV file,
 /// COPYed into the stage's transaction; returns how many of the table's (live) rows have a key
 /// the file lacks, and how many (live) rows it has.
-fn copy_keys(cx: &StageContext<'_>, pg: &Pg, tx: &mut Tx, st: &StagePlan, m: &crate::plan::MissingSql) -> Result<(u64, u64), ExecError> {
+///
+/// A history load of only the changed lines (`vanished`: the last file's keys no line of this
+/// one holds, see `incremental::Changes`): the keys of the changed lines are those DuckDB read;
+/// the vanished ones are COPYed in beside them, and the count is of the versions whose key
+/// vanished and no changed line holds.
+fn copy_keys(cx: &StageContext<'_>, pg: &Pg, tx: &mut Tx, st: &StagePlan, m: &crate::plan::MissingSql, vanished: Option<&[Vec<u8>]>) -> Result<(u64, u64), ExecError> {
     use std::io::Read;
     let keys = st.extract.keys.as_ref().ok_or_else(|| ExecError::Internal(format!("stage {} deletes missing keys without a key export", st.name)))?;
     let dir = &cx.opts.temp_dir;
@@ -495,7 +525,31 @@ fn copy_keys(cx: &StageContext<'_>, pg: &Pg, tx: &mut Tx, st: &StagePlan, m: &cr
         copy.finish().await.map_err(db("copy the file's keys"))?;
         Ok::<(), ExecError>(())
     })?;
-    let row = pg.block(sqlx::query(generated(&m.count)).fetch_one(&mut **tx)).map_err(db("count the rows whose key the file lacks"))?;
+    let count = match vanished {
+        None => &m.count,
+        Some(keys) => {
+            let v = m.vanished.as_ref().ok_or_else(|| ExecError::Internal(format!("stage {} reads only its changed lines without the vanished keys' statements", st.name)))?;
+            pg.block(execute(tx, &v.create, "stage the last file's vanished keys"))?;
+            pg.block(async {
+                let mut copy = (**tx).copy_in_raw(&v.copy).await.map_err(db("copy the last file's vanished keys"))?;
+                let mut buf = Vec::with_capacity(1 << 20);
+                for k in keys {
+                    buf.extend_from_slice(k);
+                    buf.push(b'\n');
+                    if buf.len() >= 1 << 20 {
+                        copy.send(std::mem::take(&mut buf)).await.map_err(db("copy the last file's vanished keys"))?;
+                    }
+                }
+                if !buf.is_empty() {
+                    copy.send(buf).await.map_err(db("copy the last file's vanished keys"))?;
+                }
+                copy.finish().await.map_err(db("copy the last file's vanished keys"))?;
+                Ok::<(), ExecError>(())
+            })?;
+            &v.count
+        }
+    };
+    let row = pg.block(sqlx::query(generated(count)).fetch_one(&mut **tx)).map_err(db("count the rows whose key the file lacks"))?;
     let (lacking, rows): (i64, i64) = (row.get(0), row.get(1));
     Ok((lacking as u64, rows as u64))
 }

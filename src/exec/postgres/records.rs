@@ -119,6 +119,8 @@ pub async fn record_stage_in(tx: &mut super::Tx, run_id: i64, report: &StageRepo
         .bind(crate::exec::reuse::fingerprint::rejects_digest(&report.rejects))
         .bind(report.replay_of)
         .bind(report.started)
+        .bind(f.and_then(|f| f.lines.as_deref()))
+        .bind(f.and_then(|f| f.as_of.as_deref()))
         .execute(&mut **tx)
         .await
         .map_err(db("record the stage"))?;
@@ -275,7 +277,7 @@ pub async fn last_load(pool: &PgPool, spec: &str, stage: &str, table: &str) -> R
     Ok(Some(LastLoad {
         run_id: row.get(0),
         loaded_by: row.get(1),
-        fingerprint: Fingerprint { table: table.to_string(), context, source, table_state },
+        fingerprint: Fingerprint { table: table.to_string(), context, source, table_state, lines: text(10), as_of: text(11) },
         status,
         rows_read: count(6),
         rows_rejected: count(7),

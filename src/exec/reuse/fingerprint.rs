@@ -24,6 +24,10 @@ pub struct Fingerprint {
     pub source: String,
     /// The target table's state after the load.
     pub table_state: String,
+    /// A history stage's lines context ([`lines_context`]): what its lines' outcomes depended on.
+    pub lines: Option<String>,
+    /// A history load's business date (`YYYY-MM-DD`), with `lines`.
+    pub as_of: Option<String>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -63,6 +67,13 @@ pub const BUILD_ID: &str = env!("ETL_BUILD_ID");
 /// each table it references.
 pub fn context(stage: &StagePlan, referenced: &[(String, String)]) -> String {
     context_of(BUILD_ID, stage, referenced)
+}
+
+/// A history stage's lines context: [`context`] of the stage compiled for a fixed date
+/// (`StagePlan::undated`), None when more than its `as_of` value depends on the date. Two loads
+/// with the same one give each line the same outcome, whatever their dates.
+pub fn lines_context(stage: &StagePlan, referenced: &[(String, String)]) -> Option<String> {
+    stage.undated.as_deref().map(|u| context_of(BUILD_ID, u, referenced))
 }
 
 /// [`context`] for a given build.

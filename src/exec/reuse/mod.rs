@@ -70,15 +70,19 @@ pub fn reusable_loads(
             && let Some(last) = pg.block(last_load(pg.pool(), &plan.name, &st.name, table))?
         {
             let same = source.is(&last.fingerprint.source);
-            let index = if same {
+            // A history load of another date may read only the changed lines even of the same
+            // file: its whole load is reused only for the same date.
+            let history = st.target.mode == LoadMode::History && st.undated.is_some();
+            let index = if same && !history {
                 None
             } else {
                 cache
                     .as_ref()
                     .map(|dir| incremental::index_path(dir, &plan.name, &st.name, table, &last.fingerprint.source))
                     // Only the changed lines would be read: the keys of the others unknown to
-                    // `delete_missing`, which then reads every line.
-                    .filter(|p| st.target.mode == LoadMode::Upsert && st.target.delete_missing.is_none() && p.is_file())
+                    // `delete_missing`, which then reads every line (a history keeps the last
+                    // file's keys in its index for that).
+                    .filter(|p| (history || st.target.mode == LoadMode::Upsert && st.target.delete_missing.is_none()) && p.is_file())
             };
             // Whether the spec, the referenced tables and the table are as that load left them
             // is checked under the stage's locks (`load_stage`), where it counts: checked here
@@ -104,7 +108,9 @@ pub fn reusable_loads(
 /// The stage's context digest now: the compiled stage, the state of each table it references
 /// (each locked SHARE first when `lock`) and, when a contract reads it, the run's business date.
 /// None when one of the tables does not exist.
-pub fn stage_context(pg: &Pg, tx: &mut Tx, st: &StagePlan, pgs: &PgStatements, lock: bool, date: chrono::NaiveDate) -> Result<Option<String>, ExecError> {
+/// With it, a history stage's lines context ([`fingerprint::lines_context`]), the run's date
+/// left out: a contract reads the table after the merge, never a line.
+pub fn stage_context(pg: &Pg, tx: &mut Tx, st: &StagePlan, pgs: &PgStatements, lock: bool, date: chrono::NaiveDate) -> Result<Option<(String, Option<String>)>, ExecError> {
     let mut states = Vec::new();
     for r in &pgs.referenced {
         if lock && pg.block(postgres::exists(tx, &r.exists))? {
@@ -113,10 +119,11 @@ pub fn stage_context(pg: &Pg, tx: &mut Tx, st: &StagePlan, pgs: &PgStatements, l
         let Some(state) = pg.block(postgres::state(tx, &r.exists, &r.state))? else { return Ok(None) };
         states.push((r.table.clone(), state));
     }
+    let lines = fingerprint::lines_context(st, &states);
     if st.contracts_read_the_date() {
         states.push(("run.date".into(), date.to_string()));
     }
-    Ok(Some(fingerprint::context(st, &states)))
+    Ok(Some((fingerprint::context(st, &states), lines)))
 }
 
 /// The rejects of a stage's last load as `etl_rejects` holds them, when they are exactly the ones
