@@ -831,13 +831,20 @@ pub struct MissingSql {
 /// changed lines: the versions it may close are theirs.
 #[derive(Debug, Clone)]
 pub struct Vanished {
+    /// PostgreSQL's JIT off for the rest of the stage: its statements are lookups of a few keys
+    /// by the table's index, which the planner costs as if they were many (above
+    /// `jit_above_cost`), and compiling them would take longer than running them.
+    pub jit_off: String,
     /// Their temporary table.
     pub create: String,
     /// COPYs them in (CSV, from the line index).
     pub copy: String,
-    /// As `MissingSql::count`: the versions current on the date whose key vanished and no
-    /// changed line holds, and all the versions current on the date.
-    pub count: String,
+    /// The versions current on the date whose key vanished and no changed line holds (those
+    /// closed: see `MissingSql::count`).
+    pub gone: String,
+    /// All the versions current on the date (read only when some are closed: the share
+    /// `max_delete_ratio` bounds).
+    pub rows: String,
 }
 
 impl MissingSql {

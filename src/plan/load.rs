@@ -143,21 +143,28 @@ fn history_merge(t: &TargetPlan, h: &super::compiled::HistoryPlan, columns: &[Co
     } else {
         String::new()
     };
-    // The keys whose state on D is read: all of them, or (`lines`) the staged and vanished ones.
+    let covering = format!("{from} <= {d} AND ({to} IS NULL OR {to} > {d})");
+    // The state on D of all keys, or (`lines`) of the staged and vanished ones.
     let read_keys = if lines {
         let vanished_keys = if h.close { format!(" UNION SELECT {key_list} FROM {vanished}") } else { String::new() };
         format!(" AND ({key_list}) IN (SELECT {key_list} FROM {staging}{vanished_keys})")
     } else {
         String::new()
     };
+    // The changed keys' versions, with where they are: the delete goes straight to them (the
+    // table is locked against other writers: they stay where they are meanwhile).
+    let take_old = format!(
+        "SELECT {all_list}, {from}, {to}, ctid AS _etl_ctid FROM {table} AS t WHERE EXISTS (SELECT 1 FROM {changed} AS c WHERE {})",
+        on("c", "t")
+    );
+    let delete_old = format!("DELETE FROM {table} WHERE ctid = ANY (ARRAY(SELECT _etl_ctid FROM {old}))");
     let same_as_last: Vec<String> = std::iter::once(format!("lag({to}) OVER w = {from}"))
         .chain(values.iter().map(|v| format!("lag({v}) OVER w IS NOT DISTINCT FROM {v}")))
         .collect();
-    vec![
+    let mut steps: Vec<MergeStep> = Vec::new();
+    steps.extend([
         // The state on D: the versions covering it.
-        MergeStep::Run(format!(
-            "CREATE TEMP TABLE {at} ON COMMIT DROP AS SELECT {all_list} FROM {table} WHERE {from} <= {d} AND ({to} IS NULL OR {to} > {d}){read_keys}"
-        )),
+        MergeStep::Run(format!("CREATE TEMP TABLE {at} ON COMMIT DROP AS SELECT {all_list} FROM {table} WHERE {covering}{read_keys}")),
         // The keys whose state on D changes.
         MergeStep::Run(format!(
             "CREATE TEMP TABLE {changed} ON COMMIT DROP AS\nSELECT {} FROM {staging} AS s LEFT JOIN {at} AS a ON {} WHERE a.{} IS NULL OR {} IS DISTINCT FROM {}{closing}",
@@ -167,6 +174,8 @@ fn history_merge(t: &TargetPlan, h: &super::compiled::HistoryPlan, columns: &[Co
             row("a"),
             row("s"),
         )),
+    ]);
+    steps.extend([
         MergeStep::Versions(format!(
             "SELECT (SELECT count(*) FROM {changed} AS c WHERE EXISTS (SELECT 1 FROM {staging} AS s WHERE {})), \
              (SELECT count(*) FROM {changed} AS c WHERE EXISTS (SELECT 1 FROM {at} AS a WHERE {}))",
@@ -174,11 +183,8 @@ fn history_merge(t: &TargetPlan, h: &super::compiled::HistoryPlan, columns: &[Co
             on("a", "c")
         )),
         // Their versions, taken out of the table.
-        MergeStep::Run(format!(
-            "CREATE TEMP TABLE {old} ON COMMIT DROP AS SELECT {all_list}, {from}, {to} FROM {table} AS t WHERE EXISTS (SELECT 1 FROM {changed} AS c WHERE {})",
-            on("c", "t")
-        )),
-        MergeStep::Delete(format!("DELETE FROM {table} AS t WHERE EXISTS (SELECT 1 FROM {changed} AS c WHERE {})", on("c", "t"))),
+        MergeStep::Run(format!("CREATE TEMP TABLE {old} ON COMMIT DROP AS {take_old}")),
+        MergeStep::Delete(delete_old),
         // Put back: their versions before D and from N on, the file's state on [D, N), merged.
         MergeStep::Insert(format!(
             "INSERT INTO {table} ({all_list}, {from}, {to})\n\
@@ -202,7 +208,8 @@ fn history_merge(t: &TargetPlan, h: &super::compiled::HistoryPlan, columns: &[Co
         MergeStep::Run(format!(
             "INSERT INTO {AS_OF_DATES} (target_table, as_of) VALUES ({target}, {d}) ON CONFLICT (target_table, as_of) DO UPDATE SET loaded_at = now()"
         )),
-    ]
+    ]);
+    steps
 }
 
 /// A snapshot's delete: the table's rows of every date among the staged rows, and of the

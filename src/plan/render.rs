@@ -365,9 +365,11 @@ fn postgres_stage(out: &mut String, st: &StagePlan, pg: &PgStatements) {
     if pg.newest_as_of.is_some() && st.undated.is_some() {
         let _ = writeln!(out, "-- a history reading only its changed lines: the versions of the staged keys compared, and those of the keys of the last file no line of this one holds closed unless a changed line holds them");
         if let Some(v) = pg.missing.as_ref().and_then(|m| m.vanished.as_ref()) {
+            let _ = writeln!(out, "{};", v.jit_off);
             let _ = writeln!(out, "{};", v.create);
             let _ = writeln!(out, "{};", v.copy);
-            let _ = writeln!(out, "{};", v.count);
+            let _ = writeln!(out, "{};", v.gone);
+            let _ = writeln!(out, "{};  -- when some are", v.rows);
         }
         merge(out, &t.sql.history_lines);
     }

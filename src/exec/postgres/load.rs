@@ -529,6 +529,7 @@ fn copy_keys(cx: &StageContext<'_>, pg: &Pg, tx: &mut Tx, st: &StagePlan, m: &cr
         None => &m.count,
         Some(keys) => {
             let v = m.vanished.as_ref().ok_or_else(|| ExecError::Internal(format!("stage {} reads only its changed lines without the vanished keys' statements", st.name)))?;
+            pg.block(execute(tx, &v.jit_off, "turn JIT off for the few keys' lookups"))?;
             pg.block(execute(tx, &v.create, "stage the last file's vanished keys"))?;
             pg.block(async {
                 let mut copy = (**tx).copy_in_raw(&v.copy).await.map_err(db("copy the last file's vanished keys"))?;
@@ -546,7 +547,10 @@ fn copy_keys(cx: &StageContext<'_>, pg: &Pg, tx: &mut Tx, st: &StagePlan, m: &cr
                 copy.finish().await.map_err(db("copy the last file's vanished keys"))?;
                 Ok::<(), ExecError>(())
             })?;
-            &v.count
+            let mut count = |sql: &str| pg.block(sqlx::query_scalar::<_, i64>(generated(sql)).fetch_one(&mut **tx)).map_err(db("count the versions whose key the file lacks"));
+            let gone = count(&v.gone)?;
+            let rows = if gone > 0 { count(&v.rows)? } else { 0 };
+            return Ok((gone as u64, rows as u64));
         }
     };
     let row = pg.block(sqlx::query(generated(count)).fetch_one(&mut **tx)).map_err(db("count the rows whose key the file lacks"))?;

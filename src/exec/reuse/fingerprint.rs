@@ -228,6 +228,53 @@ pub fn copy_digests(path: &Path, to: Option<&Path>) -> std::io::Result<(String, 
 mod tests {
     use super::*;
 
+    /// A history stage's lines context: the same on any two dates when only its `as_of` value
+    /// depends on the date, different when anything else does (a rule's template reading
+    /// `run.date`, in any format), and none when a check reads the `as_of` column.
+    #[test]
+    fn a_history_stages_lines_context_depends_on_the_date_only_through_what_else_reads_it() {
+        use crate::spec::{LoadOptions, load_text};
+        let compiled = |extra_column: &str, rule: &str, date: &str| {
+            let text = format!(
+                r#"
+version: 1
+name: t
+connections:
+  f: {{ type: local, path: . }}
+  d: {{ type: postgres, url: "postgres://u@h/db" }}
+stages:
+  s:
+    source: {{ connection: f, key: "s/{{{{ run.date }}}}.csv" }}
+    target: {{ connection: d, table: s, key: [id], mode: history, as_of: day, delete_missing: close }}
+    columns:
+      id: {{ type: string }}
+      cash: {{ type: "decimal(20,2)" }}
+      day: {{ type: date, value: "{{{{ run.date }}}}" }}
+{extra_column}
+    rules:
+      - {{ name: r, check: "{rule}" }}
+"#
+            );
+            let opts = LoadOptions { date: Some(chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").unwrap()), ..LoadOptions::default() };
+            let loaded = load_text("t.yaml", &text, None, &opts).unwrap_or_else(|e| panic!("{}", e.render(false)));
+            crate::plan::compile(&loaded.spec).stages.remove(0)
+        };
+        let states = [("\"public\".\"x\"".to_string(), "1:2:3:d".to_string())];
+        let lines = |st: &StagePlan| lines_context(st, &states);
+        // Only `as_of` reads the date: the same lines context, other full contexts.
+        let (a, b) = (compiled("", "cash >= 0", "2025-12-19"), compiled("", "cash >= 0", "2025-12-22"));
+        assert!(lines(&a).is_some());
+        assert_eq!(lines(&a), lines(&b));
+        assert_ne!(context(&a, &states), context(&b, &states), "the whole stage's context has the date");
+        assert_ne!(lines(&a), lines(&compiled("", "cash >= 1", "2025-12-19")), "any other change tells them apart");
+        // A rule whose template reads the date, in another format: other lines contexts.
+        let rule = "cash >= {{ run.date | strftime('%d') }}";
+        assert_ne!(lines(&compiled("", rule, "2025-12-19")), lines(&compiled("", rule, "2025-12-22")));
+        // A computed column of the date, or a rule reading the `as_of` column: none.
+        assert_eq!(lines(&compiled("", "day >= date '2025-01-01'", "2025-12-19")), None);
+        assert_eq!(lines(&compiled("      weekday: { type: date, expr: \"day\" }", "cash >= 0", "2025-12-19")), None);
+    }
+
     #[test]
     fn a_source_without_an_etag_has_no_digest_and_one_byte_changes_a_file_digest() {
         assert_eq!(s3_object("b", "k", None, 3), None);
