@@ -2,22 +2,26 @@
 # The load benchmark: etl against `psql \copy` of the same files, timed in one run, alternating,
 # REPS times each; prints medians, rows/s, peak RSS and the ratios, and appends them to
 # bench/results.tsv. Starts (and stops) the project's PostgreSQL and S3 server.
-#   scripts/bench.sh [--assets N] [--trades N] [--reps N] [--first-load-only]
+#   scripts/bench.sh [--assets N] [--trades N] [--reps N] [--first-load-only] [--with-pgloader]
 # --first-load-only times just etl's first load (the memory check at a larger size).
+# --with-pgloader also times pgloader (installed from the distribution when missing) loading the
+# same files into the same finished tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-assets=100000 trades=1000000 reps=3 only_first=0
+assets=100000 trades=1000000 reps=3 only_first=0 pgloader=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --assets) assets=$2; shift 2 ;;
     --trades) trades=$2; shift 2 ;;
     --reps) reps=$2; shift 2 ;;
     --first-load-only) only_first=1; shift ;;
-    *) echo "usage: $0 [--assets N] [--trades N] [--reps N] [--first-load-only]" >&2; exit 2 ;;
+    --with-pgloader) pgloader=1; shift ;;
+    *) echo "usage: $0 [--assets N] [--trades N] [--reps N] [--first-load-only] [--with-pgloader]" >&2; exit 2 ;;
   esac
 done
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/etl/target}"
 command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
+[ "$pgloader" = 0 ] || command -v pgloader >/dev/null || { apt-get update -qq && apt-get install -y -qq pgloader >/dev/null; }
 scripts/install-deps.sh >/dev/null
 cargo build --release --locked --bin etl --bin etl-datagen >&2
 ETL="$CARGO_TARGET_DIR/release/etl"
@@ -82,6 +86,27 @@ SET search_path = $1;
 SQL
 }
 
+# pgloader's command file for SCHEMA: both files into the finished tables, in one run.
+pgloader_load() {
+  local url="postgresql://etl:etlpass@127.0.0.1:${ETL_PG_PORT:-15432}/etl_test"
+  cat <<LOAD
+LOAD CSV FROM '$work/clean/account_assets.csv'
+     (id, account_id, account_type, cash, frozen_cash, market_value, total_asset, updated_at)
+  INTO $url
+  TARGET TABLE "$1"."asset"
+  TARGET COLUMNS (id, account_id, account_type, cash, frozen_cash, market_value, total_asset, updated_at)
+  WITH skip header = 1, fields optionally enclosed by '"', fields terminated by ',';
+LOAD CSV FROM '$work/clean/trades.csv'
+     (id, account_id, account_type, traded_id, stock_code, traded_time, traded_price, traded_volume,
+      traded_amount, strategy_name, order_remark [null if blanks], direction, offset_flag, created_at, updated_at)
+  INTO $url
+  TARGET TABLE "$1"."trade"
+  TARGET COLUMNS (id, account_id, account_type, traded_id, stock_code, traded_time, traded_price,
+      traded_volume, traded_amount, strategy_name, order_remark, direction, offset_flag, created_at, updated_at)
+  WITH skip header = 1, fields optionally enclosed by '"', fields terminated by ',';
+LOAD
+}
+
 # time_it NAME COMMAND...: runs it under /usr/bin/time, appends "NAME seconds rss_kb".
 time_it() {
   local name=$1; shift
@@ -117,6 +142,13 @@ for rep in $(seq 1 "$reps"); do
   time_it copy_finished bash -c "$(declare -f copy); copy b_copy | ${PSQL[*]}"
   reset_schema b_plain; tables b_plain | "${PSQL[@]}" >/dev/null
   time_it copy_then_keys bash -c "$(declare -f copy keys); { copy b_plain; keys b_plain; } | ${PSQL[*]}"
+  if [ "$pgloader" = 1 ]; then
+    reset_schema b_pgl; tables b_pgl | "${PSQL[@]}" >/dev/null; keys b_pgl | "${PSQL[@]}" >/dev/null
+    pgloader_load b_pgl > "$work/pgl.load"
+    time_it pgloader_finished pgloader --quiet --on-error-stop "$work/pgl.load"
+    loaded=$("${PSQL[@]}" -At -c "SELECT (SELECT count(*) FROM b_pgl.asset) + (SELECT count(*) FROM b_pgl.trade)")
+    [ "$loaded" = "$((assets + trades))" ] || { echo "bench: pgloader loaded $loaded rows, not $((assets + trades))" >&2; exit 1; }
+  fi
   reset_schema b_etl
   time_it etl_first bash -c "etl_run b_etl clean"
   time_it etl_rerun bash -c "etl_run b_etl clean"
@@ -136,7 +168,7 @@ for line in open(times):
 med = {k: statistics.median(s for s, _ in v) for k, v in runs.items()}
 rss = {k: max(r for _, r in v) for k, v in runs.items()}
 print(f"{assets} assets + {trades} trades, {reps} repetitions, medians:")
-for k in [k for k in ["copy_finished", "copy_then_keys", "etl_first", "etl_rerun", "etl_changed", "etl_dirty"] if k in med]:
+for k in [k for k in ["copy_finished", "copy_then_keys", "pgloader_finished", "etl_first", "etl_rerun", "etl_changed", "etl_dirty"] if k in med]:
     print(f"  {k:15} {med[k]:8.2f} s  {rows / med[k]:10.0f} rows/s  peak RSS {rss[k] / 1024:7.1f} MB")
 if "copy_finished" not in med:
     sys.exit(0)
@@ -145,6 +177,8 @@ print(f"  etl first load / \\copy into finished tables     {med['etl_first'] / m
 print(f"  etl first load / \\copy plain then keys and FK   {med['etl_first'] / med['copy_then_keys']:.2f}  (target <= 1.3)")
 print(f"  etl re-run unchanged / first load               {med['etl_rerun'] / med['etl_first']:.2f}  (target <= 0.3)")
 print(f"  etl 1% changed / first load                     {med['etl_changed'] / med['etl_first']:.2f}  (target <= 0.4)")
+if "pgloader_finished" in med:
+    print(f"  etl first load / pgloader into finished tables  {med['etl_first'] / med['pgloader_finished']:.2f}")
 PY
 mkdir -p bench
 {
