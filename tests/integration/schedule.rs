@@ -440,14 +440,19 @@ fn a_firing_that_cannot_reach_s3_is_retried_with_backoff_and_loads_when_the_serv
     let endpoint = format!("http://127.0.0.1:{port}");
     let url = format!("{}?options=-c%20search_path%3D{}", db.url, db.schema);
     let text = format!(
-        "version: 1\nname: retries\nconnections:\n  lake: {{ type: s3, endpoint: '{endpoint}', bucket: retried, region: us-east-1, access_key_id: minioadmin, secret_access_key: minioadmin123 }}\n  db: {{ type: postgres, url: '{url}', schema: {} }}\nstages:\n  assets:\n    source: {{ connection: lake, key: account_assets.csv }}\n    target: {{ connection: db, table: asset, key: [account_id] }}\n    columns:\n      account_id: {{ type: string }}\n      cash: {{ type: \"decimal(20,2)\" }}\nschedules:\n  nightly: {{ cron: \"*/2 * * * * *\", retries: 6, retry_delay: 1s }}\n",
+        "version: 1\nname: retries\nconnections:\n  lake: {{ type: s3, endpoint: '{endpoint}', bucket: retried, region: us-east-1, access_key_id: minioadmin, secret_access_key: minioadmin123 }}\n  db: {{ type: postgres, url: '{url}', schema: {} }}\nstages:\n  assets:\n    source: {{ connection: lake, key: account_assets.csv }}\n    target: {{ connection: db, table: asset, key: [account_id] }}\n    columns:\n      account_id: {{ type: string }}\n      cash: {{ type: \"decimal(20,2)\" }}\nschedules:\n  nightly: {{ cron: \"*/2 * * * * *\", retries: 6, retry_delay: 4s }}\n",
         db.schema
     );
     let spec = dir.path().join("retries.yaml");
     std::fs::write(&spec, text).unwrap();
     let s = Scheduler::start(&spec, dir.path().join("log"));
     wait_for("a first attempt that cannot connect", Duration::from_secs(60), || s.log().contains("attempt 1 of 7 failed (exit 3)"), || s.log());
+    let first_failed = Instant::now();
     wait_for("a second attempt", Duration::from_secs(30), || s.log().contains("attempt 2 of 7 failed (exit 3)"), || s.log());
+    // The second attempt came after the 4 s wait, not at once (the log is polled every 250 ms:
+    // 3 s leaves room for that, and an attempt without the wait fails within about 0.5 s).
+    let between = first_failed.elapsed();
+    assert!(between >= Duration::from_secs(3), "the second attempt failed {between:?} after the first: it did not wait\n{}", s.log());
     // The server comes up, with the file.
     let mut server = Command::new("python3")
         .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
@@ -466,17 +471,20 @@ fn a_firing_that_cannot_reach_s3_is_retried_with_backoff_and_loads_when_the_serv
     rt.block_on(s3.put_object().bucket("retried").key("account_assets.csv").body(aws_sdk_s3::primitives::ByteStream::from(body)).send()).unwrap();
     let retried = format!("SELECT count(*) FROM {}.etl_schedule_firings WHERE status = 'succeeded' AND attempts > 2", db.schema);
     wait_for("the retried firing to load", Duration::from_secs(90), || db.count(&retried) >= 1, || s.log());
+    // And a later firing that loads at its first attempt (its log line names no attempts).
+    let at_once = format!("SELECT count(*) FROM {}.etl_schedule_firings WHERE status = 'succeeded' AND attempts = 1", db.schema);
+    wait_for("a firing that loads at its first attempt", Duration::from_secs(30), || db.count(&at_once) >= 1, || s.log());
     let (code, log) = s.stop();
     let _ = server.kill();
     let _ = server.wait();
     assert_eq!(code, 0, "{log}");
     assert_eq!(db.count(&format!("SELECT count(*) FROM {}.asset", db.schema)), 30, "{log}");
     // The first firing held its job through its retries: the ticks meanwhile were skipped, and
-    // its waits doubled (1s, 2s, 4s ...).
+    // its waits doubled (4s, 8s, ...).
     let first = db.texts(&format!("SELECT attempts::text || ' ' || status FROM {}.etl_schedule_firings ORDER BY fire_at LIMIT 1", db.schema));
     assert!(first[0].ends_with(" succeeded") && first[0] != "1 succeeded", "{first:?}\n{log}");
     assert!(db.count(&format!("SELECT count(*) FROM {}.etl_schedule_firings WHERE status = 'skipped'", db.schema)) >= 1, "{log}");
-    assert!(log.contains("trying again in 1s") && log.contains("trying again in 2s"), "{log}");
+    assert!(log.contains("trying again in 4s") && log.contains("trying again in 8s"), "{log}");
     // The retried firing's success says how many attempts it took; a first-attempt one says none.
     let n = first[0].split(' ').next().unwrap();
     assert!(log.lines().any(|l| l.contains(&format!("job nightly: succeeded after {n} attempts"))), "{log}");
