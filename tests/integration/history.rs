@@ -412,11 +412,10 @@ fn expected_versions(files: &std::collections::BTreeMap<&str, Vec<(&str, &str, i
     out
 }
 
-#[test]
-fn a_history_equals_loading_every_date_in_order_after_restated_and_late_dates() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = TestDb::new("history");
-    let spec = dir.path().join("history.yaml");
+/// The history spec of the tests below: account balances by business date from the day's file
+/// in `dir`, keys a file lacks closed (at most 0.9 of them at once).
+fn history_spec(dir: &Path) -> std::path::PathBuf {
+    let spec = dir.join("history.yaml");
     std::fs::write(
         &spec,
         format!(
@@ -428,17 +427,25 @@ connections:
 stages:
   assets:
     source: {{ connection: files, key: \"assets/{{{{ run.date }}}}.csv\" }}
-    target: {{ connection: db, table: asset_history, key: [account_id], mode: history, as_of: business_date, delete_missing: close }}
+    target: {{ connection: db, table: asset_history, key: [account_id], mode: history, as_of: business_date, delete_missing: close, max_delete_ratio: 0.9 }}
     columns:
-      account_id: {{ type: string }}
+      account_id: {{ type: string, max_length: 4 }}
       cash: {{ type: \"decimal(20,2)\", min: 0 }}
       account_type: {{ type: int32 }}
       business_date: {{ type: date, value: \"{{{{ run.date }}}}\" }}
 ",
-            dir = dir.path().display()
+            dir = dir.display()
         ),
     )
     .unwrap();
+    spec
+}
+
+#[test]
+fn a_history_equals_loading_every_date_in_order_after_restated_and_late_dates() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new("history");
+    let spec = history_spec(dir.path());
     let versions = || {
         db.texts(&format!(
             "SELECT account_id || ' ' || cash::text || ' ' || account_type || ' ' || valid_from::text || ' ' || coalesce(valid_to::text, '-') FROM {}.asset_history ORDER BY 1",
@@ -562,29 +569,7 @@ impl Dice {
 fn a_history_reading_only_its_changed_lines_ends_as_checking_every_line() {
     let dir = tempfile::tempdir().unwrap();
     let (incremental, full) = (TestDb::new("history_lines"), TestDb::new("history_full"));
-    let spec = dir.path().join("history.yaml");
-    std::fs::write(
-        &spec,
-        format!(
-            "version: 1
-name: history_lines
-connections:
-  files: {{ type: local, path: '{dir}' }}
-  db: {{ type: postgres, url: \"{{{{ env.ETL_TEST_DATABASE_URL }}}}\", schema: \"{{{{ env.SCHEMA }}}}\" }}
-stages:
-  assets:
-    source: {{ connection: files, key: \"assets/{{{{ run.date }}}}.csv\" }}
-    target: {{ connection: db, table: asset_history, key: [account_id], mode: history, as_of: business_date, delete_missing: close, max_delete_ratio: 0.9 }}
-    columns:
-      account_id: {{ type: string, max_length: 4 }}
-      cash: {{ type: \"decimal(20,2)\", min: 0 }}
-      account_type: {{ type: int32 }}
-      business_date: {{ type: date, value: \"{{{{ run.date }}}}\" }}
-",
-            dir = dir.path().display()
-        ),
-    )
-    .unwrap();
+    let spec = history_spec(dir.path());
     let url = std::env::var("ETL_TEST_DATABASE_URL").unwrap();
     let run = |db: &TestDb, date: &str, extra: &[&str]| {
         let mut args = vec!["run", spec.to_str().unwrap(), "--date", date, "--output", "json"];
