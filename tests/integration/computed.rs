@@ -10,13 +10,9 @@ use crate::util::{Output, etl};
 /// The columns, each computed one checked again by a rule: a rule is evaluated in Rust, the
 /// columns in DuckDB's SQL, so a row where the two differ is rejected under `computed_agrees`.
 fn spec(dir: &Path) -> std::path::PathBuf {
+    let head = crate::util::spec_head("computed", dir.display());
     let spec = format!(
-        "version: 1
-name: computed
-connections:
-  files: {{ type: local, path: '{dir}' }}
-  db: {{ type: postgres, url: \"{{{{ env.ETL_TEST_DATABASE_URL }}}}\", schema: \"{{{{ env.SCHEMA }}}}\" }}
-stages:
+        "{head}stages:
   trades:
     source: {{ connection: files, files: \"trades/{{day}}/*.csv\" }}
     target: {{ connection: db, table: trade, key: [trade_id] }}
@@ -49,7 +45,6 @@ stages:
           and rounded = round(score, 1)
           and code = upper(trim(stock_code))
 ",
-        dir = dir.display()
     );
     let path = dir.join("computed.yaml");
     std::fs::write(&path, spec).unwrap();

@@ -162,13 +162,9 @@ fn a_reconciliation_across_stages_fails_naming_the_account_and_sees_the_other_ta
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::new("reconcile");
     let s = &db.schema;
+    let head = crate::util::spec_head("reconcile", dir.path().display());
     let text = format!(
-        "version: 1
-name: reconcile
-connections:
-  files: {{ type: local, path: '{dir}' }}
-  db: {{ type: postgres, url: \"{{{{ env.ETL_TEST_DATABASE_URL }}}}\", schema: \"{{{{ env.SCHEMA }}}}\" }}
-stages:
+        "{head}stages:
   accounts:
     source: {{ connection: files, key: accounts.csv }}
     target: {{ connection: db, table: account, key: [account_id] }}
@@ -187,7 +183,6 @@ stages:
       - name: trades_add_up
         sql: \"SELECT a.account_id, a.traded_total, t.total FROM {s}.account a JOIN (SELECT account_id, sum(amount) AS total FROM {s}.trade GROUP BY account_id) t USING (account_id) WHERE a.traded_total <> t.total ORDER BY 1\"
 ",
-        dir = dir.path().display()
     );
     let spec = dir.path().join("reconcile.yaml");
     std::fs::write(&spec, text).unwrap();
@@ -229,13 +224,9 @@ stages:
 fn a_manifest_total_one_cent_off_at_ten_to_the_seventeen_fails() {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::new("manifest");
+    let head = crate::util::spec_head("manifest", dir.path().display());
     let text = format!(
-        "version: 1
-name: manifest
-connections:
-  files: {{ type: local, path: '{dir}' }}
-  db: {{ type: postgres, url: \"{{{{ env.ETL_TEST_DATABASE_URL }}}}\", schema: \"{{{{ env.SCHEMA }}}}\" }}
-stages:
+        "{head}stages:
   trades:
     source: {{ connection: files, key: \"trades_{{{{ run.date }}}}.csv\" }}
     target: {{ connection: db, table: trade, key: [trade_id] }}
@@ -249,7 +240,6 @@ stages:
       - name: manifest_count
         totals: {{ column: trade_id, of: count, manifest: {{ file: \"manifest_{{{{ run.date }}}}.json\", path: trades.rows }} }}
 ",
-        dir = dir.path().display()
     );
     let spec = dir.path().join("manifest.yaml");
     std::fs::write(&spec, text).unwrap();
@@ -292,13 +282,9 @@ fn an_analytic_whose_expectation_fails_exits_1_showing_the_rows() {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::new("expect");
     let s = &db.schema;
+    let head = crate::util::spec_head("expect", dir.path().display());
     let text = format!(
-        "version: 1
-name: expect
-connections:
-  files: {{ type: local, path: '{dir}' }}
-  db: {{ type: postgres, url: \"{{{{ env.ETL_TEST_DATABASE_URL }}}}\", schema: \"{{{{ env.SCHEMA }}}}\" }}
-stages:
+        "{head}stages:
   accounts:
     source: {{ connection: files, key: accounts.csv }}
     target: {{ connection: db, table: account, key: [account_id] }}
@@ -310,7 +296,6 @@ analytics:
     sql: SELECT account_id, cash FROM account ORDER BY account_id
     expect: [\"cash >= 0\", \"account_id <> ''\"]
 ",
-        dir = dir.path().display()
     );
     let spec = dir.path().join("expect.yaml");
     std::fs::write(&spec, text).unwrap();
@@ -336,13 +321,9 @@ analytics:
 fn a_trailer_line_is_set_aside_and_its_total_checked() {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::new("trailer");
+    let head = crate::util::spec_head("trailer", dir.path().display());
     let text = format!(
-        "version: 1
-name: trailer
-connections:
-  files: {{ type: local, path: '{dir}' }}
-  db: {{ type: postgres, url: \"{{{{ env.ETL_TEST_DATABASE_URL }}}}\", schema: \"{{{{ env.SCHEMA }}}}\" }}
-stages:
+        "{head}stages:
   trades:
     source: {{ connection: files, files: \"trades_*.csv\", trailer: TRL }}
     target: {{ connection: db, table: trade, key: [trade_id] }}
@@ -353,7 +334,6 @@ stages:
       - {{ name: sender_rows, totals: {{ column: trade_id, of: count, trailer: 2 }} }}
       - {{ name: sender_total, totals: {{ column: amount, trailer: 3 }} }}
 ",
-        dir = dir.path().display()
     );
     let spec = dir.path().join("trailer.yaml");
     std::fs::write(&spec, text).unwrap();

@@ -231,13 +231,9 @@ fn three_days_of_file_sets_load_each_file_exactly_once() {
 
 /// A spec over local day folders, its trades' date taken from the path.
 fn dated_spec(dir: &Path, source_extra: &str) -> std::path::PathBuf {
+    let head = crate::util::spec_head("dated", dir.display());
     let spec = format!(
-        "version: 1
-name: dated
-connections:
-  files: {{ type: local, path: '{dir}' }}
-  db: {{ type: postgres, url: \"{{{{ env.ETL_TEST_DATABASE_URL }}}}\", schema: \"{{{{ env.SCHEMA }}}}\" }}
-stages:
+        "{head}stages:
   prices:
     source: {{ connection: files, files: \"prices/{{day}}/{{{{ run.date }}}}*.csv\"{source_extra} }}
     target: {{ connection: db, table: price, key: [day, code] }}
@@ -246,7 +242,6 @@ stages:
       code: {{ type: string }}
       price: {{ type: \"decimal(10,2)\", min: 0 }}
 ",
-        dir = dir.display()
     );
     let path = dir.join("dated.yaml");
     std::fs::write(&path, spec).unwrap();

@@ -11,13 +11,9 @@ use crate::util::{Output, etl};
 const DAYS: [&str; 5] = ["2025-12-15", "2025-12-16", "2025-12-17", "2025-12-18", "2025-12-19"];
 
 fn snapshot_spec(dir: &Path) -> std::path::PathBuf {
+    let head = crate::util::spec_head("snapshots", dir.display());
     let spec = format!(
-        "version: 1
-name: snapshots
-connections:
-  files: {{ type: local, path: '{dir}' }}
-  db: {{ type: postgres, url: \"{{{{ env.ETL_TEST_DATABASE_URL }}}}\", schema: \"{{{{ env.SCHEMA }}}}\" }}
-stages:
+        "{head}stages:
   assets:
     source: {{ connection: files, key: \"assets/{{{{ run.date }}}}.csv\" }}
     target: {{ connection: db, table: asset_daily, key: [account_id], mode: snapshot, as_of: business_date }}
@@ -26,7 +22,6 @@ stages:
       cash: {{ type: \"decimal(20,2)\", min: 0 }}
       business_date: {{ type: date, value: \"{{{{ run.date }}}}\" }}
 ",
-        dir = dir.display()
     );
     let path = dir.join("snapshots.yaml");
     std::fs::write(&path, spec).unwrap();
@@ -416,15 +411,11 @@ fn expected_versions(files: &std::collections::BTreeMap<&str, Vec<(&str, &str, i
 /// in `dir`, keys a file lacks closed (at most 0.9 of them at once).
 fn history_spec(dir: &Path) -> std::path::PathBuf {
     let spec = dir.join("history.yaml");
+    let head = crate::util::spec_head("history", dir.display());
     std::fs::write(
         &spec,
         format!(
-            "version: 1
-name: history
-connections:
-  files: {{ type: local, path: '{dir}' }}
-  db: {{ type: postgres, url: \"{{{{ env.ETL_TEST_DATABASE_URL }}}}\", schema: \"{{{{ env.SCHEMA }}}}\" }}
-stages:
+            "{head}stages:
   assets:
     source: {{ connection: files, key: \"assets/{{{{ run.date }}}}.csv\" }}
     target: {{ connection: db, table: asset_history, key: [account_id], mode: history, as_of: business_date, delete_missing: close, max_delete_ratio: 0.9 }}
@@ -434,7 +425,6 @@ stages:
       account_type: {{ type: int32 }}
       business_date: {{ type: date, value: \"{{{{ run.date }}}}\" }}
 ",
-            dir = dir.display()
         ),
     )
     .unwrap();

@@ -32,13 +32,9 @@ fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)])
 fn a_runs_metrics_file_holds_its_counts_in_prometheus_text_format() {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::new("metrics");
+    let head = crate::util::spec_head("metrics_test", dir.path().display());
     let text = format!(
-        "version: 1
-name: metrics_test
-connections:
-  files: {{ type: local, path: '{dir}' }}
-  db: {{ type: postgres, url: \"{{{{ env.ETL_TEST_DATABASE_URL }}}}\", schema: \"{{{{ env.SCHEMA }}}}\" }}
-stages:
+        "{head}stages:
   accounts:
     source: {{ connection: files, key: accounts.csv }}
     target: {{ connection: db, table: account, key: [account_id] }}
@@ -48,7 +44,6 @@ stages:
     checks:
       - {{ name: some_rows, row_count: {{ min: 1 }} }}
 ",
-        dir = dir.path().display()
     );
     let spec = dir.path().join("metrics.yaml");
     std::fs::write(&spec, text).unwrap();

@@ -66,13 +66,9 @@ fn a_webhook_is_told_once_of_each_end_it_asks_for_and_its_url_is_never_shown() {
     let hook = Receiver::start(1);
     // Nothing listens on this one's port: it keeps failing, and is recorded.
     let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let head = crate::util::spec_head("notify_test", dir.path().display());
     let text = format!(
-        "version: 1
-name: notify_test
-connections:
-  files: {{ type: local, path: '{dir}' }}
-  db: {{ type: postgres, url: \"{{{{ env.ETL_TEST_DATABASE_URL }}}}\", schema: \"{{{{ env.SCHEMA }}}}\" }}
-stages:
+        "{head}stages:
   accounts:
     source: {{ connection: files, key: accounts.csv }}
     target: {{ connection: db, table: account, key: [account_id] }}
@@ -83,7 +79,6 @@ notify:
   - {{ url: \"http://127.0.0.1:{port}/hooks/SECRET-TOKEN-7f3a\", on: [rejected, failed], retries: 2, timeout: 5s }}
   - {{ url: \"http://127.0.0.1:{dead}/DEAD-TOKEN-91c2\", on: [rejected], retries: 1, timeout: 2s }}
 ",
-        dir = dir.path().display(),
         port = hook.port
     );
     let spec = dir.path().join("notify.yaml");

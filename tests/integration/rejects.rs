@@ -9,13 +9,9 @@ use crate::util::etl;
 fn a_rejected_row_keeps_its_fields_as_read() {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::new("rejrecord");
+    let head = crate::util::spec_head("rejrecord", dir.path().display());
     let text = format!(
-        "version: 1
-name: rejrecord
-connections:
-  files: {{ type: local, path: '{dir}' }}
-  db: {{ type: postgres, url: \"{{{{ env.ETL_TEST_DATABASE_URL }}}}\", schema: \"{{{{ env.SCHEMA }}}}\" }}
-stages:
+        "{head}stages:
   trades:
     source: {{ connection: files, key: trades.csv }}
     target: {{ connection: db, table: trade, key: [trade_id] }}
@@ -26,7 +22,6 @@ stages:
     rules:
       - {{ name: small, check: \"amount < 100\", severity: warn }}
 ",
-        dir = dir.path().display()
     );
     let spec = dir.path().join("rejrecord.yaml");
     std::fs::write(&spec, text).unwrap();
@@ -69,13 +64,9 @@ stages:
 fn etl_rejects_lists_shows_and_exports_the_rejected_rows() {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::new("rejcli");
+    let head = crate::util::spec_head("rejcli", dir.path().display());
     let text = format!(
-        "version: 1
-name: rejcli
-connections:
-  files: {{ type: local, path: '{dir}' }}
-  db: {{ type: postgres, url: \"{{{{ env.ETL_TEST_DATABASE_URL }}}}\", schema: \"{{{{ env.SCHEMA }}}}\" }}
-stages:
+        "{head}stages:
   accounts:
     source: {{ connection: files, key: accounts.csv }}
     target: {{ connection: db, table: account, key: [account_id] }}
@@ -91,7 +82,6 @@ stages:
       account_id: {{ type: string, references: accounts.account_id }}
       amount: {{ type: \"decimal(20,2)\", from: Amount }}
 ",
-        dir = dir.path().display()
     );
     let spec = dir.path().join("rejcli.yaml");
     std::fs::write(&spec, text).unwrap();
@@ -135,14 +125,10 @@ stages:
 fn a_replay_loads_exactly_the_rejected_rows_that_pass_now() {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::new("replay");
+    let head = crate::util::spec_head("replay", dir.path().display());
     let write_spec = |limit: &str| {
         let text = format!(
-            "version: 1
-name: replay
-connections:
-  files: {{ type: local, path: '{dir}' }}
-  db: {{ type: postgres, url: \"{{{{ env.ETL_TEST_DATABASE_URL }}}}\", schema: \"{{{{ env.SCHEMA }}}}\" }}
-defaults:
+            "{head}defaults:
   csv: {{ delimiter: \";\", null_values: [\"NULL\"] }}
 stages:
   trades:
@@ -156,7 +142,6 @@ stages:
     rules:
       - {{ name: small, check: \"amount < {limit}\" }}
 ",
-            dir = dir.path().display()
         );
         std::fs::write(dir.path().join("replay.yaml"), text).unwrap();
     };

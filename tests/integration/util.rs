@@ -103,3 +103,11 @@ pub fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// The start of a test's spec: its name, a local connection `files` at `dir`, a PostgreSQL
+/// connection `db` (the test database, schema `$SCHEMA`); the stages follow.
+pub fn spec_head(name: &str, dir: impl std::fmt::Display) -> String {
+    format!(
+        "version: 1\nname: {name}\nconnections:\n  files: {{ type: local, path: '{dir}' }}\n  db: {{ type: postgres, url: \"{{{{ env.ETL_TEST_DATABASE_URL }}}}\", schema: \"{{{{ env.SCHEMA }}}}\" }}\n"
+    )
+}
