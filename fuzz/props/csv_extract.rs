@@ -84,7 +84,7 @@ impl Harness {
             Some(pending) => pending.keep().unwrap(),
             None => return,
         }
-        let Ok(Ok(changes)) = etl::exec::incremental::changes(stage, &path, &columns, &index, &before.rejects, self.dir.path(), None) else { return };
+        let Ok(Ok(changes)) = etl::exec::incremental::changes(stage, &path, &columns, &index, &before.rejects, self.dir.path(), None, None) else { return };
         let only = etl::exec::check_stage(&self.reader, stage, &path, "in.csv", Some(&changes), |_| Ok(())).expect("the changed records of a file read whole are read");
         assert_eq!(outcome(&only), outcome(&all), "checking only the changed records differs from checking all");
     }

@@ -262,8 +262,22 @@ fn header_help(stage: &StagePlan, header: &[String], missing: &[&str]) -> String
 /// The columns of a file with a header, checked against the spec: every column the spec reads
 /// is there, once. A repeated name the spec does not read is renamed (`name_2`) and ignored.
 pub fn file_columns(stage: &StagePlan, path: &Path, shown: &str) -> Result<Vec<String>, ExecError> {
+    use std::io::Read;
+    let mut start = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(HEADER_BYTES).read_to_end(&mut start))
+        .map_err(|e| ExecError::Csv { file: shown.to_string(), message: e.to_string() })?;
+    columns_of(stage, &start, shown)
+}
+
+/// How much of a file's start its header is looked for in.
+pub const HEADER_BYTES: u64 = 4 << 20;
+
+/// [`file_columns`] of a file's first bytes (its first [`HEADER_BYTES`], or all of a smaller
+/// file).
+pub fn columns_of(stage: &StagePlan, start: &[u8], shown: &str) -> Result<Vec<String>, ExecError> {
     let csv_error = |message: String| ExecError::Csv { file: shown.to_string(), message };
-    let mut header = read_header(path, &stage.csv).map_err(csv_error)?;
+    let mut header = header_fields(start, &stage.csv).map_err(csv_error)?;
     let reads = |h: &str| stage.columns.iter().any(|c| c.reads_file() && c.header == h);
     let mut seen: Vec<String> = Vec::new();
     for (i, name) in header.iter_mut().enumerate() {
@@ -295,21 +309,18 @@ pub fn file_columns(stage: &StagePlan, path: &Path, shown: &str) -> Result<Vec<S
     Ok(header)
 }
 
-/// Reads a file's first record (its header) and splits it into fields: a byte-order mark
-/// dropped, quotes and escapes honored, in the spec's encoding.
-pub fn read_header(path: &Path, csv: &crate::plan::CsvDialect) -> Result<Vec<String>, String> {
+/// Splits a file's first record (its header), from the file's first bytes, into fields: a
+/// byte-order mark dropped, quotes and escapes honored, in the spec's encoding.
+fn header_fields(buf: &[u8], csv: &crate::plan::CsvDialect) -> Result<Vec<String>, String> {
     use crate::spec::model::Encoding;
-    use std::io::Read;
-    let mut buf = Vec::new();
-    std::fs::File::open(path).and_then(|f| f.take(4 << 20).read_to_end(&mut buf)).map_err(|e| e.to_string())?;
     if buf.is_empty() {
         return Err("the file is empty: there is no header line".into());
     }
     let text: String = match csv.encoding {
-        Encoding::Utf8 => String::from_utf8_lossy(buf.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&buf)).into_owned(),
+        Encoding::Utf8 => String::from_utf8_lossy(buf.strip_prefix(b"\xef\xbb\xbf").unwrap_or(buf)).into_owned(),
         Encoding::Latin1 => buf.iter().map(|&b| char::from(b)).collect(),
         Encoding::Utf16 => {
-            let (big, body) = match buf.as_slice() {
+            let (big, body) = match buf {
                 [0xfe, 0xff, rest @ ..] => (true, rest),
                 [0xff, 0xfe, rest @ ..] => (false, rest),
                 rest => (false, rest),

@@ -297,6 +297,22 @@ fn run_stages(cx: &StageContext<'_>, stages: &[&StagePlan], targets: &IndexMap<S
             if src.to_download() {
                 src.meter = progress.download(&st.name, src.bytes);
             }
+            // A stage that may read only its changed lines: its file is scanned as it downloads.
+            if let Some(r) = reusable.get(&st.name)
+                && r.index.is_some()
+                && src.to_download()
+                && src.compression == crate::spec::model::Compression::None
+                && st.source.trailer.is_none()
+                && let Some(dir) = incremental::cache_dir()
+                && let Some(source) = &src.fingerprint
+            {
+                let next_index = incremental::index_path(&dir, &cx.plan.name, &st.name, &st.target.qualified, source);
+                let (tee, following) = incremental::follow((*st).clone(), src.shown.clone(), Some(next_index));
+                src.tee = Some(tee);
+                if let Ok(mut slot) = r.following.lock() {
+                    *slot = Some(following);
+                }
+            }
             src.path(&opts.temp_dir, cx.rt)?;
             src.meter.finish();
         }

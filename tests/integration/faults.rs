@@ -315,7 +315,7 @@ fn an_object_replaced_after_its_head_is_never_read() {
             .send()
             .await
             .unwrap();
-        let err = s3.fetch_pinned("account_assets.csv", tmp.path(), seen, &Default::default()).await.expect_err("a replaced object was read");
+        let err = s3.fetch_pinned("account_assets.csv", tmp.path(), seen, &Default::default(), None).await.expect_err("a replaced object was read");
         assert!(err.to_string().contains("changed while it was being read"), "{err}");
         assert_eq!(err.exit_code(), 3);
         // A new run reads the new version whole.

@@ -110,6 +110,11 @@ pub struct PendingIndex {
 }
 
 impl PendingIndex {
+    /// Where it goes when kept.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Puts the index in place and removes the stage's older ones.
     pub fn keep(mut self) -> Result<(), ExecError> {
         let dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();

@@ -76,41 +76,53 @@ pub struct Changes {
     pub vanished: Vec<Vec<u8>>,
 }
 
-/// Compares the file at `path` with the last load's (its index at `index`, its rejects
-/// `previous`), writes the changed records to a file in `dir`, and this file's index to
-/// `next_index`. `Ok(Err(why))` when the records cannot be told apart here.
-pub fn changes(
+/// A file's records as a scan found them, before any comparison (what [`changes`] compares
+/// with the last load's index): made from the file, or from its bytes as they download.
+pub struct Prescanned {
+    /// The header record's bytes (its `\r` included), as `index::header_record` reads them.
+    header: Vec<u8>,
+    /// Per record: its hash, where it starts, its length.
+    records: Vec<(u128, u64, u32)>,
+    /// Per unique group (the key, then each unique column), each record's hash of it.
+    groups: Vec<Vec<Option<u64>>>,
+    /// What else the scan found.
+    scanned: scan::Scanned,
+    /// This file's line index, written as it was scanned.
+    index: Option<PendingIndex>,
+    /// The bytes scanned.
+    pub bytes: u64,
+}
+
+impl Prescanned {
+    /// Points this file's line index at `path` (the source's digest, known only once it has
+    /// downloaded, names the index): None when it was written for another.
+    pub fn for_index(mut self, path: Option<&Path>) -> Prescanned {
+        if self.index.as_ref().map(PendingIndex::path) != path {
+            self.index = None;
+        }
+        self
+    }
+}
+
+/// Scans the bytes `file` gives (named `name` in errors; `header_bytes` its header record, read
+/// before) for [`changes`], writing its line index to `next_index` as it goes.
+pub fn prescan(
     stage: &StagePlan,
-    path: &Path,
+    file: impl Read,
+    name: &str,
     file_columns: &[String],
-    index: &Path,
-    previous: &[Reject],
-    dir: &Path,
+    header_bytes: &[u8],
     next_index: Option<&Path>,
-) -> Result<Result<Changes, Unsupported>, ExecError> {
-    let mut last = match read_index(index) {
-        Ok(m) => m,
-        Err(why) => return Ok(Err(format!("the last load's line index is unreadable ({why})"))),
-    };
-    let key = match scan::RecordKey::of_cache(index.parent().unwrap_or(Path::new("."))) {
-        Ok(k) => k,
-        Err(e) => return Ok(Err(format!("the cache's record key is unreadable ({e})"))),
-    };
-    let header_bytes = header_record(stage, path)?;
-    let closing = index::keeps_keys(stage);
-    if closing && last.keys.is_none() {
-        return Ok(Err("the last load's line index kept no keys, which closing the keys this file lacks needs".into()));
-    }
-    if xxh3_128(&header_bytes) != last.header {
-        return Ok(Err("the header differs from the last file's".into()));
-    }
+    key: &RecordKey,
+) -> Result<Result<Prescanned, Unsupported>, ExecError> {
     // The cache is an aid: an index that cannot be written leaves the next load to check every
     // record, never fails this one.
-    let mut writer = next_index.and_then(|p| IndexWriter::create(stage, p, &header_bytes).ok());
-    // Per record: its hash, where it is, its groups' hashes.
+    let mut writer = next_index.and_then(|p| IndexWriter::create(stage, p, header_bytes).ok());
     let mut records: Vec<(u128, u64, u32)> = Vec::new();
     let mut groups: Vec<Vec<Option<u64>>> = Vec::new();
-    let scanned = scan(stage, path, file_columns, true, &key, |r| {
+    let mut bytes = 0u64;
+    let counted = CountingReader { inner: file, bytes: &mut bytes };
+    let scanned = scan::scan_reader(stage, counted, name, file_columns, true, key, |r| {
         if let Some(w) = writer.as_mut()
             && w.add(&r).is_err()
         {
@@ -129,11 +141,139 @@ pub fn changes(
         Ok(s) => s,
         Err(why) => return Ok(Err(why)),
     };
+    let index = writer.and_then(|w| w.flushed().ok());
+    Ok(Ok(Prescanned { header: header_bytes.to_vec(), records, groups, scanned, index, bytes }))
+}
+
+/// A scan following a download: started before the download, given each chunk as it arrives
+/// (`Source::tee`); joined by the load, which uses it only if the file it then reads has the
+/// same bytes (count) and header columns.
+pub type Following = std::thread::JoinHandle<Result<Result<(Prescanned, Vec<String>), Unsupported>, ExecError>>;
+
+/// Starts the scan of a download of `stage`'s file (its chunks sent to the returned sender, the
+/// download ending when the sender is dropped), writing its line index to `next_index`. The
+/// header's columns are read from the file's first bytes, as `extract::file_columns` does.
+pub fn follow(stage: StagePlan, name: String, next_index: Option<PathBuf>) -> (std::sync::mpsc::SyncSender<Vec<u8>>, Following) {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(64);
+    let handle = std::thread::spawn(move || {
+        let Some(cache) = next_index.as_deref().and_then(Path::parent).map(Path::to_path_buf) else {
+            return Ok(Err("no line index is written".to_string()));
+        };
+        let key = match RecordKey::of_cache(&cache) {
+            Ok(k) => k,
+            Err(e) => return Ok(Err(format!("the cache's record key is unreadable ({e})"))),
+        };
+        // The file's first bytes: its header.
+        let limit = crate::exec::extract::HEADER_BYTES as usize;
+        let mut start: Vec<u8> = Vec::new();
+        while start.len() < limit {
+            match rx.recv() {
+                Ok(chunk) => start.extend_from_slice(&chunk),
+                Err(_) => break,
+            }
+        }
+        let columns = match crate::exec::extract::columns_of(&stage, &start[..start.len().min(limit)], &name) {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(format!("its header cannot be read ({e})"))),
+        };
+        let header: Vec<u8> = if stage.csv.header {
+            let first = &start[..start.len().min(limit)];
+            first[..memchr::memchr(b'\n', first).unwrap_or(first.len())].to_vec()
+        } else {
+            Vec::new()
+        };
+        let rest = Chunks { rx, chunk: Vec::new(), at: 0 };
+        let file = std::io::Cursor::new(start).chain(rest);
+        Ok(prescan(&stage, file, &name, &columns, &header, next_index.as_deref(), &key)?.map(|p| (p, columns)))
+    });
+    (tx, handle)
+}
+
+/// The chunks of a download as one stream of bytes.
+struct Chunks {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl Read for Chunks {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(c) => {
+                    self.chunk = c;
+                    self.at = 0;
+                }
+                // The download ended.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Counts the bytes read through it.
+struct CountingReader<'a, R> {
+    inner: R,
+    bytes: &'a mut u64,
+}
+
+impl<R: Read> Read for CountingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        *self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// Compares the file at `path` with the last load's (its index at `index`, its rejects
+/// `previous`), writes the changed records to a file in `dir`, and this file's index to
+/// `next_index`. `Ok(Err(why))` when the records cannot be told apart here.
+pub fn changes(
+    stage: &StagePlan,
+    path: &Path,
+    file_columns: &[String],
+    index: &Path,
+    previous: &[Reject],
+    dir: &Path,
+    next_index: Option<&Path>,
+    prescanned: Option<Prescanned>,
+) -> Result<Result<Changes, Unsupported>, ExecError> {
+    let mut last = match read_index(index) {
+        Ok(m) => m,
+        Err(why) => return Ok(Err(format!("the last load's line index is unreadable ({why})"))),
+    };
+    let key = match scan::RecordKey::of_cache(index.parent().unwrap_or(Path::new("."))) {
+        Ok(k) => k,
+        Err(e) => return Ok(Err(format!("the cache's record key is unreadable ({e})"))),
+    };
+    let closing = index::keeps_keys(stage);
+    if closing && last.keys.is_none() {
+        return Ok(Err("the last load's line index kept no keys, which closing the keys this file lacks needs".into()));
+    }
+    // The file's records: as scanned while it downloaded, or scanned now.
+    let pre = match prescanned {
+        Some(p) => p,
+        None => {
+            let header_bytes = header_record(stage, path)?;
+            let file = std::fs::File::open(path).map_err(|e| ExecError::Source { source_name: path.display().to_string(), message: e.to_string() })?;
+            match prescan(stage, file, &path.display().to_string(), file_columns, &header_bytes, next_index, &key)? {
+                Ok(p) => p,
+                Err(why) => return Ok(Err(why)),
+            }
+        }
+    };
+    if xxh3_128(&pre.header) != last.header {
+        return Ok(Err("the header differs from the last file's".into()));
+    }
+    let Prescanned { records, groups, scanned, index, .. } = pre;
     let header_bytes = scanned.header;
     // The smaller file ends every line as the source does (DuckDB refuses a file that mixes
     // them): a last line the source left without a line end gets the file's own.
     let line_end: &[u8] = if scanned.crlf { b"\r\n" } else { b"\n" };
-    let index = writer.and_then(|w| w.flushed().ok());
     let header = u64::from(stage.csv.header);
     let mut by_line: HashMap<u64, Vec<&Reject>> = HashMap::new();
     for r in previous {

@@ -253,14 +253,28 @@ pub fn scan(
     file_columns: &[String],
     with_keys: bool,
     key: &RecordKey,
+    each: impl FnMut(Record<'_>) -> Result<(), ExecError>,
+) -> Result<Result<Scanned, Unsupported>, ExecError> {
+    let file = std::fs::File::open(path).map_err(|e| ExecError::Source { source_name: path.display().to_string(), message: e.to_string() })?;
+    scan_reader(stage, file, &path.display().to_string(), file_columns, with_keys, key, each)
+}
+
+/// [`scan`] of the bytes `file` gives (named `name` in errors): a file, or a download as it
+/// arrives.
+pub fn scan_reader(
+    stage: &StagePlan,
+    mut file: impl Read,
+    name: &str,
+    file_columns: &[String],
+    with_keys: bool,
+    key: &RecordKey,
     mut each: impl FnMut(Record<'_>) -> Result<(), ExecError>,
 ) -> Result<Result<Scanned, Unsupported>, ExecError> {
     let d = match dialect(stage, file_columns, with_keys) {
         Ok(d) => d,
         Err(why) => return Ok(Err(why)),
     };
-    let fail = |e: std::io::Error| ExecError::Source { source_name: path.display().to_string(), message: e.to_string() };
-    let mut file = std::fs::File::open(path).map_err(fail)?;
+    let fail = |e: std::io::Error| ExecError::Source { source_name: name.to_string(), message: e.to_string() };
     let mut header = Vec::new();
     let mut buf = vec![0u8; 1 << 20];
     let (mut filled, mut base, mut first, mut eof, mut index) = (0usize, 0u64, true, false, 0usize);

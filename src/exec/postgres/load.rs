@@ -161,12 +161,21 @@ pub fn load_stage(
     } else {
         st.columns.iter().filter(|c| c.reads_file()).map(|c| c.header.clone()).collect()
     };
+    // The scan made while the file downloaded (its thread ended with the download): used only
+    // for the same bytes, read with the same header columns, and only by the comparison below.
+    let followed = reuse.and_then(|r| r.following.lock().ok().and_then(|mut f| f.take())).and_then(|h| h.join().ok());
+    let file_len = std::fs::metadata(path).map(|m| m.len()).ok();
+    let mut prescanned = match followed {
+        Some(Ok(Ok((p, cols)))) if cols == columns && Some(p.bytes) == file_len => Some(p.for_index(next_index.as_deref())),
+        _ => None,
+    };
     let mut changes = match reuse_lines {
         None => None,
         Some((reuse, index, previous)) => {
-            match incremental::changes(st, path, &columns, index, &previous, &opts.temp_dir, next_index.as_deref())? {
+            let during = if prescanned.is_some() { " as it downloaded" } else { "" };
+            match incremental::changes(st, path, &columns, index, &previous, &opts.temp_dir, next_index.as_deref(), prescanned.take())? {
                 Ok(c) => {
-                    progress.detail(&st.name, &format!("compared with the file of run {}: {} lines unchanged, {} to check", reuse.last.loaded_by, c.same, c.lines.len()));
+                    progress.detail(&st.name, &format!("compared with the file of run {}{during}: {} lines unchanged, {} to check", reuse.last.loaded_by, c.same, c.lines.len()));
                     Some(c)
                 }
                 Err(why) => {
@@ -176,6 +185,8 @@ pub fn load_stage(
             }
         }
     };
+    // Unused, its index (under the same temporary name the index written below takes) goes now.
+    drop(prescanned);
     // Only the changed records reach the comparison with the table's rows, in the merge.
     lookups(cx, pg, tx, sql, empty || changes.is_some(), created)?;
     // The referenced tables are locked: their states hold until the stage commits.

@@ -34,6 +34,8 @@ pub struct Reuse {
     pub last: LastLoad,
     /// The line index of its file, when only the changed lines of a new file are to be read.
     pub index: Option<PathBuf>,
+    /// The scan of the new file, made as it downloaded (see `incremental::follow`).
+    pub following: std::sync::Mutex<Option<incremental::Following>>,
 }
 
 /// The stages whose last load may be reused: one of the same source (all of it), or, for an upsert
@@ -89,7 +91,7 @@ pub fn reusable_loads(
             // too, every table's rows would be read twice. A stage found changed there is
             // downloaded and loaded then.
             if same || index.is_some() {
-                found = Some(Reuse { last, index });
+                found = Some(Reuse { last, index, following: Default::default() });
             }
         }
         match found {

@@ -49,6 +49,9 @@ pub struct Source {
     plain: Option<PathBuf>,
     /// Counts the bytes of its download (a bar on a terminal).
     pub meter: crate::exec::progress::Meter,
+    /// Gets a copy of each chunk of its download as it arrives (the scan of a file whose
+    /// changed lines alone may be read: see `incremental::follow`); dropped once downloaded.
+    pub tee: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
 }
 
 enum Place {
@@ -92,6 +95,7 @@ impl Source {
                     place: Place::S3 { client, key: stage.source.key.clone(), downloaded: None },
                     plain: None,
                     meter: Default::default(),
+                    tee: None,
                 })
             }
             _ => {
@@ -123,6 +127,7 @@ impl Source {
             place: Place::Local(copy),
             plain: None,
                     meter: Default::default(),
+                    tee: None,
         })
     }
 
@@ -206,7 +211,7 @@ impl Source {
             .collect();
         let mut fetched: Vec<(usize, Result<s3::Fetched, ExecError>)> = rt.block_on(
             futures_util::stream::iter(downloads)
-                .map(|(i, client, key, etag, meter)| async move { (i, client.fetch_pinned(&key, dir, etag, &meter).await) })
+                .map(|(i, client, key, etag, meter)| async move { (i, client.fetch_pinned(&key, dir, etag, &meter, None).await) })
                 .buffer_unordered(parallel)
                 .collect(),
         );
@@ -275,7 +280,10 @@ impl Source {
         match &self.place {
             Place::Local(copy) => Ok(copy.clone()),
             Place::S3 { client, key, .. } => {
-                let fetched = rt.block_on(client.fetch_pinned(key, dir, self.etag.clone(), &self.meter))?;
+                let fetched = rt.block_on(client.fetch_pinned(key, dir, self.etag.clone(), &self.meter, self.tee.as_ref()));
+                // The scan following the download ends with it (or learns it broke off).
+                self.tee = None;
+                let fetched = fetched?;
                 let path = fetched.path.clone();
                 self.downloaded(fetched);
                 Ok(path)
@@ -320,6 +328,7 @@ pub fn list_set(plan: &Plan, stage: &StagePlan, set: &FileSetPlan, spec_dir: &Pa
                         place: Place::S3 { client: client.clone(), key: o.key, downloaded: None },
                         plain: None,
                     meter: Default::default(),
+                    tee: None,
                     })
                 })
                 .collect())

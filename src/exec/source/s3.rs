@@ -122,7 +122,7 @@ impl S3 {
     /// Downloads `key` into `dir`: the version its HEAD finds, whatever is written meanwhile.
     pub async fn fetch(&self, key: &str, dir: &Path) -> Result<Fetched, ExecError> {
         let etag = self.etag(key).await?;
-        self.fetch_pinned(key, dir, etag, &Default::default()).await
+        self.fetch_pinned(key, dir, etag, &Default::default(), None).await
     }
 
     /// The ETag of `key` now.
@@ -175,7 +175,15 @@ impl S3 {
 
     /// Downloads `key` into `dir` if its ETag is still `etag`: an object replaced since is an
     /// error, never a mix of two versions.
-    pub async fn fetch_pinned(&self, key: &str, dir: &Path, etag: Option<String>, meter: &crate::exec::progress::Meter) -> Result<Fetched, ExecError> {
+    /// With `tee`, each chunk is also sent there as it arrives (a receiver gone is no error).
+    pub async fn fetch_pinned(
+        &self,
+        key: &str,
+        dir: &Path,
+        etag: Option<String>,
+        meter: &crate::exec::progress::Meter,
+        tee: Option<&std::sync::mpsc::SyncSender<Vec<u8>>>,
+    ) -> Result<Fetched, ExecError> {
         let key = self.key(key);
         let shown = format!("s3://{}/{}", self.bucket, key);
         let fail = |e: String| self.fail(&key, e);
@@ -210,6 +218,9 @@ impl S3 {
                 m.update(&chunk);
             }
             file.write_all(&chunk).await.map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
+            if let Some(t) = tee {
+                let _ = t.send(chunk.to_vec());
+            }
         }
         file.flush().await.map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
         if let Some(n) = expected
