@@ -1,12 +1,16 @@
-//! Loading only the records that changed since a stage's last load. Each upsert load leaves a
-//! line index of its file in the cache directory: a 128-bit hash of each record's bytes (keyed
-//! with the cache's own secret, `scan::RecordKey`) and its line. When a stage's spec, referenced
+//! Loading only the records that changed since a stage's last load. Each upsert load (and each
+//! history load whose lines depend on its date only through `as_of`) leaves a line index of its
+//! file in the cache directory: a 128-bit hash of each record's bytes (keyed with the cache's
+//! own secret, `scan::RecordKey`) and its line; a history that closes the keys its file lacks
+//! keeps each record's key beside it, for the keys that vanish. When a stage's spec, referenced
 //! tables and table are as its last load left them but its file is new, the file is scanned
 //! here (records split on the raw bytes, quotes honoured): a record whose bytes equal a record
 //! of the last file is neither read by DuckDB, checked, compared nor sent. Its row is in the table as it would be loaded again, or it was rejected
 //! for the same reasons, which are carried over to its new line. Records whose key (or unique
 //! column) repeats within the file, and records that lost to a repeat last time, are always
 //! checked. The other records go, in file order, to a smaller file that is loaded the usual way.
+//! A file from S3 is scanned as it downloads ([`follow`]); the comparison uses that scan only
+//! for exactly the bytes the file then holds.
 //!
 //! The scan gives up (and every record is checked) on what it cannot split exactly as DuckDB
 //! does: a quoted field spanning lines, a blank line, an escape other than the quote, UTF-16,
