@@ -313,7 +313,10 @@ fn run_stages(cx: &StageContext<'_>, stages: &[&StagePlan], targets: &IndexMap<S
                     *slot = Some(following);
                 }
             }
-            src.path(&opts.temp_dir, cx.rt)?;
+            let fetched = src.path(&opts.temp_dir, cx.rt);
+            // The scan following the download learns it ended, whatever happened.
+            src.tee = None;
+            fetched?;
             src.meter.finish();
         }
     }
