@@ -774,6 +774,9 @@ pub struct PgStatements {
     pub missing: Option<MissingSql>,
     /// A history table: the newest business date loaded into it (`YYYY-MM-DD`, null: none).
     pub newest_as_of: Option<String>,
+    /// A history table: its state after the merge without a scan (see
+    /// `postgres::moved_state_sql`).
+    pub moved_state: Option<String>,
 }
 
 /// A history table's versions: the business date column the file's rows carry (not a column

@@ -151,10 +151,11 @@ fn history_merge(t: &TargetPlan, h: &super::compiled::HistoryPlan, columns: &[Co
     } else {
         String::new()
     };
-    // The changed keys' versions, with where they are: the delete goes straight to them (the
-    // table is locked against other writers: they stay where they are meanwhile).
+    // The changed keys' versions, with where they are (the delete goes straight to them; the
+    // table is locked against other writers: they stay where they are meanwhile) and which
+    // transaction wrote each (the table's state after the merge is told from them).
     let take_old = format!(
-        "SELECT {all_list}, {from}, {to}, ctid AS _etl_ctid FROM {table} AS t WHERE EXISTS (SELECT 1 FROM {changed} AS c WHERE {})",
+        "SELECT {all_list}, {from}, {to}, ctid AS _etl_ctid, xmin::text::bigint AS _etl_xmin FROM {table} AS t WHERE EXISTS (SELECT 1 FROM {changed} AS c WHERE {})",
         on("c", "t")
     );
     let delete_old = format!("DELETE FROM {table} WHERE ctid = ANY (ARRAY(SELECT _etl_ctid FROM {old}))");

@@ -41,6 +41,24 @@ pub fn fresh_state_sql(qualified: &str) -> String {
     )
 }
 
+/// A history table's state after its merge, from its state before (`$1`, read under the stage's
+/// lock), the versions the merge took out (`old`, each with its `_etl_xmin`) and the `$2` rows
+/// it wrote as transaction `$3`: null when that cannot be told without a scan (this
+/// transaction's id below the newest `xmin` before, after a wraparound).
+pub fn moved_state_sql(qualified: &str, old: &str) -> String {
+    let part = |n: u8| format!("split_part($1, ':', {n})");
+    format!(
+        "SELECT CASE WHEN $2::bigint > 0 AND $3::bigint >= {max}::bigint THEN \
+         ({count}::bigint - o.n + $2::bigint)::text || ':' || ({sum}::numeric - o.s + $2::bigint::numeric * hashint8extended($3::bigint, 0))::text || ':' || $3::bigint::text || ':' || ({def}) \
+         WHEN $2::bigint = 0 AND o.n = 0 THEN {count} || ':' || {sum} || ':' || {max} || ':' || ({def}) END \
+         FROM (SELECT count(*) AS n, coalesce(sum(hashint8extended(_etl_xmin, 0)), 0) AS s FROM {old}) AS o",
+        count = part(1),
+        sum = part(2),
+        max = part(3),
+        def = definition_sql(qualified),
+    )
+}
+
 /// An MD5 of a table's definition in the catalog: columns (number, name, type, not null,
 /// default, the value of rows written before the column was added), constraints, indexes, and
 /// the heap's file node.
@@ -202,6 +220,7 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan], lookups: &Lookups) -> PgS
         current_lookup,
         held_lookups,
         missing: missing_sql(t),
+        moved_state: t.history.as_ref().map(|_| moved_state_sql(q, &ident("_etl_history_old"))),
         newest_as_of: t.history.as_ref().map(|_| {
             format!("SELECT max(as_of)::text FROM {} WHERE target_table = {}", super::load::AS_OF_DATES, super::sql::literal(&t.qualified))
         }),

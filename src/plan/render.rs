@@ -394,6 +394,10 @@ fn postgres_stage(out: &mut String, st: &StagePlan, pg: &PgStatements) {
     let _ = writeln!(out, "-- a table that was empty holds only its rows, written by this transaction: its state without a scan ($1 = rows, $2 = the id)");
     let _ = writeln!(out, "{CURRENT_XID};");
     let _ = writeln!(out, "{};", pg.fresh_state);
+    if let Some(m) = &pg.moved_state {
+        let _ = writeln!(out, "-- a history whose state before was read under the lock: its state after, from the versions its merge took out and the rows it wrote ($1 = the state before, $2 = rows, $3 = the id; null: read it)");
+        let _ = writeln!(out, "{m};");
+    }
     let _ = writeln!(out, "{};  -- otherwise", pg.state);
     if !st.contracts.is_empty() {
         let _ = writeln!(out, "\n-- 10. the contracts, in the stage's transaction before it commits (a failed `error` one rolls the stage back, exit 5)");

@@ -74,6 +74,8 @@ pub fn load_stage(
     // Checked again now that the table and the tables it references are locked: the whole
     // stage, or its unchanged lines, may be reused.
     let mut reuse_lines: Option<(&Reuse, &Path, Vec<crate::exec::validate::Reject>)> = None;
+    // The table's state read under the lock (the reuse check's), before anything is written.
+    let mut state_before: Option<String> = None;
     let set = st.source.set.is_some();
     if let Some(reuse) = reuse
         && !created
@@ -82,6 +84,7 @@ pub fn load_stage(
     {
         let (context, lines) = stage_context(pg, tx, st, sql, true, opts.date)?.unzip();
         let state = pg.block(super::state(tx, &sql.exists, &sql.state))?;
+        state_before.clone_from(&state);
         let f = &reuse.last.fingerprint;
         let untouched = definition.as_deref().is_some_and(|d| f.table_state.rsplit(':').next() == Some(d));
         let as_left = untouched && state.as_ref() == Some(&f.table_state);
@@ -295,6 +298,14 @@ pub fn load_stage(
             let xid = pg.block(current_xid(tx))?;
             let fresh = sqlx::query_scalar::<_, String>(generated(&sql.fresh_state)).bind(written as i64).bind(xid as i64);
             Some(pg.block(fresh.fetch_one(&mut **tx)).map_err(db("read the table's state"))?)
+        } else if let (Some(moved), Some(before)) = (&sql.moved_state, &state_before) {
+            // A history: told from the state before and what its merge moved, else read.
+            let xid = pg.block(current_xid(tx))?;
+            let q = sqlx::query_scalar::<_, Option<String>>(generated(moved)).bind(before).bind(merged.inserted as i64).bind(xid as i64);
+            match pg.block(q.fetch_one(&mut **tx)).map_err(db("tell the table's state"))? {
+                Some(s) => Some(s),
+                None => pg.block(super::state(tx, &sql.exists, &sql.state))?,
+            }
         } else {
             pg.block(super::state(tx, &sql.exists, &sql.state))?
         };
