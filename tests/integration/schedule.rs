@@ -43,8 +43,14 @@ impl Scheduler {
 
     /// `etl schedule start --spec SPEC` with more arguments.
     pub fn start_with(spec: &Path, log: PathBuf, more: &[&str]) -> Scheduler {
+        Scheduler::start_env(spec, log, more, &[])
+    }
+
+    /// [`Scheduler::start_with`] with more environment variables.
+    pub fn start_env(spec: &Path, log: PathBuf, more: &[&str], env: &[(&str, &str)]) -> Scheduler {
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_etl"))
+            .envs(env.iter().copied())
             .env("ETL_CACHE_DIR", crate::util::cache_dir())
             .args(["schedule", "start", "--spec", spec.to_str().unwrap()])
             .args(more)
@@ -353,6 +359,30 @@ fn a_stopping_scheduler_waits_for_its_running_load_to_commit() {
     assert_eq!(db.count(&format!("SELECT count(*) FROM {}.asset", db.schema)), 10, "{log}");
     assert!(log.contains("scheduler stopped"), "{log}");
     assert!(!log.contains("past the grace period"), "no load outlived the grace period\n{log}");
+}
+
+/// A load still running when the grace period ends: the scheduler exits anyway, says how many
+/// loads it left, and their transactions roll back (nothing of them is in the table).
+#[test]
+fn a_load_outliving_the_grace_period_is_named_and_rolled_back() {
+    let data = generate(10, 0, 0.0, 37);
+    let db = TestDb::new("graceover");
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec_file(&db, data.path(), dir.path(), "*/2 * * * * *");
+    sched(&["list"], &spec).expect_code(0);
+    let key = hold_load_lock(&db);
+    let mut scheduler = Scheduler::start_env(&spec, dir.path().join("scheduler.log"), &[], &[("ETL_SHUTDOWN_GRACE_SECS", "2")]);
+    let firings = |status: &str| db.count(&format!("SELECT count(*) FROM {}.etl_schedule_firings WHERE status {status}", db.schema));
+    wait_for("a firing waiting inside its run", Duration::from_secs(60), || firings("= 'running'") > 0, || scheduler.log());
+    scheduler.terminate();
+    let code = scheduler.exit_code(Duration::from_secs(30));
+    let log = scheduler.log();
+    db.exec(&format!("SELECT pg_advisory_unlock({key})"));
+    assert!(log.contains("1 load(s) still running past the grace period"), "exit {code}\n{log}");
+    assert!(log.contains("scheduler stopped"), "{log}");
+    // The load created its table in its transaction: rolled back, there is none.
+    let table = db.texts(&format!("SELECT coalesce(to_regclass('{}.asset')::text, 'none')", db.schema));
+    assert_eq!(table, ["none"], "the unfinished load rolled back\n{log}");
 }
 
 /// A spec with three jobs on one tick (every 5 s), differing only in `catchup`.
