@@ -325,7 +325,10 @@ impl Checker<'_> {
         if let Some(bad) = values.iter().find(|v| !fits(v)) {
             let hint = match (bad, t) {
                 (Literal::Int(i), ColumnType::String) => Some(format!("for a string column, quote the values: '{i}'")),
-                (Literal::Text(_), _) if t.is_numeric() => Some(format!("for a {t} column, write numbers unquoted")),
+                (Literal::Text(_), _) if t.is_numeric() => {
+                    let a = if t.to_string().starts_with('i') { "an" } else { "a" };
+                    Some(format!("for {a} {t} column, write numbers unquoted"))
+                }
                 _ => None,
             };
             self.push(
