@@ -186,7 +186,7 @@ impl Md5Etag {
     }
 }
 
-/// The source digest of a local file: the SHA-256 of its bytes.
+/// The source digest of a local file: a SHA-256 of its bytes' SHA-256 (see [`copy_digests`]).
 pub fn local_file(path: &Path) -> std::io::Result<String> {
     copy_hashed(path, None)
 }
@@ -198,21 +198,19 @@ pub fn copy_hashed(path: &Path, to: Option<&Path>) -> std::io::Result<String> {
 }
 
 /// A local file's source digest and the plain SHA-256 of its bytes (what `sha256sum` prints, as
-/// the file ledger keeps it), both computed while copying it to `to` (when given).
+/// the file ledger keeps it), both from one pass while copying it to `to` (when given): the
+/// source digest is the SHA-256 of `file` and the plain one, so the bytes are hashed once.
 pub fn copy_digests(path: &Path, to: Option<&Path>) -> std::io::Result<(String, String)> {
     use std::io::Write;
     let mut file = std::fs::File::open(path)?;
     let mut out = to.map(std::fs::File::create).transpose()?.map(std::io::BufWriter::new);
-    let mut h = Sha256::new();
     let mut plain = Sha256::new();
-    h.update(b"file\n");
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = file.read(&mut buf)?;
         if n == 0 {
             break;
         }
-        h.update(&buf[..n]);
         plain.update(&buf[..n]);
         if let Some(o) = out.as_mut() {
             o.write_all(&buf[..n])?;
@@ -221,7 +219,8 @@ pub fn copy_digests(path: &Path, to: Option<&Path>) -> std::io::Result<(String, 
     if let Some(mut o) = out {
         o.flush()?;
     }
-    Ok((hex(&h.finalize()), hex(&plain.finalize())))
+    let plain = hex(&plain.finalize());
+    Ok((hex(&Sha256::digest(format!("file\n{plain}").as_bytes())), plain))
 }
 
 #[cfg(test)]
