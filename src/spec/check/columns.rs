@@ -229,8 +229,10 @@ impl Checker<'_> {
             if empty {
                 // At the upper limit's key: where it was written, in the spec or a --set.
                 let upper_key = if col.max.is_some() { "max" } else { "exclusive_max" };
+                let above = if col.min.is_some() { "at least" } else { "more than" };
+                let below = if col.max.is_some() { "at most" } else { "less than" };
                 self.push(
-                    Problem::new("spec::empty_range", at.key(upper_key), format!("column `{cname}`: no value is at least {lo} and at most {hi}"))
+                    Problem::new("spec::empty_range", at.key(upper_key), format!("column `{cname}`: no value is {above} {lo} and {below} {hi}"))
                         .on_key()
                         .label(format!("empty range: the lower limit is {lo}")),
                 );
