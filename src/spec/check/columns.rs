@@ -659,7 +659,11 @@ fn constant_problem(t: ColumnType, text: &str) -> Option<String> {
             if d.scale() > u32::from(scale) {
                 return Some(format!("has more than {scale} decimal places ({t})"));
             }
-            d.trunc().abs().to_string().trim_start_matches('0').len() as u32 <= u32::from(precision - scale)
+            let whole = u32::from(precision - scale);
+            if d.trunc().abs().to_string().trim_start_matches('0').len() as u32 > whole {
+                return Some(format!("has more than {whole} digits before the point ({t})"));
+            }
+            true
         }
         ColumnType::Float64 => text.trim().parse::<f64>().is_ok(),
         ColumnType::Bool => matches!(text, "t" | "f"),
