@@ -49,7 +49,10 @@ done
 
 export PGPASSWORD=etlpass
 PSQL=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "${ETL_PG_PORT:-15432}" -U etl etl_test)
-reset_schema() { "${PSQL[@]}" -c "DROP SCHEMA IF EXISTS $1 CASCADE; CREATE SCHEMA $1;"; }
+reset_schema() { "${PSQL[@]}" -c "SET client_min_messages = warning; DROP SCHEMA IF EXISTS $1 CASCADE; CREATE SCHEMA $1;"; }
+# Each schema is dropped once its figures are taken: at 10M trades one holds ~3 GB, and four at
+# once would not fit a small disk.
+drop_schema() { "${PSQL[@]}" -c "SET client_min_messages = warning; DROP SCHEMA IF EXISTS $1 CASCADE;"; }
 
 # The tables etl creates for specs/small_etl.yaml, with the CSV's id as the key column so that
 # \copy takes the files as they are.
@@ -136,25 +139,31 @@ for rep in $(seq 1 "$reps"); do
   if [ "$only_first" = 1 ]; then
     reset_schema b_etl
     time_it etl_first bash -c "etl_run b_etl clean"
+    drop_schema b_etl
     continue
   fi
   reset_schema b_copy; tables b_copy | "${PSQL[@]}" >/dev/null; keys b_copy | "${PSQL[@]}" >/dev/null
   time_it copy_finished bash -c "$(declare -f copy); copy b_copy | ${PSQL[*]}"
+  drop_schema b_copy
   reset_schema b_plain; tables b_plain | "${PSQL[@]}" >/dev/null
   time_it copy_then_keys bash -c "$(declare -f copy keys); { copy b_plain; keys b_plain; } | ${PSQL[*]}"
+  drop_schema b_plain
   if [ "$pgloader" = 1 ]; then
     reset_schema b_pgl; tables b_pgl | "${PSQL[@]}" >/dev/null; keys b_pgl | "${PSQL[@]}" >/dev/null
     pgloader_load b_pgl > "$work/pgl.load"
     time_it pgloader_finished pgloader --quiet --on-error-stop "$work/pgl.load"
     loaded=$("${PSQL[@]}" -At -c "SELECT (SELECT count(*) FROM b_pgl.asset) + (SELECT count(*) FROM b_pgl.trade)")
     [ "$loaded" = "$((assets + trades))" ] || { echo "bench: pgloader loaded $loaded rows, not $((assets + trades))" >&2; exit 1; }
+    drop_schema b_pgl
   fi
   reset_schema b_etl
   time_it etl_first bash -c "etl_run b_etl clean"
   time_it etl_rerun bash -c "etl_run b_etl clean"
   time_it etl_changed bash -c "etl_run b_etl changed"
+  drop_schema b_etl
   reset_schema b_dirty
   time_it etl_dirty bash -c "etl_run b_dirty dirty"
+  drop_schema b_dirty
 done
 
 rows=$((assets + trades))
