@@ -54,6 +54,15 @@ fn every_problem_is_reported_at_once() {
 }
 
 #[test]
+fn every_cycle_of_needs_is_reported() {
+    let out = etl(&["validate-spec", "tests/fixtures/specs/two_cycles.yaml"], &[]);
+    out.expect_code(2);
+    golden("tests/golden/validate/two_cycles.txt", &out.stderr, &out.evidence());
+    assert!(out.stderr.contains("a → b → a") && out.stderr.contains("c → d → c"), "{}", out.evidence());
+    assert!(out.stderr.contains("2 problems found"), "{}", out.evidence());
+}
+
+#[test]
 fn validate_spec_reports_each_file_and_fails_if_any_fails() {
     let out = etl(&["validate-spec", "specs/small_etl.yaml", "tests/fixtures/specs/invalid/bad_cron.yaml"], &[]);
     out.expect_code(2);

@@ -453,10 +453,10 @@ impl Checker<'_> {
     }
 
     fn cycles(&mut self) {
-        // Depth-first search; report each cycle once, at the first stage in spec order.
+        // Depth-first search from each stage in spec order; each need that closes a cycle is
+        // reported once (a stage already searched is not searched again).
         let stages = &self.spec.stages;
         let mut state: HashMap<&str, u8> = HashMap::new(); // 1 = on stack, 2 = done
-        let mut reported = false;
         for start in stages.keys() {
             let mut stack: Vec<(&str, usize)> = vec![(start.as_str(), 0)];
             let mut path: Vec<&str> = Vec::new();
@@ -476,7 +476,7 @@ impl Checker<'_> {
                         continue;
                     }
                     match state.get(next) {
-                        Some(1) if !reported => {
+                        Some(1) => {
                             let from = path.iter().position(|s| *s == next).unwrap_or(0);
                             let mut cycle: Vec<&str> = path[from..].to_vec();
                             cycle.push(next);
@@ -486,7 +486,6 @@ impl Checker<'_> {
                                     .label("this need closes the cycle")
                                     .help("remove one of these needs"),
                             );
-                            reported = true;
                         }
                         None => stack.push((next, 0)),
                         _ => {}
