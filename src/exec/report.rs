@@ -96,6 +96,10 @@ pub struct Merged {
     pub opened: u64,
     /// `mode: history`: keys whose version on the load's date was closed there.
     pub closed: u64,
+    /// An upsert: the sum of the hash of the `xmin` each updated row had before (for the
+    /// table's state after the merge; not reported).
+    #[serde(skip)]
+    pub replaced_xmins: Option<i128>,
 }
 
 /// What happened to one stage.

@@ -777,6 +777,9 @@ pub struct PgStatements {
     /// A history table: its state after the merge without a scan (see
     /// `postgres::moved_state_sql`).
     pub moved_state: Option<String>,
+    /// An upsert's table: its state after the merge without a scan (see
+    /// `postgres::upserted_state_sql`), when the merge is the upsert alone.
+    pub upserted_state: Option<String>,
 }
 
 /// A history table's versions: the business date column the file's rows carry (not a column

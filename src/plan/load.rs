@@ -54,7 +54,10 @@ fn differs(rest: &[String], old: &str, new: &str) -> String {
 }
 
 /// PostgreSQL's upsert: changed rows updated, new keys inserted in key order, in one statement
-/// that yields (rows inserted, rows written). Not `INSERT .. ON CONFLICT`: that draws an identity
+/// that yields (rows inserted, rows written, rows updated, the sum of a hash of the `xmin` each
+/// updated row had before: what [`super::postgres::upserted_state_sql`] tells the table's state
+/// after it from, without a scan). Its statements share one snapshot, so `old` reads the
+/// versions the update replaces. Not `INSERT .. ON CONFLICT`: that draws an identity
 /// value for every staged row, conflicting or not, so the surrogate ids a load hands out would
 /// depend on how many unchanged rows it happened to stage (a forced load, a changed-lines load).
 /// Under the stage's SHARE ROW EXCLUSIVE lock no other writer can add a key between the two.
@@ -68,7 +71,7 @@ fn postgres_upsert(t: &TargetPlan, columns: &[ColumnPlan], table: &str, staging:
         order.join(", ")
     );
     if rest.is_empty() {
-        return format!("WITH inserted AS (\n{insert}\n)\nSELECT count(*), count(*) FROM inserted");
+        return format!("WITH inserted AS (\n{insert}\n)\nSELECT count(*), count(*), 0::bigint, '0' FROM inserted");
     }
     let set: Vec<String> = rest.iter().map(|c| format!("{c} = s.{c}")).collect();
     let update = format!(
@@ -76,8 +79,13 @@ fn postgres_upsert(t: &TargetPlan, columns: &[ColumnPlan], table: &str, staging:
         set.join(",\n  "),
         differs(&rest, "t", "s")
     );
+    let old = format!(
+        "SELECT t.xmin::text::bigint AS x FROM {table} AS t JOIN {staging} AS s ON {on} WHERE {}",
+        differs(&rest, "t", "s")
+    );
     format!(
-        "WITH updated AS (\n{update}\n), inserted AS (\n{insert}\n)\nSELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM inserted) + (SELECT count(*) FROM updated)"
+        "WITH old AS (\n{old}\n), updated AS (\n{update}\n), inserted AS (\n{insert}\n)\nSELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM inserted) + (SELECT count(*) FROM updated), \
+         (SELECT count(*) FROM old), (SELECT coalesce(sum(hashint8extended(x, 0)), 0)::text FROM old)"
     )
 }
 

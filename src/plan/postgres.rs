@@ -59,6 +59,24 @@ pub fn moved_state_sql(qualified: &str, old: &str) -> String {
     )
 }
 
+/// An upserted table's state after its merge, from its state before (`$1`, read under the
+/// stage's lock), the `$2` rows the merge wrote as transaction `$3`, and the `$4` rows it updated
+/// with the sum `$5` of the hash of the `xmin` each had before (the merge's own figures): null
+/// when that cannot be told without a scan (this transaction's id below the newest `xmin`
+/// before, after a wraparound).
+pub fn upserted_state_sql(qualified: &str) -> String {
+    let part = |n: u8| format!("split_part($1, ':', {n})");
+    format!(
+        "SELECT CASE WHEN $2::bigint > 0 AND $3::bigint >= {max}::bigint THEN \
+         ({count}::bigint - $4::bigint + $2::bigint)::text || ':' || ({sum}::numeric - $5::numeric + $2::bigint::numeric * hashint8extended($3::bigint, 0))::text || ':' || $3::bigint::text || ':' || ({def}) \
+         WHEN $2::bigint = 0 AND $4::bigint = 0 THEN {count} || ':' || {sum} || ':' || {max} || ':' || ({def}) END",
+        count = part(1),
+        sum = part(2),
+        max = part(3),
+        def = definition_sql(qualified),
+    )
+}
+
 /// An MD5 of a table's definition in the catalog: columns (number, name, type, not null,
 /// default, the value of rows written before the column was added), constraints, indexes, and
 /// the heap's file node.
@@ -221,6 +239,7 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan], lookups: &Lookups) -> PgS
         held_lookups,
         missing: missing_sql(t),
         moved_state: t.history.as_ref().map(|_| moved_state_sql(q, &ident("_etl_history_old"))),
+        upserted_state: (t.mode == crate::spec::model::LoadMode::Upsert && t.delete_missing.is_none() && !t.key.is_empty()).then(|| upserted_state_sql(q)),
         newest_as_of: t.history.as_ref().map(|_| {
             format!("SELECT max(as_of)::text FROM {} WHERE target_table = {}", super::load::AS_OF_DATES, super::sql::literal(&t.qualified))
         }),

@@ -398,6 +398,10 @@ fn postgres_stage(out: &mut String, st: &StagePlan, pg: &PgStatements) {
         let _ = writeln!(out, "-- a history whose state before was read under the lock: its state after, from the versions its merge took out and the rows it wrote ($1 = the state before, $2 = rows, $3 = the id; null: read it)");
         let _ = writeln!(out, "{m};");
     }
+    if let Some(u) = &pg.upserted_state {
+        let _ = writeln!(out, "-- an upsert whose state before was read under the lock: its state after, from the rows its merge wrote and the versions it replaced ($1 = the state before, $2 = rows written, $3 = the id, $4 = rows updated, $5 = their old xmins' hash sum; null: read it)");
+        let _ = writeln!(out, "{u};");
+    }
     let _ = writeln!(out, "{};  -- otherwise", pg.state);
     if !st.contracts.is_empty() {
         let _ = writeln!(out, "\n-- 10. the contracts, in the stage's transaction before it commits (a failed `error` one rolls the stage back, exit 5)");

@@ -298,6 +298,17 @@ pub fn load_stage(
             let xid = pg.block(current_xid(tx))?;
             let fresh = sqlx::query_scalar::<_, String>(generated(&sql.fresh_state)).bind(written as i64).bind(xid as i64);
             Some(pg.block(fresh.fetch_one(&mut **tx)).map_err(db("read the table's state"))?)
+        } else if let (Some(upserted), Some(before), Some(replaced), [MergeStep::Upsert(_)]) =
+            (&sql.upserted_state, &state_before, &merged.replaced_xmins, st.target.sql.merge.as_slice())
+        {
+            // An upsert: told from the state before and what its merge wrote and replaced, else read.
+            let xid = pg.block(current_xid(tx))?;
+            let written = (merged.inserted + merged.updated) as i64;
+            let q = sqlx::query_scalar::<_, Option<String>>(generated(upserted)).bind(before).bind(written).bind(xid as i64).bind(merged.updated as i64).bind(replaced.to_string());
+            match pg.block(q.fetch_one(&mut **tx)).map_err(db("tell the table's state"))? {
+                Some(s) => Some(s),
+                None => pg.block(super::state(tx, &sql.exists, &sql.state))?,
+            }
         } else if let (Some(moved), Some(before)) = (&sql.moved_state, &state_before) {
             // A history: told from the state before and what its merge moved, else read.
             let xid = pg.block(current_xid(tx))?;
@@ -497,6 +508,14 @@ async fn merge(tx: &mut Tx, steps: &[MergeStep], staged: u64) -> Result<Merged, 
                 let total: i64 = row.get(1);
                 m.inserted = inserted as u64;
                 m.updated = (total - inserted) as u64;
+                // PostgreSQL's upsert also says how many versions it replaced and their xmins'
+                // hash sum; they must be the rows it updated (DuckDB's says nothing of them).
+                if row.len() == 4 {
+                    let replaced: i64 = row.get(2);
+                    if replaced == total - inserted {
+                        m.replaced_xmins = row.get::<String, _>(3).parse::<i128>().ok();
+                    }
+                }
             }
             MergeStep::Delete(s) => m.deleted += super::affected(tx, s, "delete the rows the load replaces").await?,
             MergeStep::Run(s) => execute(tx, s, "rewrite the versions of the keys that changed").await?,
