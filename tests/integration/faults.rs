@@ -195,7 +195,7 @@ fn a_run_killed_during_a_direct_copy_or_the_merge_leaves_the_table_as_it_was() {
     run(&db, small.path()).expect_code(0);
     let before = digest(&db, "trade");
     let mut running = Running::until(&db, big.path(), "trades: staged");
-    wait_for_statement(&db, "WITH updated AS", &running);
+    wait_for_statement(&db, "WITH old AS", &running);
     kill(&mut running, "the merge");
     assert_eq!(digest(&db, "trade"), before, "a killed merge changed the table\n{}", running.log());
     assert_eq!(last_run(&db), ("running".to_string(), false));
