@@ -308,15 +308,30 @@ fn a_killed_scheduler_restarts_with_its_jobs_and_skips_the_firings_it_missed() {
     assert_eq!(code, 0, "{log}");
 }
 
-#[test]
-fn a_firing_while_the_last_one_runs_is_recorded_skipped() {
-    let data = generate(10, 0, 0.0, 27);
-    let db = TestDb::new("overlap");
+/// A job firing every 2 seconds into a new schema whose `asset` load lock the test holds, so
+/// its first firing waits inside its run: the generated data, the database, the scheduler's
+/// directory, the spec, and the lock's key (for `pg_advisory_unlock`).
+struct HeldJob {
+    _data: tempfile::TempDir,
+    db: TestDb,
+    dir: tempfile::TempDir,
+    spec: PathBuf,
+    key: String,
+}
+
+fn held_job(name: &str, seed: u64) -> HeldJob {
+    let data = generate(10, 0, 0.0, seed);
+    let db = TestDb::new(name);
     let dir = tempfile::tempdir().unwrap();
     let spec = spec_file(&db, data.path(), dir.path(), "*/2 * * * * *");
     sched(&["list"], &spec).expect_code(0);
-    // The test holds the table's load lock, so the first firing waits inside its run.
     let key = hold_load_lock(&db);
+    HeldJob { _data: data, db, dir, spec, key }
+}
+
+#[test]
+fn a_firing_while_the_last_one_runs_is_recorded_skipped() {
+    let HeldJob { _data, db, dir, spec, key } = held_job("overlap", 27);
     let scheduler = Scheduler::start(&spec, dir.path().join("scheduler.log"));
     let firings = |status: &str| db.count(&format!("SELECT count(*) FROM {}.etl_schedule_firings WHERE status = '{status}'", db.schema));
     wait_for("a firing skipped while the first one waits", Duration::from_secs(60), || firings("skipped") > 0, || scheduler.log());
@@ -336,13 +351,7 @@ fn a_firing_while_the_last_one_runs_is_recorded_skipped() {
 
 #[test]
 fn a_stopping_scheduler_waits_for_its_running_load_to_commit() {
-    let data = generate(10, 0, 0.0, 31);
-    let db = TestDb::new("grace");
-    let dir = tempfile::tempdir().unwrap();
-    let spec = spec_file(&db, data.path(), dir.path(), "*/2 * * * * *");
-    sched(&["list"], &spec).expect_code(0);
-    // The test holds the table's load lock, so the first firing waits inside its run.
-    let key = hold_load_lock(&db);
+    let HeldJob { _data, db, dir, spec, key } = held_job("grace", 31);
     let mut scheduler = Scheduler::start(&spec, dir.path().join("scheduler.log"));
     let firings = |status: &str| db.count(&format!("SELECT count(*) FROM {}.etl_schedule_firings WHERE status {status}", db.schema));
     wait_for("a firing waiting inside its run", Duration::from_secs(60), || firings("= 'running'") > 0, || scheduler.log());
@@ -365,12 +374,7 @@ fn a_stopping_scheduler_waits_for_its_running_load_to_commit() {
 /// loads it left, and their transactions roll back (nothing of them is in the table).
 #[test]
 fn a_load_outliving_the_grace_period_is_named_and_rolled_back() {
-    let data = generate(10, 0, 0.0, 37);
-    let db = TestDb::new("graceover");
-    let dir = tempfile::tempdir().unwrap();
-    let spec = spec_file(&db, data.path(), dir.path(), "*/2 * * * * *");
-    sched(&["list"], &spec).expect_code(0);
-    let key = hold_load_lock(&db);
+    let HeldJob { _data, db, dir, spec, key } = held_job("graceover", 37);
     let mut scheduler = Scheduler::start_env(&spec, dir.path().join("scheduler.log"), &[], &[("ETL_SHUTDOWN_GRACE_SECS", "2")]);
     let firings = |status: &str| db.count(&format!("SELECT count(*) FROM {}.etl_schedule_firings WHERE status {status}", db.schema));
     wait_for("a firing waiting inside its run", Duration::from_secs(60), || firings("= 'running'") > 0, || scheduler.log());
