@@ -41,17 +41,16 @@ pub fn fresh_state_sql(qualified: &str) -> String {
     )
 }
 
-/// A history table's state after its merge, from its state before (`$1`, read under the stage's
-/// lock), the versions the merge took out (`old`, each with its `_etl_xmin`) and the `$2` rows
-/// it wrote as transaction `$3`: null when that cannot be told without a scan (this
+/// A table's state after a merge, told from its state before (`$1`, read under the stage's
+/// lock), the `$2` rows the merge wrote as transaction `$3`, and the `n` versions it took out
+/// whose `xmin`s' hashes sum to `s`: null when that cannot be told without a scan (this
 /// transaction's id below the newest `xmin` before, after a wraparound).
-pub fn moved_state_sql(qualified: &str, old: &str) -> String {
-    let part = |n: u8| format!("split_part($1, ':', {n})");
+fn told_state_sql(qualified: &str, n: &str, s: &str) -> String {
+    let part = |i: u8| format!("split_part($1, ':', {i})");
     format!(
         "SELECT CASE WHEN $2::bigint > 0 AND $3::bigint >= {max}::bigint THEN \
-         ({count}::bigint - o.n + $2::bigint)::text || ':' || ({sum}::numeric - o.s + $2::bigint::numeric * hashint8extended($3::bigint, 0))::text || ':' || $3::bigint::text || ':' || ({def}) \
-         WHEN $2::bigint = 0 AND o.n = 0 THEN {count} || ':' || {sum} || ':' || {max} || ':' || ({def}) END \
-         FROM (SELECT count(*) AS n, coalesce(sum(hashint8extended(_etl_xmin, 0)), 0) AS s FROM {old}) AS o",
+         ({count}::bigint - {n} + $2::bigint)::text || ':' || ({sum}::numeric - {s} + $2::bigint::numeric * hashint8extended($3::bigint, 0))::text || ':' || $3::bigint::text || ':' || ({def}) \
+         WHEN $2::bigint = 0 AND {n} = 0 THEN {count} || ':' || {sum} || ':' || {max} || ':' || ({def}) END",
         count = part(1),
         sum = part(2),
         max = part(3),
@@ -59,22 +58,20 @@ pub fn moved_state_sql(qualified: &str, old: &str) -> String {
     )
 }
 
-/// An upserted table's state after its merge, from its state before (`$1`, read under the
-/// stage's lock), the `$2` rows the merge wrote as transaction `$3`, and the `$4` rows it updated
-/// with the sum `$5` of the hash of the `xmin` each had before (the merge's own figures): null
-/// when that cannot be told without a scan (this transaction's id below the newest `xmin`
-/// before, after a wraparound).
-pub fn upserted_state_sql(qualified: &str) -> String {
-    let part = |n: u8| format!("split_part($1, ':', {n})");
+/// A history table's state after its merge ([`told_state_sql`]): the versions it took out are
+/// the rows of `old`, each with its `_etl_xmin`.
+pub fn moved_state_sql(qualified: &str, old: &str) -> String {
     format!(
-        "SELECT CASE WHEN $2::bigint > 0 AND $3::bigint >= {max}::bigint THEN \
-         ({count}::bigint - $4::bigint + $2::bigint)::text || ':' || ({sum}::numeric - $5::numeric + $2::bigint::numeric * hashint8extended($3::bigint, 0))::text || ':' || $3::bigint::text || ':' || ({def}) \
-         WHEN $2::bigint = 0 AND $4::bigint = 0 THEN {count} || ':' || {sum} || ':' || {max} || ':' || ({def}) END",
-        count = part(1),
-        sum = part(2),
-        max = part(3),
-        def = definition_sql(qualified),
+        "{} FROM (SELECT count(*) AS n, coalesce(sum(hashint8extended(_etl_xmin, 0)), 0) AS s FROM {old}) AS o",
+        told_state_sql(qualified, "o.n", "o.s")
     )
+}
+
+/// An upserted table's state after its merge ([`told_state_sql`]): the versions it took out are
+/// the `$4` rows it updated, the hashes of their `xmin`s before summing to `$5` (the merge's own
+/// figures).
+pub fn upserted_state_sql(qualified: &str) -> String {
+    told_state_sql(qualified, "$4::bigint", "$5::numeric")
 }
 
 /// An MD5 of a table's definition in the catalog: columns (number, name, type, not null,

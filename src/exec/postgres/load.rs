@@ -301,22 +301,12 @@ pub fn load_stage(
         } else if let (Some(upserted), Some(before), Some(replaced), [MergeStep::Upsert(_)]) =
             (&sql.upserted_state, &state_before, &merged.replaced_xmins, st.target.sql.merge.as_slice())
         {
-            // An upsert: told from the state before and what its merge wrote and replaced, else read.
-            let xid = pg.block(current_xid(tx))?;
+            // An upsert: told from the state before and what its merge wrote and replaced.
             let written = (merged.inserted + merged.updated) as i64;
-            let q = sqlx::query_scalar::<_, Option<String>>(generated(upserted)).bind(before).bind(written).bind(xid as i64).bind(merged.updated as i64).bind(replaced.to_string());
-            match pg.block(q.fetch_one(&mut **tx)).map_err(db("tell the table's state"))? {
-                Some(s) => Some(s),
-                None => pg.block(super::state(tx, &sql.exists, &sql.state))?,
-            }
+            told_state(pg, tx, sql, upserted, before, written, Some((merged.updated as i64, replaced.to_string())))?
         } else if let (Some(moved), Some(before)) = (&sql.moved_state, &state_before) {
-            // A history: told from the state before and what its merge moved, else read.
-            let xid = pg.block(current_xid(tx))?;
-            let q = sqlx::query_scalar::<_, Option<String>>(generated(moved)).bind(before).bind(merged.inserted as i64).bind(xid as i64);
-            match pg.block(q.fetch_one(&mut **tx)).map_err(db("tell the table's state"))? {
-                Some(s) => Some(s),
-                None => pg.block(super::state(tx, &sql.exists, &sql.state))?,
-            }
+            // A history: told from the state before and what its merge moved.
+            told_state(pg, tx, sql, moved, before, merged.inserted as i64, None)?
         } else {
             pg.block(super::state(tx, &sql.exists, &sql.state))?
         };
@@ -498,6 +488,21 @@ fn lookups(cx: &StageContext<'_>, pg: &Pg, tx: &mut Tx, sql: &PgStatements, with
 }
 
 /// Writes the staged rows into the table.
+/// A table's state after its merge, told by `told` (`postgres::moved_state_sql` or
+/// `upserted_state_sql`) from its state before and the `written` rows (and, for an upsert, the
+/// versions replaced and their xmins' hash sum); read with a scan where it cannot be told.
+fn told_state(pg: &Pg, tx: &mut Tx, sql: &PgStatements, told: &str, before: &str, written: i64, replaced: Option<(i64, String)>) -> Result<Option<String>, ExecError> {
+    let xid = pg.block(current_xid(tx))?;
+    let mut q = sqlx::query_scalar::<_, Option<String>>(generated(told)).bind(before).bind(written).bind(xid as i64);
+    if let Some((n, sum)) = replaced {
+        q = q.bind(n).bind(sum);
+    }
+    match pg.block(q.fetch_one(&mut **tx)).map_err(db("tell the table's state"))? {
+        Some(s) => Ok(Some(s)),
+        None => pg.block(super::state(tx, &sql.exists, &sql.state)),
+    }
+}
+
 async fn merge(tx: &mut Tx, steps: &[MergeStep], staged: u64) -> Result<Merged, ExecError> {
     let mut m = Merged::default();
     for step in steps {
