@@ -1,6 +1,7 @@
-//! The extract: reading a stage's CSV with DuckDB: check the header, stage the rows as text in file order
-//! (malformed lines go to DuckDB's reject table), then stream the typed rows to Polars through
-//! the Arrow C data interface.
+//! The extract: reading a stage's CSV with DuckDB: check the header, a first pass keeping each
+//! record's number, file and key (malformed lines go to DuckDB's reject table, repeated keys are
+//! found), then a second pass streaming the typed rows to Polars through the Arrow C data
+//! interface from its first chunk.
 
 use std::path::Path;
 
@@ -15,6 +16,8 @@ use crate::plan::{ReadFile, StagePlan, duck};
 /// `memory_limit`.
 pub struct Reader {
     conn: duckdb::Connection,
+    /// The scans of the last stage read.
+    scans: std::cell::RefCell<Vec<Scan>>,
 }
 
 /// One file a stage reads: its plain copy in the spool, how it is shown, its path's captures.
@@ -26,6 +29,20 @@ pub struct FileInput<'a> {
     pub shown: &'a str,
     /// The values of the set pattern's captures (none for one `key`).
     pub captures: &'a [(String, String)],
+}
+
+/// One scan of the last stage's first pass (consecutive files whose headers agree), which its
+/// later passes repeat in the same order.
+#[derive(Debug, Clone)]
+struct Scan {
+    /// The statement pointing the read view at its files.
+    view: String,
+    /// Its first file, as the user knows it.
+    shown: String,
+    /// The records read before this scan (its first is numbered `before + 1`).
+    before: u64,
+    /// The records it read.
+    records: u64,
 }
 
 /// A CSV line DuckDB's reader could not split into the header's fields.
@@ -48,17 +65,19 @@ impl Reader {
     pub fn open(temp_dir: &Path, memory_limit: &str) -> Result<Self, ExecError> {
         let conn = duckdb::Connection::open_in_memory().map_err(ExecError::duckdb("open DuckDB"))?;
         conn.execute_batch(&duck::configure(memory_limit, &temp_dir.display().to_string())).map_err(ExecError::duckdb("configure DuckDB"))?;
-        Ok(Reader { conn })
+        Ok(Reader { conn, scans: Default::default() })
     }
 
-    /// Stages the rows of a stage's files as text, one file after another (a set's in name
-    /// order). Returns, per file, the number of rows staged and its malformed lines.
+    /// The first pass over a stage's files (one, or a set's in name order): each record's
+    /// number, file and typed key kept in the census, the repeated keys found from it. Returns,
+    /// per file, the number of records read and its malformed lines; the scans it made are kept
+    /// for the later passes, which repeat them in the same order.
     ///
-    /// Consecutive files whose headers agree are read in one scan (DuckDB reads a list of files
-    /// in parallel, and each file's rows keep their order); a scan that fails is read again file
-    /// by file, so its error names its file.
+    /// Consecutive files whose headers agree are read in one scan (each file's rows keep their
+    /// order); a scan that fails is read again file by file, so its error names its file.
     pub fn stage(&self, stage: &StagePlan, files: &[FileInput<'_>]) -> Result<Vec<(u64, Vec<CsvError>)>, ExecError> {
         let sql = &stage.extract;
+        self.scans.borrow_mut().clear();
         let paths: Vec<String> = files.iter().map(|f| f.path.display().to_string()).collect();
         let mut columns = Vec::with_capacity(files.len());
         for f in files {
@@ -68,7 +87,7 @@ impl Reader {
                 stage.columns.iter().filter(|c| c.reads_file()).map(|c| c.header.clone()).collect()
             });
         }
-        let mut malformed: Vec<Vec<CsvError>> = vec![Vec::new(); files.len()];
+        let mut staged = vec![(0, Vec::new()); files.len()];
         let mut start = 0;
         while start < files.len() {
             // A column named `filename` would clash with the one a scan of several files adds:
@@ -78,47 +97,44 @@ impl Reader {
             while !alone && end < files.len() && columns[end] == columns[start] {
                 end += 1;
             }
-            if let Err(e) = self.read(stage, files, &paths, &columns[start], start..end, &mut malformed) {
+            if let Err(e) = self.census(stage, files, &paths, &columns[start], start..end, &mut staged) {
                 if end - start == 1 {
                     return Err(e);
                 }
                 for i in start..end {
-                    self.read(stage, files, &paths, &columns[i], i..i + 1, &mut malformed)?;
+                    self.census(stage, files, &paths, &columns[i], i..i + 1, &mut staged)?;
                 }
             }
             start = end;
         }
-        let mut rows = vec![0u64; files.len()];
-        let mut stmt = self.conn.prepare(&sql.count).map_err(ExecError::duckdb("count staged rows"))?;
-        let counted = stmt
-            .query_map([], |r| Ok((r.get::<_, u32>(0)? as usize, r.get::<_, i64>(1)? as u64)))
-            .and_then(|m| m.collect::<Result<Vec<_>, _>>())
-            .map_err(ExecError::duckdb("count staged rows"))?;
-        for (number, n) in counted {
-            *rows.get_mut(number).ok_or_else(|| ExecError::Internal(format!("stage {}: rows of file number {number}", stage.name)))? = n;
-        }
         for dups in &sql.duplicates {
             self.conn.execute_batch(dups).map_err(ExecError::duckdb("find repeated keys"))?;
         }
-        Ok(rows.into_iter().zip(malformed).collect())
+        Ok(staged)
     }
 
-    /// Reads the files `range` (whose columns are `columns`) in one scan, appending to the raw
-    /// table after the first file, and adds each one's malformed lines to `malformed`.
-    fn read(
+    /// Reads the files `range` (whose columns are `columns`) in one scan into the census
+    /// (appending after the first scan), adds each one's record count and malformed lines to
+    /// `staged`, and keeps the scan.
+    fn census(
         &self,
         stage: &StagePlan,
         files: &[FileInput<'_>],
         paths: &[String],
         columns: &[String],
         range: std::ops::Range<usize>,
-        malformed: &mut [Vec<CsvError>],
+        staged: &mut [(u64, Vec<CsvError>)],
     ) -> Result<(), ExecError> {
         let sql = &stage.extract;
+        let shown = files[range.start].shown;
+        let before: u64 = staged.iter().map(|(n, _)| n).sum();
         let read: Vec<ReadFile<'_>> = range.clone().map(|i| ReadFile { path: &paths[i], number: i, captures: files[i].captures }).collect();
+        let view = sql.read.sql(&read, columns, before);
         // DuckDB appends to existing reject tables: each read starts clean.
         self.conn.execute_batch(&sql.clear_rejects).map_err(ExecError::duckdb("clear the CSV reject tables"))?;
-        self.conn.execute_batch(&sql.read.sql(&read, columns, range.start > 0)).map_err(ExecError::csv(files[range.start].shown))?;
+        self.conn.execute_batch(&view).map_err(ExecError::csv(shown))?;
+        let census = if self.scans.borrow().is_empty() { &sql.census } else { &sql.census_append };
+        self.conn.execute_batch(census).map_err(ExecError::csv(shown))?;
         let mut stmt = self.conn.prepare(&sql.malformed).map_err(ExecError::duckdb("read CSV errors"))?;
         let found: Vec<(String, CsvError)> = stmt
             .query_map([], |r| {
@@ -141,42 +157,68 @@ impl Reader {
                 .find(|&i| paths[i] == path)
                 .ok_or_else(|| ExecError::Internal(format!("stage {}: DuckDB names a malformed line of {path}, which it was not given", stage.name)))?;
             // One line can produce several errors; it is one rejected line.
-            if malformed[i].last().is_none_or(|last| last.line != e.line) {
-                malformed[i].push(e);
+            let malformed = &mut staged[i].1;
+            if malformed.last().is_none_or(|last| last.line != e.line) {
+                malformed.push(e);
             }
         }
+        let mut stmt = self.conn.prepare(&sql.count).map_err(ExecError::duckdb("count the records read"))?;
+        let counted = stmt
+            .query_map([], |r| Ok((r.get::<_, u32>(0)? as usize, r.get::<_, i64>(1)? as u64)))
+            .and_then(|m| m.collect::<Result<Vec<_>, _>>())
+            .map_err(ExecError::duckdb("count the records read"))?;
+        let mut records = 0;
+        for (number, n) in counted.into_iter().filter(|(number, _)| range.contains(number)) {
+            staged[number].0 = n;
+            records += n;
+        }
+        self.scans.borrow_mut().push(Scan { view, shown: shown.to_string(), before, records });
         Ok(())
     }
 
     /// Streams the typed rows (each with its record number; in no set order), `batch_rows` at a
-    /// time, to `each`.
+    /// time, to `each`: the second pass over the last staged scans, each of which must yield as
+    /// many records as its first pass counted.
     pub fn typed_batches(
         &self,
         stage: &StagePlan,
         batch_rows: usize,
         mut each: impl FnMut(DataFrame) -> Result<(), ExecError>,
     ) -> Result<(), ExecError> {
-        let mut stmt = self.conn.prepare(&stage.extract.select).map_err(ExecError::duckdb("prepare the typed select"))?;
-        // Streamed: DuckDB hands over its result a chunk at a time instead of materialising it.
-        let arrow = stmt.stream_arrow([]).map_err(ExecError::duckdb("run the typed select"))?;
+        let scans = self.scans.borrow().clone();
         let mut pending: Option<DataFrame> = None;
-        for batch in arrow {
-            let df = to_polars(batch.map_err(ExecError::duckdb("read the typed rows"))?)?;
-            let merged = match pending.take() {
-                None => df,
-                Some(mut p) => {
-                    p.vstack_mut_owned(df).map_err(ExecError::polars("collect a batch"))?;
-                    p
+        for scan in &scans {
+            let shown = scan.shown.as_str();
+            self.conn.execute_batch(&scan.view).map_err(ExecError::csv(shown))?;
+            let mut stmt = self.conn.prepare(&stage.extract.select).map_err(ExecError::duckdb("prepare the typed select"))?;
+            // Streamed: DuckDB hands over its result a chunk at a time instead of materialising it.
+            let arrow = stmt.stream_arrow([]).map_err(ExecError::csv(shown))?;
+            let mut streamed = 0u64;
+            for batch in arrow {
+                let df = to_polars(batch.map_err(ExecError::csv(shown))?)?;
+                streamed += df.height() as u64;
+                let merged = match pending.take() {
+                    None => df,
+                    Some(mut p) => {
+                        p.vstack_mut_owned(df).map_err(ExecError::polars("collect a batch"))?;
+                        p
+                    }
+                };
+                // Hand on batches of exactly `batch_rows` (DuckDB's chunks are ~2048 rows); keep the rest.
+                let mut offset = 0;
+                while merged.height() - offset >= batch_rows {
+                    each(merged.slice(offset as i64, batch_rows))?;
+                    offset += batch_rows;
                 }
-            };
-            // Hand on batches of exactly `batch_rows` (DuckDB's chunks are ~2048 rows); keep the rest.
-            let mut offset = 0;
-            while merged.height() - offset >= batch_rows {
-                each(merged.slice(offset as i64, batch_rows))?;
-                offset += batch_rows;
+                if offset < merged.height() {
+                    pending = Some(merged.slice(offset as i64, merged.height() - offset));
+                }
             }
-            if offset < merged.height() {
-                pending = Some(merged.slice(offset as i64, merged.height() - offset));
+            if streamed != scan.records {
+                return Err(ExecError::Internal(format!(
+                    "stage {}: DuckDB read {} records of {shown} the first time and {streamed} the second: the record numbers would not match",
+                    stage.name, scan.records
+                )));
             }
         }
         if let Some(p) = pending
@@ -186,8 +228,9 @@ impl Reader {
         Ok(())
     }
 
-    /// The fields as read of the given records of the stage's last read: `(record, JSON object of
-    /// each file column's text by its header)`.
+    /// The fields as read of the given records of the last stage staged: `(record, JSON object
+    /// of each file column's text by its header)`. The scans holding them are read a third
+    /// time, keeping only these records.
     pub fn rejected_fields(&self, stage: &StagePlan, records: &[u64]) -> Result<Vec<(u64, String)>, ExecError> {
         let sql = &stage.extract;
         let fail = ExecError::duckdb("keep the rejected records");
@@ -199,18 +242,26 @@ impl Reader {
             }
             app.flush().map_err(&fail)?;
         }
-        let mut stmt = self.conn.prepare(&sql.rejected_fields).map_err(&fail)?;
-        let rows = stmt
-            .query_map([], |r| {
-                let mut fields = serde_json::Map::new();
-                for (i, header) in sql.rejected_headers.iter().enumerate() {
-                    let v: Option<String> = r.get(i + 1)?;
-                    fields.insert(header.clone(), v.map_or(serde_json::Value::Null, serde_json::Value::String));
-                }
-                Ok((r.get::<_, u64>(0)?, serde_json::Value::Object(fields).to_string()))
-            })
-            .map_err(&fail)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(fail)
+        let scans = self.scans.borrow().clone();
+        let mut out = Vec::with_capacity(records.len());
+        for scan in scans.iter().filter(|s| records.iter().any(|&r| r > s.before && r <= s.before + s.records)) {
+            self.conn.execute_batch(&scan.view).map_err(ExecError::csv(&scan.shown))?;
+            let mut stmt = self.conn.prepare(&sql.rejected_fields).map_err(&fail)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    let mut fields = serde_json::Map::new();
+                    for (i, header) in sql.rejected_headers.iter().enumerate() {
+                        let v: Option<String> = r.get(i + 1)?;
+                        fields.insert(header.clone(), v.map_or(serde_json::Value::Null, serde_json::Value::String));
+                    }
+                    Ok((r.get::<_, u64>(0)?, serde_json::Value::Object(fields).to_string()))
+                })
+                .map_err(&fail)?;
+            for row in rows {
+                out.push(row.map_err(&fail)?);
+            }
+        }
+        Ok(out)
     }
 
     /// Creates a lookup relation (`plan::extract::lookup_create`) and, given the file the

@@ -450,15 +450,22 @@ impl TargetPlan {
 pub struct ExtractSql {
     /// Drops the reject tables an earlier read of the stage left (DuckDB appends to them).
     pub clear_rejects: String,
-    /// Reads the CSV into a table of text, in file order (see `ReadCsv`).
+    /// Creates the view numbering the CSV's records in file order (see `ReadCsv`).
     pub read: ReadCsv,
-    /// Finds the repeated keys (and unique values) of the file: one aggregate each.
+    /// The first pass over the view: each record's number, file, typed key and unique values,
+    /// kept in the census table.
+    pub census: String,
+    /// `census` for a later scan of a set's files: appends to the census.
+    pub census_append: String,
+    /// Finds the repeated keys (and unique values) of the file from the census: one aggregate
+    /// each.
     pub duplicates: Vec<String>,
-    /// Counts the rows read, per file number.
+    /// Counts the records read, per file number.
     pub count: String,
     /// Lists the malformed lines the reader set aside, with their file's path.
     pub malformed: String,
-    /// Yields the typed rows, with their record numbers and the lookups' flags.
+    /// Yields the typed rows, with their record numbers and the lookups' flags: the second
+    /// pass over the view, streamed.
     pub select: String,
     /// `delete_missing`: writes the file's distinct keys (every line's whose key is typed, a
     /// rejected line's too) to a CSV file.
@@ -466,7 +473,8 @@ pub struct ExtractSql {
     /// The raw fields of rejected records, kept with their rejects: creates the table of their
     /// record numbers (`rejected_table`, which the executor appends them to), then
     /// `rejected_fields` yields each one's number and the text of every column read from the
-    /// file, whose CSV headers are `rejected_headers`.
+    /// file, whose CSV headers are `rejected_headers` (a third pass over the view, only when
+    /// records were rejected).
     pub rejected_create: String,
     /// See `rejected_create` (unquoted).
     pub rejected_table: String,
@@ -476,14 +484,17 @@ pub struct ExtractSql {
     pub rejected_fields: String,
 }
 
-/// The statement that reads a stage's CSV: it takes the file's path and its columns (its
-/// header's fields, or the spec's columns for a file without a header), both only known once
-/// the file is there. Nothing is sniffed: every column is read as text, and a line that does not
-/// fit goes to the reject table.
+/// The statement that creates the view reading a stage's CSV: it takes the files' paths and
+/// their columns (the header's fields, or the spec's columns for a file without a header), both
+/// only known once the files are there, and the number of records read before them. Nothing
+/// is sniffed: every column is read as text, and a line that does not fit goes to the reject
+/// table. The view numbers the records in file order (`row_number() OVER ()`, which DuckDB
+/// computes in one ordered stream) and says of each whether all its fields are null, so that
+/// every pass over it reads the same fields and sets aside the same malformed lines.
 #[derive(Debug, Clone, Default)]
 pub struct ReadCsv {
-    /// The raw table (quoted).
-    pub(super) table: String,
+    /// The view (quoted).
+    pub(super) view: String,
     /// Each column: `(header, name)` read from the file, or `(capture, name)` from the path.
     pub(super) columns: Vec<ReadColumn>,
     pub(super) options: String,
@@ -501,8 +512,8 @@ pub(super) enum ReadColumn {
     Value { text: String, name: String },
 }
 
-/// One file of a [`ReadCsv`]: its path, its number among the stage's files (kept in the raw
-/// table's `__file` column), its path's captures.
+/// One file of a [`ReadCsv`]: its path, its number among the stage's files (kept in the view's
+/// `__file` column), its path's captures.
 #[derive(Debug, Clone, Copy)]
 pub struct ReadFile<'a> {
     /// The path DuckDB reads.
@@ -513,14 +524,14 @@ pub struct ReadFile<'a> {
     pub captures: &'a [(String, String)],
 }
 
-/// The raw table's column holding each row's file number (`ReadFile::number`).
+/// The read view's column holding each row's file number (`ReadFile::number`).
 pub const FILE_NUMBER: &str = "__file";
 
 impl ReadCsv {
-    /// The statement reading `files`, all of whose columns are `file_columns`, in one scan (in
-    /// list order, each file's rows in line order): it creates the raw table, or with `append`
-    /// (a later group of a set's files) adds to it.
-    pub fn sql(&self, files: &[ReadFile<'_>], file_columns: &[String], append: bool) -> String {
+    /// The statement creating the view over `files`, all of whose columns are `file_columns`,
+    /// read in one scan (in list order, each file's rows in line order), numbering their
+    /// records from `before + 1`.
+    pub fn sql(&self, files: &[ReadFile<'_>], file_columns: &[String], before: u64) -> String {
         let columns: Vec<String> = file_columns.iter().map(|c| format!("{}: 'VARCHAR'", literal(c))).collect();
         // A value per file: a constant for one file, else chosen by the scan's filename (a
         // constant within each chunk DuckDB reads, so evaluated once a chunk).
@@ -531,12 +542,18 @@ impl ReadCsv {
                 files.iter().map(|f| format!("WHEN {} THEN {}", literal(f.path), value(f))).collect::<Vec<_>>().join(" ")
             ),
         };
-        let mut select: Vec<String> = self
-            .columns
-            .iter()
-            .map(|c| match c {
-                ReadColumn::File { header, name } if header == name => format!("  {}", super::sql::ident(name)),
-                ReadColumn::File { header, name } => format!("  {} AS {}", super::sql::ident(header), super::sql::ident(name)),
+        let mut select = vec![format!("  row_number() OVER () + {before} AS {}", super::sql::ident(super::extract::RECORD))];
+        let mut read = Vec::new();
+        for c in &self.columns {
+            select.push(match c {
+                ReadColumn::File { header, name } => {
+                    read.push(format!("{} IS NULL", super::sql::ident(header)));
+                    if header == name {
+                        format!("  {}", super::sql::ident(name))
+                    } else {
+                        format!("  {} AS {}", super::sql::ident(header), super::sql::ident(name))
+                    }
+                }
                 ReadColumn::Path { capture, name } => {
                     let value = per_file(&|f: &ReadFile<'_>| {
                         literal(&f.captures.iter().find(|(n, _)| n == capture).map_or_else(|| format!("{{{capture}}}"), |(_, v)| v.clone()))
@@ -544,17 +561,19 @@ impl ReadCsv {
                     format!("  CAST({value} AS VARCHAR) AS {}", super::sql::ident(name))
                 }
                 ReadColumn::Value { text, name } => format!("  CAST({} AS VARCHAR) AS {}", literal(text), super::sql::ident(name)),
-            })
-            .collect();
+            });
+        }
         select.push(format!("  CAST({} AS UINTEGER) AS {}", per_file(&|f: &ReadFile<'_>| f.number.to_string()), super::sql::ident(FILE_NUMBER)));
-        let head = if append { format!("INSERT INTO {}", self.table) } else { format!("CREATE OR REPLACE TEMP TABLE {} AS", self.table) };
+        let all = if read.is_empty() { "true".to_string() } else { read.join(" AND ") };
+        select.push(format!("  ({all}) AS {}", super::sql::ident(super::extract::FIELDS)));
         let paths = match files {
             [one] => literal(one.path),
             _ => format!("[{}]", files.iter().map(|f| literal(f.path)).collect::<Vec<_>>().join(", ")),
         };
         let filename = if files.len() > 1 { ", filename = true" } else { "" };
         format!(
-            "{head}\nSELECT\n{}\nFROM read_csv({paths}, {}{filename}, columns = {{{}}}, {}",
+            "CREATE OR REPLACE TEMP VIEW {} AS\nSELECT\n{}\nFROM read_csv({paths}, {}{filename}, columns = {{{}}}, {}",
+            self.view,
             select.join(",\n"),
             self.options,
             columns.join(", "),

@@ -1,6 +1,9 @@
 //! The DuckDB SQL that reads a stage's CSV with DuckDB's own reader and casts each column to
 //! its spec type. Every field is read as text first, so a value that does not cast rejects its
-//! row (its text kept in `__uncast_<column>`) instead of aborting the file. The same query joins
+//! row (its text kept in `__uncast_<column>`) instead of aborting the file. The file is read
+//! twice through one view that numbers its records: a first pass keeps only each record's
+//! number, file and typed key (the census: counts, repeated keys, malformed lines), then the
+//! typed rows stream from the second, from its first chunk. The same query joins
 //! the stage's lookups: the key sets its foreign keys reference (a missing one rejects the row)
 //! and the target's current rows (a row equal to its current one is not written again).
 
@@ -14,11 +17,14 @@ use super::sql::{FileSql, ident, literal, qualified};
 /// Compiles a stage's extract (its lookups already compiled).
 pub fn compile(stage: &StagePlan) -> ExtractSql {
     let reject_tables = [reject_table(stage), reject_scan_table(stage)];
+    let census = ident(&census_table(stage));
     ExtractSql {
         clear_rejects: reject_tables.iter().map(|t| format!("DROP TABLE IF EXISTS {};", ident(t))).collect::<Vec<_>>().join(" "),
         read: read_csv(stage),
+        census: census_sql(stage, false),
+        census_append: census_sql(stage, true),
         duplicates: duplicates_sql(stage),
-        count: format!("SELECT {f}, count(*) FROM {} GROUP BY {f}", ident(&raw_table(stage)), f = ident(FILE_NUMBER)),
+        count: format!("SELECT {f}, count(*) FROM {census} GROUP BY {f}", f = ident(FILE_NUMBER)),
         malformed: format!(
             "SELECT s.file_path, e.line, e.column_name, CAST(e.error_type AS VARCHAR), e.error_message, left(e.csv_line, 200) \
              FROM {} AS e JOIN {} AS s USING (scan_id, file_id) ORDER BY e.file_id, e.line",
@@ -40,28 +46,63 @@ fn rejected_table(stage: &StagePlan) -> String {
 }
 
 /// The headers of the columns a stage reads from its file, and the statement yielding each
-/// rejected record's number and those columns' text, in that order.
+/// rejected record's number and those columns' text, in that order: the file read again
+/// through the numbering view, only the rejected records kept.
 fn rejected_fields(stage: &StagePlan) -> (Vec<String>, String) {
-    let raw = ident(&raw_table(stage));
     let read: Vec<&ColumnPlan> = stage.columns.iter().filter(|c| c.source == ColumnSource::File).collect();
     let columns: String = read.iter().map(|c| format!(", r.{}", ident(&c.name))).collect();
     let sql = format!(
-        "SELECT n.record{columns} FROM (SELECT *, rowid - (SELECT min(rowid) FROM {raw}) + 1 AS {rec} FROM {raw}) AS r JOIN {} AS n ON n.record = r.{rec} ORDER BY n.record",
+        "SELECT n.record{columns} FROM {} AS r JOIN {} AS n ON n.record = r.{} ORDER BY n.record",
+        ident(&read_view(stage)),
         ident(&rejected_table(stage)),
-        rec = ident(RECORD)
+        ident(RECORD)
     );
     (read.iter().map(|c| c.header.clone()).collect(), sql)
 }
 
-/// The file's distinct typed keys, written as CSV (see `ExtractSql::keys`).
+/// The file's distinct typed keys, written as CSV (see `ExtractSql::keys`), from the census.
 fn keys_sql(stage: &StagePlan) -> FileSql {
-    let (from, _) = typed(stage);
     let keys: Vec<String> = stage.target.key.iter().map(|k| ident(k)).collect();
     let present: Vec<String> = keys.iter().map(|k| format!("{k} IS NOT NULL")).collect();
     FileSql::new(
-        format!("COPY (SELECT DISTINCT {} FROM {from} WHERE {}) TO ", keys.join(", "), present.join(" AND ")),
+        format!("COPY (SELECT DISTINCT {} FROM {} WHERE {}) TO ", keys.join(", "), ident(&census_table(stage)), present.join(" AND ")),
         " (FORMAT csv, HEADER false)",
     )
+}
+
+/// The view numbering a stage's CSV records in file order (see `ReadCsv`).
+pub fn read_view(stage: &StagePlan) -> String {
+    format!("read_{}", stage.name)
+}
+
+/// The table keeping, of every record the first pass read, its number, file, the typed values
+/// of its key and unique columns, and whether all its fields are null (stored, so the pass
+/// reads every field the typed select reads and sets aside the same malformed lines).
+pub fn census_table(stage: &StagePlan) -> String {
+    format!("__census_{}", stage.name)
+}
+
+/// The column of the read view (and the census) that is true when every field read is null.
+pub const FIELDS: &str = "__fields";
+
+/// The first pass over the file(s) the read view numbers: the census (created, or appended to
+/// for a later scan of a set's files).
+fn census_sql(stage: &StagePlan, append: bool) -> String {
+    let (from, _) = typed(stage);
+    let mut columns = vec![ident(RECORD), ident(FILE_NUMBER), ident(FIELDS)];
+    for (_, cols) in unique_groups(stage) {
+        for c in cols {
+            if !columns.contains(&ident(&c)) {
+                columns.push(ident(&c));
+            }
+        }
+    }
+    let head = if append {
+        format!("INSERT INTO {}", ident(&census_table(stage)))
+    } else {
+        format!("CREATE OR REPLACE TEMP TABLE {} AS", ident(&census_table(stage)))
+    };
+    format!("{head}\nSELECT {}\nFROM {from}", columns.join(", "))
 }
 
 /// The column holding the 1-based record number of a row within its file.
@@ -117,11 +158,6 @@ fn cast(c: &ColumnPlan) -> Option<String> {
 /// row's, the record number of that first row.
 pub fn duplicate_column(what: &str) -> String {
     format!("__duplicate_of_{what}")
-}
-
-/// The DuckDB table a stage's raw text rows are staged in.
-pub fn raw_table(stage: &StagePlan) -> String {
-    format!("raw_{}", stage.name)
 }
 
 /// The DuckDB table DuckDB's CSV reader writes malformed lines to.
@@ -271,7 +307,7 @@ fn read_csv(stage: &StagePlan) -> ReadCsv {
         format!("rejects_scan = {}", literal(&reject_scan_table(stage))),
     ];
     ReadCsv {
-        table: ident(&raw_table(stage)),
+        view: ident(&read_view(stage)),
         columns,
         options: options.join(", "),
         tail: format!("{})", tail.join(", ")),
@@ -282,10 +318,8 @@ fn read_csv(stage: &StagePlan) -> ReadCsv {
 /// each value that did not cast (as text). Computed columns (`expr:`) are computed over the
 /// others' typed values, in a query around theirs.
 fn typed(stage: &StagePlan) -> (String, Vec<String>) {
-    // Row ids count from 0 in a committed table but from 2^55 in one created inside an open
-    // transaction (a DuckDB target's stage): the record number is the offset from the first.
-    let raw = ident(&raw_table(stage));
-    let mut inner = vec![format!("    rowid - (SELECT min(rowid) FROM {raw}) + 1 AS {}", ident(RECORD))];
+    let read = ident(&read_view(stage));
+    let mut inner = vec![format!("    {}, {}, {}", ident(RECORD), ident(FILE_NUMBER), ident(FIELDS))];
     let mut names = vec![RECORD.to_string()];
     for c in stage.columns.iter().filter(|c| computed(c).is_none()) {
         let v = ident(&c.name);
@@ -308,13 +342,13 @@ fn typed(stage: &StagePlan) -> (String, Vec<String>) {
             }
         }
     }
-    let base = format!("(\n  SELECT\n{}\n  FROM {raw}\n)", inner.join(",\n"));
+    let base = format!("(\n  SELECT\n{}\n  FROM {read}\n)", inner.join(",\n"));
     if stage.columns.iter().all(|c| computed(c).is_none()) {
         return (format!("{base} AS typed"), names);
     }
     let read: IndexMap<String, ColumnType> = stage.columns.iter().filter(|c| computed(c).is_none()).map(|c| (c.name.clone(), c.ty)).collect();
     let mut middle = vec!["    *".to_string()];
-    let mut outer = vec![format!("  {}", ident(RECORD))];
+    let mut outer = vec![format!("  {}, {}, {}", ident(RECORD), ident(FILE_NUMBER), ident(FIELDS))];
     let mut names = vec![RECORD.to_string()];
     for c in &stage.columns {
         let v = ident(&c.name);
@@ -387,17 +421,17 @@ pub fn duplicates_table(stage: &StagePlan, what: &str) -> String {
     format!("__dups_{}_{what}", stage.name)
 }
 
-/// The statements that find the repeated keys (and unique values) of the file, run after the
-/// raw rows are staged: one aggregate each, so the typed select can stream.
+/// The statements that find the repeated keys (and unique values) of the file, from the census:
+/// one aggregate each, so the typed select can stream.
 fn duplicates_sql(stage: &StagePlan) -> Vec<String> {
-    let (from, _) = typed(stage);
+    let census = ident(&census_table(stage));
     unique_groups(stage)
         .iter()
         .map(|(what, cols)| {
             let list: Vec<String> = cols.iter().map(|c| ident(c)).collect();
             let present: Vec<String> = cols.iter().map(|c| format!("{} IS NOT NULL", ident(c))).collect();
             format!(
-                "CREATE OR REPLACE TEMP TABLE {} AS\nSELECT {}, min({}) AS \"__first\"\nFROM {from}\nWHERE {}\nGROUP BY {} HAVING count(*) > 1",
+                "CREATE OR REPLACE TEMP TABLE {} AS\nSELECT {}, min({}) AS \"__first\"\nFROM {census}\nWHERE {}\nGROUP BY {} HAVING count(*) > 1",
                 ident(&duplicates_table(stage, what)),
                 list.join(", "),
                 ident(RECORD),

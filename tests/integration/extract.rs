@@ -120,3 +120,37 @@ fn planted_invalid_rows_are_rejected_for_their_reason_and_nothing_else_is() {
         assert_eq!(report.rows_rejected as usize, expected.len(), "{stage}");
     }
 }
+
+/// Record numbers are file order because DuckDB computes the read view's `row_number() OVER ()`
+/// in its streaming window, an operator that keeps its input's order (one thread, in scan
+/// order). A blocking window over a parallel scan would number the records in whatever order
+/// the threads deliver them: both passes over the view must plan the streaming one.
+#[test]
+fn both_passes_number_the_records_in_one_ordered_stream() {
+    let data = generate(2_000, 6_000, 0.05, 11);
+    let loaded = small_etl_on(data.path());
+    let plan = etl::plan::compile(&loaded.spec);
+    let tmp = tempfile::tempdir().unwrap();
+    let reader = Reader::open(tmp.path(), "512MB").unwrap();
+    let sp = plan.stages.iter().find(|s| s.name == "trades").unwrap();
+    let columns: Vec<(String, etl::spec::model::ColumnType)> = sp.columns.iter().map(|c| (c.name.clone(), c.ty)).collect();
+    if let Some(current) = &sp.lookups.current {
+        reader.load_lookup(&lookup_create(current, &columns), None).unwrap();
+    }
+    for r in &sp.lookups.references {
+        let ty = sp.columns.iter().find(|c| c.name == r.column).unwrap().ty;
+        reader.load_lookup(&lookup_create(&r.relation, &[(r.ref_column.clone(), ty)]), None).unwrap();
+    }
+    let path = exec::source::local_path(&plan, sp, Path::new("/")).unwrap();
+    let input = exec::extract::FileInput { path: &path, shown: "trades.csv", captures: &[] };
+    reader.stage(sp, &[input]).unwrap_or_else(|e| panic!("{e}"));
+    let census = sp.extract.census.split_once("AS\n").unwrap().1;
+    for (pass, sql) in [("census", census), ("typed select", sp.extract.select.as_str())] {
+        let mut stmt = reader.connection().prepare(&format!("EXPLAIN {sql}")).unwrap();
+        let explained: Vec<String> = stmt.query_map([], |r| r.get::<_, String>(1)).unwrap().map(Result::unwrap).collect();
+        // DuckDB names the operator `STREAMING_WINDOW` or, in its box drawing, `Streaming Window`.
+        let text = explained.join("\n").to_uppercase().replace(' ', "_");
+        assert!(text.contains("STREAMING_WINDOW"), "the {pass} does not number the records in DuckDB's streaming window:\n{sql}\n{text}");
+        assert!(!text.replace("STREAMING_WINDOW", "").contains("WINDOW"), "the {pass} plans a blocking window too:\n{text}");
+    }
+}
