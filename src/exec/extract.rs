@@ -190,30 +190,33 @@ impl Reader {
         for scan in &scans {
             let shown = scan.shown.as_str();
             self.conn.execute_batch(&scan.view).map_err(ExecError::csv(shown))?;
-            let mut stmt = self.conn.prepare(&stage.extract.select).map_err(ExecError::duckdb("prepare the typed select"))?;
-            // Streamed: DuckDB hands over its result a chunk at a time instead of materialising it.
-            let arrow = stmt.stream_arrow([]).map_err(ExecError::csv(shown))?;
-            let mut streamed = 0u64;
-            for batch in arrow {
-                let df = to_polars(batch.map_err(ExecError::csv(shown))?)?;
-                streamed += df.height() as u64;
-                let merged = match pending.take() {
-                    None => df,
-                    Some(mut p) => {
-                        p.vstack_mut_owned(df).map_err(ExecError::polars("collect a batch"))?;
-                        p
+            let streamed = self.probing_file(stage, || {
+                let mut stmt = self.conn.prepare(&stage.extract.select).map_err(ExecError::duckdb("prepare the typed select"))?;
+                // Streamed: DuckDB hands over its result a chunk at a time instead of materialising it.
+                let arrow = stmt.stream_arrow([]).map_err(ExecError::csv(shown))?;
+                let mut streamed = 0u64;
+                for batch in arrow {
+                    let df = to_polars(batch.map_err(ExecError::csv(shown))?)?;
+                    streamed += df.height() as u64;
+                    let merged = match pending.take() {
+                        None => df,
+                        Some(mut p) => {
+                            p.vstack_mut_owned(df).map_err(ExecError::polars("collect a batch"))?;
+                            p
+                        }
+                    };
+                    // Hand on batches of exactly `batch_rows` (DuckDB's chunks are ~2048 rows); keep the rest.
+                    let mut offset = 0;
+                    while merged.height() - offset >= batch_rows {
+                        each(merged.slice(offset as i64, batch_rows))?;
+                        offset += batch_rows;
                     }
-                };
-                // Hand on batches of exactly `batch_rows` (DuckDB's chunks are ~2048 rows); keep the rest.
-                let mut offset = 0;
-                while merged.height() - offset >= batch_rows {
-                    each(merged.slice(offset as i64, batch_rows))?;
-                    offset += batch_rows;
+                    if offset < merged.height() {
+                        pending = Some(merged.slice(offset as i64, merged.height() - offset));
+                    }
                 }
-                if offset < merged.height() {
-                    pending = Some(merged.slice(offset as i64, merged.height() - offset));
-                }
-            }
+                Ok(streamed)
+            })?;
             if streamed != scan.records {
                 return Err(ExecError::Internal(format!(
                     "stage {}: DuckDB read {} records of {shown} the first time and {streamed} the second: the record numbers would not match",
@@ -246,22 +249,51 @@ impl Reader {
         let mut out = Vec::with_capacity(records.len());
         for scan in scans.iter().filter(|s| records.iter().any(|&r| r > s.before && r <= s.before + s.records)) {
             self.conn.execute_batch(&scan.view).map_err(ExecError::csv(&scan.shown))?;
-            let mut stmt = self.conn.prepare(&sql.rejected_fields).map_err(&fail)?;
-            let rows = stmt
-                .query_map([], |r| {
-                    let mut fields = serde_json::Map::new();
-                    for (i, header) in sql.rejected_headers.iter().enumerate() {
-                        let v: Option<String> = r.get(i + 1)?;
-                        fields.insert(header.clone(), v.map_or(serde_json::Value::Null, serde_json::Value::String));
-                    }
-                    Ok((r.get::<_, u64>(0)?, serde_json::Value::Object(fields).to_string()))
-                })
-                .map_err(&fail)?;
-            for row in rows {
-                out.push(row.map_err(&fail)?);
-            }
+            self.probing_file(stage, || {
+                let mut stmt = self.conn.prepare(&sql.rejected_fields).map_err(&fail)?;
+                let rows = stmt
+                    .query_map([], |r| {
+                        let mut fields = serde_json::Map::new();
+                        for (i, header) in sql.rejected_headers.iter().enumerate() {
+                            let v: Option<String> = r.get(i + 1)?;
+                            fields.insert(header.clone(), v.map_or(serde_json::Value::Null, serde_json::Value::String));
+                        }
+                        Ok((r.get::<_, u64>(0)?, serde_json::Value::Object(fields).to_string()))
+                    })
+                    .map_err(&fail)?;
+                for row in rows {
+                    out.push(row.map_err(&fail)?);
+                }
+                Ok(())
+            })?;
         }
         Ok(out)
+    }
+
+    /// Runs `run` (a statement joining the read view, run to its end: DuckDB plans it again
+    /// when it executes) with the file as the probe side of every join
+    /// (`ExtractSql::probe_file`), and undoes the setting after.
+    fn probing_file<T>(&self, stage: &StagePlan, run: impl FnOnce() -> Result<T, ExecError>) -> Result<T, ExecError> {
+        let fail = ExecError::duckdb("set how DuckDB plans the extract's joins");
+        self.conn.execute_batch(&stage.extract.probe_file).map_err(&fail)?;
+        let done = run();
+        let reset = self.conn.execute_batch(&stage.extract.probe_file_reset).map_err(&fail);
+        let out = done?;
+        reset?;
+        Ok(out)
+    }
+
+    /// The plan DuckDB makes for the typed select of the first scan the last stage staged, as
+    /// it is planned when it runs (`EXPLAIN`): what the tests check the streaming of.
+    pub fn explain_select(&self, stage: &StagePlan) -> Result<String, ExecError> {
+        let fail = ExecError::duckdb("explain the typed select");
+        let view = self.scans.borrow().first().map(|s| s.view.clone()).ok_or_else(|| ExecError::Internal(format!("stage {} was not staged", stage.name)))?;
+        self.conn.execute_batch(&view).map_err(&fail)?;
+        self.probing_file(stage, || {
+            let mut stmt = self.conn.prepare(&format!("EXPLAIN {}", stage.extract.select)).map_err(&fail)?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(1)).map_err(&fail)?;
+            rows.collect::<Result<Vec<_>, _>>().map(|r| r.join("\n")).map_err(&fail)
+        })
     }
 
     /// Creates a lookup relation (`plan::extract::lookup_create`) and, given the file the

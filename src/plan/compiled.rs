@@ -467,6 +467,13 @@ pub struct ExtractSql {
     /// Yields the typed rows, with their record numbers and the lookups' flags: the second
     /// pass over the view, streamed.
     pub select: String,
+    /// Sent before the statements that join the read view (`select`, `rejected_fields`) are
+    /// planned: DuckDB estimates a CSV scan at a few dozen rows, and would otherwise make it
+    /// the build side of a join with a larger lookup, holding the whole file in a hash table
+    /// before the first row comes out. `probe_file_reset` undoes it once they are planned.
+    pub probe_file: String,
+    /// See `probe_file`.
+    pub probe_file_reset: String,
     /// `delete_missing`: writes the file's distinct keys (every line's whose key is typed, a
     /// rejected line's too) to a CSV file.
     pub keys: Option<FileSql>,

@@ -505,11 +505,15 @@ fn extract(out: &mut String, st: &StagePlan, n: u32) {
         let _ = writeln!(out, "{};", e.count);
     }
     lines(out, &e.duplicates);
-    let _ = writeln!(out, "-- the second pass, streamed (each scan's view again; it must yield as many records as the first counted):");
+    let _ = writeln!(out, "-- the second pass, streamed (each scan's view again; it must yield as many records as the first counted), planned with the file as the probe side of every join:");
+    let _ = writeln!(out, "{};", e.probe_file);
     let _ = writeln!(out, "{};", e.select);
-    let _ = writeln!(out, "-- rejected records (only when there are): their fields as read, a third pass over each scan's view keeping only them:");
+    let _ = writeln!(out, "{};", e.probe_file_reset);
+    let _ = writeln!(out, "-- rejected records (only when there are): their fields as read, a third pass over each scan's view keeping only them (planned as the second):");
     let _ = writeln!(out, "{};", e.rejected_create);
+    let _ = writeln!(out, "{};", e.probe_file);
     let _ = writeln!(out, "{};", e.rejected_fields);
+    let _ = writeln!(out, "{};", e.probe_file_reset);
     if let Some(k) = &e.keys {
         let _ = writeln!(out, "-- delete_missing: the file's keys (a rejected line's too), for the target to keep");
         let _ = writeln!(out, "{k};");
