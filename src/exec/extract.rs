@@ -134,7 +134,7 @@ impl Reader {
         self.conn.execute_batch(&sql.clear_rejects).map_err(ExecError::duckdb("clear the CSV reject tables"))?;
         self.conn.execute_batch(&view).map_err(ExecError::csv(shown))?;
         let census = if self.scans.borrow().is_empty() { &sql.census } else { &sql.census_append };
-        self.conn.execute_batch(census).map_err(ExecError::csv(shown))?;
+        self.ordered_pass(stage, || self.conn.execute_batch(census).map_err(ExecError::csv(shown)))?;
         let mut stmt = self.conn.prepare(&sql.malformed).map_err(ExecError::duckdb("read CSV errors"))?;
         let found: Vec<(String, CsvError)> = stmt
             .query_map([], |r| {
@@ -190,7 +190,7 @@ impl Reader {
         for scan in &scans {
             let shown = scan.shown.as_str();
             self.conn.execute_batch(&scan.view).map_err(ExecError::csv(shown))?;
-            let streamed = self.probing_file(stage, || {
+            let streamed = self.ordered_pass(stage, || {
                 let mut stmt = self.conn.prepare(&stage.extract.select).map_err(ExecError::duckdb("prepare the typed select"))?;
                 // Streamed: DuckDB hands over its result a chunk at a time instead of materialising it.
                 let arrow = stmt.stream_arrow([]).map_err(ExecError::csv(shown))?;
@@ -249,7 +249,7 @@ impl Reader {
         let mut out = Vec::with_capacity(records.len());
         for scan in scans.iter().filter(|s| records.iter().any(|&r| r > s.before && r <= s.before + s.records)) {
             self.conn.execute_batch(&scan.view).map_err(ExecError::csv(&scan.shown))?;
-            self.probing_file(stage, || {
+            self.ordered_pass(stage, || {
                 let mut stmt = self.conn.prepare(&sql.rejected_fields).map_err(&fail)?;
                 let rows = stmt
                     .query_map([], |r| {
@@ -270,14 +270,13 @@ impl Reader {
         Ok(out)
     }
 
-    /// Runs `run` (a statement joining the read view, run to its end: DuckDB plans it again
-    /// when it executes) with the file as the probe side of every join
-    /// (`ExtractSql::probe_file`), and undoes the setting after.
-    fn probing_file<T>(&self, stage: &StagePlan, run: impl FnOnce() -> Result<T, ExecError>) -> Result<T, ExecError> {
+    /// Runs `run` (a pass over the read view, run to its end: DuckDB plans a statement again
+    /// when it executes it) as `ExtractSql::ordered_pass` sets, and undoes the setting after.
+    fn ordered_pass<T>(&self, stage: &StagePlan, run: impl FnOnce() -> Result<T, ExecError>) -> Result<T, ExecError> {
         let fail = ExecError::duckdb("set how DuckDB plans the extract's joins");
-        self.conn.execute_batch(&stage.extract.probe_file).map_err(&fail)?;
+        self.conn.execute_batch(&stage.extract.ordered_pass).map_err(&fail)?;
         let done = run();
-        let reset = self.conn.execute_batch(&stage.extract.probe_file_reset).map_err(&fail);
+        let reset = self.conn.execute_batch(&stage.extract.ordered_pass_reset).map_err(&fail);
         let out = done?;
         reset?;
         Ok(out)
@@ -289,7 +288,7 @@ impl Reader {
         let fail = ExecError::duckdb("explain the typed select");
         let view = self.scans.borrow().first().map(|s| s.view.clone()).ok_or_else(|| ExecError::Internal(format!("stage {} was not staged", stage.name)))?;
         self.conn.execute_batch(&view).map_err(&fail)?;
-        self.probing_file(stage, || {
+        self.ordered_pass(stage, || {
             let mut stmt = self.conn.prepare(&format!("EXPLAIN {}", stage.extract.select)).map_err(&fail)?;
             let rows = stmt.query_map([], |r| r.get::<_, String>(1)).map_err(&fail)?;
             rows.collect::<Result<Vec<_>, _>>().map(|r| r.join("\n")).map_err(&fail)

@@ -467,13 +467,16 @@ pub struct ExtractSql {
     /// Yields the typed rows, with their record numbers and the lookups' flags: the second
     /// pass over the view, streamed.
     pub select: String,
-    /// Sent before the statements that join the read view (`select`, `rejected_fields`) are
-    /// planned: DuckDB estimates a CSV scan at a few dozen rows, and would otherwise make it
-    /// the build side of a join with a larger lookup, holding the whole file in a hash table
-    /// before the first row comes out. `probe_file_reset` undoes it once they are planned.
-    pub probe_file: String,
-    /// See `probe_file`.
-    pub probe_file_reset: String,
+    /// Sent before each pass over the read view (`census`, `select`, `rejected_fields`), and
+    /// undone by `ordered_pass_reset` once it has run. One thread: the view numbers its records
+    /// in one ordered stream anyway, and a second thread only hands its chunks over (DuckDB's
+    /// streamed result then spends a fifth of the extract's time in its locks). The file the
+    /// probe side of every join: DuckDB estimates a CSV scan at a few dozen rows and would
+    /// otherwise build a hash table of the whole file when a lookup holds more, before the
+    /// first row comes out.
+    pub ordered_pass: String,
+    /// See `ordered_pass`.
+    pub ordered_pass_reset: String,
     /// `delete_missing`: writes the file's distinct keys (every line's whose key is typed, a
     /// rejected line's too) to a CSV file.
     pub keys: Option<FileSql>,

@@ -32,8 +32,8 @@ pub fn compile(stage: &StagePlan) -> ExtractSql {
             ident(&reject_scan_table(stage))
         ),
         select: select_sql(stage),
-        probe_file: "SET disabled_optimizers = 'build_side_probe_side'".into(),
-        probe_file_reset: "RESET disabled_optimizers".into(),
+        ordered_pass: "SET threads = 1; SET disabled_optimizers = 'build_side_probe_side'".into(),
+        ordered_pass_reset: "RESET threads; RESET disabled_optimizers".into(),
         keys: (stage.target.delete_missing.is_some() || stage.target.history.as_ref().is_some_and(|h| h.close)).then(|| keys_sql(stage)),
         rejected_create: format!("CREATE OR REPLACE TEMP TABLE {} (record UBIGINT)", ident(&rejected_table(stage))),
         rejected_table: rejected_table(stage),

@@ -485,35 +485,35 @@ fn extract(out: &mut String, st: &StagePlan, n: u32) {
     let headers: Vec<String> = st.columns.iter().filter(|c| c.reads_file()).map(|c| c.header.clone()).collect();
     let _ = writeln!(
         out,
-        "\n-- {n}. read and cast (DuckDB, two passes over a view numbering the CSV's records in file order: the first keeps each record's number, file and key, the second streams the typed rows)"
+        "\n-- {n}. read and cast (DuckDB, two passes over a view numbering the CSV's records in file order, each on one thread with the file the probe side of its joins: the first keeps each record's number, file and key, the second streams the typed rows)"
     );
     let _ = writeln!(out, "{}", e.clear_rejects);
     let file = |path, number| ReadFile { path, number, captures: &[] };
     if st.source.set.is_some() {
         let _ = writeln!(out, "-- the set's files in one scan, in name order (`{{capture}}`: each file's value):");
         let _ = writeln!(out, "{};", e.read.sql(&[file("<file 1>", 0), file("<file 2>", 1)], &headers, 0));
-        let _ = writeln!(out, "{};", e.census);
+        let _ = writeln!(out, "{};\n{};\n{};", e.ordered_pass, e.census, e.ordered_pass_reset);
         let _ = writeln!(out, "{};", e.malformed);
         let _ = writeln!(out, "{};", e.count);
         let _ = writeln!(out, "-- files whose header orders the columns otherwise: one scan per header, numbered on from the records before it, its reject tables cleared first:");
         let _ = writeln!(out, "{};", e.read.sql(&[file("<file>", 2)], &headers, 1000));
-        let _ = writeln!(out, "{};", e.census_append);
+        let _ = writeln!(out, "{};\n{};\n{};", e.ordered_pass, e.census_append, e.ordered_pass_reset);
     } else {
         let _ = writeln!(out, "{};", e.read.sql(&[file(&st.source.key, 0)], &headers, 0));
-        let _ = writeln!(out, "{};", e.census);
+        let _ = writeln!(out, "{};\n{};\n{};", e.ordered_pass, e.census, e.ordered_pass_reset);
         let _ = writeln!(out, "{};", e.malformed);
         let _ = writeln!(out, "{};", e.count);
     }
     lines(out, &e.duplicates);
-    let _ = writeln!(out, "-- the second pass, streamed (each scan's view again; it must yield as many records as the first counted), planned with the file as the probe side of every join:");
-    let _ = writeln!(out, "{};", e.probe_file);
+    let _ = writeln!(out, "-- the second pass, streamed (each scan's view again; it must yield as many records as the first counted):");
+    let _ = writeln!(out, "{};", e.ordered_pass);
     let _ = writeln!(out, "{};", e.select);
-    let _ = writeln!(out, "{};", e.probe_file_reset);
-    let _ = writeln!(out, "-- rejected records (only when there are): their fields as read, a third pass over each scan's view keeping only them (planned as the second):");
+    let _ = writeln!(out, "{};", e.ordered_pass_reset);
+    let _ = writeln!(out, "-- rejected records (only when there are): their fields as read, a third pass over each scan's view keeping only them:");
     let _ = writeln!(out, "{};", e.rejected_create);
-    let _ = writeln!(out, "{};", e.probe_file);
+    let _ = writeln!(out, "{};", e.ordered_pass);
     let _ = writeln!(out, "{};", e.rejected_fields);
-    let _ = writeln!(out, "{};", e.probe_file_reset);
+    let _ = writeln!(out, "{};", e.ordered_pass_reset);
     if let Some(k) = &e.keys {
         let _ = writeln!(out, "-- delete_missing: the file's keys (a rejected line's too), for the target to keep");
         let _ = writeln!(out, "{k};");
