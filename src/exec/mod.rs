@@ -225,6 +225,40 @@ fn loaded_files(cx: &StageContext<'_>, st: &StagePlan, target: &Target<'_>, file
     }
 }
 
+/// A stage's files to bring into the spool before it loads.
+enum Download {
+    /// Its one source.
+    One(Source),
+    /// A set's files; those `wanted` (not loaded before) are fetched.
+    Set { files: Vec<Source>, wanted: Vec<bool>, fetched: progress::Meter },
+}
+
+impl Download {
+    /// Downloads (and decodes) the files: S3 objects pinned to the ETags read when they were
+    /// located. Returns them, ready to read.
+    fn fetch(self, temp_dir: &Path, rt: &tokio::runtime::Runtime) -> Result<Vec<Source>, ExecError> {
+        match self {
+            Download::One(mut src) => {
+                let fetched = src.path(temp_dir, rt);
+                // The scan following the download learns it ended, whatever happened.
+                src.tee = None;
+                fetched?;
+                src.meter.finish();
+                Ok(vec![src])
+            }
+            Download::Set { mut files, wanted, fetched } => {
+                let mut want: Vec<&mut Source> = files.iter_mut().zip(&wanted).filter(|(_, w)| **w).map(|(f, _)| f).collect();
+                Source::fetch_all(&mut want, temp_dir, rt, FETCH_PARALLEL, &fetched)?;
+                fetched.finish();
+                for f in &want {
+                    f.meter.finish();
+                }
+                Ok(files)
+            }
+        }
+    }
+}
+
 /// Opens every target the selected stages (and, when they run, the analytics) load into, in
 /// that order: the first keeps the run's records.
 fn open_targets<'r>(plan: &Plan, stages: &[&StagePlan], analytics: bool, reader: &'r Reader, spec_dir: &Path) -> Result<IndexMap<String, Target<'r>>, ExecError> {
@@ -269,30 +303,28 @@ fn run_stages(cx: &StageContext<'_>, stages: &[&StagePlan], targets: &IndexMap<S
         sources.insert(st.name.clone(), src);
     }
     // A stage that looks unchanged since its last load is downloaded only if the check under its
-    // locks finds otherwise; every other source is downloaded now, before anything loads: a set's
-    // files but those the ledger holds as loaded.
+    // locks finds otherwise; every other source is downloaded in the background, in stage order,
+    // while the stages before it load: a set's files but those the ledger holds as loaded. A
+    // stage waits for its own files only.
     let reusable = reuse::reusable_loads(cx.plan, stages, targets, opts, &sources)?;
+    let mut downloads: Vec<(String, Download)> = Vec::new();
     for st in stages {
-        if let Some(files) = sets.get_mut(&st.name) {
-            let entries = loaded_files(cx, st, &targets[&st.target.connection], files)?;
-            let mut wanted: Vec<&mut Source> = files.iter_mut().filter(|f| ledger::loaded_by(&entries, f).is_none()).collect();
-            let fetched = progress.files(&st.name, wanted.len() as u64);
-            let size: u64 = wanted.iter().filter(|f| f.to_download()).map(|f| f.bytes).sum();
+        if let Some(mut files) = sets.remove(&st.name) {
+            let entries = loaded_files(cx, st, &targets[&st.target.connection], &files)?;
+            let wanted: Vec<bool> = files.iter().map(|f| ledger::loaded_by(&entries, f).is_none()).collect();
+            let fetched = progress.files(&st.name, wanted.iter().filter(|w| **w).count() as u64);
+            let size: u64 = files.iter().zip(&wanted).filter(|(f, w)| **w && f.to_download()).map(|(f, _)| f.bytes).sum();
             if size > 0 {
                 let meter = progress.download(&st.name, size);
-                for f in wanted.iter_mut() {
+                for (f, _) in files.iter_mut().zip(&wanted).filter(|(_, w)| **w) {
                     f.meter = meter.clone();
                 }
             }
-            Source::fetch_all(&mut wanted, &opts.temp_dir, cx.rt, FETCH_PARALLEL, &fetched)?;
-            fetched.finish();
-            for f in &wanted {
-                f.meter.finish();
-            }
+            downloads.push((st.name.clone(), Download::Set { files, wanted, fetched }));
             continue;
         }
         if reusable.get(&st.name).is_none_or(|r| r.index.is_some())
-            && let Some(src) = sources.get_mut(&st.name)
+            && let Some(mut src) = sources.remove(&st.name)
         {
             if src.to_download() {
                 src.meter = progress.download(&st.name, src.bytes);
@@ -313,11 +345,7 @@ fn run_stages(cx: &StageContext<'_>, stages: &[&StagePlan], targets: &IndexMap<S
                     *slot = Some(following);
                 }
             }
-            let fetched = src.path(&opts.temp_dir, cx.rt);
-            // The scan following the download learns it ended, whatever happened.
-            src.tee = None;
-            fetched?;
-            src.meter.finish();
+            downloads.push((st.name.clone(), Download::One(src)));
         }
     }
     // A dry run keeps one transaction per target for the whole run (so later stages see what
@@ -325,8 +353,39 @@ fn run_stages(cx: &StageContext<'_>, stages: &[&StagePlan], targets: &IndexMap<S
     let mut dry = postgres::load::DryRun::new();
     let mut duck_dry_open: Vec<&str> = Vec::new();
     let mut reports = Vec::new();
-    let result = (|| -> Result<(), ExecError> {
+    let (temp_dir, rt) = (opts.temp_dir.as_path(), cx.rt);
+    let waiting: Vec<String> = downloads.iter().map(|(name, _)| name.clone()).collect();
+    let (done, downloaded) = std::sync::mpsc::channel::<(String, Result<Vec<Source>, ExecError>)>();
+    let result = std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for (name, download) in downloads {
+                // The stages stopped: what is left is not needed.
+                if done.send((name, download.fetch(temp_dir, rt))).is_err() {
+                    break;
+                }
+            }
+        });
+        (|| -> Result<(), ExecError> {
         for st in stages {
+            if waiting.contains(&st.name) {
+                loop {
+                    let (name, fetched) = downloaded.recv().map_err(|_| ExecError::Internal("the downloads stopped".into()))?;
+                    let set = stages.iter().any(|s| s.name == name && s.source.set.is_some());
+                    match fetched? {
+                        files if set => {
+                            sets.insert(name.clone(), files);
+                        }
+                        mut files => {
+                            if let Some(f) = files.pop() {
+                                sources.insert(name.clone(), f);
+                            }
+                        }
+                    }
+                    if name == st.name {
+                        break;
+                    }
+                }
+            }
             let mut files = match (sets.remove(&st.name), sources.remove(&st.name)) {
                 (Some(files), _) => files,
                 (None, Some(src)) => vec![src],
@@ -371,7 +430,8 @@ fn run_stages(cx: &StageContext<'_>, stages: &[&StagePlan], targets: &IndexMap<S
             }
         }
         Ok(())
-    })();
+        })()
+    });
     for (conn, tx) in dry {
         if let Target::Pg(pg) = &targets[&conn] {
             let _ = pg.block(tx.rollback());
