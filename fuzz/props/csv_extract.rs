@@ -83,8 +83,8 @@ impl Harness {
         let index = self.dir.path().join("last.lines");
         let _ = std::fs::remove_file(&index);
         match etl::exec::incremental::index_file(stage, &last_path, &last_columns, &index).unwrap() {
-            Some(pending) => pending.keep().unwrap(),
-            None => return,
+            Ok(pending) => pending.keep().unwrap(),
+            Err(_) => return,
         }
         let Ok(Ok(changes)) = etl::exec::incremental::changes(stage, &path, &columns, &index, &before.rejects, self.dir.path(), None, None) else { return };
         let only = etl::exec::check_stage(&self.reader, stage, &path, "in.csv", Some(&changes), |_| Ok(())).expect("the changed records of a file read whole are read");

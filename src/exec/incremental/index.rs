@@ -220,13 +220,13 @@ pub(super) fn header_record(stage: &StagePlan, path: &Path) -> Result<Vec<u8>, E
 }
 
 /// Scans the file at `path` and writes its line index for `index` (for a load that checked
-/// every record). None when the file cannot be split here.
-pub fn index_file(stage: &StagePlan, path: &Path, file_columns: &[String], index: &Path) -> Result<Option<PendingIndex>, ExecError> {
+/// every record). `Err` says why when the file cannot be split here.
+pub fn index_file(stage: &StagePlan, path: &Path, file_columns: &[String], index: &Path) -> Result<Result<PendingIndex, String>, ExecError> {
     let dir = index.parent().unwrap_or(Path::new("."));
     let key = RecordKey::of_cache(dir).map_err(|e| ExecError::Write { path: dir.display().to_string(), message: e.to_string() })?;
     let mut writer = IndexWriter::create(stage, index, &header_record(stage, path)?)?;
     match scan(stage, path, file_columns, keeps_keys(stage), &key, |r| writer.add(&r))? {
-        Ok(_) => writer.flushed().map(Some),
-        Err(_) => Ok(None),
+        Ok(_) => writer.flushed().map(Ok),
+        Err(why) => Ok(Err(why)),
     }
 }

@@ -282,7 +282,11 @@ pub fn load_stage(
     let mut merged = loaded.map_err(|_| ExecError::Internal("the load's thread panicked".into()))??;
     progress.detail(&st.name, if created { "keys, indexes and foreign keys built" } else if direct { "copied" } else { "merged into the table" });
     let pending = match indexed {
-        Some(Ok(pending)) => pending,
+        Some(Ok(Ok(pending))) => Some(pending),
+        Some(Ok(Err(why))) => {
+            progress.detail(&st.name, &format!("no line index kept ({why}): the next load checks every line"));
+            None
+        }
         Some(Err(e)) => {
             progress.detail(&st.name, &format!("no line index kept ({e}): the next load checks every line"));
             None
