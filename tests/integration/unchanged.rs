@@ -334,6 +334,24 @@ fn loading_only_the_changed_lines_ends_exactly_as_checking_every_line() {
         set(l, t[41], 10, "changed beside quoted keys");
     });
     same_outcome(&a, &b, dir, "a value changed beside quoted keys", &["trades"]);
+    // The quoted key moved to the end of every record (the spec reads columns by name): the
+    // closing quote of the key the scan reads ends the record.
+    edit(dir, "trades.csv", |l| {
+        let mut rows = quoted(l);
+        rows.insert(0, 0);
+        for i in rows {
+            let mut f: Vec<String> = l[i].split(',').map(str::to_string).collect();
+            let key = f.remove(3);
+            f.push(key);
+            l[i] = f.join(",");
+        }
+    });
+    same_outcome(&a, &b, dir, "the quoted key moved to the last column", &[]);
+    edit(dir, "trades.csv", |l| {
+        let t: Vec<usize> = (1..l.len()).filter(|&i| l[i].split(',').count() == 15 && l[i].rsplit(',').next().is_some_and(|k| k.starts_with("\"T"))).collect();
+        set(l, t[42], 9, "changed beside a last quoted key");
+    });
+    same_outcome(&a, &b, dir, "a value changed beside a last quoted key", &["trades"]);
 }
 
 /// Rewrites a file of `dir` through `edit` with each line ended by `end` (the last one too when
