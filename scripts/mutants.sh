@@ -50,7 +50,7 @@ files_of() {
 # The unit and integration tests (name filters) that guard each group.
 tests_of() {
   case "$1" in
-    reuse) echo "exec:: unchanged:: fuzzed:: statements::" ;;
+    reuse) echo "exec:: unchanged:: fuzzed:: statements:: history::a_history_reading_only_its_changed_lines" ;;
     load) echo "exec:: run:: faults:: unchanged:: statements:: outcomes:: secrets::" ;;
     schedule) echo "schedule::" ;;
     secrets) echo "spec::secret:: secrets:: spec_cli::" ;;
