@@ -323,6 +323,19 @@ fn loading_only_the_changed_lines_ends_exactly_as_checking_every_line() {
     // The quote inside an unquoted field (above) is still there: the record scan cannot split
     // the file, and says so.
     assert!(out.stderr.contains("trades: no line index kept (a quote inside an unquoted field)"), "{}", out.evidence());
+    // The index begun for that file is not left half written in the cache (its `line-index`).
+    let indexes = crate::util::cache_dir().join("line-index");
+    let table = format!("\"{}\".\"trade\"", a.schema);
+    let index = etl::exec::incremental::index_path(&indexes, "small_etl", "trades", &table, "x");
+    let stem = index.file_name().unwrap().to_string_lossy().split('-').next().unwrap().to_string();
+    assert!(std::fs::read_dir(&indexes).unwrap().flatten().any(|e| e.file_name().to_string_lossy().starts_with(&stem)), "no index of the stage in {}", indexes.display());
+    let left: Vec<String> = std::fs::read_dir(&indexes)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!(".{stem}-")) && n.ends_with(".partial"))
+        .collect();
+    assert!(left.is_empty(), "a partial line index was left in the cache: {left:?}");
     edit(dir, "trades.csv", |l| {
         for line in l.iter_mut() {
             *line = line.replace("say \"hi\"", "said hi");
