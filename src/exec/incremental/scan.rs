@@ -411,5 +411,10 @@ mod tests {
         }
         std::fs::write(a.path().join("record-key"), b"short").unwrap();
         assert!(RecordKey::of_cache(a.path()).is_err(), "a damaged key is an error, not silently replaced");
+        // A key that cannot be read (here a directory: root reads any file) is an error too, not
+        // taken for a missing one.
+        let c = tempfile::tempdir().unwrap();
+        std::fs::create_dir(c.path().join("record-key")).unwrap();
+        assert!(RecordKey::of_cache(c.path()).is_err(), "an unreadable key is an error, not replaced");
     }
 }
