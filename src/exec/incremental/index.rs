@@ -230,3 +230,28 @@ pub fn index_file(stage: &StagePlan, path: &Path, file_columns: &[String], index
         Err(why) => Ok(Err(why)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{MAGIC, read_index};
+
+    #[test]
+    fn a_damaged_line_index_is_refused_never_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lines");
+        let mut whole = MAGIC.to_vec();
+        whole.extend_from_slice(&[7u8; 16]);
+        whole.extend_from_slice(&[1u8; 24]);
+        std::fs::write(&path, &whole).unwrap();
+        let read = read_index(&path).unwrap_or_else(|e| panic!("a whole index is read: {e}"));
+        assert_eq!((read.header, read.hashes.len()), (u128::from_le_bytes([7u8; 16]), 1));
+        for (what, bytes) in [
+            ("cut inside its header", &whole[..10]),
+            ("another file's start", &b"NOTLINES0123456789abcdef"[..]),
+            ("cut inside a record", &whole[..whole.len() - 5]),
+        ] {
+            std::fs::write(&path, bytes).unwrap();
+            assert!(read_index(&path).is_err(), "{what}: taken for a line index");
+        }
+    }
+}
