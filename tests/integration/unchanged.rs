@@ -907,3 +907,29 @@ fn a_file_from_s3_is_compared_as_it_downloads_and_ends_as_a_forced_load() {
         assert_eq!(rows_digest(&a, table), rows_digest(&b, table), "the {table} rows differ");
     }
 }
+
+/// An `append` stage adds its file's rows on every run: the same file loaded again is never
+/// taken for an unchanged load (there is nothing to compare an appended table with).
+#[test]
+fn an_append_stage_loads_its_file_again_on_every_run() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("events.csv"), "id,amount\n1,1.50\n2,2.50\n").unwrap();
+    let spec = dir.path().join("append.yaml");
+    let head = crate::util::spec_head("append_again", dir.path().display());
+    std::fs::write(
+        &spec,
+        format!(
+            "{head}stages:\n  events:\n    source: {{ connection: files, key: events.csv }}\n    target: {{ connection: db, table: event, mode: append }}\n    columns:\n      id: {{ type: int64 }}\n      amount: {{ type: \"decimal(10,2)\" }}\n"
+        ),
+    )
+    .unwrap();
+    let db = TestDb::new("append_again");
+    let url = std::env::var("ETL_TEST_DATABASE_URL").unwrap();
+    for n in 1..=2 {
+        let out = crate::util::etl(&["run", spec.to_str().unwrap(), "-v"], &[("ETL_TEST_DATABASE_URL", &url), ("SCHEMA", &db.schema)]);
+        assert_eq!(out.code, 0, "run {n}\n{}", out.evidence());
+        assert!(!out.stderr.contains("unchanged since run"), "run {n}: an append taken for unchanged\n{}", out.evidence());
+        let rows = db.texts(&format!("SELECT count(*)::text || ' ' || sum(amount)::text FROM {}.event", db.schema));
+        assert_eq!(rows, [format!("{} {}.00", 2 * n, 4 * n)], "run {n}: the table holds each run's rows\n{}", out.evidence());
+    }
+}
