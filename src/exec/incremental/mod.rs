@@ -368,3 +368,34 @@ pub fn changes(
     Ok(Ok(out))
 }
 
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    /// A download's chunks read back as one stream, whatever the reader's buffer: every byte once,
+    /// in order, empty chunks skipped, and the end once the sender is gone.
+    #[test]
+    fn a_downloads_chunks_read_as_one_stream() {
+        let chunks: [&[u8]; 5] = [b"id,n\n", b"", b"a,1", b"\nb,2\n", b"c"];
+        let whole: Vec<u8> = chunks.concat();
+        for size in [1, 2, 3, 7, 64] {
+            let (tx, rx) = std::sync::mpsc::sync_channel(8);
+            for c in chunks {
+                tx.send(c.to_vec()).unwrap();
+            }
+            drop(tx);
+            let mut r = super::Chunks { rx, chunk: Vec::new(), at: 0 };
+            let (mut out, mut buf) = (Vec::new(), vec![0u8; size]);
+            loop {
+                let n = r.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+            assert_eq!(out, whole, "read {size} bytes at a time");
+            assert_eq!(r.read(&mut buf).unwrap(), 0, "the end stays the end");
+        }
+    }
+}

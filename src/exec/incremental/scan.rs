@@ -417,4 +417,125 @@ mod tests {
         std::fs::create_dir(c.path().join("record-key")).unwrap();
         assert!(RecordKey::of_cache(c.path()).is_err(), "an unreadable key is an error, not replaced");
     }
+
+    /// A stage reading `f.csv` (`id,code,n`): the key `id`, a unique text column `code`.
+    fn stage() -> crate::plan::StagePlan {
+        let text = r#"
+version: 1
+name: t
+connections:
+  f: { type: local, path: . }
+  d: { type: postgres, url: "postgres://u@h/db" }
+stages:
+  s:
+    source: { connection: f, key: f.csv }
+    target: { connection: d, table: s, key: [id] }
+    columns:
+      id: { type: string }
+      code: { type: string, unique: true }
+      n: { type: int32 }
+"#;
+        let loaded = crate::spec::load_text("t.yaml", text, None, &Default::default()).unwrap_or_else(|e| panic!("{}", e.render(false)));
+        crate::plan::compile(&loaded.spec).stages.remove(0)
+    }
+
+    /// Gives its bytes at most `chunk` at a time, as a download arrives.
+    struct Trickle<'a> {
+        bytes: &'a [u8],
+        chunk: usize,
+    }
+
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.chunk.min(buf.len()).min(self.bytes.len());
+            buf[..n].copy_from_slice(&self.bytes[..n]);
+            self.bytes = &self.bytes[n..];
+            Ok(n)
+        }
+    }
+
+    /// One record as the scan gave it: where it starts, its bytes, its groups' hashes, its key.
+    type Seen = (u64, String, Vec<Option<u64>>, String);
+
+    /// The records, header and line ends the scan finds in `bytes` read `chunk` bytes at a time.
+    fn split(bytes: &str, chunk: usize) -> Result<(Vec<Seen>, String, bool), String> {
+        let key = RecordKey(vec![7; RecordKey::LEN]);
+        let columns: Vec<String> = ["id", "code", "n"].map(String::from).to_vec();
+        let mut seen = Vec::new();
+        let scanned = super::scan_reader(&stage(), Trickle { bytes: bytes.as_bytes(), chunk }, "f.csv", &columns, true, &key, |r| {
+            assert_eq!(r.index, seen.len(), "records are numbered in order");
+            assert_eq!(r.hash, key.hash(r.bytes));
+            seen.push((r.at, String::from_utf8(r.bytes.to_vec()).unwrap(), r.groups.to_vec(), String::from_utf8(r.key.to_vec()).unwrap()));
+            Ok(())
+        })
+        .unwrap()?;
+        Ok((seen, String::from_utf8(scanned.header).unwrap(), scanned.crlf))
+    }
+
+    /// The scan of `bytes`, the same however its bytes arrive (one at a time, in odd pieces,
+    /// all at once): a quote or a line end at the end of what has arrived is decided only once
+    /// the next bytes are there.
+    fn split_alike(bytes: &str) -> Result<(Vec<Seen>, String, bool), String> {
+        let whole = split(bytes, usize::MAX);
+        for chunk in [1, 2, 3, 5, 8] {
+            assert_eq!(split(bytes, chunk), whole, "{bytes:?} read {chunk} bytes at a time");
+        }
+        whole
+    }
+
+    #[test]
+    fn a_file_splits_into_the_same_records_however_its_bytes_arrive() {
+        let records = |r: Result<(Vec<Seen>, String, bool), String>| -> Vec<(u64, String)> { r.unwrap().0.into_iter().map(|(at, bytes, _, _)| (at, bytes)).collect() };
+        let lf = split_alike("id,code,n\na,x,1\nb,y,2\n");
+        assert_eq!(records(lf.clone()), [(10, "a,x,1".into()), (16, "b,y,2".into())]);
+        assert_eq!((lf.as_ref().unwrap().1.as_str(), lf.as_ref().unwrap().2), ("id,code,n", false));
+        // The last line without a line end is a record all the same.
+        assert_eq!(records(split_alike("id,code,n\na,x,1\nb,y,2")), records(lf));
+        // CRLF: each record keeps its `\r`; a last line without a line end does not count.
+        for text in ["id,code,n\r\na,x,1\r\nb,y,2\r\n", "id,code,n\r\na,x,1\r\nb,y,2"] {
+            let crlf = split_alike(text).unwrap();
+            assert_eq!((crlf.1.as_str(), crlf.2), ("id,code,n\r", true), "{text:?}");
+            assert_eq!(crlf.0[0].1, "a,x,1\r");
+        }
+        // Quoted fields: a delimiter, an escaped quote, a line end's `\r` inside or after them;
+        // the last field quoted, at a line end and at the end of the file.
+        let quoted = split_alike("id,code,n\n\"a\"\"b\",\"x,y\",1\n\"c\",\"z\",\"2\"\nc2,z2,\"3\"").unwrap();
+        assert_eq!(quoted.0.iter().map(|s| s.1.as_str()).collect::<Vec<_>>(), ["\"a\"\"b\",\"x,y\",1", "\"c\",\"z\",\"2\"", "c2,z2,\"3\""]);
+        assert_eq!(quoted.0[0].3, "\"a\"\"b\"", "the key as COPY reads it: quoted, its quote doubled");
+        let crlf_quoted = split_alike("id,code,n\r\na,x,\"1\"\r\n\"b\",\"y\",2\r\n").unwrap();
+        assert_eq!((crlf_quoted.0.len(), crlf_quoted.2), (2, true));
+        // The groups (the key, then `code`) hash a field's value, not its quoting; each group its
+        // own field.
+        let groups = split_alike("id,code,n\nc,z,2\n\"c\",\"z\",\"2\"\nz,c,2\nd,\"z\",3\n").unwrap().0;
+        let g: Vec<&Vec<Option<u64>>> = groups.iter().map(|s| &s.2).collect();
+        assert_eq!(g[0].len(), 2, "a group for the key and one for the unique column");
+        assert_eq!(g[0], g[1], "quoted or not, the same values");
+        assert_ne!(g[0][0], g[2][0]);
+        assert_ne!(g[0][1], g[2][1]);
+        assert_eq!(g[3][1], g[0][1], "the same code on another key");
+        assert_ne!(g[3][0], g[0][0]);
+        assert!(groups.iter().all(|s| s.2.iter().all(Option::is_some)));
+        // A record short of the unique column: its group is missing, and so is its key.
+        let short = split_alike("id,code,n\na\n\"b\",x,1\n").unwrap().0;
+        assert_eq!((short[0].2[1], short[0].2[0].is_some()), (None, true));
+
+        // Files the scan cannot split as DuckDB would: it says why, whatever the pieces.
+        for (text, why) in [
+            ("id,code,n\r\na,x,1\nb,y,2\r\n", "both CRLF and LF"),
+            ("id,code,n\na,x,1\r\nb,y,2\n", "both CRLF and LF"),
+            ("id,code,n\na\rb,x,1\n", "carriage return"),
+            ("id,code,n\r\na,x,1\rb,y,2\r\n", "carriage return"),
+            ("id,code,n\n\"a\nb\",x,1\n", "spans lines"),
+            ("id,code,n\n\"a\"b,x,1\n", "text follows a closing quote"),
+            ("id,code,n\n\"a\"\rb,x,1\n", "text follows a closing quote"),
+            ("id,code,n\na\"b,x,1\n", "a quote inside an unquoted field"),
+            ("id,code,n\na,x,1\n\nb,y,2\n", "a blank line"),
+            ("id,code,n\na,x,1\n\"b,y,2", "never closed"),
+        ] {
+            match split_alike(text) {
+                Err(e) => assert!(e.contains(why), "{text:?}: {e}"),
+                Ok(r) => panic!("{text:?} split: {r:?}"),
+            }
+        }
+    }
 }

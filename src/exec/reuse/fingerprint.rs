@@ -323,6 +323,14 @@ stages:
         let mut m = Md5Etag::new(Some(5));
         m.update(b"hello world");
         assert!(!m.matches(&expected));
+        // Bytes that fill their last part exactly: no empty part after it.
+        let parts: Vec<u8> = [&b"hell"[..], b"o wo"].iter().flat_map(|p| { use md5::Digest; md5::Md5::digest(p).to_vec() }).collect();
+        let mut m = Md5Etag::new(Some(4));
+        m.update(b"hello wo");
+        assert_eq!(m.finish(), format!("{}-2", { use md5::Digest; hex(&md5::Md5::digest(&parts)) }));
+        // No bytes at all: one empty part (the ETag of an upload of one empty part).
+        let empty = { use md5::Digest; md5::Md5::digest(b"").to_vec() };
+        assert_eq!(Md5Etag::new(Some(4)).finish(), format!("{}-1", { use md5::Digest; hex(&md5::Md5::digest(&empty)) }));
     }
 
     #[test]
