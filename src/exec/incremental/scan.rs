@@ -314,10 +314,12 @@ pub fn scan_reader(
                     i = at + 1;
                     continue;
                 }
-                // A quote in a quoted field: doubled (a quote), or closing.
+                // A quote in a quoted field: doubled (a quote), or closing. One that ends the
+                // bytes read so far is taken as closing: nothing follows it, so the search ends
+                // there, and a record without its end yet is scanned again from its start once
+                // more bytes are read (or ends the file).
                 let next = buf[..filled].get(at + 1).copied();
                 match next {
-                    None if !eof => break None,
                     Some(q) if q == d.quote => i = at + 2,
                     None => {
                         quoted = false;
@@ -328,7 +330,6 @@ pub fn scan_reader(
                         i = at + 1;
                     }
                     Some(b'\r') => match buf[..filled].get(at + 2) {
-                        None if !eof => break None,
                         None | Some(b'\n') => {
                             quoted = false;
                             i = at + 1;
