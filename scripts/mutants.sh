@@ -68,7 +68,7 @@ re_of() {
 out="${ETL_MUTANTS_DIR:-$HOME/.cache/etl/mutants}"
 mkdir -p "$out"
 export ETL_SERVICES_DIR="${ETL_MUTANTS_SERVICES_DIR:-/var/tmp/etl-mutants-services-$(id -u)}"
-export ETL_PG_PORT=25432 ETL_S3_PORT=29000 ETL_S3_AUTH_PORT=29001
+export ETL_PG_PORT=25432 ETL_S3_PORT=29000 ETL_S3_AUTH_PORT=29001 ETL_CITUS_PORT=25440
 # The random edit series (unchanged::a_random_series...) runs 20 steps per mutant, not 200: its
 # fixed edits are covered by the other unchanged:: tests, and 200 steps would dominate every mutant.
 export ETL_DIFF_STEPS="${ETL_DIFF_STEPS:-20}"

@@ -9,6 +9,11 @@
 #              127.0.0.1:$ETL_S3_AUTH_PORT (default 19001): one user whose keys are written to
 #              $ETL_SERVICES_DIR/s3-auth.env, allowed s3:* on the bucket etl-auth. The first
 #              server accepts any key; this one is for the wrong-credentials tests.
+#   a Citus cluster (when scripts/citus.sh has installed Citus): a coordinator on
+#              127.0.0.1:$ETL_CITUS_PORT (default 15440) and two workers on the next two ports,
+#              each with the role etl/etlpass and the database etl_test holding the extension;
+#              the workers are the coordinator's nodes. Without Citus it is not started and the
+#              tests that need it skip.
 # Idempotent: `start` on running services only checks them. State lives in $ETL_SERVICES_DIR
 # (default /var/tmp/etl-services-UID), outside the work tree.
 #   scripts/services.sh start|stop|status|env
@@ -23,6 +28,8 @@ S3_PID="$DIR/s3.pid"
 S3_AUTH_PORT="${ETL_S3_AUTH_PORT:-19001}"
 S3_AUTH_PID="$DIR/s3-auth.pid"
 S3_AUTH_ENV="$DIR/s3-auth.env"
+CITUS_PORT="${ETL_CITUS_PORT:-15440}"
+CITUS_DIR="$DIR/citus"
 
 pg_bin() {
   local b
@@ -172,6 +179,68 @@ PY
   exit 1
 }
 
+# The Citus cluster's nodes: name and port.
+citus_nodes() { echo "coordinator $CITUS_PORT worker1 $((CITUS_PORT + 1)) worker2 $((CITUS_PORT + 2))"; }
+citus_running() { as_pg "$(pg_bin pg_ctl)" -D "$CITUS_DIR/coordinator" status >/dev/null 2>&1; }
+
+start_citus() {
+  if ! scripts/citus.sh check >/dev/null 2>&1; then
+    echo "services: Citus is not installed (scripts/citus.sh builds it): no Citus cluster, its tests skip"
+    return 0
+  fi
+  set -- $(citus_nodes)
+  while [ $# -gt 0 ]; do
+    local name=$1 port=$2 data="$CITUS_DIR/$1"
+    shift 2
+    if [ ! -f "$data/PG_VERSION" ]; then
+      mkdir -p "$data"
+      [ "$(id -u)" = 0 ] && chown -R postgres "$DIR"
+      as_pg "$(pg_bin initdb)" -D "$data" -U postgres --auth-local=trust --auth-host=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+      # Loopback only, and trusted there: the nodes connect to each other as the client's role.
+      cat >> "$data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$data'
+shared_preload_libraries = 'citus'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+max_connections = 100
+CONF
+    fi
+    if ! as_pg "$(pg_bin pg_ctl)" -D "$data" status >/dev/null 2>&1; then
+      as_pg "$(pg_bin pg_ctl)" -D "$data" -l "$CITUS_DIR/$name.log" -w -t 60 start >/dev/null
+    fi
+    local psql=(as_pg "$(pg_bin psql)" -h "$data" -p "$port" -U postgres -v ON_ERROR_STOP=1 -qAt)
+    "${psql[@]}" -d postgres -c "DO \$\$ BEGIN
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'etl') THEN
+          CREATE ROLE etl LOGIN PASSWORD 'etlpass' CREATEDB;
+        END IF; END \$\$;" >/dev/null
+    if [ "$("${psql[@]}" -d postgres -c "SELECT 1 FROM pg_database WHERE datname = 'etl_test'")" != 1 ]; then
+      "${psql[@]}" -d postgres -c "CREATE DATABASE etl_test OWNER etl" >/dev/null
+    fi
+    "${psql[@]}" -d etl_test -c "CREATE EXTENSION IF NOT EXISTS citus" >/dev/null
+  done
+  local coord=(as_pg "$(pg_bin psql)" -h "$CITUS_DIR/coordinator" -p "$CITUS_PORT" -U postgres -d etl_test -v ON_ERROR_STOP=1 -qAt)
+  "${coord[@]}" -c "SELECT citus_set_coordinator_host('127.0.0.1', $CITUS_PORT)" >/dev/null
+  for port in $((CITUS_PORT + 1)) $((CITUS_PORT + 2)); do
+    if [ "$("${coord[@]}" -c "SELECT count(*) FROM pg_dist_node WHERE nodeport = $port")" = 0 ]; then
+      "${coord[@]}" -c "SELECT citus_add_node('127.0.0.1', $port)" >/dev/null
+    fi
+  done
+  echo "services: Citus cluster ready: coordinator 127.0.0.1:$CITUS_PORT, workers on $((CITUS_PORT + 1)) and $((CITUS_PORT + 2)) (logs: $CITUS_DIR/*.log)"
+}
+
+stop_citus() {
+  set -- $(citus_nodes)
+  while [ $# -gt 0 ]; do
+    if [ -f "$CITUS_DIR/$1/postmaster.pid" ] && as_pg "$(pg_bin pg_ctl)" -D "$CITUS_DIR/$1" status >/dev/null 2>&1; then
+      as_pg "$(pg_bin pg_ctl)" -D "$CITUS_DIR/$1" -m fast -w stop >/dev/null && echo "services: Citus $1 stopped"
+    fi
+    shift 2
+  done
+}
+
 stop_all() {
   if pg_running; then
     as_pg "$(pg_bin pg_ctl)" -D "$PGDATA" -m fast -w stop >/dev/null && echo "services: PostgreSQL stopped"
@@ -184,6 +253,7 @@ stop_all() {
     kill "$(cat "$S3_AUTH_PID")" && echo "services: S3 server with credentials checked stopped"
   fi
   rm -f "$S3_AUTH_PID" "$S3_AUTH_ENV"
+  stop_citus
 }
 
 print_env() {
@@ -196,16 +266,20 @@ export ETL_TEST_PG_LOG=$DIR/pg.log
 export ETL_PG_PORT=$PG_PORT
 ENV
   [ -s "$S3_AUTH_ENV" ] && cat "$S3_AUTH_ENV"
+  if [ -f "$CITUS_DIR/coordinator/postmaster.pid" ] && citus_running; then
+    echo "export ETL_TEST_CITUS_URL=postgres://etl:etlpass@127.0.0.1:$CITUS_PORT/etl_test"
+  fi
   return 0
 }
 
 case "${1:-}" in
-  start) start_pg; start_s3; start_s3_auth ;;
+  start) start_pg; start_s3; start_s3_auth; start_citus ;;
   stop) stop_all ;;
   status)
     pg_running && echo "PostgreSQL: running on 127.0.0.1:$PG_PORT" || echo "PostgreSQL: stopped"
     s3_running && echo "S3: running on 127.0.0.1:$S3_PORT" || echo "S3: stopped"
-    s3_auth_running && echo "S3 (credentials checked): running on 127.0.0.1:$S3_AUTH_PORT" || echo "S3 (credentials checked): stopped" ;;
+    s3_auth_running && echo "S3 (credentials checked): running on 127.0.0.1:$S3_AUTH_PORT" || echo "S3 (credentials checked): stopped"
+    [ -f "$CITUS_DIR/coordinator/postmaster.pid" ] && citus_running && echo "Citus: coordinator on 127.0.0.1:$CITUS_PORT" || echo "Citus: stopped" ;;
   env) print_env ;;
   *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
 esac

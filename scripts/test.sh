@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: starts PostgreSQL and the S3 server on loopback, runs every test against
+# The test command: starts PostgreSQL, the S3 server (and a Citus cluster where Citus can be built) on loopback, runs every test against
 # them, and stops them again (even when a test fails). Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,9 @@ case "${UPDATE_GOLDEN-unset}" in
   *) echo "test.sh: UPDATE_GOLDEN=$UPDATE_GOLDEN: set it to 1 to rewrite the golden files, or unset it" >&2; exit 2 ;;
 esac
 scripts/install-deps.sh
+# Citus, for the tests on a distributed cluster: built and installed once per machine. Without its
+# source (exit 3: a user's clone has no ../shared) the cluster is not started and those tests skip.
+scripts/citus.sh || [ $? = 3 ]
 scripts/services.sh start
 trap 'scripts/services.sh stop' EXIT
 eval "$(scripts/services.sh env)"
