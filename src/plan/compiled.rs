@@ -321,6 +321,8 @@ pub struct TargetPlan {
     pub contract_reads: Vec<String>,
     /// Generated identity key, if any.
     pub surrogate_key: Option<String>,
+    /// How the table is spread over a Citus cluster, if it is.
+    pub distribution: Option<DistributionPlan>,
     /// Whether a file with no rows may empty a `replace` target.
     pub allow_empty: bool,
     /// The SQL: DDL and load statements.
@@ -706,6 +708,16 @@ pub struct LoadSql {
     pub drop_staging: String,
 }
 
+/// How a table is spread over a Citus cluster (`spec::model::Distribution`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DistributionPlan {
+    /// A copy on every node: `create_reference_table`.
+    Reference,
+    /// The rows spread over the workers by the hash of `column`: `create_distributed_table`,
+    /// placed with the table `colocate_with` (quoted, in its schema) when one is named.
+    Hash { column: String, colocate_with: Option<String>, shard_count: Option<u32> },
+}
+
 /// One statement of a merge, by what it reports.
 #[derive(Debug, Clone)]
 pub enum MergeStep {
@@ -786,8 +798,8 @@ pub struct PgStatements {
     /// last load left it.
     pub definition: String,
     /// Its state after a load into an empty table, read without scanning the rows (`$1` rows,
-    /// `$2` the transaction's id).
-    pub fresh_state: String,
+    /// `$2` the transaction's id); none for a Citus table, whose state is scanned.
+    pub fresh_state: Option<String>,
     /// Each table the stage's outcome depends on besides its own, once, in name order: those it
     /// references, those referencing it (`on_delete: soft`) and those a `sql` contract may read.
     /// What its state digest reads.

@@ -3,7 +3,7 @@
 
 use crate::spec::model::{ColumnType, LoadMode};
 
-use super::compiled::{ColumnPlan, Dialect, ForeignKey, LoadSql, MergeStep, TargetPlan};
+use super::compiled::{ColumnPlan, Dialect, DistributionPlan, ForeignKey, LoadSql, MergeStep, TargetPlan};
 use super::sql::{FileSql, ident};
 
 /// The staging table's name.
@@ -62,6 +62,9 @@ fn differs(rest: &[String], old: &str, new: &str) -> String {
 /// depend on how many unchanged rows it happened to stage (a forced load, a changed-lines load).
 /// Under the stage's SHARE ROW EXCLUSIVE lock no other writer can add a key between the two.
 fn postgres_upsert(t: &TargetPlan, columns: &[ColumnPlan], table: &str, staging: &str, list: &str) -> String {
+    if t.distribution.is_some() {
+        return citus_upsert(t, columns, table, staging, list);
+    }
     let (keys, rest) = key_and_rest(t, columns);
     let on: Vec<String> = keys.iter().map(|k| format!("t.{k} = s.{k}")).collect();
     let on = on.join(" AND ");
@@ -86,6 +89,37 @@ fn postgres_upsert(t: &TargetPlan, columns: &[ColumnPlan], table: &str, staging:
     format!(
         "WITH old AS (\n{old}\n), updated AS (\n{update}\n), inserted AS (\n{insert}\n)\nSELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM inserted) + (SELECT count(*) FROM updated), \
          (SELECT count(*) FROM old), (SELECT coalesce(sum(hashint8extended(x, 0)), 0)::text FROM old)"
+    )
+}
+
+/// The upsert into a Citus table: as [`postgres_upsert`], but Citus joins its tables with the
+/// coordinator's staging table only through a result it computes first, so the staged rows are
+/// read once into a CTE (`s`), and the keys the table holds among them into another (`held`).
+/// The versions it replaced are not reported (0): a Citus table's state is read after the
+/// load, never told.
+fn citus_upsert(t: &TargetPlan, columns: &[ColumnPlan], table: &str, staging: &str, list: &str) -> String {
+    let (keys, rest) = key_and_rest(t, columns);
+    let key_list = keys.join(", ");
+    let order: Vec<String> = keys.iter().map(|k| format!("s.{k}")).collect();
+    let matched = |a: &str| keys.iter().map(|k| format!("{a}.{k} = s.{k}")).collect::<Vec<_>>().join(" AND ");
+    let ctes = format!(
+        "WITH s AS MATERIALIZED (\nSELECT {list} FROM {staging}\n), held AS MATERIALIZED (\nSELECT {key_list} FROM {table} WHERE ({key_list}) IN (SELECT {key_list} FROM s)\n)"
+    );
+    let insert = format!(
+        "INSERT INTO {table} ({list})\nSELECT {list} FROM s\nWHERE NOT EXISTS (SELECT 1 FROM held AS h WHERE {})\nORDER BY {}\nRETURNING 1",
+        matched("h"),
+        order.join(", ")
+    );
+    if rest.is_empty() {
+        return format!("{ctes}, inserted AS (\n{insert}\n)\nSELECT count(*), count(*), 0::bigint, '0' FROM inserted");
+    }
+    let set: Vec<String> = rest.iter().map(|c| format!("{c} = s.{c}")).collect();
+    format!(
+        "{ctes}, updated AS (\nUPDATE {table} AS t SET\n  {}\nFROM s\nWHERE {} AND {}\nRETURNING 1\n), inserted AS (\n{insert}\n)\n\
+         SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM inserted) + (SELECT count(*) FROM updated), 0::bigint, '0'",
+        set.join(",\n  "),
+        matched("t"),
+        differs(&rest, "t", "s")
     )
 }
 
@@ -265,7 +299,13 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
     if let Some(sk) = &t.surrogate_key
         && t.dialect == Dialect::Postgres
     {
-        keys.push(format!("CONSTRAINT {} PRIMARY KEY ({})", ident(&constraint_name(&t.table, std::slice::from_ref(sk), "pkey")), ident(sk)));
+        // Citus keeps a key unique within a shard only: a distributed table's includes the
+        // column its rows are spread by.
+        let mut cols = vec![ident(sk)];
+        if let Some(DistributionPlan::Hash { column, .. }) = &t.distribution {
+            cols.push(ident(column));
+        }
+        keys.push(format!("CONSTRAINT {} PRIMARY KEY ({})", ident(&constraint_name(&t.table, std::slice::from_ref(sk), "pkey")), cols.join(", ")));
     }
     if !t.key.is_empty() {
         // A history table's key is unique per version: with the date it starts on.
@@ -310,6 +350,19 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
         foreign_keys.push(ForeignKey { name, column: c.name.clone(), table: rtable.clone(), ref_column: rcol.clone(), sql });
     }
     create_table.push(format!("CREATE TABLE IF NOT EXISTS {table} (\n  {}\n)", defs.join(",\n  ")));
+    // Spread over a Citus cluster while still empty (the statements run only when the table is
+    // created).
+    match &t.distribution {
+        Some(DistributionPlan::Reference) => create_table.push(format!("SELECT create_reference_table({})", super::sql::literal(&table))),
+        Some(DistributionPlan::Hash { column, colocate_with, shard_count }) => create_table.push(format!(
+            "SELECT create_distributed_table({}, {}{}{})",
+            super::sql::literal(&table),
+            super::sql::literal(column),
+            colocate_with.as_ref().map(|c| format!(", colocate_with => {}", super::sql::literal(c))).unwrap_or_default(),
+            shard_count.map(|n| format!(", shard_count => {n}")).unwrap_or_default(),
+        )),
+        None => {}
+    }
     if let Some(h) = history {
         let shown: Vec<String> = columns.iter().filter(|c| c.name != h.as_of).map(|c| ident(&c.name)).collect();
         create_table.push(format!(

@@ -175,6 +175,27 @@ fn keyed_replace(st: &crate::spec::model::Stage, dialect: Dialect) -> bool {
 /// The tables of the stages (on the same connection) whose columns reference stage `name`'s,
 /// each with those referencing it in turn; a stage already on the path (`seen`) is not followed
 /// again.
+/// A stage's table's spread over a Citus cluster, the table it is colocated with named as SQL.
+fn distribution(spec: &Spec, st: &crate::spec::model::Stage) -> Option<DistributionPlan> {
+    use crate::spec::model::Distribution;
+    let table_of = |name: &str| {
+        let other = spec.stages.get(name)?;
+        let schema = match spec.connections.get(&other.target.connection)? {
+            Connection::Postgres(pg) => pg.schema.clone().unwrap_or_else(|| "public".into()),
+            _ => return None,
+        };
+        Some(sql::qualified(Some(&schema), &other.target.table))
+    };
+    Some(match st.target.distribution.as_ref()? {
+        Distribution::Reference => DistributionPlan::Reference,
+        Distribution::Hash(h) => DistributionPlan::Hash {
+            column: h.column.clone(),
+            colocate_with: h.colocate_with.as_deref().and_then(table_of),
+            shard_count: h.shard_count,
+        },
+    })
+}
+
 fn referencing(spec: &Spec, name: &str, seen: &mut Vec<String>) -> Vec<Referencing> {
     let connection = &spec.stages[name].target.connection;
     let schema = match spec.connections.get(connection) {
@@ -302,6 +323,7 @@ fn compiled_stage(spec: &Spec, name: &str) -> StagePlan {
         referencing: referencing(spec, name, &mut vec![name.to_string()]),
         contract_reads: contract_reads(spec, name),
         surrogate_key: st.target.surrogate_key.clone(),
+        distribution: distribution(spec, st),
         allow_empty: st.target.allow_empty,
         sql: LoadSql::default(),
         statements: TargetStatements::Duckdb(DuckStatements::default()),

@@ -25,9 +25,14 @@ pub const CURRENT_XID: &str = "SELECT txid_current() % 4294967296";
 /// would need 64-bit hash values that cancel, of transaction ids nobody picks); a change with no
 /// new row version (a column dropped and added with a default, a constraint or index dropped)
 /// changes the definition; a TRUNCATE, VACUUM FULL or rewrite changes the heap's file.
+///
+/// The rows are aggregated in a subquery of their own, so that Citus, which cannot push a
+/// catalog subquery down to a distributed table's shards, sums the shards' rows and adds the
+/// definition on the coordinator.
 pub fn state_sql(qualified: &str) -> String {
     format!(
-        "SELECT count(*)::text || ':' || coalesce(sum(hashint8extended(xmin::text::bigint, 0)), 0)::text || ':' || coalesce(max(xmin::text::bigint), 0)::text || ':' || ({}) FROM {qualified}",
+        "SELECT s.n::text || ':' || s.h::text || ':' || s.m::text || ':' || ({}) \
+         FROM (SELECT count(*) AS n, coalesce(sum(hashint8extended(xmin::text::bigint, 0)), 0) AS h, coalesce(max(xmin::text::bigint), 0) AS m FROM {qualified}) AS s",
         definition_sql(qualified)
     )
 }
@@ -209,8 +214,15 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan], lookups: &Lookups) -> PgS
             }
         })
         .collect();
+    let mut settings: Vec<String> = vec!["SET LOCAL DateStyle = ISO".into(), "SET LOCAL extra_float_digits = 1".into()];
+    if t.distribution.is_some() {
+        // Citus: a transaction that wrote a distributed table over several connections per node
+        // cannot then add or check a foreign key to a reference table; one connection per node
+        // keeps every step of the stage in one transaction.
+        settings.push("SET LOCAL citus.multi_shard_modify_mode TO 'sequential'".into());
+    }
     PgStatements {
-        settings: vec!["SET LOCAL DateStyle = ISO".into(), "SET LOCAL extra_float_digits = 1".into()],
+        settings,
         savepoint: "SAVEPOINT etl_stage".into(),
         rollback_to_savepoint: "ROLLBACK TO SAVEPOINT etl_stage".into(),
         advisory_lock: Query::new("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&format!("etl:{q}")]),
@@ -229,14 +241,17 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan], lookups: &Lookups) -> PgS
         delete_all: (t.mode == LoadMode::Replace && t.delete_missing.is_none()).then(|| format!("DELETE FROM {q}")),
         state: state_sql(q),
         definition: format!("SELECT ({})", definition_sql(q)),
-        fresh_state: fresh_state_sql(q),
+        // Told, not scanned, only where every row version is this node's: a Citus table's rows
+        // are written by the workers' transactions, whose ids are their own.
+        fresh_state: t.distribution.is_none().then(|| fresh_state_sql(q)),
         referenced,
         reference_lookups,
         current_lookup,
         held_lookups,
         missing: missing_sql(t),
-        moved_state: t.history.as_ref().map(|_| moved_state_sql(q, &ident("_etl_history_old"))),
-        upserted_state: (t.mode == crate::spec::model::LoadMode::Upsert && t.delete_missing.is_none() && !t.key.is_empty()).then(|| upserted_state_sql(q)),
+        moved_state: t.history.as_ref().filter(|_| t.distribution.is_none()).map(|_| moved_state_sql(q, &ident("_etl_history_old"))),
+        upserted_state: (t.mode == crate::spec::model::LoadMode::Upsert && t.delete_missing.is_none() && !t.key.is_empty() && t.distribution.is_none())
+            .then(|| upserted_state_sql(q)),
         newest_as_of: t.history.as_ref().map(|_| {
             format!("SELECT max(as_of)::text FROM {} WHERE target_table = {}", super::load::AS_OF_DATES, super::sql::literal(&t.qualified))
         }),

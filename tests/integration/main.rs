@@ -2,6 +2,7 @@
 
 mod backfill;
 mod bad_input;
+mod citus;
 mod compression;
 mod computed;
 mod contracts;

@@ -22,6 +22,12 @@ impl TestDb {
     pub fn new(name: &str) -> TestDb {
         let url = std::env::var("ETL_TEST_DATABASE_URL")
             .unwrap_or_else(|_| panic!("ETL_TEST_DATABASE_URL is not set: run the tests with scripts/test.sh"));
+        TestDb::at(&url, name)
+    }
+
+    /// A schema of its own in the database at `url` (the Citus coordinator's, say).
+    pub fn at(url: &str, name: &str) -> TestDb {
+        let url = url.to_string();
         let schema = format!("t_{name}_{}", std::process::id());
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let pool = rt.block_on(sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&url)).unwrap();

@@ -298,9 +298,9 @@ pub fn load_stage(
     report.loaded = Some(merged);
     if let (Some((context, lines)), Some(source)) = (context, source_fingerprint) {
         // A table that was empty holds only this stage's rows: its state needs no scan.
-        let state = if direct {
+        let state = if let (true, Some(fresh)) = (direct, &sql.fresh_state) {
             let xid = pg.block(current_xid(tx))?;
-            let fresh = sqlx::query_scalar::<_, String>(generated(&sql.fresh_state)).bind(written as i64).bind(xid as i64);
+            let fresh = sqlx::query_scalar::<_, String>(generated(fresh)).bind(written as i64).bind(xid as i64);
             Some(pg.block(fresh.fetch_one(&mut **tx)).map_err(db("read the table's state"))?)
         } else if let (Some(upserted), Some(before), Some(replaced), [MergeStep::Upsert(_)]) =
             (&sql.upserted_state, &state_before, &merged.replaced_xmins, st.target.sql.merge.as_slice())

@@ -13,6 +13,7 @@ use super::source::Pointer;
 
 mod columns;
 mod contracts;
+mod distribution;
 
 /// Longest identifier PostgreSQL keeps (NAMEDATALEN - 1).
 pub const MAX_IDENTIFIER: usize = 63;
@@ -272,6 +273,7 @@ impl Checker<'_> {
             }
             self.columns(sname, stage, &at);
             self.key(sname, stage, &at);
+            self.distribution(sname, stage, &at);
             self.rules(sname, stage, &at);
             self.contracts(sname, stage, &at);
         }

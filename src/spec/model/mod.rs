@@ -527,6 +527,80 @@ pub struct Target {
     /// `value: "{{ run.date }}"` or a `from_path` capture). The key is unique per date.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub as_of: Option<String>,
+    /// On a Citus cluster (a `postgres` connection to its coordinator), how the table is spread
+    /// over the nodes: `reference` keeps a copy on every node (small tables others reference);
+    /// `{ column: C }` spreads the rows over the workers' shards by the hash of column C (which
+    /// the key and every unique column must include), optionally placed with another stage's
+    /// table (`colocate_with`) and in `shard_count` shards. Default: a table of the coordinator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distribution: Option<Distribution>,
+}
+
+/// How a table is spread over a Citus cluster's nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Distribution {
+    /// A copy of the table on every node (`create_reference_table`).
+    Reference,
+    /// The rows spread over the workers' shards by the hash of one column
+    /// (`create_distributed_table`).
+    Hash(HashDistribution),
+}
+
+/// A table distributed by the hash of one column.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HashDistribution {
+    /// The column whose hash picks each row's shard. The key and every unique column must
+    /// include it.
+    pub column: String,
+    /// Another distributed stage whose table's shards this one's are placed with (its
+    /// distribution column has the same type): rows with the same value are on the same node, so
+    /// a foreign key between them on that column, and joins on it, stay within a node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub colocate_with: Option<String>,
+    /// How many shards the table is split into. Default: the cluster's `citus.shard_count`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 64000))]
+    pub shard_count: Option<u32>,
+}
+
+impl<'de> Deserialize<'de> for Distribution {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Word(String),
+            Hash(HashDistribution),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Word(w) if w == "reference" => Ok(Distribution::Reference),
+            Raw::Word(w) => Err(D::Error::custom(format!("`{w}` is not a distribution: write `reference` or `{{ column: NAME }}`"))),
+            Raw::Hash(h) => Ok(Distribution::Hash(h)),
+        }
+    }
+}
+
+impl Serialize for Distribution {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Distribution::Reference => s.serialize_str("reference"),
+            Distribution::Hash(h) => h.serialize(s),
+        }
+    }
+}
+
+impl JsonSchema for Distribution {
+    fn schema_name() -> Cow<'static, str> {
+        "Distribution".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let hash = generator.subschema_for::<HashDistribution>();
+        json_schema!({
+            "description": "`reference` (a copy on every node), or `{ column: NAME }` (rows spread over the workers by that column's hash).",
+            "oneOf": [{ "const": "reference", "description": "A copy of the table on every node (`create_reference_table`): for small tables that distributed ones reference." }, hash]
+        })
+    }
 }
 
 /// What an upsert of a complete file does with the table's keys the file lacks.

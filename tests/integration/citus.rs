@@ -1,0 +1,127 @@
+//! Tables spread over a Citus cluster (a coordinator and two workers on loopback, started by
+//! `scripts/services.sh` where `scripts/citus.sh` could build Citus): small_etl with `asset` a
+//! reference table and `trade` distributed by `traded_id` loads as it does into plain
+//! PostgreSQL, skips an unchanged re-run, merges an upsert, and its shards hold rows on both
+//! workers. Without the cluster (`ETL_TEST_CITUS_URL` unset: no Citus source on this machine) each
+//! test says so and passes.
+
+use std::path::Path;
+
+use crate::extract::generate;
+use crate::run::TestDb;
+use crate::util::Output;
+
+/// The coordinator's URL, or None (with the reason printed) when no cluster runs.
+fn cluster() -> Option<String> {
+    let url = std::env::var("ETL_TEST_CITUS_URL").ok().filter(|u| !u.is_empty());
+    if url.is_none() {
+        eprintln!("skipped: no Citus cluster (ETL_TEST_CITUS_URL is unset: scripts/citus.sh found no Citus source, ../shared/vendor or ETL_CITUS_VENDOR)");
+    }
+    url
+}
+
+/// `--set`s making small_etl's `asset` a reference table and `trade` distributed by its key.
+const DISTRIBUTED: [&str; 4] = ["--set", "stages.assets.target.distribution=reference", "--set", "stages.trades.target.distribution={column: traded_id}"];
+
+fn report(out: &Output) -> serde_json::Value {
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", out.evidence()))
+}
+
+/// Each table's rows (every column, the generated `id` too) as one digest, and the sum of its
+/// money columns as PostgreSQL's exact numeric text.
+fn contents(db: &TestDb) -> Vec<String> {
+    let mut out = Vec::new();
+    for (table, money) in [("asset", "sum(cash) || '/' || sum(total_asset)"), ("trade", "sum(traded_amount) || '/' || sum(traded_price)")] {
+        out.extend(db.texts(&format!(
+            "SELECT '{table}: ' || count(*) || ' rows, ' || {money} || ', ' || md5(string_agg(to_jsonb(t)::text, '|' ORDER BY to_jsonb(t)::text)) FROM {}.{table} AS t",
+            db.schema
+        )));
+    }
+    out
+}
+
+/// One run on the cluster and the same on plain PostgreSQL: the same exit code, counts, rejects
+/// and rows.
+fn alike(citus: &TestDb, plain: &TestDb, dir: &Path, step: &str) -> (Output, Output) {
+    let (ra, rb) = (dir.join("citus-rejects.csv"), dir.join("plain-rejects.csv"));
+    let mut args: Vec<&str> = vec!["--output", "json", "-v"];
+    args.extend(DISTRIBUTED);
+    let (sa, sb) = (ra.display().to_string(), rb.display().to_string());
+    let a = citus.run(dir, &[&args[..], &["--rejects-out", &sa]].concat());
+    let b = plain.run(dir, &["--output", "json", "-v", "--rejects-out", &sb]);
+    assert_eq!(a.code, b.code, "{step}: exit codes differ\n{}\n{}", a.evidence(), b.evidence());
+    let (ja, jb) = (report(&a), report(&b));
+    for (x, y) in ja["stages"].as_array().unwrap().iter().zip(jb["stages"].as_array().unwrap()) {
+        for k in ["stage", "rows_read", "rows_valid", "rows_rejected", "rejects_by_rule", "status", "loaded"] {
+            assert_eq!(x[k], y[k], "{step}: {k} of {} differs\n{}\n{}", x["stage"], a.evidence(), b.evidence());
+        }
+    }
+    assert_eq!(std::fs::read_to_string(&ra).unwrap(), std::fs::read_to_string(&rb).unwrap(), "{step}: the rejects differ");
+    assert_eq!(contents(citus), contents(plain), "{step}: the rows differ\n{}", a.evidence());
+    (a, b)
+}
+
+#[test]
+fn small_etl_spread_over_citus_loads_as_plain_postgresql_does() {
+    let Some(url) = cluster() else { return };
+    let data = generate(300, 4_000, 0.03, 17);
+    let dir = data.path();
+    let (citus, plain) = (TestDb::at(&url, "citus"), TestDb::new("citus_plain"));
+
+    let (first, _) = alike(&citus, &plain, dir, "first load");
+    assert_eq!(report(&first)["status"], "rejected", "the planted invalid rows are rejected\n{}", first.evidence());
+    // The tables are what the spec says: `asset` a reference table, `trade` hash-distributed by
+    // traded_id, its rows on both workers.
+    let kind = |table: &str| {
+        citus.texts(&format!(
+            "SELECT partmethod::text || ':' || coalesce(column_to_column_name(logicalrelid, partkey), '') FROM pg_dist_partition WHERE logicalrelid = '{}.{table}'::regclass",
+            citus.schema
+        ))
+    };
+    assert_eq!(kind("asset"), ["n:"], "asset is not a reference table");
+    assert_eq!(kind("trade"), ["h:traded_id"], "trade is not distributed by traded_id");
+    let per_worker = citus.texts(&format!(
+        "SELECT p.nodeport || '=' || sum(r.result::bigint) FROM run_command_on_shards('{}.trade', 'SELECT count(*) FROM %s') AS r \
+         JOIN pg_dist_shard_placement AS p USING (shardid) GROUP BY p.nodeport ORDER BY p.nodeport",
+        citus.schema
+    ));
+    assert_eq!(per_worker.len(), 2, "trade's shards are not on two workers: {per_worker:?}");
+    assert!(per_worker.iter().all(|w| !w.ends_with("=0")), "a worker holds no trade: {per_worker:?}");
+
+    // Unchanged: both stages skipped.
+    let (again, _) = alike(&citus, &plain, dir, "nothing changed");
+    for s in report(&again)["stages"].as_array().unwrap() {
+        assert!(s["unchanged_since_run"].is_i64(), "stage {} was loaded again\n{}", s["stage"], again.evidence());
+    }
+
+    // An upsert: three remarks changed and a trade added; only those lines are read.
+    let path = dir.join("trades.csv");
+    let mut lines: Vec<String> = std::fs::read_to_string(&path).unwrap().lines().map(str::to_string).collect();
+    let good: Vec<usize> = (1..lines.len()).filter(|&i| lines[i].split(',').count() == 15 && lines[i].split(',').nth(3).is_some_and(|t| t.starts_with('T'))).collect();
+    for &i in &good[..3] {
+        let mut f: Vec<String> = lines[i].split(',').map(str::to_string).collect();
+        f[10] = "changed on citus".into();
+        lines[i] = f.join(",");
+    }
+    let mut added: Vec<String> = lines[good[3]].split(',').map(str::to_string).collect();
+    added[3] = "TCITUS0001".into();
+    lines.push(added.join(","));
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let (merged, _) = alike(&citus, &plain, dir, "three trades changed, one added");
+    let trades = &report(&merged)["stages"][1];
+    assert_eq!((trades["loaded"]["updated"].as_i64(), trades["loaded"]["inserted"].as_i64()), (Some(3), Some(1)), "{}", merged.evidence());
+    assert!(merged.stderr.contains("trades: compared with the file of run"), "the unchanged lines were not carried over\n{}", merged.evidence());
+
+    // The plan shows the Citus statements.
+    let mut args = vec!["plan", "specs/small_etl.yaml"];
+    args.extend(DISTRIBUTED);
+    let plan = crate::util::etl(&args, &[]);
+    plan.expect_code(0);
+    for s in [
+        "SELECT create_reference_table('\"public\".\"asset\"')",
+        "SELECT create_distributed_table('\"public\".\"trade\"', 'traded_id')",
+        "SET LOCAL citus.multi_shard_modify_mode TO 'sequential'",
+    ] {
+        assert!(plan.stdout.contains(s), "the plan lacks {s}\n{}", plan.evidence());
+    }
+}
