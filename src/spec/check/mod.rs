@@ -315,7 +315,11 @@ impl Checker<'_> {
                     .help("add `key: path/to/file.csv`, or `files: path/*.csv` for a set of files"),
             ),
             (Some(k), None) if k.trim().is_empty() => {
-                self.push(Problem::new("spec::empty", at.key("key"), format!("stage `{sname}` has an empty source key")));
+                self.push(
+                    Problem::new("spec::empty", at.key("key"), format!("stage `{sname}` has an empty source key"))
+                        .label("names no file")
+                        .help("write the file's path in its connection, e.g. `key: trades.csv`"),
+                );
             }
             (None, Some(f)) => {
                 if let Err(e) = Pattern::new(f) {
