@@ -42,7 +42,7 @@ files_of() {
     load) echo "src/exec/postgres/load.rs src/exec/postgres/table.rs src/exec/postgres/copy.rs src/exec/postgres/mod.rs" ;;
     schedule) echo "src/schedule/runner.rs src/schedule/store.rs src/schedule/trigger.rs" ;;
     secrets) echo "src/spec/secret.rs" ;;
-    checks) echo "src/spec/check/mod.rs src/spec/check/columns.rs" ;;
+    checks) echo "src/spec/check/mod.rs src/spec/check/columns.rs src/spec/check/distribution.rs" ;;
     connect) echo "src/exec/postgres/mod.rs" ;;
     *) echo "unknown group $1" >&2; exit 2 ;;
   esac

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command: starts PostgreSQL, the S3 server (and a Citus cluster where Citus can be built) on loopback, runs every test against
-# them, and stops them again (even when a test fails). Extra arguments go to `cargo test`.
+# The test command: starts PostgreSQL, the S3 server and, where Citus can be built, a Citus cluster
+# on loopback, runs every test against them, and stops them again (even when a test fails). Extra
+# arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
