@@ -112,6 +112,31 @@ fn small_etl_spread_over_citus_loads_as_plain_postgresql_does() {
     assert_eq!((trades["loaded"]["updated"].as_i64(), trades["loaded"]["inserted"].as_i64()), (Some(3), Some(1)), "{}", merged.evidence());
     assert!(merged.stderr.contains("trades: compared with the file of run"), "the unchanged lines were not carried over\n{}", merged.evidence());
 
+    // Contracts run on the Citus table inside the stage's transaction: one that finds the
+    // changed trades fails the stage, which rolls back there as on plain PostgreSQL.
+    let contract = |db: &TestDb| {
+        format!(
+            "stages.trades.checks=[{{name: rows_read, row_count: {{min: 1}}}}, {{name: no_changed_remark, sql: \"SELECT traded_id FROM {}.trade WHERE order_remark = 'changed on citus' ORDER BY traded_id\"}}]",
+            db.schema
+        )
+    };
+    let before = contents(&citus);
+    let mut args: Vec<String> = ["--output", "json"].map(String::from).to_vec();
+    args.extend(DISTRIBUTED.map(String::from));
+    args.extend(["--set".to_string(), contract(&citus)]);
+    let a = citus.run(dir, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let b = plain.run(dir, &["--output", "json", "--set", &contract(&plain)]);
+    assert_eq!((a.code, b.code), (5, 5), "the failed contract fails the run\n{}\n{}", a.evidence(), b.evidence());
+    let failed = |o: &Output| -> Vec<String> {
+        let checks = report(o)["stages"][1]["checks"].as_array().cloned().unwrap_or_default();
+        assert_eq!(checks.len(), 2, "both contracts ran\n{}", o.evidence());
+        checks.iter().filter(|x| x["passed"] == false).map(|x| x["check"].as_str().unwrap_or_default().to_string()).collect()
+    };
+    assert_eq!(failed(&a), ["no_changed_remark"], "{}", a.evidence());
+    assert_eq!(failed(&b), ["no_changed_remark"], "{}", b.evidence());
+    assert_eq!(contents(&citus), before, "the failed stage changed the Citus table");
+    assert_eq!(contents(&citus), contents(&plain));
+
     // The plan shows the Citus statements.
     let mut args = vec!["plan", "specs/small_etl.yaml"];
     args.extend(DISTRIBUTED);
