@@ -150,3 +150,53 @@ fn small_etl_spread_over_citus_loads_as_plain_postgresql_does() {
         assert!(plan.stdout.contains(s), "the plan lacks {s}\n{}", plan.evidence());
     }
 }
+
+/// A replace that empties its table, a snapshot (each business date's rows replaced) and an
+/// append, each spread over the cluster, end every step as the same stages on plain PostgreSQL.
+#[test]
+fn replace_snapshot_and_append_stages_on_citus_end_as_on_postgresql() {
+    let Some(url) = cluster() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let stages = "stages:
+  replaced:
+    source: { connection: files, key: r.csv }
+    target: { connection: db, table: replaced, mode: replace, allow_empty: true DIST }
+    columns: { id: { type: string }, v: { type: int32 } }
+  snap:
+    source: { connection: files, key: r.csv }
+    target: { connection: db, table: snap, key: [id], mode: snapshot, as_of: day DIST }
+    columns: { id: { type: string }, v: { type: int32 }, day: { type: date, value: \"{{ run.date }}\" } }
+  appended:
+    source: { connection: files, key: r.csv }
+    target: { connection: db, table: appended, mode: append DIST }
+    columns: { id: { type: string }, v: { type: int32 } }
+";
+    let head = crate::util::spec_head("modes", dir.path().display());
+    let spread = dir.path().join("citus.yaml");
+    std::fs::write(&spread, format!("{head}{}", stages.replace(" DIST", ", distribution: { column: id }"))).unwrap();
+    let plain_spec = dir.path().join("plain.yaml");
+    std::fs::write(&plain_spec, format!("{head}{}", stages.replace(" DIST", ""))).unwrap();
+    let (citus, plain) = (TestDb::at(&url, "citus_modes"), TestDb::new("citus_modes_plain"));
+    let rows = |db: &TestDb| -> Vec<String> {
+        ["replaced", "snap", "appended"]
+            .iter()
+            .flat_map(|t| db.texts(&format!("SELECT '{t}: ' || coalesce(string_agg(to_jsonb(x)::text, ' ' ORDER BY to_jsonb(x)::text), '') FROM {}.{t} AS x", db.schema)))
+            .collect()
+    };
+    for (step, (date, csv)) in [("2025-12-01", "id,v\na,1\nb,2\nc,3\n"), ("2025-12-02", "id,v\na,1\nb,20\nd,4\n"), ("2025-12-02", "id,v\na,5\n"), ("2025-12-02", "id,v\na,5\n")]
+        .into_iter()
+        .enumerate()
+    {
+        std::fs::write(dir.path().join("r.csv"), csv).unwrap();
+        let a = crate::util::etl(
+            &["run", spread.to_str().unwrap(), "--date", date],
+            &[("ETL_TEST_DATABASE_URL", url.as_str()), ("SCHEMA", citus.schema.as_str())],
+        );
+        let b = crate::util::etl(&["run", plain_spec.to_str().unwrap(), "--date", date], &[("ETL_TEST_DATABASE_URL", plain.url.as_str()), ("SCHEMA", plain.schema.as_str())]);
+        assert_eq!((a.code, b.code), (0, 0), "step {step}\n{}\n{}", a.evidence(), b.evidence());
+        assert_eq!(rows(&citus), rows(&plain), "step {step}: the tables differ\n{}", a.evidence());
+    }
+    let spread_tables = citus.texts(&format!("SELECT count(*)::text FROM pg_dist_partition WHERE logicalrelid::text LIKE '{}.%' AND partmethod = 'h'", citus.schema));
+    assert_eq!(spread_tables, ["3"], "the three tables are not distributed");
+    assert_eq!(rows(&citus)[1], "snap: {\"v\": 1, \"id\": \"a\", \"day\": \"2025-12-01\"} {\"v\": 2, \"id\": \"b\", \"day\": \"2025-12-01\"} {\"v\": 3, \"id\": \"c\", \"day\": \"2025-12-01\"} {\"v\": 5, \"id\": \"a\", \"day\": \"2025-12-02\"}");
+}

@@ -712,7 +712,7 @@ fn result_help(t: ColumnType, ty: Ty) -> String {
 /// Whether a stage's load deletes the table's keys its file lacks, row by row: an upsert with
 /// `delete_missing: hard`, or a `mode: replace` on a key with no other `unique` column (one
 /// with such a column is emptied first instead).
-fn deletes_keys(t: &crate::spec::model::Target, stage: &crate::spec::model::Stage) -> bool {
+pub(super) fn deletes_keys(t: &crate::spec::model::Target, stage: &crate::spec::model::Stage) -> bool {
     match t.mode {
         LoadMode::Upsert => t.delete_missing == Some(crate::spec::model::DeleteMissing::Hard),
         LoadMode::Replace => !t.key.is_empty() && !stage.columns.iter().any(|(n, c)| c.unique && !(t.key.len() == 1 && &t.key[0] == n)),
