@@ -212,9 +212,15 @@ CONF
       as_pg "$(pg_bin pg_ctl)" -D "$data" -l "$CITUS_DIR/$name.log" -w -t 60 start >/dev/null
     fi
     local psql=(as_pg "$(pg_bin psql)" -h "$data" -p "$port" -U postgres -v ON_ERROR_STOP=1 -qAt)
+    # etl_traced, as on the plain server, for the statements test (its statements logged on the
+    # coordinator, below); on every node, as Citus connects to the workers as the client's role.
     "${psql[@]}" -d postgres -c "DO \$\$ BEGIN
         IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'etl') THEN
           CREATE ROLE etl LOGIN PASSWORD 'etlpass' CREATEDB;
+        END IF;
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'etl_traced') THEN
+          CREATE ROLE etl_traced LOGIN PASSWORD 'etltraced';
+          GRANT etl_traced TO etl;
         END IF; END \$\$;" >/dev/null
     if [ "$("${psql[@]}" -d postgres -c "SELECT 1 FROM pg_database WHERE datname = 'etl_test'")" != 1 ]; then
       "${psql[@]}" -d postgres -c "CREATE DATABASE etl_test OWNER etl" >/dev/null
@@ -222,6 +228,10 @@ CONF
     "${psql[@]}" -d etl_test -c "CREATE EXTENSION IF NOT EXISTS citus" >/dev/null
   done
   local coord=(as_pg "$(pg_bin psql)" -h "$CITUS_DIR/coordinator" -p "$CITUS_PORT" -U postgres -d etl_test -v ON_ERROR_STOP=1 -qAt)
+  "${coord[@]}" -c "ALTER ROLE etl_traced SET log_statement = 'all'" >/dev/null
+  # Each log line names its session's application: etl's own (`etl`) apart from the connections
+  # Citus opens to the coordinator's own placements (`citus_internal ...`).
+  "${coord[@]}" -c "ALTER SYSTEM SET log_line_prefix = '%m [%p/%a] '" -c "SELECT pg_reload_conf()" >/dev/null
   "${coord[@]}" -c "SELECT citus_set_coordinator_host('127.0.0.1', $CITUS_PORT)" >/dev/null
   for port in $((CITUS_PORT + 1)) $((CITUS_PORT + 2)); do
     if [ "$("${coord[@]}" -c "SELECT count(*) FROM pg_dist_node WHERE nodeport = $port")" = 0 ]; then
@@ -268,6 +278,7 @@ ENV
   [ -s "$S3_AUTH_ENV" ] && cat "$S3_AUTH_ENV"
   if [ -f "$CITUS_DIR/coordinator/postmaster.pid" ] && citus_running; then
     echo "export ETL_TEST_CITUS_URL=postgres://etl:etlpass@127.0.0.1:$CITUS_PORT/etl_test"
+    echo "export ETL_TEST_CITUS_LOG=$CITUS_DIR/coordinator.log"
   fi
   return 0
 }

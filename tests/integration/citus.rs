@@ -200,3 +200,85 @@ fn replace_snapshot_and_append_stages_on_citus_end_as_on_postgresql() {
     assert_eq!(spread_tables, ["3"], "the three tables are not distributed");
     assert_eq!(rows(&citus)[1], "snap: {\"v\": 1, \"id\": \"a\", \"day\": \"2025-12-01\"} {\"v\": 2, \"id\": \"b\", \"day\": \"2025-12-01\"} {\"v\": 3, \"id\": \"c\", \"day\": \"2025-12-01\"} {\"v\": 5, \"id\": \"a\", \"day\": \"2025-12-02\"}");
 }
+
+/// `etl plan` shows every statement a run on the cluster sends (the coordinator logs each of
+/// the role `etl_traced`'s): a first load that creates and spreads the tables, a re-run that
+/// reuses both stages, a changed file read line by line and merged the Citus way, and a forced
+/// load.
+#[test]
+fn every_statement_a_citus_run_sends_is_in_its_plan() {
+    use crate::statements::{TRACED, driver_or_migrator, logged, migrations, squash};
+    let Some(url) = cluster() else { return };
+    let log = std::path::PathBuf::from(std::env::var("ETL_TEST_CITUS_LOG").expect("ETL_TEST_CITUS_LOG is set with ETL_TEST_CITUS_URL"));
+    let _one_at_a_time = TRACED.lock().unwrap_or_else(|e| e.into_inner());
+    let data = generate(200, 1_500, 0.02, 73);
+    let db = TestDb::at(&url, "citus_traced");
+    db.exec(&format!("GRANT ALL ON SCHEMA {} TO etl_traced", db.schema));
+    let port = url.rsplit_once(':').and_then(|(_, rest)| rest.split('/').next()).unwrap_or("15440").to_string();
+    let traced = format!("postgres://etl_traced:etltraced@127.0.0.1:{port}/etl_test?options=-c%20search_path%3D{}", db.schema);
+    let mut sets: Vec<String> = vec![
+        "--set".into(),
+        format!("connections.db={{type: postgres, url: '{traced}', schema: {}}}", db.schema),
+        "--set".into(),
+        format!("connections.lake={{type: local, path: '{}'}}", data.path().display()),
+    ];
+    sets.extend(DISTRIBUTED.map(String::from));
+    let command = |verb: &str, extra: &[&str]| -> Output {
+        let mut args = vec![verb, "specs/small_etl.yaml"];
+        args.extend(sets.iter().map(String::as_str));
+        args.extend(extra);
+        crate::util::etl(&args, &[])
+    };
+    let plan = command("plan", &[]);
+    plan.expect_code(0);
+    let planned = squash(&plan.stdout);
+    let migrations = migrations();
+    let mut seen = 0;
+    for (what, extra, path) in [
+        ("the first load", vec!["-v"], "keys, indexes and foreign keys built"),
+        ("a re-run that reuses both stages", vec!["-v"], "unchanged since run"),
+        ("a changed file, read line by line", vec!["-v"], "only the changed lines are read"),
+        ("a forced load into tables with rows", vec!["--force", "-v"], "merged into the table"),
+    ] {
+        if what.starts_with("a changed file") {
+            crate::unchanged::change_one_trade(data.path());
+        }
+        let from = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        let out = command("run", &extra);
+        out.expect_code(4);
+        assert!(out.stderr.contains(path), "{what}: the run did not take its path (`{path}`)\n{}", out.evidence());
+        let statements = logged(&log, from);
+        let missing: Vec<&String> = statements.iter().filter(|s| !driver_or_migrator(s, &migrations) && !citus_own(s) && !planned.contains(s.as_str())).collect();
+        assert!(
+            missing.is_empty(),
+            "{what}: {} statement(s) sent that `etl plan` does not show:\n{}\n\n--- etl plan ---\n{}\n{}",
+            missing.len(),
+            missing.iter().map(|s| format!("  {s}")).collect::<Vec<_>>().join("\n"),
+            plan.stdout,
+            out.evidence()
+        );
+        seen += statements.iter().filter(|s| !citus_own(s)).count();
+        if what == "the first load" {
+            for needle in ["SELECT create_distributed_table(", "SELECT create_reference_table(", "SET LOCAL citus.multi_shard_modify_mode TO 'sequential'"] {
+                assert!(statements.iter().any(|s| s.contains(needle)), "{what}: etl's session did not send `{needle}` (or the log lost it)\n{}", out.evidence());
+            }
+        }
+        if what.starts_with("a changed file") {
+            assert!(statements.iter().any(|s| s.starts_with("WITH s AS MATERIALIZED (")), "{what}: no Citus upsert sent\n{}", out.evidence());
+        }
+    }
+    assert!(seen > 80, "too few statements logged ({seen}) for four runs");
+}
+
+/// A statement Citus itself runs in etl's session on the coordinator's own placements (the
+/// reference table's copy there): on a shard (`asset_103532`), deparsed by Citus
+/// (`OPERATOR(pg_catalog.||)`), over the results of a subplan (`read_intermediate_result`), or
+/// the shard's DDL. etl sent the statement these serve, which the plan shows.
+fn citus_own(sql: &str) -> bool {
+    let shard = regex::Regex::new(r"\.\w+_\d{6,}\b").unwrap();
+    shard.is_match(sql)
+        || sql.contains("OPERATOR(pg_catalog.")
+        || sql.contains("read_intermediate_result(")
+        || (sql.starts_with("ALTER TABLE ") && sql.contains(" OWNER TO "))
+        || (sql.starts_with("CREATE TABLE ") && sql.ends_with(" USING heap"))
+}

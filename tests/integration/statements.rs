@@ -13,7 +13,7 @@ use crate::unchanged::change_one_trade;
 use crate::util::{Output, etl, root};
 
 /// Statements that are the driver's or the migrator's, not the Plan's.
-fn driver_or_migrator(sql: &str, migrations: &str) -> bool {
+pub fn driver_or_migrator(sql: &str, migrations: &str) -> bool {
     matches!(sql, "BEGIN" | "COMMIT" | "ROLLBACK")
         || sql.contains("_sqlx_migrations")
         || sql == "SELECT current_database()"
@@ -25,27 +25,31 @@ fn driver_or_migrator(sql: &str, migrations: &str) -> bool {
 
 /// The tests here read one server log of one traced role: they run one at a time, so each sees
 /// only its own statements.
-static TRACED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+pub static TRACED: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Collapses every run of whitespace to one space.
-fn squash(text: &str) -> String {
+pub fn squash(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The statements logged since byte `from` of the server's log: the text after `statement: `
-/// or `execute NAME: `, with the lines that continue it.
-fn logged(log: &Path, from: u64) -> Vec<String> {
+/// or `execute NAME: `, with the lines that continue it. A log whose lines name the session's
+/// application (`[PID/APP]`, the Citus coordinator's) gives only the statements of etl's own
+/// sessions (`etl`), not those Citus sends to the coordinator's own placements.
+pub fn logged(log: &Path, from: u64) -> Vec<String> {
     let bytes = std::fs::read(log).unwrap_or_else(|e| panic!("cannot read the server's log {}: {e}", log.display()));
     let text = String::from_utf8_lossy(&bytes[from as usize..]).into_owned();
-    let entry = regex::Regex::new(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d+)? \S+ \[\d+\] (\S+):  (.*)$").unwrap();
+    let entry = regex::Regex::new(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d+)? \S+ \[\d+(?:/([^\]]*))?\] (\S+):  (.*)$").unwrap();
     let statement = regex::Regex::new(r"^(statement|execute [^:]+): (.*)$").unwrap();
     let mut out: Vec<String> = Vec::new();
     let mut open = false;
     for line in text.lines() {
         if let Some(c) = entry.captures(line) {
             open = false;
-            if &c[2] == "LOG"
-                && let Some(s) = statement.captures(&c[3])
+            let etls = c.get(2).is_none_or(|app| app.as_str() == "etl");
+            if &c[3] == "LOG"
+                && etls
+                && let Some(s) = statement.captures(&c[4])
             {
                 out.push(s[2].to_string());
                 open = true;
@@ -116,7 +120,7 @@ fn traced(name: &str, dir: &Path) -> (TestDb, [String; 4]) {
 }
 
 /// The engine's migrations, squashed: their statements are the migrator's, not the Plan's.
-fn migrations() -> String {
+pub fn migrations() -> String {
     let mut migrations = String::new();
     let mut files: Vec<_> = std::fs::read_dir(root().join("migrations")).unwrap().flatten().map(|e| e.path()).collect();
     files.sort();
@@ -129,7 +133,7 @@ fn migrations() -> String {
 
 /// Fails on any statement logged since `from` that the plan does not show; returns how many
 /// were logged.
-fn assert_planned(log: &Path, from: u64, planned: &str, migrations: &str, what: &str, plan: &str, out: &Output) -> usize {
+pub fn assert_planned(log: &Path, from: u64, planned: &str, migrations: &str, what: &str, plan: &str, out: &Output) -> usize {
     let statements = logged(log, from);
     assert!(!statements.is_empty(), "{what}: the server logged no statement of etl_traced in {}\n{}", log.display(), out.evidence());
     let missing: Vec<&String> = statements.iter().filter(|s| !driver_or_migrator(s, migrations) && !planned.contains(s.as_str())).collect();
