@@ -152,7 +152,8 @@ fn small_etl_spread_over_citus_loads_as_plain_postgresql_does() {
 }
 
 /// A replace that empties its table, a snapshot (each business date's rows replaced) and an
-/// append, each spread over the cluster, end every step as the same stages on plain PostgreSQL.
+/// append (placed with the snapshot's shards), each spread over the cluster, end every step as
+/// the same stages on plain PostgreSQL.
 #[test]
 fn replace_snapshot_and_append_stages_on_citus_end_as_on_postgresql() {
     let Some(url) = cluster() else { return };
@@ -167,15 +168,20 @@ fn replace_snapshot_and_append_stages_on_citus_end_as_on_postgresql() {
     target: { connection: db, table: snap, key: [id], mode: snapshot, as_of: day DIST }
     columns: { id: { type: string }, v: { type: int32 }, day: { type: date, value: \"{{ run.date }}\" } }
   appended:
+    needs: [snap]
     source: { connection: files, key: r.csv }
-    target: { connection: db, table: appended, mode: append DIST }
+    target: { connection: db, table: appended, mode: append DIST_WITH_SNAP }
     columns: { id: { type: string }, v: { type: int32 } }
 ";
     let head = crate::util::spec_head("modes", dir.path().display());
     let spread = dir.path().join("citus.yaml");
-    std::fs::write(&spread, format!("{head}{}", stages.replace(" DIST", ", distribution: { column: id }"))).unwrap();
+    std::fs::write(
+        &spread,
+        format!("{head}{}", stages.replace(" DIST_WITH_SNAP", ", distribution: { column: id, colocate_with: snap }").replace(" DIST", ", distribution: { column: id }")),
+    )
+    .unwrap();
     let plain_spec = dir.path().join("plain.yaml");
-    std::fs::write(&plain_spec, format!("{head}{}", stages.replace(" DIST", ""))).unwrap();
+    std::fs::write(&plain_spec, format!("{head}{}", stages.replace(" DIST_WITH_SNAP", "").replace(" DIST", ""))).unwrap();
     let (citus, plain) = (TestDb::at(&url, "citus_modes"), TestDb::new("citus_modes_plain"));
     let rows = |db: &TestDb| -> Vec<String> {
         ["replaced", "snap", "appended"]
@@ -198,6 +204,12 @@ fn replace_snapshot_and_append_stages_on_citus_end_as_on_postgresql() {
     }
     let spread_tables = citus.texts(&format!("SELECT count(*)::text FROM pg_dist_partition WHERE logicalrelid::text LIKE '{}.%' AND partmethod = 'h'", citus.schema));
     assert_eq!(spread_tables, ["3"], "the three tables are not distributed");
+    let groups = citus.texts(&format!(
+        "SELECT string_agg(logicalrelid::text || '=' || colocationid, ' ' ORDER BY logicalrelid::text) FROM pg_dist_partition WHERE logicalrelid::text IN ('{0}.snap', '{0}.appended')",
+        citus.schema
+    ));
+    let ids: Vec<&str> = groups[0].split(' ').map(|g| g.rsplit('=').next().unwrap()).collect();
+    assert!(ids.len() == 2 && ids[0] == ids[1], "appended is not colocated with snap: {groups:?}");
     assert_eq!(rows(&citus)[1], "snap: {\"v\": 1, \"id\": \"a\", \"day\": \"2025-12-01\"} {\"v\": 2, \"id\": \"b\", \"day\": \"2025-12-01\"} {\"v\": 3, \"id\": \"c\", \"day\": \"2025-12-01\"} {\"v\": 5, \"id\": \"a\", \"day\": \"2025-12-02\"}");
 }
 

@@ -87,6 +87,11 @@ impl Checker<'_> {
                             .help(suggest(other, names.iter().copied()).unwrap_or_else(|| format!("stages are: {}", names.join(", ")))),
                     );
                 }
+                Some(_) if !self.depends_on(sname, other) => self.push(
+                    Problem::new("spec::colocate_with", cat, format!("stage `{sname}` is colocated with `{other}`, whose table may not exist yet when `{sname}` creates its own"))
+                        .label("must load before this stage")
+                        .help(format!("add `{other}` to the `needs` of stage `{sname}`")),
+                ),
                 Some(o) => match &o.target.distribution {
                     Some(Distribution::Hash(oh)) => {
                         let (mine, theirs) = (stage.columns.get(&h.column).map(|c| c.ty), o.columns.get(&oh.column).map(|c| c.ty));
@@ -136,7 +141,7 @@ impl Checker<'_> {
                     format!("column `{cname}` of distributed stage `{sname}` references `{rstage}`, a table of the coordinator"),
                     format!("make stage `{rstage}` a reference table (`distribution: reference`)"),
                 )),
-                (Some(Hash(h)), Some(Hash(rh))) => (h.column != *cname || rh.column != rcol || !colocated(sname, h, rstage, rh)).then(|| {
+                (Some(Hash(h)), Some(Hash(rh))) => (h.column != *cname || rh.column != rcol || !colocated(rstage, h, rh)).then(|| {
                     (
                         format!("column `{cname}` of distributed stage `{sname}` references `{rstage}.{rcol}`, which its shards may not hold"),
                         format!("distribute `{sname}` by `{cname}` and `{rstage}` by `{rcol}`, colocated (`colocate_with: {rstage}`), or make `{rstage}` a reference table"),
@@ -150,14 +155,15 @@ impl Checker<'_> {
     }
 }
 
-/// Whether two distributed stages' shards are placed together: one names the other in
-/// `colocate_with`, both name the same stage, or neither names one and they split alike (Citus
+/// Whether a distributed stage's shards are placed with those of stage `b`, which it references:
+/// it names `b` in `colocate_with`, both name the same stage, or neither names one and they split
+/// alike (Citus
 /// colocates tables with the same shard count by default; the distribution columns' types are
 /// checked with `colocate_with`).
-fn colocated(a: &str, ah: &HashDistribution, b: &str, bh: &HashDistribution) -> bool {
+fn colocated(b: &str, ah: &HashDistribution, bh: &HashDistribution) -> bool {
+    // (The referenced stage cannot name the referencing one: it would have to come after it.)
     match (&ah.colocate_with, &bh.colocate_with) {
         (Some(x), _) if x == b => true,
-        (_, Some(y)) if y == a => true,
         (Some(x), Some(y)) => x == y,
         (None, None) => ah.shard_count == bh.shard_count,
         _ => false,
