@@ -274,7 +274,14 @@ fn missing_sql(t: &TargetPlan) -> Option<MissingSql> {
     let keys = ident(&keys_table(t));
     let list: Vec<String> = t.key.iter().map(|k| ident(k)).collect();
     let on: Vec<String> = t.key.iter().map(|k| format!("k.{0} = t.{0}", ident(k))).collect();
-    let found = format!("EXISTS (SELECT 1 FROM {keys} AS k WHERE {})", on.join(" AND "));
+    // Citus runs a subquery over the coordinator's keys table only uncorrelated (it computes it
+    // first): the key in the list, which a key column (never null) makes the same test.
+    let found = if t.distribution.is_some() {
+        let row: Vec<String> = list.iter().map(|k| format!("t.{k}")).collect();
+        format!("({}) IN (SELECT {} FROM {keys})", row.join(", "), list.join(", "))
+    } else {
+        format!("EXISTS (SELECT 1 FROM {keys} AS k WHERE {})", on.join(" AND "))
+    };
     // The count of the rows whose key the file lacks, joined (a hash or merge join): an EXISTS in
     // an aggregate's FILTER is a subplan run once per row, a scan of the keys per row.
     let counted = |filter: &str| {
@@ -353,8 +360,13 @@ fn missing_sql(t: &TargetPlan) -> Option<MissingSql> {
         OnDelete::Soft => {
             let held = ident(&format!("_etl_held_{}", t.table));
             let on_held: Vec<String> = t.key.iter().map(|k| format!("h.{0} = t.{0}", ident(k))).collect();
-            let is_held = format!("EXISTS (SELECT 1 FROM {held} AS h WHERE {})", on_held.join(" AND "));
             let keys_of_t: Vec<String> = t.key.iter().map(|k| format!("t.{}", ident(k))).collect();
+            // Uncorrelated on a Citus table, as `found` is.
+            let is_held = if t.distribution.is_some() {
+                format!("({}) IN (SELECT {} FROM {held})", keys_of_t.join(", "), list.join(", "))
+            } else {
+                format!("EXISTS (SELECT 1 FROM {held} AS h WHERE {})", on_held.join(" AND "))
+            };
             sql.create_held = Some(format!("CREATE TEMP TABLE {held} ON COMMIT DROP AS SELECT {} FROM {q} WITH NO DATA", list.join(", ")));
             sql.hold = t
                 .referencing

@@ -294,3 +294,70 @@ fn citus_own(sql: &str) -> bool {
         || (sql.starts_with("ALTER TABLE ") && sql.contains(" OWNER TO "))
         || (sql.starts_with("CREATE TABLE ") && sql.ends_with(" USING heap"))
 }
+
+/// The keys a file lacks deleted on a Citus table as on plain PostgreSQL, with each `on_delete`
+/// for the rows of a colocated table that reference them (`restrict` refuses the load, `cascade`
+/// deletes them too, `soft` flags the referenced row), a soft delete and a keyed replace.
+#[test]
+fn deletes_of_the_keys_a_file_lacks_on_citus_end_as_on_postgresql() {
+    let Some(url) = cluster() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let head = crate::util::spec_head("deletes", dir.path().display());
+    let spec = |on_delete: &str, spread: bool| {
+        let dist = |d: &str| if spread { format!(", distribution: {{ {d} }}") } else { String::new() };
+        format!(
+            "{head}stages:
+  accounts:
+    source: {{ connection: files, key: acc.csv }}
+    target: {{ connection: db, table: account, key: [account_no], delete_missing: hard, max_delete_ratio: 1, on_delete: {on_delete}{} }}
+    columns: {{ account_no: {{ type: int64 }}, name: {{ type: string }} }}
+  positions:
+    needs: [accounts]
+    source: {{ connection: files, key: pos.csv }}
+    target: {{ connection: db, table: position, key: [account_no, stock]{} }}
+    columns: {{ account_no: {{ type: int64, references: accounts.account_no }}, stock: {{ type: string }} }}
+  flagged:
+    source: {{ connection: files, key: acc.csv }}
+    target: {{ connection: db, table: flagged, key: [account_no], delete_missing: soft, max_delete_ratio: 1{} }}
+    columns: {{ account_no: {{ type: int64 }}, name: {{ type: string }} }}
+  replaced:
+    source: {{ connection: files, key: acc.csv }}
+    target: {{ connection: db, table: replaced, key: [account_no], mode: replace{} }}
+    columns: {{ account_no: {{ type: int64 }}, name: {{ type: string }} }}
+",
+            dist("column: account_no"),
+            dist("column: account_no, colocate_with: accounts"),
+            dist("column: account_no"),
+            dist("column: account_no"),
+        )
+    };
+    for on_delete in ["restrict", "cascade", "soft"] {
+        let (citus, plain) = (TestDb::at(&url, &format!("citus_del_{on_delete}")), TestDb::new(&format!("citus_del_plain_{on_delete}")));
+        let (a_spec, b_spec) = (dir.path().join(format!("{on_delete}-citus.yaml")), dir.path().join(format!("{on_delete}-plain.yaml")));
+        std::fs::write(&a_spec, spec(on_delete, true)).unwrap();
+        std::fs::write(&b_spec, spec(on_delete, false)).unwrap();
+        let rows = |db: &TestDb| -> Vec<String> {
+            ["account", "position", "flagged", "replaced"]
+                .iter()
+                .flat_map(|t| db.texts(&format!("SELECT '{t}: ' || coalesce(string_agg(to_jsonb(x)::text, ' ' ORDER BY to_jsonb(x)::text), '') FROM {}.{t} AS x", db.schema)))
+                .collect()
+        };
+        // Accounts 2 and 3 go, then 3 comes back; 2 is held by a position.
+        for (step, accounts) in ["account_no,name\n1,a\n2,b\n3,c\n", "account_no,name\n1,a\n", "account_no,name\n1,a\n3,c\n"].into_iter().enumerate() {
+            std::fs::write(dir.path().join("acc.csv"), accounts).unwrap();
+            std::fs::write(dir.path().join("pos.csv"), "account_no,stock\n1,X\n2,Y\n").unwrap();
+            let a = crate::util::etl(&["run", a_spec.to_str().unwrap(), "--output", "json"], &[("ETL_TEST_DATABASE_URL", url.as_str()), ("SCHEMA", citus.schema.as_str())]);
+            let b = crate::util::etl(&["run", b_spec.to_str().unwrap(), "--output", "json"], &[("ETL_TEST_DATABASE_URL", plain.url.as_str()), ("SCHEMA", plain.schema.as_str())]);
+            assert_eq!(a.code, b.code, "{on_delete}, step {step}: exit codes differ\n{}\n{}", a.evidence(), b.evidence());
+            // `restrict` refuses every load that would delete account 2, which a position holds;
+            // after `cascade` deleted it, the file's position of account 2 is a reject (exit 4).
+            let expected = match (on_delete, step) {
+                (_, 0) | ("soft", _) => 0,
+                ("restrict", _) => 5,
+                _ => 4,
+            };
+            assert_eq!(a.code, expected, "{on_delete}, step {step}\n{}", a.evidence());
+            assert_eq!(rows(&citus), rows(&plain), "{on_delete}, step {step}: the tables differ\n{}", a.evidence());
+        }
+    }
+}

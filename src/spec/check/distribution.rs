@@ -23,19 +23,13 @@ impl Checker<'_> {
                     .help("load into a postgres connection to the Citus coordinator, or remove `distribution`"),
             );
         }
-        // What this version runs on a Citus table, each tried against a cluster: upserts,
-        // appends, replaces that empty the table, snapshots. Deleting the keys a file lacks joins
-        // the table with a list of keys on the coordinator, and a history rewrites versions
-        // through such joins, which Citus refuses as they are written.
-        let unsupported = match t.mode {
-            LoadMode::History => Some("`mode: history`"),
-            _ if t.delete_missing.is_some() => Some("deleting the keys its file lacks (`delete_missing`)"),
-            LoadMode::Replace if super::columns::deletes_keys(t, stage) => Some("a `mode: replace` on a key, which deletes the keys its file lacks"),
-            _ => None,
-        };
+        // What this version runs on a Citus table, each tried against a cluster: every mode but
+        // a history, whose merge rewrites versions through joins with tables on the coordinator
+        // that Citus refuses as they are written.
+        let unsupported = (t.mode == LoadMode::History).then_some("`mode: history`");
         if let Some(what) = unsupported {
             self.push(
-                Problem::new("spec::distribution_mode", dat.clone(), format!("stage `{sname}` is spread over a Citus cluster, which this version offers for upserts, appends, replaces that empty the table and snapshots, not {what}"))
+                Problem::new("spec::distribution_mode", dat.clone(), format!("stage `{sname}` is spread over a Citus cluster, which this version offers for every mode but {what}"))
                     .on_key()
                     .label("not on a Citus table yet")
                     .help("load it as a table of the coordinator (remove `distribution`)"),
