@@ -62,6 +62,17 @@ fn every_cycle_of_needs_is_reported() {
     assert!(out.stderr.contains("2 problems found"), "{}", out.evidence());
 }
 
+/// A foreign key between colocated tables that is not on the referenced table's distribution
+/// column is reported, beside the unique column that made it possible.
+#[test]
+fn a_foreign_key_off_the_distribution_column_is_reported_with_the_unique_column() {
+    let out = etl(&["validate-spec", "tests/fixtures/specs/citus_reference_off_the_distribution_column.yaml"], &[]);
+    out.expect_code(2);
+    golden("tests/golden/validate/citus_reference_off_the_distribution_column.txt", &out.stderr, &out.evidence());
+    assert!(out.stderr.contains("spec::distribution_unique") && out.stderr.contains("spec::distributed_reference"), "{}", out.evidence());
+    assert!(out.stderr.contains("2 problems found"), "{}", out.evidence());
+}
+
 #[test]
 fn validate_spec_reports_each_file_and_fails_if_any_fails() {
     let out = etl(&["validate-spec", "specs/small_etl.yaml", "tests/fixtures/specs/invalid/bad_cron.yaml"], &[]);
