@@ -20,8 +20,9 @@ fn cluster() -> Option<String> {
     url
 }
 
-/// `--set`s making small_etl's `asset` a reference table and `trade` distributed by its key.
-const DISTRIBUTED: [&str; 4] = ["--set", "stages.assets.target.distribution=reference", "--set", "stages.trades.target.distribution={column: traded_id}"];
+/// The shipped overlay (configs/citus.yaml) making small_etl's `asset` a reference table and
+/// `trade` distributed by its key.
+const DISTRIBUTED: [&str; 2] = ["--env", "citus"];
 
 fn report(out: &Output) -> serde_json::Value {
     serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", out.evidence()))
