@@ -225,7 +225,7 @@ CONF
     if [ "$("${psql[@]}" -d postgres -c "SELECT 1 FROM pg_database WHERE datname = 'etl_test'")" != 1 ]; then
       "${psql[@]}" -d postgres -c "CREATE DATABASE etl_test OWNER etl" >/dev/null
     fi
-    "${psql[@]}" -d etl_test -c "CREATE EXTENSION IF NOT EXISTS citus" >/dev/null
+    "${psql[@]}" -d etl_test -c "SET client_min_messages = warning" -c "CREATE EXTENSION IF NOT EXISTS citus" >/dev/null
   done
   local coord=(as_pg "$(pg_bin psql)" -h "$CITUS_DIR/coordinator" -p "$CITUS_PORT" -U postgres -d etl_test -v ON_ERROR_STOP=1 -qAt)
   "${coord[@]}" -c "ALTER ROLE etl_traced SET log_statement = 'all'" >/dev/null
