@@ -350,6 +350,25 @@ fn a_table_that_does_not_match_the_spec_is_an_error_before_any_data_moves() {
     assert!(out.stderr.contains("column `frozen_cash` is missing"), "{}", out.evidence());
     assert!(out.stderr.contains("column `account_type` is text"), "{}", out.evidence());
     assert_eq!(db.count(&format!("SELECT count(*) FROM {}.asset", db.schema)), 0);
+
+    // Types that hold the spec's or not, each column on its own: a varchar shorter than
+    // `max_length` (shown with its length), a numeric with too few digits before the point for
+    // decimal(20,2) though as many in all (18,2) or with too few after it (20,1); one with more of
+    // both (22,4), an unbounded numeric and an integer column are fine.
+    db.exec(&format!(
+        "DROP TABLE {0}.asset; CREATE TABLE {0}.asset (account_id varchar(5) PRIMARY KEY, account_type integer, cash numeric(18,2), \
+         frozen_cash numeric(20,1), market_value numeric(22,4), total_asset numeric, updated_at timestamp)",
+        db.schema
+    ));
+    let out = db.run(data.path(), &["--stage", "assets"]);
+    out.expect_code(1);
+    for said in ["column `account_id` is character varying(5)", "column `cash` is numeric(18,2)", "column `frozen_cash` is numeric(20,1)"] {
+        assert!(out.stderr.contains(said), "`{said}` not said\n{}", out.evidence());
+    }
+    for fine in ["`account_type`", "`market_value`", "`total_asset`", "`updated_at`"] {
+        assert!(!out.stderr.contains(fine), "{fine} holds the spec's type, but was named\n{}", out.evidence());
+    }
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.asset", db.schema)), 0);
 }
 
 #[test]
