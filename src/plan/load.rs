@@ -387,9 +387,10 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
     let staging = ident(&staging_table(t));
     let typed_columns: Vec<String> = columns.iter().map(|c| format!("{} {}", ident(&c.name), sql_type(c, t.dialect))).collect();
     let create_staging = match t.dialect {
-        // A history table lacks the `as_of` column its staged rows carry.
-        Dialect::Postgres if history.is_some() => format!("CREATE TEMP TABLE {staging} ({}) ON COMMIT DROP", typed_columns.join(", ")),
-        Dialect::Postgres => format!("CREATE TEMP TABLE {staging} ON COMMIT DROP AS SELECT {list} FROM {table} WITH NO DATA"),
+        // Typed by the spec, as the binary COPY writes the rows (an existing table's columns may
+        // be of wider types, cast as the merge writes them; a history table lacks the `as_of`
+        // column its staged rows carry).
+        Dialect::Postgres => format!("CREATE TEMP TABLE {staging} ({}) ON COMMIT DROP", typed_columns.join(", ")),
         Dialect::Duckdb => format!("CREATE OR REPLACE TEMP TABLE {staging} AS SELECT {list} FROM {table} LIMIT 0"),
     };
     let (copy, copy_file, copy_direct, copy_frozen) = match t.dialect {

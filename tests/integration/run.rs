@@ -725,3 +725,72 @@ fn the_trades_by_strategy_table_aligns_its_chinese_names_by_display_width() {
     }
     crate::util::golden("tests/golden/run/trades_by_strategy.txt", &format!("{}\n", section.join("\n")), &out.evidence());
 }
+
+/// An existing table is checked column by column against the spec's types: a type that holds the
+/// spec's is taken (a wider varchar, bigint for int32, a wider numeric, timestamp for a date),
+/// one that does not is named with its own type, and nothing loads; a soft delete set on a table
+/// loaded before gets its `_deleted_at` column added.
+#[test]
+fn each_column_type_is_checked_against_an_existing_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new("coltypes");
+    let spec = dir.path().join("things.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "{}stages:
+  things:
+    source: {{ connection: files, key: things.csv }}
+    target: {{ connection: db, table: thing, key: [name] }}
+    columns:
+      name: {{ type: string, max_length: 5 }}
+      small: {{ type: int32 }}
+      big: {{ type: int64 }}
+      amount: {{ type: \"decimal(20,2)\" }}
+      ratio: {{ type: float64 }}
+      flag: {{ type: bool }}
+      day: {{ type: date }}
+      at: {{ type: timestamp }}
+",
+            crate::util::spec_head("things", dir.path().display())
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("things.csv"), "name,small,big,amount,ratio,flag,day,at\nab,1,2,3.50,0.5,true,2025-12-22,2025-12-22 10:00:00\n").unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", spec.to_str().unwrap()];
+        args.extend(extra);
+        etl(&args, &[("ETL_TEST_DATABASE_URL", db.url.as_str()), ("SCHEMA", db.schema.as_str())])
+    };
+    let table = |columns: &str| db.exec(&format!("DROP TABLE IF EXISTS {0}.thing; CREATE TABLE {0}.thing ({columns})", db.schema));
+
+    table("name varchar(3) PRIMARY KEY, small text, big integer, amount text, ratio real, flag integer, day text, at date");
+    let out = run(&[]);
+    out.expect_code(1);
+    for said in [
+        "column `name` is character varying(3)",
+        "column `small` is text",
+        "column `big` is integer",
+        "column `amount` is text",
+        "column `ratio` is real",
+        "column `flag` is integer",
+        "column `day` is text",
+        "column `at` is date",
+    ] {
+        assert!(out.stderr.contains(said), "`{said}` not said\n{}", out.evidence());
+    }
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.thing", db.schema)), 0);
+
+    table("name varchar(10) PRIMARY KEY, small bigint, big numeric, amount numeric(22,4), ratio double precision, flag boolean, day timestamp, at timestamp");
+    let out = run(&[]);
+    out.expect_code(0);
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.thing", db.schema)), 1, "{}", out.evidence());
+
+    // `delete_missing: soft` set now: the table gets the column, and the key the file lacks is
+    // flagged rather than deleted.
+    std::fs::write(dir.path().join("things.csv"), "name,small,big,amount,ratio,flag,day,at\ncd,1,2,3.50,0.5,true,2025-12-22,2025-12-22 10:00:00\n").unwrap();
+    let out = run(&["--set", "stages.things.target.delete_missing=soft", "--set", "stages.things.target.max_delete_ratio=1"]);
+    out.expect_code(0);
+    let flagged = db.texts(&format!("SELECT name || ':' || (_deleted_at IS NOT NULL)::text FROM {}.thing ORDER BY name", db.schema));
+    assert_eq!(flagged, ["ab:true", "cd:false"], "{}", out.evidence());
+}

@@ -64,7 +64,8 @@ pub fn load_stage(
     // The table's definition as it is, before the check below may put back what someone
     // dropped: a table so repaired is loaded again, never taken as the last load left it.
     let definition = if reuse.is_some() { pg.block(super::state(tx, &sql.exists, &sql.definition))? } else { None };
-    let created = pg.block(ensure_table(tx, st, sql))?;
+    let ensured = pg.block(ensure_table(tx, st, sql))?;
+    let created = ensured.created;
     if !created {
         run(tx, &sql.lock, "lock the target table")?;
     }
@@ -197,14 +198,15 @@ pub fn load_stage(
     let context = if opts.dry_run || t.mode == LoadMode::Append { None } else { stage_context(pg, tx, st, sql, t.soft_on_delete(), opts.date)? };
     let how = if changes.is_some() {
         "; only the changed lines are read"
-    } else if empty {
+    } else if empty && ensured.exact {
         "; the table is empty: COPY straight into it"
     } else {
         ""
     };
     progress.detail(&st.name, &format!("lookups loaded{how}"));
-    // A history load always goes through the staging table: its versions are computed there.
-    let direct = (empty && t.mode != LoadMode::History) || t.mode == LoadMode::Append;
+    // A history load always goes through the staging table: its versions are computed there; so
+    // does a load into a table whose columns' types only hold the spec's (cast as they are written).
+    let direct = ensured.exact && ((empty && t.mode != LoadMode::History) || t.mode == LoadMode::Append);
     let copy_sql = if direct {
         // FREEZE writes the rows of a table created in this (sub)transaction as already visible.
         if created && !opts.dry_run { &t.sql.copy_frozen } else { &t.sql.copy_direct }

@@ -12,12 +12,22 @@ use crate::plan::load::sql_type;
 use crate::plan::PgStatements;
 use crate::spec::model::ColumnType;
 
+/// What [`ensure_table`] found.
+pub struct Ensured {
+    /// It created the table: its keys, secondary indexes and foreign keys are built after the
+    /// load (`add_constraints`, `finish_table`), as PostgreSQL's documentation advises for bulk
+    /// loads; otherwise they are ensured now.
+    pub created: bool,
+    /// Every column has the very type the binary COPY writes (not only one that holds it, such as
+    /// `bigint` for an int32 column, `numeric` for an int64, `timestamp` for a date): rows may be
+    /// COPYed straight into the table; otherwise through the staging table, typed by the spec, and
+    /// cast as they are written.
+    pub exact: bool,
+}
+
 /// Creates the stage's table when missing, or checks that the existing one holds the spec's
-/// columns with compatible types and a unique key. Returns true when it created the table: its
-/// keys, secondary indexes and foreign keys are then built after the load (`add_constraints`,
-/// `finish_table`), as PostgreSQL's documentation advises for bulk loads; otherwise they are
-/// ensured now.
-pub async fn ensure_table(tx: &mut Tx, stage: &StagePlan, pg: &PgStatements) -> Result<bool, ExecError> {
+/// columns with compatible types and a unique key.
+pub async fn ensure_table(tx: &mut Tx, stage: &StagePlan, pg: &PgStatements) -> Result<Ensured, ExecError> {
     let t = &stage.target;
     let existing = sqlx::query_with(generated(&pg.read_columns.sql), arguments(&pg.read_columns)?)
         .fetch_all(&mut **tx)
@@ -33,9 +43,10 @@ pub async fn ensure_table(tx: &mut Tx, stage: &StagePlan, pg: &PgStatements) -> 
         for s in &t.sql.create_table {
             execute(tx, s, "create the target table").await?;
         }
-        return Ok(true);
+        return Ok(Ensured { created: true, exact: true });
     }
     let mut problems = Vec::new();
+    let mut exact = true;
     // A history table has no column for the date its rows are loaded for (its versions' dates
     // hold it).
     let as_of = t.history.as_ref().map(|h| h.as_of.as_str());
@@ -66,6 +77,14 @@ pub async fn ensure_table(tx: &mut Tx, stage: &StagePlan, pg: &PgStatements) -> 
             ColumnType::Date => matches!(data_type.as_str(), "date" | "timestamp without time zone"),
             ColumnType::Timestamp => data_type == "timestamp without time zone",
         };
+        // The binary forms that differ from the spec's type's: text and varchar, and numerics of
+        // any precision, are written alike.
+        exact &= match c.ty {
+            ColumnType::Int32 => data_type == "integer",
+            ColumnType::Int64 => data_type == "bigint",
+            ColumnType::Date => data_type == "date",
+            _ => true,
+        };
         if !ok {
             let shown = match (max_len, precision, scale) {
                 (Some(m), _, _) => format!("{data_type}({m})"),
@@ -91,7 +110,7 @@ pub async fn ensure_table(tx: &mut Tx, stage: &StagePlan, pg: &PgStatements) -> 
         execute(tx, add, "add the soft delete's column").await?;
     }
     finish_table(tx, stage, pg).await?;
-    Ok(false)
+    Ok(Ensured { created: false, exact })
 }
 
 /// Builds the key and unique constraints of a table the run created bare, once it is loaded.
