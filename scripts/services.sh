@@ -50,25 +50,33 @@ as_pg() {
 
 pg_running() { [ -f "$PGDATA/postmaster.pid" ] && as_pg "$(pg_bin pg_ctl)" -D "$PGDATA" status >/dev/null 2>&1; }
 
-start_pg() {
-  mkdir -p "$DIR"
-  if [ ! -f "$PGDATA/PG_VERSION" ]; then
-    mkdir -p "$PGDATA"
+# Initialises (the first time) and starts one PostgreSQL instance on loopback:
+#   start_instance DATA PORT LOG HOST_AUTH [EXTRA_CONF_LINE]
+start_instance() {
+  local data=$1 port=$2 log=$3 auth=$4 extra=${5:-}
+  if [ ! -f "$data/PG_VERSION" ]; then
+    mkdir -p "$data"
     [ "$(id -u)" = 0 ] && { id postgres >/dev/null 2>&1 || useradd --system --home-dir "$DIR" --shell /bin/sh postgres; chown -R postgres "$DIR"; }
-    as_pg "$(pg_bin initdb)" -D "$PGDATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >/dev/null
-    cat >> "$PGDATA/postgresql.conf" <<CONF
+    as_pg "$(pg_bin initdb)" -D "$data" -U postgres --auth-local=trust --auth-host="$auth" -E UTF8 --locale=C.UTF-8 >/dev/null
+    cat >> "$data/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
-port = $PG_PORT
-unix_socket_directories = '$PGDATA'
+port = $port
+unix_socket_directories = '$data'
 fsync = off
 synchronous_commit = off
 full_page_writes = off
 max_connections = 100
+$extra
 CONF
   fi
-  if ! pg_running; then
-    as_pg "$(pg_bin pg_ctl)" -D "$PGDATA" -l "$DIR/pg.log" -w -t 60 start >/dev/null
+  if ! { [ -f "$data/postmaster.pid" ] && as_pg "$(pg_bin pg_ctl)" -D "$data" status >/dev/null 2>&1; }; then
+    as_pg "$(pg_bin pg_ctl)" -D "$data" -l "$log" -w -t 60 start >/dev/null
   fi
+}
+
+start_pg() {
+  mkdir -p "$DIR"
+  start_instance "$PGDATA" "$PG_PORT" "$DIR/pg.log" scram-sha-256
   local psql=(as_pg "$(pg_bin psql)" -h "$PGDATA" -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -qAt)
   "${psql[@]}" -d postgres -c "DO \$\$ BEGIN
       IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'etl') THEN
@@ -192,25 +200,8 @@ start_citus() {
   while [ $# -gt 0 ]; do
     local name=$1 port=$2 data="$CITUS_DIR/$1"
     shift 2
-    if [ ! -f "$data/PG_VERSION" ]; then
-      mkdir -p "$data"
-      [ "$(id -u)" = 0 ] && chown -R postgres "$DIR"
-      as_pg "$(pg_bin initdb)" -D "$data" -U postgres --auth-local=trust --auth-host=trust -E UTF8 --locale=C.UTF-8 >/dev/null
-      # Loopback only, and trusted there: the nodes connect to each other as the client's role.
-      cat >> "$data/postgresql.conf" <<CONF
-listen_addresses = '127.0.0.1'
-port = $port
-unix_socket_directories = '$data'
-shared_preload_libraries = 'citus'
-fsync = off
-synchronous_commit = off
-full_page_writes = off
-max_connections = 100
-CONF
-    fi
-    if ! as_pg "$(pg_bin pg_ctl)" -D "$data" status >/dev/null 2>&1; then
-      as_pg "$(pg_bin pg_ctl)" -D "$data" -l "$CITUS_DIR/$name.log" -w -t 60 start >/dev/null
-    fi
+    # Loopback only, and trusted there: the nodes connect to each other as the client's role.
+    start_instance "$data" "$port" "$CITUS_DIR/$name.log" trust "shared_preload_libraries = 'citus'"
     local psql=(as_pg "$(pg_bin psql)" -h "$data" -p "$port" -U postgres -v ON_ERROR_STOP=1 -qAt)
     # etl_traced, as on the plain server, for the statements test (its statements logged on the
     # coordinator, below); on every node, as Citus connects to the workers as the client's role.
