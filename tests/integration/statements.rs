@@ -13,7 +13,7 @@ use crate::unchanged::change_one_trade;
 use crate::util::{Output, etl, root};
 
 /// Statements that are the driver's or the migrator's, not the Plan's.
-pub fn driver_or_migrator(sql: &str, migrations: &str) -> bool {
+fn driver_or_migrator(sql: &str, migrations: &str) -> bool {
     matches!(sql, "BEGIN" | "COMMIT" | "ROLLBACK")
         || sql.contains("_sqlx_migrations")
         || sql == "SELECT current_database()"
@@ -36,7 +36,7 @@ pub fn squash(text: &str) -> String {
 /// or `execute NAME: `, with the lines that continue it. A log whose lines name the session's
 /// application (`[PID/APP]`, the Citus coordinator's) gives only the statements of etl's own
 /// sessions (`etl`), not those Citus sends to the coordinator's own placements.
-pub fn logged(log: &Path, from: u64) -> Vec<String> {
+fn logged(log: &Path, from: u64) -> Vec<String> {
     let bytes = std::fs::read(log).unwrap_or_else(|e| panic!("cannot read the server's log {}: {e}", log.display()));
     let text = String::from_utf8_lossy(&bytes[from as usize..]).into_owned();
     let entry = regex::Regex::new(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d+)? \S+ \[\d+(?:/([^\]]*))?\] (\S+):  (.*)$").unwrap();
@@ -134,7 +134,14 @@ pub fn migrations() -> String {
 /// Fails on any statement logged since `from` that the plan does not show; returns how many
 /// were logged.
 pub fn assert_planned(log: &Path, from: u64, planned: &str, migrations: &str, what: &str, plan: &str, out: &Output) -> usize {
-    let statements = logged(log, from);
+    assert_planned_but(log, from, planned, migrations, what, plan, out, |_| false).len()
+}
+
+/// [`assert_planned`], leaving out the statements `others` says are not the run's own (those a
+/// server sends itself); returns the statements logged but those.
+#[allow(clippy::too_many_arguments)]
+pub fn assert_planned_but(log: &Path, from: u64, planned: &str, migrations: &str, what: &str, plan: &str, out: &Output, others: impl Fn(&str) -> bool) -> Vec<String> {
+    let statements: Vec<String> = logged(log, from).into_iter().filter(|s| !others(s)).collect();
     assert!(!statements.is_empty(), "{what}: the server logged no statement of etl_traced in {}\n{}", log.display(), out.evidence());
     let missing: Vec<&String> = statements.iter().filter(|s| !driver_or_migrator(s, migrations) && !planned.contains(s.as_str())).collect();
     assert!(
@@ -144,7 +151,7 @@ pub fn assert_planned(log: &Path, from: u64, planned: &str, migrations: &str, wh
         missing.iter().map(|s| format!("  {s}")).collect::<Vec<_>>().join("\n"),
         out.evidence()
     );
-    statements.len()
+    statements
 }
 
 /// The same for a file set (specs/daily.yaml over `etl-datagen --days` files in a folder): the
