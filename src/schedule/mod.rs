@@ -8,4 +8,4 @@ pub mod trigger;
 
 pub use runner::{JobError, JobOutcome, RunJob, StartOptions, start};
 pub use store::{JobDef, JobRow, list, remove, set_enabled, upsert};
-pub use trigger::{next_run, spec_jobs, tick, trigger};
+pub use trigger::{next_run, spec_jobs, trigger};

@@ -1,5 +1,5 @@
-//! `etl schedule start`: the runner. Jobs are re-read from the store every few seconds and
-//! registered with tokio-cron-scheduler; each firing is claimed by inserting its (job, tick) row
+//! `etl schedule start`: the runner. Jobs are re-read from the store every few seconds and each
+//! gets a timer that sleeps until its next tick; each firing is claimed by inserting its (job, tick) row
 //! (so any number of schedulers run it once), holds the job's advisory lock for its run (so it
 //! never overlaps itself), and runs its spec as `etl run` would (`StartOptions::run_job`). A
 //! firing that ends with exit 3 is tried again as its job's `retries` say; a job registered with
@@ -11,10 +11,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use tokio_cron_scheduler::{Job, JobScheduler};
 
 use super::store::{JobDef, list, missed_since};
-use super::trigger::{missed, next_run, tick};
+use super::trigger::{missed, next_run};
 use crate::exec::ExecError;
 use crate::exit;
 
@@ -79,15 +78,13 @@ pub async fn start(pool: PgPool, opts: StartOptions) -> Result<(), ExecError> {
         stopping: std::sync::atomic::AtomicBool::new(false),
         stop: tokio::sync::Notify::new(),
     });
-    let mut sched = JobScheduler::new().await.map_err(|e| ExecError::Internal(format!("start the scheduler: {e}")))?;
-    sched.start().await.map_err(|e| ExecError::Internal(format!("start the scheduler: {e}")))?;
-    let mut registered: Vec<(JobDef, uuid::Uuid)> = Vec::new();
+    let mut registered: Vec<(JobDef, tokio::task::JoinHandle<()>)> = Vec::new();
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| ExecError::Internal(format!("listen for SIGTERM: {e}")))?;
     log(&format!("scheduler {} started", shared.owner));
     loop {
         match list(&pool).await {
-            Ok(rows) => sync(&sched, &mut registered, rows.into_iter().map(|r| r.def).filter(|d| d.enabled).collect(), &shared).await,
+            Ok(rows) => sync(&mut registered, rows.into_iter().map(|r| r.def).filter(|d| d.enabled).collect(), &shared).await,
             Err(e) => log(&format!("cannot read the jobs (will retry): {e}")),
         }
         tokio::select! {
@@ -99,10 +96,9 @@ pub async fn start(pool: PgPool, opts: StartOptions) -> Result<(), ExecError> {
     log("stopping: no new firings; waiting for running loads");
     shared.stopping.store(true, Ordering::SeqCst);
     shared.stop.notify_waiters();
-    for (_, id) in registered.drain(..) {
-        let _ = sched.remove(&id).await;
+    for (_, timer) in registered.drain(..) {
+        timer.abort();
     }
-    let _ = sched.shutdown().await;
     let deadline = tokio::time::Instant::now() + opts.grace;
     while shared.running.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -115,13 +111,15 @@ pub async fn start(pool: PgPool, opts: StartOptions) -> Result<(), ExecError> {
     Ok(())
 }
 
-async fn sync(sched: &JobScheduler, registered: &mut Vec<(JobDef, uuid::Uuid)>, wanted: Vec<JobDef>, shared: &Arc<Shared>) {
+/// Starts a timer for each wanted job not yet timed and stops the timers of jobs no longer
+/// wanted (removed, paused or changed: a changed job gets a new timer).
+async fn sync(registered: &mut Vec<(JobDef, tokio::task::JoinHandle<()>)>, wanted: Vec<JobDef>, shared: &Arc<Shared>) {
     let mut keep = Vec::new();
-    for (def, id) in registered.drain(..) {
+    for (def, timer) in registered.drain(..) {
         if wanted.contains(&def) {
-            keep.push((def, id));
+            keep.push((def, timer));
         } else {
-            let _ = sched.remove(&id).await;
+            timer.abort();
             log(&format!("job {}: unregistered", def.job_id));
         }
     }
@@ -130,34 +128,20 @@ async fn sync(sched: &JobScheduler, registered: &mut Vec<(JobDef, uuid::Uuid)>, 
         if registered.iter().any(|(d, _)| *d == def) {
             continue;
         }
-        let tz: chrono_tz::Tz = match def.timezone.parse() {
-            Ok(tz) => tz,
-            Err(_) => {
-                log(&format!("job {}: unknown time zone {}; not scheduled", def.job_id, def.timezone));
-                continue;
-            }
-        };
-        let d = def.clone();
-        let s = shared.clone();
-        let job = Job::new_async_tz(def.cron.as_str(), tz, move |_, _| {
-            let d = d.clone();
-            let s = s.clone();
-            Box::pin(async move { fire(d, s).await })
-        });
-        match job {
-            Ok(job) => match sched.add(job).await {
-                Ok(id) => {
-                    let next = next_run(&def, Utc::now()).map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_default();
-                    log(&format!("job {}: scheduled ({}), next run {next}", def.job_id, def.trigger));
-                    if def.catchup != crate::spec::model::Catchup::Skip {
-                        tokio::spawn(catch_up(def.clone(), shared.clone()));
-                    }
-                    registered.push((def, id));
-                }
-                Err(e) => log(&format!("job {}: cannot schedule: {e}", def.job_id)),
-            },
-            Err(e) => log(&format!("job {}: cannot schedule `{}`: {e}", def.job_id, def.cron)),
+        if def.timezone.parse::<chrono_tz::Tz>().is_err() {
+            log(&format!("job {}: unknown time zone {}; not scheduled", def.job_id, def.timezone));
+            continue;
         }
+        let Some(next) = next_run(&def, Utc::now()) else {
+            log(&format!("job {}: cannot schedule `{}`: no next time", def.job_id, def.cron));
+            continue;
+        };
+        log(&format!("job {}: scheduled ({}), next run {}", def.job_id, def.trigger, next.format("%Y-%m-%dT%H:%M:%SZ")));
+        if def.catchup != crate::spec::model::Catchup::Skip {
+            tokio::spawn(catch_up(def.clone(), shared.clone()));
+        }
+        let timer = tokio::spawn(timer(def.clone(), shared.clone()));
+        registered.push((def, timer));
     }
 }
 
@@ -183,10 +167,31 @@ async fn catch_up(def: JobDef, s: Arc<Shared>) {
     }
 }
 
-/// One firing on time: the tick it belongs to.
-async fn fire(def: JobDef, s: Arc<Shared>) {
-    let at = tick(&def, Utc::now());
-    fire_at(&def, at, false, &s).await;
+/// A job's timer: sleeps until each of its ticks and fires it named by that tick, so every
+/// scheduler claims the same (job, tick) row however early or late it wakes. Each firing runs on
+/// a task of its own: a long load never delays the next tick (which then finds the job's lock
+/// taken and is skipped).
+async fn timer(def: JobDef, s: Arc<Shared>) {
+    use chrono::Timelike;
+    let mut after = Utc::now();
+    while let Some(at) = next_run(&def, after) {
+        let at = at.with_nanosecond(0).unwrap_or(at);
+        // Slept on the monotonic clock; woken before the tick on the wall clock (it was set
+        // back), sleep again.
+        loop {
+            let left = at - Utc::now();
+            match left.to_std() {
+                Ok(wait) if !wait.is_zero() => tokio::time::sleep(wait).await,
+                _ => break,
+            }
+        }
+        if s.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let (def, s2) = (def.clone(), s.clone());
+        tokio::spawn(async move { fire_at(&def, at, false, &s2).await });
+        after = at;
+    }
 }
 
 /// One firing: claim it, take the job's lock, run the spec as `etl run` would (again, after a

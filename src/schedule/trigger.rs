@@ -1,6 +1,6 @@
 //! Triggers: a cron expression or every day/hour/minute from the CLI's or a spec's words, the
-//! next time a job fires, the tick a firing belongs to (the same on every scheduler), and the
-//! ticks missed while no scheduler ran.
+//! next time a job fires (the tick every scheduler names its firing by), and the ticks missed
+//! while no scheduler ran.
 
 use std::path::Path;
 
@@ -22,21 +22,6 @@ pub fn next_run(j: &JobDef, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
     cron.find_next_occurrence(&after.with_timezone(&tz), false).ok().map(|t| t.with_timezone(&Utc))
 }
 
-/// The tick a firing at `now` belongs to: the latest occurrence not after `now` (plus a little
-/// slack). Every scheduler computes the same tick, which is what makes the claim work.
-pub fn tick(j: &JobDef, now: DateTime<Utc>) -> DateTime<Utc> {
-    let Some((tz, cron)) = j.timezone.parse::<chrono_tz::Tz>().ok().zip(parse_cron(&j.cron)) else {
-        return now;
-    };
-    use chrono::Timelike;
-    let probe = (now + chrono::Duration::milliseconds(1500)).with_timezone(&tz);
-    let probe = probe.with_nanosecond(0).unwrap_or(probe);
-    cron.find_previous_occurrence(&probe, true)
-        .map(|t| t.with_timezone(&Utc))
-        .map(|t| t.with_nanosecond(0).unwrap_or(t))
-        .unwrap_or(now)
-}
-
 /// The firings a starting scheduler makes up: the job's ticks after `since` and not after `now`,
 /// oldest first, as its `catchup` says (none, the latest, or the latest `max_catchup`). Walks
 /// back from `now`, so a long downtime of a frequent job costs no more than the firings made up.
@@ -52,7 +37,7 @@ pub fn missed(j: &JobDef, since: DateTime<Utc>, now: DateTime<Utc>) -> (Vec<Date
     };
     use chrono::Timelike;
     let mut ticks = Vec::new();
-    // Ticks are whole seconds, as every firing's (`tick`).
+    // Ticks are whole seconds, as every firing's (`runner::timer`).
     let now = now.with_timezone(&tz);
     let mut probe = now.with_nanosecond(0).unwrap_or(now);
     let mut inclusive = true;
