@@ -64,12 +64,38 @@ pub fn copy_stream<T>(
         let produced = produce(&mut hand);
         drop(send);
         let copied = copier.join().unwrap_or_else(|_| Err(ExecError::Internal("the COPY thread panicked".into())));
-        match (produced, copied) {
-            // The COPY's own error explains a producer stopped by it.
-            (Err(_), Err(e)) if stopped => Err(e),
-            (Err(e), _) => Err(e),
-            (Ok(_), Err(e)) => Err(e),
-            (Ok(t), Ok(())) => Ok(t),
-        }
+        outcome(produced, copied, stopped)
     })
+}
+
+/// What a streamed COPY ends with: the producer's error unless the COPY stopped it (then the
+/// COPY's own error, which explains it), else the COPY's error, else the producer's result.
+fn outcome<T>(produced: Result<T, ExecError>, copied: Result<(), ExecError>, stopped: bool) -> Result<T, ExecError> {
+    match (produced, copied) {
+        (Err(_), Err(e)) if stopped => Err(e),
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) => Err(e),
+        (Ok(t), Ok(())) => Ok(t),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(what: &str) -> ExecError {
+        ExecError::Internal(what.into())
+    }
+
+    #[test]
+    fn a_copy_stream_reports_the_error_that_explains_its_end() {
+        let said = |r: Result<u8, ExecError>| r.map_err(|e| e.to_string());
+        // Stopped by the COPY: the COPY's error, not "the COPY stopped".
+        assert!(said(outcome(Err(err("the COPY stopped")), Err(err("server closed")), true)).unwrap_err().contains("server closed"));
+        // Both failed on their own (a bad batch, the COPY cut meanwhile): the producer's.
+        assert!(said(outcome(Err(err("bad batch")), Err(err("server closed")), false)).unwrap_err().contains("bad batch"));
+        assert!(said(outcome(Err(err("bad batch")), Ok(()), false)).unwrap_err().contains("bad batch"));
+        assert!(said(outcome(Ok(1), Err(err("finish COPY")), false)).unwrap_err().contains("finish COPY"));
+        assert_eq!(said(outcome(Ok(7), Ok(()), false)), Ok(7));
+    }
 }
