@@ -113,16 +113,33 @@ LOAD CSV FROM '$work/clean/trades.csv'
 LOAD
 }
 
-# time_it NAME COMMAND...: runs it under /usr/bin/time, appends "NAME seconds rss_kb".
+# The CPU seconds the PostgreSQL server has spent: its postmaster's own and its reaped children's
+# (backends, parallel workers and autovacuum that have exited), plus its live children's.
+pg_dir="${ETL_SERVICES_DIR:-/var/tmp/etl-services-$(id -u)}/pg"
+server_cpu() {
+  local pm ticks=0 c
+  pm=$(head -n 1 "$pg_dir/postmaster.pid")
+  ticks=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$pm/stat")
+  for c in $(pgrep -P "$pm"); do ticks=$((ticks + $(awk '{print $14 + $15}' "/proc/$c/stat" 2>/dev/null || echo 0))); done
+  echo "$ticks $(getconf CLK_TCK)" | awk '{printf "%.2f", $1 / $2}'
+}
+
+# time_it NAME COMMAND...: runs it under /usr/bin/time, appends "NAME seconds rss_kb client_cpu
+# server_cpu". The server's CPU is read a second before and after (an ended connection's backend
+# is counted once the postmaster has reaped it), so it includes any autovacuum in that window.
 time_it() {
   local name=$1; shift
   local t; t=$(mktemp)
-  /usr/bin/time -f "%e %M" -o "$t" "$@" >/dev/null 2>"$work/last.err" || {
+  sleep 1
+  local before; before=$(server_cpu)
+  /usr/bin/time -f "%e %M %U %S" -o "$t" "$@" >/dev/null 2>"$work/last.err" || {
     local rc=$?
     # etl exits 4 when rows were rejected: that is the expected end of the dirty run.
     if [ "$rc" != 4 ]; then echo "bench: $name failed ($rc):" >&2; cat "$work/last.err" >&2; exit 1; fi
   }
-  echo "$name $(tail -n 1 "$t")" >> "$work/times"
+  sleep 1
+  local after; after=$(server_cpu)
+  echo "$name $(tail -n 1 "$t" | awk -v s="$(echo "$before $after" | awk '{print $2 - $1}')" '{printf "%s %s %.2f %.2f", $1, $2, $3 + $4, s}')" >> "$work/times"
   rm -f "$t"
 }
 
@@ -180,21 +197,26 @@ import sys, statistics, collections, platform, os
 times, rows, assets, trades, reps = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 runs = collections.defaultdict(list)
 for line in open(times):
-    name, secs, rss = line.split()
-    runs[name].append((float(secs), int(rss)))
-med = {k: statistics.median(s for s, _ in v) for k, v in runs.items()}
-rss = {k: max(r for _, r in v) for k, v in runs.items()}
+    name, secs, rss, client, server = line.split()
+    runs[name].append((float(secs), int(rss), float(client), float(server)))
+med = {k: statistics.median(r[0] for r in v) for k, v in runs.items()}
+rss = {k: max(r[1] for r in v) for k, v in runs.items()}
+client = {k: statistics.median(r[2] for r in v) for k, v in runs.items()}
+server = {k: statistics.median(r[3] for r in v) for k, v in runs.items()}
 print(f"{assets} assets + {trades} trades, {reps} repetitions, medians:")
 for k in [k for k in ["copy_finished", "copy_then_keys", "pgloader_finished", "etl_first", "etl_rerun", "etl_changed", "etl_dirty"] if k in med]:
-    print(f"  {k:15} {med[k]:8.2f} s  {rows / med[k]:10.0f} rows/s  peak RSS {rss[k] / 1024:7.1f} MB")
+    print(f"  {k:15} {med[k]:8.2f} s  {rows / med[k]:10.0f} rows/s  peak RSS {rss[k] / 1024:7.1f} MB  cpu: client {client[k]:6.2f} s, server {server[k]:6.2f} s")
 if "copy_finished" not in med:
     if "copy_then_keys" in med:
         print("ratios:")
         print(f"  etl first load / \\copy plain then keys and FK   {med['etl_first'] / med['copy_then_keys']:.2f}  (target <= 1.1)")
+        cpu = lambda k: client[k] + server[k]
+        print(f"  CPU (client + server), the same                 {cpu('etl_first') / cpu('copy_then_keys'):.2f}")
     sys.exit(0)
 print("ratios:")
 print(f"  etl first load / \\copy into finished tables     {med['etl_first'] / med['copy_finished']:.2f}  (target <= 0.6)")
 print(f"  etl first load / \\copy plain then keys and FK   {med['etl_first'] / med['copy_then_keys']:.2f}  (target <= 1.1)")
+print(f"  CPU (client + server), the same                 {(client['etl_first'] + server['etl_first']) / (client['copy_then_keys'] + server['copy_then_keys']):.2f}")
 print(f"  etl re-run unchanged / first load               {med['etl_rerun'] / med['etl_first']:.2f}  (target <= 0.05)")
 print(f"  etl 1% changed / first load                     {med['etl_changed'] / med['etl_first']:.2f}  (target <= 0.15)")
 if "pgloader_finished" in med:
@@ -203,6 +225,6 @@ PY
 mkdir -p bench
 {
   printf '%s\t%s\t%s\t%s\t' "$(date -u +%FT%TZ)" "$assets" "$trades" "$reps"
-  awk '{ printf "%s=%s/%s ", $1, $2, $3 }' "$work/times"; echo
+  awk '{ printf "%s=%s/%s/%s/%s ", $1, $2, $3, $4, $5 }' "$work/times"; echo
 } >> bench/results.tsv
 echo "bench: figures appended to bench/results.tsv" >&2
