@@ -188,9 +188,15 @@ async fn timer(def: JobDef, s: Arc<Shared>) {
         if s.stopping.load(Ordering::SeqCst) {
             return;
         }
-        let (def, s2) = (def.clone(), s.clone());
-        tokio::spawn(async move { fire_at(&def, at, false, &s2).await });
-        after = at;
+        let (d, s2) = (def.clone(), s.clone());
+        tokio::spawn(async move { fire_at(&d, at, false, &s2).await });
+        // Woken so late that later ticks have passed too (the process was stopped or the
+        // machine suspended): those are not fired in a burst; the timer goes on from now.
+        let now = Utc::now();
+        if next_run(&def, at).is_some_and(|t| t <= now) {
+            log(&format!("job {}: woke {} after the tick {}; the ticks since are not fired", def.job_id, humantime::format_duration(Duration::from_secs((now - at).num_seconds().max(0) as u64)), at.format("%Y-%m-%dT%H:%M:%SZ")));
+        }
+        after = now.max(at);
     }
 }
 

@@ -245,6 +245,42 @@ fn two_schedulers_run_each_firing_once() {
 }
 
 #[test]
+fn a_scheduler_woken_late_fires_the_tick_it_slept_for_and_not_the_ones_it_missed() {
+    let data = generate(20, 0, 0.0, 25);
+    let db = TestDb::new("late");
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec_file(&db, data.path(), dir.path(), "* * * * * *");
+    let s = Scheduler::start(&spec, dir.path().join("log"));
+    let firings = format!("SELECT count(*) FROM {}.etl_schedule_firings", db.schema);
+    let tables = format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{}' AND tablename = 'etl_schedule_firings'", db.schema);
+    wait_for("a first firing", Duration::from_secs(30), || db.count(&tables) == 1 && db.count(&firings) >= 1, || s.log());
+    // Stopped for 6 s, as a suspended machine or an overloaded one would leave it: five ticks
+    // pass while its timer sleeps.
+    let pid = s.child.id().to_string();
+    let stopped = db.texts("SELECT now()::text").remove(0);
+    Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    let resumed = db.texts("SELECT now()::text").remove(0);
+    std::thread::sleep(Duration::from_secs(3));
+    let (code, log) = s.stop();
+    assert_eq!(code, 0, "{log}");
+    // The tick it slept for (within a second of the stop) is fired on waking; the ones after it,
+    // up to the resume, are not fired in a burst.
+    let missed = db.count(&format!(
+        "SELECT count(*) FROM {}.etl_schedule_firings WHERE fire_at > '{stopped}'::timestamptz + interval '1.5 seconds' AND fire_at < '{resumed}'::timestamptz - interval '0.5 seconds'",
+        db.schema
+    ));
+    assert_eq!(missed, 0, "ticks passed while the scheduler was stopped were fired on waking\n{log}");
+    // The late wake is logged, and only it (a timer on time never says so).
+    let late = log.matches("the ticks since are not fired").count();
+    assert!((1..=2).contains(&late), "the late wake is logged, once ({late} times)\n{log}");
+    // And it goes on firing after waking.
+    let after = db.count(&format!("SELECT count(*) FROM {}.etl_schedule_firings WHERE fire_at > '{resumed}'::timestamptz", db.schema));
+    assert!(after >= 1, "no firing after the scheduler woke\n{log}");
+}
+
+#[test]
 fn an_invalid_spec_fails_its_firing_and_the_scheduler_goes_on() {
     let data = generate(20, 0, 0.0, 24);
     let db = TestDb::new("invalid");
