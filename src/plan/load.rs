@@ -196,11 +196,24 @@ fn history_merge(t: &TargetPlan, h: &super::compiled::HistoryPlan, columns: &[Co
     // The changed keys' versions, with where they are (the delete goes straight to them; the
     // table is locked against other writers: they stay where they are meanwhile) and which
     // transaction wrote each (the table's state after the merge is told from them).
-    let take_old = format!(
-        "SELECT {all_list}, {from}, {to}, ctid AS _etl_ctid, xmin::text::bigint AS _etl_xmin FROM {table} AS t WHERE EXISTS (SELECT 1 FROM {changed} AS c WHERE {})",
-        on("c", "t")
-    );
-    let delete_old = format!("DELETE FROM {table} WHERE ctid = ANY (ARRAY(SELECT _etl_ctid FROM {old}))");
+    // On Citus a row's `ctid` is its place in one shard only, and a distributed table is not
+    // joined with the coordinator's temporary tables directly: the versions are found by their
+    // keys through an uncorrelated IN and deleted by key and start (the table's primary key),
+    // and the state after is read, not told.
+    let (take_old, delete_old) = if t.distribution.is_some() {
+        (
+            format!("SELECT {all_list}, {from}, {to} FROM {table} WHERE ({key_list}) IN (SELECT {key_list} FROM {changed})"),
+            format!("DELETE FROM {table} WHERE ({key_list}, {from}) IN (SELECT {key_list}, {from} FROM {old})"),
+        )
+    } else {
+        (
+            format!(
+                "SELECT {all_list}, {from}, {to}, ctid AS _etl_ctid, xmin::text::bigint AS _etl_xmin FROM {table} AS t WHERE EXISTS (SELECT 1 FROM {changed} AS c WHERE {})",
+                on("c", "t")
+            ),
+            format!("DELETE FROM {table} WHERE ctid = ANY (ARRAY(SELECT _etl_ctid FROM {old}))"),
+        )
+    };
     let same_as_last: Vec<String> = std::iter::once(format!("lag({to}) OVER w = {from}"))
         .chain(values.iter().map(|v| format!("lag({v}) OVER w IS NOT DISTINCT FROM {v}")))
         .collect();

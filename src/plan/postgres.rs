@@ -309,14 +309,23 @@ fn missing_sql(t: &TargetPlan) -> Option<MissingSql> {
             // From the few vanished keys (looked up by the table's key), not a join of every row.
             // Each vanished key looked up by the table's key (`OFFSET 0`: a nested loop, not a
             // hash of the whole table; JIT off, see `jit_off`).
-            gone: format!(
-                "SELECT count(*) FROM (SELECT DISTINCT {list} FROM {vanished}) AS v CROSS JOIN LATERAL (SELECT 1 FROM {q} AS t WHERE {}{} OFFSET 0) AS x \
-                 WHERE NOT EXISTS (SELECT 1 FROM {keys} AS k WHERE {})",
-                gone_on.join(" AND "),
-                covering.replacen(" WHERE ", " AND ", 1),
-                t.key.iter().map(|k| format!("k.{0} = v.{0}", ident(k))).collect::<Vec<_>>().join(" AND "),
-                list = list.join(", "),
-            ),
+            // On Citus (no lateral join from the coordinator's table into a distributed one):
+            // the vanished keys no changed line holds, as an uncorrelated IN.
+            gone: if t.distribution.is_some() {
+                format!(
+                    "SELECT count(*) FROM {q} AS t{covering} AND ({list}) IN (SELECT {list} FROM {vanished} EXCEPT SELECT {list} FROM {keys})",
+                    list = list.join(", "),
+                )
+            } else {
+                format!(
+                    "SELECT count(*) FROM (SELECT DISTINCT {list} FROM {vanished}) AS v CROSS JOIN LATERAL (SELECT 1 FROM {q} AS t WHERE {}{} OFFSET 0) AS x \
+                     WHERE NOT EXISTS (SELECT 1 FROM {keys} AS k WHERE {})",
+                    gone_on.join(" AND "),
+                    covering.replacen(" WHERE ", " AND ", 1),
+                    t.key.iter().map(|k| format!("k.{0} = v.{0}", ident(k))).collect::<Vec<_>>().join(" AND "),
+                    list = list.join(", "),
+                )
+            },
             rows: format!("SELECT count(*) FROM {q} AS t{covering}"),
         };
         return Some(MissingSql { vanished: Some(lines), ..MissingSql::new(key_types(), copy_keys, count, String::new()) });

@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::run::TestDb;
 use crate::util::{Output, etl};
 
-const DAYS: [&str; 5] = ["2025-12-15", "2025-12-16", "2025-12-17", "2025-12-18", "2025-12-19"];
+pub const DAYS: [&str; 5] = ["2025-12-15", "2025-12-16", "2025-12-17", "2025-12-18", "2025-12-19"];
 
 fn snapshot_spec(dir: &Path) -> std::path::PathBuf {
     let head = crate::util::spec_head("snapshots", dir.display());
@@ -371,7 +371,7 @@ fn a_replace_keeps_the_rows_other_tables_reference_in_place() {
 }
 
 /// The days' files of the history series: (account, cash, account type) per day.
-fn history_day(day: usize, restated: bool) -> Vec<(&'static str, &'static str, i32)> {
+pub fn history_day(day: usize, restated: bool) -> Vec<(&'static str, &'static str, i32)> {
     match (day, restated) {
         (0, _) => vec![("A", "1.00", 1), ("B", "2.00", 1), ("C", "3.00", 1)],
         (1, _) => vec![("A", "1.00", 1), ("B", "2.50", 1), ("C", "3.00", 1), ("D", "4.00", 1)],

@@ -5,7 +5,7 @@
 use super::Checker;
 use crate::spec::diag::{Problem, suggest};
 use crate::spec::model::Distribution::{Hash, Reference};
-use crate::spec::model::{Connection, Distribution, HashDistribution, LoadMode, Stage};
+use crate::spec::model::{Connection, Distribution, HashDistribution, Stage};
 use crate::spec::source::Pointer;
 
 impl Checker<'_> {
@@ -21,18 +21,6 @@ impl Checker<'_> {
                     .on_key()
                     .label("only on a postgres target")
                     .help("load into a postgres connection to the Citus coordinator, or remove `distribution`"),
-            );
-        }
-        // What this version runs on a Citus table, each tried against a cluster: every mode but
-        // a history, whose merge rewrites versions through joins with tables on the coordinator
-        // that Citus refuses as they are written.
-        let unsupported = (t.mode == LoadMode::History).then_some("`mode: history`");
-        if let Some(what) = unsupported {
-            self.push(
-                Problem::new("spec::distribution_mode", dat.clone(), format!("stage `{sname}` is spread over a Citus cluster, which this version offers for every mode but {what}"))
-                    .on_key()
-                    .label("not on a Citus table yet")
-                    .help("load it as a table of the coordinator (remove `distribution`)"),
             );
         }
         let Distribution::Hash(h) = d else { return };
