@@ -281,6 +281,32 @@ fn open_targets<'r>(plan: &Plan, stages: &[&StagePlan], analytics: bool, reader:
     Ok(targets)
 }
 
+/// A set's files loaded one by one (`atomicity: file`), in name order, each in a transaction of
+/// its own with its ledger row and its part of the stage's record: a file that ends without
+/// loading (over its budget, refused) is rolled back alone and the next one still loads; an
+/// error ends the stage with the files before it loaded. The report adds the files' up.
+fn load_one_by_one(cx: &StageContext<'_>, pg: &postgres::Pg, st: &StagePlan, files: Vec<Source>, dry: &mut postgres::load::DryRun, records: &Records<'_, '_>) -> Result<StageReport, ExecError> {
+    let mut total: Option<StageReport> = None;
+    let count = files.len();
+    for (i, f) in files.into_iter().enumerate() {
+        let shown = f.shown.clone();
+        let mut one = vec![f];
+        let report = postgres::load::load_stage(cx, pg, st, &mut one, None, dry).map_err(|e| postgres::load::with_lock_holders(pg, st, e))?;
+        // Rolled back, it was not recorded with its rows: its part of the record goes in now.
+        if !report.recorded {
+            records.stage(&report)?;
+        }
+        cx.progress.step(&st.name, &format!("file {} of {count}, {shown}: {}", i + 1, report.status));
+        total = Some(match total {
+            None => report,
+            Some(t) => t.and(report),
+        });
+    }
+    let mut report = total.ok_or_else(|| ExecError::Internal(format!("stage {} has no file to load", st.name)))?;
+    report.recorded = true;
+    Ok(report)
+}
+
 /// Locates every source, finds the loads that may be reused, then runs each stage in order,
 /// recording each; a stage over its error budget ends the run's stages.
 fn run_stages(cx: &StageContext<'_>, stages: &[&StagePlan], targets: &IndexMap<String, Target<'_>>, records: &Records<'_, '_>) -> Result<Vec<StageReport>, ExecError> {
@@ -397,6 +423,9 @@ fn run_stages(cx: &StageContext<'_>, stages: &[&StagePlan], targets: &IndexMap<S
                 _ if files.is_empty() => {
                     progress.step(&st.name, "no file: skipped (on_missing: skip)");
                     postgres::load::nothing_new(st, Vec::new())
+                }
+                Target::Pg(pg) if st.source.set.as_ref().is_some_and(|s| s.atomicity == crate::spec::model::Atomicity::File) => {
+                    load_one_by_one(cx, pg, st, files, &mut dry, records)?
                 }
                 Target::Pg(pg) => postgres::load::load_stage(cx, pg, st, &mut files, reusable.get(&st.name), &mut dry).map_err(|e| postgres::load::with_lock_holders(pg, st, e))?,
                 Target::Duck(d) => {

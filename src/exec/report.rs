@@ -62,6 +62,23 @@ impl Status {
         matches!(self, Status::OverBudget | Status::Refused | Status::ContractFailed)
     }
 
+    /// How bad an end it is, for a stage whose files end each their own way: the stage's is
+    /// the worst (as `RECORD_STAGE` ranks them).
+    fn rank(self) -> u8 {
+        match self {
+            Status::Running => 0,
+            Status::Succeeded => 1,
+            Status::Rejected => 2,
+            Status::Missing => 3,
+            Status::Late => 4,
+            Status::OverBudget => 5,
+            Status::Refused => 6,
+            Status::ContractFailed => 7,
+            Status::Abandoned => 8,
+            Status::Failed => 9,
+        }
+    }
+
     /// The status a recorded word stands for.
     pub fn from_word(word: &str) -> Option<Status> {
         [Status::Running, Status::Succeeded, Status::Rejected, Status::OverBudget, Status::Refused, Status::ContractFailed, Status::Failed, Status::Abandoned, Status::Missing, Status::Late].into_iter().find(|s| s.as_str() == word)
@@ -241,7 +258,72 @@ impl FileReport {
     }
 }
 
+impl Merged {
+    /// Both merges' counts added up.
+    fn and(self, o: Merged) -> Merged {
+        Merged {
+            inserted: self.inserted + o.inserted,
+            updated: self.updated + o.updated,
+            unchanged: self.unchanged + o.unchanged,
+            deleted: self.deleted + o.deleted,
+            flagged: self.flagged + o.flagged,
+            restored: self.restored + o.restored,
+            cascaded: self.cascaded + o.cascaded,
+            opened: self.opened + o.opened,
+            closed: self.closed + o.closed,
+            replaced_xmins: None,
+        }
+    }
+}
+
 impl StageReport {
+    /// The report of a stage whose files committed one by one (`atomicity: file`): this one's
+    /// and the next file's added up; its status the worse of the two, its rejects, files and
+    /// notes both's. A file rolled back (over its budget, refused) counts its rows read and
+    /// rejected but loaded nothing.
+    pub fn and(mut self, o: StageReport) -> StageReport {
+        self.bytes += o.bytes;
+        self.etag = None;
+        self.rows_read += o.rows_read;
+        self.rows_valid += o.rows_valid;
+        self.rows_rejected += o.rows_rejected;
+        self.rows_warned += o.rows_warned;
+        self.rows_staged += o.rows_staged;
+        self.skipped_unchanged += o.skipped_unchanged;
+        self.loaded = match (self.loaded, o.loaded) {
+            (Some(a), Some(b)) => Some(a.and(b)),
+            (a, b) => a.or(b),
+        };
+        if o.status.rank() > self.status.rank() {
+            self.status = o.status;
+        }
+        let join = |a: Option<String>, b: Option<String>| match (a, b) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.or(b),
+        };
+        self.budget = join(self.budget.take(), o.budget);
+        self.refused = join(self.refused.take(), o.refused);
+        self.recorded &= o.recorded;
+        for h in o.hints {
+            if !self.hints.contains(&h) {
+                self.hints.push(h);
+            }
+        }
+        for (rule, n) in o.rejects_by_rule {
+            *self.rejects_by_rule.entry(rule).or_default() += n;
+        }
+        self.rejects.extend(o.rejects);
+        self.unchanged_since_run = None;
+        self.fingerprint = None;
+        self.files.extend(o.files);
+        self.checks.extend(o.checks);
+        self.totals.extend(o.totals);
+        self.replayed.extend(o.replayed);
+        self.rejected_records.extend(o.rejected_records);
+        self.trailers.extend(o.trailers);
+        self
+    }
+
     /// A report of a stage read from `source`, nothing counted yet.
     pub fn new(stage: &crate::plan::StagePlan, source: &str, bytes: u64) -> StageReport {
         StageReport {

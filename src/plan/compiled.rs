@@ -89,6 +89,8 @@ pub struct FileSetPlan {
     pub on_missing: crate::spec::model::OnMissing,
     /// How long to wait for a set that is not there yet.
     pub wait: Option<WaitPlan>,
+    /// Whether each file commits on its own.
+    pub atomicity: crate::spec::model::Atomicity,
 }
 
 /// Waiting for a set: look every `poll` until `until` (a time of day in `timezone`).

@@ -417,6 +417,7 @@ fn source(spec: &Spec, st: &crate::spec::model::Stage) -> SourcePlan {
             timezone: spec.timezone.clone().unwrap_or_else(|| "UTC".into()),
             poll: w.poll.as_deref().and_then(crate::spec::check::parse_duration).unwrap_or(std::time::Duration::from_secs(60)),
         }),
+        atomicity: s.atomicity.unwrap_or_default(),
     });
     SourcePlan { connection: s.connection.clone(), key: s.key.clone().or_else(|| s.files.clone()).unwrap_or_default(), set, trailer: s.trailer.clone() }
 }

@@ -34,11 +34,25 @@ pub const NOTIFY_FAILED: &str = "UPDATE etl_runs SET notify_error = $2 WHERE run
 /// DuckDB: as `NOTIFY_FAILED`.
 pub const DUCKDB_NOTIFY_FAILED: &str = "UPDATE etl_runs SET notify_error = ? WHERE run_id = ?";
 
-/// PostgreSQL: records a stage's outcome and digests (its rejects' among them).
+/// PostgreSQL: records a stage's outcome and digests (its rejects' among them). A set whose files
+/// commit one by one (`atomicity: file`) records each file's outcome into the stage's one row, in
+/// that file's transaction: the row adds up the files committed, its status the worst of theirs.
 pub const RECORD_STAGE: &str = "INSERT INTO etl_run_stages (run_id, stage, source, source_bytes, source_etag, started_at, finished_at, status, rows_read,
            rows_inserted, rows_updated, rows_unchanged, rows_rejected, rows_warned, balanced, error,
            target_table, context_fingerprint, source_fingerprint, table_state, unchanged_since, rejects_digest, replay_of, lines_context, as_of)
-         VALUES ($1, $2, $3, $4, $5, $22, clock_timestamp(), $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $23, $24::date)";
+         VALUES ($1, $2, $3, $4, $5, $22, clock_timestamp(), $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $23, $24::date)
+    ON CONFLICT (run_id, stage) DO UPDATE SET
+           source_bytes = etl_run_stages.source_bytes + EXCLUDED.source_bytes, finished_at = EXCLUDED.finished_at,
+           status = (ARRAY['running', 'succeeded', 'rejected', 'missing', 'late', 'over_budget', 'refused', 'contract_failed', 'abandoned', 'failed'])[greatest(
+               array_position(ARRAY['running', 'succeeded', 'rejected', 'missing', 'late', 'over_budget', 'refused', 'contract_failed', 'abandoned', 'failed'], etl_run_stages.status),
+               array_position(ARRAY['running', 'succeeded', 'rejected', 'missing', 'late', 'over_budget', 'refused', 'contract_failed', 'abandoned', 'failed'], EXCLUDED.status))],
+           rows_read = etl_run_stages.rows_read + EXCLUDED.rows_read,
+           rows_inserted = CASE WHEN etl_run_stages.rows_inserted IS NULL AND EXCLUDED.rows_inserted IS NULL THEN NULL ELSE coalesce(etl_run_stages.rows_inserted, 0) + coalesce(EXCLUDED.rows_inserted, 0) END,
+           rows_updated = CASE WHEN etl_run_stages.rows_updated IS NULL AND EXCLUDED.rows_updated IS NULL THEN NULL ELSE coalesce(etl_run_stages.rows_updated, 0) + coalesce(EXCLUDED.rows_updated, 0) END,
+           rows_unchanged = CASE WHEN etl_run_stages.rows_unchanged IS NULL AND EXCLUDED.rows_unchanged IS NULL THEN NULL ELSE coalesce(etl_run_stages.rows_unchanged, 0) + coalesce(EXCLUDED.rows_unchanged, 0) END,
+           rows_rejected = etl_run_stages.rows_rejected + EXCLUDED.rows_rejected, rows_warned = etl_run_stages.rows_warned + EXCLUDED.rows_warned,
+           balanced = etl_run_stages.balanced AND EXCLUDED.balanced, error = concat_ws('; ', etl_run_stages.error, EXCLUDED.error),
+           rejects_digest = NULL";
 
 /// PostgreSQL: marks a rejected row loaded by a replay (`$1`: the replay's run; the row's run,
 /// stage, file and line).

@@ -183,7 +183,11 @@ fn stage(out: &mut String, st: &StagePlan) {
                 crate::spec::model::OnMissing::Skip => "no file: the stage loads nothing",
             };
             let wait = set.wait.as_ref().map(|w| format!(", looked for every {}s until {} {}", w.poll.as_secs(), w.until.format("%H:%M:%S"), w.timezone)).unwrap_or_default();
-            format!("files {} (in name order, {select}; {missing}{wait})", set.pattern.text())
+            let commits = match set.atomicity {
+                crate::spec::model::Atomicity::Stage => "",
+                crate::spec::model::Atomicity::File => "; each file in a transaction of its own (atomicity: file), the statements below run once per file",
+            };
+            format!("files {} (in name order, {select}; {missing}{wait}{commits})", set.pattern.text())
         }
     };
     let _ = writeln!(

@@ -444,3 +444,72 @@ analytics:
         out.evidence()
     );
 }
+
+/// `atomicity: file`: each file of a set commits on its own. A file over the error budget is
+/// rolled back alone (the one-transaction stage loads nothing), the files around it load, the
+/// stage's record adds up what committed; once the file is fixed, the next run loads only it.
+#[test]
+fn a_set_committed_file_by_file_keeps_the_files_that_load_when_one_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("prices")).unwrap();
+    for (name, rows) in [("a", "A,1.00\nB,2.00\n"), ("b", "C,3.00\nD,-1\n"), ("c", "E,5.00\n")] {
+        std::fs::write(dir.path().join(format!("prices/{name}.csv")), format!("code,price\n{rows}")).unwrap();
+    }
+    let spec = |atomicity: &str| {
+        let path = dir.path().join(format!("{atomicity}.yaml"));
+        let head = crate::util::spec_head(&format!("by_{atomicity}"), dir.path().display());
+        std::fs::write(
+            &path,
+            format!(
+                "{head}stages:
+  prices:
+    source: {{ connection: files, files: \"prices/*.csv\", atomicity: {atomicity} }}
+    target: {{ connection: db, table: price, key: [code] }}
+    max_rejects: 0
+    columns:
+      code: {{ type: string }}
+      price: {{ type: \"decimal(10,2)\", min: 0 }}
+"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let run = |db: &TestDb, spec: &Path| {
+        let url = std::env::var("ETL_TEST_DATABASE_URL").unwrap();
+        etl(&["run", spec.to_str().unwrap(), "--output", "json", "-v"], &[("ETL_TEST_DATABASE_URL", &url), ("SCHEMA", &db.schema)])
+    };
+    let prices = |db: &TestDb| db.texts(&format!("SELECT code || ' ' || price::text FROM {}.price ORDER BY 1", db.schema));
+    // The stage's one transaction: the file over budget refuses the whole set.
+    let (whole, by_file) = (TestDb::new("atomic_stage"), TestDb::new("atomic_file"));
+    let out = run(&whole, &spec("stage"));
+    out.expect_code(5);
+    // (Its table was created in that transaction: it is gone with it.)
+    assert_eq!(whole.count(&format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{}' AND tablename = 'price'", whole.schema)), 0, "{}", out.evidence());
+    // File by file: a and c load, b is rolled back alone.
+    let file_spec = spec("file");
+    let out = run(&by_file, &file_spec);
+    out.expect_code(5);
+    assert_eq!(prices(&by_file), ["A 1.00", "B 2.00", "E 5.00"], "{}", out.evidence());
+    let ledger = |db: &TestDb| db.texts(&format!("SELECT file_key || ' ' || rows_loaded FROM etl_files WHERE spec_name = 'by_file' AND target_table LIKE '%{}%' ORDER BY run_id, file_key", db.schema));
+    assert_eq!(ledger(&by_file), ["prices/a.csv 2", "prices/c.csv 1"], "{}", out.evidence());
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", out.evidence()));
+    let stage = &report["stages"][0];
+    assert_eq!((stage["rows_read"].as_u64(), stage["rows_rejected"].as_u64(), stage["status"].as_str()), (Some(5), Some(1), Some("over_budget")), "{}", out.evidence());
+    assert_eq!(stage["loaded"]["inserted"].as_u64(), Some(3), "{}", out.evidence());
+    let run_id = by_file.texts("SELECT max(run_id)::text FROM etl_runs WHERE spec_name = 'by_file'").remove(0);
+    let recorded = by_file.texts(&format!("SELECT status || ' ' || rows_read || ' ' || rows_inserted || ' ' || rows_rejected FROM etl_run_stages WHERE run_id = {run_id}"));
+    assert_eq!(recorded, ["over_budget 5 3 1"], "the stage's one record adds up its files\n{}", out.evidence());
+    let rejects = by_file.texts(&format!("SELECT source || ':' || line || ':' || rule FROM etl_rejects WHERE run_id = {run_id}"));
+    assert!(rejects.len() == 1 && rejects[0].ends_with("prices/b.csv:3:min"), "{rejects:?}\n{}", out.evidence());
+    // b fixed: the next run loads b alone.
+    std::fs::write(dir.path().join("prices/b.csv"), "code,price\nC,3.00\nD,4.00\n").unwrap();
+    let out = run(&by_file, &file_spec);
+    out.expect_code(0);
+    assert_eq!(prices(&by_file), ["A 1.00", "B 2.00", "C 3.00", "D 4.00", "E 5.00"], "{}", out.evidence());
+    assert_eq!(ledger(&by_file), ["prices/a.csv 2", "prices/c.csv 1", "prices/b.csv 2"], "{}", out.evidence());
+    // Nothing new: nothing loads.
+    let out = run(&by_file, &file_spec);
+    out.expect_code(0);
+    assert_eq!(ledger(&by_file).len(), 3, "{}", out.evidence());
+}

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use super::diag::{Problem, suggest};
 use super::model::{
-    Connection, CsvOptions, Every, Literal, LoadMode, Select, Spec, Stage, StageSelection,
+    Atomicity, Connection, CsvOptions, Every, Literal, LoadMode, Select, Spec, Stage, StageSelection,
 };
 use super::pattern::Pattern;
 use super::source::Pointer;
@@ -333,7 +333,7 @@ impl Checker<'_> {
             _ => {}
         }
         if s.files.is_none() {
-            for (key, given) in [("select", s.select.is_some()), ("on_missing", s.on_missing.is_some()), ("wait", s.wait.is_some())] {
+            for (key, given) in [("select", s.select.is_some()), ("on_missing", s.on_missing.is_some()), ("wait", s.wait.is_some()), ("atomicity", s.atomicity.is_some())] {
                 if given {
                     self.push(
                         Problem::new("spec::needs_files", at.key(key), format!("`{key}` is for a set of files, and stage `{sname}` reads one `key`"))
@@ -357,6 +357,9 @@ impl Checker<'_> {
                     .help("use `select: all` (the default with `mode: replace`): the table then holds the whole set"),
             );
         }
+        if s.files.is_some() && s.atomicity == Some(Atomicity::File) {
+            self.file_atomicity(sname, stage, &at.key("atomicity"));
+        }
         if let Some(w) = &s.wait {
             if parse_time_of_day(&w.until).is_none() {
                 self.push(
@@ -374,6 +377,45 @@ impl Checker<'_> {
                         .help("write a number and a unit: `s`, `m` or `h`, more than zero"),
                 );
             }
+        }
+    }
+
+    /// `atomicity: file`: what a set whose files commit one by one cannot have. Each of these
+    /// judges or rewrites the table against the whole set, which no one file's transaction sees.
+    fn file_atomicity(&mut self, sname: &str, stage: &Stage, at: &Pointer) {
+        let t = &stage.target;
+        let mut whole: Vec<String> = Vec::new();
+        match t.mode {
+            LoadMode::Replace => whole.push("`mode: replace`".into()),
+            LoadMode::Snapshot => whole.push("`mode: snapshot`".into()),
+            LoadMode::History => whole.push("`mode: history`".into()),
+            _ => {}
+        }
+        if t.delete_missing.is_some() {
+            whole.push("`delete_missing`".into());
+        }
+        if !stage.checks.is_empty() {
+            whole.push("`checks`".into());
+        }
+        if !whole.is_empty() {
+            self.push(
+                Problem::new(
+                    "spec::atomicity_whole_set",
+                    at.clone(),
+                    format!("stage `{sname}` commits each file on its own, but {} {} the whole set in one transaction", whole.join(" and "), if whole.len() > 1 { "need" } else { "needs" }),
+                )
+                .on_key()
+                .label("`atomicity: file`")
+                .help("use `atomicity: stage` (the default), or load into an `append` or `upsert` target without those"),
+            );
+        }
+        if let Some(other) = self.spec.connections.get(&t.connection).filter(|c| !matches!(c, Connection::Postgres(_))) {
+            self.push(
+                Problem::new("spec::atomicity_connection", at.clone(), format!("stage `{sname}` commits each file on its own, which this version offers on PostgreSQL, and `{}` is a {} connection", t.connection, other.kind()))
+                    .on_key()
+                    .label("`atomicity: file`")
+                    .help("use `atomicity: stage` (the default) for a DuckDB target"),
+            );
         }
     }
 

@@ -432,6 +432,14 @@ pub struct Source {
     /// `until`; then it is missing (`on_missing` says what follows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<Wait>,
+    /// With `files`: how the set's files commit. `stage` (the default): all in the stage's one
+    /// transaction, so the table shows all of them or none. `file`: each file in a transaction of
+    /// its own, with its ledger row: a file that fails (over the error budget, an error) is
+    /// rolled back alone, the files before it stay loaded, the files after it still load, and a
+    /// later run loads only the files not loaded yet. For an `append` or `upsert` target on
+    /// PostgreSQL, without `delete_missing` or `checks` (those judge the whole set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub atomicity: Option<Atomicity>,
     /// CSV dialect; overrides `defaults.csv` key by key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub csv: Option<CsvOptions>,
@@ -449,6 +457,17 @@ pub enum Select {
     New,
     /// Every file of the set.
     All,
+}
+
+/// How a file set's files commit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Atomicity {
+    /// All files in the stage's one transaction.
+    #[default]
+    Stage,
+    /// Each file in a transaction of its own, with its ledger row.
+    File,
 }
 
 /// What a file set with no file does.
