@@ -1,7 +1,7 @@
 //! Faults survived, each asserting the database afterwards: a run killed with SIGKILL in the
 //! middle of a stage's COPY, and a run whose database session is cut mid-load (what a server
 //! restart does to it), leave the tables exactly as they were and the run never `succeeded`; the
-//! next run completes. An S3 object replaced between the run's HEAD and its GET is an error
+//! next run completes; a set committed file by file keeps the files before the kill. An S3 object replaced between the run's HEAD and its GET is an error
 //! (exit 3), never read as a mix of versions; so are wrong S3 credentials (on the S3 server
 //! that checks them) and a download the network cuts short, with nothing loaded.
 
@@ -47,9 +47,16 @@ impl Running {
     fn until(db: &TestDb, dir: &Path, marker: &str) -> Running {
         let mut args: Vec<String> = vec!["run".into(), "specs/small_etl.yaml".into(), "-v".into()];
         args.extend(sets(db, dir));
+        Running::start(&args, &[], marker)
+    }
+
+    /// Starts `etl ARGS` with more environment variables, returning once a line of its stderr
+    /// contains `marker`.
+    fn start(args: &[String], env: &[(&str, &str)], marker: &str) -> Running {
         let mut child = Command::new(env!("CARGO_BIN_EXE_etl"))
             .env("ETL_CACHE_DIR", crate::util::cache_dir())
-            .args(&args)
+            .envs(env.iter().copied())
+            .args(args)
             .current_dir(root())
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -622,4 +629,61 @@ fn stages_whose_keys_share_a_basename_read_their_own_objects() {
     };
     assert_eq!(ids("asset_eu"), expected(0, 10), "the eu stage loaded eu/x.csv\n{}", out.evidence());
     assert_eq!(ids("asset_us"), expected(10, 25), "the us stage loaded us/x.csv\n{}", out.evidence());
+}
+
+/// `atomicity: file`: a run killed with SIGKILL while it loads the third file of a set leaves the
+/// first two loaded with their ledger rows and the stage's record of them, and nothing of the
+/// third; the next run loads the third alone and the table ends as one uninterrupted run leaves it.
+#[test]
+fn a_run_killed_in_the_middle_of_a_set_committed_file_by_file_keeps_the_files_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new("killedfiles");
+    std::fs::create_dir_all(dir.path().join("prices")).unwrap();
+    std::fs::write(dir.path().join("prices/a.csv"), "code,price\nA,1.00\nB,2.00\n").unwrap();
+    std::fs::write(dir.path().join("prices/b.csv"), "code,price\nC,3.00\n").unwrap();
+    // The third file large enough to be killed in the middle of.
+    let mut big = String::from("code,price\n");
+    for i in 0..300_000 {
+        big.push_str(&format!("Z{i},{}.{:02}\n", i % 1000, i % 100));
+    }
+    std::fs::write(dir.path().join("prices/c.csv"), big).unwrap();
+    let head = crate::util::spec_head("killed_files", dir.path().display());
+    let spec = dir.path().join("prices.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "{head}stages:
+  prices:
+    source: {{ connection: files, files: \"prices/*.csv\", atomicity: file }}
+    target: {{ connection: db, table: price, key: [code] }}
+    columns:
+      code: {{ type: string }}
+      price: {{ type: \"decimal(10,2)\" }}
+"
+        ),
+    )
+    .unwrap();
+    let url = format!("{}?options=-c%20search_path%3D{}", db.url, db.schema);
+    let env = [("ETL_TEST_DATABASE_URL", url.as_str()), ("SCHEMA", db.schema.as_str())];
+    let args: Vec<String> = ["run", spec.to_str().unwrap(), "-v"].iter().map(|a| a.to_string()).collect();
+    let mut running = Running::start(&args, &env, "file 2 of 3");
+    running.child.kill().unwrap();
+    assert_eq!(running.wait(), None, "the run ended on its own before the kill:\n{}", running.log());
+    let rows = |db: &TestDb| db.texts(&format!("SELECT count(*)::text || ' ' || coalesce(sum(price), 0)::text FROM {}.price", db.schema)).remove(0);
+    assert_eq!(rows(&db), "3 6.00", "the first two files' rows, none of the third\n{}", running.log());
+    let ledger = || db.texts(&format!("SELECT file_key FROM {}.etl_files ORDER BY run_id, file_key", db.schema));
+    assert_eq!(ledger(), ["prices/a.csv", "prices/b.csv"], "{}", running.log());
+    let recorded = db.texts(&format!("SELECT s.status || ' ' || s.rows_read || ' ' || r.status FROM {0}.etl_run_stages s JOIN {0}.etl_runs r USING (run_id)", db.schema));
+    assert_eq!(recorded, ["succeeded 3 running"], "the stage's record holds the files committed; the run never ended\n{}", running.log());
+    // The next run loads the third file only.
+    let out = crate::util::etl(&args.iter().map(String::as_str).collect::<Vec<_>>(), &env);
+    out.expect_code(0);
+    assert_eq!(ledger(), ["prices/a.csv", "prices/b.csv", "prices/c.csv"], "{}", out.evidence());
+    let read = db.texts(&format!("SELECT rows_read::text FROM {}.etl_run_stages WHERE run_id = (SELECT max(run_id) FROM {0}.etl_runs)", db.schema));
+    assert_eq!(read, ["300000"], "only the third file is read again\n{}", out.evidence());
+    // As one run without a kill leaves it.
+    let whole = TestDb::new("killedfiles_whole");
+    let whole_url = format!("{}?options=-c%20search_path%3D{}", whole.url, whole.schema);
+    crate::util::etl(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[("ETL_TEST_DATABASE_URL", whole_url.as_str()), ("SCHEMA", whole.schema.as_str())]).expect_code(0);
+    assert_eq!(digest(&db, "price"), digest(&whole, "price"), "{}", out.evidence());
 }
