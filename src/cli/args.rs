@@ -61,6 +61,11 @@ pub enum Command {
     /// stopped. Stops at the first date that fails (exit 3, 5, ...) unless --keep-going. Exit: the
     /// first failed date's code, else 4 when any date rejected rows, else 0.
     Backfill(BackfillArgs),
+    /// Load files from the work queue of the spec's `etl run --distribute` runs, one claim at a
+    /// time, each file in a transaction of its own, until stopped (or idle for
+    /// --exit-when-idle). Any number of workers, on any machines, share a queue; a worker that
+    /// dies loses its claim when its lease runs out and another loads the file.
+    Worker(WorkerArgs),
     /// The seed's alias: `etl run --stage assets`.
     Assets(RunArgs),
     /// The seed's alias: `etl run --stage trades`.
@@ -180,10 +185,36 @@ pub struct RunArgs {
     /// Bucket of every s3 connection.
     #[arg(long, value_name = "BUCKET")]
     pub s3_bucket: Option<String>,
+    /// Queue the files of each stage whose set commits file by file (`atomicity: file`) for
+    /// `etl worker`s to load, load them beside the workers, and wait for every file of a stage
+    /// before the stages after it; the report names the worker of each file.
+    #[arg(long)]
+    pub distribute: bool,
+    /// How long a claim on a queued file holds unless renewed (its worker renews it every third
+    /// of it): the files of a worker that died are claimed again after this.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub lease: std::time::Duration,
     #[command(flatten)]
     pub db: DbArgs,
     #[command(flatten)]
     pub spec: SpecArgs,
+}
+
+/// Options of `etl worker`: who it is, when it stops, and every flag `etl run` takes (the
+/// business date and the stage come with each file it claims).
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// The worker's name in the queue and its log [default: host:pid].
+    #[arg(long, value_name = "NAME")]
+    pub id: Option<String>,
+    /// Exit once there has been nothing to claim for this long [default: wait until stopped].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub exit_when_idle: Option<std::time::Duration>,
+    /// How often to look for a file when there is none.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub poll: std::time::Duration,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// Options of `etl backfill`: the dates, and every flag `etl run` takes (but `--date`).
@@ -428,6 +459,8 @@ impl RunArgs {
             trades_file: None,
             s3_endpoint: None,
             s3_bucket: None,
+            distribute: false,
+            lease: std::time::Duration::from_secs(30),
             db,
             spec,
         }

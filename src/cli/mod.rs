@@ -13,6 +13,7 @@ pub mod rejects;
 pub mod render;
 pub mod report;
 pub mod schedule;
+pub mod worker;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -56,6 +57,7 @@ fn dispatch(command: Command, color: bool) -> Result<u8, CliError> {
         Command::Assets(args) => run_spec(args, Some("assets")),
         Command::Trades(args) => run_spec(args, Some("trades")),
         Command::Backfill(args) => backfill::run(args, color),
+        Command::Worker(args) => worker::run(args),
         Command::Clean(args) => clean(&args),
         Command::Migrate(args) => {
             let p = prepare(&args.as_run_args())?;

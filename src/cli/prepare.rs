@@ -97,6 +97,8 @@ fn prepare_loaded(args: &RunArgs, load: fn(&std::path::Path, &SpecArgs) -> Resul
         verbose: args.verbose,
         force: args.force,
         replay: None,
+        distribute: args.distribute,
+        lease: args.lease,
     };
     Ok(Prepared { loaded, plan, opts, _temp: temp })
 }

@@ -43,6 +43,11 @@ pub struct RunOptions {
     pub force: bool,
     /// `etl rejects replay`: the rows a stage reads are rejected rows of an earlier load.
     pub replay: Option<Replay>,
+    /// `etl run --distribute`: the files of the stages that commit file by file are queued for
+    /// `etl worker`s (and this run) to load.
+    pub distribute: bool,
+    /// How long a claim on a queued file holds without being renewed.
+    pub lease: std::time::Duration,
 }
 
 /// A replay of rejected rows (`etl rejects replay`): one stage reads a file of rows an earlier load
@@ -103,5 +108,7 @@ pub struct StageContext<'a> {
     /// The run's id in the records and the connection that keeps them (None for a dry run): a
     /// stage loading into that connection records itself in its own transaction.
     pub records: Option<(i64, &'a str)>,
+    /// A file claimed from the work queue: its row turns `done` in the load's transaction.
+    pub claim: Option<&'a super::queue::Claim>,
 }
 

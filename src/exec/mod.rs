@@ -20,6 +20,7 @@ pub mod ledger;
 pub mod notify;
 pub mod postgres;
 pub mod progress;
+pub mod queue;
 pub mod report;
 pub mod reuse;
 pub mod source;
@@ -161,7 +162,7 @@ fn run_recorded(plan: &Plan, opts: &RunOptions, told: &mut bool) -> Result<RunRe
     let records = Records { on: engine, run_id };
     let progress = Progress::new(opts.quiet, opts.verbose);
     let records_on = targets.keys().next().map(String::as_str).unwrap_or_default();
-    let cx = StageContext { plan, opts, reader: &reader, rt: &rt, progress: &progress, records: run_id.map(|id| (id, records_on)) };
+    let cx = StageContext { plan, opts, reader: &reader, rt: &rt, progress: &progress, records: run_id.map(|id| (id, records_on)), claim: None };
     let reports = match run_stages(&cx, &stages, &targets, &records) {
         Ok(reports) => reports,
         Err(e) => {
@@ -261,7 +262,7 @@ impl Download {
 
 /// Opens every target the selected stages (and, when they run, the analytics) load into, in
 /// that order: the first keeps the run's records.
-fn open_targets<'r>(plan: &Plan, stages: &[&StagePlan], analytics: bool, reader: &'r Reader, spec_dir: &Path) -> Result<IndexMap<String, Target<'r>>, ExecError> {
+pub(crate) fn open_targets<'r>(plan: &Plan, stages: &[&StagePlan], analytics: bool, reader: &'r Reader, spec_dir: &Path) -> Result<IndexMap<String, Target<'r>>, ExecError> {
     let mut targets = IndexMap::new();
     let mut names: Vec<&str> = stages.iter().map(|s| s.target.connection.as_str()).collect();
     if analytics {
@@ -424,9 +425,8 @@ fn run_stages(cx: &StageContext<'_>, stages: &[&StagePlan], targets: &IndexMap<S
                     progress.step(&st.name, "no file: skipped (on_missing: skip)");
                     postgres::load::nothing_new(st, Vec::new())
                 }
-                Target::Pg(pg) if st.source.set.as_ref().is_some_and(|s| s.atomicity == crate::spec::model::Atomicity::File) => {
-                    load_one_by_one(cx, pg, st, files, &mut dry, records)?
-                }
+                Target::Pg(pg) if queue::distributed(st) && opts.distribute && !opts.dry_run => queue::distribute(cx, pg, st, files)?,
+                Target::Pg(pg) if queue::distributed(st) => load_one_by_one(cx, pg, st, files, &mut dry, records)?,
                 Target::Pg(pg) => postgres::load::load_stage(cx, pg, st, &mut files, reusable.get(&st.name), &mut dry).map_err(|e| postgres::load::with_lock_holders(pg, st, e))?,
                 Target::Duck(d) => {
                     if opts.dry_run && !duck_dry_open.contains(&st.target.connection.as_str()) {

@@ -244,17 +244,20 @@ pub struct FileReport {
     /// For a file already loaded: the run that loaded it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loaded_by: Option<i64>,
+    /// In a distributed run (`etl run --distribute`): the worker that loaded it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
 }
 
 impl FileReport {
     /// A file read, with `staged` rows staged (the stage completes the counts).
     pub fn read(file: &str, staged: u64) -> FileReport {
-        FileReport { file: file.to_string(), status: "not_loaded", bytes: 0, sha256: None, rows_read: staged, rows_valid: 0, rows_rejected: 0, loaded_by: None }
+        FileReport { file: file.to_string(), status: "not_loaded", bytes: 0, sha256: None, rows_read: staged, rows_valid: 0, rows_rejected: 0, loaded_by: None, worker: None }
     }
 
     /// A file whose content run `by` loaded already.
     pub fn already(file: &str, bytes: u64, sha256: Option<String>, by: i64) -> FileReport {
-        FileReport { file: file.to_string(), status: "already_loaded", bytes, sha256, rows_read: 0, rows_valid: 0, rows_rejected: 0, loaded_by: Some(by) }
+        FileReport { file: file.to_string(), status: "already_loaded", bytes, sha256, rows_read: 0, rows_valid: 0, rows_rejected: 0, loaded_by: Some(by), worker: None }
     }
 }
 

@@ -231,3 +231,33 @@ pub const DUCKDB_REPORT_REJECTS_BY_COLUMN: &str = "SELECT stage, coalesce(column
 
 /// DuckDB, for `etl report`: the files of sets a run loaded.
 pub const DUCKDB_REPORT_FILES: &str = "SELECT stage, file_key, bytes, rows_read, rows_loaded, rows_rejected FROM etl_files WHERE run_id = ? ORDER BY stage, file_key";
+
+/// PostgreSQL, `etl run --distribute`: a file of a stage's set left to the workers (`$1` run,
+/// `$2` spec, `$3` stage, `$4` business date, `$5` the file's key).
+pub const QUEUE_FILE: &str = "INSERT INTO etl_queue (run_id, spec_name, stage, business_date, file_key) VALUES ($1, $2, $3, $4::date, $5) ON CONFLICT (run_id, stage, file_key) DO NOTHING";
+
+/// PostgreSQL: a worker (`$2`) claims the oldest file of the spec (`$1`; of the run `$4`, or any)
+/// that waits, or whose lease ran out, for `$3` seconds.
+pub const QUEUE_CLAIM: &str = "UPDATE etl_queue SET state = 'running', worker = $2, lease_until = clock_timestamp() + make_interval(secs => $3), attempts = attempts + 1
+     WHERE id = (SELECT id FROM etl_queue WHERE spec_name = $1 AND ($4::bigint IS NULL OR run_id = $4)
+                   AND (state = 'queued' OR (state = 'running' AND lease_until < clock_timestamp()))
+                 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+     RETURNING id, run_id, stage, business_date::text, file_key, attempts";
+
+/// PostgreSQL: the claim's lease renewed for `$3` seconds (none if another worker took it).
+pub const QUEUE_RENEW: &str = "UPDATE etl_queue SET lease_until = clock_timestamp() + make_interval(secs => $3) WHERE id = $1 AND worker = $2 AND state = 'running'";
+
+/// PostgreSQL: the claimed file's end (`$3` its load's status, `$4`-`$8` its counts), in the
+/// file's own transaction when it committed rows; no row when the claim was lost.
+pub const QUEUE_DONE: &str = "UPDATE etl_queue SET state = 'done', status = $3, rows_read = $4, rows_inserted = $5, rows_updated = $6, rows_unchanged = $7, rows_rejected = $8,
+           lease_until = NULL, finished_at = clock_timestamp() WHERE id = $1 AND worker = $2 AND state = 'running'";
+
+/// PostgreSQL: the claimed file failed (`$3` why).
+pub const QUEUE_FAILED: &str = "UPDATE etl_queue SET state = 'failed', error = $3, lease_until = NULL, finished_at = clock_timestamp() WHERE id = $1 AND worker = $2 AND state = 'running'";
+
+/// PostgreSQL: how many of a run's (`$1`) stage's (`$2`) files are still to load, and how many failed.
+pub const QUEUE_LEFT: &str = "SELECT count(*) FILTER (WHERE state IN ('queued', 'running')), count(*) FILTER (WHERE state = 'failed') FROM etl_queue WHERE run_id = $1 AND stage = $2";
+
+/// PostgreSQL: a run's (`$1`) stage's (`$2`) files as the queue ended them.
+pub const QUEUE_ENDS: &str = "SELECT file_key, state, coalesce(status, ''), coalesce(worker, ''), coalesce(rows_read, 0), coalesce(rows_inserted, 0), coalesce(rows_updated, 0),
+           coalesce(rows_unchanged, 0), coalesce(rows_rejected, 0), coalesce(error, ''), attempts FROM etl_queue WHERE run_id = $1 AND stage = $2 ORDER BY file_key";

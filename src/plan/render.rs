@@ -576,6 +576,15 @@ fn run_records(out: &mut String, plan: &Plan) {
             if plan.stages.iter().any(|s| !s.contracts.is_empty()) {
                 let _ = writeln!(out, "-- each stage's contract results, with its record:\n{};", records::RECORD_CHECK);
             }
+            if plan.stages.iter().any(|s| s.source.set.as_ref().is_some_and(|f| f.atomicity == crate::spec::model::Atomicity::File)) {
+                let _ = writeln!(
+                    out,
+                    "-- `etl run --distribute` queues the files of the stages that commit file by file, on their target; it and any `etl worker` claim them (a lease, renewed every third of it on a connection of its own), each file's row done in its load's transaction, and the run waits for the stage's files:"
+                );
+                for s in [records::QUEUE_FILE, records::QUEUE_CLAIM, records::QUEUE_RENEW, records::QUEUE_DONE, records::QUEUE_FAILED, records::QUEUE_LEFT, records::QUEUE_ENDS] {
+                    let _ = writeln!(out, "{s};");
+                }
+            }
             let _ = writeln!(out, "-- `etl backfill` first reads the dates already loaded:\n{};", records::DATES_DONE);
             let _ = writeln!(out, "-- `etl rejects` reads the rejects, and a replay marks each row it loaded, in its load's transaction:\n{};\n{};", records::REJECTS_LIST, records::MARK_REPLAYED);
             let _ = writeln!(out, "-- `etl report` reads the runs, their stages, and the reported run's rejects, contracts and files:");

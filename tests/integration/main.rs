@@ -29,3 +29,4 @@ mod spec_cli;
 mod statements;
 mod unchanged;
 mod util;
+mod workers;

@@ -385,6 +385,16 @@ pub fn load_stage(
             pg.block(super::records::record_stage_in(&mut t, run_id, &report))?;
             report.recorded = true;
         }
+        // A file claimed from the work queue is done with its rows, or not at all: a claim lost
+        // meanwhile (its lease ran out, another worker took the file) rolls this load back.
+        if let Some(c) = cx.claim
+            && !pg.block(crate::exec::queue::done_in(&mut *t, c, &report))?
+        {
+            return Err(ExecError::Internal(format!(
+                "stage {}: the claim on {} ran out before its load committed and another worker took it: this load is rolled back",
+                st.name, c.file_key
+            )));
+        }
         pg.block(t.commit()).map_err(|e| ExecError::database("commit the stage", e))?;
         if let Some(Err(e)) = pending.map(incremental::PendingIndex::keep) {
             progress.detail(&st.name, &format!("no line index kept ({e}): the next load checks every line"));

@@ -1,0 +1,209 @@
+//! Distributed runs: `etl run --distribute` queues a day's files (a set committed file by file)
+//! and loads them beside `etl worker` processes; each file loads exactly once (its rows, its
+//! ledger row, its queue row), the totals are exact to the cent, and a worker killed with SIGKILL
+//! in the middle of a file loses its claim when its lease runs out, another loading the file.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::run::TestDb;
+use crate::util::{Output, etl, root};
+
+/// `files` files of `rows` rows each under `dir/prices` (codes unique across files; the file
+/// `bad` with two negative prices); returns the valid rows' count and price sum in cents.
+fn day_of_files(dir: &Path, files: usize, rows: usize, bad: Option<usize>) -> (i64, i64) {
+    std::fs::create_dir_all(dir.join("prices")).unwrap();
+    let (mut count, mut cents) = (0i64, 0i64);
+    for f in 0..files {
+        let mut text = String::from("code,price\n");
+        for r in 0..rows {
+            let c = ((f * 7919 + r * 104_729) % 100_000) as i64;
+            if Some(f) == bad && r < 2 {
+                text.push_str(&format!("F{f}R{r},-{}.{:02}\n", c / 100, c % 100));
+                continue;
+            }
+            text.push_str(&format!("F{f}R{r},{}.{:02}\n", c / 100, c % 100));
+            count += 1;
+            cents += c;
+        }
+        std::fs::write(dir.join(format!("prices/p{f:02}.csv")), text).unwrap();
+    }
+    (count, cents)
+}
+
+fn spec(dir: &Path) -> PathBuf {
+    let head = crate::util::spec_head("workers", dir.display());
+    let path = dir.join("workers.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "{head}stages:
+  prices:
+    source: {{ connection: files, files: \"prices/*.csv\", atomicity: file }}
+    target: {{ connection: db, table: price, key: [code] }}
+    columns:
+      code: {{ type: string }}
+      price: {{ type: \"decimal(12,2)\", min: 0 }}
+"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The environment putting a spec's target and the run records in the test's schema.
+fn env_of(db: &TestDb) -> Vec<(String, String)> {
+    vec![("ETL_TEST_DATABASE_URL".into(), format!("{}?options=-c%20search_path%3D{}", db.url, db.schema)), ("SCHEMA".into(), db.schema.clone())]
+}
+
+/// A running `etl worker`, killed if the test ends early.
+struct Worker {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Worker {
+    fn start(spec: &Path, db: &TestDb, id: &str, lease: &str, dir: &Path) -> Worker {
+        let log = dir.join(format!("{id}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_etl"))
+            .args(["worker", spec.to_str().unwrap(), "--id", id, "--lease", lease, "--poll", "100ms", "--exit-when-idle", "8s"])
+            .envs(env_of(db))
+            .env("ETL_CACHE_DIR", crate::util::cache_dir())
+            .env("NO_COLOR", "1")
+            .current_dir(root())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        Worker { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for it to exit (idle), at most a minute; its exit code.
+    fn wait(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code();
+            }
+            assert!(Instant::now() < deadline, "the worker did not exit once idle:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn distribute(spec: &Path, db: &TestDb, lease: &str) -> Output {
+    let env = env_of(db);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    etl(&["run", spec.to_str().unwrap(), "--distribute", "--lease", lease, "--output", "json", "-v"], &env)
+}
+
+/// Each file once in the ledger and done in the queue, and the table's count and sum.
+fn settled(db: &TestDb, files: usize, rows: (i64, i64), evidence: &str) {
+    let ledger = db.texts(&format!("SELECT count(*)::text || ' ' || count(DISTINCT file_key)::text FROM {}.etl_files", db.schema));
+    assert_eq!(ledger, [format!("{files} {files}")], "each file once in the ledger\n{evidence}");
+    let queue = db.texts(&format!("SELECT state || ' ' || count(*) FROM {}.etl_queue GROUP BY state", db.schema));
+    assert_eq!(queue, [format!("done {files}")], "every queued file done\n{evidence}");
+    let table = db.texts(&format!("SELECT count(*)::text || ' ' || (sum(price) * 100)::bigint::text FROM {}.price", db.schema));
+    assert_eq!(table, [format!("{} {}", rows.0, rows.1)], "the rows and their sum to the cent\n{evidence}");
+}
+
+#[test]
+fn workers_and_the_run_share_a_day_of_files_each_loaded_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new("workers");
+    let rows = day_of_files(dir.path(), 20, 5_000, Some(7));
+    let spec = spec(dir.path());
+    let mut workers: Vec<Worker> = (1..=3).map(|i| Worker::start(&spec, &db, &format!("w{i}"), "10s", dir.path())).collect();
+    let out = distribute(&spec, &db, "10s");
+    let logs = || workers.iter().map(Worker::log).collect::<Vec<_>>().join("\n");
+    // Two rows rejected, the rest loaded: exit 4.
+    assert_eq!(out.code, 4, "{}\n{}", out.evidence(), logs());
+    let evidence = format!("{}\n{}", out.evidence(), logs());
+    settled(&db, 20, rows, &evidence);
+    // Each file claimed once: its row turned `done` with its load, in the same transaction.
+    let claims = db.texts(&format!("SELECT string_agg(DISTINCT attempts::text, ',') FROM {}.etl_queue", db.schema));
+    assert_eq!(claims, ["1"], "{evidence}");
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{evidence}"));
+    let stage = &report["stages"][0];
+    assert_eq!((stage["rows_read"].as_i64(), stage["rows_rejected"].as_i64(), stage["loaded"]["inserted"].as_i64()), (Some(100_000), Some(2), Some(rows.0)), "{evidence}");
+    assert_eq!(stage["rejects_by_rule"]["min"].as_i64(), Some(2), "{evidence}");
+    let rejects = db.texts(&format!("SELECT source || ':' || line || ':' || rule FROM {}.etl_rejects ORDER BY line", db.schema));
+    assert_eq!(rejects.len(), 2, "{rejects:?}\n{evidence}");
+    assert!(rejects[0].ends_with("prices/p07.csv:2:min") && rejects[1].ends_with("prices/p07.csv:3:min"), "each reject names its file and line: {rejects:?}\n{evidence}");
+    // Per file: who loaded it; the work was shared.
+    let files = stage["files"].as_array().unwrap();
+    assert_eq!(files.len(), 20, "{evidence}");
+    let loaders: std::collections::BTreeSet<&str> = files.iter().map(|f| f["worker"].as_str().unwrap_or("")).collect();
+    assert!(loaders.len() >= 2, "one loader took every file: {loaders:?}\n{evidence}");
+    assert!(files.iter().all(|f| f["status"] == "loaded"), "{evidence}");
+    let recorded = db.texts(&format!("SELECT status || ' ' || rows_read || ' ' || rows_inserted || ' ' || rows_rejected FROM {}.etl_run_stages", db.schema));
+    assert_eq!(recorded, [format!("rejected 100000 {} 2", rows.0)], "the stage's one record adds up its files\n{evidence}");
+    for w in &mut workers {
+        assert_eq!(w.wait(), Some(0), "{}", w.log());
+    }
+    // Again: every file is loaded already; nothing loads twice.
+    let out = distribute(&spec, &db, "10s");
+    out.expect_code(0);
+    let ledger = db.count(&format!("SELECT count(*) FROM {}.etl_files", db.schema));
+    assert_eq!(ledger, 20, "{}", out.evidence());
+}
+
+#[test]
+fn a_worker_killed_in_the_middle_of_a_file_loses_its_claim_and_another_loads_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new("workerkilled");
+    let rows = day_of_files(dir.path(), 6, 60_000, None);
+    let spec = spec(dir.path());
+    // A lease shorter than a file's load: the loads that live keep theirs by renewing it.
+    let mut doomed = Worker::start(&spec, &db, "doomed", "1s", dir.path());
+    let mut steady = Worker::start(&spec, &db, "steady", "1s", dir.path());
+    let running = {
+        let spec = spec.clone();
+        let env = env_of(&db);
+        std::thread::spawn(move || {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            etl(&["run", spec.to_str().unwrap(), "--distribute", "--lease", "1s", "--output", "json", "-v"], &env)
+        })
+    };
+    // The doomed worker in the middle of a file: killed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let claimed = loop {
+        let tables = db.count(&format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{}' AND tablename = 'etl_queue'", db.schema));
+        if tables == 1 {
+            let mine = db.texts(&format!("SELECT file_key FROM {}.etl_queue WHERE worker = 'doomed' AND state = 'running'", db.schema));
+            if let Some(k) = mine.first() {
+                break k.clone();
+            }
+        }
+        assert!(Instant::now() < deadline, "the worker never claimed a file:\n{}", doomed.log());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    doomed.child.kill().unwrap();
+    let _ = doomed.child.wait();
+    let out = running.join().unwrap();
+    assert_eq!(steady.wait(), Some(0), "{}", steady.log());
+    let evidence = format!("{}\n{}\n{}", out.evidence(), doomed.log(), steady.log());
+    assert_eq!(out.code, 0, "{evidence}");
+    assert!(!doomed.log().contains(&format!("{claimed}: succeeded")), "the worker finished its file before the kill\n{evidence}");
+    settled(&db, 6, rows, &evidence);
+    let taken = db.texts(&format!("SELECT worker || ' ' || attempts FROM {}.etl_queue WHERE file_key = '{claimed}'", db.schema));
+    assert_eq!(taken.len(), 1, "{evidence}");
+    assert!(!taken[0].starts_with("doomed ") && taken[0].ends_with(" 2"), "the killed worker's file was claimed again and loaded by another: {taken:?}\n{evidence}");
+    let others = db.texts(&format!("SELECT coalesce(string_agg(DISTINCT attempts::text, ','), '') FROM {}.etl_queue WHERE file_key <> '{claimed}'", db.schema));
+    assert_eq!(others, ["1"], "a live load lost its claim (its lease was not renewed)\n{evidence}");
+}
