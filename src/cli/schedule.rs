@@ -284,5 +284,9 @@ fn run_spec(def: &JobDef, at: chrono::DateTime<chrono::Utc>) -> Result<exec::Run
     if let Some(hooks) = prepared.plan.schedules.iter().find(|s| s.name == def.job_id).and_then(|s| s.notify.clone()) {
         prepared.plan.notify = hooks;
     }
+    // `workers: distribute`: as `etl run --distribute`.
+    if prepared.plan.schedules.iter().any(|s| s.name == def.job_id && s.distribute) {
+        prepared.opts.distribute = true;
+    }
     exec::run(&prepared.plan, &prepared.opts).map_err(|e| JobError { message: e.to_string(), exit_code: e.exit_code(), status: e.run_status().as_str() })
 }

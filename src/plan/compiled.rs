@@ -409,6 +409,8 @@ pub struct SchedulePlan {
     pub retry_delay: std::time::Duration,
     /// Its own webhooks, instead of the spec's (None: the spec's).
     pub notify: Option<Vec<NotifyPlan>>,
+    /// Its firings' runs queue their file-by-file stages' files for `etl worker`s.
+    pub distribute: bool,
 }
 
 impl Plan {

@@ -121,6 +121,7 @@ pub fn compile(spec: &Spec) -> Plan {
             retries: s.retries,
             retry_delay: s.retry_delay.as_deref().and_then(crate::spec::check::parse_duration).unwrap_or(std::time::Duration::from_secs(300)),
             notify: s.notify.as_deref().map(notify),
+            distribute: s.workers == Some(crate::spec::model::Workers::Distribute),
         })
         .collect();
     Plan { name: spec.name.clone(), connections, stages, analytics, schedules, notify: notify(&spec.notify) }

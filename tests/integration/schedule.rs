@@ -281,6 +281,37 @@ fn a_scheduler_woken_late_fires_the_tick_it_slept_for_and_not_the_ones_it_missed
 }
 
 #[test]
+fn a_schedule_with_workers_distribute_queues_its_files_for_the_workers() {
+    let db = TestDb::new("sched_distribute");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("prices")).unwrap();
+    for f in 0..3 {
+        std::fs::write(dir.path().join(format!("prices/p{f}.csv")), format!("code,price\nF{f}A,1.00\nF{f}B,2.50\n")).unwrap();
+    }
+    let url = format!("{}?options=-c%20search_path%3D{}", db.url, db.schema);
+    let spec = dir.path().join("distributed.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "version: 1\nname: distributed\nconnections:\n  files: {{ type: local, path: '{}' }}\n  db: {{ type: postgres, url: '{url}', schema: {} }}\nstages:\n  prices:\n    source: {{ connection: files, files: \"prices/*.csv\", atomicity: file }}\n    target: {{ connection: db, table: price, key: [code] }}\n    columns:\n      code: {{ type: string }}\n      price: {{ type: \"decimal(10,2)\" }}\nschedules:\n  often: {{ cron: \"*/2 * * * * *\", workers: distribute }}\n",
+            dir.path().display(),
+            db.schema
+        ),
+    )
+    .unwrap();
+    let s = Scheduler::start(&spec, dir.path().join("log"));
+    let firings = format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{}' AND tablename = 'etl_queue'", db.schema);
+    wait_for("a firing's files queued and done", Duration::from_secs(40), || db.count(&firings) == 1 && db.count(&format!("SELECT count(*) FROM {}.etl_queue WHERE state = 'done'", db.schema)) >= 3, || s.log());
+    let (code, log) = s.stop();
+    assert_eq!(code, 0, "{log}");
+    // The firing's run queued the set's three files and loaded them itself (no worker ran).
+    let first = db.texts(&format!("SELECT string_agg(file_key || ' ' || state || ' ' || worker, ', ' ORDER BY file_key) FROM {0}.etl_queue WHERE run_id = (SELECT min(run_id) FROM {0}.etl_queue)", db.schema));
+    let run = db.texts(&format!("SELECT min(run_id)::text FROM {}.etl_queue", db.schema)).remove(0);
+    assert_eq!(first, [format!("prices/p0.csv done run {run}, prices/p1.csv done run {run}, prices/p2.csv done run {run}")], "{log}");
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {}.price", db.schema)), 6, "{log}");
+}
+
+#[test]
 fn an_invalid_spec_fails_its_firing_and_the_scheduler_goes_on() {
     let data = generate(20, 0, 0.0, 24);
     let db = TestDb::new("invalid");

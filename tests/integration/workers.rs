@@ -33,6 +33,11 @@ fn day_of_files(dir: &Path, files: usize, rows: usize, bad: Option<usize>) -> (i
 }
 
 fn spec(dir: &Path) -> PathBuf {
+    spec_with(dir, "")
+}
+
+/// The day's spec, its target given `more` (e.g. a Citus `distribution`).
+fn spec_with(dir: &Path, more: &str) -> PathBuf {
     let head = crate::util::spec_head("workers", dir.display());
     let path = dir.join("workers.yaml");
     std::fs::write(
@@ -41,7 +46,7 @@ fn spec(dir: &Path) -> PathBuf {
             "{head}stages:
   prices:
     source: {{ connection: files, files: \"prices/*.csv\", atomicity: file }}
-    target: {{ connection: db, table: price, key: [code] }}
+    target: {{ connection: db, table: price, key: [code]{more} }}
     columns:
       code: {{ type: string }}
       price: {{ type: \"decimal(12,2)\", min: 0 }}
@@ -206,4 +211,34 @@ fn a_worker_killed_in_the_middle_of_a_file_loses_its_claim_and_another_loads_the
     assert!(!taken[0].starts_with("doomed ") && taken[0].ends_with(" 2"), "the killed worker's file was claimed again and loaded by another: {taken:?}\n{evidence}");
     let others = db.texts(&format!("SELECT coalesce(string_agg(DISTINCT attempts::text, ','), '') FROM {}.etl_queue WHERE file_key <> '{claimed}'", db.schema));
     assert_eq!(others, ["1"], "a live load lost its claim (its lease was not renewed)\n{evidence}");
+}
+
+/// The same on a Citus cluster: the table distributed by its key, two workers and the run share
+/// the files, each loaded once, the totals exact, the rows on both workers' shards.
+#[test]
+fn workers_share_a_day_of_files_into_a_citus_table() {
+    let Some(url) = std::env::var("ETL_TEST_CITUS_URL").ok().filter(|u| !u.is_empty()) else {
+        eprintln!("skipped: no Citus cluster (ETL_TEST_CITUS_URL is unset: scripts/citus.sh found no Citus source, ../shared/vendor or ETL_CITUS_VENDOR)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::at(&url, "citus_workers");
+    let rows = day_of_files(dir.path(), 10, 3_000, Some(4));
+    let spec = spec_with(dir.path(), ", distribution: { column: code }");
+    let mut workers: Vec<Worker> = (1..=2).map(|i| Worker::start(&spec, &db, &format!("c{i}"), "10s", dir.path())).collect();
+    let out = distribute(&spec, &db, "10s");
+    let logs = || workers.iter().map(Worker::log).collect::<Vec<_>>().join("\n");
+    let evidence = format!("{}\n{}", out.evidence(), logs());
+    assert_eq!(out.code, 4, "{evidence}");
+    settled(&db, 10, rows, &evidence);
+    let claims = db.texts(&format!("SELECT string_agg(DISTINCT attempts::text, ',') FROM {}.etl_queue", db.schema));
+    assert_eq!(claims, ["1"], "{evidence}");
+    let spread = db.texts(&format!(
+        "SELECT count(DISTINCT nodeport)::text FROM pg_dist_shard_placement p JOIN pg_dist_shard s USING (shardid) WHERE s.logicalrelid = '{}.price'::regclass",
+        db.schema
+    ));
+    assert_eq!(spread, ["2"], "the table's shards are on both workers\n{evidence}");
+    for w in &mut workers {
+        assert_eq!(w.wait(), Some(0), "{}", w.log());
+    }
 }

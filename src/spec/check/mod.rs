@@ -604,6 +604,20 @@ impl Checker<'_> {
     fn schedules(&mut self) {
         for (name, s) in &self.spec.schedules {
             let at = Pointer::root().key("schedules").key(name);
+            if s.workers == Some(super::model::Workers::Distribute) {
+                let runs = |stage: &str| match &s.stages {
+                    StageSelection::All => true,
+                    StageSelection::Only(l) => l.iter().any(|x| x == stage),
+                };
+                let queued = self.spec.stages.iter().any(|(sname, st)| runs(sname) && st.source.files.is_some() && st.source.atomicity == Some(Atomicity::File));
+                if !queued {
+                    self.push(
+                        Problem::new("spec::distribute_nothing", at.key("workers"), format!("schedule `{name}` hands its files to workers, but none of its stages commits its files one by one"))
+                            .label("`workers: distribute`")
+                            .help("give the set's source of a stage it runs `atomicity: file`, or remove `workers`"),
+                    );
+                }
+            }
             match (&s.cron, s.every) {
                 (Some(_), Some(_)) => self.push(
                     Problem::new("spec::schedule_trigger", at.clone(), format!("schedule `{name}` has both `cron` and `every`"))

@@ -847,6 +847,22 @@ pub struct Schedule {
     /// Webhooks told when one of its firings' runs ends, instead of the spec's `notify`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<Vec<Notify>>,
+    /// Who loads the files of its stages that commit file by file (`atomicity: file`): `local`
+    /// (default) the firing's run alone; `distribute` that run and any `etl worker`s, as
+    /// `etl run --distribute` does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<Workers>,
+}
+
+/// Who loads a distributed stage's files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Workers {
+    /// The run alone.
+    #[default]
+    Local,
+    /// The run and any `etl worker`s, through the work queue.
+    Distribute,
 }
 
 /// Which firings missed while no scheduler ran are made up.
