@@ -2,7 +2,7 @@
 # Mutation testing with cargo-mutants over the modules that carry a guarantee, outside CI (each
 # mutant rebuilds the crate and runs the tests that guard it). Starts and stops the services.
 #   scripts/mutants.sh [--list] [--iterate] [GROUP...]
-#     groups: reuse table copy stage pg connect schedule secrets checks (default: all); `load` is
+#     groups: reuse table copy stage pg connect schedule queue secrets checks (default: all); `load` is
 #             table copy stage pg connect: the PostgreSQL load's files, each with the tests that
 #             reach it (the load's whole set of tests took ~9 minutes a mutant)
 #     --iterate: test only the mutants a group's last run did not catch or find unviable (the
@@ -34,7 +34,7 @@ for a in "$@"; do
     *) groups+=("$a") ;;
   esac
 done
-[ ${#groups[@]} -gt 0 ] || groups=(reuse load schedule secrets checks)
+[ ${#groups[@]} -gt 0 ] || groups=(reuse load schedule queue secrets checks)
 expanded=()
 for g in "${groups[@]}"; do
   if [ "$g" = load ]; then expanded+=(table copy stage pg connect); else expanded+=("$g"); fi
@@ -51,6 +51,7 @@ files_of() {
     stage) echo "src/exec/postgres/load.rs" ;;
     pg) echo "src/exec/postgres/mod.rs" ;;
     schedule) echo "src/schedule/runner.rs src/schedule/store.rs src/schedule/trigger.rs" ;;
+    queue) echo "src/exec/queue.rs" ;;
     secrets) echo "src/spec/secret.rs" ;;
     checks) echo "src/spec/check/mod.rs src/spec/check/columns.rs src/spec/check/distribution.rs" ;;
     connect) echo "src/exec/postgres/mod.rs" ;;
@@ -66,6 +67,7 @@ tests_of() {
     stage) echo "run:: faults:: outcomes:: statements:: unchanged::loading_only unchanged::an_unchanged_stage contracts::a_failed_contract rejects::a_replay history::a_history_equals" ;;
     pg) echo "exec::postgres run::generated_data run::two_runs run::exit_codes faults:: outcomes::" ;;
     schedule) echo "schedule::" ;;
+    queue) echo "workers:: files::a_set_committed faults::a_run_killed_in_the_middle schedule::a_schedule_with_workers" ;;
     secrets) echo "spec::secret:: secrets:: spec_cli::" ;;
     checks) echo "spec:: spec_cli:: bad_input::" ;;
     connect) echo "run::connections outcomes::connection outcomes::statement_timeout secrets:: faults::a_database_that_never faults::wrong" ;;
