@@ -512,4 +512,15 @@ fn a_set_committed_file_by_file_keeps_the_files_that_load_when_one_fails() {
     let out = run(&by_file, &file_spec);
     out.expect_code(0);
     assert_eq!(ledger(&by_file).len(), 3, "{}", out.evidence());
+    // a restated: its changed row updated, its other row left as it was (the merge compares
+    // them: a file loaded on its own does not read the whole table first).
+    std::fs::write(dir.path().join("prices/a.csv"), "code,price\nA,1.10\nB,2.00\n").unwrap();
+    let before_b = by_file.texts(&format!("SELECT xmin::text FROM {}.price WHERE code = 'B'", by_file.schema));
+    let out = run(&by_file, &file_spec);
+    out.expect_code(0);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", out.evidence()));
+    let loaded = &report["stages"][0]["loaded"];
+    assert_eq!((loaded["inserted"].as_u64(), loaded["updated"].as_u64(), loaded["unchanged"].as_u64()), (Some(0), Some(1), Some(1)), "{}", out.evidence());
+    assert_eq!(prices(&by_file), ["A 1.10", "B 2.00", "C 3.00", "D 4.00", "E 5.00"], "{}", out.evidence());
+    assert_eq!(by_file.texts(&format!("SELECT xmin::text FROM {}.price WHERE code = 'B'", by_file.schema)), before_b, "the unchanged row was written again\n{}", out.evidence());
 }

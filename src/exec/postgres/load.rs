@@ -191,8 +191,11 @@ pub fn load_stage(
     };
     // Unused, its index (under the same temporary name the index written below takes) goes now.
     drop(prescanned);
-    // Only the changed records reach the comparison with the table's rows, in the merge.
-    lookups(cx, pg, tx, sql, empty || changes.is_some(), created)?;
+    // Only the changed records reach the comparison with the table's rows, in the merge; so do
+    // a set's files loaded one by one (each is a small part of a table that grows with every
+    // file: exporting the whole table for each would cost the square of the set).
+    let one_by_one = st.source.set.as_ref().is_some_and(|s| s.atomicity == crate::spec::model::Atomicity::File);
+    lookups(cx, pg, tx, sql, empty || changes.is_some() || one_by_one, created)?;
     // The referenced tables are locked: their states hold until the stage commits.
     // (`on_delete: soft` reads the tables referencing this one: they are locked too.)
     let context = if opts.dry_run || t.mode == LoadMode::Append { None } else { stage_context(pg, tx, st, sql, t.soft_on_delete(), opts.date)? };
