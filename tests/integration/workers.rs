@@ -213,7 +213,7 @@ fn a_worker_killed_in_the_middle_of_a_file_loses_its_claim_and_another_loads_the
     assert_eq!(others, ["1"], "a live load lost its claim (its lease was not renewed)\n{evidence}");
 }
 
-/// The same on a Citus cluster: the table distributed by its key, two workers and the run share
+/// The same on a Citus cluster: the table distributed by its key, three workers and the run share
 /// the files, each loaded once, the totals exact, the rows on both workers' shards.
 #[test]
 fn workers_share_a_day_of_files_into_a_citus_table() {
@@ -223,14 +223,14 @@ fn workers_share_a_day_of_files_into_a_citus_table() {
     };
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::at(&url, "citus_workers");
-    let rows = day_of_files(dir.path(), 10, 3_000, Some(4));
+    let rows = day_of_files(dir.path(), 20, 1_500, Some(4));
     let spec = spec_with(dir.path(), ", distribution: { column: code }");
-    let mut workers: Vec<Worker> = (1..=2).map(|i| Worker::start(&spec, &db, &format!("c{i}"), "10s", dir.path())).collect();
+    let mut workers: Vec<Worker> = (1..=3).map(|i| Worker::start(&spec, &db, &format!("c{i}"), "10s", dir.path())).collect();
     let out = distribute(&spec, &db, "10s");
     let logs = || workers.iter().map(Worker::log).collect::<Vec<_>>().join("\n");
     let evidence = format!("{}\n{}", out.evidence(), logs());
     assert_eq!(out.code, 4, "{evidence}");
-    settled(&db, 10, rows, &evidence);
+    settled(&db, 20, rows, &evidence);
     let claims = db.texts(&format!("SELECT string_agg(DISTINCT attempts::text, ',') FROM {}.etl_queue", db.schema));
     assert_eq!(claims, ["1"], "{evidence}");
     let spread = db.texts(&format!(
