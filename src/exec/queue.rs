@@ -279,7 +279,9 @@ pub fn distribute(cx: &StageContext<'_>, pg: &Pg, st: &StagePlan, files: Vec<Sou
                     let report = load_claimed(cx, pg, st, f, &c)?;
                     cx.progress.step(&st.name, &format!("{}: {} (by this run)", c.file_key, report.status));
                 }
-                _ => pg.block(failed(pg.pool(), &c, &format!("claimed {} times and never finished: given up", c.attempts)))?,
+                Some(_) => pg.block(failed(pg.pool(), &c, &format!("claimed {} times and never finished (each worker died on it): given up", c.attempts - 1)))?,
+                // This run loaded it once already and lost that claim: its copy is spent.
+                None => pg.block(failed(pg.pool(), &c, "this run's own claim on it ran out while it loaded it: given up"))?,
             }
             continue;
         }
