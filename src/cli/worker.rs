@@ -35,7 +35,8 @@ pub fn run(args: WorkerArgs) -> Result<u8, CliError> {
         // worker, the spec perhaps fixed) and given up after its last attempt.
         match prepare(&one) {
             Ok(p) => match exec::queue::work(&p.plan, &p.opts, &claim) {
-                Ok(r) => eprintln!("worker {id}: {}: {} ({} rows read, {} rejected)", claim.file_key, r.status, r.rows_read, r.rows_rejected),
+                Ok(Some(r)) => eprintln!("worker {id}: {}: {} ({} rows read, {} rejected)", claim.file_key, r.status, r.rows_read, r.rows_rejected),
+                Ok(None) => eprintln!("worker {id}: {}: handed back: a file queued before it waits for a worker", claim.file_key),
                 Err(e) => eprintln!("worker {id}: {}: failed: {e}", claim.file_key),
             },
             Err(e) => eprintln!("worker {id}: {}: the spec does not compile: {e}", claim.file_key),

@@ -3,7 +3,8 @@
 //! the run and any number of workers claim them one at a time with a lease they renew while they
 //! load, and a file's row turns `done` in that file's own transaction (with its rows and its
 //! ledger row). A worker that dies loses its lease and the file is claimed again; its first
-//! transaction rolled back with its connection, so nothing loads twice. The run waits for every
+//! transaction rolled back with its connection, so nothing loads twice. A stage with a key commits
+//! its files in the set's order (`ordered`, `wait_turn`), so workers end as the run alone. The run waits for every
 //! file of a stage before the stages after it, then reports the files as the queue ended them,
 //! each with the worker that loaded it.
 
@@ -49,6 +50,43 @@ pub const MAX_ATTEMPTS: i32 = 3;
 /// Whether a stage's files go through the queue in a distributed run.
 pub fn distributed(st: &StagePlan) -> bool {
     st.source.set.as_ref().is_some_and(|s| s.atomicity == Atomicity::File)
+}
+
+/// Whether the order of a stage's files decides what its table holds: with a key or a unique
+/// column, a later file's row replaces an earlier file's of the same key (upsert) or is refused
+/// beside it (append), so the files commit in the set's order, as `etl run` alone commits them.
+pub fn ordered(st: &StagePlan) -> bool {
+    !st.target.key.is_empty() || st.columns.iter().any(|c| c.unique)
+}
+
+/// Whether a claimed file may load now.
+#[derive(Debug, PartialEq)]
+enum Turn {
+    /// Every file queued before it has ended.
+    Go,
+    /// An earlier file waits for a worker: the claim was handed back.
+    HandedBack,
+}
+
+/// Waits until every file queued before the claimed one (in its run and stage) has ended, so
+/// the files commit in the set's order. While one of them waits for a worker (queued, or its
+/// worker's lease ran out), the claim is handed back, and the worker's next claim is that file:
+/// no worker waits for a file that nobody loads.
+fn wait_turn(pg: &Pg, claim: &Claim) -> Result<Turn, ExecError> {
+    loop {
+        let turn = sqlx::query(records::QUEUE_TURN).bind(claim.run_id).bind(&claim.stage).bind(claim.id);
+        let row = pg.block(turn.fetch_one(pg.pool())).map_err(db("look at the files queued before the claimed one"))?;
+        let (open, unclaimed): (i64, i64) = (row.get(0), row.get(1));
+        if open == 0 {
+            return Ok(Turn::Go);
+        }
+        if unclaimed > 0 {
+            let back = sqlx::query(records::QUEUE_HAND_BACK).bind(claim.id).bind(&claim.worker);
+            pg.block(back.execute(pg.pool())).map_err(db("hand a claim back"))?;
+            return Ok(Turn::HandedBack);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Claims the oldest waiting file of `spec` (of `run`, or of any run).
@@ -214,8 +252,9 @@ impl Queue {
 }
 
 /// A worker's one claimed file, with the plan compiled for the claim's business date: located
-/// in its set, fetched, loaded.
-pub fn work(plan: &Plan, opts: &RunOptions, claim: &Claim) -> Result<StageReport, ExecError> {
+/// in its set, fetched, loaded when its turn comes (`ordered`); None when the claim was handed
+/// back for an earlier file.
+pub fn work(plan: &Plan, opts: &RunOptions, claim: &Claim) -> Result<Option<StageReport>, ExecError> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| ExecError::Internal(e.to_string()))?;
     let reader = Reader::open(&opts.temp_dir, &opts.duckdb_memory)?;
     let stages = plan.select(Some(std::slice::from_ref(&claim.stage)));
@@ -244,8 +283,11 @@ pub fn work(plan: &Plan, opts: &RunOptions, claim: &Claim) -> Result<StageReport
         let _ = pg.block(failed(pg.pool(), claim, &e.to_string()));
         return Err(e);
     }
+    if ordered(st) && wait_turn(pg, claim)? == Turn::HandedBack {
+        return Ok(None);
+    }
     let cx = StageContext { plan, opts, reader: &reader, rt: &rt, progress: &progress, records: Some((claim.run_id, st.target.connection.as_str())), claim: None };
-    load_claimed(&cx, pg, st, file, claim)
+    load_claimed(&cx, pg, st, file, claim).map(Some)
 }
 
 /// In a distributed run: the stage's files queued, loaded by the run itself beside any workers,
@@ -273,6 +315,9 @@ pub fn distribute(cx: &StageContext<'_>, pg: &Pg, st: &StagePlan, files: Vec<Sou
     loop {
         if let Some(c) = pg.block(claim_on(pg.pool(), &cx.plan.name, &worker, cx.opts.lease, Some(run_id)))? {
             let _beat = Heartbeat::start(pg.pool().clone(), &c);
+            if c.attempts <= MAX_ATTEMPTS && ordered(st) && wait_turn(pg, &c)? == Turn::HandedBack {
+                continue;
+            }
             let file = shown.iter().position(|(k, _)| *k == c.file_key).and_then(|i| mine[i].take());
             match file {
                 Some(f) if c.attempts <= MAX_ATTEMPTS => {

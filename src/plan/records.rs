@@ -255,6 +255,17 @@ pub const QUEUE_DONE: &str = "UPDATE etl_queue SET state = 'done', status = $3, 
 /// PostgreSQL: the claimed file failed (`$3` why).
 pub const QUEUE_FAILED: &str = "UPDATE etl_queue SET state = 'failed', error = $3, lease_until = NULL, finished_at = clock_timestamp() WHERE id = $1 AND worker = $2 AND state = 'running'";
 
+/// PostgreSQL: of the files queued before the claimed one (`$3`) in its run (`$1`) and stage
+/// (`$2`), how many have not ended, and how many of those wait for a worker (queued, or their
+/// worker's lease ran out). A file whose order decides the table waits until the first is 0.
+pub const QUEUE_TURN: &str = "SELECT count(*) FILTER (WHERE state IN ('queued', 'running')),
+           count(*) FILTER (WHERE state = 'queued' OR (state = 'running' AND lease_until < clock_timestamp()))
+      FROM etl_queue WHERE run_id = $1 AND stage = $2 AND id < $3";
+
+/// PostgreSQL: a claim handed back unloaded (`$1` its row, `$2` its worker), so the worker can
+/// claim an earlier file that waits for one; not counted as an attempt.
+pub const QUEUE_HAND_BACK: &str = "UPDATE etl_queue SET state = 'queued', worker = NULL, lease_until = NULL, attempts = attempts - 1 WHERE id = $1 AND worker = $2 AND state = 'running'";
+
 /// PostgreSQL: how many of a run's (`$1`) stage's (`$2`) files are still to load, and how many failed.
 pub const QUEUE_LEFT: &str = "SELECT count(*) FILTER (WHERE state IN ('queued', 'running')), count(*) FILTER (WHERE state = 'failed') FROM etl_queue WHERE run_id = $1 AND stage = $2";
 

@@ -579,9 +579,9 @@ fn run_records(out: &mut String, plan: &Plan) {
             if plan.stages.iter().any(|s| s.source.set.as_ref().is_some_and(|f| f.atomicity == crate::spec::model::Atomicity::File)) {
                 let _ = writeln!(
                     out,
-                    "-- `etl run --distribute` queues the files of the stages that commit file by file, on their target; it and any `etl worker` claim them (a lease, renewed every third of it on a connection of its own), each file's row done in its load's transaction, and the run waits for the stage's files:"
+                    "-- `etl run --distribute` queues the files of the stages that commit file by file, on their target; it and any `etl worker` claim them (a lease, renewed every third of it on a connection of its own), each file's row done in its load's transaction (a stage with a key or unique column commits its files in the set's order: a file waits for the ones queued before it, and hands its claim back while one of them waits for a worker), and the run waits for the stage's files:"
                 );
-                for s in [records::QUEUE_FILE, records::QUEUE_CLAIM, records::QUEUE_RENEW, records::QUEUE_DONE, records::QUEUE_FAILED, records::QUEUE_LEFT, records::QUEUE_ENDS] {
+                for s in [records::QUEUE_FILE, records::QUEUE_CLAIM, records::QUEUE_RENEW, records::QUEUE_TURN, records::QUEUE_HAND_BACK, records::QUEUE_DONE, records::QUEUE_FAILED, records::QUEUE_LEFT, records::QUEUE_ENDS] {
                     let _ = writeln!(out, "{s};");
                 }
             }

@@ -215,6 +215,85 @@ fn a_worker_killed_in_the_middle_of_a_file_loses_its_claim_and_another_loads_the
 
 /// The same on a Citus cluster: the table distributed by its key, three workers and the run share
 /// the files, each loaded once, the totals exact, the rows on both workers' shards.
+/// `files` files of `rows` rows under `dir/prices`, each file after the first restating the
+/// first code of the file before it with a price of its own; returns each restated code with the
+/// price of the last file that gives it (what a run alone, loading the files in order, keeps).
+fn restated_day(dir: &Path, files: usize, rows: usize) -> Vec<String> {
+    std::fs::create_dir_all(dir.join("prices")).unwrap();
+    let mut last = Vec::new();
+    for f in 0..files {
+        let mut text = String::from("code,price\n");
+        for r in 0..rows {
+            text.push_str(&format!("F{f}R{r},{}.{:02}\n", r % 1000, r % 100));
+        }
+        if f > 0 {
+            text.push_str(&format!("F{}R0,{f}000.{f:02}\n", f - 1));
+            last.push(format!("F{}R0={f}000.{f:02}", f - 1));
+        }
+        std::fs::write(dir.join(format!("prices/p{f:02}.csv")), text).unwrap();
+    }
+    last
+}
+
+/// The table's rows, digested, and the prices of `codes`.
+fn table_of(db: &TestDb, codes: &[String]) -> (Vec<String>, Vec<String>) {
+    let digest = db.texts(&format!("SELECT count(*) || ' ' || md5(string_agg(code || '=' || price, ',' ORDER BY code)) FROM {}.price", db.schema));
+    let list: Vec<String> = codes.iter().map(|c| format!("'{}'", c.split('=').next().unwrap())).collect();
+    let prices = db.texts(&format!("SELECT code || '=' || price FROM {}.price WHERE code IN ({}) ORDER BY code", db.schema, list.join(", ")));
+    (digest, prices)
+}
+
+/// A key restated by a later file of the set ends with the later file's row, as in a run alone,
+/// even when the worker loading the earlier file dies and the file is loaded again after the
+/// later one was claimed: a stage with a key commits its files in the set's order.
+#[test]
+fn a_key_restated_by_a_later_file_keeps_the_later_row_when_the_earlier_files_worker_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let restated = restated_day(dir.path(), 6, 60_000);
+    let spec = spec(dir.path());
+    let alone = TestDb::new("workerorderalone");
+    let env = env_of(&alone);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    etl(&["run", spec.to_str().unwrap()], &env).expect_code(0);
+    let expected = table_of(&alone, &restated);
+    assert_eq!(expected.1, restated, "a run alone keeps each restated code's later row");
+
+    let db = TestDb::new("workerorder");
+    let mut doomed = Worker::start(&spec, &db, "doomed", "1s", dir.path());
+    let mut steady = Worker::start(&spec, &db, "steady", "1s", dir.path());
+    let running = {
+        let spec = spec.clone();
+        let env = env_of(&db);
+        std::thread::spawn(move || {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            etl(&["run", spec.to_str().unwrap(), "--distribute", "--lease", "1s", "--output", "json", "-v"], &env)
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let claimed = loop {
+        let tables = db.count(&format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{}' AND tablename = 'etl_queue'", db.schema));
+        if tables == 1 {
+            let mine = db.texts(&format!("SELECT file_key FROM {}.etl_queue WHERE worker = 'doomed' AND state = 'running'", db.schema));
+            if let Some(k) = mine.first() {
+                break k.clone();
+            }
+        }
+        assert!(Instant::now() < deadline, "the worker never claimed a file:\n{}", doomed.log());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    doomed.child.kill().unwrap();
+    let _ = doomed.child.wait();
+    let out = running.join().unwrap();
+    assert_eq!(steady.wait(), Some(0), "{}", steady.log());
+    let evidence = format!("{}\n{}\n{}", out.evidence(), doomed.log(), steady.log());
+    assert_eq!(out.code, 0, "{evidence}");
+    assert!(!claimed.ends_with("p05.csv"), "the killed worker's file must have a later file restating it\n{evidence}");
+    let again = db.texts(&format!("SELECT attempts::text FROM {}.etl_queue WHERE file_key = '{claimed}'", db.schema));
+    assert_eq!(again, ["2"], "the killed worker's file was claimed again\n{evidence}");
+    assert_eq!(table_of(&db, &restated), expected, "the table differs from the run alone's\n{evidence}");
+}
+
 #[test]
 fn workers_share_a_day_of_files_into_a_citus_table() {
     let Some(url) = std::env::var("ETL_TEST_CITUS_URL").ok().filter(|u| !u.is_empty()) else {
