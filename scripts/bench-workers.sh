@@ -5,18 +5,20 @@
 # `etl worker`s; into the project's PostgreSQL, and with --citus into the loopback Citus cluster
 # (`asset` a reference table, `trade` distributed by traded_id). Each count REPS times, in turn;
 # wall seconds of the run (the workers start before it and exit once idle), medians. Starts (and
-# stops) the services. Record the figures in BENCHMARKS.md.
-#   scripts/bench-workers.sh [--trades N] [--parts N] [--reps N] [--citus]
+# stops) the services. Record the figures in BENCHMARKS.md. --shards N gives the distributed
+# table N shards (Citus's default is 32; a file's merge costs in proportion to them).
+#   scripts/bench-workers.sh [--trades N] [--parts N] [--reps N] [--citus [--shards N]]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-trades=2000000 parts=20 reps=3 citus=0
+trades=2000000 parts=20 reps=3 citus=0 shards=
 while [ $# -gt 0 ]; do
   case "$1" in
     --trades) trades=$2; shift 2 ;;
     --parts) parts=$2; shift 2 ;;
     --reps) reps=$2; shift 2 ;;
     --citus) citus=1; shift ;;
-    *) echo "usage: $0 [--trades N] [--parts N] [--reps N] [--citus]" >&2; exit 2 ;;
+    --shards) shards=", shard_count: $2"; shift 2 ;;
+    *) echo "usage: $0 [--trades N] [--parts N] [--reps N] [--citus [--shards N]]" >&2; exit 2 ;;
   esac
 done
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/etl/target}"
@@ -31,7 +33,7 @@ eval "$(scripts/services.sh env)"
 if [ "$citus" = 1 ]; then
   [ -n "${ETL_TEST_CITUS_URL:-}" ] || { echo "bench-workers: no Citus cluster (scripts/citus.sh found no Citus source)" >&2; exit 3; }
   base="$ETL_TEST_CITUS_URL"
-  spread=(--set "stages.assets.target.distribution=reference" --set "stages.trades.target.distribution={column: traded_id}")
+  spread=(--set "stages.assets.target.distribution=reference" --set "stages.trades.target.distribution={column: traded_id$shards}")
 else
   base="$ETL_TEST_DATABASE_URL"
   spread=()
