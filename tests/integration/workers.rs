@@ -248,17 +248,39 @@ fn table_of(db: &TestDb, codes: &[String]) -> (Vec<String>, Vec<String>) {
 /// later one was claimed: a stage with a key commits its files in the set's order.
 #[test]
 fn a_key_restated_by_a_later_file_keeps_the_later_row_when_the_earlier_files_worker_dies() {
+    restated_under_a_killed_worker(None, 60_000, "");
+}
+
+/// The same on a Citus cluster, the table distributed: a worker killed mid-file, its file
+/// loaded again by another, the table as the run alone leaves it.
+#[test]
+fn a_worker_killed_mid_file_on_citus_loses_its_claim_and_the_table_ends_as_the_run_alone_leaves_it() {
+    let Some(url) = std::env::var("ETL_TEST_CITUS_URL").ok().filter(|u| !u.is_empty()) else {
+        eprintln!("skipped: no Citus cluster (ETL_TEST_CITUS_URL is unset: scripts/citus.sh found no Citus source, ../shared/vendor or ETL_CITUS_VENDOR)");
+        return;
+    };
+    restated_under_a_killed_worker(Some(&url), 20_000, ", distribution: { column: code, shard_count: 4 }");
+}
+
+/// Six files of `rows` rows, each restating a key of the file before it, loaded by a run alone
+/// and then by a distributing run beside two workers, one killed 200 ms into its first file: the
+/// killed worker's file is claimed again, and both tables are alike.
+fn restated_under_a_killed_worker(url: Option<&str>, rows: usize, more: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let restated = restated_day(dir.path(), 6, 60_000);
-    let spec = spec(dir.path());
-    let alone = TestDb::new("workerorderalone");
+    let restated = restated_day(dir.path(), 6, rows);
+    let spec = spec_with(dir.path(), more);
+    let db_named = |name: &str| match url {
+        Some(u) => TestDb::at(u, name),
+        None => TestDb::new(name),
+    };
+    let alone = db_named("workerorderalone");
     let env = env_of(&alone);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     etl(&["run", spec.to_str().unwrap()], &env).expect_code(0);
     let expected = table_of(&alone, &restated);
     assert_eq!(expected.1, restated, "a run alone keeps each restated code's later row");
 
-    let db = TestDb::new("workerorder");
+    let db = db_named("workerorder");
     let mut doomed = Worker::start(&spec, &db, "doomed", "1s", dir.path());
     let mut steady = Worker::start(&spec, &db, "steady", "1s", dir.path());
     let running = {
