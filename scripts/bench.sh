@@ -2,15 +2,18 @@
 # The load benchmark: etl against `psql \copy` of the same files, timed in one run, alternating,
 # REPS times each; prints medians, rows/s, peak RSS and the ratios, and appends them to
 # bench/results.tsv. Starts (and stops) the project's PostgreSQL and S3 server.
-#   scripts/bench.sh [--assets N] [--trades N] [--reps N] [--first-load-only | --first-load-ratio] [--with-pgloader]
+#   scripts/bench.sh [--assets N] [--trades N] [--reps N] [--first-load-only | --first-load-ratio] [--with-pgloader] [--local]
 # --first-load-only times just etl's first load (the memory check at a larger size).
 # --first-load-ratio times etl's first load against `\copy` plain then keys (the first-load
 # ratio at a larger size, with only the clean files generated and one schema at a time).
 # --with-pgloader also times pgloader (installed from the distribution when missing) loading the
 # same files into the same finished tables.
+# --local: etl reads the generated files from the local disk (its `lake` connection a local
+# directory) instead of the S3 server, and nothing is put there: for sizes whose three copies
+# (generated, the S3 server's, etl's download) would not fit the disk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-assets=100000 trades=1000000 reps=3 only_first=0 first_ratio=0 pgloader=0
+assets=100000 trades=1000000 reps=3 only_first=0 first_ratio=0 pgloader=0 local=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --assets) assets=$2; shift 2 ;;
@@ -19,7 +22,8 @@ while [ $# -gt 0 ]; do
     --first-load-only) only_first=1; shift ;;
     --first-load-ratio) only_first=1; first_ratio=1; shift ;;
     --with-pgloader) pgloader=1; shift ;;
-    *) echo "usage: $0 [--assets N] [--trades N] [--reps N] [--first-load-only | --first-load-ratio] [--with-pgloader]" >&2; exit 2 ;;
+    --local) local=1; shift ;;
+    *) echo "usage: $0 [--assets N] [--trades N] [--reps N] [--first-load-only | --first-load-ratio] [--with-pgloader] [--local]" >&2; exit 2 ;;
   esac
 done
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/etl/target}"
@@ -47,6 +51,7 @@ cp "$work/clean/account_assets.csv" "$work/changed/"
 
 bucket=etl-bench
 for d in clean dirty changed; do
+  [ "$local" = 0 ] || break
   if [ -d "$work/$d" ]; then scripts/s3-put.py "$ETL_TEST_S3_ENDPOINT" "$bucket" "$work/$d" "$d" account_assets.csv trades.csv; fi
 done
 
@@ -144,14 +149,17 @@ time_it() {
 }
 
 etl_run() { # SCHEMA PREFIX
+  local lake=(--s3-endpoint "$ETL_TEST_S3_ENDPOINT" --s3-bucket "$bucket") at=$2
+  # A local file named by --source is where the shell says: an absolute path.
+  [ "$local" = 0 ] || { lake=(--set "connections.lake={type: local, path: '$work'}"); at="$work/$2"; }
   "$ETL" run specs/small_etl.yaml --output json \
     --set "connections.db={type: postgres, url: '$ETL_TEST_DATABASE_URL', schema: $1}" \
-    --s3-endpoint "$ETL_TEST_S3_ENDPOINT" --s3-bucket "$bucket" \
-    --source "assets=$2/account_assets.csv" --source "trades=$2/trades.csv"
+    "${lake[@]}" \
+    --source "assets=$at/account_assets.csv" --source "trades=$at/trades.csv"
 }
 # Line indexes (for loading only changed records) in a cache of the benchmark's own.
 export ETL_CACHE_DIR="$work/cache"
-export -f etl_run; export ETL ETL_TEST_DATABASE_URL ETL_TEST_S3_ENDPOINT bucket
+export -f etl_run; export ETL ETL_TEST_DATABASE_URL ETL_TEST_S3_ENDPOINT bucket local
 
 : > "$work/times"
 for rep in $(seq 1 "$reps"); do

@@ -9,10 +9,11 @@ use super::postgres::Pg;
 use super::progress::Progress;
 use crate::plan::Plan;
 
-/// DuckDB's memory limit for a run: `ETL_DUCKDB_MEMORY`, else 256MB. Past it DuckDB spills to
-/// the temp directory, so a run's memory is bounded by this and the batch size, not the file.
+/// DuckDB's memory limit for a run: `ETL_DUCKDB_MEMORY`, else [`crate::plan::duck::DEFAULT_MEMORY`]. Past it DuckDB
+/// spills to the temp directory, so a run's memory is bounded by this and the batch size, not
+/// the file.
 pub fn duckdb_memory() -> String {
-    std::env::var("ETL_DUCKDB_MEMORY").ok().filter(|m| !m.trim().is_empty()).unwrap_or_else(|| "256MB".into())
+    std::env::var("ETL_DUCKDB_MEMORY").ok().filter(|m| !m.trim().is_empty()).unwrap_or_else(|| crate::plan::duck::DEFAULT_MEMORY.into())
 }
 
 /// How to run.

@@ -125,7 +125,7 @@ pub fn render_json(plan: &Plan, only_stages: &[String]) -> serde_json::Value {
 
 fn connections(out: &mut String, plan: &Plan) {
     let _ = writeln!(out, "\n== connections ==");
-    let _ = writeln!(out, "-- the run's own DuckDB database (in memory, every extract; ETL_DUCKDB_MEMORY sets the limit): {}", duck::configure("256MB", "{temp dir}"));
+    let _ = writeln!(out, "-- the run's own DuckDB database (in memory, every extract; ETL_DUCKDB_MEMORY sets the limit): {}", duck::configure(duck::DEFAULT_MEMORY, "{temp dir}"));
     for (name, c) in &plan.connections {
         let shown = match c {
             ConnectionPlan::S3(s3) => {
