@@ -173,15 +173,16 @@ fn a_worker_killed_in_the_middle_of_a_file_loses_its_claim_and_another_loads_the
     let db = TestDb::new("workerkilled");
     let rows = day_of_files(dir.path(), 6, 60_000, None);
     let spec = spec(dir.path());
-    // A lease shorter than a file's load: the loads that live keep theirs by renewing it.
+    // Leases shorter than a file's load and its wait for the files before it: the loads that live keep
+    // theirs by renewing them (2 s, renewed every 2/3 s: room for a busy machine's scheduling).
     let mut doomed = Worker::start(&spec, &db, "doomed", "1s", dir.path());
-    let mut steady = Worker::start(&spec, &db, "steady", "1s", dir.path());
+    let mut steady = Worker::start(&spec, &db, "steady", "2s", dir.path());
     let running = {
         let spec = spec.clone();
         let env = env_of(&db);
         std::thread::spawn(move || {
             let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            etl(&["run", spec.to_str().unwrap(), "--distribute", "--lease", "1s", "--output", "json", "-v"], &env)
+            etl(&["run", spec.to_str().unwrap(), "--distribute", "--lease", "2s", "--output", "json", "-v"], &env)
         })
     };
     // The doomed worker in the middle of a file: killed.
@@ -215,6 +216,46 @@ fn a_worker_killed_in_the_middle_of_a_file_loses_its_claim_and_another_loads_the
 
 /// The same on a Citus cluster: the table distributed by its key, three workers and the run share
 /// the files, each loaded once, the totals exact, the rows on both workers' shards.
+/// A load that waits longer than its lease (here on its table's lock, which the test holds for
+/// three leases) keeps its claim: its heartbeat renews it, so no other worker takes the file.
+#[test]
+fn a_load_waiting_past_its_lease_keeps_its_claim_by_renewing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new("workerrenew");
+    let rows = day_of_files(dir.path(), 3, 1_000, None);
+    let spec = spec(dir.path());
+    // The lock every load of `price` takes first.
+    let key = format!("hashtextextended('{}', 0)", format!("etl:\"{}\".\"price\"", db.schema).replace('\'', "''"));
+    db.exec(&format!("SELECT pg_advisory_lock({key})"));
+    let mut idle = Worker::start(&spec, &db, "idle", "2s", dir.path());
+    let running = {
+        let spec = spec.clone();
+        let env = env_of(&db);
+        std::thread::spawn(move || {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            etl(&["run", spec.to_str().unwrap(), "--distribute", "--lease", "2s", "--output", "json", "-v"], &env)
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let tables = db.count(&format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{}' AND tablename = 'etl_queue'", db.schema));
+        if tables == 1 && db.count(&format!("SELECT count(*) FROM {}.etl_queue WHERE state = 'running'", db.schema)) > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no file was claimed:\n{}", idle.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_secs(6));
+    db.exec(&format!("SELECT pg_advisory_unlock({key})"));
+    let out = running.join().unwrap();
+    assert_eq!(idle.wait(), Some(0), "{}", idle.log());
+    let evidence = format!("{}\n{}", out.evidence(), idle.log());
+    assert_eq!(out.code, 0, "{evidence}");
+    settled(&db, 3, rows, &evidence);
+    let claims = db.texts(&format!("SELECT string_agg(file_key || ' ' || attempts, ', ' ORDER BY file_key) FROM {}.etl_queue", db.schema));
+    assert!(!claims[0].contains(" 2"), "a load waiting on the lock lost its claim (its lease was not renewed): {claims:?}\n{evidence}");
+}
+
 /// `files` files of `rows` rows under `dir/prices`, each file after the first restating the
 /// first code of the file before it with a price of its own; returns each restated code with the
 /// price of the last file that gives it (what a run alone, loading the files in order, keeps).
@@ -282,13 +323,13 @@ fn restated_under_a_killed_worker(url: Option<&str>, rows: usize, more: &str) {
 
     let db = db_named("workerorder");
     let mut doomed = Worker::start(&spec, &db, "doomed", "1s", dir.path());
-    let mut steady = Worker::start(&spec, &db, "steady", "1s", dir.path());
+    let mut steady = Worker::start(&spec, &db, "steady", "3s", dir.path());
     let running = {
         let spec = spec.clone();
         let env = env_of(&db);
         std::thread::spawn(move || {
             let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            etl(&["run", spec.to_str().unwrap(), "--distribute", "--lease", "1s", "--output", "json", "-v"], &env)
+            etl(&["run", spec.to_str().unwrap(), "--distribute", "--lease", "3s", "--output", "json", "-v"], &env)
         })
     };
     let deadline = Instant::now() + Duration::from_secs(60);
