@@ -205,11 +205,14 @@ impl Labels {
     }
 }
 
-/// One day's files as text: the assets, the trades (each with its header line), their labels.
+/// The trades file's header line.
+const TRADES_HEADER: &str = "id,account_id,account_type,traded_id,stock_code,traded_time,traded_price,traded_volume,traded_amount,strategy_name,order_remark,direction,offset_flag,created_at,updated_at\n";
+
+/// One day's files as text: the assets, the trades' header line, the labels (each trade line is
+/// handed to `day_files`' `emit` as it is made, so a day of 100M trades is never held whole).
 struct DayFiles {
     assets: String,
     trades_header: String,
-    trades: Vec<String>,
     labels: Labels,
 }
 
@@ -266,14 +269,22 @@ fn generate(a: &Args) -> std::io::Result<()> {
 
 /// The seed's two files in DIR.
 fn flat(a: &Args) -> std::io::Result<()> {
-    let day = day_files(a, a.seed, SEED_DAY, 48 * 3600, None);
-    std::fs::write(a.out.join("account_assets.csv"), &day.assets)?;
+    // The trades go to their file as they are made.
     let mut w = BufWriter::new(File::create(a.out.join("trades.csv"))?);
-    w.write_all(day.trades_header.as_bytes())?;
-    for l in &day.trades {
-        w.write_all(l.as_bytes())?;
+    w.write_all(TRADES_HEADER.as_bytes())?;
+    let mut failed: Option<std::io::Error> = None;
+    let day = day_files(a, a.seed, SEED_DAY, 48 * 3600, None, &mut |line: &str| {
+        if failed.is_none()
+            && let Err(e) = w.write_all(line.as_bytes())
+        {
+            failed = Some(e);
+        }
+    });
+    if let Some(e) = failed {
+        return Err(e);
     }
     w.flush()?;
+    std::fs::write(a.out.join("account_assets.csv"), &day.assets)?;
     let mut w = BufWriter::new(File::create(a.out.join("invalid_rows.csv"))?);
     writeln!(w, "file,line,reason,field,value")?;
     for l in &day.labels.rows {
@@ -338,7 +349,8 @@ fn daily(a: &Args, days: usize) -> std::io::Result<()> {
         let day = a.start + d as i64;
         let date = date_text(day);
         // Trades within the 8 hours before 15:00 of their date: every trade is of its date.
-        let files = day_files(a, a.seed + d as u64, day, 8 * 3600, Some(&date));
+        let mut trades: Vec<String> = Vec::with_capacity(a.trades);
+        let files = day_files(a, a.seed + d as u64, day, 8 * 3600, Some(&date), &mut |line: &str| trades.push(line.to_string()));
         let mut per_file: Vec<(String, Counts)> = Vec::new();
         let assets = format!("assets/{date}.csv{}", compression(a, written));
         written += 1;
@@ -351,10 +363,10 @@ fn daily(a: &Args, days: usize) -> std::io::Result<()> {
         per_file.push((assets, Counts { rows: a.assets, by_reason }));
         // The trades in `files_per_day` parts of (nearly) equal size, each with the header; a
         // trade's label moves to its part and its line there.
-        let per = files.trades.len().div_ceil(a.files_per_day).max(1);
+        let per = trades.len().div_ceil(a.files_per_day).max(1);
         let trade_labels: BTreeMap<usize, &Label> = files.labels.rows.iter().filter(|l| l.file == "trades.csv").map(|l| (l.line, l)).collect();
         for p in 0..a.files_per_day {
-            let chunk = files.trades.get(p * per..((p + 1) * per).min(files.trades.len())).unwrap_or_default();
+            let chunk = trades.get(p * per..((p + 1) * per).min(trades.len())).unwrap_or_default();
             let key = format!("trades/{date}/part-{:04}.csv{}", p + 1, compression(a, written));
             written += 1;
             let mut text = files.trades_header.clone();
@@ -404,7 +416,7 @@ fn daily(a: &Args, days: usize) -> std::io::Result<()> {
 /// One day's rows: `day` is the date the timestamps end at (15:00), trades reach back `span`
 /// seconds before it; `date`, when given, names the trades (`T<date><seq>`), else each trade's own
 /// day does (the seed's way).
-fn day_files(a: &Args, seed: u64, day: i64, span: i64, date: Option<&str>) -> DayFiles {
+fn day_files(a: &Args, seed: u64, day: i64, span: i64, date: Option<&str>, emit: &mut dyn FnMut(&str)) -> DayFiles {
     use std::fmt::Write as _;
     let mut rng = Rng(seed);
     let mut labels = Labels { rows: Vec::new() };
@@ -467,9 +479,10 @@ fn day_files(a: &Args, seed: u64, day: i64, span: i64, date: Option<&str>) -> Da
 
     // Trades reference valid accounts only (unknown_fk rows excepted).
     let bad_trades = pick_invalid(&mut rng, a.trades.max(1), if a.trades == 0 { 0.0 } else { a.rate }, &TRADE_REASONS);
-    let trades_header = "id,account_id,account_type,traded_id,stock_code,traded_time,traded_price,traded_volume,traded_amount,strategy_name,order_remark,direction,offset_flag,created_at,updated_at\n".to_string();
-    let mut trades = Vec::with_capacity(a.trades);
-    let mut valid_ids: Vec<String> = Vec::new();
+    let trades_header = TRADES_HEADER.to_string();
+    // Each valid trade's id as its day and number (`T<day><seq:06>`), to repeat one for a
+    // duplicate_key row: 8 bytes a trade, not a string.
+    let mut valid_ids: Vec<(u32, u32)> = Vec::new();
     let mut per_day: BTreeMap<String, u32> = BTreeMap::new();
     for i in 0..a.trades {
         let line = i + 2;
@@ -494,7 +507,7 @@ fn day_files(a: &Args, seed: u64, day: i64, span: i64, date: Option<&str>) -> Da
         let created = traded_time.clone();
         let updated = timestamp(day, rng.range(0, 3600));
         match bad_trades.get(&i).copied().filter(|_| a.trades > 0) {
-            None => valid_ids.push(traded_id.clone()),
+            None => valid_ids.push((id_day.parse().unwrap_or(0), *seq)),
             Some(reason) => match reason {
                 "bad_enum" => {
                     offset = rng.pick(&["47", "55", "60"]).to_string();
@@ -526,16 +539,17 @@ fn day_files(a: &Args, seed: u64, day: i64, span: i64, date: Option<&str>) -> Da
                     labels.add("trades.csv", line, "bad_enum", "direction", &direction);
                 }
                 _ => {
-                    traded_id = valid_ids[(rng.next() % valid_ids.len() as u64) as usize].clone();
+                    let (d, n) = valid_ids[(rng.next() % valid_ids.len() as u64) as usize];
+                    traded_id = format!("T{d}{n:06}");
                     labels.add("trades.csv", line, "duplicate_key", "traded_id", &traded_id);
                 }
             },
         }
-        trades.push(format!(
+        emit(&format!(
             "{},{account_id},{type_s},{traded_id},{stock},{traded_time},{price_s},{volume},{},{strategy},{remark},{direction},{offset},{created},{updated}\n",
             i + 1,
             money(amount)
         ));
     }
-    DayFiles { assets, trades_header, trades, labels }
+    DayFiles { assets, trades_header, labels }
 }
