@@ -191,9 +191,17 @@ impl ExecError {
         if lost { ExecError::ConnectionLost { what, message } } else { ExecError::Database { what, message } }
     }
 
-    /// A file DuckDB could not read, named as the user knows it (not its copy in the spool).
+    /// A file DuckDB could not read, named as the user knows it (not its copy in the spool). A
+    /// read that ran out of DuckDB's memory or of temporary disk is no fault of the file: it says
+    /// so, with the setting to raise.
     pub(crate) fn csv(shown: &str) -> impl Fn(duckdb::Error) -> ExecError + '_ {
-        move |e| ExecError::Csv { file: shown.to_string(), message: first_line(&e.to_string()) }
+        move |e| {
+            let message = first_line(&e.to_string());
+            if message.starts_with("Out of Memory Error") || message.contains("No space left on device") {
+                return ExecError::Duckdb { what: "read the file (past its memory limit it spills to the temporary directory)", message: format!("{shown}: {message}") };
+            }
+            ExecError::Csv { file: shown.to_string(), message }
+        }
     }
 
     pub(crate) fn write(path: &Path) -> impl Fn(std::io::Error) -> ExecError + '_ {
@@ -287,5 +295,17 @@ mod tests {
             all.push_str(&format!("exit code {}\n\n", e.exit_code()));
         }
         crate::golden::check("tests/golden/errors/exec.txt", &all);
+    }
+
+    /// A read that ran out of DuckDB's memory or of disk is not blamed on the file.
+    #[test]
+    fn a_read_out_of_memory_names_the_setting_not_the_file() {
+        let failure = |m: &str| duckdb::Error::DuckDBFailure(duckdb::ffi::Error::new(duckdb::ffi::duckdb_state_DuckDBError), Some(m.to_string()));
+        let oom = ExecError::csv("trades.csv")(failure("Out of Memory Error: failed to pin block of size 256.0 KiB (121.9 MiB/122.0 MiB used)"));
+        assert!(matches!(&oom, ExecError::Duckdb { message, .. } if message.starts_with("trades.csv: Out of Memory Error")), "{oom:?}");
+        let full = ExecError::csv("trades.csv")(failure("IO Error: Could not write file \"/tmp/x.tmp\": No space left on device"));
+        assert!(matches!(full, ExecError::Duckdb { .. }), "{full:?}");
+        let bad = ExecError::csv("trades.csv")(failure("Invalid Input Error: CSV Error on Line: 3"));
+        assert!(matches!(bad, ExecError::Csv { .. }), "{bad:?}");
     }
 }

@@ -152,6 +152,9 @@ fn workers_and_the_run_share_a_day_of_files_each_loaded_exactly_once() {
     // Per file: who loaded it; the work was shared.
     let files = stage["files"].as_array().unwrap();
     assert_eq!(files.len(), 20, "{evidence}");
+    // Each file under its own name, in the set's order.
+    let names: Vec<&str> = files.iter().map(|f| f["file"].as_str().unwrap_or("")).collect();
+    assert!((0..20).all(|i| names[i].ends_with(&format!("prices/p{i:02}.csv"))), "{names:?}\n{evidence}");
     let loaders: std::collections::BTreeSet<&str> = files.iter().map(|f| f["worker"].as_str().unwrap_or("")).collect();
     assert!(loaders.len() >= 2, "one loader took every file: {loaders:?}\n{evidence}");
     assert!(files.iter().all(|f| f["status"] == "loaded"), "{evidence}");
