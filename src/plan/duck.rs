@@ -12,11 +12,12 @@ pub const COMMIT: &str = "COMMIT";
 /// Rolls a DuckDB stage (or a dry run) back.
 pub const ROLLBACK: &str = "ROLLBACK";
 
-/// DuckDB's memory limit when `ETL_DUCKDB_MEMORY` is unset. At 1M trades a first load's census
-/// holds ~30 MB and the peak is the process's own; at 10M a limit of 256MB let the census fill
-/// it (peak 385 MB against 250 MB at 1M), at 128MB the peak stayed 246 MB in the same time
-/// (BENCHMARKS.md, "Memory flat to 100M trades").
-pub const DEFAULT_MEMORY: &str = "128MB";
+/// DuckDB's memory limit when `ETL_DUCKDB_MEMORY` is unset. 128MB kept a first load's peak flat
+/// from 1M to 10M trades (246 MB at 10M against 385 MB at 256MB, same time), but at 100M trades
+/// the census's read then failed to pin a block, where at 256MB it got further (to the repeated
+/// keys' aggregate, which failed too): the larger limit stays until 100M loads (BENCHMARKS.md,
+/// "Memory from 1M to 100M trades").
+pub const DEFAULT_MEMORY: &str = "256MB";
 
 /// Sets up the run's DuckDB database: its memory limit, where it spills past it, rows kept in
 /// file order, and no extension fetched from the network.
