@@ -148,8 +148,9 @@ impl Heartbeat {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let (id, worker, lease) = (claim.id, claim.worker.clone(), claim.lease);
         // A connection of its own, on a runtime of its own: the run's pool belongs to the run's
-        // runtime, which is busy (or idle) on the load's thread.
-        let options = pool.connect_options();
+        // runtime, which is busy (or idle) on the load's thread. Named for its worker in
+        // `pg_stat_activity`, and closed when the claim ends.
+        let options = (*pool.connect_options()).clone().application_name(&format!("etl heartbeat {worker}"));
         let thread = std::thread::spawn(move || {
             use sqlx::Connection;
             let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };

@@ -502,6 +502,16 @@ fn a_set_committed_file_by_file_keeps_the_files_that_load_when_one_fails() {
     assert_eq!(recorded, ["over_budget 5 3 1"], "the stage's one record adds up its files\n{}", out.evidence());
     let rejects = by_file.texts(&format!("SELECT source || ':' || line || ':' || rule FROM etl_rejects WHERE run_id = {run_id}"));
     assert!(rejects.len() == 1 && rejects[0].ends_with("prices/b.csv:3:min"), "{rejects:?}\n{}", out.evidence());
+    // The same through the work queue (`--distribute`, the run its only loader): the file over
+    // its budget is reported not loaded, the others loaded.
+    let queued = TestDb::new("atomic_queued");
+    let url = std::env::var("ETL_TEST_DATABASE_URL").unwrap();
+    let out = etl(&["run", file_spec.to_str().unwrap(), "--distribute", "--output", "json", "-v"], &[("ETL_TEST_DATABASE_URL", &url), ("SCHEMA", &queued.schema)]);
+    out.expect_code(5);
+    assert_eq!(prices(&queued), ["A 1.00", "B 2.00", "E 5.00"], "{}", out.evidence());
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", out.evidence()));
+    let files: Vec<String> = report["stages"][0]["files"].as_array().unwrap().iter().map(|f| format!("{} {}", f["file"].as_str().unwrap_or("").rsplit('/').next().unwrap_or(""), f["status"].as_str().unwrap_or(""))).collect();
+    assert_eq!(files, ["a.csv loaded", "b.csv not_loaded", "c.csv loaded"], "{}", out.evidence());
     // b fixed: the next run loads b alone.
     std::fs::write(dir.path().join("prices/b.csv"), "code,price\nC,3.00\nD,4.00\n").unwrap();
     let out = run(&by_file, &file_spec);

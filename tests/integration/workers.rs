@@ -132,7 +132,8 @@ fn workers_and_the_run_share_a_day_of_files_each_loaded_exactly_once() {
     let db = TestDb::new("workers");
     let rows = day_of_files(dir.path(), 20, 5_000, Some(7));
     let spec = spec(dir.path());
-    let mut workers: Vec<Worker> = (1..=3).map(|i| Worker::start(&spec, &db, &format!("w{i}"), "10s", dir.path())).collect();
+    // Named for the test's schema: its heartbeats are told apart from other tests' in pg_stat_activity.
+    let mut workers: Vec<Worker> = (1..=3).map(|i| Worker::start(&spec, &db, &format!("{}w{i}", db.schema), "10s", dir.path())).collect();
     let out = distribute(&spec, &db, "10s");
     let logs = || workers.iter().map(Worker::log).collect::<Vec<_>>().join("\n");
     // Two rows rejected, the rest loaded: exit 4.
@@ -160,6 +161,13 @@ fn workers_and_the_run_share_a_day_of_files_each_loaded_exactly_once() {
     assert!(files.iter().all(|f| f["status"] == "loaded"), "{evidence}");
     let recorded = db.texts(&format!("SELECT status || ' ' || rows_read || ' ' || rows_inserted || ' ' || rows_rejected FROM {}.etl_run_stages", db.schema));
     assert_eq!(recorded, [format!("rejected 100000 {} 2", rows.0)], "the stage's one record adds up its files\n{evidence}");
+    // Each claim's heartbeat ends with it: the idle workers (alive 8 s more) hold none.
+    let beats = format!("SELECT count(*) FROM pg_stat_activity WHERE application_name IN ('etl heartbeat {0}w1', 'etl heartbeat {0}w2', 'etl heartbeat {0}w3')", db.schema);
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while db.count(&beats) > 0 {
+        assert!(Instant::now() < deadline, "an ended claim's heartbeat still holds its connection\n{evidence}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     for w in &mut workers {
         assert_eq!(w.wait(), Some(0), "{}", w.log());
     }
