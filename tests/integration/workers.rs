@@ -178,25 +178,27 @@ fn workers_and_the_run_share_a_day_of_files_each_loaded_exactly_once() {
     assert_eq!(ledger, 20, "{}", out.evidence());
 }
 
-#[test]
-fn a_worker_killed_in_the_middle_of_a_file_loses_its_claim_and_another_loads_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = TestDb::new("workerkilled");
-    let rows = day_of_files(dir.path(), 6, 60_000, None);
-    let spec = spec(dir.path());
-    // Leases shorter than a file's load and its wait for the files before it: the loads that live keep
-    // theirs by renewing them (2 s, renewed every 2/3 s: room for a busy machine's scheduling).
-    let mut doomed = Worker::start(&spec, &db, "doomed", "1s", dir.path());
-    let mut steady = Worker::start(&spec, &db, "steady", "2s", dir.path());
+/// What [`kill_a_worker_mid_file`] saw: the killed worker's file, its log, and the evidence of
+/// all three loaders.
+struct Killed {
+    claimed: String,
+    doomed_log: String,
+    evidence: String,
+}
+
+/// A distributing run of `spec` beside a worker `steady` (the two on leases of `lease`) and a
+/// worker `doomed` (1 s), killed with SIGKILL 200 ms after it claims its first file; waits for
+/// the run (which must exit 0) and for `steady` to exit idle.
+fn kill_a_worker_mid_file(spec: &Path, db: &TestDb, lease: &str, dir: &Path) -> Killed {
+    let mut doomed = Worker::start(spec, db, "doomed", "1s", dir);
+    let mut steady = Worker::start(spec, db, "steady", lease, dir);
     let running = {
-        let spec = spec.clone();
-        let env = env_of(&db);
+        let (spec, env, lease) = (spec.to_path_buf(), env_of(db), lease.to_string());
         std::thread::spawn(move || {
             let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            etl(&["run", spec.to_str().unwrap(), "--distribute", "--lease", "2s", "--output", "json", "-v"], &env)
+            etl(&["run", spec.to_str().unwrap(), "--distribute", "--lease", &lease, "--output", "json", "-v"], &env)
         })
     };
-    // The doomed worker in the middle of a file: killed.
     let deadline = Instant::now() + Duration::from_secs(60);
     let claimed = loop {
         let tables = db.count(&format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{}' AND tablename = 'etl_queue'", db.schema));
@@ -216,7 +218,19 @@ fn a_worker_killed_in_the_middle_of_a_file_loses_its_claim_and_another_loads_the
     assert_eq!(steady.wait(), Some(0), "{}", steady.log());
     let evidence = format!("{}\n{}\n{}", out.evidence(), doomed.log(), steady.log());
     assert_eq!(out.code, 0, "{evidence}");
-    assert!(!doomed.log().contains(&format!("{claimed}: succeeded")), "the worker finished its file before the kill\n{evidence}");
+    Killed { claimed, doomed_log: doomed.log(), evidence }
+}
+
+#[test]
+fn a_worker_killed_in_the_middle_of_a_file_loses_its_claim_and_another_loads_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new("workerkilled");
+    let rows = day_of_files(dir.path(), 6, 60_000, None);
+    let spec = spec(dir.path());
+    // Leases shorter than a file's load and its wait for the files before it: the loads that live keep
+    // theirs by renewing them (2 s, renewed every 2/3 s: room for a busy machine's scheduling).
+    let Killed { claimed, doomed_log, evidence } = kill_a_worker_mid_file(&spec, &db, "2s", dir.path());
+    assert!(!doomed_log.contains(&format!("{claimed}: succeeded")), "the worker finished its file before the kill\n{evidence}");
     settled(&db, 6, rows, &evidence);
     let taken = db.texts(&format!("SELECT worker || ' ' || attempts FROM {}.etl_queue WHERE file_key = '{claimed}'", db.schema));
     assert_eq!(taken.len(), 1, "{evidence}");
@@ -225,8 +239,6 @@ fn a_worker_killed_in_the_middle_of_a_file_loses_its_claim_and_another_loads_the
     assert_eq!(others, ["1"], "a live load lost its claim (its lease was not renewed)\n{evidence}");
 }
 
-/// The same on a Citus cluster: the table distributed by its key, three workers and the run share
-/// the files, each loaded once, the totals exact, the rows on both workers' shards.
 /// A load that waits longer than its lease (here on its table's lock, which the test holds for
 /// three leases) keeps its claim: its heartbeat renews it, so no other worker takes the file.
 #[test]
@@ -333,41 +345,15 @@ fn restated_under_a_killed_worker(url: Option<&str>, rows: usize, more: &str) {
     assert_eq!(expected.1, restated, "a run alone keeps each restated code's later row");
 
     let db = db_named("workerorder");
-    let mut doomed = Worker::start(&spec, &db, "doomed", "1s", dir.path());
-    let mut steady = Worker::start(&spec, &db, "steady", "3s", dir.path());
-    let running = {
-        let spec = spec.clone();
-        let env = env_of(&db);
-        std::thread::spawn(move || {
-            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            etl(&["run", spec.to_str().unwrap(), "--distribute", "--lease", "3s", "--output", "json", "-v"], &env)
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let claimed = loop {
-        let tables = db.count(&format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{}' AND tablename = 'etl_queue'", db.schema));
-        if tables == 1 {
-            let mine = db.texts(&format!("SELECT file_key FROM {}.etl_queue WHERE worker = 'doomed' AND state = 'running'", db.schema));
-            if let Some(k) = mine.first() {
-                break k.clone();
-            }
-        }
-        assert!(Instant::now() < deadline, "the worker never claimed a file:\n{}", doomed.log());
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    std::thread::sleep(Duration::from_millis(200));
-    doomed.child.kill().unwrap();
-    let _ = doomed.child.wait();
-    let out = running.join().unwrap();
-    assert_eq!(steady.wait(), Some(0), "{}", steady.log());
-    let evidence = format!("{}\n{}\n{}", out.evidence(), doomed.log(), steady.log());
-    assert_eq!(out.code, 0, "{evidence}");
+    let Killed { claimed, evidence, .. } = kill_a_worker_mid_file(&spec, &db, "3s", dir.path());
     assert!(!claimed.ends_with("p05.csv"), "the killed worker's file must have a later file restating it\n{evidence}");
     let again = db.texts(&format!("SELECT attempts::text FROM {}.etl_queue WHERE file_key = '{claimed}'", db.schema));
     assert_eq!(again, ["2"], "the killed worker's file was claimed again\n{evidence}");
     assert_eq!(table_of(&db, &restated), expected, "the table differs from the run alone's\n{evidence}");
 }
 
+/// The same on a Citus cluster: the table distributed by its key, three workers and the run share
+/// the files, each loaded once, the totals exact, the rows on both workers' shards.
 #[test]
 fn workers_share_a_day_of_files_into_a_citus_table() {
     let Some(url) = std::env::var("ETL_TEST_CITUS_URL").ok().filter(|u| !u.is_empty()) else {
