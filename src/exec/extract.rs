@@ -107,8 +107,13 @@ impl Reader {
             }
             start = end;
         }
-        for dups in &sql.duplicates {
-            self.conn.execute_batch(dups).map_err(ExecError::duckdb("find repeated keys"))?;
+        if !sql.duplicates.is_empty() {
+            let fail = ExecError::duckdb("find repeated keys");
+            self.conn.execute_batch(&sql.one_thread).map_err(&fail)?;
+            let found = sql.duplicates.iter().try_for_each(|dups| self.conn.execute_batch(dups).map_err(&fail));
+            let reset = self.conn.execute_batch(&sql.one_thread_reset).map_err(&fail);
+            found?;
+            reset?;
         }
         Ok(staged)
     }

@@ -464,8 +464,16 @@ pub struct ExtractSql {
     /// `census` for a later scan of a set's files: appends to the census.
     pub census_append: String,
     /// Finds the repeated keys (and unique values) of the file from the census: one aggregate
-    /// each.
+    /// each, run between `one_thread` and `one_thread_reset`.
     pub duplicates: Vec<String>,
+    /// Sent before the repeated keys' aggregates, and undone by `one_thread_reset` after. One
+    /// thread: DuckDB 1.2's hash aggregate on two threads runs out of a 256MB limit past about
+    /// 10M distinct keys instead of spilling, where on one it spills (100M keys in 390 MB of
+    /// RSS); one thread costs about 0.4 s at 10M keys (BENCHMARKS.md, "Memory from 1M to 100M
+    /// trades").
+    pub one_thread: String,
+    /// See `one_thread`.
+    pub one_thread_reset: String,
     /// Counts the records read, per file number.
     pub count: String,
     /// Lists the malformed lines the reader set aside, with their file's path.

@@ -34,6 +34,8 @@ pub fn compile(stage: &StagePlan) -> ExtractSql {
         select: select_sql(stage),
         ordered_pass: "SET threads = 1; SET disabled_optimizers = 'build_side_probe_side'".into(),
         ordered_pass_reset: "RESET threads; RESET disabled_optimizers".into(),
+        one_thread: "SET threads = 1".into(),
+        one_thread_reset: "RESET threads".into(),
         keys: (stage.target.delete_missing.is_some() || stage.target.history.as_ref().is_some_and(|h| h.close)).then(|| keys_sql(stage)),
         rejected_create: format!("CREATE OR REPLACE TEMP TABLE {} (record UBIGINT)", ident(&rejected_table(stage))),
         rejected_table: rejected_table(stage),

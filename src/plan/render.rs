@@ -514,7 +514,12 @@ fn extract(out: &mut String, st: &StagePlan, n: u32) {
         let _ = writeln!(out, "{};", e.malformed);
         let _ = writeln!(out, "{};", e.count);
     }
-    lines(out, &e.duplicates);
+    if !e.duplicates.is_empty() {
+        let _ = writeln!(out, "-- the repeated keys and unique values, on one thread (so the aggregate spills past the memory limit):");
+        let _ = writeln!(out, "{};", e.one_thread);
+        lines(out, &e.duplicates);
+        let _ = writeln!(out, "{};", e.one_thread_reset);
+    }
     let _ = writeln!(out, "-- the second pass, streamed (each scan's view again; it must yield as many records as the first counted):");
     let _ = writeln!(out, "{};", e.ordered_pass);
     let _ = writeln!(out, "{};", e.select);
