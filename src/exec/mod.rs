@@ -452,7 +452,9 @@ fn run_stages(cx: &StageContext<'_>, stages: &[&StagePlan], targets: &IndexMap<S
             if !report.recorded {
                 records.stage(&report)?;
             }
-            let stop = report.status.loaded_nothing();
+            // A stage refused whole, or one whose file was given up: the stages after it would
+            // read a table short of rows.
+            let stop = report.status.loaded_nothing() || report.status == Status::Failed;
             reports.push(report);
             if stop {
                 break;

@@ -377,8 +377,14 @@ pub fn distribute(cx: &StageContext<'_>, pg: &Pg, st: &StagePlan, files: Vec<Sou
     report.count_rules(&rejects);
     report.rejects = rejects;
     if !failures.is_empty() {
+        let why = format!("{} file(s) failed: {}", failures.len(), failures.join("; "));
+        // The stage's record (which each loaded file added to) says so too.
+        let mut failed = StageReport::new(st, &set_shown, 0);
+        failed.status = Status::Failed;
+        failed.refused = Some(why.clone());
+        pg.block(postgres::records::record_stage(pg.pool(), run_id, &failed))?;
         report.status = Status::Failed;
-        report.refused = Some(format!("{} file(s) failed: {}", failures.len(), failures.join("; ")));
+        report.refused = Some(why);
     }
     report.recorded = true;
     Ok(report)

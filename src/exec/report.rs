@@ -535,7 +535,10 @@ impl RunReport {
     /// The run's status from its stages': over budget, else refused, else rejected, else
     /// succeeded.
     pub fn status_of(stages: &[StageReport]) -> Status {
-        if stages.iter().any(|s| s.status == Status::OverBudget) {
+        // A distributed stage with a file given up (the other failures end the run with an error).
+        if stages.iter().any(|s| s.status == Status::Failed) {
+            Status::Failed
+        } else if stages.iter().any(|s| s.status == Status::OverBudget) {
             Status::OverBudget
         } else if stages.iter().any(|s| s.status == Status::ContractFailed) {
             Status::ContractFailed
@@ -548,12 +551,13 @@ impl RunReport {
         }
     }
 
-    /// Exit code: 1 when an analytic failed (its stages' loads stand); else 5 when a stage's
+    /// Exit code: 1 when an analytic failed (its stages' loads stand) or a distributed stage gave a
+    /// file up (the other files' loads stand); else 5 when a stage's
     /// data was refused and nothing of it loaded (over its error budget, refused whole); else 4
     /// when rows were rejected and the rest loaded (a stage unchanged since such a load exits so
     /// again; `unchanged` in the JSON tells); else 0.
     pub fn exit_code(&self) -> u8 {
-        if self.analytics.iter().any(AnalyticResult::failed) {
+        if self.analytics.iter().any(AnalyticResult::failed) || self.stages.iter().any(|s| s.status == Status::Failed) {
             exit::ERROR
         } else if self.stages.iter().any(|s| s.status.loaded_nothing()) {
             exit::REFUSED

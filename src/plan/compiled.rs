@@ -467,10 +467,8 @@ pub struct ExtractSql {
     /// each, run between `one_thread` and `one_thread_reset`.
     pub duplicates: Vec<String>,
     /// Sent before the repeated keys' aggregates, and undone by `one_thread_reset` after. One
-    /// thread: DuckDB 1.2's hash aggregate on two threads runs out of a 256MB limit past about
-    /// 10M distinct keys instead of spilling, where on one it spills (100M keys in 390 MB of
-    /// RSS); one thread costs about 0.4 s at 10M keys (BENCHMARKS.md, "Memory from 1M to 100M
-    /// trades").
+    /// thread: DuckDB 1.2's hash aggregate holds less at once on one (on two it ran out of 256MB
+    /// where one spilled: BENCHMARKS.md, "Memory from 1M to 100M trades").
     pub one_thread: String,
     /// See `one_thread`.
     pub one_thread_reset: String,

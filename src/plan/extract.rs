@@ -426,7 +426,11 @@ pub fn duplicates_table(stage: &StagePlan, what: &str) -> String {
 }
 
 /// The statements that find the repeated keys (and unique values) of the file, from the census:
-/// one aggregate each, so the typed select can stream.
+/// one statement each, so the typed select can stream. A value can repeat only where its hash
+/// does, so the hashes that repeat are found first (an aggregate over fixed-width hashes, which
+/// DuckDB spills past its memory limit; over the values themselves, long strings, it ran out of
+/// 256MB at 30M distinct keys), then the values among the records with those hashes, exactly: a
+/// hash shared by two different values only adds records to the second aggregate.
 fn duplicates_sql(stage: &StagePlan) -> Vec<String> {
     let census = ident(&census_table(stage));
     unique_groups(stage)
@@ -434,13 +438,11 @@ fn duplicates_sql(stage: &StagePlan) -> Vec<String> {
         .map(|(what, cols)| {
             let list: Vec<String> = cols.iter().map(|c| ident(c)).collect();
             let present: Vec<String> = cols.iter().map(|c| format!("{} IS NOT NULL", ident(c))).collect();
+            let (list, present) = (list.join(", "), present.join(" AND "));
             format!(
-                "CREATE OR REPLACE TEMP TABLE {} AS\nSELECT {}, min({}) AS \"__first\"\nFROM {census}\nWHERE {}\nGROUP BY {} HAVING count(*) > 1",
+                "CREATE OR REPLACE TEMP TABLE {} AS\nSELECT {list}, min({}) AS \"__first\"\nFROM {census}\nWHERE {present}\n  AND hash({list}) IN (SELECT \"__hash\" FROM (SELECT hash({list}) AS \"__hash\" FROM {census} WHERE {present} GROUP BY \"__hash\" HAVING count(*) > 1))\nGROUP BY {list} HAVING count(*) > 1",
                 ident(&duplicates_table(stage, what)),
-                list.join(", "),
                 ident(RECORD),
-                present.join(" AND "),
-                list.join(", ")
             )
         })
         .collect()

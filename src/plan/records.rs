@@ -51,7 +51,7 @@ pub const RECORD_STAGE: &str = "INSERT INTO etl_run_stages (run_id, stage, sourc
            rows_updated = CASE WHEN etl_run_stages.rows_updated IS NULL AND EXCLUDED.rows_updated IS NULL THEN NULL ELSE coalesce(etl_run_stages.rows_updated, 0) + coalesce(EXCLUDED.rows_updated, 0) END,
            rows_unchanged = CASE WHEN etl_run_stages.rows_unchanged IS NULL AND EXCLUDED.rows_unchanged IS NULL THEN NULL ELSE coalesce(etl_run_stages.rows_unchanged, 0) + coalesce(EXCLUDED.rows_unchanged, 0) END,
            rows_rejected = etl_run_stages.rows_rejected + EXCLUDED.rows_rejected, rows_warned = etl_run_stages.rows_warned + EXCLUDED.rows_warned,
-           balanced = etl_run_stages.balanced AND EXCLUDED.balanced, error = concat_ws('; ', etl_run_stages.error, EXCLUDED.error),
+           balanced = etl_run_stages.balanced AND EXCLUDED.balanced, error = nullif(concat_ws('; ', etl_run_stages.error, EXCLUDED.error), ''),
            rejects_digest = NULL";
 
 /// PostgreSQL: marks a rejected row loaded by a replay (`$1`: the replay's run; the row's run,

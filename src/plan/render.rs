@@ -515,7 +515,7 @@ fn extract(out: &mut String, st: &StagePlan, n: u32) {
         let _ = writeln!(out, "{};", e.count);
     }
     if !e.duplicates.is_empty() {
-        let _ = writeln!(out, "-- the repeated keys and unique values, on one thread (so the aggregate spills past the memory limit):");
+        let _ = writeln!(out, "-- the repeated keys and unique values: the hashes that repeat, then exactly the values among their records; on one thread (so the aggregates spill past the memory limit):");
         let _ = writeln!(out, "{};", e.one_thread);
         lines(out, &e.duplicates);
         let _ = writeln!(out, "{};", e.one_thread_reset);

@@ -381,3 +381,88 @@ fn workers_share_a_day_of_files_into_a_citus_table() {
         assert_eq!(w.wait(), Some(0), "{}", w.log());
     }
 }
+
+/// Polls `sql` (a count) until it is above zero, at most a minute.
+fn wait_until(db: &TestDb, sql: &str, what: &str, log: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(db.count(&format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{}' AND tablename = 'etl_queue'", db.schema)) == 1 && db.count(sql) > 0) {
+        assert!(Instant::now() < deadline, "{what} never happened:\n{}", log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A file whose loader died on it `MAX_ATTEMPTS` (3) times is given up on its next claim, by a
+/// worker or by the run, not claimed for ever: its queue row `failed`, naming the count, nothing
+/// of it loaded, the run's report naming it (exit 1), and the files around it loaded. A later
+/// run queues it again and loads it. The three deaths are set on the file's queue row while the
+/// run waits on the table's lock (what three killed workers leave: `running`, its lease over,
+/// three attempts).
+#[test]
+fn a_file_its_loaders_died_on_three_times_is_given_up_and_a_later_run_loads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new("workergiveup");
+    let rows = day_of_files(dir.path(), 3, 1_000, None);
+    let spec = spec(dir.path());
+    let key = format!("hashtextextended('{}', 0)", format!("etl:\"{}\".\"price\"", db.schema).replace('\'', "''"));
+    let queue = format!("{}.etl_queue", db.schema);
+    let died_thrice = |file: &str| {
+        db.exec(&format!(
+            "UPDATE {queue} SET state = 'running', worker = 'dead', attempts = 3, lease_until = clock_timestamp() - interval '1 second' WHERE file_key = 'prices/{file}' AND state IN ('queued', 'running')"
+        ))
+    };
+    let start_run = || {
+        let (spec, env) = (spec.clone(), env_of(&db));
+        std::thread::spawn(move || {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            etl(&["run", spec.to_str().unwrap(), "--distribute", "--lease", "2s", "--output", "json", "-v"], &env)
+        })
+    };
+    let given_up = |file: &str| db.texts(&format!("SELECT state || ' ' || attempts || ' ' || worker || ': ' || coalesce(error, '') FROM {queue} WHERE file_key = 'prices/{file}' ORDER BY id DESC LIMIT 1"));
+
+    // The run: p00 claimed by the run, which waits on the lock; p01 given up by the run itself.
+    db.exec(&format!("SELECT pg_advisory_lock({key})"));
+    let running = start_run();
+    wait_until(&db, &format!("SELECT count(*) FROM {queue} WHERE file_key = 'prices/p00.csv' AND state = 'running'"), "the run's claim of p00", String::new);
+    died_thrice("p01.csv");
+    db.exec(&format!("SELECT pg_advisory_unlock({key})"));
+    let out = running.join().unwrap();
+    let evidence = out.evidence();
+    assert_eq!(out.code, 1, "a file given up fails the run\n{evidence}");
+    assert!(evidence.contains("p01.csv: claimed 3 times and never finished"), "the run names the file given up and why\n{evidence}");
+    let row = given_up("p01.csv");
+    assert!(row[0].starts_with("failed 4 run ") && row[0].contains("claimed 3 times and never finished"), "{row:?}\n{evidence}");
+    let loaded = db.texts(&format!("SELECT string_agg(file_key, ',' ORDER BY file_key) FROM {}.etl_files", db.schema));
+    assert_eq!(loaded, ["prices/p00.csv,prices/p02.csv"], "the file given up is not loaded, the others are\n{evidence}");
+    let recorded = db.texts(&format!(
+        "SELECT r.status || ' / ' || s.status || ' ' || s.rows_read || ': ' || coalesce(s.error, '') FROM {0}.etl_runs r JOIN {0}.etl_run_stages s USING (run_id)",
+        db.schema
+    ));
+    assert_eq!(recorded.len(), 1, "{recorded:?}\n{evidence}");
+    assert!(recorded[0].starts_with("failed / failed 2000: 1 file(s) failed: prices/p01.csv: claimed 3 times"), "the run and its stage recorded failed, with the file: {recorded:?}\n{evidence}");
+
+    // A worker: the next run queues the set again and claims p00 (loaded already), waiting on
+    // the lock; its p01 dies thrice; a worker claims it first and gives it up.
+    db.exec(&format!("SELECT pg_advisory_lock({key})"));
+    let running = start_run();
+    let latest = format!("run_id = (SELECT max(run_id) FROM {queue})");
+    wait_until(&db, &format!("SELECT count(*) FROM {queue} WHERE {latest} AND file_key = 'prices/p00.csv' AND state = 'running'"), "the second run's claim of p00", String::new);
+    died_thrice("p01.csv");
+    let mut worker = Worker::start(&spec, &db, "w1", "2s", dir.path());
+    wait_until(&db, &format!("SELECT count(*) FROM {queue} WHERE {latest} AND file_key = 'prices/p01.csv' AND state = 'failed'"), "the worker giving p01 up", || worker.log());
+    db.exec(&format!("SELECT pg_advisory_unlock({key})"));
+    let out = running.join().unwrap();
+    assert_eq!(worker.wait(), Some(0), "{}", worker.log());
+    let evidence = format!("{}\n{}", out.evidence(), worker.log());
+    assert_eq!(out.code, 1, "{evidence}");
+    assert!(out.evidence().contains("p01.csv: claimed 3 times and never finished"), "{evidence}");
+    let row = given_up("p01.csv");
+    assert!(row[0].starts_with("failed 4 w1: ") && row[0].contains("claimed 3 times and never finished"), "the worker gave it up: {row:?}\n{evidence}");
+
+    // The file itself is sound: a run left alone loads it, and the table is whole.
+    let out = distribute(&spec, &db, "2s");
+    assert_eq!(out.code, 0, "{}", out.evidence());
+    let ledger = db.texts(&format!("SELECT count(*)::text || ' ' || count(DISTINCT file_key)::text FROM {}.etl_files", db.schema));
+    assert_eq!(ledger, ["3 3"], "each file once in the ledger\n{}", out.evidence());
+    let table = db.texts(&format!("SELECT count(*)::text || ' ' || (sum(price) * 100)::bigint::text FROM {}.price", db.schema));
+    assert_eq!(table, [format!("{} {}", rows.0, rows.1)], "the rows and their sum to the cent\n{}", out.evidence());
+}

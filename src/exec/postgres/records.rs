@@ -110,7 +110,7 @@ pub async fn record_stage_in(tx: &mut super::Tx, run_id: i64, report: &StageRepo
         .bind(report.rows_rejected as i64)
         .bind(report.rows_warned as i64)
         .bind(report.balanced())
-        .bind(report.budget.as_deref())
+        .bind(report.budget.as_deref().or(report.refused.as_deref()))
         .bind(&report.target)
         .bind(f.map(|f| f.context.as_str()))
         .bind(f.map(|f| f.source.as_str()))
