@@ -2,7 +2,7 @@
 # The load benchmark: etl against `psql \copy` of the same files, timed in one run, alternating,
 # REPS times each; prints medians, rows/s, peak RSS and the ratios, and appends them to
 # bench/results.tsv. Starts (and stops) the project's PostgreSQL and S3 server.
-#   scripts/bench.sh [--assets N] [--trades N] [--reps N] [--first-load-only | --first-load-ratio] [--with-pgloader] [--local]
+#   scripts/bench.sh [--assets N] [--trades N] [--reps N] [--first-load-only | --first-load-ratio] [--with-pgloader] [--local [--zstd]]
 # --first-load-only times just etl's first load (the memory check at a larger size).
 # --first-load-ratio times etl's first load against `\copy` plain then keys (the first-load
 # ratio at a larger size, with only the clean files generated and one schema at a time).
@@ -11,9 +11,12 @@
 # --local: etl reads the generated files from the local disk (its `lake` connection a local
 # directory) instead of the S3 server, and nothing is put there: for sizes whose three copies
 # (generated, the S3 server's, etl's download) would not fit the disk.
+# --zstd (with --local and --first-load-only): the generated trades compressed with zstd (the
+# plain file removed), which etl decodes into its spool: at 100M trades the plain file, etl's
+# copy of it and the table (~14 + 14 + 25 GB) would not fit this machine's disk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-assets=100000 trades=1000000 reps=3 only_first=0 first_ratio=0 pgloader=0 local=0
+assets=100000 trades=1000000 reps=3 only_first=0 first_ratio=0 pgloader=0 local=0 zstd=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --assets) assets=$2; shift 2 ;;
@@ -23,11 +26,17 @@ while [ $# -gt 0 ]; do
     --first-load-ratio) only_first=1; first_ratio=1; shift ;;
     --with-pgloader) pgloader=1; shift ;;
     --local) local=1; shift ;;
-    *) echo "usage: $0 [--assets N] [--trades N] [--reps N] [--first-load-only | --first-load-ratio] [--with-pgloader] [--local]" >&2; exit 2 ;;
+    --zstd) zstd=1; shift ;;
+    *) echo "usage: $0 [--assets N] [--trades N] [--reps N] [--first-load-only | --first-load-ratio] [--with-pgloader] [--local [--zstd]]" >&2; exit 2 ;;
   esac
 done
+if [ "$zstd" = 1 ] && { [ "$local" = 0 ] || [ "$only_first" = 0 ] || [ "$first_ratio" = 1 ]; }; then
+  echo "bench: --zstd goes with --local and --first-load-only (\\copy reads the plain file)" >&2; exit 2
+fi
+trades_file=trades.csv
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/etl/target}"
 command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
+[ "$zstd" = 0 ] || command -v zstd >/dev/null || { apt-get update -qq && apt-get install -y -qq zstd >/dev/null; }
 [ "$pgloader" = 0 ] || command -v pgloader >/dev/null || { apt-get update -qq && apt-get install -y -qq pgloader >/dev/null; }
 scripts/install-deps.sh >/dev/null
 cargo build --release --locked --bin etl --bin etl-datagen >&2
@@ -41,6 +50,10 @@ work=$(mktemp -d /var/tmp/etl-bench.XXXXXX)
 export work
 trap 'scripts/services.sh stop >/dev/null; rm -rf "$work"' EXIT
 "$GEN" --out "$work/clean" --assets "$assets" --trades "$trades" --invalid-rate 0 --seed 1 >/dev/null
+if [ "$zstd" = 1 ]; then
+  zstd -q -T0 --rm "$work/clean/trades.csv" -o "$work/clean/trades.csv.zst"
+  trades_file=trades.csv.zst
+fi
 [ "$only_first" = 1 ] || "$GEN" --out "$work/dirty" --assets "$assets" --trades "$trades" --invalid-rate 0.01 --seed 1 >/dev/null
 # The clean trades with 1% of rows changed (traded_volume and traded_amount doubled): an upsert
 # that must update 1% and skip the rest.
@@ -155,11 +168,11 @@ etl_run() { # SCHEMA PREFIX
   "$ETL" run specs/small_etl.yaml --output json \
     --set "connections.db={type: postgres, url: '$ETL_TEST_DATABASE_URL', schema: $1}" \
     "${lake[@]}" \
-    --source "assets=$at/account_assets.csv" --source "trades=$at/trades.csv"
+    --source "assets=$at/account_assets.csv" --source "trades=$at/$trades_file"
 }
 # Line indexes (for loading only changed records) in a cache of the benchmark's own.
 export ETL_CACHE_DIR="$work/cache"
-export -f etl_run; export ETL ETL_TEST_DATABASE_URL ETL_TEST_S3_ENDPOINT bucket local
+export -f etl_run; export ETL ETL_TEST_DATABASE_URL ETL_TEST_S3_ENDPOINT bucket local trades_file
 
 : > "$work/times"
 for rep in $(seq 1 "$reps"); do
