@@ -46,8 +46,13 @@ pub fn run_all(plan: &Plan, targets: &IndexMap<String, Target<'_>>, recorded: Op
                 continue;
             }
         };
-        let queries = mine.iter().map(|&i| run_or_reuse(pg, &plan.name, &plan.analytics[i], records, &states));
-        for (i, r) in mine.iter().zip(pg.block(futures_util::future::join_all(queries))) {
+        // As many at once as the pool has connections: the others wait their turn here, not
+        // for a connection, which the pool gives up waiting for (a 100M-row table's analytics
+        // each run longer than that: they timed out).
+        use futures_util::StreamExt;
+        let queries = futures_util::stream::iter(mine.iter().map(|&i| run_or_reuse(pg, &plan.name, &plan.analytics[i], records, &states)));
+        let ran: Vec<_> = pg.block(queries.buffered(super::postgres::POOL_CONNECTIONS as usize).collect());
+        for (i, r) in mine.iter().zip(ran) {
             results[*i] = Some(r);
         }
     }

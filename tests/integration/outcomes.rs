@@ -56,6 +56,27 @@ fn a_failing_analytic_is_reported_after_the_loads_it_cannot_undo() {
     assert!(raw.contains(&format!("{},", sum[0])), "total_cash is written as the exact number {}\n{raw}", sum[0]);
 }
 
+/// Analytics that each run longer than the pool waits for a connection (30 s) do not starve the
+/// ones after them: at most as many run at once as the pool has connections. Four analytics hold
+/// every connection for 31 s; the one after them must still run (on a 100M-row table the
+/// analytics after the first four failed "pool timed out while waiting for an open connection").
+#[test]
+fn analytics_longer_than_the_pools_wait_do_not_starve_the_ones_after_them() {
+    let data = generate(20, 40, 0.0, 34);
+    let db = TestDb::new("analyticslong");
+    let mut args: Vec<String> = Vec::new();
+    for i in 1..=4 {
+        args.extend(["--set".to_string(), format!("analytics.slow{i}={{sql: 'SELECT {i} AS slept FROM pg_sleep(31)'}}")]);
+    }
+    args.extend(["--set".to_string(), "analytics.after={sql: 'SELECT count(*) AS trades FROM trade'}".to_string(), "--output".to_string(), "json".to_string()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run(&db, data.path(), &refs);
+    out.expect_code(0);
+    let report = json(&out);
+    let after = report["analytics"].as_array().unwrap().iter().find(|a| a["name"] == "after").cloned().unwrap();
+    assert_eq!(after["rows"][0][0], 40, "{after}\n{}", out.evidence());
+}
+
 #[test]
 fn replace_refuses_an_empty_file_unless_allowed_and_reports_what_it_deleted() {
     let data = generate(25, 0, 0.0, 32);

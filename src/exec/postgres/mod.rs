@@ -58,6 +58,10 @@ pub fn connect_help(e: &sqlx::Error) -> String {
     }
 }
 
+/// The connections a target's pool opens at most; a pool waits at most `connect_timeout` (30 s
+/// at least) for one of them, so no more than this many queries are asked of it at once.
+pub const POOL_CONNECTIONS: u32 = 4;
+
 /// An open PostgreSQL target.
 pub struct Pg {
     rt: tokio::runtime::Runtime,
@@ -164,7 +168,7 @@ impl Pg {
         let pool = rt
             .block_on(async {
                 let connect = PgPoolOptions::new()
-                    .max_connections(4)
+                    .max_connections(POOL_CONNECTIONS)
                     .acquire_timeout(wait.max(std::time::Duration::from_secs(30)))
                     .after_connect(|_, _| Box::pin(async { no_delay_on_tcp_sockets(); Ok(()) }))
                     .connect_with(opts);
