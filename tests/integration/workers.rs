@@ -116,6 +116,20 @@ fn distribute(spec: &Path, db: &TestDb, lease: &str) -> Output {
     etl(&["run", spec.to_str().unwrap(), "--distribute", "--lease", lease, "--output", "json", "-v"], &env)
 }
 
+/// `distribute` in a thread of its own, for a test that acts while the run goes on.
+fn distribute_in_background(spec: &Path, db: &TestDb, lease: &str) -> std::thread::JoinHandle<Output> {
+    let (spec, env, lease) = (spec.to_path_buf(), env_of(db), lease.to_string());
+    std::thread::spawn(move || {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        etl(&["run", spec.to_str().unwrap(), "--distribute", "--lease", &lease, "--output", "json", "-v"], &env)
+    })
+}
+
+/// The advisory lock every load of the test's `price` table takes first (as an SQL expression).
+fn price_lock(db: &TestDb) -> String {
+    format!("hashtextextended('{}', 0)", format!("etl:\"{}\".\"price\"", db.schema).replace('\'', "''"))
+}
+
 /// Each file once in the ledger and done in the queue, and the table's count and sum.
 fn settled(db: &TestDb, files: usize, rows: (i64, i64), evidence: &str) {
     let ledger = db.texts(&format!("SELECT count(*)::text || ' ' || count(DISTINCT file_key)::text FROM {}.etl_files", db.schema));
@@ -192,13 +206,7 @@ struct Killed {
 fn kill_a_worker_mid_file(spec: &Path, db: &TestDb, lease: &str, dir: &Path) -> Killed {
     let mut doomed = Worker::start(spec, db, "doomed", "1s", dir);
     let mut steady = Worker::start(spec, db, "steady", lease, dir);
-    let running = {
-        let (spec, env, lease) = (spec.to_path_buf(), env_of(db), lease.to_string());
-        std::thread::spawn(move || {
-            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            etl(&["run", spec.to_str().unwrap(), "--distribute", "--lease", &lease, "--output", "json", "-v"], &env)
-        })
-    };
+    let running = distribute_in_background(spec, db, lease);
     let deadline = Instant::now() + Duration::from_secs(60);
     let claimed = loop {
         let tables = db.count(&format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{}' AND tablename = 'etl_queue'", db.schema));
@@ -248,17 +256,10 @@ fn a_load_waiting_past_its_lease_keeps_its_claim_by_renewing_it() {
     let rows = day_of_files(dir.path(), 3, 1_000, None);
     let spec = spec(dir.path());
     // The lock every load of `price` takes first.
-    let key = format!("hashtextextended('{}', 0)", format!("etl:\"{}\".\"price\"", db.schema).replace('\'', "''"));
+    let key = price_lock(&db);
     db.exec(&format!("SELECT pg_advisory_lock({key})"));
     let mut idle = Worker::start(&spec, &db, "idle", "2s", dir.path());
-    let running = {
-        let spec = spec.clone();
-        let env = env_of(&db);
-        std::thread::spawn(move || {
-            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            etl(&["run", spec.to_str().unwrap(), "--distribute", "--lease", "2s", "--output", "json", "-v"], &env)
-        })
-    };
+    let running = distribute_in_background(&spec, &db, "2s");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let tables = db.count(&format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{}' AND tablename = 'etl_queue'", db.schema));
@@ -403,20 +404,14 @@ fn a_file_its_loaders_died_on_three_times_is_given_up_and_a_later_run_loads_it()
     let db = TestDb::new("workergiveup");
     let rows = day_of_files(dir.path(), 3, 1_000, None);
     let spec = spec(dir.path());
-    let key = format!("hashtextextended('{}', 0)", format!("etl:\"{}\".\"price\"", db.schema).replace('\'', "''"));
+    let key = price_lock(&db);
     let queue = format!("{}.etl_queue", db.schema);
     let died_thrice = |file: &str| {
         db.exec(&format!(
             "UPDATE {queue} SET state = 'running', worker = 'dead', attempts = 3, lease_until = clock_timestamp() - interval '1 second' WHERE file_key = 'prices/{file}' AND state IN ('queued', 'running')"
         ))
     };
-    let start_run = || {
-        let (spec, env) = (spec.clone(), env_of(&db));
-        std::thread::spawn(move || {
-            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            etl(&["run", spec.to_str().unwrap(), "--distribute", "--lease", "2s", "--output", "json", "-v"], &env)
-        })
-    };
+    let start_run = || distribute_in_background(&spec, &db, "2s");
     let given_up = |file: &str| db.texts(&format!("SELECT state || ' ' || attempts || ' ' || worker || ': ' || coalesce(error, '') FROM {queue} WHERE file_key = 'prices/{file}' ORDER BY id DESC LIMIT 1"));
 
     // The run: p00 claimed by the run, which waits on the lock; p01 given up by the run itself.
