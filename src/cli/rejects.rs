@@ -160,7 +160,7 @@ fn replay(args: RejectsArgs, from_file: Option<std::path::PathBuf>) -> Result<u8
     st.source.connection = REPLAY_CONNECTION.into();
     st.source.key = "replay.csv".into();
     st.source.set = None;
-    st.extract = crate::plan::extract::compile(st);
+    st.extract = crate::plan::extract::compile(st, st.extract.census_on_disk);
     plan.connections.insert(REPLAY_CONNECTION.into(), crate::plan::ConnectionPlan::Local { dir: dir.display().to_string() });
     let mut opts = p.opts.clone();
     opts.stages = Some(vec![stage.clone()]);

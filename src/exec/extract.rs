@@ -109,8 +109,12 @@ impl Reader {
         }
         if !sql.duplicates.is_empty() {
             let fail = ExecError::duckdb("find repeated keys");
+            let passes = crate::plan::extract::passes(staged.iter().map(|(n, _)| n).sum(), sql.records_per_pass);
             self.conn.execute_batch(&sql.one_thread).map_err(&fail)?;
-            let found = sql.duplicates.iter().try_for_each(|dups| self.conn.execute_batch(dups).map_err(&fail));
+            let found = sql.duplicates.iter().try_for_each(|dups| {
+                self.conn.execute_batch(&dups.create).map_err(&fail)?;
+                (0..passes).try_for_each(|pass| self.conn.execute_batch(&dups.find.pass(passes, pass)).map_err(&fail))
+            });
             let reset = self.conn.execute_batch(&sql.one_thread_reset).map_err(&fail);
             found?;
             reset?;

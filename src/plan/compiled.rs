@@ -5,7 +5,7 @@
 use indexmap::IndexMap;
 use polars::prelude::Expr;
 
-use super::sql::{FileSql, Query, literal};
+use super::sql::{FileSql, PassSql, Query, literal};
 use crate::spec::model::{ColumnType, Compression, Encoding, LoadMode, PostgresConnection, S3Connection, Severity};
 
 /// The catalog a DuckDB target's file is attached as in the run's DuckDB database.
@@ -451,6 +451,15 @@ impl TargetPlan {
 
 // A stage's extract (DuckDB)
 
+/// One group's repeated values (see `ExtractSql::duplicates`).
+#[derive(Debug, Clone, Default)]
+pub struct DuplicatesSql {
+    /// Creates the group's table of repeated values (and their first records), empty.
+    pub create: String,
+    /// Adds the repeated values among one pass's share of the values' hashes.
+    pub find: PassSql,
+}
+
 /// The DuckDB statements of a stage's extract, in the order they run.
 #[derive(Debug, Clone, Default)]
 pub struct ExtractSql {
@@ -461,11 +470,16 @@ pub struct ExtractSql {
     /// The first pass over the view: each record's number, file, typed key and unique values,
     /// kept in the census table.
     pub census: String,
+    /// The census is a table of `extract::SCRATCH_CATALOG`, not a temporary one.
+    pub census_on_disk: bool,
     /// `census` for a later scan of a set's files: appends to the census.
     pub census_append: String,
-    /// Finds the repeated keys (and unique values) of the file from the census: one aggregate
-    /// each, run between `one_thread` and `one_thread_reset`.
-    pub duplicates: Vec<String>,
+    /// Finds the repeated keys (and unique values) of the file from the census: per group, its
+    /// table created, then filled in `extract::passes` passes, between `one_thread` and
+    /// `one_thread_reset`.
+    pub duplicates: Vec<DuplicatesSql>,
+    /// The records one pass of `duplicates` takes (`extract::RECORDS_PER_PASS`).
+    pub records_per_pass: u64,
     /// Sent before the repeated keys' aggregates, and undone by `one_thread_reset` after. One
     /// thread: DuckDB 1.2's hash aggregate holds less at once on one (on two it ran out of 256MB
     /// where one spilled: BENCHMARKS.md, "Memory from 1M to 100M trades").

@@ -20,13 +20,16 @@ pub const ROLLBACK: &str = "ROLLBACK";
 pub const DEFAULT_MEMORY: &str = "256MB";
 
 /// Sets up the run's DuckDB database: its memory limit, where it spills past it, rows kept in
-/// file order, and no extension fetched from the network.
+/// file order, no extension fetched from the network, and the file of the censuses
+/// (`extract::SCRATCH_CATALOG`) in the temporary directory.
 pub fn configure(memory_limit: &str, temp_dir: &str) -> String {
     format!(
         "SET memory_limit = {}; SET temp_directory = {}; SET preserve_insertion_order = true; \
-         SET autoinstall_known_extensions = false; SET autoload_known_extensions = false;",
+         SET autoinstall_known_extensions = false; SET autoload_known_extensions = false; ATTACH {} AS {};",
         literal(memory_limit),
-        literal(temp_dir)
+        literal(temp_dir),
+        literal(&format!("{temp_dir}/etl-census.duckdb")),
+        super::sql::ident(super::extract::SCRATCH_CATALOG)
     )
 }
 

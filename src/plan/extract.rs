@@ -11,19 +11,39 @@ use indexmap::IndexMap;
 
 use crate::spec::model::ColumnType;
 
-use super::compiled::{ColumnPlan, ColumnSource, DUCKDB_CATALOG, Dialect, ExtractSql, FILE_NUMBER, Held, Lookups, ReadColumn, ReadCsv, Reference, StagePlan, TargetPlan};
-use super::sql::{FileSql, ident, literal, qualified};
+use super::compiled::{ColumnPlan, ColumnSource, DUCKDB_CATALOG, Dialect, DuplicatesSql, ExtractSql, FILE_NUMBER, Held, Lookups, ReadColumn, ReadCsv, Reference, StagePlan, TargetPlan};
+use super::sql::{FileSql, PassSql, ident, literal, qualified};
 
-/// Compiles a stage's extract (its lookups already compiled).
-pub fn compile(stage: &StagePlan) -> ExtractSql {
+/// The DuckDB database, a file in the run's temporary directory (attached by
+/// `duck::configure`), that keeps the censuses of stages loading PostgreSQL: its tables are
+/// compressed and written out whole past the memory limit, where a temporary table of the
+/// in-memory database kept a part it could not evict that grew with the file (at 100M records
+/// the repeated keys' aggregate then ran out of memory: BENCHMARKS.md, "100M trades load").
+pub const SCRATCH_CATALOG: &str = "__scratch";
+
+/// The records the repeated keys' aggregates take in one pass (each pass a share of the keys'
+/// hashes): at 100M records one pass ran out of a 128MB memory limit where 25M a pass did not.
+pub const RECORDS_PER_PASS: u64 = 25_000_000;
+
+/// The passes over the census that find the repeated keys of `records` records, `per_pass` a pass.
+pub fn passes(records: u64, per_pass: u64) -> u64 {
+    records.div_ceil(per_pass.max(1)).max(1)
+}
+
+/// Compiles a stage's extract (its lookups already compiled). `census_on_disk`: the census is
+/// kept in `SCRATCH_CATALOG`, not in a temporary table (not when the run may hold a DuckDB
+/// target's transaction open, which may write to one database only).
+pub fn compile(stage: &StagePlan, census_on_disk: bool) -> ExtractSql {
     let reject_tables = [reject_table(stage), reject_scan_table(stage)];
-    let census = ident(&census_table(stage));
+    let census = census_relation(stage, census_on_disk);
     ExtractSql {
         clear_rejects: reject_tables.iter().map(|t| format!("DROP TABLE IF EXISTS {};", ident(t))).collect::<Vec<_>>().join(" "),
         read: read_csv(stage),
-        census: census_sql(stage, false),
-        census_append: census_sql(stage, true),
-        duplicates: duplicates_sql(stage),
+        census: census_sql(stage, false, census_on_disk),
+        census_on_disk,
+        census_append: census_sql(stage, true, census_on_disk),
+        duplicates: duplicates_sql(stage, &census),
+        records_per_pass: RECORDS_PER_PASS,
         count: format!("SELECT {f}, count(*) FROM {census} GROUP BY {f}", f = ident(FILE_NUMBER)),
         malformed: format!(
             "SELECT s.file_path, e.line, e.column_name, CAST(e.error_type AS VARCHAR), e.error_message, left(e.csv_line, 200) \
@@ -36,7 +56,7 @@ pub fn compile(stage: &StagePlan) -> ExtractSql {
         ordered_pass_reset: "RESET threads; RESET disabled_optimizers".into(),
         one_thread: "SET threads = 1".into(),
         one_thread_reset: "RESET threads".into(),
-        keys: (stage.target.delete_missing.is_some() || stage.target.history.as_ref().is_some_and(|h| h.close)).then(|| keys_sql(stage)),
+        keys: (stage.target.delete_missing.is_some() || stage.target.history.as_ref().is_some_and(|h| h.close)).then(|| keys_sql(stage, &census)),
         rejected_create: format!("CREATE OR REPLACE TEMP TABLE {} (record UBIGINT)", ident(&rejected_table(stage))),
         rejected_table: rejected_table(stage),
         rejected_headers: rejected_fields(stage).0,
@@ -65,11 +85,11 @@ fn rejected_fields(stage: &StagePlan) -> (Vec<String>, String) {
 }
 
 /// The file's distinct typed keys, written as CSV (see `ExtractSql::keys`), from the census.
-fn keys_sql(stage: &StagePlan) -> FileSql {
+fn keys_sql(stage: &StagePlan, census: &str) -> FileSql {
     let keys: Vec<String> = stage.target.key.iter().map(|k| ident(k)).collect();
     let present: Vec<String> = keys.iter().map(|k| format!("{k} IS NOT NULL")).collect();
     FileSql::new(
-        format!("COPY (SELECT DISTINCT {} FROM {} WHERE {}) TO ", keys.join(", "), ident(&census_table(stage)), present.join(" AND ")),
+        format!("COPY (SELECT DISTINCT {} FROM {census} WHERE {}) TO ", keys.join(", "), present.join(" AND ")),
         " (FORMAT csv, HEADER false)",
     )
 }
@@ -79,21 +99,30 @@ pub fn read_view(stage: &StagePlan) -> String {
     format!("read_{}", stage.name)
 }
 
-/// The table keeping, of every record the first pass read, its number, file, the typed values
-/// of its key and unique columns, and whether all its fields are null (stored, so the pass
-/// reads every field the typed select reads and sets aside the same malformed lines).
+/// The table keeping, of every record the first pass read, its number, file and the typed
+/// values of its key and unique columns.
 pub fn census_table(stage: &StagePlan) -> String {
     format!("__census_{}", stage.name)
 }
 
-/// The column of the read view (and the census) that is true when every field read is null.
+/// The census table as statements name it: in `SCRATCH_CATALOG` when `on_disk`.
+fn census_relation(stage: &StagePlan, on_disk: bool) -> String {
+    let table = ident(&census_table(stage));
+    if on_disk { format!("{}.{table}", ident(SCRATCH_CATALOG)) } else { table }
+}
+
+/// The column of the read view that is true when every field read is null: the census asks
+/// for it, so DuckDB parses every column of every record in the first pass as in the second
+/// (a column left out would not be read, and the two passes could count different records).
 pub const FIELDS: &str = "__fields";
 
 /// The first pass over the file(s) the read view numbers: the census (created, or appended to
-/// for a later scan of a set's files).
-fn census_sql(stage: &StagePlan, append: bool) -> String {
+/// for a later scan of a set's files). It filters on `FIELDS` (never null) rather than keeping
+/// it: a stored BOOLEAN column of DuckDB's stays in memory (about a byte a record that its
+/// memory limit could not evict: at 100M records the repeated keys' aggregate then ran out).
+fn census_sql(stage: &StagePlan, append: bool, on_disk: bool) -> String {
     let (from, _) = typed(stage);
-    let mut columns = vec![ident(RECORD), ident(FILE_NUMBER), ident(FIELDS)];
+    let mut columns = vec![ident(RECORD), ident(FILE_NUMBER)];
     for (_, cols) in unique_groups(stage) {
         for c in cols {
             if !columns.contains(&ident(&c)) {
@@ -101,12 +130,13 @@ fn census_sql(stage: &StagePlan, append: bool) -> String {
             }
         }
     }
-    let head = if append {
-        format!("INSERT INTO {}", ident(&census_table(stage)))
-    } else {
-        format!("CREATE OR REPLACE TEMP TABLE {} AS", ident(&census_table(stage)))
+    let census = census_relation(stage, on_disk);
+    let head = match (append, on_disk) {
+        (true, _) => format!("INSERT INTO {census}"),
+        (false, true) => format!("CREATE OR REPLACE TABLE {census} AS"),
+        (false, false) => format!("CREATE OR REPLACE TEMP TABLE {census} AS"),
     };
-    format!("{head}\nSELECT {}\nFROM {from}", columns.join(", "))
+    format!("{head}\nSELECT {}\nFROM {from}\nWHERE {} IS NOT NULL", columns.join(", "), ident(FIELDS))
 }
 
 /// The column holding the 1-based record number of a row within its file.
@@ -426,24 +456,32 @@ pub fn duplicates_table(stage: &StagePlan, what: &str) -> String {
 }
 
 /// The statements that find the repeated keys (and unique values) of the file, from the census:
-/// one statement each, so the typed select can stream. A value can repeat only where its hash
-/// does, so the hashes that repeat are found first (an aggregate over fixed-width hashes, which
-/// DuckDB spills past its memory limit; over the values themselves, long strings, it ran out of
-/// 256MB at 30M distinct keys), then the values among the records with those hashes, exactly: a
-/// hash shared by two different values only adds records to the second aggregate.
-fn duplicates_sql(stage: &StagePlan) -> Vec<String> {
-    let census = ident(&census_table(stage));
+/// per group, a table created empty, then filled in passes (see `passes`), each over a share of
+/// the values' hashes, so no aggregate holds more than `RECORDS_PER_PASS` records' hashes. A
+/// value can repeat only where its hash does, so the hashes that repeat are found first (an
+/// aggregate over fixed-width hashes, which DuckDB spills past its memory limit; over the values
+/// themselves, long strings, it ran out of 256MB at 30M distinct keys), then the values among
+/// the records with those hashes, exactly: a hash shared by two different values only adds
+/// records to the second aggregate.
+fn duplicates_sql(stage: &StagePlan, census: &str) -> Vec<DuplicatesSql> {
     unique_groups(stage)
         .iter()
         .map(|(what, cols)| {
             let list: Vec<String> = cols.iter().map(|c| ident(c)).collect();
             let present: Vec<String> = cols.iter().map(|c| format!("{} IS NOT NULL", ident(c))).collect();
             let (list, present) = (list.join(", "), present.join(" AND "));
-            format!(
-                "CREATE OR REPLACE TEMP TABLE {} AS\nSELECT {list}, min({}) AS \"__first\"\nFROM {census}\nWHERE {present}\n  AND hash({list}) IN (SELECT \"__hash\" FROM (SELECT hash({list}) AS \"__hash\" FROM {census} WHERE {present} GROUP BY \"__hash\" HAVING count(*) > 1))\nGROUP BY {list} HAVING count(*) > 1",
-                ident(&duplicates_table(stage, what)),
-                ident(RECORD),
-            )
+            let (table, record) = (ident(&duplicates_table(stage, what)), ident(RECORD));
+            DuplicatesSql {
+                create: format!("CREATE OR REPLACE TEMP TABLE {table} AS\nSELECT {list}, min({record}) AS \"__first\" FROM {census} WHERE false GROUP BY {list}"),
+                find: PassSql::new(
+                    vec![
+                        format!("INSERT INTO {table}\nSELECT {list}, min({record}) AS \"__first\"\nFROM {census}\nWHERE {present} AND "),
+                        format!("\n  AND hash({list}) IN (SELECT \"__hash\" FROM (SELECT hash({list}) AS \"__hash\" FROM {census} WHERE {present} AND "),
+                        " GROUP BY \"__hash\" HAVING count(*) > 1))\nGROUP BY {list} HAVING count(*) > 1".replace("{list}", &list),
+                    ],
+                    format!("hash({list})"),
+                ),
+            }
         })
         .collect()
 }

@@ -361,7 +361,10 @@ fn compiled_stage(spec: &Spec, name: &str) -> StagePlan {
         undated: None,
     };
     plan.contracts = contracts::compile(st, &plan.target);
-    plan.extract = extract::compile(&plan);
+    // A DuckDB target's transaction (open across a dry run's stages) may write to one database
+    // only, so with one in the spec the census stays a temporary table.
+    let duckdb_target = spec.stages.values().any(|s| !matches!(spec.connections.get(&s.target.connection), Some(Connection::Postgres(_))));
+    plan.extract = extract::compile(&plan, !duckdb_target);
     plan
 }
 

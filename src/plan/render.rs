@@ -515,9 +515,15 @@ fn extract(out: &mut String, st: &StagePlan, n: u32) {
         let _ = writeln!(out, "{};", e.count);
     }
     if !e.duplicates.is_empty() {
-        let _ = writeln!(out, "-- the repeated keys and unique values: the hashes that repeat, then exactly the values among their records; on one thread (so the aggregates spill past the memory limit):");
+        let _ = writeln!(
+            out,
+            "-- the repeated keys and unique values: the hashes that repeat, then exactly the values among their records; on one thread (so the aggregates spill past the memory limit), in {{passes}} = ⌈records / {}⌉ passes (pass 0, 1, ...), each over a share of the hashes:",
+            crate::plan::extract::RECORDS_PER_PASS
+        );
         let _ = writeln!(out, "{};", e.one_thread);
-        lines(out, &e.duplicates);
+        for d in &e.duplicates {
+            let _ = writeln!(out, "{};\n{};", d.create, d.find);
+        }
         let _ = writeln!(out, "{};", e.one_thread_reset);
     }
     let _ = writeln!(out, "-- the second pass, streamed (each scan's view again; it must yield as many records as the first counted):");

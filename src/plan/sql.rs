@@ -100,6 +100,33 @@ impl fmt::Display for FileSql {
     }
 }
 
+/// A statement run in passes over a share of the hashes each, their number only known at run
+/// time: `filter` (`hash(...)`) goes in as `filter % passes = pass` between each two `parts`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassSql {
+    parts: Vec<String>,
+    hashed: String,
+}
+
+impl PassSql {
+    /// The statement `parts[0]` filter `parts[1]` filter ... of the hash `hashed`.
+    pub fn new(parts: Vec<String>, hashed: impl Into<String>) -> PassSql {
+        PassSql { parts, hashed: hashed.into() }
+    }
+
+    /// The statement of pass `pass` (from 0) of `passes`.
+    pub fn pass(&self, passes: u64, pass: u64) -> String {
+        self.parts.join(&format!("{} % {passes} = {pass}", self.hashed))
+    }
+}
+
+/// How `etl plan` shows it: `{passes}` and `{pass}` where the numbers go.
+impl fmt::Display for PassSql {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.parts.join(&format!("{} % {{passes}} = {{pass}}", self.hashed)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
