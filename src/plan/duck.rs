@@ -12,12 +12,10 @@ pub const COMMIT: &str = "COMMIT";
 /// Rolls a DuckDB stage (or a dry run) back.
 pub const ROLLBACK: &str = "ROLLBACK";
 
-/// DuckDB's memory limit when `ETL_DUCKDB_MEMORY` is unset. 128MB kept a first load's peak flat
-/// from 1M to 10M trades (246 MB at 10M against 385 MB at 256MB, same time), but at 100M trades
-/// the census's read then failed to pin a block, where at 256MB it got further (to the repeated
-/// keys' aggregate, which failed too): the larger limit stays until 100M loads (BENCHMARKS.md,
-/// "Memory from 1M to 100M trades").
-pub const DEFAULT_MEMORY: &str = "256MB";
+/// DuckDB's memory limit when `ETL_DUCKDB_MEMORY` is unset. With the census in a file of its
+/// own and the repeated keys found in passes, 128MB holds from 1M to 100M trades (at 10M a first
+/// load's peak 286 MB against 374 MB at 256MB, same time; BENCHMARKS.md, "100M trades load").
+pub const DEFAULT_MEMORY: &str = "128MB";
 
 /// Sets up the run's DuckDB database: its memory limit, where it spills past it, rows kept in
 /// file order, no extension fetched from the network, and the file of the censuses
