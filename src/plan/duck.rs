@@ -13,8 +13,9 @@ pub const COMMIT: &str = "COMMIT";
 pub const ROLLBACK: &str = "ROLLBACK";
 
 /// DuckDB's memory limit when `ETL_DUCKDB_MEMORY` is unset. With the census in a file of its
-/// own and the repeated keys found in passes, 128MB holds from 1M to 100M trades (at 10M a first
-/// load's peak 286 MB against 374 MB at 256MB, same time; BENCHMARKS.md, "100M trades load").
+/// own and the repeated keys found in passes, 128MB holds from 1M to 100M trades (a first load's
+/// peak 249 MB at 1M, 286 MB at 10M against 374 MB at 256MB in the same time, 281 MB at 100M;
+/// BENCHMARKS.md, "Where the memory past the limit went").
 pub const DEFAULT_MEMORY: &str = "128MB";
 
 /// Sets up the run's DuckDB database: its memory limit, where it spills past it, rows kept in

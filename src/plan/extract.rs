@@ -18,7 +18,8 @@ use super::sql::{FileSql, PassSql, ident, literal, qualified};
 /// `duck::configure`), that keeps the censuses of stages loading PostgreSQL: its tables are
 /// compressed and written out whole past the memory limit, where a temporary table of the
 /// in-memory database kept a part it could not evict that grew with the file (at 100M records
-/// the repeated keys' aggregate then ran out of memory: BENCHMARKS.md, "100M trades load").
+/// the repeated keys' aggregate then ran out of memory: BENCHMARKS.md, "Where the memory past
+/// the limit went").
 pub const SCRATCH_CATALOG: &str = "__scratch";
 
 /// The records the repeated keys' aggregates take in one pass (each pass a share of the keys'
