@@ -518,7 +518,7 @@ fn extract(out: &mut String, st: &StagePlan, n: u32) {
         let _ = writeln!(
             out,
             "-- the repeated keys and unique values: the hashes that repeat, then exactly the values among their records; on one thread (so the aggregates spill past the memory limit), in {{passes}} = ⌈records / {}⌉ passes (pass 0, 1, ...), each over a share of the hashes:",
-            crate::plan::extract::RECORDS_PER_PASS
+            e.records_per_pass
         );
         let _ = writeln!(out, "{};", e.one_thread);
         for d in &e.duplicates {
