@@ -160,12 +160,22 @@ pub(super) struct LastFile {
 }
 
 pub(super) fn read_index(path: &Path) -> Result<LastFile, String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    if bytes.len() < 24 || &bytes[..8] != MAGIC || (bytes.len() - 24) % 24 != 0 {
+    // Read through a buffer into the hashes alone: the whole file at once would hold 24 bytes
+    // a record beside their 16.
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    let mut input = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut start = [0u8; 24];
+    if len < 24 || (len - 24) % 24 != 0 || input.read_exact(&mut start).is_err() || &start[..8] != MAGIC {
         return Err("not a line index".into());
     }
-    let header = u128::from_le_bytes(bytes[8..24].try_into().expect("16 bytes"));
-    let hashes: Vec<u128> = bytes[24..].chunks_exact(24).map(|e| u128::from_le_bytes(e[..16].try_into().expect("16 bytes"))).collect();
+    let header = u128::from_le_bytes(start[8..24].try_into().expect("16 bytes"));
+    let mut hashes: Vec<u128> = Vec::with_capacity(((len - 24) / 24) as usize);
+    let mut entry = [0u8; 24];
+    for _ in 0..(len - 24) / 24 {
+        input.read_exact(&mut entry).map_err(|e| e.to_string())?;
+        hashes.push(u128::from_le_bytes(entry[..16].try_into().expect("16 bytes")));
+    }
     let keys = match std::fs::read(keys_path(path)) {
         Ok(k) => {
             let mut lines: Vec<Vec<u8>> = k.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect();

@@ -393,7 +393,7 @@ pub fn scan_reader(
 
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::RecordKey;
 
     #[test]
@@ -420,7 +420,7 @@ mod tests {
     }
 
     /// A stage reading `f.csv` (`id,code,n`): the key `id`, a unique text column `code`.
-    fn stage() -> crate::plan::StagePlan {
+    pub(in crate::exec::incremental) fn stage() -> crate::plan::StagePlan {
         let text = r#"
 version: 1
 name: t
