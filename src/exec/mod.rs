@@ -358,7 +358,7 @@ fn run_stages(cx: &StageContext<'_>, stages: &[&StagePlan], targets: &IndexMap<S
             }
             // A stage that may read only its changed lines: its file is scanned as it downloads.
             if let Some(r) = reusable.get(&st.name)
-                && r.index.is_some()
+                && let Some(last_index) = r.index.clone()
                 && src.to_download()
                 && src.compression == crate::spec::model::Compression::None
                 && st.source.trailer.is_none()
@@ -366,7 +366,7 @@ fn run_stages(cx: &StageContext<'_>, stages: &[&StagePlan], targets: &IndexMap<S
                 && let Some(source) = &src.fingerprint
             {
                 let next_index = incremental::index_path(&dir, &cx.plan.name, &st.name, &st.target.qualified, source);
-                let (tee, following) = incremental::follow((*st).clone(), src.shown.clone(), Some(next_index));
+                let (tee, following) = incremental::follow((*st).clone(), src.shown.clone(), Some(next_index), last_index);
                 src.tee = Some(tee);
                 if let Ok(mut slot) = r.following.lock() {
                     *slot = Some(following);

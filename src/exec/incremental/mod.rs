@@ -31,7 +31,7 @@ use crate::exec::error::ExecError;
 use super::validate::Reject;
 use crate::plan::StagePlan;
 use crate::spec::model::Severity;
-use index::{IndexWriter, header_record, read_index};
+use index::{IndexWriter, LastFile, header_record, read_index};
 pub use index::{PendingIndex, index_file};
 pub use scan::{Record, RecordKey, Unsupported, scan};
 
@@ -80,13 +80,22 @@ pub struct Changes {
     pub vanished: Vec<Vec<u8>>,
 }
 
-/// A file's records as a scan found them, before any comparison (what [`changes`] compares
-/// with the last load's index): made from the file, or from its bytes as they download.
+/// A file's records as a scan found them, each looked up in the last load's line index as it
+/// passed (what [`changes`] decides from): made from the file, or from its bytes as they
+/// download.
 pub struct Prescanned {
-    /// The header record's bytes (its `\r` included), as `index::header_record` reads them.
-    header: Vec<u8>,
-    /// Per record: its hash.
-    hashes: Vec<u128>,
+    /// The line index the records were looked up in.
+    compared_with: PathBuf,
+    /// Whether the file's header record (its `\r` included) is the last file's.
+    same_header: bool,
+    /// Per record: the position in the last file of a record with the same bytes ([`NOT_FOUND`]:
+    /// none).
+    was: Vec<u32>,
+    /// Which of the last file's records an equal record of this file holds (a history closing
+    /// the keys its file lacks; empty otherwise).
+    matched: Vec<bool>,
+    /// The last file's keys, when its index kept them.
+    last_keys: Option<Vec<Vec<u8>>>,
     /// Per record: where it starts. Each ends just before the `\n` the next starts after (the
     /// scan splits on line ends, and a prescan whose records were not so laid out gives up);
     /// the last one at `last_end`.
@@ -115,8 +124,26 @@ impl Prescanned {
     }
 }
 
+/// A record of this file that no record of the last file equals.
+const NOT_FOUND: u32 = u32::MAX;
+
+/// The last load's line index at `index` (and the cache's record key beside it), read for a
+/// comparison: `Err(why)` when it cannot be compared with.
+fn last_file(stage: &StagePlan, index: &Path) -> Result<(LastFile, RecordKey), Unsupported> {
+    let last = read_index(index).map_err(|why| format!("the last load's line index is unreadable ({why})"))?;
+    let key = scan::RecordKey::of_cache(index.parent().unwrap_or(Path::new("."))).map_err(|e| format!("the cache's record key is unreadable ({e})"))?;
+    if index::keeps_keys(stage) && last.keys.is_none() {
+        return Err("the last load's line index kept no keys, which closing the keys this file lacks needs".into());
+    }
+    if last.hashes.len() >= NOT_FOUND as usize {
+        return Err(format!("the last file has {} records, more than a comparison numbers", last.hashes.len()));
+    }
+    Ok((last, key))
+}
+
 /// Scans the bytes `file` gives (named `name` in errors; `header_bytes` its header record, read
-/// before) for [`changes`], writing its line index to `next_index` as it goes.
+/// before) for [`changes`], looking each record up in the last load's line index at
+/// `last_index` as it passes and writing this file's index to `next_index`.
 pub fn prescan(
     stage: &StagePlan,
     file: impl Read,
@@ -124,26 +151,44 @@ pub fn prescan(
     file_columns: &[String],
     header_bytes: &[u8],
     next_index: Option<&Path>,
-    key: &RecordKey,
+    last_index: &Path,
 ) -> Result<Result<Prescanned, Unsupported>, ExecError> {
+    let (mut last, key) = match last_file(stage, last_index) {
+        Ok(l) => l,
+        Err(why) => return Ok(Err(why)),
+    };
     // The cache is an aid: an index that cannot be written leaves the next load to check every
     // record, never fails this one.
     let mut writer = next_index.and_then(|p| IndexWriter::create(stage, p, header_bytes).ok());
-    // Kept per record: 16 bytes of hash, 8 of start and 8 per unique group (its length is told
-    // by the next record's start): what the comparison needs, at 10M records a third of a GB.
-    let (mut hashes, mut starts, mut last_end) = (Vec::<u128>::new(), Vec::<u64>::new(), 0u64);
+    // Kept per record: 4 bytes of the last file's position, 8 of start and 8 per unique group
+    // (its length is told by the next record's start); the last file's hashes (16 bytes a
+    // record) only while the scan runs.
+    let (mut was, mut starts, mut last_end) = (Vec::<u32>::new(), Vec::<u64>::new(), 0u64);
+    let mut matched = vec![false; if index::keeps_keys(stage) { last.hashes.len() } else { 0 }];
+    let (mut cursor, mut misses) = (0usize, 0usize);
     let mut groups: Vec<Vec<u64>> = Vec::new();
     let mut apart = true;
     let mut bytes = 0u64;
     let counted = CountingReader { inner: file, bytes: &mut bytes };
-    let scanned = scan::scan_reader(stage, counted, name, file_columns, true, key, |r| {
+    let scanned = scan::scan_reader(stage, counted, name, file_columns, true, &key, |r| {
         if let Some(w) = writer.as_mut()
             && w.add(&r).is_err()
         {
             writer = None;
         }
         apart &= starts.is_empty() || r.at == last_end + 1;
-        hashes.push(r.hash);
+        // Reordered files: past a few misses, look everywhere.
+        let found = last.find(r.hash, cursor, misses > 1_000 && misses * 8 > r.index);
+        match found {
+            Some(at) => {
+                cursor = at + 1;
+                if let Some(m) = matched.get_mut(at) {
+                    *m = true;
+                }
+            }
+            None => misses += 1,
+        }
+        was.push(found.map_or(NOT_FOUND, |at| at as u32));
         starts.push(r.at);
         last_end = r.at + r.bytes.len() as u64;
         if groups.is_empty() {
@@ -162,7 +207,19 @@ pub fn prescan(
         return Ok(Err("its records are not one line end apart".into()));
     }
     let index = writer.and_then(|w| w.flushed().ok());
-    Ok(Ok(Prescanned { header: header_bytes.to_vec(), hashes, starts, last_end, groups, scanned, index, bytes }))
+    Ok(Ok(Prescanned {
+        compared_with: last_index.to_path_buf(),
+        same_header: xxh3_128(header_bytes) == last.header,
+        was,
+        matched,
+        last_keys: last.keys.take(),
+        starts,
+        last_end,
+        groups,
+        scanned,
+        index,
+        bytes,
+    }))
 }
 
 /// A record's hash of a unique group as [`Prescanned`] keeps it: 0 when a field is missing,
@@ -178,18 +235,15 @@ fn group_slot(h: Option<u64>) -> u64 {
 pub type Following = std::thread::JoinHandle<Result<Result<(Prescanned, Vec<String>), Unsupported>, ExecError>>;
 
 /// Starts the scan of a download of `stage`'s file (its chunks sent to the returned sender, the
-/// download ending when the sender is dropped), writing its line index to `next_index`. The
-/// header's columns are read from the file's first bytes, as `extract::file_columns` does.
-pub fn follow(stage: StagePlan, name: String, next_index: Option<PathBuf>) -> (std::sync::mpsc::SyncSender<Vec<u8>>, Following) {
+/// download ending when the sender is dropped), comparing it with the last load's line index
+/// `last_index` and writing its own to `next_index`. The header's columns are read from the
+/// file's first bytes, as `extract::file_columns` does.
+pub fn follow(stage: StagePlan, name: String, next_index: Option<PathBuf>, last_index: PathBuf) -> (std::sync::mpsc::SyncSender<Vec<u8>>, Following) {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(64);
     let handle = std::thread::spawn(move || {
-        let Some(cache) = next_index.as_deref().and_then(Path::parent).map(Path::to_path_buf) else {
+        if next_index.is_none() {
             return Ok(Err("no line index is written".to_string()));
-        };
-        let key = match RecordKey::of_cache(&cache) {
-            Ok(k) => k,
-            Err(e) => return Ok(Err(format!("the cache's record key is unreadable ({e})"))),
-        };
+        }
         // The file's first bytes: its header.
         let limit = crate::exec::extract::HEADER_BYTES as usize;
         let mut start: Vec<u8> = Vec::new();
@@ -211,7 +265,7 @@ pub fn follow(stage: StagePlan, name: String, next_index: Option<PathBuf>) -> (s
         };
         let rest = Chunks { rx, chunk: Vec::new(), at: 0 };
         let file = std::io::Cursor::new(start).chain(rest);
-        Ok(prescan(&stage, file, &name, &columns, &header, next_index.as_deref(), &key)?.map(|p| (p, columns)))
+        Ok(prescan(&stage, file, &name, &columns, &header, next_index.as_deref(), &last_index)?.map(|p| (p, columns)))
     });
     (tx, handle)
 }
@@ -269,34 +323,23 @@ pub fn changes(
     next_index: Option<&Path>,
     prescanned: Option<Prescanned>,
 ) -> Result<Result<Changes, Unsupported>, ExecError> {
-    let mut last = match read_index(index) {
-        Ok(m) => m,
-        Err(why) => return Ok(Err(format!("the last load's line index is unreadable ({why})"))),
-    };
-    let key = match scan::RecordKey::of_cache(index.parent().unwrap_or(Path::new("."))) {
-        Ok(k) => k,
-        Err(e) => return Ok(Err(format!("the cache's record key is unreadable ({e})"))),
-    };
     let closing = index::keeps_keys(stage);
-    if closing && last.keys.is_none() {
-        return Ok(Err("the last load's line index kept no keys, which closing the keys this file lacks needs".into()));
-    }
-    // The file's records: as scanned while it downloaded, or scanned now.
-    let pre = match prescanned {
+    // The file's records: as scanned while it downloaded (against this same index), or now.
+    let pre = match prescanned.filter(|p| p.compared_with == index) {
         Some(p) => p,
         None => {
             let header_bytes = header_record(stage, path)?;
             let file = std::fs::File::open(path).map_err(|e| ExecError::Source { source_name: path.display().to_string(), message: e.to_string() })?;
-            match prescan(stage, file, &path.display().to_string(), file_columns, &header_bytes, next_index, &key)? {
+            match prescan(stage, file, &path.display().to_string(), file_columns, &header_bytes, next_index, index)? {
                 Ok(p) => p,
                 Err(why) => return Ok(Err(why)),
             }
         }
     };
-    if xxh3_128(&pre.header) != last.header {
+    if !pre.same_header {
         return Ok(Err("the header differs from the last file's".into()));
     }
-    let Prescanned { hashes, starts, last_end, groups, scanned, index, .. } = pre;
+    let Prescanned { was, matched, last_keys, starts, last_end, groups, scanned, index, .. } = pre;
     let header_bytes = scanned.header;
     // The smaller file ends every line as the source does (DuckDB refuses a file that mixes
     // them): a last line the source left without a line end gets the file's own.
@@ -328,24 +371,10 @@ pub fn changes(
         index,
         vanished: Vec::new(),
     };
-    // Which of the last file's records an equal record of this file holds.
-    let mut matched = vec![false; if closing { last.hashes.len() } else { 0 }];
     let mut changed: Vec<usize> = Vec::new();
-    let (mut cursor, mut misses) = (0, 0usize);
-    for (r, h) in hashes.iter().enumerate() {
+    for (r, &at) in was.iter().enumerate() {
         let line = r as u64 + 1 + header;
-        // Reordered files: past a few misses, look everywhere.
-        let found = last.find(*h, cursor, misses > 1_000 && misses * 8 > r);
-        match found {
-            Some(at) => {
-                cursor = at + 1;
-                if let Some(m) = matched.get_mut(at) {
-                    *m = true;
-                }
-            }
-            None => misses += 1,
-        }
-        match found.map(|at| at as u64 + 1 + header) {
+        match (at != NOT_FOUND).then(|| u64::from(at) + 1 + header) {
             Some(was) if !repeated(r) && !lost(was) => {
                 out.same += 1;
                 let rejects = by_line.get(&was).map(Vec::as_slice).unwrap_or_default();
@@ -360,7 +389,7 @@ pub fn changes(
         }
     }
     out.valid = out.same - out.rejected;
-    if let Some(keys) = last.keys.as_ref().filter(|_| closing) {
+    if let Some(keys) = last_keys.as_ref().filter(|_| closing) {
         let kept: HashSet<&[u8]> = keys.iter().zip(&matched).filter(|(_, m)| **m).map(|(k, _)| k.as_slice()).collect();
         let gone: HashSet<&[u8]> = keys.iter().zip(&matched).filter(|(k, m)| !**m && !k.is_empty() && !kept.contains(k.as_slice())).map(|(k, _)| k.as_slice()).collect();
         out.vanished = gone.into_iter().map(<[u8]>::to_vec).collect();
