@@ -149,33 +149,38 @@ impl Drop for PendingIndex {
 }
 
 /// A line index as read: the hash of the last file's header, and each record's hash in line
-/// order (the record at position i is on line i + 1 + header).
+/// order (the record at position i is on line i + 1 + header), read as the lookups move through
+/// it: files mostly keep their order, so only a window after the last match is held, and the
+/// whole index only once records are often not found there (a reordered file).
 pub(super) struct LastFile {
     pub(super) header: u128,
-    pub(super) hashes: Vec<u128>,
+    /// Its records.
+    pub(super) len: usize,
     /// Each record's key as [`IndexWriter`] kept it, when it kept them (`keeps_keys`).
     pub(super) keys: Option<Vec<Vec<u8>>>,
-    /// Hash → position, built the first time a record is not found near where the last one was.
-    by_hash: Option<ByHash<u128, usize>>,
+    path: PathBuf,
+    /// The index, positioned after the records read so far.
+    input: std::io::BufReader<std::fs::File>,
+    /// The hashes of positions `first..first + window.len()`.
+    window: std::collections::VecDeque<u128>,
+    first: usize,
+    /// Every hash, and hash → position: read the first time a record is not found near where
+    /// the last one was.
+    all: Option<(Vec<u128>, ByHash<u128, usize>)>,
 }
 
+/// The index at `path`, its header read and its length checked; its records are read by
+/// [`LastFile::find`].
 pub(super) fn read_index(path: &Path) -> Result<LastFile, String> {
-    // Read through a buffer into the hashes alone: the whole file at once would hold 24 bytes
-    // a record beside their 16.
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    let bytes = file.metadata().map_err(|e| e.to_string())?.len();
     let mut input = std::io::BufReader::with_capacity(1 << 20, file);
     let mut start = [0u8; 24];
-    if len < 24 || (len - 24) % 24 != 0 || input.read_exact(&mut start).is_err() || &start[..8] != MAGIC {
+    if bytes < 24 || (bytes - 24) % 24 != 0 || input.read_exact(&mut start).is_err() || &start[..8] != MAGIC {
         return Err("not a line index".into());
     }
     let header = u128::from_le_bytes(start[8..24].try_into().expect("16 bytes"));
-    let mut hashes: Vec<u128> = Vec::with_capacity(((len - 24) / 24) as usize);
-    let mut entry = [0u8; 24];
-    for _ in 0..(len - 24) / 24 {
-        input.read_exact(&mut entry).map_err(|e| e.to_string())?;
-        hashes.push(u128::from_le_bytes(entry[..16].try_into().expect("16 bytes")));
-    }
+    let len = ((bytes - 24) / 24) as usize;
     let keys = match std::fs::read(keys_path(path)) {
         Ok(k) => {
             let mut lines: Vec<Vec<u8>> = k.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
@@ -183,14 +188,19 @@ pub(super) fn read_index(path: &Path) -> Result<LastFile, String> {
             if lines.last().is_some_and(Vec::is_empty) {
                 lines.pop();
             }
-            if lines.len() != hashes.len() {
-                return Err(format!("its keys hold {} records, the index {}", lines.len(), hashes.len()));
+            if lines.len() != len {
+                return Err(format!("its keys hold {} records, the index {len}", lines.len()));
             }
             Some(lines)
         }
         Err(_) => None,
     };
-    Ok(LastFile { header, hashes, keys, by_hash: None })
+    Ok(LastFile { header, len, keys, path: path.to_path_buf(), input, window: Default::default(), first: 0, all: None })
+}
+
+/// The hash of one index entry.
+fn entry_hash(entry: &[u8; 24]) -> u128 {
+    u128::from_le_bytes(entry[..16].try_into().expect("16 bytes"))
 }
 
 impl LastFile {
@@ -198,22 +208,56 @@ impl LastFile {
     /// the last match was: files mostly keep their order), then, once records are often not
     /// found nearby (`anywhere`), in the whole file. A record not found is checked as a changed
     /// one. Which of two equal records it finds does not matter: they differ only in
-    /// cross-record checks, which are checked again (see `REPEATS`).
-    pub(super) fn find(&mut self, h: u128, cursor: usize, anywhere: bool) -> Option<usize> {
-        if let Some(k) = self.hashes.get(cursor..(cursor + 8).min(self.hashes.len())).and_then(|w| w.iter().position(|x| *x == h)) {
-            return Some(cursor + k);
-        }
-        if !anywhere {
-            return None;
-        }
-        let map = self.by_hash.get_or_insert_with(|| {
-            let mut m = ByHash::with_capacity_and_hasher(self.hashes.len(), Default::default());
-            for (i, x) in self.hashes.iter().enumerate() {
-                m.entry(*x).or_insert(i);
+    /// cross-record checks, which are checked again (see `REPEATS`). `Err` when the index
+    /// cannot be read (the comparison then gives up).
+    pub(super) fn find(&mut self, h: u128, cursor: usize, anywhere: bool) -> Result<Option<usize>, String> {
+        let end = (cursor + 8).min(self.len);
+        if let Some((all, _)) = &self.all {
+            if let Some(k) = all.get(cursor..end).and_then(|w| w.iter().position(|x| *x == h)) {
+                return Ok(Some(cursor + k));
             }
-            m
-        });
-        map.get(&h).copied()
+        } else if cursor >= self.first {
+            // The window moves on to `cursor..end`: what is before it is never looked at again.
+            let drop = (cursor - self.first).min(self.window.len());
+            self.window.drain(..drop);
+            self.first += drop;
+            let mut entry = [0u8; 24];
+            while self.first + self.window.len() < end {
+                self.input.read_exact(&mut entry).map_err(|e| format!("the last load's line index is unreadable ({e})"))?;
+                self.window.push_back(entry_hash(&entry));
+            }
+            if let Some(k) = self.window.iter().skip(cursor - self.first).take(end.saturating_sub(cursor)).position(|x| *x == h) {
+                return Ok(Some(cursor + k));
+            }
+        }
+        if !anywhere && (self.all.is_some() || cursor >= self.first) {
+            return Ok(None);
+        }
+        if self.all.is_none() {
+            self.all = Some(self.read_all()?);
+        }
+        let Some((all, map)) = &self.all else { return Ok(None) };
+        if let Some(k) = all.get(cursor..end).and_then(|w| w.iter().position(|x| *x == h)) {
+            return Ok(Some(cursor + k));
+        }
+        Ok(if anywhere { map.get(&h).copied() } else { None })
+    }
+
+    /// Every hash of the index, and hash → (first) position.
+    fn read_all(&self) -> Result<(Vec<u128>, ByHash<u128, usize>), String> {
+        let fail = |e: std::io::Error| format!("the last load's line index is unreadable ({e})");
+        let mut input = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&self.path).map_err(fail)?);
+        let mut entry = [0u8; 24];
+        input.read_exact(&mut entry).map_err(fail)?;
+        let mut all = Vec::with_capacity(self.len);
+        let mut map = ByHash::with_capacity_and_hasher(self.len, Default::default());
+        for i in 0..self.len {
+            input.read_exact(&mut entry).map_err(fail)?;
+            let h = entry_hash(&entry);
+            all.push(h);
+            map.entry(h).or_insert(i);
+        }
+        Ok((all, map))
     }
 }
 
@@ -245,6 +289,45 @@ pub fn index_file(stage: &StagePlan, path: &Path, file_columns: &[String], index
 mod tests {
     use super::{MAGIC, read_index};
 
+    /// An index of `n` records whose hashes are 1000, 1001, ...
+    fn index_of(n: u64) -> Vec<u8> {
+        let mut whole = MAGIC.to_vec();
+        whole.extend_from_slice(&[7u8; 16]);
+        for i in 0..n {
+            whole.extend_from_slice(&u128::from(1000 + i).to_le_bytes());
+            whole.extend_from_slice(&(i + 2).to_le_bytes());
+        }
+        whole
+    }
+
+    /// A record is found just after the last match, or anywhere once asked; an index that can
+    /// no longer be read as far as a lookup needs is an error, never a record taken as changed.
+    #[test]
+    fn the_last_index_is_read_as_far_as_lookups_need_and_whole_for_a_reordered_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lines");
+        std::fs::write(&path, index_of(50)).unwrap();
+        let mut last = read_index(&path).unwrap();
+        assert_eq!(last.len, 50);
+        let h = |i: u128| 1000 + i;
+        assert_eq!(last.find(h(0), 0, false), Ok(Some(0)));
+        assert_eq!(last.find(h(1), 1, false), Ok(Some(1)));
+        assert_eq!(last.find(h(9), 2, false), Ok(Some(9)), "within the 8 after the last match");
+        assert_eq!(last.find(h(20), 10, false), Ok(None), "past them, only when asked to look anywhere");
+        assert_eq!(last.window.len(), 8, "the window holds what lookups near the last match need");
+        assert_eq!(last.find(h(20), 10, true), Ok(Some(20)));
+        assert_eq!(last.find(h(3), 21, true), Ok(Some(3)), "an earlier record, once the whole index is read");
+        assert_eq!(last.find(h(22), 21, false), Ok(Some(22)));
+        assert_eq!(last.find(9, 21, true), Ok(None));
+        // Cut after it was opened (past what its reader buffers, 1 MiB): the lookup that needs
+        // the missing records fails.
+        std::fs::write(&path, index_of(100_000)).unwrap();
+        let mut cut = read_index(&path).unwrap();
+        assert_eq!(cut.find(h(5), 0, false), Ok(Some(5)));
+        std::fs::write(&path, &index_of(100_000)[..24 + 24 * 60_000]).unwrap();
+        assert!(cut.find(h(90_000), 90_000, false).is_err(), "a cut index taken for one without the record");
+    }
+
     #[test]
     fn a_damaged_line_index_is_refused_never_read() {
         let dir = tempfile::tempdir().unwrap();
@@ -254,7 +337,7 @@ mod tests {
         whole.extend_from_slice(&[1u8; 24]);
         std::fs::write(&path, &whole).unwrap();
         let read = read_index(&path).unwrap_or_else(|e| panic!("a whole index is read: {e}"));
-        assert_eq!((read.header, read.hashes.len()), (u128::from_le_bytes([7u8; 16]), 1));
+        assert_eq!((read.header, read.len), (u128::from_le_bytes([7u8; 16]), 1));
         for (what, bytes) in [
             ("cut inside its header", &whole[..10]),
             ("another file's start", &b"NOTLINES0123456789abcdef"[..]),

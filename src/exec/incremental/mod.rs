@@ -135,8 +135,8 @@ fn last_file(stage: &StagePlan, index: &Path) -> Result<(LastFile, RecordKey), U
     if index::keeps_keys(stage) && last.keys.is_none() {
         return Err("the last load's line index kept no keys, which closing the keys this file lacks needs".into());
     }
-    if last.hashes.len() >= NOT_FOUND as usize {
-        return Err(format!("the last file has {} records, more than a comparison numbers", last.hashes.len()));
+    if last.len >= NOT_FOUND as usize {
+        return Err(format!("the last file has {} records, more than a comparison numbers", last.len));
     }
     Ok((last, key))
 }
@@ -161,11 +161,12 @@ pub fn prescan(
     // record, never fails this one.
     let mut writer = next_index.and_then(|p| IndexWriter::create(stage, p, header_bytes).ok());
     // Kept per record: 4 bytes of the last file's position, 8 of start and 8 per unique group
-    // (its length is told by the next record's start); the last file's hashes (16 bytes a
-    // record) only while the scan runs.
+    // (its length is told by the next record's start). Of the last file's hashes, a window
+    // after the last match (all of them only for a reordered file: `LastFile::find`).
     let (mut was, mut starts, mut last_end) = (Vec::<u32>::new(), Vec::<u64>::new(), 0u64);
-    let mut matched = vec![false; if index::keeps_keys(stage) { last.hashes.len() } else { 0 }];
+    let mut matched = vec![false; if index::keeps_keys(stage) { last.len } else { 0 }];
     let (mut cursor, mut misses) = (0usize, 0usize);
+    let mut unreadable: Option<Unsupported> = None;
     let mut groups: Vec<Vec<u64>> = Vec::new();
     let mut apart = true;
     let mut bytes = 0u64;
@@ -178,7 +179,13 @@ pub fn prescan(
         }
         apart &= starts.is_empty() || r.at == last_end + 1;
         // Reordered files: past a few misses, look everywhere.
-        let found = last.find(r.hash, cursor, misses > 1_000 && misses * 8 > r.index);
+        let found = match last.find(r.hash, cursor, misses > 1_000 && misses * 8 > r.index) {
+            Ok(f) => f,
+            Err(why) => {
+                unreadable.get_or_insert(why);
+                None
+            }
+        };
         match found {
             Some(at) => {
                 cursor = at + 1;
@@ -205,6 +212,9 @@ pub fn prescan(
     };
     if !apart {
         return Ok(Err("its records are not one line end apart".into()));
+    }
+    if let Some(why) = unreadable {
+        return Ok(Err(why));
     }
     let index = writer.and_then(|w| w.flushed().ok());
     Ok(Ok(Prescanned {
