@@ -96,12 +96,12 @@ pub struct Prescanned {
     matched: Vec<bool>,
     /// The last file's keys, when its index kept them.
     last_keys: Option<Vec<Vec<u8>>>,
-    /// Per record: where it starts. Each ends just before the `\n` the next starts after (the
-    /// scan splits on line ends, and a prescan whose records were not so laid out gives up);
-    /// the last one at `last_end`.
-    starts: Vec<u64>,
-    /// Where the last record ends.
-    last_end: u64,
+    /// Per record: its length. Each starts just after the `\n` that ends the one before (the
+    /// scan splits on line ends, and a prescan whose records were not so laid out gives up),
+    /// the first at `first_start`.
+    lens: Vec<u32>,
+    /// Where the first record starts.
+    first_start: u64,
     /// Per unique group (the key, then each unique column), each record's hash of it, as
     /// [`group_slot`] keeps it (0: a field is missing).
     groups: Vec<Vec<u64>>,
@@ -160,10 +160,10 @@ pub fn prescan(
     // The cache is an aid: an index that cannot be written leaves the next load to check every
     // record, never fails this one.
     let mut writer = next_index.and_then(|p| IndexWriter::create(stage, p, header_bytes).ok());
-    // Kept per record: 4 bytes of the last file's position, 8 of start and 8 per unique group
-    // (its length is told by the next record's start). Of the last file's hashes, a window
-    // after the last match (all of them only for a reordered file: `LastFile::find`).
-    let (mut was, mut starts, mut last_end) = (Vec::<u32>::new(), Vec::<u64>::new(), 0u64);
+    // Kept per record: 4 bytes of the last file's position, 4 of length (its start told by the
+    // lengths before it) and 8 per unique group. Of the last file's hashes, a window after the
+    // last match (all of them only for a reordered file: `LastFile::find`).
+    let (mut was, mut lens, mut first_start, mut last_end) = (Vec::<u32>::new(), Vec::<u32>::new(), 0u64, 0u64);
     let mut matched = vec![false; if index::keeps_keys(stage) { last.len } else { 0 }];
     let (mut cursor, mut misses) = (0usize, 0usize);
     let mut unreadable: Option<Unsupported> = None;
@@ -177,7 +177,10 @@ pub fn prescan(
         {
             writer = None;
         }
-        apart &= starts.is_empty() || r.at == last_end + 1;
+        apart &= (lens.is_empty() || r.at == last_end + 1) && r.bytes.len() < u32::MAX as usize;
+        if lens.is_empty() {
+            first_start = r.at;
+        }
         // Reordered files: past a few misses, look everywhere.
         let found = match last.find(r.hash, cursor, misses > 1_000 && misses * 8 > r.index) {
             Ok(f) => f,
@@ -196,7 +199,7 @@ pub fn prescan(
             None => misses += 1,
         }
         was.push(found.map_or(NOT_FOUND, |at| at as u32));
-        starts.push(r.at);
+        lens.push(r.bytes.len() as u32);
         last_end = r.at + r.bytes.len() as u64;
         if groups.is_empty() {
             groups = vec![Vec::new(); r.groups.len()];
@@ -211,7 +214,7 @@ pub fn prescan(
         Err(why) => return Ok(Err(why)),
     };
     if !apart {
-        return Ok(Err("its records are not one line end apart".into()));
+        return Ok(Err("its records are not one line end apart, or one is longer than 4 GiB".into()));
     }
     if let Some(why) = unreadable {
         return Ok(Err(why));
@@ -223,8 +226,8 @@ pub fn prescan(
         was,
         matched,
         last_keys: last.keys.take(),
-        starts,
-        last_end,
+        lens,
+        first_start,
         groups,
         scanned,
         index,
@@ -349,7 +352,7 @@ pub fn changes(
     if !pre.same_header {
         return Ok(Err("the header differs from the last file's".into()));
     }
-    let Prescanned { was, matched, last_keys, starts, last_end, groups, scanned, index, .. } = pre;
+    let Prescanned { was, matched, last_keys, lens, first_start, groups, scanned, index, .. } = pre;
     let header_bytes = scanned.header;
     // The smaller file ends every line as the source does (DuckDB refuses a file that mixes
     // them): a last line the source left without a line end gets the file's own.
@@ -415,12 +418,16 @@ pub fn changes(
         w.write_all(line_end).map_err(fail_out)?;
     }
     let mut bytes = Vec::new();
+    // Where record `next` starts, moved on through the lengths (`changed` is in file order).
+    let (mut at, mut next) = (first_start, 0usize);
     for r in changed {
         use std::io::Seek;
-        let at = starts[r];
-        let end = starts.get(r + 1).map_or(last_end, |next| next - 1);
+        while next < r {
+            at += u64::from(lens[next]) + 1;
+            next += 1;
+        }
         input.seek(std::io::SeekFrom::Start(at)).map_err(fail_in)?;
-        bytes.resize((end - at) as usize, 0);
+        bytes.resize(lens[r] as usize, 0);
         input.read_exact(&mut bytes).map_err(fail_in)?;
         let body = bytes.strip_suffix(b"\r").unwrap_or(&bytes);
         w.write_all(body).map_err(fail_out)?;
