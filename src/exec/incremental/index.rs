@@ -212,12 +212,9 @@ impl LastFile {
     /// cannot be read (the comparison then gives up).
     pub(super) fn find(&mut self, h: u128, cursor: usize, anywhere: bool) -> Result<Option<usize>, String> {
         let end = (cursor + 8).min(self.len);
-        if let Some((all, _)) = &self.all {
-            if let Some(k) = all.get(cursor..end).and_then(|w| w.iter().position(|x| *x == h)) {
-                return Ok(Some(cursor + k));
-            }
-        } else if cursor >= self.first {
-            // The window moves on to `cursor..end`: what is before it is never looked at again.
+        // In order so far (`cursor` never moved back): the window moves on to `cursor..end`,
+        // what is before it never looked at again.
+        if self.all.is_none() && cursor >= self.first {
             let drop = (cursor - self.first).min(self.window.len());
             self.window.drain(..drop);
             self.first += drop;
@@ -229,9 +226,9 @@ impl LastFile {
             if let Some(k) = self.window.iter().skip(cursor - self.first).take(end.saturating_sub(cursor)).position(|x| *x == h) {
                 return Ok(Some(cursor + k));
             }
-        }
-        if !anywhere && (self.all.is_some() || cursor >= self.first) {
-            return Ok(None);
+            if !anywhere {
+                return Ok(None);
+            }
         }
         if self.all.is_none() {
             self.all = Some(self.read_all()?);
