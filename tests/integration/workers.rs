@@ -173,6 +173,10 @@ fn workers_and_the_run_share_a_day_of_files_each_loaded_exactly_once() {
     let loaders: std::collections::BTreeSet<&str> = files.iter().map(|f| f["worker"].as_str().unwrap_or("")).collect();
     assert!(loaders.len() >= 2, "one loader took every file: {loaders:?}\n{evidence}");
     assert!(files.iter().all(|f| f["status"] == "loaded"), "{evidence}");
+    // Each file's own counts: p07's two rejects are its own, not valid rows.
+    let counts: Vec<String> = files.iter().map(|f| format!("{}/{}/{}", f["rows_read"], f["rows_valid"], f["rows_rejected"])).collect();
+    let expected: Vec<String> = (0..20).map(|i| if i == 7 { "5000/4998/2".to_string() } else { "5000/5000/0".to_string() }).collect();
+    assert_eq!(counts, expected, "read/valid/rejected per file\n{evidence}");
     let recorded = db.texts(&format!("SELECT status || ' ' || rows_read || ' ' || rows_inserted || ' ' || rows_rejected FROM {}.etl_run_stages", db.schema));
     assert_eq!(recorded, [format!("rejected 100000 {} 2", rows.0)], "the stage's one record adds up its files\n{evidence}");
     // Each claim's heartbeat ends with it: the idle workers (alive 8 s more) hold none.
@@ -394,7 +398,8 @@ fn wait_until(db: &TestDb, sql: &str, what: &str, log: impl Fn() -> String) {
 
 /// A file whose loader died on it `MAX_ATTEMPTS` (3) times is given up on its next claim, by a
 /// worker or by the run, not claimed for ever: its queue row `failed`, naming the count, nothing
-/// of it loaded, the run's report naming it (exit 1), and the files around it loaded. A later
+/// of it loaded, the run's report naming it (exit 1, the file's word `failed`), and the files around it
+/// loaded; one that died twice is loaded by its third claim, the run's or a worker's. A later
 /// run queues it again and loads it. The three deaths are set on the file's queue row while the
 /// run waits on the table's lock (what three killed workers leave: `running`, its lease over,
 /// three attempts).
@@ -437,6 +442,15 @@ fn a_file_its_loaders_died_on_three_times_is_given_up_and_a_later_run_loads_it()
     ));
     assert_eq!(recorded.len(), 1, "{recorded:?}\n{evidence}");
     assert!(recorded[0].starts_with("failed / failed 2000: 1 file(s) failed: prices/p01.csv: claimed 3 times"), "the run and its stage recorded failed, with the file: {recorded:?}\n{evidence}");
+    // The run's report gives each file its word: the one given up `failed`, not `not_loaded`.
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{evidence}"));
+    let words: Vec<String> = report["stages"][0]["files"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no files in the report\n{evidence}"))
+        .iter()
+        .map(|f| format!("{} {}", f["file"].as_str().unwrap_or_default().rsplit('/').next().unwrap(), f["status"].as_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(words, ["p00.csv loaded", "p01.csv failed", "p02.csv loaded"], "{evidence}");
 
     // A worker: the next run queues the set again and claims p00 (loaded already), waiting on
     // the lock; its p01 dies thrice; a worker claims it first and gives it up.
@@ -445,8 +459,11 @@ fn a_file_its_loaders_died_on_three_times_is_given_up_and_a_later_run_loads_it()
     let latest = format!("run_id = (SELECT max(run_id) FROM {queue})");
     wait_until(&db, &format!("SELECT count(*) FROM {queue} WHERE {latest} AND file_key = 'prices/p00.csv' AND state = 'running'"), "the second run's claim of p00", String::new);
     died_thrice("p01.csv");
+    // p02 twice: the worker's third claim of it is within the budget, and loads it.
+    died("p02.csv", 2);
     let mut worker = Worker::start(&spec, &db, "w1", "2s", dir.path());
     wait_until(&db, &format!("SELECT count(*) FROM {queue} WHERE {latest} AND file_key = 'prices/p01.csv' AND state = 'failed'"), "the worker giving p01 up", || worker.log());
+    wait_until(&db, &format!("SELECT count(*) FROM {queue} WHERE {latest} AND file_key = 'prices/p02.csv' AND worker = 'w1' AND attempts = 3"), "the worker's claim of p02", || worker.log());
     db.exec(&format!("SELECT pg_advisory_unlock({key})"));
     let out = running.join().unwrap();
     assert_eq!(worker.wait(), Some(0), "{}", worker.log());
@@ -455,6 +472,9 @@ fn a_file_its_loaders_died_on_three_times_is_given_up_and_a_later_run_loads_it()
     assert!(out.evidence().contains("p01.csv: claimed 3 times and never finished"), "{evidence}");
     let row = given_up("p01.csv");
     assert!(row[0].starts_with("failed 4 w1: ") && row[0].contains("claimed 3 times and never finished"), "the worker gave it up: {row:?}\n{evidence}");
+    let row = given_up("p02.csv");
+    assert!(row[0].starts_with("done 3 w1"), "a worker's third claim of a file is not given up: {row:?}\n{evidence}");
+    assert!(!evidence.contains("p02.csv: claimed"), "{evidence}");
 
     // The file itself is sound: a run left alone loads it, and the table is whole.
     let out = distribute(&spec, &db, "2s");
