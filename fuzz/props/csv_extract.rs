@@ -6,7 +6,10 @@
 //! one, split at the first 0xFF byte (without one, both are the input). Every record is checked
 //! in the new file, and the result is compared with checking only the records that differ from
 //! the last file's, the others' outcome carried over from it: they must agree. A file the record
-//! scan accepts has as many records as DuckDB reads. No input ends in an internal error.
+//! scan accepts has as many records as DuckDB reads. The single pass a load into PostgreSQL
+//! makes ends as the two passes do (the same counts and rejects, each on the same line with the
+//! same fields), or, exactly when a key repeats, asks for the two passes. No input ends in an
+//! internal error.
 
 /// A small upsert spec on a local file, compiled, and one DuckDB for every input (opening one
 /// per input would leave little time to fuzz): each read replaces the stage's tables.
@@ -66,7 +69,22 @@ impl Harness {
         let (last_path, path) = (self.dir.path().join("last.csv"), self.dir.path().join("in.csv"));
         std::fs::write(&last_path, last).unwrap();
         std::fs::write(&path, new).unwrap();
-        let Some(all) = self.full(&path) else { return };
+        let once = etl::exec::check_stage_once(&self.reader, stage, &path, "in.csv", |_| Ok(()));
+        let Some(all) = self.full(&path) else {
+            if let Err(e) = once {
+                assert!(!matches!(e, etl::exec::ExecError::Internal(_)), "internal error in the single pass: {e}");
+            }
+            return;
+        };
+        let repeats = all.rejects.iter().any(|r| r.rule == "duplicate_key");
+        match once {
+            Ok(etl::exec::Checked::Report(one)) => {
+                assert!(!repeats, "the single pass stood although a key repeats");
+                assert_eq!(outcome(&one), outcome(&all), "the single pass differs from the two passes");
+            }
+            Ok(etl::exec::Checked::Again(why)) => assert!(repeats, "the single pass asked for two passes ({why}) where no key repeats"),
+            Err(e) => panic!("the two passes read the file, the single pass failed: {e}"),
+        }
         let Ok(columns) = etl::exec::extract::file_columns(stage, &path, "in.csv") else { return };
         // The key line indexes beside them are hashed with.
         let key = etl::exec::incremental::RecordKey::of_cache(self.dir.path()).unwrap();

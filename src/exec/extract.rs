@@ -76,50 +76,133 @@ impl Reader {
     /// Consecutive files whose headers agree are read in one scan (each file's rows keep their
     /// order); a scan that fails is read again file by file, so its error names its file.
     pub fn stage(&self, stage: &StagePlan, files: &[FileInput<'_>]) -> Result<Vec<(u64, Vec<CsvError>)>, ExecError> {
-        let sql = &stage.extract;
         self.scans.borrow_mut().clear();
-        let paths: Vec<String> = files.iter().map(|f| f.path.display().to_string()).collect();
-        let mut columns = Vec::with_capacity(files.len());
-        for f in files {
-            columns.push(if stage.csv.header {
-                file_columns(stage, f.path, f.shown)?
-            } else {
-                stage.columns.iter().filter(|c| c.reads_file()).map(|c| c.header.clone()).collect()
-            });
-        }
+        let (paths, scans) = scans_of(stage, files)?;
         let mut staged = vec![(0, Vec::new()); files.len()];
-        let mut start = 0;
-        while start < files.len() {
-            // A column named `filename` would clash with the one a scan of several files adds:
-            // such files are read one at a time.
-            let alone = columns[start].iter().any(|c| c.eq_ignore_ascii_case("filename"));
-            let mut end = start + 1;
-            while !alone && end < files.len() && columns[end] == columns[start] {
-                end += 1;
-            }
-            if let Err(e) = self.census(stage, files, &paths, &columns[start], start..end, &mut staged) {
-                if end - start == 1 {
+        for (range, columns) in scans {
+            if let Err(e) = self.census(stage, files, &paths, &columns, range.clone(), &mut staged) {
+                if range.len() == 1 {
                     return Err(e);
                 }
-                for i in start..end {
-                    self.census(stage, files, &paths, &columns[i], i..i + 1, &mut staged)?;
+                for i in range {
+                    self.census(stage, files, &paths, &columns, i..i + 1, &mut staged)?;
                 }
             }
-            start = end;
         }
-        if !sql.duplicates.is_empty() {
-            let fail = ExecError::duckdb("find repeated keys");
-            let passes = crate::plan::extract::passes(staged.iter().map(|(n, _)| n).sum(), sql.records_per_pass);
-            self.conn.execute_batch(&sql.one_thread).map_err(&fail)?;
-            let found = sql.duplicates.iter().try_for_each(|dups| {
-                self.conn.execute_batch(&dups.create).map_err(&fail)?;
-                (0..passes).try_for_each(|pass| self.conn.execute_batch(&dups.find.pass(passes, pass)).map_err(&fail))
-            });
-            let reset = self.conn.execute_batch(&sql.one_thread_reset).map_err(&fail);
-            found?;
-            reset?;
-        }
+        self.find_repeats(stage, &staged)?;
         Ok(staged)
+    }
+
+    /// The repeated keys (and unique values) of the records the census holds (`staged`: each
+    /// file's count), in their tables; the number found.
+    fn find_repeats(&self, stage: &StagePlan, staged: &[(u64, Vec<CsvError>)]) -> Result<u64, ExecError> {
+        let sql = &stage.extract;
+        if sql.duplicates.is_empty() {
+            return Ok(0);
+        }
+        let fail = ExecError::duckdb("find repeated keys");
+        let passes = crate::plan::extract::passes(staged.iter().map(|(n, _)| n).sum(), sql.records_per_pass);
+        self.conn.execute_batch(&sql.one_thread).map_err(&fail)?;
+        let found = sql.duplicates.iter().try_fold(0u64, |n, dups| {
+            self.conn.execute_batch(&dups.create).map_err(&fail)?;
+            (0..passes).try_for_each(|pass| self.conn.execute_batch(&dups.find.pass(passes, pass)).map_err(&fail))?;
+            let found = self.conn.query_row(&dups.found, [], |r| r.get::<_, i64>(0)).map_err(&fail)?;
+            Ok::<u64, ExecError>(n + found.max(0) as u64)
+        });
+        let reset = self.conn.execute_batch(&sql.one_thread_reset).map_err(&fail);
+        let found = found?;
+        reset?;
+        Ok(found)
+    }
+
+    /// The single pass over a stage's files (`ExtractSql::single`): each scan read once, its
+    /// typed rows handed to `each` `batch_rows` at a time (their repeated keys' columns null)
+    /// while each batch's record number, file and key are appended to the census from a second
+    /// connection; then the repeated keys found from that census, as [`Reader::stage`] does.
+    /// Returns what [`Reader::stage`] would have, or [`Streamed::Again`] when a key (or unique
+    /// value) repeats or a scan of several files failed: what `each` was given is then to be
+    /// undone, and the files read in two passes. The scans are kept for
+    /// [`Reader::rejected_fields`].
+    pub fn single_pass(
+        &self,
+        stage: &StagePlan,
+        files: &[FileInput<'_>],
+        batch_rows: usize,
+        mut each: impl FnMut(DataFrame) -> Result<(), ExecError>,
+    ) -> Result<Streamed, ExecError> {
+        let sql = &stage.extract;
+        let one = sql.single.as_ref().ok_or_else(|| ExecError::Internal(format!("stage {} has no single pass: its census is a temporary table", stage.name)))?;
+        self.scans.borrow_mut().clear();
+        let (paths, scans) = scans_of(stage, files)?;
+        let mut staged = vec![(0, Vec::new()); files.len()];
+        let fail = ExecError::duckdb("append to the census");
+        let second = self.conn.try_clone().map_err(ExecError::duckdb("open a second DuckDB connection"))?;
+        let mut pending: Option<DataFrame> = None;
+        let mut created = false;
+        for (range, columns) in scans {
+            let shown = files[range.start].shown;
+            let before: u64 = self.scans.borrow().iter().map(|s| s.records).sum();
+            let read: Vec<ReadFile<'_>> = range.clone().map(|i| ReadFile { path: &paths[i], number: i, captures: files[i].captures }).collect();
+            let view = sql.read.sql(&read, &columns, before);
+            self.conn.execute_batch(&sql.clear_rejects).map_err(ExecError::duckdb("clear the CSV reject tables"))?;
+            self.conn.execute_batch(&view).map_err(ExecError::csv(shown))?;
+            if !std::mem::replace(&mut created, true) {
+                self.conn.execute_batch(&one.census_empty).map_err(ExecError::duckdb("create the census"))?;
+            }
+            let mut census = second
+                .appender_to_catalog_and_db(&one.census_table, crate::plan::extract::SCRATCH_CATALOG, "main")
+                .map_err(&fail)?;
+            // An error of `each` (the COPY's) ends the load; one of DuckDB's reading a scan of
+            // several files sends them to the two passes, which name the file.
+            let mut handed: Result<(), ExecError> = Ok(());
+            let streamed = self.ordered_pass(stage, || {
+                let mut stmt = self.conn.prepare(&one.select).map_err(ExecError::duckdb("prepare the typed select"))?;
+                let arrow = stmt.stream_arrow([]).map_err(ExecError::csv(shown))?;
+                let mut streamed = 0u64;
+                for batch in arrow {
+                    let batch = batch.map_err(ExecError::csv(shown))?;
+                    let kept: Vec<usize> = one.census_columns.iter().map(|c| batch.schema().index_of(c)).collect::<Result<_, _>>().map_err(|e| ExecError::Internal(format!("the census's columns: {e}")))?;
+                    let rows = batch.project(&kept).map_err(|e| ExecError::Internal(format!("the census's columns: {e}")))?;
+                    census.append_record_batch(rows).map_err(&fail)?;
+                    let mut typed = batch;
+                    typed.remove_column(typed.num_columns() - 1);
+                    let df = to_polars(typed)?;
+                    streamed += df.height() as u64;
+                    if let Err(e) = rebatch(&mut pending, df, batch_rows, &mut each) {
+                        handed = Err(e);
+                        break;
+                    }
+                }
+                Ok(streamed)
+            });
+            handed?;
+            census.flush().map_err(&fail)?;
+            drop(census);
+            let streamed = match streamed {
+                Ok(n) => n,
+                Err(_) if range.len() > 1 => return Ok(Streamed::Again(format!("reading the files from {shown} in one scan failed"))),
+                Err(e) => return Err(e),
+            };
+            self.malformed(stage, &paths, range.clone(), &mut staged)?;
+            self.scans.borrow_mut().push(Scan { view, shown: shown.to_string(), before, records: streamed });
+        }
+        if let Some(p) = pending.take()
+            && p.height() > 0
+        {
+            each(p)?;
+        }
+        if created {
+            self.count_records(stage, &mut staged)?;
+        }
+        let total: u64 = staged.iter().map(|(n, _)| n).sum();
+        let streamed: u64 = self.scans.borrow().iter().map(|s| s.records).sum();
+        if total != streamed {
+            return Err(ExecError::Internal(format!("stage {}: {streamed} records streamed but {total} in the census", stage.name)));
+        }
+        match self.find_repeats(stage, &staged)? {
+            0 => Ok(Streamed::Read(staged)),
+            n => Ok(Streamed::Again(format!("{n} repeated key value(s)"))),
+        }
     }
 
     /// Reads the files `range` (whose columns are `columns`) in one scan into the census
@@ -144,6 +227,16 @@ impl Reader {
         self.conn.execute_batch(&view).map_err(ExecError::csv(shown))?;
         let census = if self.scans.borrow().is_empty() { &sql.census } else { &sql.census_append };
         self.ordered_pass(stage, || self.conn.execute_batch(census).map_err(ExecError::csv(shown)))?;
+        self.malformed(stage, paths, range.clone(), staged)?;
+        let records = self.count_records(stage, staged)?.into_iter().filter(|(number, _)| range.contains(number)).map(|(_, n)| n).sum();
+        self.scans.borrow_mut().push(Scan { view, shown: shown.to_string(), before, records });
+        Ok(())
+    }
+
+    /// Adds the malformed lines of the files `range` DuckDB's reader set aside in its last scan
+    /// to `staged`.
+    fn malformed(&self, stage: &StagePlan, paths: &[String], range: std::ops::Range<usize>, staged: &mut [(u64, Vec<CsvError>)]) -> Result<(), ExecError> {
+        let sql = &stage.extract;
         let mut stmt = self.conn.prepare(&sql.malformed).map_err(ExecError::duckdb("read CSV errors"))?;
         let found: Vec<(String, CsvError)> = stmt
             .query_map([], |r| {
@@ -171,18 +264,22 @@ impl Reader {
                 malformed.push(e);
             }
         }
-        let mut stmt = self.conn.prepare(&sql.count).map_err(ExecError::duckdb("count the records read"))?;
+        Ok(())
+    }
+
+    /// Sets each file's record count in `staged` from the census; the counts, by file number.
+    fn count_records(&self, stage: &StagePlan, staged: &mut [(u64, Vec<CsvError>)]) -> Result<Vec<(usize, u64)>, ExecError> {
+        let mut stmt = self.conn.prepare(&stage.extract.count).map_err(ExecError::duckdb("count the records read"))?;
         let counted = stmt
             .query_map([], |r| Ok((r.get::<_, u32>(0)? as usize, r.get::<_, i64>(1)? as u64)))
             .and_then(|m| m.collect::<Result<Vec<_>, _>>())
             .map_err(ExecError::duckdb("count the records read"))?;
-        let mut records = 0;
-        for (number, n) in counted.into_iter().filter(|(number, _)| range.contains(number)) {
-            staged[number].0 = n;
-            records += n;
+        for &(number, n) in &counted {
+            if let Some(file) = staged.get_mut(number) {
+                file.0 = n;
+            }
         }
-        self.scans.borrow_mut().push(Scan { view, shown: shown.to_string(), before, records });
-        Ok(())
+        Ok(counted)
     }
 
     /// Streams the typed rows (each with its record number; in no set order), `batch_rows` at a
@@ -207,22 +304,7 @@ impl Reader {
                 for batch in arrow {
                     let df = to_polars(batch.map_err(ExecError::csv(shown))?)?;
                     streamed += df.height() as u64;
-                    let merged = match pending.take() {
-                        None => df,
-                        Some(mut p) => {
-                            p.vstack_mut_owned(df).map_err(ExecError::polars("collect a batch"))?;
-                            p
-                        }
-                    };
-                    // Hand on batches of exactly `batch_rows` (DuckDB's chunks are ~2048 rows); keep the rest.
-                    let mut offset = 0;
-                    while merged.height() - offset >= batch_rows {
-                        each(merged.slice(offset as i64, batch_rows))?;
-                        offset += batch_rows;
-                    }
-                    if offset < merged.height() {
-                        pending = Some(merged.slice(offset as i64, merged.height() - offset));
-                    }
+                    rebatch(&mut pending, df, batch_rows, &mut each)?;
                 }
                 Ok(streamed)
             })?;
@@ -319,6 +401,64 @@ impl Reader {
     pub fn connection(&self) -> &duckdb::Connection {
         &self.conn
     }
+}
+
+/// What [`Reader::single_pass`] made of a stage's files.
+#[derive(Debug)]
+pub enum Streamed {
+    /// Every record read once and none repeats a key: per file, its records and malformed lines.
+    Read(Vec<(u64, Vec<CsvError>)>),
+    /// Why the files must be read again in two passes (a key repeats, or a scan of several files
+    /// failed), after what the pass handed on is undone.
+    Again(String),
+}
+
+/// Adds `df` to the rows `pending`, and hands on batches of exactly `batch_rows` (DuckDB's
+/// chunks are ~2048 rows), keeping the rest pending.
+fn rebatch(pending: &mut Option<DataFrame>, df: DataFrame, batch_rows: usize, each: &mut impl FnMut(DataFrame) -> Result<(), ExecError>) -> Result<(), ExecError> {
+    let merged = match pending.take() {
+        None => df,
+        Some(mut p) => {
+            p.vstack_mut_owned(df).map_err(ExecError::polars("collect a batch"))?;
+            p
+        }
+    };
+    let mut offset = 0;
+    while merged.height() - offset >= batch_rows {
+        each(merged.slice(offset as i64, batch_rows))?;
+        offset += batch_rows;
+    }
+    if offset < merged.height() {
+        *pending = Some(merged.slice(offset as i64, merged.height() - offset));
+    }
+    Ok(())
+}
+
+/// The paths DuckDB reads a stage's files at, and its scans: consecutive files whose header
+/// columns agree are read in one (a file with a column named `filename`, which would clash with
+/// the one a scan of several files adds, alone), each with those columns.
+fn scans_of(stage: &StagePlan, files: &[FileInput<'_>]) -> Result<(Vec<String>, Vec<(std::ops::Range<usize>, Vec<String>)>), ExecError> {
+    let paths: Vec<String> = files.iter().map(|f| f.path.display().to_string()).collect();
+    let mut columns = Vec::with_capacity(files.len());
+    for f in files {
+        columns.push(if stage.csv.header {
+            file_columns(stage, f.path, f.shown)?
+        } else {
+            stage.columns.iter().filter(|c| c.reads_file()).map(|c| c.header.clone()).collect::<Vec<String>>()
+        });
+    }
+    let mut scans = Vec::new();
+    let mut start = 0;
+    while start < files.len() {
+        let alone = columns[start].iter().any(|c| c.eq_ignore_ascii_case("filename"));
+        let mut end = start + 1;
+        while !alone && end < files.len() && columns[end] == columns[start] {
+            end += 1;
+        }
+        scans.push((start..end, columns[start].clone()));
+        start = end;
+    }
+    Ok((paths, scans))
 }
 
 /// How to fix a header that lacks columns: a header that splits on another delimiter into the

@@ -35,7 +35,7 @@ use indexmap::IndexMap;
 pub use context::{RunOptions, StageContext, Target, duckdb_memory};
 pub use error::ExecError;
 pub use report::{AnalyticResult, FileReport, Merged, RunReport, StageReport, Status};
-pub use stage::check_stage;
+pub use stage::{Checked, check_stage, check_stage_once};
 
 use crate::plan::{ConnectionPlan, Plan, StagePlan, duck as duck_sql};
 use extract::Reader;

@@ -5,7 +5,7 @@
 use polars::prelude::DataFrame;
 
 use super::error::first_line;
-use super::extract::{FileInput, Reader};
+use super::extract::{FileInput, Reader, Streamed};
 use super::incremental::Changes;
 use super::progress::Progress;
 use super::report::{FileReport, StageReport, Status};
@@ -14,9 +14,33 @@ use crate::exec::error::ExecError;
 use crate::plan::StagePlan;
 use crate::spec::model::{LoadMode, Severity};
 
+/// What [`check_files`] made of a stage's files.
+#[derive(Debug)]
+pub enum Checked {
+    /// Every row read, checked, and its valid rows handed on.
+    Report(StageReport),
+    /// The single pass found a repeated key (or a scan of several files failed): what it handed
+    /// on must be undone, and the files checked again in two passes. Why, for the progress.
+    Again(String),
+}
+
+impl Checked {
+    /// The report of a check that cannot end `Again` (two passes).
+    pub fn report(self, stage: &StagePlan) -> Result<StageReport, ExecError> {
+        match self {
+            Checked::Report(r) => Ok(r),
+            Checked::Again(why) => Err(ExecError::Internal(format!("stage {}: two passes over its files ended with \"{why}\"", stage.name))),
+        }
+    }
+}
+
 /// Extracts and validates one stage from its files (one, or a set's in name order), handing
 /// each batch of valid rows to `on_valid` as soon as it is checked: memory holds one batch, not
 /// the files.
+///
+/// With `single` (and the stage's plan has one), the files are read once
+/// ([`Reader::single_pass`]): each row's line is placed once the malformed lines are known, after
+/// the stream. Else in two passes, the census first.
 ///
 /// With `changes` (a stage's one file split against its last load), only the changed records
 /// are read and checked; the unchanged ones' outcome is carried over.
@@ -26,8 +50,9 @@ pub fn check_files(
     files: &[FileInput<'_>],
     shown: &str,
     changes: Option<&Changes>,
+    single: bool,
     mut on_valid: impl FnMut(DataFrame) -> Result<(), ExecError>,
-) -> Result<StageReport, ExecError> {
+) -> Result<Checked, ExecError> {
     let mut bytes = 0;
     for f in files {
         bytes += std::fs::metadata(f.path).map_err(|e| ExecError::Source { source_name: f.shown.to_string(), message: e.to_string() })?.len();
@@ -40,9 +65,95 @@ pub fn check_files(
         }
         _ => files,
     };
-    let set = stage.source.set.is_some();
-    let staged = reader.stage(stage, read)?;
     let mut report = StageReport::new(stage, shown, bytes);
+    let mut rejected_records = Vec::new();
+    let places = if single && stage.extract.single.is_some() {
+        // Each reject's `line` holds its record number until the lines are known.
+        let numbered = Places::default();
+        let mut streamed = Vec::new();
+        let outcome = reader.single_pass(stage, read, stage.batch_size as usize, |batch| {
+            let (valid, mut rejects) = tally(&mut report, &mut rejected_records, validate::validate(stage, &numbered, batch)?)?;
+            streamed.append(&mut rejects);
+            on_valid(valid)
+        })?;
+        let staged = match outcome {
+            Streamed::Read(staged) => staged,
+            Streamed::Again(why) => return Ok(Checked::Again(why)),
+        };
+        let places = place_files(stage, files, changes, staged, &mut report);
+        for r in &mut streamed {
+            let (file, line) = places.place(r.line);
+            (r.file, r.line) = (file.map(str::to_string), line);
+        }
+        report.rejects.append(&mut streamed);
+        places
+    } else {
+        let staged = reader.stage(stage, read)?;
+        let places = place_files(stage, files, changes, staged, &mut report);
+        reader.typed_batches(stage, stage.batch_size as usize, |batch| {
+            let (valid, mut rejects) = tally(&mut report, &mut rejected_records, validate::validate(stage, &places, batch)?)?;
+            report.rejects.append(&mut rejects);
+            on_valid(valid)
+        })?;
+        places
+    };
+    if let Some(c) = changes {
+        report.rows_read += c.same;
+        report.rows_valid += c.valid;
+        report.skipped_unchanged += c.valid;
+        report.rows_rejected += c.rejected;
+        report.rows_warned += c.warned;
+        report.count_rules(&c.rejects);
+        report.rejects.extend(c.rejects.iter().cloned());
+    }
+    // Each rejected row's fields as read, with its rejects.
+    report.rejected_records = rejected_records.clone();
+    if !rejected_records.is_empty() && stage.reject_record_bytes > 0 {
+        let mut fields: std::collections::HashMap<(Option<&str>, u64), String> = std::collections::HashMap::new();
+        for (record, json) in reader.rejected_fields(stage, &rejected_records)? {
+            if json.len() <= stage.reject_record_bytes {
+                fields.insert(places.place(record), json);
+            }
+        }
+        for r in report.rejects.iter_mut().filter(|r| r.severity == Severity::Error && r.record.is_none()) {
+            r.record = fields.get(&(r.file.as_deref(), r.line)).cloned();
+        }
+    }
+    // In file order, then line order (a rejected row is one line of one file).
+    let order = |r: &Reject| r.file.as_deref().and_then(|f| files.iter().position(|x| x.shown == f)).unwrap_or(0);
+    report.rejects.sort_by(|a, b| (order(a), a.line, &a.rule, &a.column).cmp(&(order(b), b.line, &b.rule, &b.column)));
+    if stage.source.set.is_some() {
+        count_files(&mut report, files);
+    }
+    report.hints = spec_hints(stage, &report);
+    if !report.balanced() {
+        return Err(ExecError::Internal(format!(
+            "stage {}: {} rows read but {} valid + {} rejected",
+            stage.name, report.rows_read, report.rows_valid, report.rows_rejected
+        )));
+    }
+    Ok(Checked::Report(report))
+}
+
+/// Adds a validated batch's counts to the report and its rejected records to `rejected`; the
+/// rows to write, and the batch's rejects.
+fn tally(report: &mut StageReport, rejected: &mut Vec<u64>, v: validate::Validated) -> Result<(DataFrame, Vec<Reject>), ExecError> {
+    rejected.extend(v.rejected_records);
+    report.rows_valid += v.valid_rows;
+    report.skipped_unchanged += v.unchanged;
+    report.rows_rejected += v.rejected_rows;
+    report.rows_warned += v.warned_rows;
+    report.count_rules(&v.rejects);
+    if let Some(rows) = &v.totaled {
+        super::contracts::Total::add(&mut report.totals, rows)?;
+    }
+    Ok((v.valid, v.rejects))
+}
+
+/// Where each staged record is, from each file's record count and malformed lines (`staged`);
+/// the malformed lines are rejects of the report, and each file's records read are counted.
+fn place_files(stage: &StagePlan, files: &[FileInput<'_>], changes: Option<&Changes>, staged: Vec<(u64, Vec<super::extract::CsvError>)>, report: &mut StageReport) -> Places {
+    let set = stage.source.set.is_some();
     let mut places = Places::default();
     let mut before = 0;
     for (f, (rows, csv_errors)) in files.iter().zip(staged) {
@@ -74,60 +185,10 @@ pub fn check_files(
         }
         before += rows;
     }
-    if let Some(c) = changes {
-        report.rows_read += c.same;
-        report.rows_valid += c.valid;
-        report.skipped_unchanged += c.valid;
-        report.rows_rejected += c.rejected;
-        report.rows_warned += c.warned;
-        report.count_rules(&c.rejects);
-        report.rejects.extend(c.rejects.iter().cloned());
-    }
-    let mut rejected_records = Vec::new();
-    reader.typed_batches(stage, stage.batch_size as usize, |batch| {
-        let v = validate::validate(stage, &places, batch)?;
-        rejected_records.extend(v.rejected_records);
-        report.rows_valid += v.valid_rows;
-        report.skipped_unchanged += v.unchanged;
-        report.rows_rejected += v.rejected_rows;
-        report.rows_warned += v.warned_rows;
-        report.count_rules(&v.rejects);
-        report.rejects.extend(v.rejects);
-        if let Some(rows) = &v.totaled {
-            super::contracts::Total::add(&mut report.totals, rows)?;
-        }
-        on_valid(v.valid)
-    })?;
-    // Each rejected row's fields as read, with its rejects.
-    report.rejected_records = rejected_records.clone();
-    if !rejected_records.is_empty() && stage.reject_record_bytes > 0 {
-        let mut fields: std::collections::HashMap<(Option<&str>, u64), String> = std::collections::HashMap::new();
-        for (record, json) in reader.rejected_fields(stage, &rejected_records)? {
-            if json.len() <= stage.reject_record_bytes {
-                fields.insert(places.place(record), json);
-            }
-        }
-        for r in report.rejects.iter_mut().filter(|r| r.severity == Severity::Error && r.record.is_none()) {
-            r.record = fields.get(&(r.file.as_deref(), r.line)).cloned();
-        }
-    }
-    // In file order, then line order (a rejected row is one line of one file).
-    let order = |r: &Reject| r.file.as_deref().and_then(|f| files.iter().position(|x| x.shown == f)).unwrap_or(0);
-    report.rejects.sort_by(|a, b| (order(a), a.line, &a.rule, &a.column).cmp(&(order(b), b.line, &b.rule, &b.column)));
-    if set {
-        count_files(&mut report, files);
-    }
-    report.hints = spec_hints(stage, &report);
-    if !report.balanced() {
-        return Err(ExecError::Internal(format!(
-            "stage {}: {} rows read but {} valid + {} rejected",
-            stage.name, report.rows_read, report.rows_valid, report.rows_rejected
-        )));
-    }
-    Ok(report)
+    places
 }
 
-/// [`check_files`] of a stage's one file.
+/// [`check_files`] of a stage's one file, in two passes.
 pub fn check_stage(
     reader: &Reader,
     stage: &StagePlan,
@@ -136,7 +197,22 @@ pub fn check_stage(
     changes: Option<&Changes>,
     on_valid: impl FnMut(DataFrame) -> Result<(), ExecError>,
 ) -> Result<StageReport, ExecError> {
-    check_files(reader, stage, &[FileInput { path, shown, captures: &[] }], shown, changes, on_valid)
+    check_files(reader, stage, &[FileInput { path, shown, captures: &[] }], shown, changes, false, on_valid)?.report(stage)
+}
+
+/// [`check_files`] of a stage's one file in the single pass a load into PostgreSQL makes (the
+/// stage's plan must have one: `ExtractSql::single`).
+pub fn check_stage_once(
+    reader: &Reader,
+    stage: &StagePlan,
+    path: &std::path::Path,
+    shown: &str,
+    on_valid: impl FnMut(DataFrame) -> Result<(), ExecError>,
+) -> Result<Checked, ExecError> {
+    if stage.extract.single.is_none() {
+        return Err(ExecError::Internal(format!("stage {}: its plan reads in two passes only", stage.name)));
+    }
+    check_files(reader, stage, &[FileInput { path, shown, captures: &[] }], shown, None, true, on_valid)
 }
 
 /// Each file's rows read, valid and rejected (its rejected rows: the lines an error check
@@ -196,12 +272,13 @@ pub fn stage_rows(
     files: &[FileInput<'_>],
     shown: &str,
     changes: Option<&Changes>,
+    single: bool,
     progress: &Progress,
     mut stage_batch: impl FnMut(DataFrame) -> Result<(), ExecError>,
-) -> Result<StageReport, ExecError> {
+) -> Result<Checked, ExecError> {
     let mut staged = 0u64;
     let mut first = true;
-    let report = check_files(reader, st, files, shown, changes, |batch| {
+    let report = check_files(reader, st, files, shown, changes, single, |batch| {
         if std::mem::take(&mut first) {
             progress.detail(&st.name, "extracted; first batch validated");
         }

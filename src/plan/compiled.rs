@@ -458,6 +458,23 @@ pub struct DuplicatesSql {
     pub create: String,
     /// Adds the repeated values among one pass's share of the values' hashes.
     pub find: PassSql,
+    /// Counts the repeated values found: the single pass (`ExtractSql::single`) stands only when
+    /// every group's count is 0.
+    pub found: String,
+}
+
+/// See `ExtractSql::single`.
+#[derive(Debug, Clone, Default)]
+pub struct SinglePassSql {
+    /// Creates the census empty, with the columns and types `census` gives it.
+    pub census_empty: String,
+    /// The census table (unquoted), in `extract::SCRATCH_CATALOG`'s schema `main`.
+    pub census_table: String,
+    /// The columns the census keeps, in its order: each a column of `select`'s rows.
+    pub census_columns: Vec<String>,
+    /// The typed rows as `ExtractSql::select` yields them, the repeated keys' columns null, and
+    /// the file number (`FILE_NUMBER`) last.
+    pub select: String,
 }
 
 /// The DuckDB statements of a stage's extract, in the order they run.
@@ -493,6 +510,15 @@ pub struct ExtractSql {
     /// Yields the typed rows, with their record numbers and the lookups' flags: the second
     /// pass over the view, streamed.
     pub select: String,
+    /// The single pass, a stage loading PostgreSQL reads its files with when what it copied can
+    /// be emptied again: `select` without the repeated keys' joins (those columns null) and with
+    /// each row's file number last, streamed; each batch's `census_columns` are appended to the
+    /// census (created by `census_empty`, in `extract::SCRATCH_CATALOG`) from a second
+    /// connection as it passes. Then `duplicates` run over that census: only when one of them
+    /// finds a repeated value is what was copied emptied and the file read in two passes,
+    /// `census` then `select`, which place each repeat. None: the census is a temporary table,
+    /// which a second connection cannot see.
+    pub single: Option<SinglePassSql>,
     /// Sent before each pass over the read view (`census`, `select`, `rejected_fields`), and
     /// undone by `ordered_pass_reset` once it has run. One thread: the view numbers its records
     /// in one ordered stream anyway, and a second thread only hands its chunks over (DuckDB's
@@ -718,6 +744,14 @@ pub struct LoadSql {
     /// PostgreSQL: the same into a table created by this transaction, whose rows FREEZE writes
     /// as already visible.
     pub copy_frozen: String,
+    /// PostgreSQL: empties what a single pass (`ExtractSql::single`) copied, when the file must be
+    /// read again in two passes: in a table created by this transaction (its COPY FREEZE holds
+    /// after a TRUNCATE of the same transaction; its constraints come after the load, so a
+    /// repeated key does not fail the COPY) ...
+    pub uncopy_created: String,
+    /// ... and in the staging table. (An existing table is read in two passes: its constraints
+    /// would fail the COPY at a repeated key.)
+    pub uncopy_staged: String,
     /// DuckDB: counts the staged rows whose key the table holds (to tell inserts from updates).
     pub count_existing: Option<String>,
     /// Writes the staged rows into the table.

@@ -11,7 +11,7 @@ use indexmap::IndexMap;
 
 use crate::spec::model::ColumnType;
 
-use super::compiled::{ColumnPlan, ColumnSource, DUCKDB_CATALOG, Dialect, DuplicatesSql, ExtractSql, FILE_NUMBER, Held, Lookups, ReadColumn, ReadCsv, Reference, StagePlan, TargetPlan};
+use super::compiled::{ColumnPlan, ColumnSource, DUCKDB_CATALOG, Dialect, DuplicatesSql, ExtractSql, FILE_NUMBER, Held, Lookups, ReadColumn, ReadCsv, Reference, SinglePassSql, StagePlan, TargetPlan};
 use super::sql::{FileSql, PassSql, ident, literal, qualified};
 
 /// The DuckDB database, a file in the run's temporary directory (attached by
@@ -52,7 +52,13 @@ pub fn compile(stage: &StagePlan, census_on_disk: bool) -> ExtractSql {
             ident(&reject_table(stage)),
             ident(&reject_scan_table(stage))
         ),
-        select: select_sql(stage),
+        select: select_sql(stage, true),
+        single: census_on_disk.then(|| SinglePassSql {
+            census_empty: format!("{} AND false", census_sql(stage, false, true)),
+            census_table: census_table(stage),
+            census_columns: census_columns(stage),
+            select: select_sql(stage, false),
+        }),
         ordered_pass: "SET threads = 1; SET disabled_optimizers = 'build_side_probe_side'".into(),
         ordered_pass_reset: "RESET threads; RESET disabled_optimizers".into(),
         one_thread: "SET threads = 1".into(),
@@ -123,14 +129,7 @@ pub const FIELDS: &str = "__fields";
 /// 100M records the limit could not be lowered to 96MB with it, and could without it).
 fn census_sql(stage: &StagePlan, append: bool, on_disk: bool) -> String {
     let (from, _) = typed(stage);
-    let mut columns = vec![ident(RECORD), ident(FILE_NUMBER)];
-    for (_, cols) in unique_groups(stage) {
-        for c in cols {
-            if !columns.contains(&ident(&c)) {
-                columns.push(ident(&c));
-            }
-        }
-    }
+    let columns: Vec<String> = census_columns(stage).iter().map(|c| ident(c)).collect();
     let census = census_relation(stage, on_disk);
     let head = match (append, on_disk) {
         (true, _) => format!("INSERT INTO {census}"),
@@ -138,6 +137,20 @@ fn census_sql(stage: &StagePlan, append: bool, on_disk: bool) -> String {
         (false, false) => format!("CREATE OR REPLACE TEMP TABLE {census} AS"),
     };
     format!("{head}\nSELECT {}\nFROM {from}\nWHERE {} IS NOT NULL", columns.join(", "), ident(FIELDS))
+}
+
+/// The census's columns: the record number, the file number, then the key's and the unique
+/// columns' (each once).
+fn census_columns(stage: &StagePlan) -> Vec<String> {
+    let mut columns = vec![RECORD.to_string(), FILE_NUMBER.to_string()];
+    for (_, cols) in unique_groups(stage) {
+        for c in cols {
+            if !columns.contains(&c) {
+                columns.push(c);
+            }
+        }
+    }
+    columns
 }
 
 /// The column holding the 1-based record number of a row within its file.
@@ -482,6 +495,7 @@ fn duplicates_sql(stage: &StagePlan, census: &str) -> Vec<DuplicatesSql> {
                     ],
                     format!("hash({list})"),
                 ),
+                found: format!("SELECT count(*) FROM {table}"),
             }
         })
         .collect()
@@ -489,12 +503,18 @@ fn duplicates_sql(stage: &StagePlan, census: &str) -> Vec<DuplicatesSql> {
 
 /// The query that yields the record number, each column typed, each value that did not cast
 /// (as text), for repeated keys the record of their first occurrence, and the lookups' flags. Its
-/// rows stream in no particular order (each carries its record number).
-fn select_sql(stage: &StagePlan) -> String {
+/// rows stream in no particular order (each carries its record number). Without `repeats`
+/// (the single pass, before the repeated keys are known), the repeated keys' columns are null
+/// and each row's file number comes last.
+fn select_sql(stage: &StagePlan, repeats: bool) -> String {
     let (from, names) = typed(stage);
     let mut outer: Vec<String> = names.iter().map(|n| format!("  typed.{}", ident(n))).collect();
     let mut joins = String::new();
     for (i, (what, cols)) in unique_groups(stage).iter().enumerate() {
+        if !repeats {
+            outer.push(format!("  CAST(NULL AS BIGINT) AS {}", ident(&duplicate_column(what))));
+            continue;
+        }
         let alias = format!("__dup{i}");
         let on: Vec<String> = cols.iter().map(|c| format!("{alias}.{0} = typed.{0}", ident(c))).collect();
         joins.push_str(&format!("\nLEFT JOIN {} AS {alias} ON {}", ident(&duplicates_table(stage, what)), on.join(" AND ")));
@@ -544,6 +564,9 @@ fn select_sql(stage: &StagePlan) -> String {
         outer.push(format!("  ({}) AS {}", same.join(" AND "), ident(UNCHANGED)));
     } else {
         outer.push(format!("  false AS {}", ident(UNCHANGED)));
+    }
+    if !repeats {
+        outer.push(format!("  typed.{}", ident(FILE_NUMBER)));
     }
     format!("SELECT\n{}\nFROM {from}{joins}", outer.join(",\n"))
 }

@@ -457,6 +457,8 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
         copy_file,
         copy_direct,
         copy_frozen,
+        uncopy_created: format!("TRUNCATE {table}"),
+        uncopy_staged: format!("TRUNCATE {staging}"),
         count_existing,
         merge,
         history_lines,

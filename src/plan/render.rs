@@ -339,6 +339,7 @@ fn postgres_stage(out: &mut String, st: &StagePlan, pg: &PgStatements) {
     }
     let _ = writeln!(out, "-- a table this transaction created:");
     let _ = writeln!(out, "{};", t.sql.copy_frozen);
+    let _ = writeln!(out, "-- (a single pass that found a repeated key empties what it copied, then COPYs again: `{}`; into the staging table `{}`; an existing table is read in two passes)", t.sql.uncopy_created, t.sql.uncopy_staged);
     lines(out, &t.sql.constraints);
     lines(out, &t.sql.create_indexes);
     for (fk, exists) in t.sql.foreign_keys.iter().zip(&pg.foreign_key_exists) {
@@ -493,10 +494,35 @@ fn duckdb_stage(out: &mut String, st: &StagePlan, d: &DuckStatements) {
 fn extract(out: &mut String, st: &StagePlan, n: u32) {
     let e = &st.extract;
     let headers: Vec<String> = st.columns.iter().filter(|c| c.reads_file()).map(|c| c.header.clone()).collect();
+    let passes = if e.single.is_some() {
+        "one pass streaming the typed rows while each record's number, file and key go to a census; only when a key repeats, two: the first keeps each record's number, file and key, the second streams the typed rows"
+    } else {
+        "two passes: the first keeps each record's number, file and key, the second streams the typed rows"
+    };
     let _ = writeln!(
         out,
-        "\n-- {n}. read and cast (DuckDB, two passes over a view numbering the CSV's records in file order, each on one thread with the file the probe side of its joins: the first keeps each record's number, file and key, the second streams the typed rows)"
+        "\n-- {n}. read and cast (DuckDB, over a view numbering the CSV's records in file order, each pass on one thread with the file the probe side of its joins; {passes})"
     );
+    if let Some(one) = &e.single {
+        let _ = writeln!(
+            out,
+            "-- first, one pass: the census created empty; each scan's view (as below, its reject tables cleared first) read once, its typed rows streamed (the repeated keys' columns null, the file number last) and each batch's {} appended to the census from a second connection as it passes:",
+            one.census_columns.join(", ")
+        );
+        let _ = writeln!(out, "{};", one.census_empty);
+        let _ = writeln!(out, "{};\n{};\n{};", e.ordered_pass, one.select, e.ordered_pass_reset);
+        let _ = writeln!(out, "{};", e.malformed);
+        let _ = writeln!(out, "{};", e.count);
+        if !e.duplicates.is_empty() {
+            let _ = writeln!(out, "-- the repeated keys found from that census (the statements below), then counted:");
+            for d in &e.duplicates {
+                let _ = writeln!(out, "{};", d.found);
+            }
+            let _ = writeln!(out, "-- only when one is not 0, or a scan of several files fails: what was copied is emptied (see the load) and the files are read again in the two passes below, which place each repeat and name the failing file");
+        } else {
+            let _ = writeln!(out, "-- only when a scan of several files fails: what was copied is emptied (see the load) and the files are read again in the two passes below, which name the failing file");
+        }
+    }
     let _ = writeln!(out, "{}", e.clear_rejects);
     let file = |path, number| ReadFile { path, number, captures: &[] };
     if st.source.set.is_some() {

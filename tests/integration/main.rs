@@ -17,6 +17,7 @@ mod init;
 mod metrics;
 mod notify;
 mod outcomes;
+mod passes;
 mod progress;
 mod rejects;
 mod report;

@@ -58,7 +58,7 @@ fn spec_with(dir: &Path, more: &str) -> PathBuf {
 }
 
 /// The environment putting a spec's target and the run records in the test's schema.
-fn env_of(db: &TestDb) -> Vec<(String, String)> {
+pub fn env_of(db: &TestDb) -> Vec<(String, String)> {
     vec![("ETL_TEST_DATABASE_URL".into(), format!("{}?options=-c%20search_path%3D{}", db.url, db.schema)), ("SCHEMA".into(), db.schema.clone())]
 }
 

@@ -393,7 +393,7 @@ pub fn load_stage(cx: &StageContext<'_>, d: &Duck<'_>, st: &StagePlan, files: &m
         d.ensure_table(st)?;
         d.execute(&st.target.sql.create_staging, "create the staging table")?;
         let batch_file = tempfile::Builder::new().prefix("etl-batch-").suffix(".csv").tempfile_in(&opts.temp_dir).map_err(ExecError::write(&opts.temp_dir))?;
-        let mut report = stage_rows(cx.reader, st, &inputs, &shown, None, cx.progress, |batch| d.copy_batch(st, &batch, batch_file.path()))?;
+        let mut report = stage_rows(cx.reader, st, &inputs, &shown, None, false, cx.progress, |batch| d.copy_batch(st, &batch, batch_file.path()))?.report(st)?;
         crate::exec::postgres::load::fill_files(&mut report, files, already);
         if !set {
             report.etag = files[0].etag.clone();

@@ -19,7 +19,7 @@ use crate::exec::ledger;
 use crate::exec::report::{FileReport, Merged, StageReport};
 use crate::exec::reuse::{Reuse, fingerprint, recorded_rejects, stage_context, unchanged_stage};
 use crate::exec::source::Source;
-use crate::exec::stage::{over_budget, stage_rows};
+use crate::exec::stage::{Checked, over_budget, stage_rows};
 use crate::exec::context::StageContext;
 use crate::exec::error::ExecError;
 use crate::exec::incremental;
@@ -217,7 +217,31 @@ pub fn load_stage(
         run(tx, &t.sql.create_staging, "create the staging table")?;
         &t.sql.copy
     };
-    let mut report = copy_stream(pg, tx, st, copy_sql, |hand| stage_rows(cx.reader, st, &inputs, shown, changes.as_ref(), progress, hand))?;
+    // One pass over the files where what it copied can be emptied again (a key found repeated
+    // after it, which the two passes place, costs that pass): the staging table, or a table
+    // this transaction created (its key and unique constraints come after the load). Not an
+    // existing table: its constraints would fail the COPY on the first repeat.
+    let uncopy = if !direct {
+        Some(&t.sql.uncopy_staged)
+    } else if created {
+        Some(&t.sql.uncopy_created)
+    } else {
+        None
+    };
+    let checked = copy_stream(pg, tx, st, copy_sql, |hand| stage_rows(cx.reader, st, &inputs, shown, changes.as_ref(), uncopy.is_some(), progress, hand))?;
+    let mut report = match (checked, uncopy) {
+        (Checked::Report(report), Some(_)) if st.extract.single.is_some() => {
+            progress.detail(&st.name, "read in one pass: no key repeats");
+            report
+        }
+        (Checked::Report(report), _) => report,
+        (Checked::Again(why), Some(uncopy)) => {
+            progress.detail(&st.name, &format!("read once, then {why}: what was copied is emptied, and the files are read again in two passes"));
+            run(tx, uncopy, "empty what the single pass copied")?;
+            copy_stream(pg, tx, st, copy_sql, |hand| stage_rows(cx.reader, st, &inputs, shown, changes.as_ref(), false, progress, hand))?.report(st)?
+        }
+        (again, None) => again.report(st)?,
+    };
     fill_files(&mut report, files, already);
     report.trailers = trailers;
     progress.detail(&st.name, &format!("{} rows validated, {} written by COPY", report.rows_read, report.rows_valid - report.skipped_unchanged));
