@@ -139,6 +139,8 @@ impl Reader {
         let second = self.conn.try_clone().map_err(ExecError::duckdb("open a second DuckDB connection"))?;
         let mut pending: Option<DataFrame> = None;
         let mut created = false;
+        let mut early = EarlyRepeats::default();
+        let mut repeated_early = false;
         for (range, columns) in scans {
             let shown = files[range.start].shown;
             let before: u64 = self.scans.borrow().iter().map(|s| s.records).sum();
@@ -160,13 +162,16 @@ impl Reader {
                 let arrow = stmt.stream_arrow([]).map_err(ExecError::csv(shown))?;
                 let mut streamed = 0u64;
                 for batch in arrow {
-                    let batch = batch.map_err(ExecError::csv(shown))?;
+                    let mut batch = batch.map_err(ExecError::csv(shown))?;
+                    if one.key_hash && early.repeats(&batch.remove_column(batch.num_columns() - 1)) {
+                        repeated_early = true;
+                        break;
+                    }
                     let kept: Vec<usize> = one.census_columns.iter().map(|c| batch.schema().index_of(c)).collect::<Result<_, _>>().map_err(|e| ExecError::Internal(format!("the census's columns: {e}")))?;
                     let rows = batch.project(&kept).map_err(|e| ExecError::Internal(format!("the census's columns: {e}")))?;
                     census.append_record_batch(rows).map_err(&fail)?;
-                    let mut typed = batch;
-                    typed.remove_column(typed.num_columns() - 1);
-                    let df = to_polars(typed)?;
+                    batch.remove_column(batch.num_columns() - 1);
+                    let df = to_polars(batch)?;
                     streamed += df.height() as u64;
                     if let Err(e) = rebatch(&mut pending, df, batch_rows, &mut each) {
                         handed = Err(e);
@@ -176,6 +181,9 @@ impl Reader {
                 Ok(streamed)
             });
             handed?;
+            if repeated_early {
+                return Ok(Streamed::Again(format!("a key repeats within its first {} records", early.seen.len() + 1)));
+            }
             census.flush().map_err(&fail)?;
             drop(census);
             let streamed = match streamed {
@@ -201,7 +209,7 @@ impl Reader {
         }
         match self.find_repeats(stage, &staged)? {
             0 => Ok(Streamed::Read(staged)),
-            n => Ok(Streamed::Again(format!("{n} repeated key value(s)"))),
+            n => Ok(Streamed::Again(format!("{n} value(s) of the key or a unique column repeat"))),
         }
     }
 
@@ -400,6 +408,30 @@ impl Reader {
     /// The connection, for appending key sets.
     pub fn connection(&self) -> &duckdb::Connection {
         &self.conn
+    }
+}
+
+/// The key hashes of the single pass's first records: a hash seen twice among them stops the
+/// pass at once (a file with repeated keys then costs a few batches, not a whole wasted pass;
+/// two keys sharing a hash only send the files to the two passes, which are exact). Past
+/// `extract::EARLY_RECORDS` records the census alone finds the repeats, after the stream.
+#[derive(Default)]
+struct EarlyRepeats {
+    seen: std::collections::HashSet<u64>,
+}
+
+
+impl EarlyRepeats {
+    /// Whether a hash of `hashes` (a batch's key hashes, UInt64, null for a missing part) was
+    /// seen before, among the first `extract::EARLY_RECORDS`.
+    fn repeats(&mut self, hashes: &duckdb::arrow::array::ArrayRef) -> bool {
+        use duckdb::arrow::array::AsArray;
+        use duckdb::arrow::datatypes::UInt64Type;
+        if self.seen.len() >= crate::plan::extract::EARLY_RECORDS {
+            return false;
+        }
+        let Some(hashes) = hashes.as_primitive_opt::<UInt64Type>() else { return false };
+        hashes.iter().flatten().any(|h| !self.seen.insert(h))
     }
 }
 

@@ -472,9 +472,12 @@ pub struct SinglePassSql {
     pub census_table: String,
     /// The columns the census keeps, in its order: each a column of `select`'s rows.
     pub census_columns: Vec<String>,
-    /// The typed rows as `ExtractSql::select` yields them, the repeated keys' columns null, and
-    /// the file number (`FILE_NUMBER`) last.
+    /// The typed rows as `ExtractSql::select` yields them, the repeated keys' columns null, then
+    /// the file number (`FILE_NUMBER`) and, when the stage has a key or a unique column, the
+    /// hash of the first of them (`extract::KEY_HASH`).
     pub select: String,
+    /// Whether `select` ends with the key's hash.
+    pub key_hash: bool,
 }
 
 /// The DuckDB statements of a stage's extract, in the order they run.

@@ -58,6 +58,7 @@ pub fn compile(stage: &StagePlan, census_on_disk: bool) -> ExtractSql {
             census_table: census_table(stage),
             census_columns: census_columns(stage),
             select: select_sql(stage, false),
+            key_hash: !unique_groups(stage).is_empty(),
         }),
         ordered_pass: "SET threads = 1; SET disabled_optimizers = 'build_side_probe_side'".into(),
         ordered_pass_reset: "RESET threads; RESET disabled_optimizers".into(),
@@ -138,6 +139,15 @@ fn census_sql(stage: &StagePlan, append: bool, on_disk: bool) -> String {
     };
     format!("{head}\nSELECT {}\nFROM {from}\nWHERE {} IS NOT NULL", columns.join(", "), ident(FIELDS))
 }
+
+/// The column of the single pass's rows holding the hash of the key (of the first group of
+/// unique columns; null when a part is missing), by which a repeat among the first records
+/// stops that pass early.
+pub const KEY_HASH: &str = "__key_hash";
+
+/// The records of the single pass whose key hashes are kept (see `KEY_HASH`): 16 bytes each,
+/// about 16 MB.
+pub const EARLY_RECORDS: usize = 1 << 20;
 
 /// The census's columns: the record number, the file number, then the key's and the unique
 /// columns' (each once).
@@ -567,6 +577,11 @@ fn select_sql(stage: &StagePlan, repeats: bool) -> String {
     }
     if !repeats {
         outer.push(format!("  typed.{}", ident(FILE_NUMBER)));
+        if let Some((_, cols)) = unique_groups(stage).first() {
+            let present: Vec<String> = cols.iter().map(|c| format!("typed.{} IS NOT NULL", ident(c))).collect();
+            let list: Vec<String> = cols.iter().map(|c| format!("typed.{}", ident(c))).collect();
+            outer.push(format!("  CASE WHEN {} THEN hash({}) END AS {}", present.join(" AND "), list.join(", "), ident(KEY_HASH)));
+        }
     }
     format!("SELECT\n{}\nFROM {from}{joins}", outer.join(",\n"))
 }
