@@ -2,7 +2,7 @@
 # Mutation testing with cargo-mutants over the modules that carry a guarantee, outside CI (each
 # mutant rebuilds the crate and runs the tests that guard it). Starts and stops the services.
 #   scripts/mutants.sh [--list] [--iterate] [GROUP...]
-#     groups: reuse table copy stage pg connect schedule queue secrets checks (default: all); `load` is
+#     groups: reuse table copy stage pg connect schedule queue secrets checks extract (default: all); `load` is
 #             table copy stage pg connect: the PostgreSQL load's files, each with the tests that
 #             reach it (the load's whole set of tests took ~9 minutes a mutant)
 #     --iterate: test only the mutants a group's last run did not catch or find unviable (the
@@ -34,7 +34,7 @@ for a in "$@"; do
     *) groups+=("$a") ;;
   esac
 done
-[ ${#groups[@]} -gt 0 ] || groups=(reuse load schedule queue secrets checks)
+[ ${#groups[@]} -gt 0 ] || groups=(reuse load schedule queue secrets checks extract)
 expanded=()
 for g in "${groups[@]}"; do
   if [ "$g" = load ]; then expanded+=(table copy stage pg connect); else expanded+=("$g"); fi
@@ -55,6 +55,7 @@ files_of() {
     secrets) echo "src/spec/secret.rs" ;;
     checks) echo "src/spec/check/mod.rs src/spec/check/columns.rs src/spec/check/distribution.rs" ;;
     connect) echo "src/exec/postgres/mod.rs" ;;
+    extract) echo "src/exec/extract.rs src/exec/stage.rs" ;;
     *) echo "unknown group $1" >&2; exit 2 ;;
   esac
 }
@@ -71,6 +72,7 @@ tests_of() {
     secrets) echo "spec::secret:: secrets:: spec_cli::" ;;
     checks) echo "spec:: spec_cli:: bad_input::" ;;
     connect) echo "run::connections outcomes::connection outcomes::statement_timeout secrets:: faults::a_database_that_never faults::wrong" ;;
+    extract) echo "exec:: passes:: fuzzed:: extract:: bad_input:: files::a_set run::generated_data" ;;
   esac
 }
 # Only the mutants of these functions (a regex over cargo-mutants' names), for a group that is a
