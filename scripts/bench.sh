@@ -2,7 +2,9 @@
 # The load benchmark: etl against `psql \copy` of the same files, timed in one run, alternating,
 # REPS times each; prints medians, rows/s, peak RSS and the ratios, and appends them to
 # bench/results.tsv. Starts (and stops) the project's PostgreSQL and S3 server.
-#   scripts/bench.sh [--assets N] [--trades N] [--reps N] [--first-load-only | --first-load-ratio] [--with-pgloader] [--local [--zstd]]
+#   scripts/bench.sh [--assets N] [--trades N] [--reps N] [--first-load-only | --first-load-ratio [--bare]] [--with-pgloader] [--local [--zstd]]
+# --bare (with --first-load-ratio): also times etl's first load without the spec's analytics
+# (`--set analytics={}`: the six queries a run ends with, which `\copy` does not make).
 # --first-load-only times just etl's first load (the memory check at a larger size).
 # --first-load-ratio times etl's first load against `\copy` plain then keys (the first-load
 # ratio at a larger size, with only the clean files generated and one schema at a time).
@@ -16,7 +18,7 @@
 # copy of it and the table (~14 + 14 + 25 GB) would not fit this machine's disk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-assets=100000 trades=1000000 reps=3 only_first=0 first_ratio=0 pgloader=0 local=0 zstd=0
+assets=100000 trades=1000000 reps=3 only_first=0 first_ratio=0 pgloader=0 local=0 zstd=0 bare=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --assets) assets=$2; shift 2 ;;
@@ -27,7 +29,8 @@ while [ $# -gt 0 ]; do
     --with-pgloader) pgloader=1; shift ;;
     --local) local=1; shift ;;
     --zstd) zstd=1; shift ;;
-    *) echo "usage: $0 [--assets N] [--trades N] [--reps N] [--first-load-only | --first-load-ratio] [--with-pgloader] [--local [--zstd]]" >&2; exit 2 ;;
+    --bare) bare=1; shift ;;
+    *) echo "usage: $0 [--assets N] [--trades N] [--reps N] [--first-load-only | --first-load-ratio [--bare]] [--with-pgloader] [--local [--zstd]]" >&2; exit 2 ;;
   esac
 done
 if [ "$zstd" = 1 ] && { [ "$local" = 0 ] || [ "$only_first" = 0 ] || [ "$first_ratio" = 1 ]; }; then
@@ -167,7 +170,7 @@ etl_run() { # SCHEMA PREFIX
   [ "$local" = 0 ] || { lake=(--set "connections.lake={type: local, path: '$work'}"); at="$work/$2"; }
   "$ETL" run specs/small_etl.yaml --output json \
     --set "connections.db={type: postgres, url: '$ETL_TEST_DATABASE_URL', schema: $1}" \
-    "${lake[@]}" \
+    "${lake[@]}" ${3:+--set "$3"} \
     --source "assets=$at/account_assets.csv" --source "trades=$at/$trades_file"
 }
 # Line indexes (for loading only changed records) in a cache of the benchmark's own.
@@ -186,6 +189,11 @@ for rep in $(seq 1 "$reps"); do
     reset_schema b_etl
     time_it etl_first bash -c "etl_run b_etl clean"
     drop_schema b_etl
+    if [ "$bare" = 1 ]; then
+      reset_schema b_etl
+      time_it etl_first_bare bash -c "etl_run b_etl clean 'analytics={}'"
+      drop_schema b_etl
+    fi
     continue
   fi
   reset_schema b_copy; tables b_copy | "${PSQL[@]}" >/dev/null; keys b_copy | "${PSQL[@]}" >/dev/null
@@ -225,7 +233,7 @@ rss = {k: max(r[1] for r in v) for k, v in runs.items()}
 client = {k: statistics.median(r[2] for r in v) for k, v in runs.items()}
 server = {k: statistics.median(r[3] for r in v) for k, v in runs.items()}
 print(f"{assets} assets + {trades} trades, {reps} repetitions, medians:")
-for k in [k for k in ["copy_finished", "copy_then_keys", "pgloader_finished", "etl_first", "etl_rerun", "etl_changed", "etl_dirty"] if k in med]:
+for k in [k for k in ["copy_finished", "copy_then_keys", "pgloader_finished", "etl_first", "etl_first_bare", "etl_rerun", "etl_changed", "etl_dirty"] if k in med]:
     print(f"  {k:15} {med[k]:8.2f} s  {rows / med[k]:10.0f} rows/s  peak RSS {rss[k] / 1024:7.1f} MB  cpu: client {client[k]:6.2f} s, server {server[k]:6.2f} s")
 if "copy_finished" not in med:
     if "copy_then_keys" in med:
@@ -233,6 +241,8 @@ if "copy_finished" not in med:
         print(f"  etl first load / \\copy plain then keys and FK   {med['etl_first'] / med['copy_then_keys']:.2f}  (target <= 1.1)")
         cpu = lambda k: client[k] + server[k]
         print(f"  CPU (client + server), the same                 {cpu('etl_first') / cpu('copy_then_keys'):.2f}")
+        if "etl_first_bare" in med:
+            print(f"  the same without the analytics (--bare)         {med['etl_first_bare'] / med['copy_then_keys']:.2f}")
     sys.exit(0)
 print("ratios:")
 print(f"  etl first load / \\copy into finished tables     {med['etl_first'] / med['copy_finished']:.2f}  (target <= 0.6)")
