@@ -466,10 +466,13 @@ fn rebatch(pending: &mut Option<DataFrame>, df: DataFrame, batch_rows: usize, ea
     Ok(())
 }
 
+/// One scan of [`scans_of`]: the files it reads (their positions) and their header's columns.
+type ScanOf = (std::ops::Range<usize>, Vec<String>);
+
 /// The paths DuckDB reads a stage's files at, and its scans: consecutive files whose header
 /// columns agree are read in one (a file with a column named `filename`, which would clash with
 /// the one a scan of several files adds, alone), each with those columns.
-fn scans_of(stage: &StagePlan, files: &[FileInput<'_>]) -> Result<(Vec<String>, Vec<(std::ops::Range<usize>, Vec<String>)>), ExecError> {
+fn scans_of(stage: &StagePlan, files: &[FileInput<'_>]) -> Result<(Vec<String>, Vec<ScanOf>), ExecError> {
     let paths: Vec<String> = files.iter().map(|f| f.path.display().to_string()).collect();
     let mut columns = Vec::with_capacity(files.len());
     for f in files {

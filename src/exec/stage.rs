@@ -18,7 +18,7 @@ use crate::spec::model::{LoadMode, Severity};
 #[derive(Debug)]
 pub enum Checked {
     /// Every row read, checked, and its valid rows handed on.
-    Report(StageReport),
+    Report(Box<StageReport>),
     /// The single pass found a repeated key (or a scan of several files failed): what it handed
     /// on must be undone, and the files checked again in two passes. Why, for the progress.
     Again(String),
@@ -28,7 +28,7 @@ impl Checked {
     /// The report of a check that cannot end `Again` (two passes).
     pub fn report(self, stage: &StagePlan) -> Result<StageReport, ExecError> {
         match self {
-            Checked::Report(r) => Ok(r),
+            Checked::Report(r) => Ok(*r),
             Checked::Again(why) => Err(ExecError::Internal(format!("stage {}: two passes over its files ended with \"{why}\"", stage.name))),
         }
     }
@@ -132,7 +132,7 @@ pub fn check_files(
             stage.name, report.rows_read, report.rows_valid, report.rows_rejected
         )));
     }
-    Ok(Checked::Report(report))
+    Ok(Checked::Report(Box::new(report)))
 }
 
 /// Adds a validated batch's counts to the report and its rejected records to `rejected`; the

@@ -232,9 +232,9 @@ pub fn load_stage(
     let mut report = match (checked, uncopy) {
         (Checked::Report(report), Some(_)) if st.extract.single.is_some() => {
             progress.detail(&st.name, "read in one pass: no key repeats");
-            report
+            *report
         }
-        (Checked::Report(report), _) => report,
+        (Checked::Report(report), _) => *report,
         (Checked::Again(why), Some(uncopy)) => {
             progress.detail(&st.name, &format!("read once, then {why}: what was copied is emptied, and the files are read again in two passes"));
             run(tx, uncopy, "empty what the single pass copied")?;
