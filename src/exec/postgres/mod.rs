@@ -323,8 +323,16 @@ mod tests {
         use std::os::fd::AsRawFd;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        // IPv6 too (a server named `localhost` may be reached on ::1), where the host has it.
+        let v6 = std::net::TcpListener::bind("[::1]:0").ok().map(|l| (std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap(), l));
+        if v6.is_none() {
+            eprintln!("no IPv6 loopback here: only an IPv4 socket is checked");
+        }
         // (A new socket has Nagle on; not asserted, as another test's connection may turn it off.)
         super::no_delay_on_tcp_sockets();
         assert!(stream.nodelay().unwrap(), "socket {} still delays", stream.as_raw_fd());
+        if let Some((s, _)) = &v6 {
+            assert!(s.nodelay().unwrap(), "IPv6 socket {} still delays", s.as_raw_fd());
+        }
     }
 }
