@@ -147,15 +147,19 @@ impl Reader {
             let read: Vec<ReadFile<'_>> = range.clone().map(|i| ReadFile { path: &paths[i], number: i, captures: files[i].captures }).collect();
             let view = sql.read.sql(&read, &columns, before);
             self.conn.execute_batch(&sql.clear_rejects).map_err(ExecError::duckdb("clear the CSV reject tables"))?;
-            self.conn.execute_batch(&view).map_err(ExecError::csv(shown))?;
+            // A scan of several files that DuckDB cannot read (here or as it streams) goes to
+            // the two passes, which read its files one by one and name the one that fails.
+            let again = || Streamed::Again(format!("reading the files from {shown} in one scan failed"));
+            if let Err(e) = self.conn.execute_batch(&view) {
+                return if range.len() > 1 { Ok(again()) } else { Err(ExecError::csv(shown)(e)) };
+            }
             if !std::mem::replace(&mut created, true) {
                 self.conn.execute_batch(&one.census_empty).map_err(ExecError::duckdb("create the census"))?;
             }
             let mut census = second
                 .appender_to_catalog_and_db(&one.census_table, crate::plan::extract::SCRATCH_CATALOG, "main")
                 .map_err(&fail)?;
-            // An error of `each` (the COPY's) ends the load; one of DuckDB's reading a scan of
-            // several files sends them to the two passes, which name the file.
+            // An error of `each` (the COPY's) ends the load.
             let mut handed: Result<(), ExecError> = Ok(());
             let streamed = self.ordered_pass(stage, || {
                 let mut stmt = self.conn.prepare(&one.select).map_err(ExecError::duckdb("prepare the typed select"))?;
@@ -188,7 +192,7 @@ impl Reader {
             drop(census);
             let streamed = match streamed {
                 Ok(n) => n,
-                Err(_) if range.len() > 1 => return Ok(Streamed::Again(format!("reading the files from {shown} in one scan failed"))),
+                Err(_) if range.len() > 1 => return Ok(again()),
                 Err(e) => return Err(e),
             };
             self.malformed(stage, &paths, range.clone(), &mut staged)?;
@@ -656,4 +660,65 @@ pub fn to_polars(batch: RecordBatch) -> Result<DataFrame, ExecError> {
         .ok_or_else(|| ExecError::Internal("an Arrow batch is not a struct array".into()))?
         .clone();
     DataFrame::try_from(structs).map_err(ExecError::polars("build a DataFrame"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A headerless set's stage loading PostgreSQL (never connected: the lookup of the table's
+    /// rows is made here, empty), compiled, with a DuckDB in `dir`.
+    fn headerless(dir: &Path) -> (crate::plan::Plan, Reader) {
+        let spec = format!(
+            "version: 1\nname: t\nconnections:\n  here: {{ type: local, path: '{}' }}\n  out: {{ type: postgres, url: 'postgres://t@127.0.0.1:1/t' }}\n\
+             stages:\n  prices:\n    source: {{ connection: here, files: \"p*.csv\", csv: {{ header: false }} }}\n\
+             \x20   target: {{ connection: out, table: price, key: [code] }}\n    columns:\n      code: {{ type: string }}\n      price: {{ type: \"decimal(12,2)\" }}\n",
+            dir.display()
+        );
+        let loaded = crate::spec::load_text("t.yaml", &spec, None, &Default::default()).unwrap_or_else(|e| panic!("{}", e.render(false)));
+        let plan = crate::plan::compile(&loaded.spec);
+        let reader = Reader::open(dir, "128MB").unwrap();
+        let stage = &plan.stages[0];
+        if let Some(current) = &stage.lookups.current {
+            let columns: Vec<_> = stage.columns.iter().map(|c| (c.name.clone(), c.ty)).collect();
+            reader.load_lookup(&crate::plan::extract::lookup_create(current, &columns), None).unwrap();
+        }
+        (plan, reader)
+    }
+
+    /// A scan of several files that DuckDB cannot read sends them to the two passes (its rows
+    /// handed on are undone by the load), which read them one by one and name the file that
+    /// fails; a scan of one file that fails is that file's error at once.
+    #[test]
+    fn a_scan_of_several_files_that_fails_is_read_again_file_by_file_naming_the_one_that_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let (plan, reader) = headerless(dir.path());
+        let stage = &plan.stages[0];
+        assert!(stage.extract.single.is_some(), "a PostgreSQL target's stage has a single pass");
+        let (p1, p2) = (dir.path().join("p1.csv"), dir.path().join("p2.csv"));
+        std::fs::write(&p1, "A,1.00\nB,2.00\n").unwrap();
+        // p2.csv is named but gone (deleted after it was listed).
+        let files = [FileInput { path: &p1, shown: "p1.csv", captures: &[] }, FileInput { path: &p2, shown: "p2.csv", captures: &[] }];
+        match reader.single_pass(stage, &files, 1000, |_| Ok(())) {
+            Ok(Streamed::Again(why)) => assert!(why.contains("reading the files from p1.csv in one scan failed"), "{why}"),
+            other => panic!("a scan of a missing file: {other:?}"),
+        }
+        let e = reader.stage(stage, &files).unwrap_err().to_string();
+        assert!(e.contains("p2.csv") && !e.contains("p1.csv"), "the two passes name the file that fails: {e}");
+        match reader.single_pass(stage, &files[1..], 1000, |_| Ok(())) {
+            Err(e) => assert!(e.to_string().contains("p2.csv"), "{e}"),
+            other => panic!("one missing file: {other:?}"),
+        }
+        // Both there: read once.
+        std::fs::write(&p2, "C,3.00\n").unwrap();
+        let mut rows = 0;
+        match reader.single_pass(stage, &files, 1000, |df| {
+            rows += df.height();
+            Ok(())
+        }) {
+            Ok(Streamed::Read(staged)) => assert_eq!(staged.iter().map(|(n, _)| *n).collect::<Vec<_>>(), [2, 1]),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(rows, 3);
+    }
 }

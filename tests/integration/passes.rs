@@ -92,6 +92,8 @@ fn a_load_reads_its_files_once_unless_a_key_repeats_and_ends_as_two_passes_would
         .map(|f| format!("{}/{}/{}", f["rows_read"], f["rows_valid"], f["rows_rejected"]))
         .collect();
     assert_eq!(files, ["7/4/3", "4/2/2", "5/3/2"], "read/valid/rejected per file\n{evidence}");
+    // Two rows of sixteen failing their type is the data's fault, not the spec's: no hint.
+    assert!(report["stages"][0].get("hints").is_none(), "{evidence}");
 
     // A new file of the set repeats a key within itself: the one pass, into the staging table,
     // is emptied and the file read twice, which places the repeat.
