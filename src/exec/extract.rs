@@ -1,7 +1,8 @@
-//! The extract: reading a stage's CSV with DuckDB: check the header, a first pass keeping each
-//! record's number, file and key (malformed lines go to DuckDB's reject table, repeated keys are
-//! found), then a second pass streaming the typed rows to Polars through the Arrow C data
-//! interface from its first chunk.
+//! The extract: reading a stage's CSV with DuckDB: check the header, then either one pass
+//! streaming the typed rows to Polars through the Arrow C data interface from its first chunk
+//! while each record's number, file and key go to the census (a load into PostgreSQL), or two:
+//! a first keeping that census (malformed lines go to DuckDB's reject table, repeated keys are
+//! found), then the stream. The one pass asks for the two when a key repeats.
 
 use std::path::Path;
 

@@ -1,9 +1,11 @@
 //! The DuckDB SQL that reads a stage's CSV with DuckDB's own reader and casts each column to
 //! its spec type. Every field is read as text first, so a value that does not cast rejects its
 //! row (its text kept in `__uncast_<column>`) instead of aborting the file. The file is read
-//! twice through one view that numbers its records: a first pass keeps only each record's
-//! number, file and typed key (the census: counts, repeated keys, malformed lines), then the
-//! typed rows stream from the second, from its first chunk. The same query joins
+//! through one view that numbers its records: once (a stage loading PostgreSQL), the typed rows
+//! streaming while their numbers, files and keys are appended to the census, or twice: a first
+//! pass keeps only each record's number, file and typed key (the census: counts, repeated keys,
+//! malformed lines), then the typed rows stream from the second, from its first chunk, with
+//! each repeat's first record. The same query joins
 //! the stage's lookups: the key sets its foreign keys reference (a missing one rejects the row)
 //! and the target's current rows (a row equal to its current one is not written again).
 
