@@ -72,7 +72,7 @@ tests_of() {
     secrets) echo "spec::secret:: secrets:: spec_cli::" ;;
     checks) echo "spec:: spec_cli:: bad_input::" ;;
     connect) echo "run::connections outcomes::connection outcomes::statement_timeout secrets:: faults::a_database_that_never faults::wrong" ;;
-    extract) echo "exec:: passes:: fuzzed:: extract:: bad_input:: files::a_set run::generated_data" ;;
+    extract) echo "exec:: passes:: fuzzed:: extract:: bad_input:: files::a_set run::generated_data unchanged::loading_only" ;;
   esac
 }
 # Only the mutants of these functions (a regex over cargo-mutants' names), for a group that is a

@@ -687,6 +687,20 @@ mod tests {
         (plan, reader)
     }
 
+    /// A header's names: quoted ones (a doubled quote is one, a delimiter inside is text), a
+    /// byte-order mark dropped, the line's end not part of the last name.
+    #[test]
+    fn a_header_is_split_as_the_csv_reader_splits_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (plan, _) = headerless(dir.path());
+        let csv = &plan.stages[0].csv;
+        let split = |text: &str| header_fields(text.as_bytes(), csv).unwrap();
+        assert_eq!(split("code,price\r\n1,2\n"), ["code", "price"]);
+        assert_eq!(split("\u{feff}\"code\",\"pri,ce\",\"say \"\"hi\"\"\"\n"), ["code", "pri,ce", "say \"hi\""]);
+        assert_eq!(split("a,,c"), ["a", "", "c"]);
+        assert!(header_fields(b"\"code,price\n", csv).unwrap_err().contains("never closed"));
+    }
+
     /// A scan of several files that DuckDB cannot read sends them to the two passes (its rows
     /// handed on are undone by the load), which read them one by one and name the file that
     /// fails; a scan of one file that fails is that file's error at once.

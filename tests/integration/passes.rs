@@ -151,7 +151,9 @@ fn a_load_reads_its_files_once_unless_a_key_repeats_and_ends_as_two_passes_would
     let text = std::fs::read_to_string(spec(one.path(), "upsert"))
         .unwrap()
         .replace("files: \"prices/*.csv\"", "key: refs.csv")
-        .replace("qty: { type: int64 }", "qty: { type: int64 }\n      ref: { type: string, unique: true }");
+        .replace("qty: { type: int64 }", "qty: { type: int64 }\n      ref: { type: string, unique: true }")
+        // (And no rejected row's fields kept: `reject_record_bytes: 0`.)
+        .replace("stages:\n", "defaults: { reject_record_bytes: 0 }\nstages:\n");
     let refs = one.path().join("refs.yaml");
     std::fs::write(&refs, text).unwrap();
     std::fs::write(one.path().join("refs.csv"), "code,price,qty,ref\nU1,1.00,1,r1\nU2,2.00,2,r2\nU3,3.00,3,r1\nU4,4.00,4,r4\n").unwrap();
@@ -164,5 +166,7 @@ fn a_load_reads_its_files_once_unless_a_key_repeats_and_ends_as_two_passes_would
         "{evidence}"
     );
     assert_eq!(rejects(&created), ["refs.csv:4:unique"], "{evidence}");
+    let kept = created.count(&format!("SELECT count(*) FROM {}.etl_rejects WHERE record IS NOT NULL", created.schema));
+    assert_eq!(kept, 0, "reject_record_bytes: 0 keeps no fields\n{evidence}");
     assert_eq!(table(&created), "3 700 7", "{evidence}");
 }
