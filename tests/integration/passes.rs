@@ -51,7 +51,9 @@ fn spec(dir: &Path, mode: &str) -> std::path::PathBuf {
 fn run(spec: &Path, db: &TestDb) -> Output {
     let env = env_of(db);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    etl(&["run", spec.to_str().unwrap(), "--output", "json", "-v"], &env)
+    // Batches of two rows: every file streams through several, and rows wait for the next
+    // file's to fill one.
+    etl(&["run", spec.to_str().unwrap(), "--output", "json", "-v", "--set", "defaults.batch_size=2"], &env)
 }
 
 /// The last run's rejects as `file:line:rule`, in file and line order.

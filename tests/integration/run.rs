@@ -315,6 +315,13 @@ fn an_error_budget_loads_nothing_and_exits_5() {
     // The stage's transaction rolled back whole: not even the table it created remains.
     let tables = db.count(&format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{}' AND tablename = 'asset'", db.schema));
     assert_eq!(tables, 0, "{}", out.evidence());
+    // A ratio: the same rejects are over 1% of the rows read and within half of them.
+    let out = db.run(data.path(), &["--stage", "assets", "--set", "stages.assets.max_reject_ratio=0.01"]);
+    out.expect_code(5);
+    assert!(out.stdout.contains("of rows rejected, more than max_reject_ratio 0.01"), "{}", out.evidence());
+    let out = db.run(data.path(), &["--stage", "assets", "--set", "stages.assets.max_reject_ratio=0.5"]);
+    out.expect_code(4);
+    assert!(db.count(&format!("SELECT count(*) FROM {}.asset", db.schema)) > 0, "{}", out.evidence());
 }
 
 #[test]
