@@ -145,15 +145,14 @@ impl Reader {
         for (range, columns) in scans {
             let shown = files[range.start].shown;
             let before: u64 = self.scans.borrow().iter().map(|s| s.records).sum();
-            let read: Vec<ReadFile<'_>> = range.clone().map(|i| ReadFile { path: &paths[i], number: i, captures: files[i].captures }).collect();
-            let view = sql.read.sql(&read, &columns, before);
-            self.conn.execute_batch(&sql.clear_rejects).map_err(ExecError::duckdb("clear the CSV reject tables"))?;
             // A scan of several files that DuckDB cannot read (here or as it streams) goes to
             // the two passes, which read its files one by one and name the one that fails.
             let again = || Streamed::Again(format!("reading the files from {shown} in one scan failed"));
-            if let Err(e) = self.conn.execute_batch(&view) {
-                return if range.len() > 1 { Ok(again()) } else { Err(ExecError::csv(shown)(e)) };
-            }
+            let view = match self.open_scan(stage, files, &paths, &columns, range.clone(), before) {
+                Ok(view) => view,
+                Err(_) if range.len() > 1 => return Ok(again()),
+                Err(e) => return Err(ExecError::csv(shown)(e)),
+            };
             if !std::mem::replace(&mut created, true) {
                 self.conn.execute_batch(&one.census_empty).map_err(ExecError::duckdb("create the census"))?;
             }
@@ -165,6 +164,9 @@ impl Reader {
             let streamed = self.ordered_pass(stage, || {
                 let mut stmt = self.conn.prepare(&one.select).map_err(ExecError::duckdb("prepare the typed select"))?;
                 let arrow = stmt.stream_arrow([]).map_err(ExecError::csv(shown))?;
+                // The census's columns' places in the rows (the same in every batch).
+                let schema = arrow.get_schema();
+                let kept: Vec<usize> = one.census_columns.iter().map(|c| schema.index_of(c)).collect::<Result<_, _>>().map_err(|e| ExecError::Internal(format!("the census's columns: {e}")))?;
                 let mut streamed = 0u64;
                 for batch in arrow {
                     let mut batch = batch.map_err(ExecError::csv(shown))?;
@@ -172,7 +174,6 @@ impl Reader {
                         repeated_early = true;
                         break;
                     }
-                    let kept: Vec<usize> = one.census_columns.iter().map(|c| batch.schema().index_of(c)).collect::<Result<_, _>>().map_err(|e| ExecError::Internal(format!("the census's columns: {e}")))?;
                     let rows = batch.project(&kept).map_err(|e| ExecError::Internal(format!("the census's columns: {e}")))?;
                     census.append_record_batch(rows).map_err(&fail)?;
                     batch.remove_column(batch.num_columns() - 1);
@@ -233,17 +234,33 @@ impl Reader {
         let sql = &stage.extract;
         let shown = files[range.start].shown;
         let before: u64 = staged.iter().map(|(n, _)| n).sum();
-        let read: Vec<ReadFile<'_>> = range.clone().map(|i| ReadFile { path: &paths[i], number: i, captures: files[i].captures }).collect();
-        let view = sql.read.sql(&read, columns, before);
-        // DuckDB appends to existing reject tables: each read starts clean.
-        self.conn.execute_batch(&sql.clear_rejects).map_err(ExecError::duckdb("clear the CSV reject tables"))?;
-        self.conn.execute_batch(&view).map_err(ExecError::csv(shown))?;
+        let view = self.open_scan(stage, files, paths, columns, range.clone(), before).map_err(ExecError::csv(shown))?;
         let census = if self.scans.borrow().is_empty() { &sql.census } else { &sql.census_append };
         self.ordered_pass(stage, || self.conn.execute_batch(census).map_err(ExecError::csv(shown)))?;
         self.malformed(stage, paths, range.clone(), staged)?;
         let records = self.count_records(stage, staged)?.into_iter().filter(|(number, _)| range.contains(number)).map(|(_, n)| n).sum();
         self.scans.borrow_mut().push(Scan { view, shown: shown.to_string(), before, records });
         Ok(())
+    }
+
+    /// Points the read view at the files `range` (whose columns are `columns`), numbering their
+    /// records from `before + 1`, its reject tables cleared first (DuckDB appends to existing
+    /// ones: each read starts clean); the view's statement, kept to read the scan again.
+    fn open_scan(
+        &self,
+        stage: &StagePlan,
+        files: &[FileInput<'_>],
+        paths: &[String],
+        columns: &[String],
+        range: std::ops::Range<usize>,
+        before: u64,
+    ) -> Result<String, duckdb::Error> {
+        let sql = &stage.extract;
+        let read: Vec<ReadFile<'_>> = range.map(|i| ReadFile { path: &paths[i], number: i, captures: files[i].captures }).collect();
+        let view = sql.read.sql(&read, columns, before);
+        self.conn.execute_batch(&sql.clear_rejects)?;
+        self.conn.execute_batch(&view)?;
+        Ok(view)
     }
 
     /// Adds the malformed lines of the files `range` DuckDB's reader set aside in its last scan
