@@ -333,7 +333,7 @@ fn run_stages(cx: &StageContext<'_>, stages: &[&StagePlan], targets: &IndexMap<S
     // locks finds otherwise; every other source is downloaded in the background, in stage order,
     // while the stages before it load: a set's files but those the ledger holds as loaded. A
     // stage waits for its own files only.
-    let reusable = reuse::reusable_loads(cx.plan, stages, targets, opts, &sources)?;
+    let reusable = reuse::reusable_loads(cx.plan, stages, targets, opts, &sources, progress)?;
     let mut downloads: Vec<(String, Download)> = Vec::new();
     for st in stages {
         if let Some(mut files) = sets.remove(&st.name) {

@@ -122,6 +122,17 @@ fn an_unchanged_stage_is_skipped_and_any_change_loads_it_again() {
     // A dry run checks every row.
     let out = db.run(data.path(), &["--output", "json", "--dry-run"]);
     assert!(stages(&out).iter().all(|s| s.1.is_none()), "{}", out.evidence());
+
+    // trade dropped: reuse is ruled out before the locks (from the catalog: its file downloads
+    // while assets loads), and the load ends as a forced one does.
+    db.exec(&format!("DROP TABLE {}.trade", db.schema));
+    let out = db.run(data.path(), &["--output", "json", "-v"]);
+    assert!(out.stderr.contains("trades: its table is not as run ") && out.stderr.contains("left it (dropped, made again or altered): loaded again"), "{}", out.evidence());
+    assert!(!out.stderr.contains("assets: its table is not as run"), "asset's table is as its last load left it\n{}", out.evidence());
+    assert_eq!(stages(&out)[1].1, None, "{}", out.evidence());
+    let loaded = digest(&db);
+    db.run(data.path(), &["--output", "json", "--force"]).expect_code(4);
+    assert_eq!(digest(&db), loaded, "the load after the drop ended as a forced load does");
 }
 
 /// A table's rows, surrogate ids included: a load draws ids for new keys only, in key order,

@@ -50,6 +50,7 @@ pub fn reusable_loads(
     targets: &IndexMap<String, Target<'_>>,
     opts: &RunOptions,
     sources: &HashMap<String, Source>,
+    progress: &super::progress::Progress,
 ) -> Result<HashMap<String, Reuse>, ExecError> {
     let mut out = HashMap::new();
     let Some((engine, Target::Pg(pg))) = targets.get_index(0) else { return Ok(out) };
@@ -67,7 +68,7 @@ pub fn reusable_loads(
         let source = sources.get(&st.name).filter(|s| s.fingerprint.is_some());
         let mut found = None;
         if eligible
-            && st.target.postgres().is_some()
+            && let Some(pgs) = st.target.postgres()
             && let Some(source) = source
             && let Some(last) = pg.block(last_load(pg.pool(), &plan.name, &st.name, table))?
         {
@@ -90,8 +91,19 @@ pub fn reusable_loads(
             // is checked under the stage's locks (`load_stage`), where it counts: checked here
             // too, every table's rows would be read twice. A stage found changed there is
             // downloaded and loaded then.
-            if same || index.is_some() {
+            // Its definition, though, is read now (from the catalog: no row is read): a table
+            // dropped, made again or altered since cannot be as that load left it, so the stage
+            // loads, and its file downloads while the stages before it load rather than after
+            // its check. The check under the locks still decides; this only rules reuse out.
+            let as_defined = (same || index.is_some()) && {
+                let mut tx = pg.begin()?;
+                let definition = pg.block(crate::exec::postgres::state(&mut tx, &pgs.exists, &pgs.definition))?;
+                definition.is_some_and(|d| last.fingerprint.table_state.rsplit(':').next() == Some(d.as_str()))
+            };
+            if as_defined {
                 found = Some(Reuse { last, index, following: Default::default() });
+            } else if same || index.is_some() {
+                progress.detail(&st.name, &format!("its table is not as run {} left it (dropped, made again or altered): loaded again", last.loaded_by));
             }
         }
         match found {

@@ -201,7 +201,7 @@ impl S3 {
         let expected = obj.content_length().map(|n| n.max(0) as u64);
         // An ETag shaped like an MD5 is checked against the bytes: a multipart one part by part,
         // the part size read from HEAD of part 1.
-        let mut md5 = match etag.as_deref().and_then(crate::exec::reuse::fingerprint::md5_parts) {
+        let md5 = match etag.as_deref().and_then(crate::exec::reuse::fingerprint::md5_parts) {
             Some(0) => Some(crate::exec::reuse::fingerprint::Md5Etag::new(None)),
             Some(_) => self.part_size(&key).await.map(|n| crate::exec::reuse::fingerprint::Md5Etag::new(Some(n))),
             None => None,
@@ -209,25 +209,28 @@ impl S3 {
         let path = dir.join(super::spool_name("s3", &[&self.endpoint, &self.bucket, &key]));
         let mut file = tokio::fs::File::create(&path).await.map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
         let mut bytes = 0u64;
-        let mut sha = <sha2::Sha256 as sha2::Digest>::new();
+        // The bytes are hashed on a thread of their own as they arrive, while this one receives
+        // and writes the next (hashing in line took as long as the transfer from a local server).
+        let (to_digests, digests) = hash_apart(md5);
         while let Some(chunk) = obj.body.try_next().await.map_err(|e| fail(format!("the download broke off: {}", causes(&e))))? {
             bytes += chunk.len() as u64;
             meter.add(chunk.len() as u64);
-            sha2::Digest::update(&mut sha, &chunk);
-            if let Some(m) = md5.as_mut() {
-                m.update(&chunk);
+            if to_digests.send(chunk.clone()).await.is_err() {
+                return Err(fail("the thread hashing the download stopped".into()));
             }
             file.write_all(&chunk).await.map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
             if let Some(t) = tee {
                 let _ = t.send(chunk.to_vec());
             }
         }
+        drop(to_digests);
         file.flush().await.map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
         if let Some(n) = expected
             && n != bytes {
                 return Err(fail(format!("received {bytes} of {n} bytes")));
             }
-        let sha256 = sha2::Digest::finalize(sha).iter().map(|b| format!("{b:02x}")).collect();
+        let (sha, md5) = digests.join().map_err(|_| fail("the thread hashing the download panicked".into()))?;
+        let sha256 = sha.iter().map(|b| format!("{b:02x}")).collect();
         let etag_is_md5 = match (md5, etag.as_deref()) {
             (Some(m), Some(t)) => m.matches(t),
             _ => false,
@@ -264,6 +267,28 @@ impl S3 {
         let head = self.client.head_object().bucket(&self.bucket).key(key).part_number(1);
         head.send().await.ok()?.content_length().filter(|n| *n > 0).map(|n| n as u64)
     }
+}
+
+/// The digests of a download's bytes, taken on a thread of their own: the chunks sent are
+/// hashed in order (SHA-256, and the ETag's MD5 when it is one); the thread ends with them once
+/// the sender is dropped.
+type Digests = (sha2::digest::Output<sha2::Sha256>, Option<crate::exec::reuse::fingerprint::Md5Etag>);
+
+fn hash_apart<B: AsRef<[u8]> + Send + 'static>(
+    mut md5: Option<crate::exec::reuse::fingerprint::Md5Etag>,
+) -> (tokio::sync::mpsc::Sender<B>, std::thread::JoinHandle<Digests>) {
+    let (send, mut chunks) = tokio::sync::mpsc::channel::<B>(64);
+    let hashing = std::thread::spawn(move || {
+        let mut sha = <sha2::Sha256 as sha2::Digest>::new();
+        while let Some(chunk) = chunks.blocking_recv() {
+            sha2::Digest::update(&mut sha, chunk.as_ref());
+            if let Some(m) = md5.as_mut() {
+                m.update(chunk.as_ref());
+            }
+        }
+        (sha2::Digest::finalize(sha), md5)
+    });
+    (send, hashing)
 }
 
 /// An error and its causes on one line: "streaming error: ...: end of file before message
