@@ -439,7 +439,9 @@ impl Reader {
 /// `extract::EARLY_RECORDS` records the census alone finds the repeats, after the stream.
 #[derive(Default)]
 struct EarlyRepeats {
-    seen: std::collections::HashSet<u64>,
+    /// Hashed again with foldhash's fast hash: they are DuckDB's hashes already, which SipHash
+    /// (the standard one) would only slow.
+    seen: std::collections::HashSet<u64, foldhash::fast::FixedState>,
 }
 
 
