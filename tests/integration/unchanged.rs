@@ -387,6 +387,19 @@ fn loading_only_the_changed_lines_ends_exactly_as_checking_every_line() {
         set(l, t[42], 9, "changed beside a last quoted key");
     });
     same_outcome(&a, &b, dir, "a value changed beside a last quoted key", &["trades"]);
+    // A warning rule (it warns of every sell): the warnings of the lines carried over count as a
+    // forced load's do.
+    let warn = [
+        "--set",
+        "stages.trades.rules=[{name: traded_amount_is_product, check: 'traded_amount = traded_price * traded_volume'}, {name: buys_only, check: 'direction = 1', severity: warn}]",
+    ];
+    same_outcome_with(&a, &b, dir, "a warning rule added", &[], &warn);
+    edit(dir, "trades.csv", |l| {
+        let t: Vec<usize> = (1..l.len()).filter(|&i| l[i].split(',').count() == 15 && l[i].rsplit(',').next().is_some_and(|k| k.starts_with("\"T"))).collect();
+        set(l, t[43], 9, "changed beside warned lines");
+    });
+    let out = same_outcome_with(&a, &b, dir, "a value changed beside warned lines", &["trades"], &warn);
+    assert!(report(&out)["stages"][1]["rows_warned"].as_u64().is_some_and(|n| n > 100), "most warnings are carried over\n{}", out.evidence());
     // The index each load keeps replaces the stage's older ones: one is left in the cache.
     let kept: Vec<String> = std::fs::read_dir(&indexes)
         .unwrap()
