@@ -117,6 +117,10 @@ fn an_unchanged_stage_is_skipped_and_any_change_loads_it_again() {
     // --force loads every stage; so does a change to the spec.
     let out = db.run(data.path(), &["--output", "json", "--force"]);
     assert!(stages(&out).iter().all(|s| s.1.is_none() && s.3 == 0), "{}", out.evidence());
+    // Forced over the same files: every valid row is found equal to the table's, none written.
+    for s in report(&out)["stages"].as_array().unwrap() {
+        assert_eq!(s["loaded"]["unchanged"], s["rows_valid"], "{}: every valid row unchanged\n{}", s["stage"], out.evidence());
+    }
     let out = db.run(data.path(), &["--output", "json", "--set", "defaults.tolerance=0.02"]);
     assert!(stages(&out).iter().all(|s| s.1.is_none()), "a spec change loads again\n{}", out.evidence());
     // A dry run checks every row.
