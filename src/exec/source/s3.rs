@@ -269,11 +269,11 @@ impl S3 {
     }
 }
 
-/// The digests of a download's bytes, taken on a thread of their own: the chunks sent are
-/// hashed in order (SHA-256, and the ETag's MD5 when it is one); the thread ends with them once
-/// the sender is dropped.
+/// A download's SHA-256, and its ETag's MD5 when the ETag is one.
 type Digests = (sha2::digest::Output<sha2::Sha256>, Option<crate::exec::reuse::fingerprint::Md5Etag>);
 
+/// The digests of a download's bytes, taken on a thread of their own: the chunks sent are
+/// hashed in order; the thread ends with them once the sender is dropped.
 fn hash_apart<B: AsRef<[u8]> + Send + 'static>(
     mut md5: Option<crate::exec::reuse::fingerprint::Md5Etag>,
 ) -> (tokio::sync::mpsc::Sender<B>, std::thread::JoinHandle<Digests>) {
