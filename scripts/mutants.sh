@@ -72,7 +72,7 @@ tests_of() {
     secrets) echo "spec::secret:: secrets:: spec_cli::" ;;
     checks) echo "spec:: spec_cli:: bad_input::" ;;
     connect) echo "run::connections outcomes::connection outcomes::statement_timeout secrets:: faults::a_database_that_never faults::wrong" ;;
-    extract) echo "exec:: passes:: fuzzed:: extract:: bad_input:: files::a_set run::generated_data unchanged::loading_only run::an_error_budget outcomes::a_column_failing_on_every_row history::a_snapshot_keeps_each_date" ;;
+    extract) echo "exec:: passes:: fuzzed:: extract:: bad_input:: files::a_set run::generated_data unchanged::loading_only run::an_error_budget outcomes::a_column_failing_on_every_row outcomes::a_header_mismatch history::a_snapshot_keeps_each_date" ;;
   esac
 }
 # Only the mutants of these functions (a regex over cargo-mutants' names), for a group that is a

@@ -49,11 +49,17 @@ fn spec(dir: &Path, mode: &str) -> std::path::PathBuf {
 }
 
 fn run(spec: &Path, db: &TestDb) -> Output {
+    run_with(spec, db, &[])
+}
+
+fn run_with(spec: &Path, db: &TestDb, more: &[&str]) -> Output {
     let env = env_of(db);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     // Batches of two rows: every file streams through several, and rows wait for the next
     // file's to fill one.
-    etl(&["run", spec.to_str().unwrap(), "--output", "json", "-v", "--set", "defaults.batch_size=2"], &env)
+    let mut args = vec!["run", spec.to_str().unwrap(), "--output", "json", "-v", "--set", "defaults.batch_size=2"];
+    args.extend_from_slice(more);
+    etl(&args, &env)
 }
 
 /// The last run's rejects as `file:line:rule`, in file and line order.
@@ -107,6 +113,16 @@ fn a_load_reads_its_files_once_unless_a_key_repeats_and_ends_as_two_passes_would
     assert!(evidence.contains("prices: read once, then a key repeats within its first 3 records: what was copied is emptied, and the files are read again in two passes"), "{evidence}");
     assert_eq!(rejects(&db), ["p3.csv:4:duplicate_key"], "{evidence}");
     assert_eq!(table(&db), "11 3375 32", "the first D1 kept, nothing twice\n{evidence}");
+    // Forced, the whole set is read again, in two passes (p3's key repeats); a set loaded file
+    // by file compares its rows with the table's in the merge: every valid row is unchanged.
+    let out = run_with(&upsert, &db, &["--force"]);
+    let evidence = out.evidence();
+    assert_eq!(out.code, 4, "{evidence}");
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{evidence}"));
+    let (stage, loaded) = (&report["stages"][0], &report["stages"][0]["loaded"]);
+    let counts = format!("{} inserted, {} updated, {} unchanged of {} valid", loaded["inserted"], loaded["updated"], loaded["unchanged"], stage["rows_valid"]);
+    assert_eq!(counts, "0 inserted, 0 updated, 11 unchanged of 11 valid", "{evidence}");
+    assert_eq!(table(&db), "11 3375 32", "{evidence}");
 
     // The same set with a file repeating a key of the first, into a table the run creates: its
     // COPY FREEZE is emptied and made again; the rejects are those the one pass placed, and the
@@ -171,4 +187,25 @@ fn a_load_reads_its_files_once_unless_a_key_repeats_and_ends_as_two_passes_would
     let kept = created.count(&format!("SELECT count(*) FROM {}.etl_rejects WHERE record IS NOT NULL", created.schema));
     assert_eq!(kept, 0, "reject_record_bytes: 0 keeps no fields\n{evidence}");
     assert_eq!(table(&created), "3 700 7", "{evidence}");
+
+    // One file upserted again, forced, with a repeated key: the two passes compare each row
+    // with the table's current rows before the COPY, and those equal to it are not written but
+    // reported unchanged (the merge never sees them).
+    let text = std::fs::read_to_string(spec(one.path(), "upsert")).unwrap().replace("files: \"prices/*.csv\"", "key: up.csv");
+    let up = one.path().join("up.yaml");
+    std::fs::write(&up, text).unwrap();
+    std::fs::write(one.path().join("up.csv"), "code,price,qty\nV1,1.00,1\nV2,2.00,2\nV3,3.00,3\n").unwrap();
+    let upserted = TestDb::new("passes_equal");
+    run(&up, &upserted).expect_code(0);
+    std::fs::write(one.path().join("up.csv"), "code,price,qty\nV1,1.00,1\nV2,2.00,2\nV3,3.00,3\nV1,9.00,9\n").unwrap();
+    let out = run_with(&up, &upserted, &["--force"]);
+    let evidence = out.evidence();
+    assert_eq!(out.code, 4, "{evidence}");
+    assert!(evidence.contains("read again in two passes"), "{evidence}");
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{evidence}"));
+    let (stage, loaded) = (&report["stages"][0], &report["stages"][0]["loaded"]);
+    let counts = format!("{} inserted, {} updated, {} unchanged of {} valid", loaded["inserted"], loaded["updated"], loaded["unchanged"], stage["rows_valid"]);
+    assert_eq!(counts, "0 inserted, 0 updated, 3 unchanged of 3 valid", "{evidence}");
+    assert!(evidence.contains("4 rows validated, 0 written by COPY"), "{evidence}");
+    assert_eq!(table(&upserted), "3 600 6", "{evidence}");
 }

@@ -319,9 +319,21 @@ fn an_error_budget_loads_nothing_and_exits_5() {
     let out = db.run(data.path(), &["--stage", "assets", "--set", "stages.assets.max_reject_ratio=0.01"]);
     out.expect_code(5);
     assert!(out.stdout.contains("of rows rejected, more than max_reject_ratio 0.01"), "{}", out.evidence());
-    let out = db.run(data.path(), &["--stage", "assets", "--set", "stages.assets.max_reject_ratio=0.5"]);
+    let out = db.run(data.path(), &["--stage", "assets", "--set", "stages.assets.max_reject_ratio=0.5", "--output", "json"]);
     out.expect_code(4);
     assert!(db.count(&format!("SELECT count(*) FROM {}.asset", db.schema)) > 0, "{}", out.evidence());
+    // A budget is "more than": exactly as many rejects as `max_rejects`, or exactly the ratio
+    // `max_reject_ratio` (written as the shortest decimal of rejected / read), is within it
+    // (`--force`: the same files would otherwise be reused, never checked against the budget).
+    let st = &report(&out)["stages"][0];
+    let (read, rejected) = (st["rows_read"].as_u64().unwrap(), st["rows_rejected"].as_u64().unwrap());
+    assert!(rejected > 3 && read > rejected, "{}", out.evidence());
+    let exactly = [format!("stages.assets.max_rejects={rejected}"), format!("stages.assets.max_reject_ratio={}", rejected as f64 / read as f64)];
+    for set in &exactly {
+        let out = db.run(data.path(), &["--stage", "assets", "--force", "--set", set]);
+        out.expect_code(4);
+        assert!(!out.stdout.contains("over its error budget"), "{set}: at the budget is within it\n{}", out.evidence());
+    }
 }
 
 #[test]
