@@ -725,8 +725,10 @@ pub enum Test {
 /// A stage's target SQL, in the order it runs.
 #[derive(Debug, Clone, Default)]
 pub struct LoadSql {
-    /// Creates the table when missing. PostgreSQL: the columns only, so the first load is a bulk
-    /// COPY into a bare table; DuckDB: with its key and unique constraints.
+    /// Creates the table when missing. PostgreSQL: the columns and an identity's primary key only
+    /// (its values never repeat, so it cannot fail the COPY, and kept as the rows arrive it costs
+    /// less than built after), so the first load is a bulk COPY into a bare table; DuckDB: with
+    /// its key and unique constraints.
     pub create_table: Vec<String>,
     /// Adds the key and unique constraints to a table created bare (PostgreSQL), after its first
     /// load: one index build each instead of per-row upkeep.

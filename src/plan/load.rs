@@ -318,7 +318,11 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
         if let Some(DistributionPlan::Hash { column, .. }) = &t.distribution {
             cols.push(ident(column));
         }
-        keys.push(format!("CONSTRAINT {} PRIMARY KEY ({})", ident(&constraint_name(&t.table, std::slice::from_ref(sk), "pkey")), cols.join(", ")));
+        let pkey = format!("CONSTRAINT {} PRIMARY KEY ({})", ident(&constraint_name(&t.table, std::slice::from_ref(sk), "pkey")), cols.join(", "));
+        // The identity's values never repeat, so its key cannot fail the first load's COPY:
+        // declared with the table, it is kept as the rows arrive, on the server's share of a
+        // COPY that waits on the client, instead of built after. (On Citus, added after.)
+        if t.distribution.is_none() { defs.push(pkey) } else { keys.push(pkey) }
     }
     if !t.key.is_empty() {
         // A history table's key is unique per version: with the date it starts on.

@@ -281,7 +281,7 @@ fn postgres_stage(out: &mut String, st: &StagePlan, pg: &PgStatements) {
         let _ = writeln!(out, "{};  -- when missing", fk.sql);
     }
     let _ = writeln!(out, "{};", pg.lock);
-    let _ = writeln!(out, "-- when it is missing (created bare; keys, indexes and foreign keys follow the first load):");
+    let _ = writeln!(out, "-- when it is missing (created bare but for an identity's key; the other keys, indexes and foreign keys follow the first load):");
     let _ = writeln!(out, "{}", pg.schema_exists);
     let _ = writeln!(out, "{};  -- when missing", pg.create_schema);
     lines(out, &t.sql.create_table);

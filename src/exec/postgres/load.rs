@@ -1,8 +1,8 @@
 //! Loading one stage into PostgreSQL in one transaction (the run's shared one in a dry run, under
 //! a savepoint). The table is locked against other writers; the extract joins the referenced key
 //! sets and the table's current rows, exported from the same transaction. Rows go in one binary
-//! COPY: straight into a table that is new (created bare, its keys, indexes and foreign keys
-//! built after the load) or empty, else into a staging table merged into the table. Every
+//! COPY: straight into a table that is new (created with its columns and an identity's key
+//! only, its other keys, indexes and foreign keys built after the load) or empty, else into a staging table merged into the table. Every
 //! statement is the stage's Plan's.
 
 use std::path::Path;
