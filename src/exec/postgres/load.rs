@@ -199,17 +199,17 @@ pub fn load_stage(
     // The referenced tables are locked: their states hold until the stage commits.
     // (`on_delete: soft` reads the tables referencing this one: they are locked too.)
     let context = if opts.dry_run || t.mode == LoadMode::Append { None } else { stage_context(pg, tx, st, sql, t.soft_on_delete(), opts.date)? };
+    // A history load always goes through the staging table: its versions are computed there; so
+    // does a load into a table whose columns' types only hold the spec's (cast as they are written).
+    let direct = ensured.exact && ((empty && t.mode != LoadMode::History) || t.mode == LoadMode::Append);
     let how = if changes.is_some() {
         "; only the changed lines are read"
-    } else if empty && ensured.exact {
+    } else if direct && empty {
         "; the table is empty: COPY straight into it"
     } else {
         ""
     };
     progress.detail(&st.name, &format!("lookups loaded{how}"));
-    // A history load always goes through the staging table: its versions are computed there; so
-    // does a load into a table whose columns' types only hold the spec's (cast as they are written).
-    let direct = ensured.exact && ((empty && t.mode != LoadMode::History) || t.mode == LoadMode::Append);
     let copy_sql = if direct {
         // FREEZE writes the rows of a table created in this (sub)transaction as already visible.
         if created && !opts.dry_run { &t.sql.copy_frozen } else { &t.sql.copy_direct }
