@@ -7,6 +7,8 @@
 
 use std::path::Path;
 
+use sha2::{Digest, Sha256};
+
 use crate::run::TestDb;
 use crate::util::{Output, etl};
 use crate::workers::env_of;
@@ -100,6 +102,16 @@ fn a_load_reads_its_files_once_unless_a_key_repeats_and_ends_as_two_passes_would
         .map(|f| format!("{}/{}/{}", f["rows_read"], f["rows_valid"], f["rows_rejected"]))
         .collect();
     assert_eq!(files, ["7/4/3", "4/2/2", "5/3/2"], "read/valid/rejected per file\n{evidence}");
+    // Each file's size and SHA-256 are its own (the three differ).
+    let digests: Vec<String> = report["stages"][0]["files"].as_array().unwrap().iter().map(|f| format!("{} {}", f["bytes"], f["sha256"].as_str().unwrap_or("-"))).collect();
+    let own: Vec<String> = ["p0.csv", "p1.csv", "p2.csv"]
+        .iter()
+        .map(|n| {
+            let bytes = std::fs::read(dir.path().join("prices").join(n)).unwrap();
+            format!("{} {}", bytes.len(), Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect::<String>())
+        })
+        .collect();
+    assert_eq!(digests, own, "{evidence}");
     // Two rows of sixteen failing their type is the data's fault, not the spec's: no hint.
     assert!(report["stages"][0].get("hints").is_none(), "{evidence}");
 
