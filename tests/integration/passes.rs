@@ -102,6 +102,8 @@ fn a_load_reads_its_files_once_unless_a_key_repeats_and_ends_as_two_passes_would
         .map(|f| format!("{}/{}/{}", f["rows_read"], f["rows_valid"], f["rows_rejected"]))
         .collect();
     assert_eq!(files, ["7/4/3", "4/2/2", "5/3/2"], "read/valid/rejected per file\n{evidence}");
+    // The stage's source is the set's pattern where its files are.
+    assert_eq!(report["stages"][0]["source"], format!("{}/prices/*.csv", dir.path().display()), "{evidence}");
     // Each file's size and SHA-256 are its own (the three differ).
     let digests: Vec<String> = report["stages"][0]["files"].as_array().unwrap().iter().map(|f| format!("{} {}", f["bytes"], f["sha256"].as_str().unwrap_or("-"))).collect();
     let own: Vec<String> = ["p0.csv", "p1.csv", "p2.csv"]
