@@ -97,9 +97,11 @@ fn a_failed_contract_rolls_the_stage_back_and_is_recorded() {
 
     // A tenth of yesterday's rows: refused, the table as it was, the failure recorded.
     let control = write_trades(dir.path(), d2, 10, None, "2025-12-19T10:00:00");
-    let out = run(&db, &spec, d2, &control, &[]);
+    let out = run(&db, &spec, d2, &control, &["-v"]);
     out.expect_code(5);
     assert!(out.stdout.contains("check steady_count FAILED: 11 rows against 101"), "{}", out.evidence());
+    // `-v` names the failed check as it is found, and no check that passed.
+    assert!(out.stderr.contains("check steady_count failed (error)") && !out.stderr.contains("check control_total failed"), "{}", out.evidence());
     assert_eq!(rows(&db), day1, "a failed check leaves the table as it was\n{}", out.evidence());
     assert!(recorded(&db, "contracts_error").contains(&"steady_count false 11".to_string()), "{:?}", recorded(&db, "contracts_error"));
     let status = db.texts("SELECT status FROM etl_run_stages WHERE run_id = (SELECT max(run_id) FROM etl_runs WHERE spec_name = 'contracts_error')");
