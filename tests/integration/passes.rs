@@ -72,6 +72,12 @@ fn rejects(db: &TestDb) -> Vec<String> {
     ))
 }
 
+/// What the report says the stage's load did with its valid rows.
+fn loaded_counts(report: &serde_json::Value) -> String {
+    let (stage, loaded) = (&report["stages"][0], &report["stages"][0]["loaded"]);
+    format!("{} inserted, {} updated, {} unchanged of {} valid", loaded["inserted"], loaded["updated"], loaded["unchanged"], stage["rows_valid"])
+}
+
 /// The table's rows, count and sums (price in cents, qty).
 fn table(db: &TestDb) -> String {
     db.texts(&format!("SELECT count(*) || ' ' || (sum(price) * 100)::bigint || ' ' || sum(qty) FROM {}.price", db.schema))[0].clone()
@@ -133,8 +139,7 @@ fn a_load_reads_its_files_once_unless_a_key_repeats_and_ends_as_two_passes_would
     let evidence = out.evidence();
     assert_eq!(out.code, 4, "{evidence}");
     let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{evidence}"));
-    let (stage, loaded) = (&report["stages"][0], &report["stages"][0]["loaded"]);
-    let counts = format!("{} inserted, {} updated, {} unchanged of {} valid", loaded["inserted"], loaded["updated"], loaded["unchanged"], stage["rows_valid"]);
+    let counts = loaded_counts(&report);
     assert_eq!(counts, "0 inserted, 0 updated, 11 unchanged of 11 valid", "{evidence}");
     assert_eq!(table(&db), "11 3375 32", "{evidence}");
 
@@ -217,8 +222,7 @@ fn a_load_reads_its_files_once_unless_a_key_repeats_and_ends_as_two_passes_would
     assert_eq!(out.code, 4, "{evidence}");
     assert!(evidence.contains("read again in two passes"), "{evidence}");
     let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{evidence}"));
-    let (stage, loaded) = (&report["stages"][0], &report["stages"][0]["loaded"]);
-    let counts = format!("{} inserted, {} updated, {} unchanged of {} valid", loaded["inserted"], loaded["updated"], loaded["unchanged"], stage["rows_valid"]);
+    let counts = loaded_counts(&report);
     assert_eq!(counts, "0 inserted, 0 updated, 3 unchanged of 3 valid", "{evidence}");
     assert!(evidence.contains("4 rows validated, 0 written by COPY"), "{evidence}");
     assert_eq!(table(&upserted), "3 600 6", "{evidence}");

@@ -2,8 +2,8 @@
 //! a savepoint). The table is locked against other writers; the extract joins the referenced key
 //! sets and the table's current rows, exported from the same transaction. Rows go in one binary
 //! COPY: straight into a table that is new (created with its columns and an identity's key
-//! only, its other keys, indexes and foreign keys built after the load) or empty, else into a staging table merged into the table. Every
-//! statement is the stage's Plan's.
+//! only, its other keys, indexes and foreign keys built after the load) or empty, else into a
+//! staging table merged into the table. Every statement is the stage's Plan's.
 
 use std::path::Path;
 
