@@ -91,6 +91,8 @@ fn a_snapshot_keeps_each_date_and_a_restated_date_rewrites_only_its_rows() {
         db.schema, DAYS[2]
     ));
     assert_eq!(restated, ["A=102.25", "C=7.00", "D=1.00"], "{}", out.evidence());
+    // The report counts the rows the restated date held (A, B, C), deleted before its new rows.
+    assert!(out.stdout.contains("stage assets deleted 3 rows"), "the restated date's 3 rows are reported deleted\n{}", out.evidence());
     for (i, day) in DAYS.iter().enumerate().filter(|(i, _)| *i != 2) {
         assert_eq!(rows_of(&db, day), before[i], "{day}'s rows are untouched (same values, same xmin)\n{}", out.evidence());
     }
