@@ -59,9 +59,29 @@ pub fn etl(args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 /// The cache directory (line indexes) of the etl processes of this test run: its own, under
-/// the system's temporary directory, so tests never read a user's or another run's.
+/// the system's temporary directory, so tests never read a user's or another run's. A test run
+/// has no end to clean up at, so the first call removes the directories of earlier runs whose
+/// process is gone (each kept tens of MB).
 pub fn cache_dir() -> PathBuf {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(remove_finished_runs_caches);
     std::env::temp_dir().join(format!("etl-test-cache-{}", std::process::id()))
+}
+
+/// Removes `etl-test-cache-<pid>` directories whose process no longer runs (Linux's `/proc`
+/// tells; elsewhere nothing is removed).
+fn remove_finished_runs_caches() {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("etl-test-cache-")).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Whether golden files are to be rewritten: `UPDATE_GOLDEN=1` (any other value is a mistake,
