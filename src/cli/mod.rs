@@ -1,7 +1,8 @@
 //! The command line: clap definitions (`args`), the one `prepare` step from flags to a Plan and
 //! its options (shared with the scheduler), dispatch to the spec layer, the compiler and the
 //! executor, and rendering: reports on stdout (`render`), every error once, on stderr, with its
-//! exit code (`error`). `etl schedule` lives in `schedule`, `etl backfill` in `backfill`, `etl report` in `report`.
+//! exit code (`error`). `etl schedule` lives in `schedule`, `etl backfill` in `backfill`, `etl report` in `report`;
+//! each run's temporary directory in `scratch`.
 
 pub mod args;
 pub mod backfill;
@@ -13,6 +14,7 @@ pub mod rejects;
 pub mod render;
 pub mod report;
 pub mod schedule;
+pub mod scratch;
 pub mod worker;
 
 use std::io::IsTerminal;

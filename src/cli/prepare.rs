@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use super::args::{DbArgs, Output, RunArgs, SpecArgs};
 use super::error::CliError;
+use super::scratch;
 use crate::exec::RunOptions;
 use crate::spec::model::{Connection, Secret, Spec};
 use crate::{exec, plan, spec};
@@ -25,7 +26,7 @@ pub struct Prepared {
     pub plan: plan::Plan,
     /// How.
     pub opts: RunOptions,
-    _temp: tempfile::TempDir,
+    _temp: scratch::RunDir,
 }
 
 /// How to read a spec from the command line's spec flags.
@@ -80,10 +81,13 @@ fn prepare_loaded(args: &RunArgs, load: fn(&std::path::Path, &SpecArgs) -> Resul
         return Err(unknown_stage(&path, &loaded.spec, s));
     }
     let plan = plan::compile(&loaded.spec);
-    let temp = tempfile::Builder::new()
-        .prefix("etl-run-")
-        .tempdir()
-        .map_err(|e| CliError::System { what: "create a temporary directory".into(), message: e.to_string() })?;
+    let (temp, swept) = scratch::run_dir()?;
+    let quiet = args.quiet || (args.output == Output::Json && !args.verbose);
+    if swept.dirs > 0 {
+        let mib = swept.bytes as f64 / (1024.0 * 1024.0);
+        let what = format!("removed {} temporary director{} ({mib:.1} MiB) of runs that ended without removing them", swept.dirs, if swept.dirs == 1 { "y" } else { "ies" });
+        exec::progress::Progress::new(quiet, true).step("run", &what);
+    }
     let opts = RunOptions {
         stages: (!args.stages.is_empty()).then(|| args.stages.clone()),
         dry_run: args.dry_run,
@@ -93,7 +97,7 @@ fn prepare_loaded(args: &RunArgs, load: fn(&std::path::Path, &SpecArgs) -> Resul
         duckdb_memory: exec::duckdb_memory(),
         job_id: None,
         date: loaded.date,
-        quiet: args.quiet || (args.output == Output::Json && !args.verbose),
+        quiet,
         verbose: args.verbose,
         force: args.force,
         replay: None,

@@ -1,7 +1,8 @@
 //! Faults survived, each asserting the database afterwards: a run killed with SIGKILL in the
 //! middle of a stage's COPY, and a run whose database session is cut mid-load (what a server
 //! restart does to it), leave the tables exactly as they were and the run never `succeeded`; the
-//! next run completes; a set committed file by file keeps the files before the kill. An S3 object replaced between the run's HEAD and its GET is an error
+//! next run completes and removes the killed one's temporary directory; a set committed file by
+//! file keeps the files before the kill. An S3 object replaced between the run's HEAD and its GET is an error
 //! (exit 3), never read as a mix of versions; so are wrong S3 credentials (on the S3 server
 //! that checks them) and a download the network cuts short, with nothing loaded.
 
@@ -121,9 +122,19 @@ fn a_run_killed_mid_copy_leaves_the_tables_as_they_were_and_the_next_run_complet
     let db = TestDb::new("killed");
     run(&db, first.path()).expect_code(0);
     let before = (digest(&db, "asset"), digest(&db, "trade"));
-    let mut running = Running::until(&db, second.path(), "trades: staged");
+    // The runs' temporary directories in one of the test's own.
+    let tmp = tempfile::tempdir().unwrap();
+    let tmp_env = [("TMPDIR", tmp.path().to_str().unwrap())];
+    let mut args: Vec<String> = vec!["run".into(), "specs/small_etl.yaml".into(), "-v".into()];
+    args.extend(sets(&db, second.path()));
+    let mut running = Running::start(&args, &tmp_env, "trades: staged");
     running.child.kill().unwrap();
     assert_eq!(running.wait(), None, "the run ended on its own before the kill:\n{}", running.log());
+    // The killed run could not remove its directory (the spool of its files in it).
+    let run_dirs = || -> Vec<String> {
+        std::fs::read_dir(tmp.path()).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("etl-run-")).collect()
+    };
+    assert_eq!(run_dirs().len(), 1, "the killed run's temporary directory\n{}", running.log());
     // The killed run's session dies with it and the server rolls its stage back. The assets stage
     // had committed before trades began; the trade table is untouched.
     let after = (digest(&db, "asset"), digest(&db, "trade"));
@@ -131,8 +142,13 @@ fn a_run_killed_mid_copy_leaves_the_tables_as_they_were_and_the_next_run_complet
     assert_ne!(after.0, before.0, "the assets stage had committed\n{}", running.log());
     let statuses = db.texts(&format!("SELECT status FROM {}.etl_runs ORDER BY run_id", db.schema));
     assert_eq!(statuses, ["succeeded", "running"], "the killed run is never `succeeded`");
-    let out = run(&db, second.path());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = crate::util::etl(&refs, &tmp_env);
     out.expect_code(0);
+    // The next run removed the killed one's directory (its lock went with its process), saying
+    // so, and its own as it ended.
+    assert!(out.stderr.contains("removed 1 temporary directory ("), "{}", out.evidence());
+    assert_eq!(run_dirs(), Vec::<String>::new(), "{}", out.evidence());
     // The next run finds the killed one's process gone and records it as abandoned, saying so.
     let statuses = db.texts(&format!("SELECT status FROM {}.etl_runs ORDER BY run_id", db.schema));
     assert_eq!(statuses, ["succeeded", "abandoned", "succeeded"], "{}", out.evidence());
