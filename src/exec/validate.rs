@@ -362,7 +362,12 @@ fn cast_message(stage: &StagePlan, column: &str, raw: &str) -> String {
             }
             return format!("`{raw}` is out of range for decimal({precision},{scale})");
         }
-        return format!("`{raw}` is not a number");
+        // Too many digits for an exact parse here (more than 28): counted in the text.
+        return match crate::spec::model::decimal_places(raw) {
+            Some(places) if places > i64::from(scale) => format!("`{raw}` has more than {scale} decimal places (decimal({precision},{scale}))"),
+            Some(_) => format!("`{raw}` is out of range for decimal({precision},{scale})"),
+            None => format!("`{raw}` is not a number"),
+        };
     }
     if let Some(c) = stage.columns.iter().find(|c| c.name == column && c.ty.is_temporal()) {
         let formats = if c.formats.is_empty() {

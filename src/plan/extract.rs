@@ -216,6 +216,25 @@ fn cast(c: &ColumnPlan) -> Option<String> {
     Some(format!("TRY_CAST({v} AS {})", duckdb_type(c.ty)))
 }
 
+/// Whether a decimal's text `v` has a nonzero digit past `scale` that its parse at the wide
+/// scale (the most places its column's integer digits leave in 38) cannot see: more places than
+/// `wide`, or an exponent moving digits there (`1.000000000000000000000001` or `1e-30` for a
+/// `decimal(20,2)`, `1.005` for a `decimal(38,2)`, whose wide scale is its own). Counted in the
+/// text: the fraction's digits, less the exponent, less the trailing zeros of all the digits. Only
+/// a text longer than `wide` places can be, or with an exponent, is looked at: any other is exact
+/// at the wide scale. An exponent too large to read counts as past.
+fn places_past(v: &str, scale: u8, wide: u8) -> String {
+    let t = format!("trim({v})");
+    let fraction = format!("length(regexp_extract({t}, '\\.([0-9]*)', 1))");
+    let exponent = format!("CASE WHEN regexp_matches({t}, '[eE]') THEN TRY_CAST(regexp_extract({t}, '[eE]([+-]?[0-9]+)$', 1) AS BIGINT) ELSE 0 END");
+    let digits = format!("replace(regexp_extract({t}, '^[+-]?([0-9]*\\.?[0-9]*)', 1), '.', '')");
+    let zeros = format!("(length({digits}) - length(rtrim({digits}, '0')))");
+    format!(
+        "(CASE WHEN length({v}) > {} OR contains({v}, 'e') OR contains({v}, 'E') THEN coalesce({fraction} - {exponent} - {zeros} > {scale}, true) ELSE false END)",
+        u32::from(wide) + 1
+    )
+}
+
 /// The name of the column holding, for a row whose key (or unique column) repeats an earlier
 /// row's, the record number of that first row.
 pub fn duplicate_column(what: &str) -> String {
@@ -320,7 +339,10 @@ pub fn lookup_fill(relation: &str, columns: &[(String, ColumnType)]) -> FileSql 
             match t {
                 ColumnType::Decimal { precision, scale } => {
                     let wide = 38 - (precision - scale);
-                    format!("CASE WHEN TRY_CAST({v} AS DECIMAL(38,{wide})) = TRY_CAST({v} AS {to}) THEN TRY_CAST({v} AS {to}) END")
+                    format!(
+                        "CASE WHEN TRY_CAST({v} AS DECIMAL(38,{wide})) = TRY_CAST({v} AS {to}) AND NOT {} THEN TRY_CAST({v} AS {to}) END",
+                        places_past(&v, *scale, wide)
+                    )
                 }
                 ColumnType::Bool => format!("CASE {v} WHEN 't' THEN true WHEN 'f' THEN false END"),
                 ColumnType::String => v,
@@ -395,7 +417,7 @@ fn typed(stage: &StagePlan) -> (String, Vec<String>) {
                 let lossy = match c.ty {
                     ColumnType::Decimal { precision, scale } => {
                         let wide = 38 - (precision - scale);
-                        format!(" OR TRY_CAST({v} AS DECIMAL(38,{wide})) <> {expr}")
+                        format!(" OR TRY_CAST({v} AS DECIMAL(38,{wide})) <> {expr} OR {}", places_past(&v, scale, wide))
                     }
                     _ => String::new(),
                 };

@@ -287,6 +287,79 @@ fn money_is_exact_to_the_cent_from_csv_to_numeric() {
     assert_eq!(ts, ["2025-12-22 14:30:00.123456"]);
 }
 
+/// A decimal's text with a nonzero digit past its column's places is rejected, never rounded,
+/// whatever its form: more places than the parse at the column's widest scale holds (24 places
+/// for a `decimal(20,2)`, whose widest is 20), an exponent (`1e-30`), or one extra place in a
+/// `decimal(38,2)` (whose widest scale is its own); into PostgreSQL and into DuckDB alike. And a
+/// table value with such places (a column widened by hand) is never taken for the file's equal:
+/// the row is written, as a forced load writes it.
+#[test]
+fn a_decimal_with_places_past_its_column_is_rejected_never_rounded() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("d.csv"),
+        "id,wide,narrow\n1,1.000000000000000000000001,1.00\n2,1e-30,1.00\n3,1.00,1.005\n4,1.5e1,1.500\n5,0000000000000000000000001.50,2.25\n",
+    )
+    .unwrap();
+    let head = crate::util::spec_head("places", dir.path().display());
+    let spec = dir.path().join("places.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "{head}stages:
+  d:
+    source: {{ connection: files, key: d.csv }}
+    target: {{ connection: db, table: d, key: [id] }}
+    columns:
+      id: {{ type: int64 }}
+      wide: {{ type: \"decimal(20,2)\" }}
+      narrow: {{ type: \"decimal(38,2)\" }}
+"
+        ),
+    )
+    .unwrap();
+    let db = TestDb::new("places");
+    let url = std::env::var("ETL_TEST_DATABASE_URL").unwrap();
+    let env = [("ETL_TEST_DATABASE_URL", url.as_str()), ("SCHEMA", db.schema.as_str())];
+    let expected = [
+        "2 wide `1.000000000000000000000001` has more than 2 decimal places (decimal(20,2))",
+        "3 wide `1e-30` has more than 2 decimal places (decimal(20,2))",
+        "4 narrow `1.005` has more than 2 decimal places (decimal(38,2))",
+    ];
+    let rejects_out = dir.path().join("rejects.csv");
+    let rejects = |out: &Output| -> Vec<String> {
+        let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", out.evidence()));
+        let stage = &report["stages"][0];
+        assert_eq!((stage["rows_valid"].as_u64(), stage["rows_rejected"].as_u64()), (Some(2), Some(3)), "{}", out.evidence());
+        // Every field quoted, none holding `","`.
+        let text = std::fs::read_to_string(&rejects_out).unwrap();
+        text.lines()
+            .skip(1)
+            .map(|l| {
+                let f: Vec<&str> = l.trim_matches('"').split("\",\"").collect();
+                format!("{} {} {}", f[2], f[3], f[6])
+            })
+            .collect()
+    };
+    let out = etl(&["run", spec.to_str().unwrap(), "--output", "json", "--rejects-out", rejects_out.to_str().unwrap()], &env);
+    out.expect_code(4);
+    assert_eq!(rejects(&out), expected, "{}", out.evidence());
+    let rows = db.texts(&format!("SELECT id || ' ' || wide || ' ' || narrow FROM {}.d ORDER BY id", db.schema));
+    assert_eq!(rows, ["4 15.00 1.50", "5 1.50 2.25"], "{}", out.evidence());
+    // The same into DuckDB.
+    let duck = format!("connections.db={{type: duckdb, path: '{}'}}", dir.path().join("d.duckdb").display());
+    let out = etl(&["run", spec.to_str().unwrap(), "--output", "json", "--set", &duck, "--rejects-out", rejects_out.to_str().unwrap()], &env);
+    out.expect_code(4);
+    assert_eq!(rejects(&out), expected, "into DuckDB\n{}", out.evidence());
+    // A value of the table with 30 places (its column widened by hand) against the file's 1.50:
+    // not equal, so the row is written again, as a forced load writes it.
+    db.exec(&format!("ALTER TABLE {s}.d ALTER COLUMN wide TYPE numeric; UPDATE {s}.d SET wide = 1.500000000000000000000000000001 WHERE id = 5", s = db.schema));
+    let out = etl(&["run", spec.to_str().unwrap(), "--output", "json", "-v"], &env);
+    out.expect_code(4);
+    let wide = db.texts(&format!("SELECT (wide = 1.50)::text FROM {}.d WHERE id = 5", db.schema));
+    assert_eq!(wide, ["true"], "the table's 1.500000000000000000000000000001 was taken for the file's 1.50\n{}", out.evidence());
+}
+
 #[test]
 fn dry_run_writes_nothing_and_reports_what_would_load() {
     let data = generate(200, 1_000, 0.0, 3);

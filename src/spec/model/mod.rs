@@ -13,7 +13,7 @@ mod connection;
 mod value;
 
 pub use connection::{ChecksumMode, Connection, DEFAULT_CONNECT_TIMEOUT, DuckdbConnection, LocalConnection, PostgresConnection, S3Connection};
-pub use value::{Bound, COLUMN_TYPE_PATTERN, ColumnType, Constant, Literal, Number, Secret, parse_decimal};
+pub use value::{Bound, COLUMN_TYPE_PATTERN, ColumnType, Constant, Literal, Number, Secret, decimal_places, parse_decimal};
 
 /// An etl spec: where CSV files come from, how each column is typed and checked, where valid rows
 /// are loaded, what to report afterwards and when to run.

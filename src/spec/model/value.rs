@@ -181,6 +181,26 @@ pub fn parse_decimal(text: &str) -> Option<Decimal> {
         .or_else(|| Decimal::from_scientific(t).ok())
 }
 
+/// The decimal places a number's text needs once its trailing zeros go (`1.50` 1, `1.5e1` 0,
+/// `1e-30` 30): what a text too long or too small for [`parse_decimal`] holds. None if the text
+/// is not `[+-]digits[.digits][e[+-]digits]`.
+pub fn decimal_places(text: &str) -> Option<i64> {
+    let t = text.trim();
+    let t = t.strip_prefix(['+', '-']).unwrap_or(t);
+    let (mantissa, exponent) = match t.find(['e', 'E']) {
+        Some(i) => (&t[..i], t[i + 1..].parse::<i64>().ok()?),
+        None => (t, 0),
+    };
+    let (int, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (int.is_empty() && fraction.is_empty()) || !digits(int) || !digits(fraction) {
+        return None;
+    }
+    let all = format!("{int}{fraction}");
+    let zeros = all.len() - all.trim_end_matches('0').len();
+    Some((fraction.len() as i64).saturating_sub(exponent).saturating_sub(zeros as i64).max(0))
+}
+
 impl Serialize for Number {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.0.to_string())
@@ -356,5 +376,35 @@ impl JsonSchema for ColumnType {
             "type": "string",
             "pattern": COLUMN_TYPE_PATTERN
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decimal_places;
+
+    #[test]
+    fn decimal_places_are_counted_in_the_text() {
+        for (text, places) in [
+            ("1.50", Some(1)),
+            ("1.500", Some(1)),
+            ("  -1.005 ", Some(3)),
+            ("+12", Some(0)),
+            ("100e-2", Some(0)),
+            ("1.5e1", Some(0)),
+            ("1.2345E1", Some(3)),
+            ("1e-30", Some(30)),
+            (".5", Some(1)),
+            ("5.", Some(0)),
+            ("1.000000000000000000000000000001", Some(30)),
+            ("0.000", Some(0)),
+            ("", None),
+            (".", None),
+            ("1.5e", None),
+            ("1,5", None),
+            ("NaN", None),
+        ] {
+            assert_eq!(decimal_places(text), places, "`{text}`");
+        }
     }
 }
