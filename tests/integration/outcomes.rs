@@ -246,6 +246,21 @@ fn a_column_failing_on_every_row_is_said_to_be_a_spec_mistake() {
     out.expect_code(4);
     assert!(out.stdout.contains("in the format `%d/%m/%Y %H:%M:%S`"), "the reject names the format\n{}", out.evidence());
     assert!(out.stderr.contains("column updated_at: 30 of 30 rows are not a valid timestamp") && out.stderr.contains("check its `format`"), "{}", out.evidence());
+    // A column failing on a few rows (5 of 30) is bad data, not a spec mistake: no hint.
+    let file = data.path().join("account_assets.csv");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<String> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| if (1..=5).contains(&i) { format!("{},not a time", l.rsplit_once(',').unwrap().0) } else { l.to_string() })
+        .collect();
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let out = run(&db, data.path(), &["--stage", "assets", "--force", "--output", "json", "-v"]);
+    out.expect_code(4);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", out.evidence()));
+    assert_eq!(report["stages"][0]["rows_rejected"].as_u64(), Some(5), "{}", out.evidence());
+    let hints = report["stages"][0]["hints"].as_array().map_or(0, Vec::len);
+    assert_eq!(hints, 0, "5 of 30 rows failing is not a spec mistake\n{}", out.evidence());
 }
 
 /// `--source STAGE=PATH` for a local connection is a path from the current directory, as the
