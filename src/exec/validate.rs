@@ -380,7 +380,13 @@ fn cast_message(stage: &StagePlan, column: &str, raw: &str) -> String {
         };
         return format!("`{raw}` is not a {} in the format {formats}", c.ty);
     }
-    format!("`{raw}` is not a valid {}", type_of(stage, column))
+    use crate::spec::model::ColumnType;
+    let places = crate::spec::model::decimal_places(raw);
+    match (ty, places) {
+        (Some(t @ (ColumnType::Int32 | ColumnType::Int64)), Some(p)) if p > 0 => format!("`{raw}` has a fraction ({t} holds whole numbers)"),
+        (Some(t @ (ColumnType::Int32 | ColumnType::Int64 | ColumnType::Float64)), Some(_)) => format!("`{raw}` is out of range for {t}"),
+        _ => format!("`{raw}` is not a valid {}", type_of(stage, column)),
+    }
 }
 
 fn type_of(stage: &StagePlan, column: &str) -> String {

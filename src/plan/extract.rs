@@ -216,22 +216,40 @@ fn cast(c: &ColumnPlan) -> Option<String> {
     Some(format!("TRY_CAST({v} AS {})", duckdb_type(c.ty)))
 }
 
-/// Whether a decimal's text `v` has a nonzero digit past `scale` that its parse at the wide
-/// scale (the most places its column's integer digits leave in 38) cannot see: more places than
-/// `wide`, or an exponent moving digits there (`1.000000000000000000000001` or `1e-30` for a
-/// `decimal(20,2)`, `1.005` for a `decimal(38,2)`, whose wide scale is its own). Counted in the
-/// text: the fraction's digits, less the exponent, less the trailing zeros of all the digits. Only
-/// a text longer than `wide` places can be, or with an exponent, is looked at: any other is exact
-/// at the wide scale. An exponent too large to read counts as past.
-fn places_past(v: &str, scale: u8, wide: u8) -> String {
+/// Whether a number's text `v` has a nonzero digit past `scale` places that its cast would round
+/// away. For a decimal column, one its parse at the wide scale (`wide`: the most places its
+/// integer digits leave in 38) cannot see: more places than `wide`, or an exponent moving digits
+/// there (`1.000000000000000000000001` or `1e-30` for a `decimal(20,2)`, `1.005` for a
+/// `decimal(38,2)`, whose wide scale is its own); only a text longer than `wide` places can be,
+/// or with an exponent, is looked at. For an integer column (`wide` None, `scale` 0), any
+/// fraction (`1.5`, `15e-1`), in a text with a point or an exponent. Counted in the text: the
+/// fraction's digits, less the exponent, less the trailing zeros of all the digits; an exponent
+/// too large to read counts as past.
+fn places_past(v: &str, scale: u8, wide: Option<u8>) -> String {
     let t = format!("trim({v})");
     let fraction = format!("length(regexp_extract({t}, '\\.([0-9]*)', 1))");
     let exponent = format!("CASE WHEN regexp_matches({t}, '[eE]') THEN TRY_CAST(regexp_extract({t}, '[eE]([+-]?[0-9]+)$', 1) AS BIGINT) ELSE 0 END");
-    let digits = format!("replace(regexp_extract({t}, '^[+-]?([0-9]*\\.?[0-9]*)', 1), '.', '')");
+    let digits = format!("replace({}, '.', '')", mantissa(&t));
     let zeros = format!("(length({digits}) - length(rtrim({digits}, '0')))");
+    let looked_at = match wide {
+        Some(wide) => format!("length({v}) > {}", u32::from(wide) + 1),
+        None => format!("contains({v}, '.')"),
+    };
+    format!("(CASE WHEN {looked_at} OR contains({v}, 'e') OR contains({v}, 'E') THEN coalesce({fraction} - {exponent} - {zeros} > {scale}, true) ELSE false END)")
+}
+
+/// A number's text `t` up to its exponent, sign dropped: its digits and point.
+fn mantissa(t: &str) -> String {
+    format!("regexp_extract({t}, '^[+-]?([0-9]*\\.?[0-9]*)', 1)")
+}
+
+/// Whether a double column's text `v`, cast to `cast`, left the double's range: infinite though
+/// the text does not say infinity (`1e309`), or zero though its digits are not (`1e-400`).
+fn double_out_of_range(v: &str, cast: &str) -> String {
+    let t = format!("trim({v})");
     format!(
-        "(CASE WHEN length({v}) > {} OR contains({v}, 'e') OR contains({v}, 'E') THEN coalesce({fraction} - {exponent} - {zeros} > {scale}, true) ELSE false END)",
-        u32::from(wide) + 1
+        "(CASE WHEN isinf({cast}) THEN NOT regexp_matches({t}, '^[+-]?inf(inity)?$', 'i') WHEN {cast} = 0 THEN regexp_matches({}, '[1-9]') ELSE false END)",
+        mantissa(&t)
     )
 }
 
@@ -341,9 +359,10 @@ pub fn lookup_fill(relation: &str, columns: &[(String, ColumnType)]) -> FileSql 
                     let wide = 38 - (precision - scale);
                     format!(
                         "CASE WHEN TRY_CAST({v} AS DECIMAL(38,{wide})) = TRY_CAST({v} AS {to}) AND NOT {} THEN TRY_CAST({v} AS {to}) END",
-                        places_past(&v, *scale, wide)
+                        places_past(&v, *scale, Some(wide))
                     )
                 }
+                ColumnType::Int32 | ColumnType::Int64 => format!("CASE WHEN NOT {} THEN TRY_CAST({v} AS {to}) END", places_past(&v, 0, None)),
                 ColumnType::Bool => format!("CASE {v} WHEN 't' THEN true WHEN 'f' THEN false END"),
                 ColumnType::String => v,
                 _ => format!("TRY_CAST({v} AS {to})"),
@@ -412,13 +431,17 @@ fn typed(stage: &StagePlan) -> (String, Vec<String>) {
             None => inner.push(format!("    {v}")),
             Some(expr) => {
                 inner.push(format!("    {expr} AS {v}"));
-                // A decimal with more places than the column keeps would be rounded by the cast:
-                // it does not fit, so it is a cast failure too, never a silent rounding.
+                // A number the cast would change does not fit: a cast failure too, never a
+                // silent change. A decimal with more places than the column keeps, an integer
+                // column's value with a fraction (DuckDB rounds both), a double past its range
+                // (DuckDB makes it infinite, or zero; PostgreSQL refuses both).
                 let lossy = match c.ty {
                     ColumnType::Decimal { precision, scale } => {
                         let wide = 38 - (precision - scale);
-                        format!(" OR TRY_CAST({v} AS DECIMAL(38,{wide})) <> {expr} OR {}", places_past(&v, scale, wide))
+                        format!(" OR TRY_CAST({v} AS DECIMAL(38,{wide})) <> {expr} OR {}", places_past(&v, scale, Some(wide)))
                     }
+                    ColumnType::Int32 | ColumnType::Int64 => format!(" OR {}", places_past(&v, 0, None)),
+                    ColumnType::Float64 => format!(" OR {}", double_out_of_range(&v, &expr)),
                     _ => String::new(),
                 };
                 inner.push(format!("    CASE WHEN {v} IS NOT NULL AND ({expr} IS NULL{lossy}) THEN {v} END AS {}", ident(&uncast_column(&c.name))));

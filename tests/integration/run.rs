@@ -360,6 +360,74 @@ fn a_decimal_with_places_past_its_column_is_rejected_never_rounded() {
     assert_eq!(wide, ["true"], "the table's 1.500000000000000000000000000001 was taken for the file's 1.50\n{}", out.evidence());
 }
 
+/// An integer column's value with a fraction (`1.5`, `15e-1`) is rejected, never rounded (DuckDB's
+/// cast rounds it); `1.0` and `1e2` are whole and load. A double past its range (`1e309`,
+/// `1e-400`) is rejected as PostgreSQL's own input would, never made infinite or zero; `inf`
+/// and `NaN` spelled out load. Into PostgreSQL and DuckDB alike; and a table value with a
+/// fraction (a column widened by hand) is never taken for the file's rounded equal.
+#[test]
+fn a_whole_number_column_rejects_a_fraction_and_a_double_its_range() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("n.csv"), "id,whole,real\n1,1.5,1\n2,15e-1,1\n3,1.0,1e309\n4,1e2,1e-400\n5,3,inf\n6,7,NaN\n").unwrap();
+    let head = crate::util::spec_head("wholes", dir.path().display());
+    let spec = dir.path().join("wholes.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "{head}stages:
+  n:
+    source: {{ connection: files, key: n.csv }}
+    target: {{ connection: db, table: n, key: [id] }}
+    columns:
+      id: {{ type: int64 }}
+      whole: {{ type: int32 }}
+      real: {{ type: float64 }}
+"
+        ),
+    )
+    .unwrap();
+    let db = TestDb::new("wholes");
+    let url = std::env::var("ETL_TEST_DATABASE_URL").unwrap();
+    let env = [("ETL_TEST_DATABASE_URL", url.as_str()), ("SCHEMA", db.schema.as_str())];
+    let rejects_out = dir.path().join("rejects.csv");
+    let expected = [
+        "2 whole `1.5` has a fraction (int32 holds whole numbers)",
+        "3 whole `15e-1` has a fraction (int32 holds whole numbers)",
+        "4 real `1e309` is out of range for float64",
+        "5 real `1e-400` is out of range for float64",
+    ];
+    let rejects = |out: &Output| -> Vec<String> {
+        let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", out.evidence()));
+        let stage = &report["stages"][0];
+        assert_eq!((stage["rows_valid"].as_u64(), stage["rows_rejected"].as_u64()), (Some(2), Some(4)), "{}", out.evidence());
+        // Every field quoted, none holding `","`.
+        let text = std::fs::read_to_string(&rejects_out).unwrap();
+        text.lines()
+            .skip(1)
+            .map(|l| {
+                let f: Vec<&str> = l.trim_matches('"').split("\",\"").collect();
+                format!("{} {} {}", f[2], f[3], f[6])
+            })
+            .collect()
+    };
+    let out = etl(&["run", spec.to_str().unwrap(), "--output", "json", "--rejects-out", rejects_out.to_str().unwrap()], &env);
+    out.expect_code(4);
+    assert_eq!(rejects(&out), expected, "{}", out.evidence());
+    let rows = db.texts(&format!("SELECT id || ' ' || whole || ' ' || real FROM {}.n ORDER BY id", db.schema));
+    assert_eq!(rows, ["5 3 Infinity", "6 7 NaN"], "{}", out.evidence());
+    let duck = format!("connections.db={{type: duckdb, path: '{}'}}", dir.path().join("n.duckdb").display());
+    let out = etl(&["run", spec.to_str().unwrap(), "--output", "json", "--set", &duck, "--rejects-out", rejects_out.to_str().unwrap()], &env);
+    out.expect_code(4);
+    assert_eq!(rejects(&out), expected, "into DuckDB\n{}", out.evidence());
+    // The table's 2.5 (its column widened by hand) against the file's 3: not equal, so the row
+    // is written again, as a forced load writes it.
+    db.exec(&format!("ALTER TABLE {s}.n ALTER COLUMN whole TYPE numeric; UPDATE {s}.n SET whole = 2.5 WHERE id = 5", s = db.schema));
+    let out = etl(&["run", spec.to_str().unwrap(), "--output", "json"], &env);
+    out.expect_code(4);
+    let whole = db.texts(&format!("SELECT whole::text FROM {}.n WHERE id = 5", db.schema));
+    assert_eq!(whole, ["3"], "the table's 2.5 was taken for the file's 3\n{}", out.evidence());
+}
+
 #[test]
 fn dry_run_writes_nothing_and_reports_what_would_load() {
     let data = generate(200, 1_000, 0.0, 3);
