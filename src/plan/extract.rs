@@ -440,7 +440,8 @@ fn typed(stage: &StagePlan) -> (String, Vec<String>) {
                         let wide = 38 - (precision - scale);
                         format!(" OR TRY_CAST({v} AS DECIMAL(38,{wide})) <> {expr} OR {}", places_past(&v, scale, Some(wide)))
                     }
-                    ColumnType::Int32 | ColumnType::Int64 => format!(" OR {}", places_past(&v, 0, None)),
+                    // The text of nearly every integer is the integer's own: only another is counted.
+                    ColumnType::Int32 | ColumnType::Int64 => format!(" OR (CAST({expr} AS VARCHAR) <> {v} AND {})", places_past(&v, 0, None)),
                     ColumnType::Float64 => format!(" OR {}", double_out_of_range(&v, &expr)),
                     _ => String::new(),
                 };
