@@ -287,6 +287,50 @@ fn money_is_exact_to_the_cent_from_csv_to_numeric() {
     assert_eq!(ts, ["2025-12-22 14:30:00.123456"]);
 }
 
+/// A one-stage spec over `csv` (its first column `id`, the key) into table `t` of the test's
+/// schema, with `columns` (YAML lines); loaded into PostgreSQL, then the same into a DuckDB
+/// file, each checked to reject exactly `expected` (`LINE COLUMN MESSAGE`, from
+/// `--rejects-out`) and keep `valid` rows. Returns the database and a run of the spec there.
+fn numbers_rejected_in_both_targets(name: &str, csv: &str, columns: &str, valid: u64, expected: &[&str]) -> (TestDb, impl Fn() -> Output) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.csv"), csv).unwrap();
+    let head = crate::util::spec_head(name, dir.path().display());
+    let spec = dir.path().join("spec.yaml");
+    let stage = "stages:\n  t:\n    source: { connection: files, key: t.csv }\n    target: { connection: db, table: t, key: [id] }\n    columns:\n      id: { type: int64 }\n";
+    std::fs::write(&spec, format!("{head}{stage}{columns}")).unwrap();
+    let db = TestDb::new(name);
+    let env = vec![("ETL_TEST_DATABASE_URL".to_string(), std::env::var("ETL_TEST_DATABASE_URL").unwrap()), ("SCHEMA".to_string(), db.schema.clone())];
+    let rejects_out = dir.path().join("rejects.csv");
+    let run = move |extra: &[&str]| -> Output {
+        let mut args = vec!["run", spec.to_str().unwrap(), "--output", "json", "--rejects-out", rejects_out.to_str().unwrap()];
+        args.extend(extra);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let out = etl(&args, &env);
+        let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", out.evidence()));
+        let rejected = expected.len() as u64;
+        assert_eq!((report["stages"][0]["rows_valid"].as_u64(), report["stages"][0]["rows_rejected"].as_u64()), (Some(valid), Some(rejected)), "{}", out.evidence());
+        // Every field quoted, none holding `","`.
+        let written: Vec<String> = std::fs::read_to_string(&rejects_out)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let f: Vec<&str> = l.trim_matches('"').split("\",\"").collect();
+                format!("{} {} {}", f[2], f[3], f[6])
+            })
+            .collect();
+        assert_eq!(written, expected, "{}", out.evidence());
+        out
+    };
+    run(&[]).expect_code(4);
+    let duck = format!("connections.db={{type: duckdb, path: '{}'}}", dir.path().join("t.duckdb").display());
+    run(&["--set", &duck]).expect_code(4);
+    (db, move || {
+        let _dir = &dir;
+        run(&[])
+    })
+}
+
 /// A decimal's text with a nonzero digit past its column's places is rejected, never rounded,
 /// whatever its form: more places than the parse at the column's widest scale holds (24 places
 /// for a `decimal(20,2)`, whose widest is 20), an exponent (`1e-30`), or one extra place in a
@@ -295,68 +339,25 @@ fn money_is_exact_to_the_cent_from_csv_to_numeric() {
 /// the row is written, as a forced load writes it.
 #[test]
 fn a_decimal_with_places_past_its_column_is_rejected_never_rounded() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("d.csv"),
+    let (db, run) = numbers_rejected_in_both_targets(
+        "places",
         "id,wide,narrow\n1,1.000000000000000000000001,1.00\n2,1e-30,1.00\n3,1.00,1.005\n4,1.5e1,1.500\n5,0000000000000000000000001.50,2.25\n",
-    )
-    .unwrap();
-    let head = crate::util::spec_head("places", dir.path().display());
-    let spec = dir.path().join("places.yaml");
-    std::fs::write(
-        &spec,
-        format!(
-            "{head}stages:
-  d:
-    source: {{ connection: files, key: d.csv }}
-    target: {{ connection: db, table: d, key: [id] }}
-    columns:
-      id: {{ type: int64 }}
-      wide: {{ type: \"decimal(20,2)\" }}
-      narrow: {{ type: \"decimal(38,2)\" }}
-"
-        ),
-    )
-    .unwrap();
-    let db = TestDb::new("places");
-    let url = std::env::var("ETL_TEST_DATABASE_URL").unwrap();
-    let env = [("ETL_TEST_DATABASE_URL", url.as_str()), ("SCHEMA", db.schema.as_str())];
-    let expected = [
-        "2 wide `1.000000000000000000000001` has more than 2 decimal places (decimal(20,2))",
-        "3 wide `1e-30` has more than 2 decimal places (decimal(20,2))",
-        "4 narrow `1.005` has more than 2 decimal places (decimal(38,2))",
-    ];
-    let rejects_out = dir.path().join("rejects.csv");
-    let rejects = |out: &Output| -> Vec<String> {
-        let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", out.evidence()));
-        let stage = &report["stages"][0];
-        assert_eq!((stage["rows_valid"].as_u64(), stage["rows_rejected"].as_u64()), (Some(2), Some(3)), "{}", out.evidence());
-        // Every field quoted, none holding `","`.
-        let text = std::fs::read_to_string(&rejects_out).unwrap();
-        text.lines()
-            .skip(1)
-            .map(|l| {
-                let f: Vec<&str> = l.trim_matches('"').split("\",\"").collect();
-                format!("{} {} {}", f[2], f[3], f[6])
-            })
-            .collect()
-    };
-    let out = etl(&["run", spec.to_str().unwrap(), "--output", "json", "--rejects-out", rejects_out.to_str().unwrap()], &env);
-    out.expect_code(4);
-    assert_eq!(rejects(&out), expected, "{}", out.evidence());
-    let rows = db.texts(&format!("SELECT id || ' ' || wide || ' ' || narrow FROM {}.d ORDER BY id", db.schema));
-    assert_eq!(rows, ["4 15.00 1.50", "5 1.50 2.25"], "{}", out.evidence());
-    // The same into DuckDB.
-    let duck = format!("connections.db={{type: duckdb, path: '{}'}}", dir.path().join("d.duckdb").display());
-    let out = etl(&["run", spec.to_str().unwrap(), "--output", "json", "--set", &duck, "--rejects-out", rejects_out.to_str().unwrap()], &env);
-    out.expect_code(4);
-    assert_eq!(rejects(&out), expected, "into DuckDB\n{}", out.evidence());
+        "      wide: { type: \"decimal(20,2)\" }\n      narrow: { type: \"decimal(38,2)\" }\n",
+        2,
+        &[
+            "2 wide `1.000000000000000000000001` has more than 2 decimal places (decimal(20,2))",
+            "3 wide `1e-30` has more than 2 decimal places (decimal(20,2))",
+            "4 narrow `1.005` has more than 2 decimal places (decimal(38,2))",
+        ],
+    );
+    let rows = db.texts(&format!("SELECT id || ' ' || wide || ' ' || narrow FROM {}.t ORDER BY id", db.schema));
+    assert_eq!(rows, ["4 15.00 1.50", "5 1.50 2.25"]);
     // A value of the table with 30 places (its column widened by hand) against the file's 1.50:
     // not equal, so the row is written again, as a forced load writes it.
-    db.exec(&format!("ALTER TABLE {s}.d ALTER COLUMN wide TYPE numeric; UPDATE {s}.d SET wide = 1.500000000000000000000000000001 WHERE id = 5", s = db.schema));
-    let out = etl(&["run", spec.to_str().unwrap(), "--output", "json", "-v"], &env);
+    db.exec(&format!("ALTER TABLE {s}.t ALTER COLUMN wide TYPE numeric; UPDATE {s}.t SET wide = 1.500000000000000000000000000001 WHERE id = 5", s = db.schema));
+    let out = run();
     out.expect_code(4);
-    let wide = db.texts(&format!("SELECT (wide = 1.50)::text FROM {}.d WHERE id = 5", db.schema));
+    let wide = db.texts(&format!("SELECT (wide = 1.50)::text FROM {}.t WHERE id = 5", db.schema));
     assert_eq!(wide, ["true"], "the table's 1.500000000000000000000000000001 was taken for the file's 1.50\n{}", out.evidence());
 }
 
@@ -367,64 +368,26 @@ fn a_decimal_with_places_past_its_column_is_rejected_never_rounded() {
 /// fraction (a column widened by hand) is never taken for the file's rounded equal.
 #[test]
 fn a_whole_number_column_rejects_a_fraction_and_a_double_its_range() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("n.csv"), "id,whole,real\n1,1.5,1\n2,15e-1,1\n3,1.0,1e309\n4,1e2,1e-400\n5,3,inf\n6,7,NaN\n").unwrap();
-    let head = crate::util::spec_head("wholes", dir.path().display());
-    let spec = dir.path().join("wholes.yaml");
-    std::fs::write(
-        &spec,
-        format!(
-            "{head}stages:
-  n:
-    source: {{ connection: files, key: n.csv }}
-    target: {{ connection: db, table: n, key: [id] }}
-    columns:
-      id: {{ type: int64 }}
-      whole: {{ type: int32 }}
-      real: {{ type: float64 }}
-"
-        ),
-    )
-    .unwrap();
-    let db = TestDb::new("wholes");
-    let url = std::env::var("ETL_TEST_DATABASE_URL").unwrap();
-    let env = [("ETL_TEST_DATABASE_URL", url.as_str()), ("SCHEMA", db.schema.as_str())];
-    let rejects_out = dir.path().join("rejects.csv");
-    let expected = [
-        "2 whole `1.5` has a fraction (int32 holds whole numbers)",
-        "3 whole `15e-1` has a fraction (int32 holds whole numbers)",
-        "4 real `1e309` is out of range for float64",
-        "5 real `1e-400` is out of range for float64",
-    ];
-    let rejects = |out: &Output| -> Vec<String> {
-        let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", out.evidence()));
-        let stage = &report["stages"][0];
-        assert_eq!((stage["rows_valid"].as_u64(), stage["rows_rejected"].as_u64()), (Some(2), Some(4)), "{}", out.evidence());
-        // Every field quoted, none holding `","`.
-        let text = std::fs::read_to_string(&rejects_out).unwrap();
-        text.lines()
-            .skip(1)
-            .map(|l| {
-                let f: Vec<&str> = l.trim_matches('"').split("\",\"").collect();
-                format!("{} {} {}", f[2], f[3], f[6])
-            })
-            .collect()
-    };
-    let out = etl(&["run", spec.to_str().unwrap(), "--output", "json", "--rejects-out", rejects_out.to_str().unwrap()], &env);
-    out.expect_code(4);
-    assert_eq!(rejects(&out), expected, "{}", out.evidence());
-    let rows = db.texts(&format!("SELECT id || ' ' || whole || ' ' || real FROM {}.n ORDER BY id", db.schema));
-    assert_eq!(rows, ["5 3 Infinity", "6 7 NaN"], "{}", out.evidence());
-    let duck = format!("connections.db={{type: duckdb, path: '{}'}}", dir.path().join("n.duckdb").display());
-    let out = etl(&["run", spec.to_str().unwrap(), "--output", "json", "--set", &duck, "--rejects-out", rejects_out.to_str().unwrap()], &env);
-    out.expect_code(4);
-    assert_eq!(rejects(&out), expected, "into DuckDB\n{}", out.evidence());
+    let (db, run) = numbers_rejected_in_both_targets(
+        "wholes",
+        "id,whole,real\n1,1.5,1\n2,15e-1,1\n3,1.0,1e309\n4,1e2,1e-400\n5,3,inf\n6,7,NaN\n",
+        "      whole: { type: int32 }\n      real: { type: float64 }\n",
+        2,
+        &[
+            "2 whole `1.5` has a fraction (int32 holds whole numbers)",
+            "3 whole `15e-1` has a fraction (int32 holds whole numbers)",
+            "4 real `1e309` is out of range for float64",
+            "5 real `1e-400` is out of range for float64",
+        ],
+    );
+    let rows = db.texts(&format!("SELECT id || ' ' || whole || ' ' || real FROM {}.t ORDER BY id", db.schema));
+    assert_eq!(rows, ["5 3 Infinity", "6 7 NaN"]);
     // The table's 2.5 (its column widened by hand) against the file's 3: not equal, so the row
     // is written again, as a forced load writes it.
-    db.exec(&format!("ALTER TABLE {s}.n ALTER COLUMN whole TYPE numeric; UPDATE {s}.n SET whole = 2.5 WHERE id = 5", s = db.schema));
-    let out = etl(&["run", spec.to_str().unwrap(), "--output", "json"], &env);
+    db.exec(&format!("ALTER TABLE {s}.t ALTER COLUMN whole TYPE numeric; UPDATE {s}.t SET whole = 2.5 WHERE id = 5", s = db.schema));
+    let out = run();
     out.expect_code(4);
-    let whole = db.texts(&format!("SELECT whole::text FROM {}.n WHERE id = 5", db.schema));
+    let whole = db.texts(&format!("SELECT whole::text FROM {}.t WHERE id = 5", db.schema));
     assert_eq!(whole, ["3"], "the table's 2.5 was taken for the file's 3\n{}", out.evidence());
 }
 
