@@ -276,8 +276,8 @@ impl Reader {
                         line: r.get::<_, i64>(1)? as u64,
                         column: r.get::<_, Option<String>>(2)?,
                         kind: r.get::<_, String>(3)?,
-                        message: r.get::<_, String>(4)?,
-                        text: r.get::<_, Option<String>>(5)?,
+                        message: super::validate::shown(&r.get::<_, String>(4)?),
+                        text: r.get::<_, Option<String>>(5)?.map(|t| super::validate::shown(&t)),
                     },
                 ))
             })

@@ -111,6 +111,8 @@ pub fn check_files(
     if !rejected_records.is_empty() && stage.reject_record_bytes > 0 {
         let mut fields: std::collections::HashMap<(Option<&str>, u64), String> = std::collections::HashMap::new();
         for (record, json) in reader.rejected_fields(stage, &rejected_records)? {
+            // A NUL byte written `\0`, as in the reject's value (PostgreSQL's jsonb holds none).
+            let json = json.replace("\\u0000", "\\\\0");
             if json.len() <= stage.reject_record_bytes {
                 fields.insert(places.place(record), json);
             }

@@ -141,10 +141,16 @@ impl Places {
 fn text(v: AnyValue<'_>) -> Option<String> {
     match v {
         AnyValue::Null => None,
-        AnyValue::String(s) => Some(s.to_string()),
-        AnyValue::StringOwned(s) => Some(s.to_string()),
+        AnyValue::String(s) => Some(shown(s)),
+        AnyValue::StringOwned(s) => Some(shown(&s)),
         other => Some(other.to_string()),
     }
+}
+
+/// A value as a reject shows and keeps it: a NUL byte written `\0` (no PostgreSQL text, nor
+/// the rejects' table, holds one).
+pub fn shown(s: &str) -> String {
+    s.replace('\0', "\\0")
 }
 
 /// Validates one batch.
@@ -188,6 +194,11 @@ pub fn validate(stage: &StagePlan, places: &Places, batch: DataFrame) -> Result<
                     let values: Vec<String> =
                         check.reads.iter().map(|c| format!("{c}={}", value_of(row, c).unwrap_or_else(|| "null".into()))).collect();
                     (Some(values.join(", ")), computed.unwrap_or_default())
+                }
+                "type" if type_of(stage, check.column.as_deref().unwrap_or("")) == "string" => {
+                    let raw = value_of(row, check.column.as_deref().unwrap_or(""));
+                    let message = format!("`{}` holds a NUL byte (written \\0 here), which PostgreSQL text cannot hold", raw.clone().unwrap_or_default());
+                    (raw, message)
                 }
                 "type" => {
                     let column = check.column.as_deref().unwrap_or("");

@@ -66,6 +66,10 @@ fn column_checks(spec: &Spec, stage: &Stage, name: &str, c: &Column, out: &mut V
             col(uncast.as_str()).is_not_null(),
             format!("{name} is not a valid {}", c.ty),
         );
+    } else {
+        // PostgreSQL's text holds no NUL byte: the COPY would fail the whole load on one row.
+        // The same file gives the same rejects into DuckDB.
+        push("type", format!("{name} holds no NUL byte"), v().str().contains(lit(r"\x00"), true), format!("{name} holds a NUL byte"));
     }
     if !c.nullable {
         let missing = if c.ty == ColumnType::String {
