@@ -245,7 +245,7 @@ fn show(rejects: &[StoredReject]) -> String {
                 }
             }
             None => {
-                let _ = writeln!(out, "  record: not kept (a malformed line, a warning, or larger than reject_record_bytes)");
+                let _ = writeln!(out, "  record: not kept (a malformed line, a warning, a row holding a NUL byte, or larger than reject_record_bytes)");
             }
         }
     }

@@ -109,3 +109,17 @@ fn a_ten_megabyte_spec_and_a_binary_file_get_answers_not_panics() {
     out.expect_code(2);
     assert!(out.stderr.contains("binary.yaml") && !out.stderr.contains("panicked"), "{}", out.evidence());
 }
+
+/// A row holding a NUL byte is rejected with its line and column (PostgreSQL's text holds none),
+/// and keeps no record of its fields: a record written with the NUL shown otherwise would replay
+/// another value.
+#[test]
+fn a_row_holding_a_nul_byte_keeps_no_record_to_replay() {
+    let (out, db, _) = load("nul_byte.csv", None);
+    out.expect_code(4);
+    let kept = db.texts(
+        "SELECT line || ' ' || rule || ' ' || (record IS NOT NULL)::text FROM etl_rejects \
+         WHERE run_id = (SELECT max(run_id) FROM etl_rejects WHERE source LIKE '%nul_byte.csv') ORDER BY line",
+    );
+    assert_eq!(kept, ["2 type false", "4 csv false", "5 type false"], "{}", out.evidence());
+}
