@@ -377,3 +377,23 @@ fn a_live_run_is_not_marked_abandoned_by_another() {
     let statuses = db.texts(&format!("SELECT status FROM {}.etl_runs ORDER BY run_id", db.schema));
     assert!(!statuses.iter().any(|s| s == "abandoned"), "{statuses:?}");
 }
+
+/// An unread column named twice is renamed out of the way without taking the name of a column
+/// the stage reads: `extra` twice beside `extra_2` and `extra_1`, the stage reading `extra_1`.
+#[test]
+fn a_repeated_unread_column_never_takes_a_read_column_s_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("x.csv"), "id,extra,extra_2,extra,extra_1\n1,a,b,c,kept\n").unwrap();
+    let head = crate::util::spec_head("renamed", dir.path().display());
+    let spec = dir.path().join("renamed.yaml");
+    std::fs::write(
+        &spec,
+        format!("{head}stages:\n  x:\n    source: {{ connection: files, key: x.csv }}\n    target: {{ connection: db, table: x, key: [id] }}\n    columns:\n      id: {{ type: int64 }}\n      extra_1: {{ type: string }}\n"),
+    )
+    .unwrap();
+    let db = TestDb::new("renamed");
+    let url = std::env::var("ETL_TEST_DATABASE_URL").unwrap();
+    let out = etl(&["run", spec.to_str().unwrap()], &[("ETL_TEST_DATABASE_URL", &url), ("SCHEMA", &db.schema)]);
+    out.expect_code(0);
+    assert_eq!(db.texts(&format!("SELECT extra_1 FROM {}.x", db.schema)), ["kept"], "{}", out.evidence());
+}
