@@ -95,6 +95,8 @@ fn a_load_reads_its_files_once_unless_a_key_repeats_and_ends_as_two_passes_would
     let evidence = out.evidence();
     assert_eq!(out.code, 4, "rows rejected, the rest loaded\n{evidence}");
     assert!(evidence.contains("prices: read in one pass: no key repeats") && !evidence.contains("read again"), "{evidence}");
+    // `-v` counts the rows staged so far, batch by batch, to the 9 valid.
+    assert!(evidence.contains(" rows (9 so far)"), "{evidence}");
     assert_eq!(rejects(&db), PLANTED, "{evidence}");
     // Each rejected row's fields as read (the scans' record ranges kept by the one pass).
     let kept = db.texts(&format!("SELECT string_agg(regexp_replace(source, '^.*/', '') || ':' || line || '=' || coalesce(record->>'code', '-'), ' ' ORDER BY source, line) FROM {}.etl_rejects WHERE rule <> 'csv'", db.schema));
