@@ -94,7 +94,7 @@ export ETL_PG_PORT=25432 ETL_S3_PORT=29000 ETL_S3_AUTH_PORT=29001 ETL_CITUS_PORT
 # The random edit series (unchanged::a_random_series...) runs 20 steps per mutant, not 200: its
 # fixed edits are covered by the other unchanged:: tests, and 200 steps would dominate every mutant.
 export ETL_DIFF_STEPS="${ETL_DIFF_STEPS:-20}"
-# The test asks that a quarter of its steps read only the changed lines; the default seed's first
+# The test asks that a fifth of its steps read only the changed lines; the default seed's first
 # 20 steps toggle the byte order mark and change the table often enough that none does (it
 # passes at 200), so the short series runs from a seed whose first 20 steps take both paths.
 export ETL_DIFF_SEED="${ETL_DIFF_SEED:-1}"
