@@ -2,16 +2,58 @@
 # Mutation testing with cargo-mutants over the modules that carry a guarantee, outside CI (each
 # mutant rebuilds the crate and runs the tests that guard it). Starts and stops the services.
 #   scripts/mutants.sh [--list] [--iterate] [GROUP...]
+#   scripts/mutants.sh --record [GROUP...]
 #     groups: reuse table copy stage pg connect schedule queue secrets checks extract (default: all); `load` is
 #             table copy stage pg connect: the PostgreSQL load's files, each with the tests that
 #             reach it (the load's whole set of tests took ~9 minutes a mutant)
 #     --iterate: test only the mutants a group's last run did not catch or find unviable (the
-#                missed, timed-out and untested ones), keeping its earlier outcomes
+#                missed, timed-out and untested ones), keeping its earlier outcomes; those recorded
+#                in tests/mutants/GROUP.txt count too, so a run on a new machine goes on from them
+#     --record:  write each group's caught and unviable mutants so far (its output directory's
+#                lists) into tests/mutants/GROUP.txt, to be committed: a machine's outcomes go with
+#                it, the repository's stay. cargo-mutants matches a name by file, line, column and
+#                mutation, so a mutant whose line moved since is tested again.
 # Results go to mutants.out/ under $ETL_MUTANTS_DIR (default ~/.cache/etl/mutants); record the
 # counts and every missed mutant in tests/MUTANTS.md. Its services run on ports and in a directory
 # of their own (PostgreSQL 25432, S3 29000/29001), so scripts/test.sh may run beside it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+list=0
+record=0
+iterate=()
+groups=()
+for a in "$@"; do
+  case "$a" in
+    --list) list=1 ;;
+    --iterate) iterate=(--iterate) ;;
+    --record) record=1 ;;
+    *) groups+=("$a") ;;
+  esac
+done
+[ ${#groups[@]} -gt 0 ] || groups=(reuse load schedule queue secrets checks extract)
+expanded=()
+for g in "${groups[@]}"; do
+  if [ "$g" = load ]; then expanded+=(table copy stage pg connect); else expanded+=("$g"); fi
+done
+groups=("${expanded[@]}")
+out="${ETL_MUTANTS_DIR:-$HOME/.cache/etl/mutants}"
+mkdir -p "$out"
+# The outcomes kept in the repository: every mutant a run caught or found unviable, by group.
+recorded_of() { echo "tests/mutants/$1.txt"; }
+lists_of() {
+  local d="$out/$1/mutants.out"
+  cat "$d/caught.txt" "$d/previously_caught.txt" "$d/unviable.txt" 2>/dev/null || true
+}
+if [ "$record" = 1 ]; then
+  mkdir -p tests/mutants
+  for g in "${groups[@]}"; do
+    f=$(recorded_of "$g")
+    { lists_of "$g"; cat "$f" 2>/dev/null || true; } | grep -v '^$' | LC_ALL=C sort -u > "$f.new" || true
+    mv "$f.new" "$f"
+    echo "== $g: $(wc -l < "$f") caught or unviable recorded in $f"
+  done
+  exit 0
+fi
 # A target directory of its own: a run takes hours, and must not hold the one builds use. It is
 # seeded with a copy of the dev build's (same profile, same dependencies), so DuckDB's C++ is not
 # compiled a second time: only the crate itself is rebuilt for each mutant.
@@ -24,22 +66,6 @@ if [ ! -d "$CARGO_TARGET_DIR/debug" ] && [ -d "$dev_target/debug" ]; then
   rm -rf "$CARGO_TARGET_DIR/debug/incremental"
 fi
 command -v cargo-mutants >/dev/null || cargo install --locked cargo-mutants@25.3.1
-list=0
-iterate=()
-groups=()
-for a in "$@"; do
-  case "$a" in
-    --list) list=1 ;;
-    --iterate) iterate=(--iterate) ;;
-    *) groups+=("$a") ;;
-  esac
-done
-[ ${#groups[@]} -gt 0 ] || groups=(reuse load schedule queue secrets checks extract)
-expanded=()
-for g in "${groups[@]}"; do
-  if [ "$g" = load ]; then expanded+=(table copy stage pg connect); else expanded+=("$g"); fi
-done
-groups=("${expanded[@]}")
 # `connect`: the connection helpers of exec/postgres/mod.rs alone, with the tests of connecting
 # (a quicker part of `load`).
 # Each group: the files mutated, and the tests that guard them.
@@ -87,8 +113,6 @@ exclude_of() {
     pg) echo "url_has_password|connect_options|connect_help|scrub" ;;
   esac
 }
-out="${ETL_MUTANTS_DIR:-$HOME/.cache/etl/mutants}"
-mkdir -p "$out"
 export ETL_SERVICES_DIR="${ETL_MUTANTS_SERVICES_DIR:-/var/tmp/etl-mutants-services-$(id -u)}"
 export ETL_PG_PORT=25432 ETL_S3_PORT=29000 ETL_S3_AUTH_PORT=29001 ETL_CITUS_PORT=25440
 # The random edit series (unchanged::a_random_series...) runs 20 steps per mutant, not 200: its
@@ -108,8 +132,15 @@ for g in "${groups[@]}"; do
   for f in $(files_of "$g"); do args+=(--file "$f"); done
   [ -z "$(re_of "$g")" ] || args+=(--re "$(re_of "$g")")
   [ -z "$(exclude_of "$g")" ] || args+=(--exclude-re "$(exclude_of "$g")")
+  # --iterate also skips the mutants recorded in the repository (cargo-mutants reads
+  # previously_caught.txt beside caught.txt).
+  if [ ${#iterate[@]} -gt 0 ] && [ -f "$(recorded_of "$g")" ]; then
+    mkdir -p "$out/$g/mutants.out"
+    { lists_of "$g"; cat "$(recorded_of "$g")"; } | grep -v '^$' | LC_ALL=C sort -u > "$out/$g/previously.tmp" || true
+    mv "$out/$g/previously.tmp" "$out/$g/mutants.out/previously_caught.txt"
+  fi
   if [ "$list" = 1 ]; then
-    echo "== $g: $(cargo mutants --list "${args[@]}" | wc -l) mutants"
+    echo "== $g: $(cargo mutants --list "${args[@]}" "${iterate[@]}" --output "$out/$g" | wc -l) mutants${iterate:+ to test}"
     continue
   fi
   # The library's unit tests and the integration tests, filtered to those that guard the group.
@@ -120,4 +151,6 @@ for g in "${groups[@]}"; do
     "$(cat "$out/$g/mutants.out/missed.txt" 2>/dev/null | wc -l) missed," \
     "$(cat "$out/$g/mutants.out/unviable.txt" 2>/dev/null | wc -l) unviable," \
     "$(cat "$out/$g/mutants.out/timeout.txt" 2>/dev/null | wc -l) timeout"
+  # Kept in the repository's list (commit it); `--record` does the same for a run still going.
+  bash scripts/mutants.sh --record "$g"
 done
