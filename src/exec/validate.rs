@@ -381,6 +381,9 @@ fn cast_message(stage: &StagePlan, column: &str, raw: &str) -> String {
         };
     }
     if let Some(c) = stage.columns.iter().find(|c| c.name == column && c.ty.is_temporal()) {
+        if let Some(why) = temporal_problem(c.ty, c.formats.is_empty(), raw) {
+            return why;
+        }
         let formats = if c.formats.is_empty() {
             match c.ty {
                 crate::spec::model::ColumnType::Date => "YYYY-MM-DD".to_string(),
@@ -398,6 +401,38 @@ fn cast_message(stage: &StagePlan, column: &str, raw: &str) -> String {
         (Some(t @ (ColumnType::Int32 | ColumnType::Int64 | ColumnType::Float64)), Some(_)) => format!("`{raw}` is out of range for {t}"),
         _ => format!("`{raw}` is not a valid {}", type_of(stage, column)),
     }
+}
+
+/// Why a date or timestamp text that reads as one did not cast, when it did: infinite, outside
+/// the years PostgreSQL holds, or (a timestamp in DuckDB's own text) finer than a microsecond.
+fn temporal_problem(ty: crate::spec::model::ColumnType, own_text: bool, raw: &str) -> Option<String> {
+    use crate::spec::model::ColumnType;
+    let t = raw.trim().to_ascii_lowercase();
+    if t.trim_start_matches(['+', '-']).starts_with("inf") {
+        return Some(format!("`{raw}` is not a finite {ty} (leave the field empty for no {ty})"));
+    }
+    use crate::plan::extract::{EARLIEST_YEAR, LAST_YEAR};
+    let (negative, rest) = match t.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, t.as_str()),
+    };
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    if let Ok(year) = digits.parse::<i64>() {
+        let bc = t.ends_with(" bc") || t.contains("(bc)");
+        let year = if negative { -year } else if bc { 1 - year } else { year };
+        if year < EARLIEST_YEAR || year > LAST_YEAR {
+            return Some(format!("`{raw}` is out of range for {ty} (the years {} BC to {LAST_YEAR} AD load)", 1 - EARLIEST_YEAR));
+        }
+    }
+    if ty == ColumnType::Timestamp && own_text {
+        if let Some(point) = t.find('.') {
+            let fraction: String = t[point + 1..].chars().take_while(char::is_ascii_digit).collect();
+            if fraction.trim_end_matches('0').len() > 6 {
+                return Some(format!("`{raw}` has more than 6 digits of a second (a timestamp keeps microseconds)"));
+            }
+        }
+    }
+    None
 }
 
 fn type_of(stage: &StagePlan, column: &str) -> String {

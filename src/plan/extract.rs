@@ -208,13 +208,44 @@ fn cast(c: &ColumnPlan) -> Option<String> {
             ),
             _ => format!("try_strptime({v}, [{}])", fmts.join(", ")),
         };
+        // DuckDB's strptime reads `infinity`, `-infinity` and `epoch` whatever the format, as
+        // 1900-01-01: a text without a digit is no date.
+        let parsed = format!("CASE WHEN regexp_matches({v}, '[0-9]') THEN {parsed} END");
         return Some(match c.ty {
-            ColumnType::Date => format!("CAST({parsed} AS DATE)"),
-            _ => parsed,
+            ColumnType::Date => in_range(&format!("CAST({parsed} AS DATE)"), c.ty),
+            _ => in_range(&parsed, c.ty),
         });
     }
-    Some(format!("TRY_CAST({v} AS {})", duckdb_type(c.ty)))
+    let cast = format!("TRY_CAST({v} AS {})", duckdb_type(c.ty));
+    Some(match c.ty {
+        ColumnType::Date | ColumnType::Timestamp => in_range(&cast, c.ty),
+        _ => cast,
+    })
 }
+
+/// The dates and timestamps a run loads: from the first PostgreSQL holds (4713 BC) to the last
+/// the DuckDB target's batches can be written in (262142 AD, chrono's; PostgreSQL's own last is
+/// later), as DuckDB writes them. DuckDB reads years past both ends and `infinity` and
+/// `-infinity`: such a value would fail the whole COPY into PostgreSQL, or arrive as another
+/// date, so it does not cast here, in either target. (DuckDB evaluates the repeated `parsed`
+/// once.)
+pub const EARLIEST_YEAR: i64 = -4713;
+pub const LAST_YEAR: i64 = 262_142;
+const EARLIEST: &str = "-4713-11-24";
+const LAST: &str = "262142-12-31";
+
+/// A date or timestamp `parsed`, NULL (not cast) outside the range a run loads, or infinite.
+fn in_range(parsed: &str, ty: ColumnType) -> String {
+    let within = match ty {
+        ColumnType::Date => format!("{parsed} BETWEEN DATE '{EARLIEST}' AND DATE '{LAST}'"),
+        _ => format!("{parsed} BETWEEN TIMESTAMP '{EARLIEST} 00:00:00' AND TIMESTAMP '{LAST} 23:59:59.999999'"),
+    };
+    format!("CASE WHEN {within} THEN {parsed} END")
+}
+
+/// A fraction of a second with a nonzero digit past the sixth: a timestamp keeps microseconds.
+pub const FRACTION_PAST_MICROS: &str = r"\.[0-9]{6}[0-9]*[1-9]";
+
 
 /// Whether a number's text `v` has a nonzero digit past `scale` places that its cast would round
 /// away. For a decimal column, one its parse at the wide scale (`wide`: the most places its
@@ -443,6 +474,8 @@ fn typed(stage: &StagePlan) -> (String, Vec<String>) {
                     // The text of nearly every integer is the integer's own: only another is counted.
                     ColumnType::Int32 | ColumnType::Int64 => format!(" OR (CAST({expr} AS VARCHAR) <> {v} AND {})", places_past(&v, 0, None)),
                     ColumnType::Float64 => format!(" OR {}", double_out_of_range(&v, &expr)),
+                    // DuckDB's own timestamp text keeps microseconds and drops further digits.
+                    ColumnType::Timestamp if c.formats.is_empty() => format!(" OR (contains({v}, '.') AND regexp_matches({v}, '{FRACTION_PAST_MICROS}'))"),
                     _ => String::new(),
                 };
                 inner.push(format!("    CASE WHEN {v} IS NOT NULL AND ({expr} IS NULL{lossy}) THEN {v} END AS {}", ident(&uncast_column(&c.name))));

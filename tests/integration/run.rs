@@ -291,7 +291,7 @@ fn money_is_exact_to_the_cent_from_csv_to_numeric() {
 /// schema, with `columns` (YAML lines); loaded into PostgreSQL, then the same into a DuckDB
 /// file, each checked to reject exactly `expected` (`LINE COLUMN MESSAGE`, from
 /// `--rejects-out`) and keep `valid` rows. Returns the database and a run of the spec there.
-fn numbers_rejected_in_both_targets(name: &str, csv: &str, columns: &str, valid: u64, expected: &[&str]) -> (TestDb, impl Fn() -> Output) {
+fn values_rejected_in_both_targets(name: &str, csv: &str, columns: &str, valid: u64, expected: &[&str]) -> (TestDb, impl Fn() -> Output) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("t.csv"), csv).unwrap();
     let head = crate::util::spec_head(name, dir.path().display());
@@ -339,7 +339,7 @@ fn numbers_rejected_in_both_targets(name: &str, csv: &str, columns: &str, valid:
 /// the row is written, as a forced load writes it.
 #[test]
 fn a_decimal_with_places_past_its_column_is_rejected_never_rounded() {
-    let (db, run) = numbers_rejected_in_both_targets(
+    let (db, run) = values_rejected_in_both_targets(
         "places",
         "id,wide,narrow\n1,1.000000000000000000000001,1.00\n2,1e-30,1.00\n3,1.00,1.005\n4,1.5e1,1.500\n5,0000000000000000000000001.50,2.25\n",
         "      wide: { type: \"decimal(20,2)\" }\n      narrow: { type: \"decimal(38,2)\" }\n",
@@ -368,7 +368,7 @@ fn a_decimal_with_places_past_its_column_is_rejected_never_rounded() {
 /// fraction (a column widened by hand) is never taken for the file's rounded equal.
 #[test]
 fn a_whole_number_column_rejects_a_fraction_and_a_double_its_range() {
-    let (db, run) = numbers_rejected_in_both_targets(
+    let (db, run) = values_rejected_in_both_targets(
         "wholes",
         "id,whole,real\n1,1.5,1\n2,15e-1,1\n3,1.0,1e309\n4,1e2,1e-400\n5,3,inf\n6,7,NaN\n",
         "      whole: { type: int32 }\n      real: { type: float64 }\n",
@@ -389,6 +389,51 @@ fn a_whole_number_column_rejects_a_fraction_and_a_double_its_range() {
     out.expect_code(4);
     let whole = db.texts(&format!("SELECT whole::text FROM {}.t WHERE id = 5", db.schema));
     assert_eq!(whole, ["3"], "the table's 2.5 was taken for the file's 3\n{}", out.evidence());
+}
+
+/// A date or timestamp outside what both targets hold is rejected naming why, never loaded as
+/// another value nor failing the whole COPY: `infinity` and `-infinity` (DuckDB reads both: its
+/// infinity arrived in PostgreSQL as a date in 294247, and with a format both were 1900), years
+/// before PostgreSQL's first (4714 BC) or past the last the DuckDB target can be written in
+/// (262142 AD; DuckDB's own reach further), and a timestamp's text with a nonzero digit past
+/// the microsecond (DuckDB drops it). The first and last dates and timestamps that load do.
+/// Into PostgreSQL and DuckDB alike.
+#[test]
+fn a_date_or_timestamp_out_of_range_is_rejected_never_changed() {
+    let (db, _run) = values_rejected_in_both_targets(
+        "temporal",
+        "id,d,ts,tf\n\
+         1,infinity,2024-01-01 00:00:00,2024-01-01T00:00:00\n\
+         2,2024-01-01,-infinity,2024-01-01T00:00:00\n\
+         3,-5000-01-01,2024-01-01 00:00:00,2024-01-01T00:00:00\n\
+         4,262143-01-01,2024-01-01 00:00:00,2024-01-01T00:00:00\n\
+         5,2024-01-01,-4714-01-01 00:00:00,2024-01-01T00:00:00\n\
+         6,2024-01-01,2024-12-31 23:59:59.1234567,2024-01-01T00:00:00\n\
+         7,2024-01-01,2024-01-01 00:00:00,infinity\n\
+         8,-4713-11-24,2024-12-31 23:59:59.1234560,2024-01-01T00:00:00.5\n\
+         9,262142-12-31,-4713-11-24 00:00:00,9999-12-31T23:59:59.999999\n\
+         10,2024-01-01,262143-01-01 00:00:00,2024-01-01T00:00:00\n",
+        "      d: { type: date }\n      ts: { type: timestamp }\n      tf: { type: timestamp, format: \"%Y-%m-%dT%H:%M:%S%.f\" }\n",
+        2,
+        &[
+            "2 d `infinity` is not a finite date (leave the field empty for no date)",
+            "3 ts `-infinity` is not a finite timestamp (leave the field empty for no timestamp)",
+            "4 d `-5000-01-01` is out of range for date (the years 4714 BC to 262142 AD load)",
+            "5 d `262143-01-01` is out of range for date (the years 4714 BC to 262142 AD load)",
+            "6 ts `-4714-01-01 00:00:00` is out of range for timestamp (the years 4714 BC to 262142 AD load)",
+            "7 ts `2024-12-31 23:59:59.1234567` has more than 6 digits of a second (a timestamp keeps microseconds)",
+            "8 tf `infinity` is not a finite timestamp (leave the field empty for no timestamp)",
+            "11 ts `262143-01-01 00:00:00` is out of range for timestamp (the years 4714 BC to 262142 AD load)",
+        ],
+    );
+    let rows = db.texts(&format!("SELECT id || ' ' || d || ' ' || ts || ' ' || tf FROM {}.t ORDER BY id", db.schema));
+    assert_eq!(
+        rows,
+        [
+            "8 4714-11-24 BC 2024-12-31 23:59:59.123456 2024-01-01 00:00:00.5",
+            "9 262142-12-31 4714-11-24 00:00:00 BC 9999-12-31 23:59:59.999999"
+        ]
+    );
 }
 
 #[test]

@@ -429,15 +429,18 @@ fn csv_batch(stage: &StagePlan, batch: &DataFrame) -> Result<Vec<u8>, ExecError>
     let mut cols = Vec::with_capacity(stage.columns.len());
     for c in &stage.columns {
         let s = batch.column(&c.name).and_then(|col| col.cast(&DataType::String)).map_err(fail)?;
-        cols.push((s.str().map_err(fail)?.clone(), c.ty == ColumnType::String));
+        cols.push((s.str().map_err(fail)?.clone(), c.ty == ColumnType::String, c.ty.is_temporal()));
     }
     let mut out = Vec::with_capacity(batch.height() * 64);
     for row in 0..batch.height() {
-        for (i, (col, quote)) in cols.iter().enumerate() {
+        for (i, (col, quote, temporal)) in cols.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
             if let Some(v) = col.get(row) {
+                // chrono writes a year past 9999 with a sign (`+10000-01-01`), which DuckDB
+                // does not read.
+                let v = if *temporal { v.strip_prefix('+').unwrap_or(v) } else { v };
                 if *quote || v.contains([',', '"', '\n', '\r']) || v.is_empty() {
                     push_quoted(&mut out, v);
                 } else {
