@@ -16,6 +16,7 @@ pub mod error;
 pub mod extract;
 pub mod guess;
 pub mod incremental;
+pub mod layout;
 pub mod ledger;
 pub mod notify;
 pub mod postgres;

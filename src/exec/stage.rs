@@ -163,7 +163,7 @@ fn place_files(stage: &StagePlan, files: &[FileInput<'_>], changes: Option<&Chan
         report.rows_rejected += csv_errors.len() as u64;
         let malformed = csv_errors.iter().map(|e| e.line).collect();
         let lines = match changes {
-            None => validate::Lines::new(stage, malformed),
+            None => validate::Lines::new(stage, f.path, malformed),
             Some(c) => validate::Lines::mapped(stage, malformed, c.lines.clone()),
         };
         for e in csv_errors {

@@ -4,6 +4,7 @@
 use polars::prelude::*;
 use serde::Serialize;
 
+use crate::exec::layout::{Bytes, Layout};
 use crate::exec::error::ExecError;
 use crate::plan::{Check, StagePlan, Test};
 use crate::spec::expr::{self, Dec, Value, Verdict};
@@ -57,45 +58,75 @@ pub struct Validated {
 }
 
 /// Maps the record numbers of staged rows to lines of the file: the header and the malformed
-/// lines DuckDB's reader set aside come before some records and shift them.
+/// lines DuckDB's reader set aside come before some records and shift them, and in a file with
+/// blank lines or quoted line ends, DuckDB's lines are not the file's (its [`Layout`], scanned
+/// the first time a line is named).
 #[derive(Debug, Clone, Default)]
 pub struct Lines {
     header: u64,
     malformed: Vec<u64>,
     /// For a file of some of another file's records: the other file's line of each data line.
     original: Option<Vec<u64>>,
+    /// The file read, when its lines may not be DuckDB's.
+    layout: Option<std::sync::Arc<Scanned>>,
+}
+
+/// A file and its layout, scanned once when first needed.
+#[derive(Debug)]
+struct Scanned {
+    path: std::path::PathBuf,
+    bytes: Bytes,
+    layout: std::sync::OnceLock<Option<Layout>>,
+}
+
+impl Scanned {
+    /// The layout; None where the file is plain (or could not be read again: DuckDB's lines
+    /// are then named).
+    fn get(&self) -> Option<&Layout> {
+        self.layout.get_or_init(|| Layout::scan(&self.path, self.bytes).ok().filter(|l| !l.is_plain())).as_ref()
+    }
 }
 
 impl Lines {
-    /// For a stage's file whose malformed lines are `malformed`.
-    pub fn new(stage: &StagePlan, mut malformed: Vec<u64>) -> Lines {
+    /// For a stage's file at `path` whose malformed lines are `malformed` (DuckDB's lines).
+    pub fn new(stage: &StagePlan, path: &std::path::Path, mut malformed: Vec<u64>) -> Lines {
         malformed.sort_unstable();
-        Lines { header: u64::from(stage.csv.header), malformed, original: None }
+        let layout = Bytes::of(&stage.csv).map(|bytes| std::sync::Arc::new(Scanned { path: path.to_path_buf(), bytes, layout: Default::default() }));
+        Lines { header: u64::from(stage.csv.header), malformed, original: None, layout }
     }
 
     /// For a file holding some records of another, `original` giving the other file's line of
-    /// each of its data lines: lines are reported as the other file's.
-    pub fn mapped(stage: &StagePlan, malformed: Vec<u64>, original: Vec<u64>) -> Lines {
-        Lines { original: Some(original), ..Lines::new(stage, malformed) }
+    /// each of its data lines: lines are reported as the other file's. (Such a file is split
+    /// from one whose lines are DuckDB's: the split gives up on a blank line or a quoted line
+    /// end.)
+    pub fn mapped(stage: &StagePlan, mut malformed: Vec<u64>, original: Vec<u64>) -> Lines {
+        malformed.sort_unstable();
+        Lines { header: u64::from(stage.csv.header), malformed, original: Some(original), layout: None }
     }
 
     /// The line of the `record`-th staged row.
     pub fn line(&self, record: u64) -> u64 {
-        let mut line = record + self.header;
-        for &bad in &self.malformed {
-            if bad <= line {
-                line += 1;
-            } else {
-                break;
+        match self.layout.as_ref().and_then(|s| s.get()) {
+            Some(layout) => layout.physical(layout.nth_kept(record + self.header, &self.malformed)),
+            None => {
+                let mut line = record + self.header;
+                for &bad in &self.malformed {
+                    if bad <= line {
+                        line += 1;
+                    } else {
+                        break;
+                    }
+                }
+                self.original(line)
             }
         }
-        self.original(line)
     }
 
-    /// The line a line of the file read stands for.
+    /// The line of the file a line DuckDB read (a malformed one) stands for.
     pub fn original(&self, line: u64) -> u64 {
-        match &self.original {
-            Some(lines) if line > self.header => lines.get((line - self.header - 1) as usize).copied().unwrap_or(line),
+        match (&self.original, self.layout.as_ref().and_then(|s| s.get())) {
+            (Some(lines), _) if line > self.header => lines.get((line - self.header - 1) as usize).copied().unwrap_or(line),
+            (_, Some(layout)) => layout.physical(line),
             _ => line,
         }
     }

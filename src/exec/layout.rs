@@ -1,0 +1,219 @@
+//! Where a CSV file's lines are: DuckDB counts a line per line end outside quotes, and skips blank
+//! lines when it numbers records; a reject names the line of the file, the one an editor shows.
+//! A file with a quoted field holding a line end, or a blank line, is scanned once (only when a
+//! line is to be named) to map the one onto the other.
+
+use std::io::Read;
+use std::path::Path;
+
+use crate::plan::CsvDialect;
+use crate::spec::model::Encoding;
+
+/// The lines of one file that differ from DuckDB's count: blank lines, and where a quoted line
+/// end moves the lines after it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Layout {
+    /// DuckDB's lines that are blank (it numbers no record on them), in order.
+    blank: Vec<u64>,
+    /// `(line, extra)`: from DuckDB's line `line` on, each starts `extra` lines of the file later
+    /// (the line ends inside quoted fields before it), in order.
+    moved: Vec<(u64, u64)>,
+}
+
+/// The bytes of a dialect the scan needs: one byte each, or no scan.
+#[derive(Debug, Clone, Copy)]
+pub struct Bytes {
+    delimiter: u8,
+    quote: u8,
+    escape: u8,
+}
+
+impl Bytes {
+    /// None when the file's lines cannot be told from its bytes alone (UTF-16, or a delimiter,
+    /// quote or escape outside ASCII): its lines are then DuckDB's.
+    pub fn of(csv: &CsvDialect) -> Option<Bytes> {
+        let one = |s: &str| match s.as_bytes() {
+            [b] if b.is_ascii() => Some(*b),
+            _ => None,
+        };
+        if csv.encoding == Encoding::Utf16 {
+            return None;
+        }
+        Some(Bytes { delimiter: one(&csv.delimiter)?, quote: one(&csv.quote)?, escape: one(&csv.escape)? })
+    }
+}
+
+impl Layout {
+    /// Scans the file at `path`.
+    pub fn scan(path: &Path, bytes: Bytes) -> std::io::Result<Layout> {
+        let mut file = std::fs::File::open(path)?;
+        let mut scan = Scan::new(bytes);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            scan.feed(&buf[..n]);
+        }
+        Ok(scan.layout)
+    }
+
+    /// The file's line of DuckDB's line `line`.
+    pub fn physical(&self, line: u64) -> u64 {
+        let i = self.moved.partition_point(|&(l, _)| l <= line);
+        line + if i == 0 { 0 } else { self.moved[i - 1].1 }
+    }
+
+    /// DuckDB's line of the `n`-th line (from 1) that is not blank nor in `skipped` (DuckDB's
+    /// lines, in order).
+    pub fn nth_kept(&self, n: u64, skipped: &[u64]) -> u64 {
+        let count = |line: u64| (self.blank.partition_point(|&b| b <= line) + skipped.partition_point(|&s| s <= line)) as u64;
+        let mut line = n;
+        loop {
+            let next = n + count(line);
+            if next == line {
+                return line;
+            }
+            line = next;
+        }
+    }
+
+    /// Whether DuckDB's lines are the file's and none is blank.
+    pub fn is_plain(&self) -> bool {
+        self.blank.is_empty() && self.moved.is_empty()
+    }
+}
+
+/// The scan's state between the chunks of a file.
+struct Scan {
+    bytes: Bytes,
+    layout: Layout,
+    /// DuckDB's line being read (from 1).
+    line: u64,
+    /// Line ends inside quoted fields so far.
+    extra: u64,
+    /// Nothing read on this line yet.
+    empty: bool,
+    /// The next byte starts a field.
+    field_start: bool,
+    quoted: bool,
+    /// Inside quotes, the last byte was a quote (closing, or the first of a doubled one).
+    quote_seen: bool,
+    /// Inside quotes, the last byte was the escape (another than the quote).
+    escaped: bool,
+    /// The last byte was a CR: an LF right after it ends no other line.
+    after_cr: bool,
+}
+
+impl Scan {
+    fn new(bytes: Bytes) -> Scan {
+        Scan {
+            bytes,
+            layout: Layout::default(),
+            line: 1,
+            extra: 0,
+            empty: true,
+            field_start: true,
+            quoted: false,
+            quote_seen: false,
+            escaped: false,
+            after_cr: false,
+        }
+    }
+
+    fn feed(&mut self, chunk: &[u8]) {
+        let Bytes { delimiter, quote, escape } = self.bytes;
+        for &b in chunk {
+            let after_cr = std::mem::replace(&mut self.after_cr, b == b'\r');
+            if after_cr && b == b'\n' {
+                continue;
+            }
+            if self.quoted && self.quote_seen {
+                self.quote_seen = false;
+                if b == quote && escape == quote {
+                    continue;
+                }
+                // The quote closed the field: this byte is outside it.
+                self.quoted = false;
+            }
+            if self.quoted {
+                if self.escaped {
+                    self.escaped = false;
+                } else if b == quote {
+                    self.quote_seen = true;
+                    continue;
+                } else if b == escape {
+                    self.escaped = true;
+                }
+                if b == b'\n' || b == b'\r' {
+                    self.extra += 1;
+                }
+                continue;
+            }
+            if b == b'\n' || b == b'\r' {
+                if self.empty {
+                    self.layout.blank.push(self.line);
+                }
+                self.line += 1;
+                if self.extra > self.layout.moved.last().map_or(0, |m| m.1) {
+                    self.layout.moved.push((self.line, self.extra));
+                }
+                self.empty = true;
+                self.field_start = true;
+                continue;
+            }
+            self.empty = false;
+            if b == quote && self.field_start {
+                self.quoted = true;
+            }
+            self.field_start = b == delimiter;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scanned(text: &[u8], bytes: Bytes) -> Layout {
+        // Fed a byte at a time and whole: the same layout.
+        let mut whole = Scan::new(bytes);
+        whole.feed(text);
+        let mut bytewise = Scan::new(bytes);
+        for b in text {
+            bytewise.feed(std::slice::from_ref(b));
+        }
+        assert_eq!(whole.layout, bytewise.layout, "{:?}", String::from_utf8_lossy(text));
+        whole.layout
+    }
+
+    const RFC: Bytes = Bytes { delimiter: b',', quote: b'"', escape: b'"' };
+
+    #[test]
+    fn quoted_line_ends_move_the_lines_after_them_and_blank_lines_are_kept_apart() {
+        // DuckDB's lines: 1 the header, 2 a record on the file's lines 2-3, 3 blank (the file's 4),
+        // 4 a record (5), 5 a record on 6-8, 6 the last (9), without a line end.
+        let text = b"h1,h2\r\n1,\"a\r\nb\"\r\n\r\n2,\"x\"\"y\"\n\"3\n\n\",z\n4,w";
+        let l = scanned(text, RFC);
+        assert_eq!(l.blank, vec![3]);
+        assert_eq!((1..=6).map(|line| l.physical(line)).collect::<Vec<_>>(), vec![1, 2, 4, 5, 6, 9]);
+        // The header and the four records: the 1st to 5th lines kept.
+        assert_eq!((1..=5).map(|n| l.physical(l.nth_kept(n, &[]))).collect::<Vec<_>>(), vec![1, 2, 5, 6, 9]);
+        // DuckDB's line 5 set aside as malformed: the 4th kept line is then its 6th.
+        assert_eq!(l.nth_kept(4, &[5]), 6);
+    }
+
+    #[test]
+    fn a_quote_inside_a_field_or_escaped_opens_nothing() {
+        let text = b"a,b\nx\"y,1\n\"p\\\"\nq\",2\n3,4\n";
+        let backslash = Bytes { escape: b'\\', ..RFC };
+        let l = scanned(text, backslash);
+        assert_eq!((l.blank.clone(), l.moved.clone()), (vec![], vec![(4, 1)]));
+        // With the quote its own escape, `\"` closes the field and the line end is outside it.
+        let l = scanned(text, RFC);
+        assert_eq!((l.physical(3), l.physical(4), l.physical(5)), (3, 4, 5));
+        assert!(scanned(b"a,b\n1,2\n", RFC).is_plain());
+        assert!(scanned(b"a,b\r1,2\r", RFC).is_plain());
+    }
+}
