@@ -143,7 +143,7 @@ impl Reader {
             let why = if ints + decs > 0 { "are text (some numbers have leading zeros or other characters: kept as written)" } else { "are text" };
             ("string".into(), None, share(why))
         };
-        let evidence = if n < rows && n > 0 { format!("{evidence}; {} are empty", rows - n) } else { evidence };
+        let evidence = if n < rows && n > 0 { format!("{evidence}; {} {} empty", rows - n, if rows - n == 1 { "is" } else { "are" }) } else { evidence };
         Ok(Guess { header: header.to_string(), ty, format, nullable: n < rows, unique: n == rows && distinct == rows && rows > 0, evidence })
     }
 }
