@@ -104,6 +104,9 @@ struct Scan {
     escaped: bool,
     /// The last byte was a CR: an LF right after it ends no other line.
     after_cr: bool,
+    /// The first line (the header, or the first record) has a delimiter outside quotes: in a
+    /// file of one column DuckDB reads a blank line as a record (a NULL), else it skips it.
+    columns: bool,
 }
 
 impl Scan {
@@ -119,6 +122,7 @@ impl Scan {
             quote_seen: false,
             escaped: false,
             after_cr: false,
+            columns: false,
         }
     }
 
@@ -129,7 +133,7 @@ impl Scan {
         let Bytes { delimiter, quote, escape } = self.bytes;
         let mut i = 0;
         while i < chunk.len() {
-            if self.after_cr || self.quote_seen || self.escaped || (self.quoted && escape != quote) {
+            if self.after_cr || self.quote_seen || self.escaped || (self.quoted && escape != quote) || self.line == 1 {
                 self.step(chunk[i]);
                 i += 1;
                 continue;
@@ -177,7 +181,7 @@ impl Scan {
             return;
         }
         if b == b'\n' || b == b'\r' {
-            if self.empty {
+            if self.empty && self.columns {
                 self.layout.blank.push(self.line);
             }
             self.line += 1;
@@ -193,6 +197,9 @@ impl Scan {
             self.quoted = true;
         }
         self.field_start = b == delimiter;
+        if self.line == 1 && b == delimiter {
+            self.columns = true;
+        }
     }
 }
 
@@ -260,6 +267,11 @@ mod tests {
         let l = scanned(text, RFC);
         assert_eq!((l.physical(3), l.physical(4), l.physical(5)), (3, 4, 5));
         assert!(scanned(b"a,b\n1,2\n", RFC).is_plain());
+        // One column: a blank line is a record (DuckDB reads a NULL), so nothing is set apart;
+        // a delimiter inside the header's quotes makes no second column.
+        assert!(scanned(b"a\n1\n\n2\n", RFC).is_plain());
+        assert!(scanned(b"\"a,b\"\n1\n\n2\n", RFC).is_plain());
+        assert_eq!(scanned(b"a,b\n1,2\n\n2,3\n", RFC).blank, vec![3]);
         assert!(scanned(b"a,b\r1,2\r", RFC).is_plain());
     }
 }
