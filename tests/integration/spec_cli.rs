@@ -298,3 +298,52 @@ fn plan_speaks_json() {
         }
     }
 }
+
+/// Every test the README and tests/MUTANTS.md name (`run::money_is_exact_...`, a unit test's
+/// `exec::layout::tests::...`, or a module's tests, `bad_input::`) exists: a renamed or removed
+/// test would leave a guarantee naming nothing.
+#[test]
+fn every_test_the_documents_name_exists() {
+    let named = regex::Regex::new(r"`([a-z_0-9]+(?:::[a-z_0-9]+)*::(?:[a-z_0-9]+)?)`").unwrap();
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for doc in ["README.md", "tests/MUTANTS.md"] {
+        let text = std::fs::read_to_string(root().join(doc)).unwrap();
+        for m in named.captures_iter(&text) {
+            let path = &m[1];
+            let segments: Vec<&str> = path.split("::").filter(|s| !s.is_empty()).collect();
+            checked += 1;
+            if !test_exists(&segments) {
+                missing.push(format!("{doc}: `{path}`"));
+            }
+        }
+    }
+    assert!(checked > 100, "only {checked} tests named: is the pattern right?");
+    assert!(missing.is_empty(), "named in the documents, but no such test:\n{}", missing.join("\n"));
+}
+
+/// Whether `segments` name an integration test (`module`, `module::test`), or a unit test or
+/// test module in the library (`exec::layout::tests`, `exec::layout::tests::test`).
+fn test_exists(segments: &[&str]) -> bool {
+    let has_fn = |file: &std::path::Path, name: &str| std::fs::read_to_string(file).is_ok_and(|t| t.contains(&format!("fn {name}(")));
+    let integration = root().join("tests/integration").join(format!("{}.rs", segments[0]));
+    if integration.exists() {
+        return match segments {
+            [_] => true,
+            [_, name] => has_fn(&integration, name),
+            _ => false,
+        };
+    }
+    // The longest module path that is a file of src/, then `tests` and the test's name.
+    for split in (1..=segments.len()).rev() {
+        let module = segments[..split].join("/");
+        let file = [format!("src/{module}.rs"), format!("src/{module}/mod.rs")].into_iter().map(|f| root().join(f)).find(|f| f.exists());
+        let Some(file) = file else { continue };
+        return match &segments[split..] {
+            ["tests"] => std::fs::read_to_string(&file).is_ok_and(|t| t.contains("mod tests")),
+            ["tests", name] => has_fn(&file, name),
+            _ => false,
+        };
+    }
+    false
+}
