@@ -568,6 +568,7 @@ pub const HEADER_BYTES: u64 = 4 << 20;
 pub fn columns_of(stage: &StagePlan, start: &[u8], shown: &str) -> Result<Vec<String>, ExecError> {
     let csv_error = |message: String| ExecError::Csv { file: shown.to_string(), message };
     let mut header = header_fields(start, &stage.csv).map_err(csv_error)?;
+    let blank = header.iter().all(|h| h.trim().is_empty());
     let reads = |h: &str| stage.columns.iter().any(|c| c.reads_file() && c.header == h);
     let mut seen: Vec<String> = Vec::new();
     for (i, name) in header.iter_mut().enumerate() {
@@ -593,8 +594,13 @@ pub fn columns_of(stage: &StagePlan, start: &[u8], shown: &str) -> Result<Vec<St
     let missing: Vec<&str> =
         stage.columns.iter().filter(|c| c.reads_file()).map(|c| c.header.as_str()).filter(|h| !header.iter().any(|x| x == h)).collect();
     if !missing.is_empty() {
-        let help = header_help(stage, &header, &missing);
-        return Err(ExecError::Header { file: shown.to_string(), missing: missing.join(", "), found: header.join(", "), help });
+        let help = if blank {
+            "remove the blank line before the header: the header is the file's first line".to_string()
+        } else {
+            header_help(stage, &header, &missing)
+        };
+        let found = if blank { "a blank line".to_string() } else { header.join(", ") };
+        return Err(ExecError::Header { file: shown.to_string(), missing: missing.join(", "), found, help });
     }
     Ok(header)
 }
