@@ -49,12 +49,15 @@ impl Layout {
         let mut file = std::fs::File::open(path)?;
         let mut scan = Scan::new(bytes);
         let mut buf = vec![0u8; 1 << 20];
+        let mut first = true;
         loop {
             let n = file.read(&mut buf)?;
             if n == 0 {
                 break;
             }
-            scan.feed(&buf[..n]);
+            // A byte order mark is no part of the first field (a quote after it opens one).
+            let skip = if std::mem::take(&mut first) && buf[..n].starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
+            scan.feed(&buf[skip..n]);
         }
         Ok(scan.layout)
     }
@@ -255,6 +258,17 @@ mod tests {
             scanned(&text, RFC);
             scanned(&text, Bytes { escape: b'\\', ..RFC });
         }
+    }
+
+    /// A byte order mark before a quoted header: the quote opens the first field (here one
+    /// column, whose name holds the delimiter, so a blank line is a record).
+    #[test]
+    fn a_byte_order_mark_is_no_part_of_the_first_field() {
+        let path = std::env::temp_dir().join(format!("etl-layout-bom-{}.csv", std::process::id()));
+        std::fs::write(&path, b"\xEF\xBB\xBF\"a,b\"\n1\n\n2\n").unwrap();
+        let layout = Layout::scan(&path, RFC).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(layout.is_plain(), "{layout:?}");
     }
 
     #[test]
