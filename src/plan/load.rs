@@ -419,7 +419,12 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
         ),
         Dialect::Duckdb => (
             String::new(),
-            Some(FileSql::new(format!("COPY {staging} FROM "), " (FORMAT csv, HEADER false, ALLOW_QUOTED_NULLS false)")),
+            // The batch's dialect said, never sniffed: a batch whose text holds a CR or CRLF
+            // inside quotes made DuckDB's sniffer give up ("not possible to automatically detect").
+            Some(FileSql::new(
+                format!("COPY {staging} FROM "),
+                " (FORMAT csv, HEADER false, DELIMITER ',', QUOTE '\"', ESCAPE '\"', NEW_LINE '\\n', AUTO_DETECT false, ALLOW_QUOTED_NULLS false)",
+            )),
             String::new(),
             String::new(),
         ),

@@ -183,3 +183,91 @@ fn both_passes_number_the_records_in_one_ordered_stream() {
         assert!(!text.contains("JOIN_TYPE:_RIGHT"), "the {pass} builds a hash table of the file (a RIGHT join):\n{explained}");
     }
 }
+
+/// Random files whose quoted fields hold line ends (LF, CRLF, CR, doubled quotes) and whose
+/// records have blank lines between them, with LF or CRLF line ends: each rejected row is named
+/// by the line of the file its record starts on, as an editor numbers them (DuckDB counts a
+/// quoted field's lines as one and skips blank lines), and each malformed line likewise.
+#[test]
+fn each_reject_names_the_line_its_record_starts_on_in_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "version: 1\nname: lines\nconnections:\n  files: {{ type: local, path: '{d}' }}\n  db: {{ type: duckdb, path: '{d}/t.duckdb' }}\n\
+             stages:\n  t:\n    source: {{ connection: files, key: t.csv }}\n    target: {{ connection: db, table: t, key: [id] }}\n\
+             \x20   columns:\n      id: {{ type: int64 }}\n      v: {{ type: int32 }}\n      note: {{ type: string, nullable: true }}\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    // Each note as written, and as loaded (None: NULL).
+    let notes = [
+        ("plain", Some("plain")),
+        ("\"two\nlines\"", Some("two\nlines")),
+        ("\"crlf\r\ninside\"", Some("crlf\r\ninside")),
+        ("\"a \"\"quote\"\"\nand a line\"", Some("a \"quote\"\nand a line")),
+        ("", None),
+        ("\"cr\ronly\"", Some("cr\ronly")),
+        ("\"\n\n\"", Some("\n\n")),
+    ];
+    let mut seed: u64 = 11;
+    let mut next = |n: u64| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    for case in 0..12 {
+        let end = if case % 2 == 0 { "\n" } else { "\r\n" };
+        let mut text = format!("id,v,note{end}");
+        let mut line = 2;
+        let mut expected = Vec::new();
+        let mut loaded = Vec::new();
+        for id in 1..=30 {
+            for _ in 0..next(3).saturating_sub(1) {
+                text.push_str(end);
+                line += 1;
+            }
+            let (note, value) = notes[next(notes.len() as u64) as usize];
+            let bad = next(4);
+            let record = match bad {
+                0 => format!("{id},x,{note}"),
+                1 => format!("{id},1"),
+                _ => format!("{id},{id},{note}"),
+            };
+            match bad {
+                0 => expected.push(format!("{line} v type")),
+                1 => expected.push(format!("{line} note csv")),
+                _ => loaded.push((id, value.map(str::to_string))),
+            }
+            // The record's own line ends, inside its quotes: LF, CR, and CRLF as one.
+            line += (record.matches('\n').count() + record.matches('\r').count() - record.matches("\r\n").count()) as u64;
+            text.push_str(&record);
+            text.push_str(end);
+            line += 1;
+        }
+        std::fs::write(dir.path().join("t.csv"), &text).unwrap();
+        let _ = std::fs::remove_file(dir.path().join("t.duckdb"));
+        let rejects = dir.path().join("rejects.csv");
+        let out = crate::util::etl(&["run", spec.to_str().unwrap(), "--rejects-out", rejects.to_str().unwrap()], &[]);
+        assert!([0, 4].contains(&out.code), "{}", out.evidence());
+        let mut got: Vec<String> = std::fs::read_to_string(&rejects)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .filter(|l| l.starts_with("\"t\""))
+            .map(|l| {
+                let f: Vec<&str> = l.trim_matches('"').split("\",\"").collect();
+                format!("{} {} {}", f[2], f[3], f[4])
+            })
+            .collect();
+        got.sort();
+        expected.sort();
+        assert_eq!(got, expected, "case {case}: the file was\n{text:?}\n{}", out.evidence());
+        // The valid rows, each note byte for byte (line ends inside it included).
+        let db = duckdb::Connection::open(dir.path().join("t.duckdb")).unwrap();
+        let rows: Vec<(i64, Option<String>)> =
+            db.prepare("SELECT id, note FROM t ORDER BY id").unwrap().query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
+        assert_eq!(rows, loaded, "case {case}: the file was\n{text:?}\n{}", out.evidence());
+    }
+}
