@@ -375,6 +375,11 @@ pub fn lookup_create(relation: &str, columns: &[(String, ColumnType)]) -> String
     format!("CREATE OR REPLACE TEMP TABLE {relation} ({})", defs.join(", "))
 }
 
+/// The longest line DuckDB reads of the CSV etl writes itself (a lookup the target exported, a
+/// DuckDB target's batch): any. DuckDB refuses a line over 2 MB unless told, and a table's row
+/// may hold longer text (written by another, or a text near 2 MB whose quotes its CSV doubles).
+pub const OWN_CSV_LINE_BYTES: u64 = 1 << 30;
+
 /// Fills a lookup's DuckDB relation from the CSV the target exported (NULL an empty field). A
 /// value that does not fit the spec's type, or would be rounded to fit, becomes NULL: it matches
 /// nothing, so such a row counts as changed and the database decides.
@@ -403,7 +408,7 @@ pub fn lookup_fill(relation: &str, columns: &[(String, ColumnType)]) -> FileSql 
     FileSql::new(
         format!("INSERT INTO {relation} SELECT {} FROM read_csv(", casts.join(", ")),
         format!(
-            ", header = false, delim = ',', quote = '\"', escape = '\"', nullstr = '', allow_quoted_nulls = false, columns = {{{}}})",
+            ", header = false, delim = ',', quote = '\"', escape = '\"', nullstr = '', allow_quoted_nulls = false, max_line_size = {OWN_CSV_LINE_BYTES}, columns = {{{}}})",
             text.join(", ")
         ),
     )

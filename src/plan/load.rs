@@ -423,7 +423,10 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
             // inside quotes made DuckDB's sniffer give up ("not possible to automatically detect").
             Some(FileSql::new(
                 format!("COPY {staging} FROM "),
-                " (FORMAT csv, HEADER false, DELIMITER ',', QUOTE '\"', ESCAPE '\"', NEW_LINE '\\n', AUTO_DETECT false, ALLOW_QUOTED_NULLS false)",
+                format!(
+                    " (FORMAT csv, HEADER false, DELIMITER ',', QUOTE '\"', ESCAPE '\"', NEW_LINE '\\n', AUTO_DETECT false, ALLOW_QUOTED_NULLS false, MAX_LINE_SIZE {})",
+                    super::extract::OWN_CSV_LINE_BYTES
+                ),
             )),
             String::new(),
             String::new(),

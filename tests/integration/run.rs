@@ -322,9 +322,10 @@ fn values_rejected_in_both_targets(name: &str, csv: &str, columns: &str, valid: 
         assert_eq!(written, expected, "{}", out.evidence());
         out
     };
-    run(&[]).expect_code(4);
+    let code = if expected.is_empty() { 0 } else { 4 };
+    run(&[]).expect_code(code);
     let duck = format!("connections.db={{type: duckdb, path: '{}'}}", dir.path().join("t.duckdb").display());
-    run(&["--set", &duck]).expect_code(4);
+    run(&["--set", &duck]).expect_code(code);
     (db, move || {
         let _dir = &dir;
         run(&[])
@@ -434,6 +435,26 @@ fn a_date_or_timestamp_out_of_range_is_rejected_never_changed() {
             "9 262142-12-31 4714-11-24 00:00:00 BC 9999-12-31 23:59:59.999999"
         ]
     );
+}
+
+/// A table row holding a text longer than DuckDB reads in one line by default (2 MB: written by
+/// another, or near 2 MB with its quotes doubled in the CSV the table is exported as) is
+/// compared with the file's row like any other, never a failed run: the file's value is
+/// written back, as a forced load writes it.
+#[test]
+fn a_table_row_with_a_text_past_duckdbs_line_limit_is_compared_not_refused() {
+    let (db, run) = values_rejected_in_both_targets(
+        "longtext",
+        "id,note\n1,short\n2,x\n",
+        "      note: { type: string }\n",
+        2,
+        &[],
+    );
+    db.exec(&format!("UPDATE {}.t SET note = repeat('\"', 1500000) WHERE id = 1", db.schema));
+    let out = run();
+    out.expect_code(0);
+    let notes = db.texts(&format!("SELECT id || ' ' || note FROM {}.t ORDER BY id", db.schema));
+    assert_eq!(notes, ["1 short", "2 x"], "{}", out.evidence());
 }
 
 #[test]
