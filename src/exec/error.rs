@@ -67,7 +67,7 @@ pub enum ExecError {
         message: String,
     },
     /// A DuckDB operation failed.
-    #[error("DuckDB failed to {what}: {message}")]
+    #[error("DuckDB failed to {what}: {}", shortened(.message))]
     #[diagnostic(
         code(run::duckdb),
         help("if DuckDB ran out of memory or disk, raise ETL_DUCKDB_MEMORY or free space in the temporary directory; otherwise report it with the output of `etl plan`")
@@ -161,6 +161,20 @@ pub enum ExecError {
     #[error("internal error (a bug in etl, please report it): {0}")]
     #[diagnostic(code(run::internal), help("report it with the command, its output and the output of `etl plan`"))]
     Internal(String),
+}
+
+/// DuckDB's message with each line cut to 400 characters: a CSV error quotes the whole line it
+/// refused, which may be megabytes.
+fn shortened(message: &str) -> String {
+    const MOST: usize = 400;
+    message
+        .lines()
+        .map(|l| match l.char_indices().nth(MOST) {
+            Some((at, _)) => format!("{}… ({} bytes more)", &l[..at], l.len() - at),
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 impl ExecError {
@@ -258,6 +272,16 @@ pub(crate) fn first_line(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_duckdb_message_quoting_a_long_line_is_cut() {
+        let long = format!("CSV Error on Line: 1\nOriginal Line: {}\nend", "é".repeat(1000));
+        let shown = ExecError::Duckdb { what: "read", message: long }.to_string();
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(lines.len(), 3, "{shown}");
+        assert!(lines[1].ends_with("… (1230 bytes more)") && lines[1].chars().count() < 450, "{}", lines[1]);
+        assert_eq!(lines[2], "end");
+    }
 
     /// One error of each variant, as a person sees it: every one has a help line, and the text
     /// is the reviewed golden file (UPDATE_GOLDEN=1 rewrites it).
