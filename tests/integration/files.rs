@@ -518,6 +518,13 @@ fn a_set_committed_file_by_file_keeps_the_files_that_load_when_one_fails() {
     out.expect_code(0);
     assert_eq!(prices(&by_file), ["A 1.00", "B 2.00", "C 3.00", "D 4.00", "E 5.00"], "{}", out.evidence());
     assert_eq!(ledger(&by_file), ["prices/a.csv 2", "prices/c.csv 1", "prices/b.csv 2"], "{}", out.evidence());
+    // Through the queue likewise: b loaded, a and c reported already loaded (read, none).
+    let out = etl(&["run", file_spec.to_str().unwrap(), "--distribute", "--output", "json", "-v"], &[("ETL_TEST_DATABASE_URL", &url), ("SCHEMA", &queued.schema)]);
+    out.expect_code(0);
+    assert_eq!(prices(&queued), ["A 1.00", "B 2.00", "C 3.00", "D 4.00", "E 5.00"], "{}", out.evidence());
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", out.evidence()));
+    let files: Vec<String> = report["stages"][0]["files"].as_array().unwrap().iter().map(|f| format!("{} {} {}", f["file"].as_str().unwrap_or("").rsplit('/').next().unwrap_or(""), f["status"].as_str().unwrap_or(""), f["rows_read"])).collect();
+    assert_eq!(files, ["a.csv already_loaded 0", "b.csv loaded 2", "c.csv already_loaded 0"], "{}", out.evidence());
     // Nothing new: nothing loads.
     let out = run(&by_file, &file_spec);
     out.expect_code(0);
