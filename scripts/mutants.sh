@@ -81,7 +81,7 @@ files_of() {
     secrets) echo "src/spec/secret.rs" ;;
     checks) echo "src/spec/check/mod.rs src/spec/check/columns.rs src/spec/check/distribution.rs" ;;
     connect) echo "src/exec/postgres/mod.rs" ;;
-    extract) echo "src/exec/extract.rs src/exec/stage.rs" ;;
+    extract) echo "src/exec/extract.rs src/exec/stage.rs src/exec/layout.rs" ;;
     *) echo "unknown group $1" >&2; exit 2 ;;
   esac
 }
