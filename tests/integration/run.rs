@@ -397,7 +397,8 @@ fn a_whole_number_column_rejects_a_fraction_and_a_double_its_range() {
 /// infinity arrived in PostgreSQL as a date in 294247, and with a format both were 1900), years
 /// before PostgreSQL's first (4714 BC) or past the last the DuckDB target can be written in
 /// (262142 AD; DuckDB's own reach further), and a timestamp's text with a nonzero digit past
-/// the microsecond (DuckDB drops it). The first and last dates and timestamps that load do.
+/// the microsecond (DuckDB drops it). The first and last dates and timestamps that load do, and
+/// 1900-01-01 (what DuckDB made of `infinity` read with a format) written as a date does.
 /// Into PostgreSQL and DuckDB alike.
 #[test]
 fn a_date_or_timestamp_out_of_range_is_rejected_never_changed() {
@@ -413,9 +414,10 @@ fn a_date_or_timestamp_out_of_range_is_rejected_never_changed() {
          7,2024-01-01,2024-01-01 00:00:00,infinity\n\
          8,-4713-11-24,2024-12-31 23:59:59.1234560,2024-01-01T00:00:00.5\n\
          9,262142-12-31,-4713-11-24 00:00:00,9999-12-31T23:59:59.999999\n\
-         10,2024-01-01,262143-01-01 00:00:00,2024-01-01T00:00:00\n",
+         10,2024-01-01,262143-01-01 00:00:00,2024-01-01T00:00:00\n\
+         11,1900-01-01,1900-01-01 00:00:00,1900-01-01T00:00:00\n",
         "      d: { type: date }\n      ts: { type: timestamp }\n      tf: { type: timestamp, format: \"%Y-%m-%dT%H:%M:%S%.f\" }\n",
-        2,
+        3,
         &[
             "2 d `infinity` is not a finite date (leave the field empty for no date)",
             "3 ts `-infinity` is not a finite timestamp (leave the field empty for no timestamp)",
@@ -432,7 +434,8 @@ fn a_date_or_timestamp_out_of_range_is_rejected_never_changed() {
         rows,
         [
             "8 4714-11-24 BC 2024-12-31 23:59:59.123456 2024-01-01 00:00:00.5",
-            "9 262142-12-31 4714-11-24 00:00:00 BC 9999-12-31 23:59:59.999999"
+            "9 262142-12-31 4714-11-24 00:00:00 BC 9999-12-31 23:59:59.999999",
+            "11 1900-01-01 1900-01-01 00:00:00 1900-01-01 00:00:00"
         ]
     );
 }
