@@ -35,6 +35,17 @@ pub fn sql(e: &Expr, columns: &IndexMap<String, ColumnType>) -> String {
             let items: Vec<String> = items.iter().map(s).collect();
             format!("({} {}IN ({}))", s(x), if *negated { "NOT " } else { "" }, items.join(", "))
         }
+        // DuckDB multiplies two decimals of at most 18 digits in 64 bits (their product typed
+        // DECIMAL(18,s)), and a longer product fails the whole read ("Overflow in
+        // multiplication"): the left side widened to 38 digits asks for the product's own width
+        // (`expr::digits` bounded it within 38).
+        ExprKind::Binary(BinaryOp::Mul, l, r) => {
+            let left = match (expr::digits(l, columns), expr::digits(r, columns)) {
+                (Ok(Some((p1, s1))), Ok(Some((p2, _)))) if p1 + p2 > 18 => format!("CAST({} AS DECIMAL(38,{s1}))", s(l)),
+                _ => s(l),
+            };
+            format!("({left} * {})", s(r))
+        }
         ExprKind::Binary(op, l, r) => {
             let symbol = match op {
                 BinaryOp::Add => "+",

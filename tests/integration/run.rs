@@ -460,6 +460,22 @@ fn a_table_row_with_a_text_past_duckdbs_line_limit_is_compared_not_refused() {
     assert_eq!(notes, ["1 short", "2 x"], "{}", out.evidence());
 }
 
+/// A computed product of two decimals of at most 18 digits each, longer than 18 digits, is
+/// computed exactly (DuckDB multiplies such decimals in 64 bits, and the product overflowing
+/// them failed the whole read), into PostgreSQL and DuckDB alike.
+#[test]
+fn a_computed_product_longer_than_eighteen_digits_is_exact() {
+    let (db, _run) = values_rejected_in_both_targets(
+        "product",
+        "id,a,b\n1,9999999999999999.99,99999999999999.9999\n2,1.50,2.0001\n",
+        "      a: { type: \"decimal(18,2)\" }\n      b: { type: \"decimal(18,4)\" }\n      p: { type: \"decimal(38,6)\", expr: \"a * b * 1\" }\n",
+        2,
+        &[],
+    );
+    let rows = db.texts(&format!("SELECT id || ' ' || p FROM {}.t ORDER BY id", db.schema));
+    assert_eq!(rows, ["1 999999999999999998000000000000.000001", "2 3.000150"]);
+}
+
 #[test]
 fn dry_run_writes_nothing_and_reports_what_would_load() {
     let data = generate(200, 1_000, 0.0, 3);
