@@ -451,16 +451,17 @@ fn temporal_problem(ty: crate::spec::model::ColumnType, own_text: bool, raw: &st
     if let Ok(year) = digits.parse::<i64>() {
         let bc = t.ends_with(" bc") || t.contains("(bc)");
         let year = if negative { -year } else if bc { 1 - year } else { year };
-        if year < EARLIEST_YEAR || year > LAST_YEAR {
+        if !(EARLIEST_YEAR..=LAST_YEAR).contains(&year) {
             return Some(format!("`{raw}` is out of range for {ty} (the years {} BC to {LAST_YEAR} AD load)", 1 - EARLIEST_YEAR));
         }
     }
-    if ty == ColumnType::Timestamp && own_text {
-        if let Some(point) = t.find('.') {
-            let fraction: String = t[point + 1..].chars().take_while(char::is_ascii_digit).collect();
-            if fraction.trim_end_matches('0').len() > 6 {
-                return Some(format!("`{raw}` has more than 6 digits of a second (a timestamp keeps microseconds)"));
-            }
+    if ty == ColumnType::Timestamp
+        && own_text
+        && let Some(point) = t.find('.')
+    {
+        let fraction: String = t[point + 1..].chars().take_while(char::is_ascii_digit).collect();
+        if fraction.trim_end_matches('0').len() > 6 {
+            return Some(format!("`{raw}` has more than 6 digits of a second (a timestamp keeps microseconds)"));
         }
     }
     None
