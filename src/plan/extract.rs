@@ -220,6 +220,15 @@ fn cast(c: &ColumnPlan) -> Option<String> {
     let cast = format!("TRY_CAST({v} AS {})", duckdb_type(c.ty));
     Some(match c.ty {
         ColumnType::Date | ColumnType::Timestamp => in_range(&cast, c.ty),
+        // DuckDB reads some texts with an exponent into a narrow decimal as a value past its
+        // digits (`9.30754075e10` into a `decimal(12,2)` as 93075407500.00, which then failed
+        // the whole read where it was compared, or would fail the COPY), and refuses a
+        // mantissa with more whole digits than the decimal (`54807453841e-1`): such a text is
+        // read with all 38 digits at the column's scale (more places are rejected by
+        // `places_past`, counted in the text) and narrowed, a cast that checks the digits.
+        ColumnType::Decimal { scale, .. } => {
+            format!("CASE WHEN contains({v}, 'e') OR contains({v}, 'E') THEN TRY_CAST(TRY_CAST({v} AS DECIMAL(38,{scale})) AS {to}) ELSE {cast} END", to = duckdb_type(c.ty))
+        }
         _ => cast,
     })
 }
@@ -267,7 +276,8 @@ fn places_past(v: &str, scale: u8, wide: Option<u8>) -> String {
         Some(wide) => format!("length({v}) > {}", u32::from(wide) + 1),
         None => format!("contains({v}, '.')"),
     };
-    format!("(CASE WHEN {looked_at} OR contains({v}, 'e') OR contains({v}, 'E') THEN coalesce({fraction} - {exponent} - {zeros} > {scale}, true) ELSE false END)")
+    // A zero has no digit past any place, whatever its exponent (`0e-47`).
+    format!("(CASE WHEN {looked_at} OR contains({v}, 'e') OR contains({v}, 'E') THEN rtrim({digits}, '0') <> '' AND coalesce({fraction} - {exponent} - {zeros} > {scale}, true) ELSE false END)")
 }
 
 /// A number's text `t` up to its exponent, sign dropped: its digits and point.
