@@ -588,6 +588,27 @@ fn random_number_texts_load_as_postgresql_reads_them_or_are_rejected() {
         }
     }
     assert!(wrong.is_empty(), "{} of {} texts differ:\n{}\n{}", wrong.len(), texts.len(), wrong.join("\n"), out.evidence());
+    // The same file into a DuckDB target: the same rows, the same values (a double's bits).
+    let duck = format!("connections.db={{type: duckdb, path: '{}'}}", dir.path().join("t.duckdb").display());
+    let out = etl(&["run", spec.to_str().unwrap(), "--set", &duck], &[("ETL_TEST_DATABASE_URL", &db.url), ("SCHEMA", &db.schema)]);
+    assert!([0, 4].contains(&out.code), "{}", out.evidence());
+    let file = duckdb::Connection::open(dir.path().join("t.duckdb")).unwrap();
+    let in_duckdb: std::collections::HashMap<String, (String, String, f64)> = file
+        .prepare("SELECT id, d::VARCHAR, i::VARCHAR, f FROM t")
+        .unwrap()
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?.to_string(), (r.get(1)?, r.get(2)?, r.get(3)?))))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut differ = Vec::new();
+    for (id, row) in &loaded {
+        let p: Vec<&str> = row.split(' ').collect();
+        match in_duckdb.get(id) {
+            Some((d, i, f)) if d == p[1] && i == p[2] && f.to_bits() == p[3].parse::<f64>().unwrap().to_bits() => {}
+            got => differ.push(format!("{:?}: PostgreSQL holds {row:?}, DuckDB {got:?}", texts[id.parse::<usize>().unwrap() - 1])),
+        }
+    }
+    assert!(differ.is_empty() && in_duckdb.len() == loaded.len(), "{} rows in DuckDB, {} in PostgreSQL:\n{}\n{}", in_duckdb.len(), loaded.len(), differ.join("\n"), out.evidence());
 }
 
 /// Random date and timestamp texts (ISO-like, with wrong or missing parts, a `T` or a space,
@@ -681,6 +702,17 @@ fn random_date_texts_load_as_postgresql_reads_them_or_are_rejected() {
     }
     assert!(wrong.is_empty(), "{} of {} loaded texts differ:\n{}\n{}", wrong.len(), loaded.len(), wrong.join("\n"), out.evidence());
     assert!(agreed > 50, "only {agreed} texts loaded: the series tests little\n{}", out.evidence());
+    // The same file into a DuckDB target: the same rows, the same values.
+    let duck = format!("connections.db={{type: duckdb, path: '{}'}}", dir.path().join("t.duckdb").display());
+    let out = etl(&["run", spec.to_str().unwrap(), "--set", &duck], &[("ETL_TEST_DATABASE_URL", &db.url), ("SCHEMA", &db.schema)]);
+    assert!([0, 4].contains(&out.code), "{}", out.evidence());
+    let file = duckdb::Connection::open(dir.path().join("t.duckdb")).unwrap();
+    let mut in_duckdb: Vec<String> =
+        file.prepare("SELECT id || '|' || d::VARCHAR || '|' || ts::VARCHAR FROM t").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+    let mut in_postgres = loaded.clone();
+    in_duckdb.sort();
+    in_postgres.sort();
+    assert_eq!(in_duckdb, in_postgres, "{}", out.evidence());
 }
 
 #[test]
