@@ -173,7 +173,9 @@ pub struct CsvOptions {
     /// Text encoding. Default utf-8.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoding: Option<Encoding>,
-    /// Field values read as NULL. Default `[""]`.
+    /// Field values read as NULL, quoted or not: with the default `[""]`, an empty field and a
+    /// quoted empty one (`""`) are both NULL, as the seed's pandas read them (PostgreSQL's CSV
+    /// COPY reads `""` as an empty text).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub null_values: Option<Vec<String>>,
     /// How the file is compressed. Default `auto`: by the key's extension (`.gz` gzip, `.zst`
