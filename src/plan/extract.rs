@@ -226,6 +226,8 @@ fn cast(c: &ColumnPlan) -> Option<String> {
         // mantissa with more whole digits than the decimal (`54807453841e-1`): such a text is
         // read with all 38 digits at the column's scale (more places are rejected by
         // `places_past`, counted in the text) and narrowed, a cast that checks the digits.
+        // Spaces around a boolean are read past, as around a number (and as PostgreSQL does).
+        ColumnType::Bool => format!("TRY_CAST(trim({v}) AS BOOLEAN)"),
         ColumnType::Decimal { scale, .. } => {
             format!("CASE WHEN contains({v}, 'e') OR contains({v}, 'E') THEN TRY_CAST(TRY_CAST({v} AS DECIMAL(38,{scale})) AS {to}) ELSE {cast} END", to = duckdb_type(c.ty))
         }

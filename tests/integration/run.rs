@@ -732,6 +732,28 @@ fn a_quoted_empty_field_is_null_as_an_empty_one_is() {
     assert_eq!(rows, ["1 null null x", "2 null null x"]);
 }
 
+/// A boolean loads as PostgreSQL's input reads it, spaces around it too; what etl refuses that
+/// PostgreSQL reads (`on`, `off`, a prefix such as `tr`) is rejected, never read otherwise.
+#[test]
+fn a_boolean_loads_as_postgresql_reads_it_or_is_rejected() {
+    let texts = ["t", "f", "true", "FALSE", "tRuE", "y", "N", "yes", "no", "1", "0", " true", "false ", " yes ", "on", "off", "tr", "2", "-1", "1.0", "01", "nope"];
+    let csv: String = std::iter::once("id,b".to_string()).chain(texts.iter().enumerate().map(|(n, t)| format!("{},\"{t}\"", n + 1))).collect::<Vec<_>>().join("\n");
+    let refused = ["on", "off", "tr", "2", "-1", "1.0", "01", "nope"];
+    let expected: Vec<String> =
+        texts.iter().enumerate().filter(|(_, t)| refused.contains(t)).map(|(n, t)| format!("{} b `{t}` is not a valid bool", n + 2)).collect();
+    let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+    let csv = csv + "\n";
+    let (db, _run) = values_rejected_in_both_targets("booleans", &csv, "      b: { type: bool }\n", (texts.len() - refused.len()) as u64, &expected);
+    let loaded = db.texts(&format!("SELECT id || ' ' || b::text FROM {}.t ORDER BY id", db.schema));
+    let want: Vec<String> = texts
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| !refused.contains(t))
+        .map(|(n, t)| format!("{} {}", n + 1, db.texts(&format!("SELECT '{t}'::bool::text")).remove(0)))
+        .collect();
+    assert_eq!(loaded, want);
+}
+
 #[test]
 fn dry_run_writes_nothing_and_reports_what_would_load() {
     let data = generate(200, 1_000, 0.0, 3);
