@@ -26,21 +26,26 @@ pub struct Bytes {
     delimiter: u8,
     quote: u8,
     escape: u8,
+    /// The file is UTF-16 (little endian): each unit is read as the byte it encodes when ASCII.
+    utf16: bool,
 }
 
 impl Bytes {
-    /// None when the file's lines cannot be told from its bytes alone (UTF-16, or a delimiter,
-    /// quote or escape outside ASCII): its lines are then DuckDB's.
+    /// None when the file's lines cannot be told from its bytes alone (a delimiter, quote or
+    /// escape outside ASCII): its lines are then DuckDB's.
     pub fn of(csv: &CsvDialect) -> Option<Bytes> {
         let one = |s: &str| match s.as_bytes() {
             [b] if b.is_ascii() => Some(*b),
             _ => None,
         };
-        if csv.encoding == Encoding::Utf16 {
-            return None;
-        }
-        Some(Bytes { delimiter: one(&csv.delimiter)?, quote: one(&csv.quote)?, escape: one(&csv.escape)? })
+        Some(Bytes { delimiter: one(&csv.delimiter)?, quote: one(&csv.quote)?, escape: one(&csv.escape)?, utf16: csv.encoding == Encoding::Utf16 })
     }
+}
+
+/// A UTF-16 (little endian) unit as the byte the scan reads: itself when ASCII, else a byte
+/// that is no delimiter, quote, escape nor line end.
+fn unit(lo: u8, hi: u8) -> u8 {
+    if hi == 0 && lo.is_ascii() { lo } else { b'a' }
 }
 
 impl Layout {
@@ -50,13 +55,32 @@ impl Layout {
         let mut scan = Scan::new(bytes);
         let mut buf = vec![0u8; 1 << 20];
         let mut first = true;
+        // UTF-16: the units read so far, each as one byte (an odd byte left for the next read).
+        let mut units = Vec::new();
+        let mut odd: Option<u8> = None;
         loop {
             let n = file.read(&mut buf)?;
             if n == 0 {
                 break;
             }
+            let at_start = std::mem::take(&mut first);
+            if bytes.utf16 {
+                units.clear();
+                let mut rest = &buf[..n];
+                if let Some(lo) = odd.take() {
+                    units.push(unit(lo, rest[0]));
+                    rest = &rest[1..];
+                }
+                let pairs = rest.chunks_exact(2);
+                odd = pairs.remainder().first().copied();
+                units.extend(pairs.map(|p| unit(p[0], p[1])));
+                // The byte order mark (FF FE) is no part of the first field.
+                let skip = usize::from(at_start && buf[..n].starts_with(b"\xFF\xFE"));
+                scan.feed(&units[skip..]);
+                continue;
+            }
             // A byte order mark is no part of the first field (a quote after it opens one).
-            let skip = if std::mem::take(&mut first) && buf[..n].starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
+            let skip = if at_start && buf[..n].starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
             scan.feed(&buf[skip..n]);
         }
         Ok(scan.layout)
@@ -133,7 +157,7 @@ impl Scan {
     /// with `memchr` (only their last byte matters: a delimiter starts a field), the others are
     /// stepped through.
     fn feed(&mut self, chunk: &[u8]) {
-        let Bytes { delimiter, quote, escape } = self.bytes;
+        let Bytes { delimiter, quote, escape, .. } = self.bytes;
         let mut i = 0;
         while i < chunk.len() {
             if self.after_cr || self.quote_seen || self.escaped || (self.quoted && escape != quote) || self.line == 1 {
@@ -156,7 +180,7 @@ impl Scan {
 
     /// Reads one byte.
     fn step(&mut self, b: u8) {
-        let Bytes { delimiter, quote, escape } = self.bytes;
+        let Bytes { delimiter, quote, escape, .. } = self.bytes;
         let after_cr = std::mem::replace(&mut self.after_cr, b == b'\r');
         if after_cr && b == b'\n' {
             return;
@@ -226,7 +250,7 @@ mod tests {
         whole.layout
     }
 
-    const RFC: Bytes = Bytes { delimiter: b',', quote: b'"', escape: b'"' };
+    const RFC: Bytes = Bytes { delimiter: b',', quote: b'"', escape: b'"', utf16: false };
 
     #[test]
     fn quoted_line_ends_move_the_lines_after_them_and_blank_lines_are_kept_apart() {
@@ -258,6 +282,21 @@ mod tests {
             scanned(&text, RFC);
             scanned(&text, Bytes { escape: b'\\', ..RFC });
         }
+    }
+
+    /// A UTF-16 file (little endian, its byte order mark first, a character outside ASCII in a
+    /// quoted field) has the layout its UTF-8 text has.
+    #[test]
+    fn a_utf16_file_has_the_layout_of_its_text() {
+        let text = "h1,h2\r\n1,\"a\r\nb\u{e9}\"\r\n\r\n2,\"x\u{1F44D}\"\n\"3\n\n\",z\n4,w";
+        let path = std::env::temp_dir().join(format!("etl-layout-utf16-{}.csv", std::process::id()));
+        let mut bytes = vec![0xFF, 0xFE];
+        bytes.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
+        std::fs::write(&path, &bytes).unwrap();
+        let layout = Layout::scan(&path, Bytes { utf16: true, ..RFC }).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(layout, scanned(text.as_bytes(), RFC));
+        assert!(!layout.is_plain());
     }
 
     /// A byte order mark before a quoted header: the quote opens the first field (here one
