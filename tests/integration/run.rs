@@ -477,6 +477,28 @@ fn a_computed_product_longer_than_eighteen_digits_is_exact() {
     assert_eq!(rows, ["1 999999999999999998000000000000.000001", "2 3.000150"]);
 }
 
+/// Writes `texts` as a CSV file, each in every one of `columns` (`(name, type)`) beside an
+/// `id`, and loads it into a schema of its own (the target `key: [id]` or `mode: append`):
+/// the directory, the spec, the database, the rejects file and the run.
+fn load_texts(name: &str, texts: &[String], columns: &[(&str, &str)], target: &str) -> (tempfile::TempDir, std::path::PathBuf, TestDb, std::path::PathBuf, Output) {
+    let dir = tempfile::tempdir().unwrap();
+    let header: Vec<&str> = std::iter::once("id").chain(columns.iter().map(|(c, _)| *c)).collect();
+    let mut csv = header.join(",") + "\n";
+    for (n, t) in texts.iter().enumerate() {
+        csv.push_str(&format!("{}{}\n", n + 1, format!(",\"{t}\"").repeat(columns.len())));
+    }
+    std::fs::write(dir.path().join("t.csv"), csv).unwrap();
+    let spec = dir.path().join("spec.yaml");
+    let types: String = columns.iter().map(|(c, t)| format!("      {c}: {{ type: {t} }}\n")).collect();
+    let stage = format!("stages:\n  t:\n    source: {{ connection: files, key: t.csv }}\n    target: {{ connection: db, table: t, {target} }}\n    columns:\n      id: {{ type: int64 }}\n{types}");
+    std::fs::write(&spec, format!("{}{stage}", crate::util::spec_head(name, dir.path().display()))).unwrap();
+    let db = TestDb::new(name);
+    let rejects = dir.path().join("rejects.csv");
+    let out = etl(&["run", spec.to_str().unwrap(), "--rejects-out", rejects.to_str().unwrap()], &[("ETL_TEST_DATABASE_URL", &db.url), ("SCHEMA", &db.schema)]);
+    assert!([0, 4].contains(&out.code), "{}", out.evidence());
+    (dir, spec, db, rejects, out)
+}
+
 /// Random number texts (signs, leading zeros, points, exponents, spaces, a stray character)
 /// loaded into a `decimal(12,2)`, an `int32` and a `float64` column: a row loads exactly when
 /// PostgreSQL's own input reads its text as a value each column holds without rounding (`numeric`
@@ -525,20 +547,8 @@ fn random_number_texts_load_as_postgresql_reads_them_or_are_rejected() {
     // exponent was rejected; an exponent read past the decimal's digits failed the run; a
     // mantissa with more whole digits than the decimal was rejected).
     texts.extend(["0e-47", "+0.E-19", "-0.000e5", "54807453841e-1", "-24764962146E-1 ", "9.30754075e10", "1e-30", "15e-1", ".5", "5.", "-0"].map(String::from));
-    let dir = tempfile::tempdir().unwrap();
-    let csv: String =
-        std::iter::once("id,d,i,f".to_string()).chain(texts.iter().enumerate().map(|(n, t)| format!("{},\"{t}\",\"{t}\",\"{t}\"", n + 1))).collect::<Vec<_>>().join("\n");
-    std::fs::write(dir.path().join("t.csv"), csv + "\n").unwrap();
-    let spec = dir.path().join("spec.yaml");
-    let stage = "stages:\n  t:\n    source: { connection: files, key: t.csv }\n    target: { connection: db, table: t, key: [id] }\n    columns:\n      id: { type: int64 }\n      d: { type: \"decimal(12,2)\" }\n      i: { type: int32 }\n      f: { type: float64 }\n";
-    std::fs::write(&spec, format!("{}{stage}", crate::util::spec_head("numbers", dir.path().display()))).unwrap();
-    let db = TestDb::new("numbers");
-    let rejects = dir.path().join("rejects.csv");
-    let out = etl(
-        &["run", spec.to_str().unwrap(), "--rejects-out", rejects.to_str().unwrap()],
-        &[("ETL_TEST_DATABASE_URL", &db.url), ("SCHEMA", &db.schema)],
-    );
-    assert!([0, 4].contains(&out.code), "{}", out.evidence());
+    let columns = [("d", "\"decimal(12,2)\""), ("i", "int32"), ("f", "float64")];
+    let (dir, spec, db, rejects, out) = load_texts("numbers", &texts, &columns, "key: [id]");
     // What PostgreSQL's numeric input makes of each text, and what each column would hold.
     let sch = &db.schema;
     db.exec(&format!(
@@ -660,19 +670,8 @@ fn random_date_texts_load_as_postgresql_reads_them_or_are_rejected() {
         }
         texts.push(t);
     }
-    let dir = tempfile::tempdir().unwrap();
-    let csv: String = std::iter::once("id,d,ts".to_string()).chain(texts.iter().enumerate().map(|(n, t)| format!("{},\"{t}\",\"{t}\"", n + 1))).collect::<Vec<_>>().join("\n");
-    std::fs::write(dir.path().join("t.csv"), csv + "\n").unwrap();
-    let spec = dir.path().join("spec.yaml");
-    let stage = "stages:\n  t:\n    source: { connection: files, key: t.csv }\n    target: { connection: db, table: t, mode: append }\n    columns:\n      id: { type: int64 }\n      d: { type: date }\n      ts: { type: timestamp }\n";
-    std::fs::write(&spec, format!("{}{stage}", crate::util::spec_head("dates", dir.path().display()))).unwrap();
-    let db = TestDb::new("datetexts");
-    let rejects = dir.path().join("rejects.csv");
-    let out = etl(
-        &["run", spec.to_str().unwrap(), "--rejects-out", rejects.to_str().unwrap()],
-        &[("ETL_TEST_DATABASE_URL", &db.url), ("SCHEMA", &db.schema)],
-    );
-    assert!([0, 4].contains(&out.code), "{}", out.evidence());
+    let columns = [("d", "date"), ("ts", "timestamp")];
+    let (dir, spec, db, _rejects, out) = load_texts("datetexts", &texts, &columns, "mode: append");
     let sch = &db.schema;
     db.exec(&format!(
         "CREATE FUNCTION {sch}.as_date(t text) RETURNS text LANGUAGE plpgsql AS $f$ BEGIN RETURN t::date::text; EXCEPTION WHEN others THEN RETURN NULL; END $f$;
