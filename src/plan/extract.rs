@@ -226,11 +226,11 @@ fn cast(c: &ColumnPlan) -> Option<String> {
         // mantissa with more whole digits than the decimal (`54807453841e-1`): such a text is
         // read with all 38 digits at the column's scale (more places are rejected by
         // `places_past`, counted in the text) and narrowed, a cast that checks the digits.
-        // Spaces around a boolean are read past, as around a number (and as PostgreSQL does).
-        ColumnType::Bool => format!("TRY_CAST(trim({v}) AS BOOLEAN)"),
         ColumnType::Decimal { scale, .. } => {
             format!("CASE WHEN contains({v}, 'e') OR contains({v}, 'E') THEN TRY_CAST(TRY_CAST({v} AS DECIMAL(38,{scale})) AS {to}) ELSE {cast} END", to = duckdb_type(c.ty))
         }
+        // Spaces around a boolean are read past, as around a number (and as PostgreSQL does).
+        ColumnType::Bool => format!("TRY_CAST(trim({v}) AS BOOLEAN)"),
         _ => cast,
     })
 }
@@ -257,7 +257,6 @@ fn in_range(parsed: &str, ty: ColumnType) -> String {
 
 /// A fraction of a second with a nonzero digit past the sixth: a timestamp keeps microseconds.
 pub const FRACTION_PAST_MICROS: &str = r"\.[0-9]{6}[0-9]*[1-9]";
-
 
 /// Whether a number's text `v` has a nonzero digit past `scale` places that its cast would round
 /// away. For a decimal column, one its parse at the wide scale (`wide`: the most places its
