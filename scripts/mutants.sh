@@ -10,9 +10,11 @@
 #                missed, timed-out and untested ones), keeping its earlier outcomes; those recorded
 #                in tests/mutants/GROUP.txt count too, so a run on a new machine goes on from them
 #     --record:  write each group's caught and unviable mutants so far (its output directory's
-#                lists) into tests/mutants/GROUP.txt, to be committed: a machine's outcomes go with
-#                it, the repository's stay. cargo-mutants matches a name by file, line, column and
-#                mutation, so a mutant whose line moved since is tested again.
+#                lists) into tests/mutants/GROUP.txt, and its timeouts (a test left waiting: found,
+#                but counted apart) into tests/mutants/GROUP.timeout.txt, to be committed: a
+#                machine's outcomes go with it, the repository's stay. cargo-mutants matches a name
+#                by file, line, column and mutation, so a mutant whose line moved since is tested
+#                again; --iterate skips both lists (a timeout costs minutes to find again).
 # Results go to mutants.out/ under $ETL_MUTANTS_DIR (default ~/.cache/etl/mutants); record the
 # counts and every missed mutant in tests/MUTANTS.md. Its services run on ports and in a directory
 # of their own (PostgreSQL 25432, S3 29000/29001), so scripts/test.sh may run beside it.
@@ -40,6 +42,7 @@ out="${ETL_MUTANTS_DIR:-$HOME/.cache/etl/mutants}"
 mkdir -p "$out"
 # The outcomes kept in the repository: every mutant a run caught or found unviable, by group.
 recorded_of() { echo "tests/mutants/$1.txt"; }
+timeouts_of() { echo "tests/mutants/$1.timeout.txt"; }
 lists_of() {
   local d="$out/$1/mutants.out"
   cat "$d/caught.txt" "$d/previously_caught.txt" "$d/unviable.txt" 2>/dev/null || true
@@ -48,9 +51,14 @@ if [ "$record" = 1 ]; then
   mkdir -p tests/mutants
   for g in "${groups[@]}"; do
     f=$(recorded_of "$g")
-    { lists_of "$g"; cat "$f" 2>/dev/null || true; } | grep -v '^$' | LC_ALL=C sort -u > "$f.new" || true
+    t=$(timeouts_of "$g")
+    { cat "$out/$g/mutants.out/timeout.txt" "$t" 2>/dev/null || true; } | grep -v '^$' | LC_ALL=C sort -u > "$t.new" || true
+    # previously_caught.txt holds the timeouts an --iterate run skipped: they stay apart.
+    { lists_of "$g"; cat "$f" 2>/dev/null || true; } | grep -v '^$' | LC_ALL=C sort -u \
+      | LC_ALL=C comm -23 - "$t.new" > "$f.new" || true
     mv "$f.new" "$f"
-    echo "== $g: $(wc -l < "$f") caught or unviable recorded in $f"
+    if [ -s "$t.new" ]; then mv "$t.new" "$t"; else rm -f "$t.new"; fi
+    echo "== $g: $(wc -l < "$f") caught or unviable recorded in $f, $(cat "$t" 2>/dev/null | wc -l) timeouts in $t"
   done
   exit 0
 fi
@@ -66,6 +74,7 @@ if [ ! -d "$CARGO_TARGET_DIR/debug" ] && [ -d "$dev_target/debug" ]; then
   rm -rf "$CARGO_TARGET_DIR/debug/incremental"
 fi
 command -v cargo-mutants >/dev/null || cargo install --locked cargo-mutants@25.3.1
+command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest@0.9.143
 # `connect`: the connection helpers of exec/postgres/mod.rs alone, with the tests of connecting
 # (a quicker part of `load`).
 # Each group: the files mutated, and the tests that guard them.
@@ -134,21 +143,24 @@ for g in "${groups[@]}"; do
   [ -z "$(exclude_of "$g")" ] || args+=(--exclude-re "$(exclude_of "$g")")
   # --iterate also skips the mutants recorded in the repository (cargo-mutants reads
   # previously_caught.txt beside caught.txt).
-  if [ ${#iterate[@]} -gt 0 ] && [ -f "$(recorded_of "$g")" ]; then
+  if [ ${#iterate[@]} -gt 0 ] && { [ -f "$(recorded_of "$g")" ] || [ -f "$(timeouts_of "$g")" ]; }; then
     mkdir -p "$out/$g/mutants.out"
-    { lists_of "$g"; cat "$(recorded_of "$g")"; } | grep -v '^$' | LC_ALL=C sort -u > "$out/$g/previously.tmp" || true
+    { lists_of "$g"; cat "$(recorded_of "$g")" "$(timeouts_of "$g")" 2>/dev/null; } | grep -v '^$' | LC_ALL=C sort -u > "$out/$g/previously.tmp" || true
     mv "$out/$g/previously.tmp" "$out/$g/mutants.out/previously_caught.txt"
   fi
   if [ "$list" = 1 ]; then
     echo "== $g: $(cargo mutants --list "${args[@]}" "${iterate[@]}" --output "$out/$g" | wc -l) mutants${iterate:+ to test}"
     continue
   fi
-  # The library's unit tests and the integration tests, filtered to those that guard the group.
-  # A mutant whose tests run past five times the unmutated ones' (at least 4 minutes) is a
-  # timeout: an endless loop costs less than the fixed 10 minutes it did.
+  # The library's unit tests and the integration tests, filtered to those that guard the group,
+  # run by nextest: a process a test (.config/nextest.toml keeps the traced ones apart), and the
+  # first failure ends the mutant's run (a caught mutant costs the time to its first failing
+  # test, not the whole set's). A mutant whose tests run past five times the unmutated ones' (at
+  # least 4 minutes) is a timeout: an endless loop costs less than the fixed 10 minutes it did.
   # shellcheck disable=SC2046
-  cargo mutants "${args[@]}" "${iterate[@]}" --output "$out/$g" --timeout-multiplier 5 --minimum-test-timeout 240 --build-timeout 1800 \
-    -- --lib --test integration -- $(tests_of "$g") || true
+  cargo mutants "${args[@]}" "${iterate[@]}" --output "$out/$g" --test-tool nextest \
+    --timeout-multiplier 5 --minimum-test-timeout 240 --build-timeout 1800 \
+    -- --lib --test integration $(tests_of "$g") || true
   echo "== $g: $(cat "$out/$g/mutants.out/caught.txt" 2>/dev/null | wc -l) caught," \
     "$(cat "$out/$g/mutants.out/missed.txt" 2>/dev/null | wc -l) missed," \
     "$(cat "$out/$g/mutants.out/unviable.txt" 2>/dev/null | wc -l) unviable," \

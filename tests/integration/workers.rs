@@ -284,6 +284,62 @@ fn a_load_waiting_past_its_lease_keeps_its_claim_by_renewing_it() {
     assert!(!claims[0].contains(" 2"), "a load waiting on the lock lost its claim (its lease was not renewed): {claims:?}\n{evidence}");
 }
 
+/// A worker holding a later file while an earlier one waits for a worker hands its claim back
+/// and takes the earlier file: no loader sleeps waiting for a file nobody loads. The run claims
+/// p00 and waits on its table's lock (the test holds it); the test holds p01's queue row, so
+/// the worker's claim skips it and takes p02; once p01's row is let go it waits, unclaimed, and
+/// the worker must come for it while p00 is still loading (a worker that slept on p02 instead
+/// would wait for ever: the run is busy with p00, and nobody else is there). Holding p01 while
+/// p00 loads, it waits with its claim.
+#[test]
+fn a_worker_holding_a_later_file_hands_it_back_for_an_earlier_one_that_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new("workerhandback");
+    let rows = day_of_files(dir.path(), 3, 1_000, None);
+    let spec = spec(dir.path());
+    let key = price_lock(&db);
+    let queue = format!("{}.etl_queue", db.schema);
+    db.exec(&format!("SELECT pg_advisory_lock({key})"));
+    let running = distribute_in_background(&spec, &db, "2s");
+    wait_until(&db, &format!("SELECT count(*) FROM {queue} WHERE file_key = 'prices/p00.csv' AND state = 'running'"), "the run's claim of p00", String::new);
+    // The test's session holds p01's row (the claim's FOR UPDATE SKIP LOCKED passes it by).
+    db.exec(&format!("BEGIN; SELECT 1 FROM {queue} WHERE file_key = 'prices/p01.csv' FOR UPDATE"));
+    let mut worker = Worker::start(&spec, &db, "w1", "2s", dir.path());
+    let claimed_p02 = Instant::now() + Duration::from_secs(60);
+    while !worker.log().contains("claimed prices/p02.csv") {
+        assert!(Instant::now() < claimed_p02, "the worker never claimed p02:\n{}", worker.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Time for the worker to look at the files before p02 (p01 queued and unclaimed).
+    std::thread::sleep(Duration::from_secs(1));
+    db.exec("COMMIT");
+    let p01 = format!("SELECT count(*) FROM {queue} WHERE file_key = 'prices/p01.csv' AND worker = 'w1' AND state = 'running'");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while db.count(&p01) == 0 {
+        if Instant::now() > deadline {
+            db.exec(&format!("SELECT pg_advisory_unlock({key})"));
+            let queued = db.texts(&format!("SELECT file_key || ' ' || state || ' ' || coalesce(worker, '-') FROM {queue} ORDER BY id"));
+            panic!("the worker never took p01, which waited for a worker while it held p02: {queued:?}\n{}", worker.log());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(worker.log().contains("prices/p02.csv: handed back"), "{}", worker.log());
+    // p00 still loads (the lock): the worker, at its turn's look, holds p01 and waits.
+    std::thread::sleep(Duration::from_secs(2));
+    db.exec(&format!("SELECT pg_advisory_unlock({key})"));
+    let out = running.join().unwrap();
+    assert_eq!(worker.wait(), Some(0), "{}", worker.log());
+    let evidence = format!("{}\n{}", out.evidence(), worker.log());
+    assert_eq!(out.code, 0, "{evidence}");
+    settled(&db, 3, rows, &evidence);
+    let loaders = db.texts(&format!("SELECT file_key || ' ' || worker FROM {queue} ORDER BY file_key"));
+    assert_eq!(loaders[1], "prices/p01.csv w1", "{loaders:?}\n{evidence}");
+    // Holding p01 while p00 loaded (claimed, not waiting for a worker), it kept its claim and
+    // waited: a loader hands a claim back only for a file nobody holds (not over and over,
+    // fetching its file again each time).
+    assert!(!worker.log().contains("prices/p01.csv: handed back"), "{evidence}");
+}
+
 /// `files` files of `rows` rows under `dir/prices`, each file after the first restating the
 /// first code of the file before it with a price of its own; returns each restated code with the
 /// price of the last file that gives it (what a run alone, loading the files in order, keeps).
