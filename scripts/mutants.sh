@@ -97,7 +97,7 @@ files_of() {
 # The unit and integration tests (name filters) that guard each group.
 tests_of() {
   case "$1" in
-    reuse) echo "exec:: unchanged:: fuzzed:: statements:: history::a_history_reading_only_its_changed_lines" ;;
+    reuse) echo "exec:: unchanged:: fuzzed:: statements:: etags:: compression::a_gzip_object_on_s3 history::a_history_reading_only_its_changed_lines" ;;
     table) echo "run::a_created_table run::a_table_that_does_not_match unchanged::a_dropped_index unchanged::a_column_dropped statements:: history::a_history_equals citus::" ;;
     copy) echo "exec::postgres run::generated_data run::money_is_exact run::a_failure_in_the_middle faults::a_run_killed faults::a_session_cut rules::a_unique_value unchanged::loading_only" ;;
     stage) echo "run:: faults:: outcomes:: statements:: passes:: unchanged::loading_only unchanged::an_unchanged_stage unchanged::a_file_from_s3 contracts::a_failed_contract rejects::a_replay history::a_history_equals history::a_snapshot_keeps_each_date history::a_history_reading_only history::keys_a_complete_file_lacks" ;;
@@ -107,7 +107,7 @@ tests_of() {
     secrets) echo "spec::secret:: secrets:: spec_cli::" ;;
     checks) echo "spec:: spec_cli:: bad_input::" ;;
     connect) echo "run::connections outcomes::connection outcomes::statement_timeout secrets:: faults::a_database_that_never faults::wrong" ;;
-    extract) echo "exec:: passes:: fuzzed:: extract:: bad_input:: files::a_set run::generated_data unchanged::loading_only run::an_error_budget outcomes::a_column_failing_on_every_row outcomes::a_header_mismatch history::a_snapshot_keeps_each_date" ;;
+    extract) echo "exec:: passes:: fuzzed:: extract:: bad_input:: files::a_set run::generated_data unchanged::loading_only run::an_error_budget outcomes::a_column_failing_on_every_row outcomes::a_header_mismatch outcomes::a_repeated_unread_column history::a_snapshot_keeps_each_date" ;;
   esac
 }
 # Only the mutants of these functions (a regex over cargo-mutants' names), for a group that is a

@@ -550,7 +550,8 @@ fn header_help(stage: &StagePlan, header: &[String], missing: &[&str]) -> String
 }
 
 /// The columns of a file with a header, checked against the spec: every column the spec reads
-/// is there, once. A repeated name the spec does not read is renamed (`name_2`) and ignored.
+/// is there, once. A repeated name the spec does not read is renamed (`name_2`, or the first
+/// `name_N` the header does not hold) and ignored.
 pub fn file_columns(stage: &StagePlan, path: &Path, shown: &str) -> Result<Vec<String>, ExecError> {
     use std::io::Read;
     let mut start = Vec::new();
@@ -570,6 +571,8 @@ pub fn columns_of(stage: &StagePlan, start: &[u8], shown: &str) -> Result<Vec<St
     let mut header = header_fields(start, &stage.csv).map_err(csv_error)?;
     let blank = header.iter().all(|h| h.trim().is_empty());
     let reads = |h: &str| stage.columns.iter().any(|c| c.reads_file() && c.header == h);
+    // A repeated name's new one is free in the whole header, later columns' names included.
+    let named = header.clone();
     let mut seen: Vec<String> = Vec::new();
     for (i, name) in header.iter_mut().enumerate() {
         if name.is_empty() {
@@ -584,7 +587,7 @@ pub fn columns_of(stage: &StagePlan, start: &[u8], shown: &str) -> Result<Vec<St
                 )));
             }
             let mut n = 2;
-            while seen.contains(&format!("{name}_{n}")) {
+            while seen.contains(&format!("{name}_{n}")) || named.contains(&format!("{name}_{n}")) {
                 n += 1;
             }
             *name = format!("{name}_{n}");

@@ -379,21 +379,35 @@ fn a_live_run_is_not_marked_abandoned_by_another() {
 }
 
 /// An unread column named twice is renamed out of the way without taking the name of a column
-/// the stage reads: `extra` twice beside `extra_2` and `extra_1`, the stage reading `extra_1`.
+/// the stage reads, before or after it in the header: `extra` three times beside `extra_2`,
+/// `extra_1` and a later `extra_3`, the stage reading `extra_1` and `extra_3` (the repeats
+/// become `extra_4` and `extra_5`, names the header does not hold; a rejected record keeps the
+/// fields the stage reads).
 #[test]
 fn a_repeated_unread_column_never_takes_a_read_column_s_name() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("x.csv"), "id,extra,extra_2,extra,extra_1\n1,a,b,c,kept\n").unwrap();
+    std::fs::write(dir.path().join("x.csv"), "id,extra,extra_2,extra,extra_1,extra,extra_3\n1,a,b,c,kept,e,7\n2,a,b,c,x,e,seven\n").unwrap();
     let head = crate::util::spec_head("renamed", dir.path().display());
     let spec = dir.path().join("renamed.yaml");
     std::fs::write(
         &spec,
-        format!("{head}stages:\n  x:\n    source: {{ connection: files, key: x.csv }}\n    target: {{ connection: db, table: x, key: [id] }}\n    columns:\n      id: {{ type: int64 }}\n      extra_1: {{ type: string }}\n"),
+        format!(
+            "{head}stages:\n  x:\n    source: {{ connection: files, key: x.csv }}\n    target: {{ connection: db, table: x, key: [id] }}\n    columns:\n      id: {{ type: int64 }}\n      extra_1: {{ type: string }}\n      extra_3: {{ type: int32 }}\n"
+        ),
     )
     .unwrap();
     let db = TestDb::new("renamed");
-    let url = std::env::var("ETL_TEST_DATABASE_URL").unwrap();
-    let out = etl(&["run", spec.to_str().unwrap()], &[("ETL_TEST_DATABASE_URL", &url), ("SCHEMA", &db.schema)]);
-    out.expect_code(0);
-    assert_eq!(db.texts(&format!("SELECT extra_1 FROM {}.x", db.schema)), ["kept"], "{}", out.evidence());
+    // The run's records in the test's schema too.
+    let env = crate::workers::env_of(&db);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let out = etl(&["run", spec.to_str().unwrap()], &env);
+    out.expect_code(4);
+    assert_eq!(db.texts(&format!("SELECT extra_1 || ' ' || extra_3 FROM {}.x", db.schema)), ["kept 7"], "{}", out.evidence());
+    let record = db.texts(&format!("SELECT record::text FROM {}.etl_rejects", db.schema));
+    assert_eq!(
+        record,
+        [r#"{"id": "2", "extra_1": "x", "extra_3": "seven"}"#],
+        "{}",
+        out.evidence()
+    );
 }
