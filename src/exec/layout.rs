@@ -300,14 +300,19 @@ mod tests {
     }
 
     /// A byte order mark before a quoted header: the quote opens the first field (here one
-    /// column, whose name holds the delimiter, so a blank line is a record).
+    /// column, whose name holds the delimiter, so a blank line is a record). Without one, the
+    /// first bytes are the header's (its only delimiter among them: two columns, so a blank
+    /// line is set apart).
     #[test]
     fn a_byte_order_mark_is_no_part_of_the_first_field() {
         let path = std::env::temp_dir().join(format!("etl-layout-bom-{}.csv", std::process::id()));
         std::fs::write(&path, b"\xEF\xBB\xBF\"a,b\"\n1\n\n2\n").unwrap();
         let layout = Layout::scan(&path, RFC).unwrap();
-        std::fs::remove_file(&path).unwrap();
         assert!(layout.is_plain(), "{layout:?}");
+        std::fs::write(&path, b"a,bc\n1,2\n\n3,4\n").unwrap();
+        let layout = Layout::scan(&path, RFC).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(layout.blank, vec![3], "{layout:?}");
     }
 
     #[test]
