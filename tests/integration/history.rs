@@ -552,6 +552,41 @@ impl Dice {
     }
 }
 
+/// A history that reads only its changed lines still refuses a truncated file: the keys that
+/// vanished since the last date's file are counted against every current version, and more
+/// than `max_delete_ratio` (0.9) closed is refused, exit 5, the table unchanged; the complete
+/// file then loads.
+#[test]
+fn a_history_reading_only_its_changed_lines_refuses_a_truncated_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new("history_truncated");
+    let spec = history_spec(dir.path());
+    std::fs::create_dir_all(dir.path().join("assets")).unwrap();
+    let write = |date: &str, keys: std::ops::Range<usize>| {
+        let body: String = keys.map(|k| format!("A{k:02},{k}.00,1\n")).collect();
+        std::fs::write(dir.path().join("assets").join(format!("{date}.csv")), format!("account_id,cash,account_type\n{body}")).unwrap();
+    };
+    let versions = || db.texts(&format!("SELECT account_id || ' ' || valid_from::text || ' ' || coalesce(valid_to::text, '-') FROM {}.asset_history ORDER BY 1", db.schema));
+    write(DAYS[0], 0..20);
+    load(&db, &spec, DAYS[0]).expect_code(0);
+    // The next date: one key gone (closed), the other lines unchanged (carried over).
+    write(DAYS[1], 0..19);
+    let out = load(&db, &spec, DAYS[1]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("closed the version of 1 on its date"), "{}", out.evidence());
+    let before = versions();
+    // Then a file of one line: 18 of the 19 current versions would close.
+    write(DAYS[2], 0..1);
+    let out = load(&db, &spec, DAYS[2]);
+    out.expect_code(5);
+    let told = format!("{}{}", out.stdout, out.stderr);
+    assert!(told.contains("18 of the 19 rows") && told.contains("max_delete_ratio"), "{}", out.evidence());
+    assert_eq!(versions(), before, "a refused load changes nothing\n{}", out.evidence());
+    write(DAYS[2], 0..19);
+    load(&db, &spec, DAYS[2]).expect_code(0);
+    assert_eq!(versions(), before, "the complete file changes nothing");
+}
+
 /// A history loaded a random series of business dates, mostly in order, some restated or late,
 /// with values changed, keys dropped, returning, repeated and invalid, lines reordered, and the
 /// same file for a new date: after each load, the table, counts and rejects equal those of a
