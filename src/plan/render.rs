@@ -576,7 +576,8 @@ fn checks(out: &mut String, st: &StagePlan, n: u32) {
         let _ = writeln!(out, "[{}] {}: {}", severity_word(c.severity), c.rule, c.condition);
         match &c.test {
             Test::Frame(violation) => {
-                let _ = writeln!(out, "    violation: {violation}");
+                // A NUL byte (the NUL check's literal) written `\0`, as rejects show it.
+                let _ = writeln!(out, "    violation: {}", violation.to_string().replace('\0', "\\0"));
             }
             Test::Rule { expr, tolerance } => {
                 let within = tolerance.map(|t| format!(", sides equal within {t}")).unwrap_or_default();
