@@ -197,6 +197,15 @@ fn keys_a_complete_file_lacks_are_deleted_but_never_more_than_the_ratio_allows()
     assert!(told.contains("trade_hard") && told.contains(r#"{"trade_id":1,"account_id":"A"}"#), "the refusal names the referencing row\n{}", out.evidence());
     assert!(told.contains("on_delete: cascade"), "the refusal says how to go on\n{}", out.evidence());
     assert_eq!(accounts(&db, "asset_hard", ""), now, "{}", out.evidence());
+
+    // Exactly the ratio (2 of 4 rows, the default 0.5) is allowed: only more is refused.
+    write("A,1.00\nB,2.50\nC,3.00\nD,4.00\n");
+    load(&db, &spec, DAYS[4]).expect_code(0);
+    write("A,1.00\nB,2.50\n");
+    let out = load(&db, &spec, DAYS[4]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("stage assets deleted 2 rows"), "deleting exactly max_delete_ratio of the rows is allowed\n{}", out.evidence());
+    assert_eq!(accounts(&db, "asset_hard", "").len(), 2, "{}", out.evidence());
 }
 
 /// assets <- trades <- fills, each a complete file: assets deletes the accounts its file lacks
