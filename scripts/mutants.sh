@@ -8,7 +8,9 @@
 #             reach it (the load's whole set of tests took ~9 minutes a mutant)
 #     --iterate: test only the mutants a group's last run did not catch or find unviable (the
 #                missed, timed-out and untested ones), keeping its earlier outcomes; those recorded
-#                in tests/mutants/GROUP.txt count too, so a run on a new machine goes on from them
+#                in tests/mutants/GROUP.txt count too, so a run on a new machine goes on from them;
+#                so do those tests/mutants/GROUP.equivalent.txt lists (missed, and shown equivalent in
+#                tests/MUTANTS.md: testing them again would only miss them again)
 #     --record:  write each group's caught and unviable mutants so far (its output directory's
 #                lists) into tests/mutants/GROUP.txt, and its timeouts (a test left waiting: found,
 #                but counted apart) into tests/mutants/GROUP.timeout.txt, to be committed: a
@@ -43,6 +45,8 @@ mkdir -p "$out"
 # The outcomes kept in the repository: every mutant a run caught or found unviable, by group.
 recorded_of() { echo "tests/mutants/$1.txt"; }
 timeouts_of() { echo "tests/mutants/$1.timeout.txt"; }
+# Missed mutants shown equivalent in tests/MUTANTS.md, kept by hand (`#` starts a comment line).
+equivalents_of() { echo "tests/mutants/$1.equivalent.txt"; }
 lists_of() {
   local d="$out/$1/mutants.out"
   cat "$d/caught.txt" "$d/previously_caught.txt" "$d/unviable.txt" 2>/dev/null || true
@@ -53,9 +57,12 @@ if [ "$record" = 1 ]; then
     f=$(recorded_of "$g")
     t=$(timeouts_of "$g")
     { cat "$out/$g/mutants.out/timeout.txt" "$t" 2>/dev/null || true; } | grep -v '^$' | LC_ALL=C sort -u > "$t.new" || true
-    # previously_caught.txt holds the timeouts an --iterate run skipped: they stay apart.
+    # previously_caught.txt holds the timeouts and equivalents an --iterate run skipped: they
+    # stay apart.
+    { cat "$t.new"; grep -v '^#' "$(equivalents_of "$g")" 2>/dev/null || true; } | grep -v '^$' | LC_ALL=C sort -u > "$t.apart"
     { lists_of "$g"; cat "$f" 2>/dev/null || true; } | grep -v '^$' | LC_ALL=C sort -u \
-      | LC_ALL=C comm -23 - "$t.new" > "$f.new" || true
+      | LC_ALL=C comm -23 - "$t.apart" > "$f.new" || true
+    rm -f "$t.apart"
     mv "$f.new" "$f"
     if [ -s "$t.new" ]; then mv "$t.new" "$t"; else rm -f "$t.new"; fi
     echo "== $g: $(wc -l < "$f") caught or unviable recorded in $f, $(cat "$t" 2>/dev/null | wc -l) timeouts in $t"
@@ -143,9 +150,9 @@ for g in "${groups[@]}"; do
   [ -z "$(exclude_of "$g")" ] || args+=(--exclude-re "$(exclude_of "$g")")
   # --iterate also skips the mutants recorded in the repository (cargo-mutants reads
   # previously_caught.txt beside caught.txt).
-  if [ ${#iterate[@]} -gt 0 ] && { [ -f "$(recorded_of "$g")" ] || [ -f "$(timeouts_of "$g")" ]; }; then
+  if [ ${#iterate[@]} -gt 0 ] && { [ -f "$(recorded_of "$g")" ] || [ -f "$(timeouts_of "$g")" ] || [ -f "$(equivalents_of "$g")" ]; }; then
     mkdir -p "$out/$g/mutants.out"
-    { lists_of "$g"; cat "$(recorded_of "$g")" "$(timeouts_of "$g")" 2>/dev/null; } | grep -v '^$' | LC_ALL=C sort -u > "$out/$g/previously.tmp" || true
+    { lists_of "$g"; cat "$(recorded_of "$g")" "$(timeouts_of "$g")" "$(equivalents_of "$g")" 2>/dev/null; } | grep -v '^$' | grep -v '^#' | LC_ALL=C sort -u > "$out/$g/previously.tmp" || true
     mv "$out/$g/previously.tmp" "$out/$g/mutants.out/previously_caught.txt"
   fi
   if [ "$list" = 1 ]; then
@@ -154,13 +161,14 @@ for g in "${groups[@]}"; do
   fi
   # The library's unit tests and the integration tests, filtered to those that guard the group,
   # run by nextest: a process a test (.config/nextest.toml keeps the traced ones apart), and the
-  # first failure ends the mutant's run (a caught mutant costs the time to its first failing
-  # test, not the whole set's). A mutant whose tests run past five times the unmutated ones' (at
+  # first failure ends the mutant's run, the tests still running killed (a caught mutant costs
+  # the time to its first failing test, not the whole set's, nor a slow test's left to finish:
+  # nextest kills each test's process group, the etl processes it started with it). A mutant whose tests run past five times the unmutated ones' (at
   # least 4 minutes) is a timeout: an endless loop costs less than the fixed 10 minutes it did.
   # shellcheck disable=SC2046
   cargo mutants "${args[@]}" "${iterate[@]}" --output "$out/$g" --test-tool nextest \
     --timeout-multiplier 5 --minimum-test-timeout 240 --build-timeout 1800 \
-    -- --lib --test integration $(tests_of "$g") || true
+    -- --max-fail 1:immediate --lib --test integration $(tests_of "$g") || true
   echo "== $g: $(cat "$out/$g/mutants.out/caught.txt" 2>/dev/null | wc -l) caught," \
     "$(cat "$out/$g/mutants.out/missed.txt" 2>/dev/null | wc -l) missed," \
     "$(cat "$out/$g/mutants.out/unviable.txt" 2>/dev/null | wc -l) unviable," \
