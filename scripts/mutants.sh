@@ -9,8 +9,9 @@
 #     --iterate: test only the mutants a group's last run did not catch or find unviable (the
 #                missed, timed-out and untested ones), keeping its earlier outcomes; those recorded
 #                in tests/mutants/GROUP.txt count too, so a run on a new machine goes on from them;
-#                so do those tests/mutants/GROUP.equivalent.txt lists (missed, and shown equivalent in
-#                tests/MUTANTS.md: testing them again would only miss them again)
+#                so do those tests/mutants/GROUP.explained.txt lists (missed, and shown in
+#                tests/MUTANTS.md equivalent or out of any test's reach: testing them again would
+#                only miss them again)
 #     --record:  write each group's caught and unviable mutants so far (its output directory's
 #                lists) into tests/mutants/GROUP.txt, and its timeouts (a test left waiting: found,
 #                but counted apart) into tests/mutants/GROUP.timeout.txt, to be committed: a
@@ -45,8 +46,8 @@ mkdir -p "$out"
 # The outcomes kept in the repository: every mutant a run caught or found unviable, by group.
 recorded_of() { echo "tests/mutants/$1.txt"; }
 timeouts_of() { echo "tests/mutants/$1.timeout.txt"; }
-# Missed mutants shown equivalent in tests/MUTANTS.md, kept by hand (`#` starts a comment line).
-equivalents_of() { echo "tests/mutants/$1.equivalent.txt"; }
+# Missed mutants tests/MUTANTS.md shows equivalent (or out of any test's reach, with why), kept by hand (`#` starts a comment line).
+explained_of() { echo "tests/mutants/$1.explained.txt"; }
 lists_of() {
   local d="$out/$1/mutants.out"
   cat "$d/caught.txt" "$d/previously_caught.txt" "$d/unviable.txt" 2>/dev/null || true
@@ -57,9 +58,9 @@ if [ "$record" = 1 ]; then
     f=$(recorded_of "$g")
     t=$(timeouts_of "$g")
     { cat "$out/$g/mutants.out/timeout.txt" "$t" 2>/dev/null || true; } | grep -v '^$' | LC_ALL=C sort -u > "$t.new" || true
-    # previously_caught.txt holds the timeouts and equivalents an --iterate run skipped: they
+    # previously_caught.txt holds the timeouts and explained mutants an --iterate run skipped: they
     # stay apart.
-    { cat "$t.new"; grep -v '^#' "$(equivalents_of "$g")" 2>/dev/null || true; } | grep -v '^$' | LC_ALL=C sort -u > "$t.apart"
+    { cat "$t.new"; grep -v '^#' "$(explained_of "$g")" 2>/dev/null || true; } | grep -v '^$' | LC_ALL=C sort -u > "$t.apart"
     { lists_of "$g"; cat "$f" 2>/dev/null || true; } | grep -v '^$' | LC_ALL=C sort -u \
       | LC_ALL=C comm -23 - "$t.apart" > "$f.new" || true
     rm -f "$t.apart"
@@ -150,9 +151,9 @@ for g in "${groups[@]}"; do
   [ -z "$(exclude_of "$g")" ] || args+=(--exclude-re "$(exclude_of "$g")")
   # --iterate also skips the mutants recorded in the repository (cargo-mutants reads
   # previously_caught.txt beside caught.txt).
-  if [ ${#iterate[@]} -gt 0 ] && { [ -f "$(recorded_of "$g")" ] || [ -f "$(timeouts_of "$g")" ] || [ -f "$(equivalents_of "$g")" ]; }; then
+  if [ ${#iterate[@]} -gt 0 ] && { [ -f "$(recorded_of "$g")" ] || [ -f "$(timeouts_of "$g")" ] || [ -f "$(explained_of "$g")" ]; }; then
     mkdir -p "$out/$g/mutants.out"
-    { lists_of "$g"; cat "$(recorded_of "$g")" "$(timeouts_of "$g")" "$(equivalents_of "$g")" 2>/dev/null; } | grep -v '^$' | grep -v '^#' | LC_ALL=C sort -u > "$out/$g/previously.tmp" || true
+    { lists_of "$g"; cat "$(recorded_of "$g")" "$(timeouts_of "$g")" "$(explained_of "$g")" 2>/dev/null; } | grep -v '^$' | grep -v '^#' | LC_ALL=C sort -u > "$out/$g/previously.tmp" || true
     mv "$out/$g/previously.tmp" "$out/$g/mutants.out/previously_caught.txt"
   fi
   if [ "$list" = 1 ]; then
