@@ -136,6 +136,57 @@ fn a_failed_contract_rolls_the_stage_back_and_is_recorded() {
     let out = run(&db, &spec, d2, &control, &["--force"]);
     out.expect_code(4);
     assert!(out.stdout.contains("check control_total passed: sum of amount 100000000000000099.00"), "{}", out.evidence());
+
+}
+
+/// A stage with a `totals` check never reads only its changed lines: the total adds up every
+/// valid row of the file, not the changed ones. Two of twenty lines changed, the total the same:
+/// the load checks every line and the total passes, as a forced load's would.
+#[test]
+fn a_changed_file_with_a_totals_check_has_every_line_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new("totals_lines");
+    let spec = dir.path().join("totals.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "version: 1
+name: totals_lines
+connections:
+  files: {{ type: local, path: '{}' }}
+  db: {{ type: postgres, url: \"{{{{ env.ETL_TEST_DATABASE_URL }}}}\", schema: \"{{{{ env.SCHEMA }}}}\" }}
+stages:
+  trades:
+    source: {{ connection: files, key: trades.csv }}
+    target: {{ connection: db, table: trade, key: [trade_ref] }}
+    columns:
+      trade_ref: {{ type: string }}
+      amount: {{ type: \"decimal(20,2)\" }}
+    checks:
+      - name: control_total
+        totals: {{ column: amount, equals: \"210.00\" }}
+",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let write = |amounts: &[u32]| {
+        let body: String = amounts.iter().enumerate().map(|(i, a)| format!("T{},{a}.00\n", i + 1)).collect();
+        std::fs::write(dir.path().join("trades.csv"), format!("trade_ref,amount\n{body}")).unwrap();
+    };
+    let url = std::env::var("ETL_TEST_DATABASE_URL").unwrap();
+    let run = || etl(&["run", spec.to_str().unwrap(), "-v"], &[("ETL_TEST_DATABASE_URL", &url), ("SCHEMA", &db.schema)]);
+    let mut amounts: Vec<u32> = (1..=20).collect();
+    write(&amounts);
+    run().expect_code(0);
+    amounts.swap(1, 2);
+    write(&amounts);
+    let out = run();
+    out.expect_code(0);
+    assert!(out.stdout.contains("check control_total passed: sum of amount 210.00"), "{}", out.evidence());
+    assert!(out.stderr.contains("every line is checked: a `totals` check adds up every valid row"), "{}", out.evidence());
+    let changed = db.texts(&format!("SELECT trade_ref || ' ' || amount::text FROM {}.trade WHERE trade_ref IN ('T2', 'T3') ORDER BY 1", db.schema));
+    assert_eq!(changed, ["T2 3.00", "T3 2.00"], "{}", out.evidence());
 }
 
 #[test]
