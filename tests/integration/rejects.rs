@@ -141,6 +141,10 @@ stages:
       business_date: {{ type: date, value: \"{{{{ run.date }}}}\" }}
     rules:
       - {{ name: small, check: \"amount < {limit}\" }}
+    # A contract of the whole load (it reads 5 rows): a replay, which reads a few rejected rows
+    # again, is no such load and is not held to it.
+    checks:
+      - {{ name: whole_file, row_count: {{ min: 3 }} }}
 ",
         );
         std::fs::write(dir.path().join("replay.yaml"), text).unwrap();
