@@ -769,6 +769,15 @@ fn dry_run_writes_nothing_and_reports_what_would_load() {
         let n = db.count(&format!("SELECT count(*) FROM etl_run_stages WHERE source LIKE '{}%'", data.path().display()));
         assert_eq!(n, 0, "no run was recorded");
     }
+    // Nor a line index in the cache: what a dry run read is no load a later one compares with.
+    let cache = tempfile::tempdir().unwrap();
+    let mut args: Vec<String> = vec!["run".into(), "specs/small_etl.yaml".into(), "--dry-run".into()];
+    args.extend(db.sets(data.path()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = etl(&refs, &[("ETL_CACHE_DIR", cache.path().to_str().unwrap())]);
+    out.expect_code(0);
+    let written: Vec<String> = std::fs::read_dir(cache.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(!written.iter().any(|f| f.ends_with(".lines")), "a dry run wrote line indexes: {written:?}\n{}", out.evidence());
 }
 
 #[test]
