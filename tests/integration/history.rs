@@ -709,3 +709,40 @@ fn a_history_reading_only_its_changed_lines_ends_as_checking_every_line() {
     // Most loads were of the next date, and read only their changed lines.
     assert!(carried_steps * 3 >= steps, "only {carried_steps} of {steps} loads carried lines over");
 }
+
+/// The last file held a key on two lines, one valid and one rejected. The next date's file drops
+/// the rejected line and keeps the valid one as it was: read by its changed lines, the valid
+/// line is carried over, so its key has not vanished and its version stays current, as a load
+/// checking every line leaves it.
+#[test]
+fn a_dropped_line_whose_key_an_unchanged_line_holds_closes_no_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let (incremental, full) = (TestDb::new("history_kept"), TestDb::new("history_kept_full"));
+    let spec = history_spec(dir.path());
+    let url = std::env::var("ETL_TEST_DATABASE_URL").unwrap();
+    let run = |db: &TestDb, date: &str, extra: &[&str]| {
+        let mut args = vec!["run", spec.to_str().unwrap(), "--date", date, "--output", "json"];
+        args.extend_from_slice(extra);
+        etl(&args, &[("ETL_TEST_DATABASE_URL", &url), ("SCHEMA", &db.schema)])
+    };
+    let versions = |db: &TestDb| {
+        db.texts(&format!(
+            "SELECT account_id || ' ' || cash::text || ' ' || valid_from::text || ' ' || coalesce(valid_to::text, '-') FROM {}.asset_history ORDER BY 1",
+            db.schema
+        ))
+    };
+    std::fs::create_dir_all(dir.path().join("assets")).unwrap();
+    let mut lines: Vec<String> = (0..12).map(|k| format!("K{k:02},{}.00,1", k + 1)).collect();
+    lines.insert(6, "K05,abc,1".to_string());
+    for (date, lines) in [("2025-12-01", &lines[..]), ("2025-12-02", &[&lines[..6], &lines[7..]].concat()[..])] {
+        std::fs::write(dir.path().join("assets").join(format!("{date}.csv")), format!("account_id,cash,account_type\n{}\n", lines.join("\n"))).unwrap();
+        let a = run(&incremental, date, &["-v"]);
+        let b = run(&full, date, &["--force"]);
+        assert_eq!(a.code, b.code, "{date}: exit codes differ\n{}\n{}", a.evidence(), b.evidence());
+        assert_eq!(versions(&incremental), versions(&full), "{date}: the versions differ\n{}\n{}", a.evidence(), b.evidence());
+        if date == "2025-12-02" {
+            assert!(crate::unchanged::carried_over(&a, "assets") > 0, "the second date read only its changed lines\n{}", a.evidence());
+        }
+    }
+    assert!(versions(&incremental).contains(&"K05 6.00 2025-12-01 -".to_string()), "{:?}", versions(&incremental));
+}
