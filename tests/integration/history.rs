@@ -746,3 +746,55 @@ fn a_dropped_line_whose_key_an_unchanged_line_holds_closes_no_version() {
     }
     assert!(versions(&incremental).contains(&"K05 6.00 2025-12-01 -".to_string()), "{:?}", versions(&incremental));
 }
+
+/// A history keyed by two columns, read by its changed lines, closes the version of a key that
+/// vanished: its key's two fields go to the server as one record of two (the last file's keys
+/// are kept in the line index as CSV), as a load checking every line closes it.
+#[test]
+fn a_vanished_key_of_two_columns_is_closed_by_a_load_of_the_changed_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let (incremental, full) = (TestDb::new("history_pair"), TestDb::new("history_pair_full"));
+    let spec = dir.path().join("pair.yaml");
+    let head = crate::util::spec_head("history_pair", dir.path().display());
+    std::fs::write(
+        &spec,
+        format!(
+            "{head}stages:
+  assets:
+    source: {{ connection: files, key: \"assets/{{{{ run.date }}}}.csv\" }}
+    target: {{ connection: db, table: pair_history, key: [account_id, account_type], mode: history, as_of: business_date, delete_missing: close, max_delete_ratio: 0.9 }}
+    columns:
+      account_id: {{ type: string }}
+      account_type: {{ type: string }}
+      cash: {{ type: \"decimal(20,2)\" }}
+      business_date: {{ type: date, value: \"{{{{ run.date }}}}\" }}
+"
+        ),
+    )
+    .unwrap();
+    let url = std::env::var("ETL_TEST_DATABASE_URL").unwrap();
+    let run = |db: &TestDb, date: &str, extra: &[&str]| {
+        let mut args = vec!["run", spec.to_str().unwrap(), "--date", date, "--output", "json"];
+        args.extend_from_slice(extra);
+        etl(&args, &[("ETL_TEST_DATABASE_URL", &url), ("SCHEMA", &db.schema)])
+    };
+    let versions = |db: &TestDb| {
+        db.texts(&format!(
+            "SELECT account_id || ' ' || account_type || ' ' || cash::text || ' ' || valid_from::text || ' ' || coalesce(valid_to::text, '-') FROM {}.pair_history ORDER BY 1",
+            db.schema
+        ))
+    };
+    std::fs::create_dir_all(dir.path().join("assets")).unwrap();
+    let lines: Vec<String> = (0..12).map(|k| format!("K{k:02},{},{}.00", ["cash", "margin"][k % 2], k + 1)).collect();
+    for (date, lines) in [("2025-12-01", &lines[..]), ("2025-12-02", &[&lines[..3], &lines[4..]].concat()[..])] {
+        std::fs::write(dir.path().join("assets").join(format!("{date}.csv")), format!("account_id,account_type,cash\n{}\n", lines.join("\n"))).unwrap();
+        let a = run(&incremental, date, &["-v"]);
+        let b = run(&full, date, &["--force"]);
+        assert_eq!(a.code, b.code, "{date}: exit codes differ\n{}\n{}", a.evidence(), b.evidence());
+        assert_eq!(versions(&incremental), versions(&full), "{date}: the versions differ\n{}\n{}", a.evidence(), b.evidence());
+        if date == "2025-12-02" {
+            assert!(crate::unchanged::carried_over(&a, "assets") > 0, "the second date read only its changed lines\n{}", a.evidence());
+        }
+    }
+    assert!(versions(&incremental).contains(&"K03 margin 4.00 2025-12-01 2025-12-02".to_string()), "{:?}", versions(&incremental));
+}
