@@ -710,6 +710,25 @@ fn a_history_reading_only_its_changed_lines_ends_as_checking_every_line() {
     assert!(carried_steps * 3 >= steps, "only {carried_steps} of {steps} loads carried lines over");
 }
 
+
+/// Loads each date's file of `spec` (its stage `assets`, the file `assets/DATE.csv` under `dir`)
+/// into `incremental`, by its changed lines where it can, and into `full`, every line
+/// (`--force`); after each, the exit codes and `table`'s rows must be the same, and every date
+/// after the first must have carried lines over.
+fn changed_lines_as_forced(spec: &Path, dir: &Path, table: &str, header: &str, days: &[(&str, Vec<String>)], incremental: &TestDb, full: &TestDb) {
+    let url = std::env::var("ETL_TEST_DATABASE_URL").unwrap();
+    let run = |db: &TestDb, date: &str, extra: &str| etl(&["run", spec.to_str().unwrap(), "--date", date, "--output", "json", extra], &[("ETL_TEST_DATABASE_URL", &url), ("SCHEMA", &db.schema)]);
+    let rows = |db: &TestDb| db.texts(&format!("SELECT t::text FROM {}.{table} AS t ORDER BY 1", db.schema));
+    std::fs::create_dir_all(dir.join("assets")).unwrap();
+    for (n, (date, lines)) in days.iter().enumerate() {
+        std::fs::write(dir.join("assets").join(format!("{date}.csv")), format!("{header}\n{}\n", lines.join("\n"))).unwrap();
+        let (a, b) = (run(incremental, date, "-v"), run(full, date, "--force"));
+        assert_eq!(a.code, b.code, "{date}: exit codes differ\n{}\n{}", a.evidence(), b.evidence());
+        assert_eq!(rows(incremental), rows(full), "{date}: the versions differ\n{}\n{}", a.evidence(), b.evidence());
+        assert!(n == 0 || crate::unchanged::carried_over(&a, "assets") > 0, "{date} did not read only its changed lines\n{}", a.evidence());
+    }
+}
+
 /// The last file held a key on two lines, one valid and one rejected. The next date's file drops
 /// the rejected line and keeps the valid one as it was: read by its changed lines, the valid
 /// line is carried over, so its key has not vanished and its version stays current, as a load
@@ -719,32 +738,13 @@ fn a_dropped_line_whose_key_an_unchanged_line_holds_closes_no_version() {
     let dir = tempfile::tempdir().unwrap();
     let (incremental, full) = (TestDb::new("history_kept"), TestDb::new("history_kept_full"));
     let spec = history_spec(dir.path());
-    let url = std::env::var("ETL_TEST_DATABASE_URL").unwrap();
-    let run = |db: &TestDb, date: &str, extra: &[&str]| {
-        let mut args = vec!["run", spec.to_str().unwrap(), "--date", date, "--output", "json"];
-        args.extend_from_slice(extra);
-        etl(&args, &[("ETL_TEST_DATABASE_URL", &url), ("SCHEMA", &db.schema)])
-    };
-    let versions = |db: &TestDb| {
-        db.texts(&format!(
-            "SELECT account_id || ' ' || cash::text || ' ' || valid_from::text || ' ' || coalesce(valid_to::text, '-') FROM {}.asset_history ORDER BY 1",
-            db.schema
-        ))
-    };
-    std::fs::create_dir_all(dir.path().join("assets")).unwrap();
     let mut lines: Vec<String> = (0..12).map(|k| format!("K{k:02},{}.00,1", k + 1)).collect();
+    let next: Vec<String> = lines.clone();
     lines.insert(6, "K05,abc,1".to_string());
-    for (date, lines) in [("2025-12-01", &lines[..]), ("2025-12-02", &[&lines[..6], &lines[7..]].concat()[..])] {
-        std::fs::write(dir.path().join("assets").join(format!("{date}.csv")), format!("account_id,cash,account_type\n{}\n", lines.join("\n"))).unwrap();
-        let a = run(&incremental, date, &["-v"]);
-        let b = run(&full, date, &["--force"]);
-        assert_eq!(a.code, b.code, "{date}: exit codes differ\n{}\n{}", a.evidence(), b.evidence());
-        assert_eq!(versions(&incremental), versions(&full), "{date}: the versions differ\n{}\n{}", a.evidence(), b.evidence());
-        if date == "2025-12-02" {
-            assert!(crate::unchanged::carried_over(&a, "assets") > 0, "the second date read only its changed lines\n{}", a.evidence());
-        }
-    }
-    assert!(versions(&incremental).contains(&"K05 6.00 2025-12-01 -".to_string()), "{:?}", versions(&incremental));
+    let days = [("2025-12-01", lines), ("2025-12-02", next)];
+    changed_lines_as_forced(&spec, dir.path(), "asset_history", "account_id,cash,account_type", &days, &incremental, &full);
+    let current = incremental.count(&format!("SELECT count(*) FROM {}.asset_history WHERE account_id = 'K05' AND valid_to IS NULL", incremental.schema));
+    assert_eq!(current, 1, "K05's version is current");
 }
 
 /// A history keyed by two columns, read by its changed lines, closes the version of a key that
@@ -772,29 +772,10 @@ fn a_vanished_key_of_two_columns_is_closed_by_a_load_of_the_changed_lines() {
         ),
     )
     .unwrap();
-    let url = std::env::var("ETL_TEST_DATABASE_URL").unwrap();
-    let run = |db: &TestDb, date: &str, extra: &[&str]| {
-        let mut args = vec!["run", spec.to_str().unwrap(), "--date", date, "--output", "json"];
-        args.extend_from_slice(extra);
-        etl(&args, &[("ETL_TEST_DATABASE_URL", &url), ("SCHEMA", &db.schema)])
-    };
-    let versions = |db: &TestDb| {
-        db.texts(&format!(
-            "SELECT account_id || ' ' || account_type || ' ' || cash::text || ' ' || valid_from::text || ' ' || coalesce(valid_to::text, '-') FROM {}.pair_history ORDER BY 1",
-            db.schema
-        ))
-    };
-    std::fs::create_dir_all(dir.path().join("assets")).unwrap();
     let lines: Vec<String> = (0..12).map(|k| format!("K{k:02},{},{}.00", ["cash", "margin"][k % 2], k + 1)).collect();
-    for (date, lines) in [("2025-12-01", &lines[..]), ("2025-12-02", &[&lines[..3], &lines[4..]].concat()[..])] {
-        std::fs::write(dir.path().join("assets").join(format!("{date}.csv")), format!("account_id,account_type,cash\n{}\n", lines.join("\n"))).unwrap();
-        let a = run(&incremental, date, &["-v"]);
-        let b = run(&full, date, &["--force"]);
-        assert_eq!(a.code, b.code, "{date}: exit codes differ\n{}\n{}", a.evidence(), b.evidence());
-        assert_eq!(versions(&incremental), versions(&full), "{date}: the versions differ\n{}\n{}", a.evidence(), b.evidence());
-        if date == "2025-12-02" {
-            assert!(crate::unchanged::carried_over(&a, "assets") > 0, "the second date read only its changed lines\n{}", a.evidence());
-        }
-    }
-    assert!(versions(&incremental).contains(&"K03 margin 4.00 2025-12-01 2025-12-02".to_string()), "{:?}", versions(&incremental));
+    let next: Vec<String> = [&lines[..3], &lines[4..]].concat();
+    let days = [("2025-12-01", lines), ("2025-12-02", next)];
+    changed_lines_as_forced(&spec, dir.path(), "pair_history", "account_id,account_type,cash", &days, &incremental, &full);
+    let closed = incremental.count(&format!("SELECT count(*) FROM {}.pair_history WHERE account_id = 'K03' AND valid_to = '2025-12-02'", incremental.schema));
+    assert_eq!(closed, 1, "K03's version is closed at the date its key vanished");
 }
