@@ -421,19 +421,24 @@ fn expected_versions(files: &std::collections::BTreeMap<&str, Vec<(&str, &str, i
 /// The history spec of the tests below: account balances by business date from the day's file
 /// in `dir`, keys a file lacks closed (at most 0.9 of them at once).
 fn history_spec(dir: &Path) -> std::path::PathBuf {
-    let spec = dir.join("history.yaml");
-    let head = crate::util::spec_head("history", dir.display());
+    history_spec_keyed(dir, "asset_history", "[account_id]", "int32")
+}
+
+/// [`history_spec`] into `table`, keyed by `key`, its `account_type` of type `account_type`.
+fn history_spec_keyed(dir: &Path, table: &str, key: &str, account_type: &str) -> std::path::PathBuf {
+    let spec = dir.join(format!("{table}.yaml"));
+    let head = crate::util::spec_head(table, dir.display());
     std::fs::write(
         &spec,
         format!(
             "{head}stages:
   assets:
     source: {{ connection: files, key: \"assets/{{{{ run.date }}}}.csv\" }}
-    target: {{ connection: db, table: asset_history, key: [account_id], mode: history, as_of: business_date, delete_missing: close, max_delete_ratio: 0.9 }}
+    target: {{ connection: db, table: {table}, key: {key}, mode: history, as_of: business_date, delete_missing: close, max_delete_ratio: 0.9 }}
     columns:
       account_id: {{ type: string, max_length: 4 }}
       cash: {{ type: \"decimal(20,2)\", min: 0 }}
-      account_type: {{ type: int32 }}
+      account_type: {{ type: {account_type} }}
       business_date: {{ type: date, value: \"{{{{ run.date }}}}\" }}
 ",
         ),
@@ -754,24 +759,7 @@ fn a_dropped_line_whose_key_an_unchanged_line_holds_closes_no_version() {
 fn a_vanished_key_of_two_columns_is_closed_by_a_load_of_the_changed_lines() {
     let dir = tempfile::tempdir().unwrap();
     let (incremental, full) = (TestDb::new("history_pair"), TestDb::new("history_pair_full"));
-    let spec = dir.path().join("pair.yaml");
-    let head = crate::util::spec_head("history_pair", dir.path().display());
-    std::fs::write(
-        &spec,
-        format!(
-            "{head}stages:
-  assets:
-    source: {{ connection: files, key: \"assets/{{{{ run.date }}}}.csv\" }}
-    target: {{ connection: db, table: pair_history, key: [account_id, account_type], mode: history, as_of: business_date, delete_missing: close, max_delete_ratio: 0.9 }}
-    columns:
-      account_id: {{ type: string }}
-      account_type: {{ type: string }}
-      cash: {{ type: \"decimal(20,2)\" }}
-      business_date: {{ type: date, value: \"{{{{ run.date }}}}\" }}
-"
-        ),
-    )
-    .unwrap();
+    let spec = history_spec_keyed(dir.path(), "pair_history", "[account_id, account_type]", "string");
     let lines: Vec<String> = (0..12).map(|k| format!("K{k:02},{},{}.00", ["cash", "margin"][k % 2], k + 1)).collect();
     let next: Vec<String> = [&lines[..3], &lines[4..]].concat();
     let days = [("2025-12-01", lines), ("2025-12-02", next)];
