@@ -46,7 +46,8 @@ mkdir -p "$out"
 # The outcomes kept in the repository: every mutant a run caught or found unviable, by group.
 recorded_of() { echo "tests/mutants/$1.txt"; }
 timeouts_of() { echo "tests/mutants/$1.timeout.txt"; }
-# Missed mutants tests/MUTANTS.md shows equivalent (or out of any test's reach, with why), kept by hand (`#` starts a comment line).
+# Missed mutants tests/MUTANTS.md shows equivalent (or out of any test's reach, with why), kept
+# by hand (`#` starts a comment line).
 explained_of() { echo "tests/mutants/$1.explained.txt"; }
 lists_of() {
   local d="$out/$1/mutants.out"
@@ -164,8 +165,9 @@ for g in "${groups[@]}"; do
   # run by nextest: a process a test (.config/nextest.toml keeps the traced ones apart), and the
   # first failure ends the mutant's run, the tests still running killed (a caught mutant costs
   # the time to its first failing test, not the whole set's, nor a slow test's left to finish:
-  # nextest kills each test's process group, the etl processes it started with it). A mutant whose tests run past five times the unmutated ones' (at
-  # least 4 minutes) is a timeout: an endless loop costs less than the fixed 10 minutes it did.
+  # nextest kills each test's process group, the etl processes it started with it). A mutant
+  # whose tests run past five times the unmutated ones' (at least 4 minutes) is a timeout: an
+  # endless loop costs less than the fixed 10 minutes it did.
   # shellcheck disable=SC2046
   cargo mutants "${args[@]}" "${iterate[@]}" --output "$out/$g" --test-tool nextest \
     --timeout-multiplier 5 --minimum-test-timeout 240 --build-timeout 1800 \
