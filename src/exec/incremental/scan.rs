@@ -61,23 +61,16 @@ impl RecordKey {
         std::fs::create_dir_all(dir)?;
         let mut secret = vec![0u8; Self::LEN];
         getrandom::fill(&mut secret).map_err(|e| std::io::Error::other(format!("no random bytes for the record key: {e}")))?;
-        // Written under a temporary name, then linked in place: two runs making one at once
-        // both end with whichever was linked first.
-        let partial = dir.join(format!(".record-key.{}", std::process::id()));
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut f = options.open(&partial)?;
-        f.write_all(&secret)?;
-        f.sync_all()?;
-        drop(f);
-        let linked = std::fs::hard_link(&partial, &path);
-        let _ = std::fs::remove_file(&partial);
-        match linked {
-            Ok(()) => Ok(RecordKey(secret)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::of_cache(dir),
-            Err(e) => Err(e),
+        // Written under a name of its own (readable by its owner only), then linked in place
+        // if no key is there yet: runs (or threads of one run) making one at once all end with
+        // whichever was linked first.
+        let mut partial = tempfile::Builder::new().prefix(".record-key.").tempfile_in(dir)?;
+        partial.write_all(&secret)?;
+        partial.as_file().sync_all()?;
+        match partial.persist_noclobber(&path) {
+            Ok(_) => Ok(RecordKey(secret)),
+            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Self::of_cache(dir),
+            Err(e) => Err(e.error),
         }
     }
 
@@ -417,6 +410,44 @@ pub(super) mod tests {
         let c = tempfile::tempdir().unwrap();
         std::fs::create_dir(c.path().join("record-key")).unwrap();
         assert!(RecordKey::of_cache(c.path()).is_err(), "an unreadable key is an error, not replaced");
+    }
+
+    /// Two runs making a cache's key at once both end with the one linked first: the loser of
+    /// the race reads the winner's, never fails, never keeps its own.
+    #[test]
+    fn runs_making_a_caches_record_key_at_once_all_end_with_one_key() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let start = std::sync::Barrier::new(8);
+            let hashes: Vec<u128> = std::thread::scope(|s| {
+                let made: Vec<_> = (0..8)
+                    .map(|_| {
+                        s.spawn(|| {
+                            start.wait();
+                            RecordKey::of_cache(dir.path()).map(|k| k.hash(b"1,x,2"))
+                        })
+                    })
+                    .collect();
+                made.into_iter().map(|t| t.join().unwrap().unwrap_or_else(|e| panic!("a run making the key at once failed: {e}"))).collect()
+            });
+            assert!(hashes.iter().all(|h| *h == hashes[0]), "the runs ended with different keys: {hashes:?}");
+            assert_eq!(RecordKey::of_cache(dir.path()).unwrap().hash(b"1,x,2"), hashes[0], "the key kept is another");
+            let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+            assert_eq!(left, vec![std::ffi::OsString::from("record-key")], "a partial key was left behind");
+        }
+    }
+
+    /// The hasher of the last file's hashes (a reordered file's lookups) spreads distinct
+    /// 128-bit hashes: each keeps its low 64 bits, so a million lookups stay a million, not a
+    /// million times the table.
+    #[test]
+    fn the_prehashed_hasher_keeps_a_128_bit_hashs_low_bits() {
+        use std::hash::BuildHasher;
+        let build = std::hash::BuildHasherDefault::<super::Prehashed>::default();
+        for n in [1u128, 0xdead_beef, u128::MAX - 7, (5u128 << 64) | 9] {
+            assert_eq!(build.hash_one(n), n as u64, "{n:#x}");
+        }
+        assert_eq!(build.hash_one(42u64), 42);
     }
 
     /// A stage reading `f.csv` (`id,code,n`): the key `id`, a unique text column `code`.
