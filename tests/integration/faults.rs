@@ -37,7 +37,7 @@ fn run(db: &TestDb, dir: &Path) -> crate::util::Output {
 }
 
 /// A running `etl run -v` whose stderr lines are collected as they come.
-struct Running {
+pub(crate) struct Running {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
 }
@@ -53,7 +53,7 @@ impl Running {
 
     /// Starts `etl ARGS` with more environment variables, returning once a line of its stderr
     /// contains `marker`.
-    fn start(args: &[String], env: &[(&str, &str)], marker: &str) -> Running {
+    pub(crate) fn start(args: &[String], env: &[(&str, &str)], marker: &str) -> Running {
         let mut child = Command::new(env!("CARGO_BIN_EXE_etl"))
             .env("ETL_CACHE_DIR", crate::util::cache_dir())
             .envs(env.iter().copied())
@@ -83,14 +83,14 @@ impl Running {
     }
 
     /// Waits for the end; the exit code (None: killed by a signal).
-    fn wait(&mut self) -> Option<i32> {
+    pub(crate) fn wait(&mut self) -> Option<i32> {
         let status = self.child.wait().unwrap();
         // Let the reader take the last lines.
         std::thread::sleep(Duration::from_millis(200));
         status.code()
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.lines.lock().unwrap().join("\n")
     }
 }

@@ -993,6 +993,80 @@ fn a_file_from_s3_is_compared_as_it_downloads_and_ends_as_a_forced_load() {
     }
 }
 
+/// A run looks for a reusable load at its start (and scans its S3 file against that load's line
+/// index as it downloads); the check under the stage's locks decides. When another run loads the
+/// stage in between (here while this run waits on the assets stage's lock), the load this run
+/// found is no longer the table's: every line is checked, the scan made against it unused, and
+/// the table ends as a forced load of this run's file leaves it.
+#[test]
+fn a_load_committed_by_another_run_while_this_one_waits_has_every_line_checked() {
+    let data = generate(200, 5_000, 0.0, 65);
+    let text = std::fs::read_to_string(data.path().join("trades.csv")).unwrap();
+    // A trades file with line `n`'s remark changed.
+    let remark = text.lines().next().unwrap().split(',').position(|c| c == "order_remark").unwrap();
+    let edited = |n: usize| -> String {
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let mut f: Vec<String> = lines[n].split(',').map(str::to_string).collect();
+        f[remark] = format!("edited {n}");
+        lines[n] = f.join(",");
+        lines.join("\n") + "\n"
+    };
+    let files = ["account_assets.csv", "trades.csv"];
+    let ours = crate::run::TestBucket::with_files("waitours", data.path(), &files);
+    let db = TestDb::new("waitcompared");
+    let first = db.run_s3(&ours, &[]);
+    assert!(matches!(first.code, 0 | 4), "{}", first.evidence());
+    // This run's file: line 30 changed. The other run's: line 40 changed.
+    let put = |bucket: &crate::run::TestBucket, body: String| {
+        let s3 = crate::run::s3_client_keyed(&bucket.endpoint, &bucket.access_key, &bucket.secret_key);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(s3.put_object().bucket(&bucket.name).key("trades.csv").body(body.into_bytes().into()).send()).unwrap();
+    };
+    put(&ours, edited(30));
+    let theirs = crate::run::TestBucket::with_files("waittheirs", data.path(), &files);
+    put(&theirs, edited(40));
+    // This test's session holds the assets stage's lock: the run finds trades' last load, starts
+    // its download and scan, and waits.
+    let key = format!("etl:\"{}\".\"asset\"", db.schema).replace('\'', "''");
+    db.exec(&format!("SELECT pg_advisory_lock(hashtextextended('{key}', 0))"));
+    let args: Vec<String> = ["run", "specs/small_etl.yaml", "-v", "--set"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([format!("connections.db={{type: postgres, url: '{}', schema: {}}}", db.url, db.schema)])
+        .collect();
+    let env = ours.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut waiting = crate::faults::Running::start(&args, &env, "trades: source");
+    let waits = format!(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objsubid = 1
+           AND ((classid::bigint << 32) | objid::bigint) = hashtextextended('{key}', 0)"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while db.count(&waits) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the run never waited on the assets stage's lock\n{}", waiting.log());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Its trades file has downloaded by now (a few hundred kB on loopback).
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let other = db.run_s3(&theirs, &["--stage", "trades", "-v"]);
+    assert_eq!(other.code, first.code, "the other run\n{}", other.evidence());
+    assert!(carried_over(&other, "trades") > 4_000, "the other run\n{}", other.evidence());
+    db.exec(&format!("SELECT pg_advisory_unlock(hashtextextended('{key}', 0))"));
+    assert_eq!(waiting.wait(), Some(first.code), "{}", waiting.log());
+    // Its check under the locks finds the table as the other run's load left it, not as the load
+    // it found at its start did: it checks every line (exact; comparing with the other run's
+    // file instead would only be faster).
+    let log = waiting.log();
+    // "small_etl run N for DATE: ..."
+    let first_run = first.stdout.split_whitespace().nth(2).unwrap_or_default();
+    assert!(log.contains(&format!("trades: every line is checked: the table is not as run {first_run}'s load left it")), "{log}\n{}", first.evidence());
+    assert!(!log.contains("trades: compared with the file of run"), "the load compared lines with a load that is not the table's last\n{log}");
+    let after = rows_digest(&db, "trade");
+    let forced = db.run_s3(&ours, &["--force"]);
+    assert_eq!(forced.code, first.code, "{}", forced.evidence());
+    assert_eq!(rows_digest(&db, "trade"), after, "the load differs from a forced load of its file\n{log}\n{}", other.evidence());
+}
+
 /// An `append` stage adds its file's rows on every run: the same file loaded again is never
 /// taken for an unchanged load (there is nothing to compare an appended table with).
 #[test]

@@ -78,6 +78,9 @@ pub struct Changes {
     /// record). Only these may be missing from this file: every other key of the last file is
     /// on an unchanged line. A changed line may hold one still: the merge sees to that.
     pub vanished: Vec<Vec<u8>>,
+    /// Whether the records were compared as the file downloaded (the scan that followed the
+    /// download was of the same bytes, against the same line index), not scanned again.
+    pub as_downloaded: bool,
 }
 
 /// A file's records as a scan found them, each looked up in the last load's line index as it
@@ -338,7 +341,9 @@ pub fn changes(
 ) -> Result<Result<Changes, Unsupported>, ExecError> {
     let closing = index::keeps_keys(stage);
     // The file's records: as scanned while it downloaded (against this same index), or now.
-    let pre = match prescanned.filter(|p| p.compared_with == index) {
+    let followed = prescanned.filter(|p| p.compared_with == index);
+    let as_downloaded = followed.is_some();
+    let pre = match followed {
         Some(p) => p,
         None => {
             let header_bytes = header_record(stage, path)?;
@@ -383,6 +388,7 @@ pub fn changes(
         rejects: Vec::new(),
         index,
         vanished: Vec::new(),
+        as_downloaded,
     };
     let mut changed: Vec<usize> = Vec::new();
     for (r, &at) in was.iter().enumerate() {

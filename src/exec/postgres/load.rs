@@ -123,6 +123,10 @@ pub fn load_stage(
                 }
                 Err(why) => progress.detail(&st.name, &format!("every line is checked: {why}")),
             }
+        } else if !as_left {
+            progress.detail(&st.name, &format!("every line is checked: the table is not as run {}'s load left it", reuse.last.loaded_by));
+        } else {
+            progress.detail(&st.name, &format!("every line is checked: the stage's spec or a table it references differs from run {}'s load", reuse.last.loaded_by));
         }
     }
     // A set: the files whose content is in the ledger are left out, looked up again now that
@@ -176,9 +180,9 @@ pub fn load_stage(
     let mut changes = match reuse_lines {
         None => None,
         Some((reuse, index, previous)) => {
-            let during = if prescanned.is_some() { " as it downloaded" } else { "" };
             match incremental::changes(st, path, &columns, index, &previous, &opts.temp_dir, next_index.as_deref(), prescanned.take())? {
                 Ok(c) => {
+                    let during = if c.as_downloaded { " as it downloaded" } else { "" };
                     progress.detail(&st.name, &format!("compared with the file of run {}{during}: {} lines unchanged, {} to check", reuse.last.loaded_by, c.same, c.lines.len()));
                     Some(c)
                 }
