@@ -16,7 +16,9 @@
 #                lists) into tests/mutants/GROUP.txt, and its timeouts (a test left waiting: found,
 #                but counted apart) into tests/mutants/GROUP.timeout.txt, to be committed: a
 #                machine's outcomes go with it, the repository's stay. cargo-mutants matches a name
-#                by file, line, column and mutation, so a mutant whose line moved since is tested
+#                by file, line, column and mutation: each list names the tree its names are of
+#                (`# tree: COMMIT`, HEAD when recorded) and is carried to the tree a run mutates
+#                (scripts/mutants-remap.py), so only mutants on lines changed since are tested
 #                again; --iterate skips both lists (a timeout costs minutes to find again).
 # Results go to mutants.out/ under $ETL_MUTANTS_DIR (default ~/.cache/etl/mutants); record the
 # counts and every missed mutant in tests/MUTANTS.md. Its services run on ports and in a directory
@@ -53,21 +55,43 @@ lists_of() {
   local d="$out/$1/mutants.out"
   cat "$d/caught.txt" "$d/previously_caught.txt" "$d/unviable.txt" 2>/dev/null || true
 }
+# A mutant is named by file, line and column, so a line added or removed above it renames it.
+# Every list says the tree its names are of (the repository's lists a `# tree: COMMIT` line, a
+# run's outcomes `$out/GROUP/base`: the tree it mutated), and is carried to the tree it is used on
+# (scripts/mutants-remap.py: names on lines changed since are dropped, to be tested again).
+tree_of() { sed -n 's/^# tree: //p' "$1" 2>/dev/null | head -1; }
+# Names (stdin) of the tree $1 at their lines in the tree $2 (the working tree when left out).
+carried() { grep -v '^#' | grep -v '^$' | python3 scripts/mutants-remap.py "$1" ${2:+"$2"}; }
+# A repository list's names carried to the tree $2 (a list without a tree line is taken as
+# HEAD's).
+list_at() { [ -f "$1" ] || return 0; carried "$(tree_of "$1" | grep . || git rev-parse HEAD)" ${2:+"$2"} < "$1"; }
+# A run's outcomes carried to the tree $2.
+run_at() {
+  local base
+  base=$(cat "$out/$1/base" 2>/dev/null || git rev-parse HEAD)
+  lists_of "$1" | carried "$base" ${2:+"$2"}
+}
 if [ "$record" = 1 ]; then
   mkdir -p tests/mutants
+  head=$(git rev-parse HEAD)
   for g in "${groups[@]}"; do
     f=$(recorded_of "$g")
     t=$(timeouts_of "$g")
-    { cat "$out/$g/mutants.out/timeout.txt" "$t" 2>/dev/null || true; } | grep -v '^$' | LC_ALL=C sort -u > "$t.new" || true
+    e=$(explained_of "$g")
+    # Recorded as of HEAD: whatever the working tree holds, the names are HEAD's lines.
+    { cat "$out/$g/mutants.out/timeout.txt" 2>/dev/null | carried "$(cat "$out/$g/base" 2>/dev/null || echo "$head")" "$head"; list_at "$t" "$head"; } | LC_ALL=C sort -u > "$t.new" || true
+    if [ -f "$e" ]; then
+      { grep '^#' "$e" | grep -v '^# tree: '; echo "# tree: $head"; list_at "$e" "$head" | LC_ALL=C sort -u; } > "$e.new"
+      mv "$e.new" "$e"
+    fi
     # previously_caught.txt holds the timeouts and explained mutants an --iterate run skipped: they
     # stay apart.
-    { cat "$t.new"; grep -v '^#' "$(explained_of "$g")" 2>/dev/null || true; } | grep -v '^$' | LC_ALL=C sort -u > "$t.apart"
-    { lists_of "$g"; cat "$f" 2>/dev/null || true; } | grep -v '^$' | LC_ALL=C sort -u \
-      | LC_ALL=C comm -23 - "$t.apart" > "$f.new" || true
+    { cat "$t.new"; list_at "$e" "$head"; } | grep -v '^$' | LC_ALL=C sort -u > "$t.apart"
+    { echo "# tree: $head"; { run_at "$g" "$head"; list_at "$f" "$head"; } | LC_ALL=C sort -u | LC_ALL=C comm -23 - "$t.apart"; } > "$f.new" || true
     rm -f "$t.apart"
     mv "$f.new" "$f"
-    if [ -s "$t.new" ]; then mv "$t.new" "$t"; else rm -f "$t.new"; fi
-    echo "== $g: $(wc -l < "$f") caught or unviable recorded in $f, $(cat "$t" 2>/dev/null | wc -l) timeouts in $t"
+    if [ -s "$t.new" ]; then { echo "# tree: $head"; cat "$t.new"; } > "$t"; rm -f "$t.new"; else rm -f "$t.new"; fi
+    echo "== $g: $(grep -vc '^#' "$f") caught or unviable recorded in $f, $(grep -v '^#' "$t" 2>/dev/null | wc -l) timeouts in $t (as of $head)"
   done
   exit 0
 fi
@@ -150,17 +174,28 @@ for g in "${groups[@]}"; do
   for f in $(files_of "$g"); do args+=(--file "$f"); done
   [ -z "$(re_of "$g")" ] || args+=(--re "$(re_of "$g")")
   [ -z "$(exclude_of "$g")" ] || args+=(--exclude-re "$(exclude_of "$g")")
-  # --iterate also skips the mutants recorded in the repository (cargo-mutants reads
-  # previously_caught.txt beside caught.txt).
-  if [ ${#iterate[@]} -gt 0 ] && { [ -f "$(recorded_of "$g")" ] || [ -f "$(timeouts_of "$g")" ] || [ -f "$(explained_of "$g")" ]; }; then
-    mkdir -p "$out/$g/mutants.out"
-    { lists_of "$g"; cat "$(recorded_of "$g")" "$(timeouts_of "$g")" "$(explained_of "$g")" 2>/dev/null; } | grep -v '^$' | grep -v '^#' | LC_ALL=C sort -u > "$out/$g/previously.tmp" || true
-    mv "$out/$g/previously.tmp" "$out/$g/mutants.out/previously_caught.txt"
+  # --iterate also skips the mutants recorded in the repository, every list carried to the
+  # working tree, which the run mutates (kept as the run's base: `git stash create` names the
+  # working tree's tracked files as a commit; HEAD when it is clean). `--list` works in a
+  # directory of its own: a run of the group may be going on in "$out/$g".
+  dir="$out/$g"
+  [ "$list" = 0 ] || dir="$out/$g.list"
+  if [ ${#iterate[@]} -gt 0 ]; then
+    mkdir -p "$dir/mutants.out"
+    { run_at "$g"; for l in "$(recorded_of "$g")" "$(timeouts_of "$g")" "$(explained_of "$g")"; do list_at "$l"; done; } \
+      | LC_ALL=C sort -u > "$dir/previously.tmp" || true
+    # cargo-mutants --iterate skips what caught.txt, unviable.txt and previously_caught.txt name:
+    # only the carried names, so a name left at its old line never skips another mutant.
+    mv "$dir/previously.tmp" "$dir/mutants.out/previously_caught.txt"
+    : > "$dir/mutants.out/caught.txt"
+    : > "$dir/mutants.out/unviable.txt"
   fi
   if [ "$list" = 1 ]; then
-    echo "== $g: $(cargo mutants --list "${args[@]}" "${iterate[@]}" --output "$out/$g" | wc -l) mutants${iterate:+ to test}"
+    echo "== $g: $(cargo mutants --list "${args[@]}" "${iterate[@]}" --output "$dir" | wc -l) mutants${iterate:+ to test}"
     continue
   fi
+  base=$(git stash create)
+  echo "${base:-$(git rev-parse HEAD)}" > "$out/$g/base"
   # The library's unit tests and the integration tests, filtered to those that guard the group,
   # run by nextest: a process a test (.config/nextest.toml keeps the traced ones apart), and the
   # first failure ends the mutant's run, the tests still running killed (a caught mutant costs
