@@ -486,6 +486,33 @@ stages:
         }
     }
 
+    /// A record longer than the scan's first buffer (1 MiB) is read in a few reads: the buffer
+    /// doubles as it fills, so a long line is not searched again for every few bytes that arrive.
+    #[test]
+    fn a_record_longer_than_the_buffer_is_read_in_a_few_reads() {
+        struct Counted<'a>(Trickle<'a>, usize);
+        impl std::io::Read for Counted<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                self.1 += 1;
+                self.0.read(buf)
+            }
+        }
+        let long = "x".repeat((1 << 20) + (1 << 13));
+        let text = format!("id,code,n\n1,{long},2\n3,y,4\n");
+        let key = RecordKey(vec![7; RecordKey::LEN]);
+        let columns: Vec<String> = ["id", "code", "n"].map(String::from).to_vec();
+        let mut file = Counted(Trickle { bytes: text.as_bytes(), chunk: usize::MAX }, 0);
+        let mut lens = Vec::new();
+        super::scan_reader(&stage(), &mut file, "f.csv", &columns, true, &key, |r| {
+            lens.push(r.bytes.len());
+            Ok(())
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(lens, [long.len() + 4, 5]);
+        assert!(file.1 <= 8, "{} reads of a file of {} bytes", file.1, text.len());
+    }
+
     /// One record as the scan gave it: where it starts, its bytes, its groups' hashes, its key.
     type Seen = (u64, String, Vec<Option<u64>>, String);
 
