@@ -71,10 +71,19 @@ run_at() {
   base=$(cat "$out/$1/base" 2>/dev/null || git rev-parse HEAD)
   lists_of "$1" | carried "$base" ${2:+"$2"}
 }
+# Every tree a group's names are of must be in the repository (a run's base is kept reachable
+# by refs/mutants/GROUP): a name that cannot be carried is never dropped silently.
+trees_present() {
+  local t
+  for t in $(cat "$out/$1/base" 2>/dev/null) $(tree_of "$(recorded_of "$1")") $(tree_of "$(timeouts_of "$1")") $(tree_of "$(explained_of "$1")"); do
+    git cat-file -e "$t^{commit}" 2>/dev/null || { echo "mutants: $1's names are of the tree $t, which this repository does not hold: fetch it, or set the list's '# tree:' line" >&2; exit 1; }
+  done
+}
 if [ "$record" = 1 ]; then
   mkdir -p tests/mutants
   head=$(git rev-parse HEAD)
   for g in "${groups[@]}"; do
+    trees_present "$g"
     f=$(recorded_of "$g")
     t=$(timeouts_of "$g")
     e=$(explained_of "$g")
@@ -180,6 +189,7 @@ for g in "${groups[@]}"; do
   # directory of its own: a run of the group may be going on in "$out/$g".
   dir="$out/$g"
   [ "$list" = 0 ] || dir="$out/$g.list"
+  trees_present "$g"
   if [ ${#iterate[@]} -gt 0 ]; then
     mkdir -p "$dir/mutants.out"
     { run_at "$g"; for l in "$(recorded_of "$g")" "$(timeouts_of "$g")" "$(explained_of "$g")"; do list_at "$l"; done; } \
@@ -195,7 +205,9 @@ for g in "${groups[@]}"; do
     continue
   fi
   base=$(git stash create)
-  echo "${base:-$(git rev-parse HEAD)}" > "$out/$g/base"
+  base=${base:-$(git rev-parse HEAD)}
+  git update-ref "refs/mutants/$g" "$base"
+  echo "$base" > "$out/$g/base"
   # The library's unit tests and the integration tests, filtered to those that guard the group,
   # run by nextest: a process a test (.config/nextest.toml keeps the traced ones apart), and the
   # first failure ends the mutant's run, the tests still running killed (a caught mutant costs
