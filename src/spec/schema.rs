@@ -165,14 +165,13 @@ fn convert(e: &ValidationError<'_>, root: &Value, schema: &Value, out: &mut Vec<
         }
         ValidationErrorKind::Type { kind } => {
             let expected = describe_kind(kind, instance);
-            out.push(
-                Problem::new(
-                    "spec::wrong_type",
-                    at.clone(),
-                    format!("`{at}` must be {expected}, not {}", describe_value(instance)),
-                )
-                .label(format!("expected {expected}")),
-            );
+            let mut problem = Problem::new("spec::wrong_type", at.clone(), format!("`{at}` must be {expected}, not {}", describe_value(instance)))
+                .label(format!("expected {expected}"));
+            // YAML reads `NULL`, `null`, `~` and nothing at all as null, where a text was meant.
+            if instance.is_null() && expected.starts_with("text") {
+                problem = problem.help("YAML reads NULL, null, ~ and an empty value as null: quote it to mean the text (\"NULL\")");
+            }
+            out.push(problem);
         }
         ValidationErrorKind::Enum { options } => {
             let opts: Vec<String> = options.as_array().map(|a| a.iter().map(plain).collect()).unwrap_or_default();
@@ -291,6 +290,15 @@ fn narrow(
                 return;
             }
         }
+    }
+    // Untagged, and one shape fits at this level (every error of it lies inside the value: a
+    // mapping where the other shapes wanted text): that shape's errors, each at its own place.
+    let inside = |branch: &&Vec<ValidationError<'static>>| !branch.is_empty() && branch.iter().all(|e| Pointer::parse(e.instance_path().as_str()) != *at);
+    if let [branch] = context.iter().filter(inside).collect::<Vec<_>>().as_slice() {
+        for e in branch.iter() {
+            convert(e, root, schema, out);
+        }
+        return;
     }
     // Untagged: say what each shape wanted.
     let wants: Vec<String> = context

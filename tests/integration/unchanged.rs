@@ -446,6 +446,43 @@ fn a_changed_line_taking_an_unchanged_lines_unique_value_checks_both_again() {
     assert_eq!(report(&out)["stages"][1]["rows_rejected"], 0, "{}", out.evidence());
 }
 
+/// The same with the unique value empty, not NULL (`null_values` without `""`), in the record's
+/// last field: the scan reads an empty last field as a value like any other, so the changed line
+/// taking it makes the unchanged one a repeat too.
+#[test]
+fn an_empty_unique_value_in_the_last_field_taken_by_a_changed_line_checks_both_again() {
+    let data = generate(100, 1_000, 0.0, 64);
+    let dir = data.path();
+    // The remark moved to the end of each line, every remark its own, one of them empty.
+    edit(dir, "trades.csv", |l| {
+        for line in l.iter_mut() {
+            let mut f: Vec<String> = line.split(',').map(str::to_string).collect();
+            if f.len() == 15 {
+                let remark = f.remove(10);
+                f.push(remark);
+                *line = f.join(",");
+            }
+        }
+        for (n, i) in trade_lines(l).into_iter().enumerate() {
+            set(l, i, 14, &format!("R{n:05}"));
+        }
+        let t = trade_lines(l);
+        set(l, t[9], 14, "");
+    });
+    let unique = ["--set", "stages.trades.columns.order_remark.unique=true", "--set", "defaults.csv.null_values=[\"NULL\"]"];
+    let (a, b) = (TestDb::new("uniq_empty_a"), TestDb::new("uniq_empty_b"));
+    let out = same_outcome_with(&a, &b, dir, "first load", &[], &unique);
+    assert_eq!(report(&out)["stages"][1]["rows_rejected"], 0, "{}", out.evidence());
+    let empty = b.count(&format!("SELECT count(*) FROM {}.trade WHERE order_remark = ''", b.schema));
+    assert_eq!(empty, 1, "the empty remark is a value here, not NULL\n{}", out.evidence());
+    edit(dir, "trades.csv", |l| {
+        let t = trade_lines(l);
+        set(l, t[5], 14, "");
+    });
+    let out = same_outcome_with(&a, &b, dir, "a changed line takes the unchanged line's empty remark", &["trades"], &unique);
+    assert_eq!(report(&out)["stages"][1]["rows_rejected"], 2, "both lines holding the empty remark are rejected\n{}", out.evidence());
+}
+
 /// Rewrites a file of `dir` through `edit` with each line ended by `end` (the last one too when
 /// `final_end`), whatever line ends it had.
 fn rewrite(dir: &Path, file: &str, end: &str, final_end: bool, edit: impl FnOnce(&mut Vec<String>)) {
