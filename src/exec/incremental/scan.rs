@@ -69,7 +69,11 @@ impl RecordKey {
         partial.as_file().sync_all()?;
         match partial.persist_noclobber(&path) {
             Ok(_) => Ok(RecordKey(secret)),
-            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Self::of_cache(dir),
+            // Another run linked its key first (whole: written and synced before it was linked).
+            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => match std::fs::read(&path) {
+                Ok(bytes) if bytes.len() == Self::LEN => Ok(RecordKey(bytes)),
+                _ => Err(std::io::Error::other(format!("{} is there but cannot be read as a record key: remove it (the line indexes beside it are then checked in full once)", path.display()))),
+            },
             Err(e) => Err(e.error),
         }
     }
@@ -410,6 +414,15 @@ pub(super) mod tests {
         let c = tempfile::tempdir().unwrap();
         std::fs::create_dir(c.path().join("record-key")).unwrap();
         assert!(RecordKey::of_cache(c.path()).is_err(), "an unreadable key is an error, not replaced");
+        // A link to nothing reads as missing, yet holds the name: an error, not a new key
+        // linked over and over (it recursed until the stack overflowed).
+        #[cfg(unix)]
+        {
+            let d = tempfile::tempdir().unwrap();
+            std::os::unix::fs::symlink(d.path().join("gone"), d.path().join("record-key")).unwrap();
+            let e = RecordKey::of_cache(d.path()).err().expect("a dangling link taken for a key");
+            assert!(e.to_string().contains("cannot be read as a record key"), "{e}");
+        }
     }
 
     /// Two runs making a cache's key at once both end with the one linked first: the loser of
