@@ -312,6 +312,7 @@ mod tests {
         assert_eq!(last.find(h(9), 2, false), Ok(Some(9)), "within the 8 after the last match");
         assert_eq!(last.find(h(20), 10, false), Ok(None), "past them, only when asked to look anywhere");
         assert_eq!(last.window.len(), 8, "the window holds what lookups near the last match need");
+        assert!(last.all.is_none(), "the whole index read for lookups never asked to look anywhere");
         assert_eq!(last.find(h(20), 10, true), Ok(Some(20)));
         assert_eq!(last.find(h(3), 21, true), Ok(Some(3)), "an earlier record, once the whole index is read");
         assert_eq!(last.find(h(22), 21, false), Ok(Some(22)));
