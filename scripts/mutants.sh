@@ -65,17 +65,15 @@ carried() { grep -v '^#' | grep -v '^$' | python3 scripts/mutants-remap.py "$1" 
 # A repository list's names carried to the tree $2 (a list without a tree line is taken as
 # HEAD's).
 list_at() { [ -f "$1" ] || return 0; carried "$(tree_of "$1" | grep . || git rev-parse HEAD)" ${2:+"$2"} < "$1"; }
+# The tree a group's last run mutated (HEAD for a run from before bases were kept).
+base_of() { cat "$out/$1/base" 2>/dev/null || git rev-parse HEAD; }
 # A run's outcomes carried to the tree $2.
-run_at() {
-  local base
-  base=$(cat "$out/$1/base" 2>/dev/null || git rev-parse HEAD)
-  lists_of "$1" | carried "$base" ${2:+"$2"}
-}
+run_at() { lists_of "$1" | carried "$(base_of "$1")" ${2:+"$2"}; }
 # Every tree a group's names are of must be in the repository (a run's base is kept reachable
 # by refs/mutants/GROUP): a name that cannot be carried is never dropped silently.
 trees_present() {
   local t
-  for t in $(cat "$out/$1/base" 2>/dev/null) $(tree_of "$(recorded_of "$1")") $(tree_of "$(timeouts_of "$1")") $(tree_of "$(explained_of "$1")"); do
+  for t in $(base_of "$1") $(tree_of "$(recorded_of "$1")") $(tree_of "$(timeouts_of "$1")") $(tree_of "$(explained_of "$1")"); do
     git cat-file -e "$t^{commit}" 2>/dev/null || { echo "mutants: $1's names are of the tree $t, which this repository does not hold: fetch it, or set the list's '# tree:' line" >&2; exit 1; }
   done
 }
@@ -88,7 +86,7 @@ if [ "$record" = 1 ]; then
     t=$(timeouts_of "$g")
     e=$(explained_of "$g")
     # Recorded as of HEAD: whatever the working tree holds, the names are HEAD's lines.
-    { cat "$out/$g/mutants.out/timeout.txt" 2>/dev/null | carried "$(cat "$out/$g/base" 2>/dev/null || echo "$head")" "$head"; list_at "$t" "$head"; } | LC_ALL=C sort -u > "$t.new" || true
+    { cat "$out/$g/mutants.out/timeout.txt" 2>/dev/null | carried "$(base_of "$g")" "$head"; list_at "$t" "$head"; } | LC_ALL=C sort -u > "$t.new" || true
     if [ -f "$e" ]; then
       { grep '^#' "$e" | grep -v '^# tree: '; echo "# tree: $head"; list_at "$e" "$head" | LC_ALL=C sort -u; } > "$e.new"
       mv "$e.new" "$e"

@@ -52,11 +52,8 @@ impl RecordKey {
     pub fn of_cache(dir: &Path) -> std::io::Result<RecordKey> {
         use std::io::Write;
         let path = dir.join("record-key");
-        match std::fs::read(&path) {
-            Ok(bytes) if bytes.len() == Self::LEN => return Ok(RecordKey(bytes)),
-            Ok(_) => return Err(std::io::Error::other(format!("{} is not a record key: remove it (the line indexes beside it are then checked in full once)", path.display()))),
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            Err(_) => {}
+        if let Some(key) = Self::read(&path)? {
+            return Ok(key);
         }
         std::fs::create_dir_all(dir)?;
         let mut secret = vec![0u8; Self::LEN];
@@ -69,13 +66,25 @@ impl RecordKey {
         partial.as_file().sync_all()?;
         match partial.persist_noclobber(&path) {
             Ok(_) => Ok(RecordKey(secret)),
-            // Another run linked its key first (whole: written and synced before it was linked).
-            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => match std::fs::read(&path) {
-                Ok(bytes) if bytes.len() == Self::LEN => Ok(RecordKey(bytes)),
-                _ => Err(std::io::Error::other(format!("{} is there but cannot be read as a record key: remove it (the line indexes beside it are then checked in full once)", path.display()))),
-            },
+            // Another run linked its key first (whole: written and synced before it was linked);
+            // a name that still reads as missing (a link to nothing) is no key either.
+            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Self::read(&path)?.ok_or_else(|| Self::not_a_key(&path)),
             Err(e) => Err(e.error),
         }
+    }
+
+    /// The key at `path`; None when there is none.
+    fn read(path: &Path) -> std::io::Result<Option<RecordKey>> {
+        match std::fs::read(path) {
+            Ok(bytes) if bytes.len() == Self::LEN => Ok(Some(RecordKey(bytes))),
+            Ok(_) => Err(Self::not_a_key(path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn not_a_key(path: &Path) -> std::io::Error {
+        std::io::Error::other(format!("{} is not a record key: remove it (the line indexes beside it are then checked in full once)", path.display()))
     }
 
     /// A record's hash.
@@ -421,7 +430,7 @@ pub(super) mod tests {
             let d = tempfile::tempdir().unwrap();
             std::os::unix::fs::symlink(d.path().join("gone"), d.path().join("record-key")).unwrap();
             let e = RecordKey::of_cache(d.path()).err().expect("a dangling link taken for a key");
-            assert!(e.to_string().contains("cannot be read as a record key"), "{e}");
+            assert!(e.to_string().contains("is not a record key: remove it"), "{e}");
         }
     }
 
