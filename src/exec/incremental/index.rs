@@ -326,6 +326,32 @@ mod tests {
         assert!(cut.find(h(90_000), 90_000, false).is_err(), "a cut index taken for one without the record");
     }
 
+    /// An index whose load did not commit is dropped, never left in the cache, and the last
+    /// load's index stays; one kept replaces the stage's older ones.
+    #[test]
+    fn an_index_whose_load_did_not_commit_leaves_nothing_and_the_last_one_stays() {
+        let stage = crate::exec::incremental::scan::tests::stage();
+        let columns: Vec<String> = ["id", "code", "n"].map(String::from).to_vec();
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("now.csv");
+        std::fs::write(&csv, "id,code,n\na,x,1\nb,y,2\n").unwrap();
+        let cache = dir.path().join("line-index");
+        // The cache's record key aside.
+        let names = || -> Vec<String> {
+            let mut n: Vec<String> = std::fs::read_dir(&cache).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n != "record-key").collect();
+            n.sort();
+            n
+        };
+        super::index_file(&stage, &csv, &columns, &cache.join("s-1.lines")).unwrap().unwrap().keep().unwrap();
+        assert_eq!(names(), ["s-1.lines"]);
+        let pending = super::index_file(&stage, &csv, &columns, &cache.join("s-2.lines")).unwrap().unwrap();
+        assert_eq!(names().len(), 2, "the pending index is written under its temporary name: {:?}", names());
+        drop(pending);
+        assert_eq!(names(), ["s-1.lines"], "a load that did not commit left its index behind");
+        super::index_file(&stage, &csv, &columns, &cache.join("s-3.lines")).unwrap().unwrap().keep().unwrap();
+        assert_eq!(names(), ["s-3.lines"], "the older index stays beside the one kept");
+    }
+
     #[test]
     fn a_damaged_line_index_is_refused_never_read() {
         let dir = tempfile::tempdir().unwrap();
