@@ -1,4 +1,4 @@
-//! Line indexes: a file's records as (hash, line), written as the file is scanned, kept under a
+//! Line indexes: a file's records' hashes in line order, written as the file is scanned, kept under a
 //! temporary name until the load it describes commits, then put in place (the stage's older
 //! ones removed); and read back to find the next file's unchanged records.
 
@@ -11,17 +11,22 @@ use super::scan::{ByHash, Record, RecordKey, scan};
 use crate::exec::error::ExecError;
 use crate::plan::StagePlan;
 
-/// Version 3: records hashed with the cache's [`RecordKey`] (an index of version 2, unkeyed, is
-/// not read: that load checks every record once).
-const MAGIC: &[u8; 8] = b"ETLLINE3";
+/// Version 4: after the magic and the header's hash, each record's hash (with the cache's
+/// [`RecordKey`]) alone, its line told by its position. An index of an earlier version (3 also
+/// held each record's line, which nothing read; 2 was unkeyed) is not read: that load checks
+/// every record once.
+const MAGIC: &[u8; 8] = b"ETLLINE4";
 
-/// Writes a line index to `path` as records come (each record's hash and line), through a
-/// temporary name, and removes the stage's older indexes on `finish`.
+/// The bytes of the magic and the header's hash, then of each record.
+const START: u64 = 24;
+const ENTRY: u64 = 16;
+
+/// Writes a line index to `path` as records come (each record's hash), through a temporary
+/// name, and removes the stage's older indexes on `finish`.
 pub struct IndexWriter {
     path: PathBuf,
     partial: PathBuf,
     out: std::io::BufWriter<std::fs::File>,
-    header: u64,
     /// A history stage closing the keys its file lacks: each record's key, one CSV record per
     /// line (empty: a field is missing), in a file beside the index ([`keys_path`]).
     keys: Option<(PathBuf, std::io::BufWriter<std::fs::File>)>,
@@ -59,16 +64,13 @@ impl IndexWriter {
         } else {
             None
         };
-        Ok(IndexWriter { path: path.to_path_buf(), partial, out, header: u64::from(stage.csv.header), keys })
+        Ok(IndexWriter { path: path.to_path_buf(), partial, out, keys })
     }
 
-    /// Adds one record.
+    /// Adds the next record.
     pub fn add(&mut self, r: &Record<'_>) -> Result<(), ExecError> {
-        let mut entry = [0u8; 24];
-        entry[..16].copy_from_slice(&r.hash.to_le_bytes());
-        entry[16..].copy_from_slice(&(r.index as u64 + 1 + self.header).to_le_bytes());
         let fail = |e: std::io::Error| ExecError::Write { path: self.partial.display().to_string(), message: e.to_string() };
-        self.out.write_all(&entry).map_err(fail)?;
+        self.out.write_all(&r.hash.to_le_bytes()).map_err(fail)?;
         if let Some((_, keys)) = self.keys.as_mut() {
             keys.write_all(r.key).map_err(fail)?;
             keys.write_all(b"\n").map_err(fail)?;
@@ -175,12 +177,12 @@ pub(super) fn read_index(path: &Path) -> Result<LastFile, String> {
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let bytes = file.metadata().map_err(|e| e.to_string())?.len();
     let mut input = std::io::BufReader::with_capacity(1 << 20, file);
-    let mut start = [0u8; 24];
-    if bytes < 24 || (bytes - 24) % 24 != 0 || input.read_exact(&mut start).is_err() || &start[..8] != MAGIC {
+    let mut start = [0u8; START as usize];
+    if bytes < START || (bytes - START) % ENTRY != 0 || input.read_exact(&mut start).is_err() || &start[..8] != MAGIC {
         return Err("not a line index".into());
     }
-    let header = u128::from_le_bytes(start[8..24].try_into().expect("16 bytes"));
-    let len = ((bytes - 24) / 24) as usize;
+    let header = u128::from_le_bytes(start[8..].try_into().expect("16 bytes"));
+    let len = ((bytes - START) / ENTRY) as usize;
     let keys = match std::fs::read(keys_path(path)) {
         Ok(k) => {
             let mut lines: Vec<Vec<u8>> = k.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
@@ -198,9 +200,11 @@ pub(super) fn read_index(path: &Path) -> Result<LastFile, String> {
     Ok(LastFile { header, len, keys, path: path.to_path_buf(), input, window: Default::default(), first: 0, all: None })
 }
 
-/// The hash of one index entry.
-fn entry_hash(entry: &[u8; 24]) -> u128 {
-    u128::from_le_bytes(entry[..16].try_into().expect("16 bytes"))
+/// The next record's hash in an index.
+fn next_hash(input: &mut impl Read) -> std::io::Result<u128> {
+    let mut entry = [0u8; ENTRY as usize];
+    input.read_exact(&mut entry)?;
+    Ok(u128::from_le_bytes(entry))
 }
 
 impl LastFile {
@@ -218,10 +222,9 @@ impl LastFile {
             let drop = (cursor - self.first).min(self.window.len());
             self.window.drain(..drop);
             self.first += drop;
-            let mut entry = [0u8; 24];
             while self.first + self.window.len() < end {
-                self.input.read_exact(&mut entry).map_err(|e| format!("the last load's line index is unreadable ({e})"))?;
-                self.window.push_back(entry_hash(&entry));
+                let h = next_hash(&mut self.input).map_err(|e| format!("the last load's line index is unreadable ({e})"))?;
+                self.window.push_back(h);
             }
             if let Some(k) = self.window.iter().skip(cursor - self.first).take(end.saturating_sub(cursor)).position(|x| *x == h) {
                 return Ok(Some(cursor + k));
@@ -240,17 +243,20 @@ impl LastFile {
         Ok(if anywhere { map.get(&h).copied() } else { None })
     }
 
+    /// Whether lookups had the whole index read (records out of the last file's order).
+    pub(super) fn read_whole(&self) -> bool {
+        self.all.is_some()
+    }
+
     /// Every hash of the index, and hash → (first) position.
     fn read_all(&self) -> Result<(Vec<u128>, ByHash<u128, usize>), String> {
         let fail = |e: std::io::Error| format!("the last load's line index is unreadable ({e})");
         let mut input = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&self.path).map_err(fail)?);
-        let mut entry = [0u8; 24];
-        input.read_exact(&mut entry).map_err(fail)?;
+        input.read_exact(&mut [0u8; START as usize]).map_err(fail)?;
         let mut all = Vec::with_capacity(self.len);
         let mut map = ByHash::with_capacity_and_hasher(self.len, Default::default());
         for i in 0..self.len {
-            input.read_exact(&mut entry).map_err(fail)?;
-            let h = entry_hash(&entry);
+            let h = next_hash(&mut input).map_err(fail)?;
             all.push(h);
             map.entry(h).or_insert(i);
         }
@@ -292,7 +298,6 @@ mod tests {
         whole.extend_from_slice(&[7u8; 16]);
         for i in 0..n {
             whole.extend_from_slice(&u128::from(1000 + i).to_le_bytes());
-            whole.extend_from_slice(&(i + 2).to_le_bytes());
         }
         whole
     }
@@ -322,7 +327,7 @@ mod tests {
         std::fs::write(&path, index_of(100_000)).unwrap();
         let mut cut = read_index(&path).unwrap();
         assert_eq!(cut.find(h(5), 0, false), Ok(Some(5)));
-        std::fs::write(&path, &index_of(100_000)[..24 + 24 * 60_000]).unwrap();
+        std::fs::write(&path, &index_of(100_000)[..24 + 16 * 60_000]).unwrap();
         assert!(cut.find(h(90_000), 90_000, false).is_err(), "a cut index taken for one without the record");
     }
 
@@ -358,7 +363,7 @@ mod tests {
         let path = dir.path().join("x.lines");
         let mut whole = MAGIC.to_vec();
         whole.extend_from_slice(&[7u8; 16]);
-        whole.extend_from_slice(&[1u8; 24]);
+        whole.extend_from_slice(&[1u8; 16]);
         std::fs::write(&path, &whole).unwrap();
         let read = read_index(&path).unwrap_or_else(|e| panic!("a whole index is read: {e}"));
         assert_eq!((read.header, read.len), (u128::from_le_bytes([7u8; 16]), 1));

@@ -81,6 +81,9 @@ pub struct Changes {
     /// Whether the records were compared as the file downloaded (the scan that followed the
     /// download was of the same bytes, against the same line index), not scanned again.
     pub as_downloaded: bool,
+    /// Whether the records were often out of the last file's order, so that the last file's
+    /// whole index was read to look them up (the comparison's memory holds it then).
+    pub reordered: bool,
 }
 
 /// A file's records as a scan found them, each looked up in the last load's line index as it
@@ -89,6 +92,8 @@ pub struct Changes {
 pub struct Prescanned {
     /// The line index the records were looked up in.
     compared_with: PathBuf,
+    /// Whether the lookups had the whole index read ([`Changes::reordered`]).
+    reordered: bool,
     /// Whether the file's header record (its `\r` included) is the last file's.
     same_header: bool,
     /// Per record: the position in the last file of a record with the same bytes ([`NOT_FOUND`]:
@@ -225,6 +230,7 @@ pub fn prescan(
     let index = writer.and_then(|w| w.flushed().ok());
     Ok(Ok(Prescanned {
         compared_with: last_index.to_path_buf(),
+        reordered: last.read_whole(),
         same_header: xxh3_128(header_bytes) == last.header,
         was,
         matched,
@@ -357,7 +363,7 @@ pub fn changes(
     if !pre.same_header {
         return Ok(Err("the header differs from the last file's".into()));
     }
-    let Prescanned { was, matched, last_keys, lens, first_start, groups, scanned, index, .. } = pre;
+    let Prescanned { was, matched, last_keys, lens, first_start, groups, scanned, index, reordered, .. } = pre;
     let header_bytes = scanned.header;
     // The smaller file ends every line as the source does (DuckDB refuses a file that mixes
     // them): a last line the source left without a line end gets the file's own.
@@ -389,6 +395,7 @@ pub fn changes(
         index,
         vanished: Vec::new(),
         as_downloaded,
+        reordered,
     };
     let mut changed: Vec<usize> = Vec::new();
     for (r, &at) in was.iter().enumerate() {
@@ -473,6 +480,34 @@ mod tests {
             assert_eq!(std::fs::read_to_string(&c.path).unwrap(), want, "{last:?} then {now:?}");
             assert_eq!((c.lines, c.same), (lines, same), "{now:?}");
         }
+    }
+
+    /// The last file's index is read whole only for a file whose records are often out of its
+    /// order: a few changed records at the start are looked up near where they were.
+    #[test]
+    fn the_last_files_index_is_read_whole_only_for_a_reordered_file() {
+        let stage = super::scan::tests::stage();
+        let columns: Vec<String> = ["id", "code", "n"].map(String::from).to_vec();
+        let rows: Vec<String> = (0..3000).map(|i| format!("k{i},c{i},{i}")).collect();
+        let file = |rows: &[String]| format!("id,code,n\n{}\n", rows.join("\n"));
+        let dir = tempfile::tempdir().unwrap();
+        let (last, now, index) = (dir.path().join("last.csv"), dir.path().join("now.csv"), dir.path().join("s-last.lines"));
+        std::fs::write(&last, file(&rows)).unwrap();
+        super::index_file(&stage, &last, &columns, &index).unwrap().unwrap().keep().unwrap();
+        let compare = |rows: &[String]| {
+            std::fs::write(&now, file(rows)).unwrap();
+            super::changes(&stage, &now, &columns, &index, &[], dir.path(), None, None).unwrap().unwrap_or_else(|why| panic!("{why}"))
+        };
+        let mut changed = rows.clone();
+        changed[0] = "k0,c0,changed".into();
+        changed[1] = "k1,c1,changed".into();
+        let c = compare(&changed);
+        assert_eq!((c.same, c.reordered), (2998, false), "two changed records at the start");
+        let mut reversed = rows.clone();
+        reversed.reverse();
+        let c = compare(&reversed);
+        assert!(c.reordered, "a reversed file looked up without the whole index");
+        assert!(c.same > 1900, "a reversed file's records not found once the whole index was read: {}", c.same);
     }
 
     /// A download's chunks read back as one stream, whatever the reader's buffer: every byte once,

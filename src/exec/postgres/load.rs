@@ -183,7 +183,8 @@ pub fn load_stage(
             match incremental::changes(st, path, &columns, index, &previous, &opts.temp_dir, next_index.as_deref(), prescanned.take())? {
                 Ok(c) => {
                     let during = if c.as_downloaded { " as it downloaded" } else { "" };
-                    progress.detail(&st.name, &format!("compared with the file of run {}{during}: {} lines unchanged, {} to check", reuse.last.loaded_by, c.same, c.lines.len()));
+                    let order = if c.reordered { " (its lines out of the last file's order, so that file's whole line index was read)" } else { "" };
+                    progress.detail(&st.name, &format!("compared with the file of run {}{during}{order}: {} lines unchanged, {} to check", reuse.last.loaded_by, c.same, c.lines.len()));
                     Some(c)
                 }
                 Err(why) => {
