@@ -1008,26 +1008,42 @@ fn a_file_from_s3_is_compared_as_it_downloads_and_ends_as_a_forced_load() {
     let repeated = lines[20].clone();
     lines.push(repeated);
     lines.remove(10);
-    std::fs::write(data.path().join("trades.csv"), lines.join("\n") + "\n").unwrap();
     let s3 = crate::run::s3_client_keyed(&bucket.endpoint, &bucket.access_key, &bucket.secret_key);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let body = aws_sdk_s3::primitives::ByteStream::from_path(data.path().join("trades.csv")).await.unwrap();
-        s3.put_object().bucket(&bucket.name).key("trades.csv").body(body).send().await.unwrap();
-    });
-    let incremental = a.run_s3(&bucket, &["--output", "json", "-v"]);
-    let forced = b.run_s3(&bucket, &["--output", "json", "--force"]);
-    assert_eq!(incremental.code, forced.code, "{}\n{}", incremental.evidence(), forced.evidence());
-    assert!(carried_over(&incremental, "trades") > 39_000, "{}", incremental.evidence());
-    assert!(incremental.stderr.contains("as it downloaded"), "the comparison did not use the scan made during the download\n{}", incremental.evidence());
-    let (ra, rb) = (report(&incremental), report(&forced));
-    let (sa, sb) = (&ra["stages"][1], &rb["stages"][1]);
-    for k in ["stage", "rows_read", "rows_valid", "rows_rejected", "rejects_by_rule", "status", "loaded"] {
-        assert_eq!(sa[k], sb[k], "{k} differs\n{}\n{}", incremental.evidence(), forced.evidence());
-    }
-    for table in ["asset", "trade"] {
-        assert_eq!(rows_digest(&a, table), rows_digest(&b, table), "the {table} rows differ");
-    }
+    let put = |lines: &[String]| {
+        std::fs::write(data.path().join("trades.csv"), lines.join("\n") + "\n").unwrap();
+        rt.block_on(async {
+            let body = aws_sdk_s3::primitives::ByteStream::from_path(data.path().join("trades.csv")).await.unwrap();
+            s3.put_object().bucket(&bucket.name).key("trades.csv").body(body).send().await.unwrap();
+        });
+    };
+    let compare = || {
+        let incremental = a.run_s3(&bucket, &["--output", "json", "-v"]);
+        let forced = b.run_s3(&bucket, &["--output", "json", "--force"]);
+        assert_eq!(incremental.code, forced.code, "{}\n{}", incremental.evidence(), forced.evidence());
+        assert!(carried_over(&incremental, "trades") > 39_000, "{}", incremental.evidence());
+        assert!(incremental.stderr.contains("as it downloaded"), "the comparison did not use the scan made during the download\n{}", incremental.evidence());
+        let (ra, rb) = (report(&incremental), report(&forced));
+        let (sa, sb) = (&ra["stages"][1], &rb["stages"][1]);
+        for k in ["stage", "rows_read", "rows_valid", "rows_rejected", "rejects_by_rule", "status", "loaded"] {
+            assert_eq!(sa[k], sb[k], "{k} differs\n{}\n{}", incremental.evidence(), forced.evidence());
+        }
+        for table in ["asset", "trade"] {
+            assert_eq!(rows_digest(&a, table), rows_digest(&b, table), "the {table} rows differ");
+        }
+    };
+    put(&lines);
+    compare();
+    // The line index written as that file downloaded is the one kept: the next file (one more
+    // remark changed) is compared with it, again as it downloads.
+    let columns = lines[0].split(',').count();
+    let remark = lines[0].split(',').position(|c| c == "order_remark").unwrap();
+    let n = (40..lines.len()).find(|&i| lines[i].split(',').count() == columns).unwrap();
+    let mut f: Vec<String> = lines[n].split(',').map(str::to_string).collect();
+    f[remark] = "restated".into();
+    lines[n] = f.join(",");
+    put(&lines);
+    compare();
 }
 
 /// A run looks for a reusable load at its start (and scans its S3 file against that load's line
