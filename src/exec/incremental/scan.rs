@@ -474,23 +474,42 @@ pub(super) mod tests {
 
     /// A stage reading `f.csv` (`id,code,n`): the key `id`, a unique text column `code`.
     pub(in crate::exec::incremental) fn stage() -> crate::plan::StagePlan {
-        let text = r#"
+        stage_of("[id]", "{ type: string }")
+    }
+
+    /// A stage reading `f.csv` (`id,code,n`) with `key` and the column `id` as given, `code`
+    /// unique.
+    fn stage_of(key: &str, id: &str) -> crate::plan::StagePlan {
+        let text = format!(
+            r#"
 version: 1
 name: t
 connections:
-  f: { type: local, path: . }
-  d: { type: postgres, url: "postgres://u@h/db" }
+  f: {{ type: local, path: . }}
+  d: {{ type: postgres, url: "postgres://u@h/db" }}
 stages:
   s:
-    source: { connection: f, key: f.csv }
-    target: { connection: d, table: s, key: [id] }
+    source: {{ connection: f, key: f.csv }}
+    target: {{ connection: d, table: s, key: {key} }}
     columns:
-      id: { type: string }
-      code: { type: string, unique: true }
-      n: { type: int32 }
-"#;
-        let loaded = crate::spec::load_text("t.yaml", text, None, &Default::default()).unwrap_or_else(|e| panic!("{}", e.render(false)));
+      id: {id}
+      code: {{ type: string, unique: true }}
+      n: {{ type: int32 }}
+"#
+        );
+        let loaded = crate::spec::load_text("t.yaml", &text, None, &Default::default()).unwrap_or_else(|e| panic!("{}", e.render(false)));
         crate::plan::compile(&loaded.spec).stages.remove(0)
+    }
+
+    /// Each group whose values must not repeat is kept once: the key, then each unique column
+    /// but a key of that column alone (a unique column in a key of several is a group of its own).
+    #[test]
+    fn the_key_and_each_unique_column_are_one_group_each() {
+        let columns: Vec<String> = ["id", "code", "n"].map(String::from).to_vec();
+        let groups = |stage: &crate::plan::StagePlan| super::dialect(stage, &columns, true).map(|d| d.groups);
+        assert_eq!(groups(&stage_of("[id]", "{ type: string, unique: true }")), Ok(vec![vec![0], vec![1]]), "a unique key column alone");
+        assert_eq!(groups(&stage_of("[id, code]", "{ type: string, unique: true }")), Ok(vec![vec![0, 1], vec![0], vec![1]]), "unique columns of a key of two");
+        assert_eq!(groups(&stage()), Ok(vec![vec![0], vec![1]]));
     }
 
     /// Gives its bytes at most `chunk` at a time, as a download arrives.
