@@ -341,20 +341,27 @@ mod tests {
         let csv = dir.path().join("now.csv");
         std::fs::write(&csv, "id,code,n\na,x,1\nb,y,2\n").unwrap();
         let cache = dir.path().join("line-index");
-        // The cache's record key aside.
+        // The cache's record key and another stage's index aside.
+        let others = ["record-key", "t-1.keys", "t-1.lines"];
         let names = || -> Vec<String> {
-            let mut n: Vec<String> = std::fs::read_dir(&cache).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n != "record-key").collect();
+            let mut n: Vec<String> = std::fs::read_dir(&cache).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| !others.contains(&n.as_str())).collect();
             n.sort();
             n
         };
         super::index_file(&stage, &csv, &columns, &cache.join("s-1.lines")).unwrap().unwrap().keep().unwrap();
         assert_eq!(names(), ["s-1.lines"]);
+        for other in &others[1..] {
+            std::fs::write(cache.join(other), "another stage's").unwrap();
+        }
         let pending = super::index_file(&stage, &csv, &columns, &cache.join("s-2.lines")).unwrap().unwrap();
         assert_eq!(names().len(), 2, "the pending index is written under its temporary name: {:?}", names());
         drop(pending);
         assert_eq!(names(), ["s-1.lines"], "a load that did not commit left its index behind");
         super::index_file(&stage, &csv, &columns, &cache.join("s-3.lines")).unwrap().unwrap().keep().unwrap();
         assert_eq!(names(), ["s-3.lines"], "the older index stays beside the one kept");
+        for other in others {
+            assert!(cache.join(other).is_file(), "{other} removed with the stage's older index");
+        }
     }
 
     #[test]
