@@ -74,8 +74,9 @@ pub fn reusable_loads(
         {
             let same = source.is(&last.fingerprint.source);
             // A history load of another date may read only the changed lines even of the same
-            // file: its whole load is reused only for the same date.
-            let history = st.target.mode == LoadMode::History && st.undated.is_some();
+            // file: its whole load is reused only for the same date. (Only a history stage has
+            // an undated form, and only when nothing but its `as_of` value depends on the date.)
+            let history = st.undated.is_some();
             let index = if same && !history {
                 None
             } else {
