@@ -422,7 +422,8 @@ pub(super) mod tests {
         // taken for a missing one.
         let c = tempfile::tempdir().unwrap();
         std::fs::create_dir(c.path().join("record-key")).unwrap();
-        assert!(RecordKey::of_cache(c.path()).is_err(), "an unreadable key is an error, not replaced");
+        let e = RecordKey::of_cache(c.path()).err().expect("an unreadable key replaced");
+        assert_eq!(e.kind(), std::io::ErrorKind::IsADirectory, "the read's own error, not taken for a missing key: {e}");
         // A link to nothing reads as missing, yet holds the name: an error, not a new key
         // linked over and over (it recursed until the stack overflowed).
         #[cfg(unix)]
