@@ -1,6 +1,6 @@
-//! Line indexes: a file's records' hashes in line order, written as the file is scanned, kept under a
-//! temporary name until the load it describes commits, then put in place (the stage's older
-//! ones removed); and read back to find the next file's unchanged records.
+//! Line indexes: a file's records' hashes in line order, written as the file is scanned, kept
+//! under a temporary name until the load it describes commits, then put in place (the stage's
+//! older ones removed); and read back to find the next file's unchanged records.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
