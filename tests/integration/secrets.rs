@@ -113,6 +113,9 @@ fn a_secret_written_in_the_spec_an_overlay_or_a_set_is_never_shown() {
     // A secret too short to be looked for in a problem's words is still masked where it is
     // written: in the spec, and in a `--set`.
     const SHORT_SECRET: &str = "Qz~";
+    // A webhook's URL is a secret too: the spec's `notify` and a schedule's own.
+    const HOOK_SECRET: &str = "Xyzzy-Hook-Literal-6";
+    const SCHEDULE_HOOK_SECRET: &str = "Xyzzy-Schedule-Hook-Literal-7";
     let data = tempfile::tempdir().unwrap();
     std::fs::write(data.path().join("account_assets.csv"), "account_id,cash\nA1,10.00\nA2,-5.00\nA3,not money\nA4,7.25\n").unwrap();
     let db = TestDb::new("spec_secrets");
@@ -145,6 +148,13 @@ fn a_secret_written_in_the_spec_an_overlay_or_a_set_is_never_shown() {
     let short = write("short.yaml", &spec(&db_line(&format!("\"{SHORT_SECRET}\""), ", prot: 1"), ""));
     let set_short = format!("connections.lake.password={SHORT_SECRET}");
     let anchored = write("anchor.yaml", &spec(&db_line(&format!("\"{PG_SECRET}\""), ""), &format!("x-unused:\n  password: \"{ANCHOR_SECRET}\"\nbogus_top: 1\n")));
+    // Each URL on the line of a mistake (`retires`), a snippet quoting it.
+    let hook = |secret: &str| format!("{{ url: \"http://127.0.0.1:9/hooks/{secret}\", on: [failed], retires: 1 }}");
+    let hooked = write(
+        "hooks.yaml",
+        &spec(&db_line(&format!("\"{PG_SECRET}\""), ""), &format!("notify:\n  - {}\n", hook(HOOK_SECRET)))
+            .replace("stages: all }", &format!("stages: all, notify: [{}] }}", hook(SCHEDULE_HOOK_SECRET))),
+    );
     let configs = tempfile::tempdir().unwrap();
     std::fs::write(configs.path().join("leaky.yaml"), format!("connections:\n  db:\n    password: \"{OVERLAY_SECRET}\"\n    prot: 2\n")).unwrap();
     let config_dir = configs.path().display().to_string();
@@ -165,6 +175,8 @@ fn a_secret_written_in_the_spec_an_overlay_or_a_set_is_never_shown() {
         (vec!["plan", &from_vars], vec![], 2),
         (vec!["validate-spec", &anchored], vec![], 2),
         (vec!["validate-spec", &short], vec![], 2),
+        (vec!["validate-spec", &hooked], vec![], 2),
+        (vec!["plan", &hooked], vec![], 2),
         (vec!["validate-spec", &good, "--set", &set_short], vec![], 2),
         (vec!["validate-spec", &good, "--env", "leaky", "--config-dir", &config_dir], vec![], 2),
         (vec!["run", &good, "--env", "leaky", "--config-dir", &config_dir], vec![], 2),
@@ -176,7 +188,7 @@ fn a_secret_written_in_the_spec_an_overlay_or_a_set_is_never_shown() {
         (vec!["run", &good, "--output", "json"], vec![], 4),
         (vec!["schedule", "add", "--job-id", "kept", "--interval", "day", "--at", "03:00", "--spec", &good], vec![], 0),
     ];
-    let secrets = [PG_SECRET, OVERLAY_SECRET, SET_SECRET, NUMBER_SECRET, VARS_SECRET, ANCHOR_SECRET, SHORT_SECRET];
+    let secrets = [PG_SECRET, OVERLAY_SECRET, SET_SECRET, NUMBER_SECRET, VARS_SECRET, ANCHOR_SECRET, SHORT_SECRET, HOOK_SECRET, SCHEDULE_HOOK_SECRET];
     for (args, env, code) in &cases {
         let out = etl(args, env);
         assert_eq!(out.code, *code, "unexpected exit code\n{}", out.evidence());
@@ -186,6 +198,13 @@ fn a_secret_written_in_the_spec_an_overlay_or_a_set_is_never_shown() {
         // Masking a secret hides it alone: the line after the variable it came from is shown.
         if args.contains(&from_vars.as_str()) {
             assert!(out.stderr.contains("bogus_top: 1"), "more than the secret was masked\n{}", out.evidence());
+        }
+        // Both webhooks' mistakes are reported, each line quoted with its URL masked.
+        if args.contains(&hooked.as_str()) {
+            for place in ["in `notify[0]`", "in `schedules.often.notify[0]`"] {
+                assert!(out.stderr.contains(place), "the mistake {place} not reported\n{}", out.evidence());
+            }
+            assert_eq!(out.stderr.matches(", on: [failed], retires: 1 }").count(), 2, "both lines quoted\n{}", out.evidence());
         }
         if *code == 2 && args[0] != "schedule" {
             // The diagnostic still places the mistake: a snippet of the lines around it.
