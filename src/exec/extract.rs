@@ -288,7 +288,10 @@ impl Reader {
                 .clone()
                 .find(|&i| paths[i] == path)
                 .ok_or_else(|| ExecError::Internal(format!("stage {}: DuckDB names a malformed line of {path}, which it was not given", stage.name)))?;
-            // One line can produce several errors; it is one rejected line.
+            // One line can produce several errors; it is one rejected line, reported by its
+            // first column's (DuckDB lists a line short of columns once per missing column, in no
+            // set order: ordered by column, the first names the count of fields the line has,
+            // however many other lines are read with it).
             let malformed = &mut staged[i].1;
             if malformed.last().is_none_or(|last| last.line != e.line) {
                 malformed.push(e);

@@ -50,7 +50,7 @@ pub fn compile(stage: &StagePlan, census_on_disk: bool) -> ExtractSql {
         count: format!("SELECT {f}, count(*) FROM {census} GROUP BY {f}", f = ident(FILE_NUMBER)),
         malformed: format!(
             "SELECT s.file_path, e.line, e.column_name, CAST(e.error_type AS VARCHAR), e.error_message, left(e.csv_line, 200) \
-             FROM {} AS e JOIN {} AS s USING (scan_id, file_id) ORDER BY e.file_id, e.line",
+             FROM {} AS e JOIN {} AS s USING (scan_id, file_id) ORDER BY e.file_id, e.line, e.column_idx",
             ident(&reject_table(stage)),
             ident(&reject_scan_table(stage))
         ),
