@@ -229,20 +229,21 @@ fn a_secret_written_in_the_spec_an_overlay_or_a_set_is_never_shown() {
     }
 }
 
-/// Only secrets are masked: a `url` or `password` that is not a connection's (a variable's, a
-/// column's name) is shown as written, next to its mistake.
+/// Only secrets are masked: a `url` or `password` that is not a connection's or a webhook's (a
+/// variable's, a column's name) is shown as written, next to its mistake.
 #[test]
 fn values_that_are_not_secrets_are_shown() {
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("shown.yaml");
     std::fs::write(
         &spec,
-        "version: 1\nname: shown\nvars:\n  site: { url: \"http://not-a-secret.example/docs\" }\nbogus_top: 1\nconnections:\n  lake: { type: local, path: data }\n  db: { type: duckdb, file: out.duckdb }\nstages:\n  users:\n    source: { connection: lake, key: users.csv }\n    target: { connection: db, table: users, key: [name] }\n    columns:\n      name: { type: string }\n      password: { type: strng }\n",
+        "version: 1\nname: shown\nvars:\n  site: { url: \"http://not-a-secret.example/docs\", notify: [{ url: \"http://not-a-secret.example/hook\" }] }\nbogus_top: 1\nconnections:\n  lake: { type: local, path: data }\n  db: { type: duckdb, file: out.duckdb }\nstages:\n  users:\n    source: { connection: lake, key: users.csv }\n    target: { connection: db, table: users, key: [name] }\n    columns:\n      name: { type: string }\n      password: { type: strng }\n",
     )
     .unwrap();
     let out = etl(&["validate-spec", spec.to_str().unwrap()], &[]);
     out.expect_code(2);
-    for shown in ["http://not-a-secret.example/docs", "password: { type: strng }"] {
+    // (a variable's `notify` list is not a webhook's: only the spec's and a schedule's are)
+    for shown in ["http://not-a-secret.example/docs", "http://not-a-secret.example/hook", "password: { type: strng }"] {
         assert!(out.stderr.contains(shown), "`{shown}` is not a secret, and is shown\n{}", out.evidence());
     }
 }
