@@ -1,8 +1,9 @@
 //! Secrets in the texts a spec is read from: every value the schema types as a secret (a
-//! connection's `url`, `password`, `secret_access_key` and `session_token`) is masked in the
-//! texts diagnostics quote, wherever it was written (the spec, an `--env` overlay, a `--set`, a
-//! YAML anchor under an `x-*` key), and in the problems' own words. A diagnostic still points at
-//! the line and column of a secret; it never shows it.
+//! connection's `url`, `password`, `secret_access_key` and `session_token`, a webhook's `url`,
+//! the spec's or a schedule's) is masked in the texts diagnostics quote, wherever it was written
+//! (the spec, an `--env` overlay, a `--set`, a YAML anchor under an `x-*` key, a variable a
+//! template takes it from), and in the problems' own words. A diagnostic still points at the
+//! line and column of a secret; it never shows it.
 
 use serde_json::Value;
 
@@ -83,20 +84,23 @@ impl Secrets {
     }
 
     /// Records the values the merged spec holds at secret paths (a template may have put them
-    /// there): they are looked for in the problems' words.
+    /// there, from a variable written elsewhere): they are looked for in the texts and in the
+    /// problems' words.
     pub fn collect_values(&mut self, value: &Value) {
-        if let Some(Value::Object(conns)) = value.get("connections") {
-            for conn in conns.values() {
-                for f in FIELDS {
-                    if let Some(v) = conn.get(f) {
-                        let text = match v {
-                            Value::String(s) => s.clone(),
-                            other => other.to_string(),
-                        };
-                        self.word(text);
-                    }
-                }
-            }
+        self.collect_values_at(value, &Pointer::root());
+    }
+
+    fn collect_values_at(&mut self, value: &Value, at: &Pointer) {
+        if is_secret(at) {
+            self.word(match value {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            });
+        }
+        match value {
+            Value::Object(m) => m.iter().for_each(|(k, v)| self.collect_values_at(v, &at.key(k))),
+            Value::Array(a) => a.iter().enumerate().for_each(|(i, v)| self.collect_values_at(v, &at.index(i))),
+            _ => {}
         }
     }
 

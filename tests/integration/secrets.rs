@@ -116,6 +116,8 @@ fn a_secret_written_in_the_spec_an_overlay_or_a_set_is_never_shown() {
     // A webhook's URL is a secret too: the spec's `notify` and a schedule's own.
     const HOOK_SECRET: &str = "Xyzzy-Hook-Literal-6";
     const SCHEDULE_HOOK_SECRET: &str = "Xyzzy-Schedule-Hook-Literal-7";
+    // And one a template takes from `vars`: masked where the variable is written.
+    const VARS_HOOK_SECRET: &str = "Xyzzy-Vars-Hook-Literal-8";
     let data = tempfile::tempdir().unwrap();
     std::fs::write(data.path().join("account_assets.csv"), "account_id,cash\nA1,10.00\nA2,-5.00\nA3,not money\nA4,7.25\n").unwrap();
     let db = TestDb::new("spec_secrets");
@@ -155,6 +157,10 @@ fn a_secret_written_in_the_spec_an_overlay_or_a_set_is_never_shown() {
         &spec(&db_line(&format!("\"{PG_SECRET}\""), ""), &format!("notify:\n  - {}\n", hook(HOOK_SECRET)))
             .replace("stages: all }", &format!("stages: all, notify: [{}] }}", hook(SCHEDULE_HOOK_SECRET))),
     );
+    let hooked_by_vars = write(
+        "hooks-vars.yaml",
+        &spec(&db_line(&format!("\"{PG_SECRET}\""), ""), &format!("vars:\n  hook: \"http://127.0.0.1:9/hooks/{VARS_HOOK_SECRET}\"\nbogus_top: 1\nnotify:\n  - {{ url: \"{{{{ vars.hook }}}}\" }}\n")),
+    );
     let configs = tempfile::tempdir().unwrap();
     std::fs::write(configs.path().join("leaky.yaml"), format!("connections:\n  db:\n    password: \"{OVERLAY_SECRET}\"\n    prot: 2\n")).unwrap();
     let config_dir = configs.path().display().to_string();
@@ -177,6 +183,7 @@ fn a_secret_written_in_the_spec_an_overlay_or_a_set_is_never_shown() {
         (vec!["validate-spec", &short], vec![], 2),
         (vec!["validate-spec", &hooked], vec![], 2),
         (vec!["plan", &hooked], vec![], 2),
+        (vec!["validate-spec", &hooked_by_vars], vec![], 2),
         (vec!["validate-spec", &good, "--set", &set_short], vec![], 2),
         (vec!["validate-spec", &good, "--env", "leaky", "--config-dir", &config_dir], vec![], 2),
         (vec!["run", &good, "--env", "leaky", "--config-dir", &config_dir], vec![], 2),
@@ -188,7 +195,7 @@ fn a_secret_written_in_the_spec_an_overlay_or_a_set_is_never_shown() {
         (vec!["run", &good, "--output", "json"], vec![], 4),
         (vec!["schedule", "add", "--job-id", "kept", "--interval", "day", "--at", "03:00", "--spec", &good], vec![], 0),
     ];
-    let secrets = [PG_SECRET, OVERLAY_SECRET, SET_SECRET, NUMBER_SECRET, VARS_SECRET, ANCHOR_SECRET, SHORT_SECRET, HOOK_SECRET, SCHEDULE_HOOK_SECRET];
+    let secrets = [PG_SECRET, OVERLAY_SECRET, SET_SECRET, NUMBER_SECRET, VARS_SECRET, ANCHOR_SECRET, SHORT_SECRET, HOOK_SECRET, SCHEDULE_HOOK_SECRET, VARS_HOOK_SECRET];
     for (args, env, code) in &cases {
         let out = etl(args, env);
         assert_eq!(out.code, *code, "unexpected exit code\n{}", out.evidence());
@@ -196,7 +203,7 @@ fn a_secret_written_in_the_spec_an_overlay_or_a_set_is_never_shown() {
             assert!(!out.stdout.contains(secret) && !out.stderr.contains(secret), "`{secret}` leaked\n{}", out.evidence());
         }
         // Masking a secret hides it alone: the line after the variable it came from is shown.
-        if args.contains(&from_vars.as_str()) {
+        if args.contains(&from_vars.as_str()) || args.contains(&hooked_by_vars.as_str()) {
             assert!(out.stderr.contains("bogus_top: 1"), "more than the secret was masked\n{}", out.evidence());
         }
         // Both webhooks' mistakes are reported, each line quoted with its URL masked.
