@@ -139,7 +139,7 @@ files_of() {
 tests_of() {
   case "$1" in
     reuse) echo "exec:: unchanged:: fuzzed:: statements:: etags:: compression::a_gzip_object_on_s3 history::a_history_reading_only_its_changed_lines history::a_dropped_line history::a_vanished_key" ;;
-    table) echo "run::a_created_table run::a_table_that_does_not_match unchanged::a_dropped_index unchanged::a_column_dropped statements:: history::a_history_equals citus::" ;;
+    table) echo "run::a_created_table run::a_table_that_does_not_match run::each_column_type_is_checked unchanged::a_dropped_index unchanged::a_column_dropped statements:: history::a_history_equals citus::" ;;
     copy) echo "exec::postgres run::generated_data run::money_is_exact run::a_failure_in_the_middle faults::a_run_killed faults::a_session_cut rules::a_unique_value unchanged::loading_only" ;;
     stage) echo "run:: faults:: outcomes:: statements:: passes:: unchanged::loading_only unchanged::an_unchanged_stage unchanged::a_file_from_s3 unchanged::a_load_committed contracts::a_failed_contract contracts::a_changed_file rejects::a_replay history:: rules::a_unique_value workers::workers_and_the_run_share files::a_set_committed" ;;
     pg) echo "exec::postgres run::generated_data run::two_runs run::exit_codes faults:: outcomes::" ;;
