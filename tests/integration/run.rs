@@ -1289,14 +1289,17 @@ fn each_column_type_is_checked_against_an_existing_table() {
     out.expect_code(0);
     assert_eq!(db.count(&format!("SELECT count(*) FROM {}.thing", db.schema)), 1, "{}", out.evidence());
 
-    // Two columns wider than the spec's (an int32 in a bigint, a date in a timestamp) among exact
-    // ones: still loaded through the staging table (a binary COPY straight into the table would
-    // send an int4 to a bigint column), whatever the count of exact columns around them.
-    table("name varchar(10) PRIMARY KEY, small bigint, big bigint, amount numeric(20,2), ratio double precision, flag boolean, day timestamp, at timestamp");
-    let out = run(&[]);
-    out.expect_code(0);
-    let loaded = db.texts(&format!("SELECT concat_ws(' ', name, small, big, amount, ratio, flag, day, at) FROM {}.thing", db.schema));
-    assert_eq!(loaded, ["ab 1 2 3.50 0.5 t 2025-12-22 00:00:00 2025-12-22 10:00:00"], "{}", out.evidence());
+    // Each column wider than the spec's alone among exact ones, then two of them: still loaded
+    // through the staging table (a binary COPY straight into the table would send an int4 to a
+    // bigint column, an int8 to a numeric, a date to a timestamp), whatever the count of exact
+    // columns around them.
+    for (small, big, day) in [("bigint", "bigint", "date"), ("integer", "numeric", "date"), ("integer", "bigint", "timestamp"), ("bigint", "bigint", "timestamp")] {
+        table(&format!("name varchar(10) PRIMARY KEY, small {small}, big {big}, amount numeric(20,2), ratio double precision, flag boolean, day {day}, at timestamp"));
+        let out = run(&[]);
+        out.expect_code(0);
+        let loaded = db.texts(&format!("SELECT concat_ws(' ', name, small, big, amount, ratio, flag, day::date, at) FROM {}.thing", db.schema));
+        assert_eq!(loaded, ["ab 1 2 3.50 0.5 t 2025-12-22 2025-12-22 10:00:00"], "small {small}, big {big}, day {day}\n{}", out.evidence());
+    }
 
     // `delete_missing: soft` set now: the table gets the column, and the key the file lacks is
     // flagged rather than deleted.
