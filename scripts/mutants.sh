@@ -105,13 +105,16 @@ if [ "$record" = 1 ]; then
 fi
 # A target directory of its own: a run takes hours, and must not hold the one builds use. It is
 # seeded with a copy of the dev build's (same profile, same dependencies), so DuckDB's C++ is not
-# compiled a second time: only the crate itself is rebuilt for each mutant.
+# compiled a second time: only the crate itself is rebuilt for each mutant. Only a run seeds it
+# (`--list` builds nothing), and only once no cargo holds the dev build's lock: a copy taken
+# while a build was still going (a CI's, on a new machine) left the crates then being compiled,
+# DuckDB's among them, to be compiled again.
 export CARGO_TARGET_DIR="${ETL_MUTANTS_TARGET_DIR:-$HOME/.cache/etl/mutants-target}"
 dev_target="${ETL_DEV_TARGET_DIR:-$HOME/.cache/etl/target}"
-if [ ! -d "$CARGO_TARGET_DIR/debug" ] && [ -d "$dev_target/debug" ]; then
-  echo "mutants: seeding $CARGO_TARGET_DIR from $dev_target (the dependencies' builds)" >&2
+if [ "$list" = 0 ] && [ ! -d "$CARGO_TARGET_DIR/debug" ] && [ -d "$dev_target/debug" ]; then
+  echo "mutants: seeding $CARGO_TARGET_DIR from $dev_target (the dependencies' builds), once no cargo uses it" >&2
   mkdir -p "$CARGO_TARGET_DIR"
-  cp -a "$dev_target/debug" "$CARGO_TARGET_DIR/debug"
+  flock "$dev_target/debug/.cargo-lock" cp -a "$dev_target/debug" "$CARGO_TARGET_DIR/debug"
   rm -rf "$CARGO_TARGET_DIR/debug/incremental"
 fi
 command -v cargo-mutants >/dev/null || cargo install --locked cargo-mutants@25.3.1
