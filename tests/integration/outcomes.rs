@@ -246,6 +246,11 @@ fn a_column_failing_on_every_row_is_said_to_be_a_spec_mistake() {
     out.expect_code(4);
     assert!(out.stdout.contains("in the format `%d/%m/%Y %H:%M:%S`"), "the reject names the format\n{}", out.evidence());
     assert!(out.stderr.contains("column updated_at: 30 of 30 rows are not a valid timestamp") && out.stderr.contains("check its `format`"), "{}", out.evidence());
+    // A column of another type failing on every row is told to check its type, not a format.
+    let out = run(&db, data.path(), &["--stage", "assets", "--force", "--set", "stages.assets.columns.cash.type=int32"]);
+    out.expect_code(4);
+    let hint = out.stdout.lines().chain(out.stderr.lines()).find(|l| l.contains("column cash: 30 of 30 rows are not a valid int32")).unwrap_or_else(|| panic!("no hint for cash\n{}", out.evidence()));
+    assert!(hint.contains("check its type") && !hint.contains("format"), "{hint}\n{}", out.evidence());
     // A column failing on a few rows (5 of 30) is bad data, not a spec mistake: no hint.
     let file = data.path().join("account_assets.csv");
     let text = std::fs::read_to_string(&file).unwrap();
