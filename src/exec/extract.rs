@@ -168,15 +168,17 @@ impl Reader {
                 let schema = arrow.get_schema();
                 let kept: Vec<usize> = one.census_columns.iter().map(|c| schema.index_of(c)).collect::<Result<_, _>>().map_err(|e| ExecError::Internal(format!("the census's columns: {e}")))?;
                 let mut streamed = 0u64;
+                // The typed rows end with the file number and the hashes, which Polars is not given.
+                let typed: Vec<usize> = (0..schema.fields().len() - 1 - one.hashes).collect();
                 for batch in arrow {
-                    let mut batch = batch.map_err(ExecError::csv(shown))?;
-                    if one.key_hash && early.repeats(&batch.remove_column(batch.num_columns() - 1)) {
+                    let batch = batch.map_err(ExecError::csv(shown))?;
+                    if one.hashes > 0 && early.repeats(batch.column(typed.len() + 1)) {
                         repeated_early = true;
                         break;
                     }
                     let rows = batch.project(&kept).map_err(|e| ExecError::Internal(format!("the census's columns: {e}")))?;
                     census.append_record_batch(rows).map_err(&fail)?;
-                    batch.remove_column(batch.num_columns() - 1);
+                    let batch = batch.project(&typed).map_err(|e| ExecError::Internal(format!("the typed columns: {e}")))?;
                     let df = to_polars(batch)?;
                     streamed += df.height() as u64;
                     if let Err(e) = rebatch(&mut pending, df, batch_rows, &mut each) {

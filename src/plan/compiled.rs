@@ -473,11 +473,11 @@ pub struct SinglePassSql {
     /// The columns the census keeps, in its order: each a column of `select`'s rows.
     pub census_columns: Vec<String>,
     /// The typed rows as `ExtractSql::select` yields them, the repeated keys' columns null, then
-    /// the file number (`FILE_NUMBER`) and, when the stage has a key or a unique column, the
-    /// hash of the first of them (`extract::KEY_HASH`).
+    /// the file number (`FILE_NUMBER`) and the hash of each group of unique columns, the key's
+    /// first (`extract::hash_column`).
     pub select: String,
-    /// Whether `select` ends with the key's hash.
-    pub key_hash: bool,
+    /// How many hashes `select` ends with (the stage's key and unique columns' groups).
+    pub hashes: usize,
 }
 
 /// The DuckDB statements of a stage's extract, in the order they run.

@@ -509,8 +509,8 @@ fn extract(out: &mut String, st: &StagePlan, n: u32) {
             "-- first, one pass: the census created empty; each scan's view (as below, its reject tables cleared first) read once, its typed rows streamed (the repeated keys' columns null, the file number last) and each batch's {} appended to the census from a second connection as it passes:",
             one.census_columns.join(", ")
         );
-        if one.key_hash {
-            let _ = writeln!(out, "-- (the key's hash, the select's last column, is looked at for the first {} records as they pass: a repeat among them stops the pass at once)", crate::plan::extract::EARLY_RECORDS);
+        if one.hashes > 0 {
+            let _ = writeln!(out, "-- (the key's hash, {}, is looked at for the first {} records as they pass: a repeat among them stops the pass at once)", crate::plan::extract::hash_column(0), crate::plan::extract::EARLY_RECORDS);
         }
         let _ = writeln!(out, "{};", one.census_empty);
         let _ = writeln!(out, "{};\n{};\n{};", e.ordered_pass, one.select, e.ordered_pass_reset);
