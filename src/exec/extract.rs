@@ -422,12 +422,13 @@ impl Reader {
     }
 
     /// Creates a lookup relation (`plan::extract::lookup_create`) and, given the file the
-    /// target exported, fills it (`lookup_fill`).
-    pub fn load_lookup(&self, create: &str, fill: Option<(&crate::plan::sql::FileSql, &Path)>) -> Result<(), ExecError> {
+    /// target exported and its longest record's bytes, fills it (`lookup_fill`).
+    pub fn load_lookup(&self, create: &str, fill: Option<(&crate::plan::sql::FileSql, &Path, u64)>) -> Result<(), ExecError> {
         let fail = ExecError::duckdb("load a lookup exported from the target");
         self.conn.execute_batch(create).map_err(&fail)?;
-        if let Some((fill, file)) = fill {
-            self.conn.execute_batch(&fill.with_file(&file.display().to_string())).map_err(&fail)?;
+        if let Some((fill, file, longest)) = fill {
+            let limits = crate::plan::extract::lookup_read_limits(longest);
+            self.conn.execute_batch(&fill.with_file_limits(&file.display().to_string(), limits)).map_err(&fail)?;
         }
         Ok(())
     }

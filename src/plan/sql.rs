@@ -91,7 +91,20 @@ impl FileSql {
     pub fn with_file(&self, path: &str) -> String {
         format!("{}{}{}", self.before, literal(path), self.after)
     }
+
+    /// The statement reading `path` with its `LINE_LIMIT` and `BUFFER_SIZE` (a lookup's read:
+    /// `extract::lookup_read_limits`).
+    pub fn with_file_limits(&self, path: &str, (line, buffer): (u64, u64)) -> String {
+        self.with_file(path).replace(LINE_LIMIT, &line.to_string()).replace(BUFFER_SIZE, &buffer.to_string())
+    }
 }
+
+/// Where a lookup's read says its line limit, known once the target has exported it (`etl plan`
+/// shows it so).
+pub const LINE_LIMIT: &str = "{longest line}";
+
+/// Where a lookup's read says its buffer's size (see `LINE_LIMIT`).
+pub const BUFFER_SIZE: &str = "{buffer}";
 
 /// How `etl plan` shows it: `'{file}'` where the path goes.
 impl fmt::Display for FileSql {

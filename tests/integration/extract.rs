@@ -102,7 +102,7 @@ fn rejects_as_planted(records_per_pass: Option<u64>) {
             std::fs::write(&keys, text).unwrap();
             let ty = sp.columns.iter().find(|c| c.name == r.column).unwrap().ty;
             let key = [(r.ref_column.clone(), ty)];
-            reader.load_lookup(&lookup_create(&r.relation, &key), Some((&lookup_fill(&r.relation, &key), keys.as_path()))).unwrap();
+            reader.load_lookup(&lookup_create(&r.relation, &key), Some((&lookup_fill(&r.relation, &key), keys.as_path(), longest_line(&keys)))).unwrap();
         }
         let mut valid_rows = 0usize;
         let report = exec::check_stage(&reader, sp, &path, file, None, |df| {
@@ -166,7 +166,7 @@ fn both_passes_number_the_records_in_one_ordered_stream() {
         let keys = tmp.path().join("accounts.csv");
         std::fs::write(&keys, (0..5_000).map(|i| format!("A{i}\n")).collect::<String>()).unwrap();
         let key = [(r.ref_column.clone(), sp.columns.iter().find(|c| c.name == r.column).unwrap().ty)];
-        reader.load_lookup(&lookup_create(&r.relation, &key), Some((&lookup_fill(&r.relation, &key), keys.as_path()))).unwrap();
+        reader.load_lookup(&lookup_create(&r.relation, &key), Some((&lookup_fill(&r.relation, &key), keys.as_path(), longest_line(&keys)))).unwrap();
     }
     let path = exec::source::local_path(&plan, sp, Path::new("/")).unwrap();
     let input = exec::extract::FileInput { path: &path, shown: "trades.csv", captures: &[] };
@@ -270,4 +270,36 @@ fn each_reject_names_the_line_its_record_starts_on_in_the_file() {
             db.prepare("SELECT id, note FROM t ORDER BY id").unwrap().query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
         assert_eq!(rows, loaded, "case {case}: the file was\n{text:?}\n{}", out.evidence());
     }
+}
+
+/// A lookup the target exported that is larger than DuckDB's memory limit loads: its read was
+/// once told any line length, which made DuckDB read the whole file in one buffer (a 1M-row
+/// table's 135 MB export ran out of the 128 MB limit, and every load of that stage not reused
+/// failed).
+#[test]
+fn a_lookup_larger_than_duckdbs_memory_limit_loads() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let reader = Reader::open(tmp.path(), "64MB").unwrap();
+    let keys = tmp.path().join("keys.csv");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&keys).unwrap());
+    for i in 0..1_000_000u32 {
+        writeln!(out, "\"key-{i:0>70}\"").unwrap();
+    }
+    out.flush().unwrap();
+    drop(out);
+    let bytes = std::fs::metadata(&keys).unwrap().len();
+    assert!(bytes > 64 << 20, "the export must be larger than the limit: {bytes} bytes");
+    let key = [("k".to_string(), etl::spec::model::ColumnType::String)];
+    let relation = "\"__big\"";
+    reader
+        .load_lookup(&lookup_create(relation, &key), Some((&lookup_fill(relation, &key), keys.as_path(), longest_line(&keys))))
+        .unwrap_or_else(|e| panic!("a {bytes}-byte lookup under a 64MB limit: {e}"));
+    let n: i64 = reader.connection().query_row("SELECT count(*) FROM \"__big\"", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 1_000_000);
+}
+
+/// The bytes of a file's longest line, its end included (what a lookup's export counts).
+fn longest_line(path: &Path) -> u64 {
+    std::fs::read_to_string(path).unwrap().split_inclusive('\n').map(|l| l.len() as u64).max().unwrap_or(0)
 }

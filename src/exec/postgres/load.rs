@@ -513,8 +513,8 @@ fn lookups(cx: &StageContext<'_>, pg: &Pg, tx: &mut Tx, sql: &PgStatements, with
         let lock = if created { &r.lock_for_new_table } else { &r.lock };
         pg.block(execute(tx, lock, "lock a referenced table"))?;
         let file = scratch()?;
-        pg.block(export_csv(tx, &r.lookup.export, file.path()))?;
-        cx.reader.load_lookup(&r.lookup.create, Some((&r.lookup.fill, file.path())))?;
+        let longest = pg.block(export_csv(tx, &r.lookup.export, file.path()))?;
+        cx.reader.load_lookup(&r.lookup.create, Some((&r.lookup.fill, file.path(), longest)))?;
     }
     // A lookup left empty, or filled with what the table exports.
     let mut fill = |l: &crate::plan::Lookup, empty: bool| -> Result<(), ExecError> {
@@ -522,8 +522,8 @@ fn lookups(cx: &StageContext<'_>, pg: &Pg, tx: &mut Tx, sql: &PgStatements, with
             return cx.reader.load_lookup(&l.create, None);
         }
         let file = scratch()?;
-        pg.block(export_csv(tx, &l.export, file.path()))?;
-        cx.reader.load_lookup(&l.create, Some((&l.fill, file.path())))
+        let longest = pg.block(export_csv(tx, &l.export, file.path()))?;
+        cx.reader.load_lookup(&l.create, Some((&l.fill, file.path(), longest)))
     };
     // The values the table's unique columns hold: needed whenever a row may be written.
     for held in &sql.held_lookups {
