@@ -95,7 +95,9 @@ impl FileSql {
     /// The statement reading `path` with its `LINE_LIMIT` and `BUFFER_SIZE` (a lookup's read:
     /// `extract::lookup_read_limits`).
     pub fn with_file_limits(&self, path: &str, (line, buffer): (u64, u64)) -> String {
-        self.with_file(path).replace(LINE_LIMIT, &line.to_string()).replace(BUFFER_SIZE, &buffer.to_string())
+        // The limits go into the statement's own text, never into the path's.
+        let after = self.after.replace(LINE_LIMIT, &line.to_string()).replace(BUFFER_SIZE, &buffer.to_string());
+        format!("{}{}{after}", self.before, literal(path))
     }
 }
 
@@ -152,6 +154,11 @@ mod tests {
         let read = FileSql::new("SELECT * FROM read_csv(", ", header = true)");
         assert_eq!(read.with_file("/tmp/o'k.csv"), "SELECT * FROM read_csv('/tmp/o''k.csv', header = true)");
         assert_eq!(read.to_string(), "SELECT * FROM read_csv('{file}', header = true)");
+        let limited = FileSql::new("SELECT * FROM read_csv(", format!(", max_line_size = {LINE_LIMIT}, buffer_size = {BUFFER_SIZE})"));
+        assert_eq!(
+            limited.with_file_limits("/tmp/{buffer}/a.csv", (3, 8)),
+            "SELECT * FROM read_csv('/tmp/{buffer}/a.csv', max_line_size = 3, buffer_size = 8)"
+        );
         assert_eq!(Query::new("SELECT $1", &["x"]).to_string(), "SELECT $1;  -- $1 = 'x'");
     }
 }
