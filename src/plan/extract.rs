@@ -132,10 +132,8 @@ pub const FIELDS: &str = "__fields";
 /// 100M records the limit could not be lowered to 96MB with it, and could without it).
 fn census_sql(stage: &StagePlan, append: bool, on_disk: bool) -> String {
     let (from, _) = typed(stage);
-    let groups = unique_groups(stage);
-    let names = census_columns(stage);
-    let mut columns: Vec<String> = names[..names.len() - groups.len()].iter().map(|c| ident(c)).collect();
-    columns.extend(groups.iter().enumerate().map(|(i, (_, cols))| format!("{} AS {}", group_hash(cols, ""), ident(&hash_column(i)))));
+    let mut columns: Vec<String> = census_values(stage).iter().map(|c| ident(c)).collect();
+    columns.extend(unique_groups(stage).iter().enumerate().map(|(i, (_, cols))| format!("{} AS {}", group_hash(cols, ""), ident(&hash_column(i)))));
     let census = census_relation(stage, on_disk);
     let head = match (append, on_disk) {
         (true, _) => format!("INSERT INTO {census}"),
@@ -168,19 +166,25 @@ fn group_hash(cols: &[String], prefix: &str) -> String {
 /// later has it found from the census, after the stream.
 pub const EARLY_RECORDS: usize = 1 << 16;
 
-/// The census's columns: the record number, the file number, the key's and the unique
-/// columns' (each once), then each group's hash (see `hash_column`).
+/// The census's columns: its values (`census_values`), then each group's hash (see
+/// `hash_column`).
 fn census_columns(stage: &StagePlan) -> Vec<String> {
+    let mut columns = census_values(stage);
+    columns.extend((0..unique_groups(stage).len()).map(hash_column));
+    columns
+}
+
+/// The census's values: the record number, the file number, the key's and the unique columns'
+/// (each once).
+fn census_values(stage: &StagePlan) -> Vec<String> {
     let mut columns = vec![RECORD.to_string(), FILE_NUMBER.to_string()];
-    let groups = unique_groups(stage);
-    for (_, cols) in &groups {
+    for (_, cols) in unique_groups(stage) {
         for c in cols {
-            if !columns.contains(c) {
-                columns.push(c.clone());
+            if !columns.contains(&c) {
+                columns.push(c);
             }
         }
     }
-    columns.extend((0..groups.len()).map(hash_column));
     columns
 }
 
