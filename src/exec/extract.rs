@@ -427,7 +427,7 @@ impl Reader {
         let fail = ExecError::duckdb("load a lookup exported from the target");
         self.conn.execute_batch(create).map_err(&fail)?;
         if let Some((fill, file, longest)) = fill {
-            let limits = crate::plan::extract::lookup_read_limits(longest);
+            let limits = crate::plan::extract::read_limits(longest);
             self.conn.execute_batch(&fill.with_file_limits(&file.display().to_string(), limits)).map_err(&fail)?;
         }
         Ok(())

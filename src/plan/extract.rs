@@ -408,20 +408,15 @@ pub fn lookup_create(relation: &str, columns: &[(String, ColumnType)]) -> String
     format!("CREATE OR REPLACE TEMP TABLE {relation} ({})", defs.join(", "))
 }
 
-/// The longest line DuckDB reads of a DuckDB target's batch, which etl writes itself: any.
-/// DuckDB refuses a line over 2 MB unless told, and a row may hold longer text (a text near 2 MB
-/// whose quotes its CSV doubles). A batch file is small, and DuckDB reads it in one buffer.
-pub const OWN_CSV_LINE_BYTES: u64 = 1 << 30;
-
-/// The line limit and buffer of DuckDB's read of a lookup the target exported, fitted to its
-/// longest record (`longest` bytes, as the export counted them): DuckDB refuses a line over
-/// 2 MB unless told, and a table's row may hold longer text (written by another); but told a
-/// limit past its 2 MB, DuckDB reads 16 such lines at a time, so a limit of any length made it
-/// read the whole file at once: a 1M-row table's 135 MB export ran out of its 128 MB
-/// (`duck::DEFAULT_MEMORY`) and failed every load of that stage that was not reused. The buffer
-/// holds two of the longest lines, and at least 8 MB (DuckDB's own, 32 MB, on each of its
-/// threads, took half of a 64 MB limit).
-pub fn lookup_read_limits(longest: u64) -> (u64, u64) {
+/// The line limit and buffer of DuckDB's read of a file etl or the target wrote (a lookup the
+/// target exported, a DuckDB target's spooled rows), fitted to its longest record (`longest`
+/// bytes, as the writer counted them): DuckDB refuses a line over 2 MB unless told, and a row may
+/// hold longer text; but told a limit past its 2 MB, DuckDB reads 16 such lines at a time, so a
+/// limit of any length made it read the whole file at once: a 1M-row table's 135 MB export ran
+/// out of its 128 MB (`duck::DEFAULT_MEMORY`) and failed every load of that stage that was not
+/// reused. The buffer holds two of the longest lines, and at least 8 MB (DuckDB's own, 32 MB, on
+/// each of its threads, took half of a 64 MB limit).
+pub fn read_limits(longest: u64) -> (u64, u64) {
     let line = (longest + 2).max(2 << 20);
     (line, (2 * line).max(8 << 20))
 }

@@ -424,8 +424,9 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan]) -> LoadSql {
             Some(FileSql::new(
                 format!("COPY {staging} FROM "),
                 format!(
-                    " (FORMAT csv, HEADER false, DELIMITER ',', QUOTE '\"', ESCAPE '\"', NEW_LINE '\\n', AUTO_DETECT false, ALLOW_QUOTED_NULLS false, MAX_LINE_SIZE {})",
-                    super::extract::OWN_CSV_LINE_BYTES
+                    " (FORMAT csv, HEADER false, DELIMITER ',', QUOTE '\"', ESCAPE '\"', NEW_LINE '\\n', AUTO_DETECT false, ALLOW_QUOTED_NULLS false, MAX_LINE_SIZE {}, BUFFER_SIZE {})",
+                    super::sql::LINE_LIMIT,
+                    super::sql::BUFFER_SIZE
                 ),
             )),
             String::new(),

@@ -479,7 +479,7 @@ fn duckdb_stage(out: &mut String, st: &StagePlan, d: &DuckStatements) {
     extract(out, st, 4);
     checks(out, st, 5);
 
-    let _ = writeln!(out, "\n-- 6. load (DuckDB; batches of {} rows, each written as CSV and copied)", st.batch_size);
+    let _ = writeln!(out, "\n-- 6. load (DuckDB; batches of {} rows written as CSV to one file, copied once the rows have streamed)", st.batch_size);
     let _ = writeln!(out, "{};", t.sql.create_staging);
     if let Some(copy) = &t.sql.copy_file {
         let _ = writeln!(out, "{copy};");

@@ -92,8 +92,8 @@ impl FileSql {
         format!("{}{}{}", self.before, literal(path), self.after)
     }
 
-    /// The statement reading `path` with its `LINE_LIMIT` and `BUFFER_SIZE` (a lookup's read:
-    /// `extract::lookup_read_limits`).
+    /// The statement reading `path` with its `LINE_LIMIT` and `BUFFER_SIZE`
+    /// (`extract::read_limits`: a lookup's read, a DuckDB target's spooled rows).
     pub fn with_file_limits(&self, path: &str, (line, buffer): (u64, u64)) -> String {
         // The limits go into the statement's own text, never into the path's.
         let after = self.after.replace(LINE_LIMIT, &line.to_string()).replace(BUFFER_SIZE, &buffer.to_string());
@@ -101,11 +101,11 @@ impl FileSql {
     }
 }
 
-/// Where a lookup's read says its line limit, known once the target has exported it (`etl plan`
-/// shows it so).
+/// Where a read of a file etl or the target wrote says its line limit, known once the file is
+/// written (`etl plan` shows it so).
 pub const LINE_LIMIT: &str = "{longest line}";
 
-/// Where a lookup's read says its buffer's size (see `LINE_LIMIT`).
+/// Where such a read says its buffer's size (see `LINE_LIMIT`).
 pub const BUFFER_SIZE: &str = "{buffer}";
 
 /// How `etl plan` shows it: `'{file}'` where the path goes.

@@ -932,6 +932,61 @@ fn quickstart_runs_with_no_services_and_prints_the_analytics() {
     assert_eq!(report(&out)["stages"][0]["loaded"]["inserted"], 100, "{}", out.evidence());
 }
 
+/// A DuckDB target loads a file of many batches, exactly: the batches are spooled while the typed
+/// rows stream and COPYed once after (DuckDB refuses a statement on a connection whose result is
+/// open, and COPYing each batch as it came failed every load of more than one batch: the quick
+/// start's 300 trades fit one), a row near DuckDB's 2 MB line limit among them; a forced load of
+/// the same file then finds every row unchanged, and a changed file updates what changed.
+#[test]
+fn a_duckdb_target_loads_a_file_of_many_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    // A text of 1.8 MB with quotes, commas and line ends in it.
+    let long = "q\"a,\n".repeat(300_000);
+    let file = |changed: bool| {
+        let mut csv = String::from("id,note,amount\n");
+        for i in 1..=100u32 {
+            let note = if i == 20 { long.clone() } else if changed && i == 3 { "changed".into() } else { format!("n{i}") };
+            csv.push_str(&format!("{i},\"{}\",{i}.{:02}\n", note.replace('"', "\"\""), i % 100));
+        }
+        std::fs::write(dir.path().join("t.csv"), csv).unwrap();
+    };
+    file(false);
+    let spec = dir.path().join("spec.yaml");
+    let stage = "stages:\n  t:\n    source: { connection: files, key: t.csv }\n    target: { connection: db, table: t, key: [id], mode: upsert }\n    columns:\n      id: { type: int64 }\n      note: { type: string }\n      amount: { type: \"decimal(12,2)\" }\n";
+    std::fs::write(&spec, format!("{}{stage}", crate::util::spec_head("manybatches", dir.path().display()))).unwrap();
+    let target = dir.path().join("t.duckdb");
+    let duck = format!("connections.db={{type: duckdb, path: '{}'}}", target.display());
+    let run = |more: &[&str]| {
+        let mut args = vec!["run", spec.to_str().unwrap(), "--output", "json", "--set", &duck, "--set", "defaults.batch_size=7"];
+        args.extend_from_slice(more);
+        let out = etl(&args, &[("ETL_TEST_DATABASE_URL", "postgres://unused"), ("SCHEMA", "unused")]);
+        out.expect_code(0);
+        let loaded = &report(&out)["stages"][0]["loaded"];
+        let counts = format!("{} inserted, {} updated, {} unchanged", loaded["inserted"], loaded["updated"], loaded["unchanged"]);
+        (out, counts)
+    };
+    let rows = || {
+        let db = duckdb::Connection::open(&target).unwrap();
+        let rows: Vec<(i64, String, String)> =
+            db.prepare("SELECT id, note, amount::VARCHAR FROM t ORDER BY id").unwrap().query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect();
+        rows
+    };
+    let (out, counts) = run(&[]);
+    assert_eq!(counts, "100 inserted, 0 updated, 0 unchanged", "{}", out.evidence());
+    let got = rows();
+    assert_eq!(got.len(), 100, "{}", out.evidence());
+    assert!(got[19].1 == long, "the long text came back {} bytes long, not {}\n{}", got[19].1.len(), long.len(), out.evidence());
+    assert_eq!((got[2].1.as_str(), got[2].2.as_str(), got[99].2.as_str()), ("n3", "3.03", "100.00"), "{}", out.evidence());
+    let (out, counts) = run(&["--force"]);
+    assert_eq!(counts, "0 inserted, 0 updated, 100 unchanged", "{}", out.evidence());
+    file(true);
+    let (out, counts) = run(&[]);
+    assert_eq!(counts, "0 inserted, 1 updated, 99 unchanged", "{}", out.evidence());
+    let got = rows();
+    assert_eq!((got.len(), got[2].1.as_str()), (100, "changed"), "{}", out.evidence());
+    assert!(got[19].1 == long, "{}", out.evidence());
+}
+
 #[test]
 fn clean_empties_the_target_tables_and_the_seed_aliases_run_one_stage() {
     let data = generate(30, 60, 0.0, 12);

@@ -96,13 +96,16 @@ impl<'r> Duck<'r> {
         self.conn.execute_batch(sql).map_err(err(what))
     }
 
-    /// Stages one batch: written as CSV to `file` and read back with DuckDB's COPY, quoted
-    /// empty text staying text.
-    pub fn copy_batch(&self, stage: &StagePlan, batch: &DataFrame, file: &Path) -> Result<(), ExecError> {
-        let bytes = csv_batch(stage, batch)?;
-        std::fs::write(file, bytes).map_err(ExecError::write(file))?;
+    /// Stages the batches spooled while the typed rows streamed: one COPY of the spool's file,
+    /// read with a line limit and buffer fitted to its longest row (`extract::read_limits`).
+    pub fn copy_spool(&self, stage: &StagePlan, spool: Spool) -> Result<(), ExecError> {
+        let (path, longest) = spool.finish()?;
+        if longest == 0 {
+            return Ok(());
+        }
         let copy = stage.target.sql.copy_file.as_ref().ok_or_else(|| ExecError::Internal(format!("stage {} has no batch COPY", stage.name)))?;
-        self.conn.execute_batch(&copy.with_file(&file.display().to_string())).map_err(err("stage a batch"))
+        let limits = crate::plan::extract::read_limits(longest);
+        self.conn.execute_batch(&copy.with_file_limits(&path.display().to_string(), limits)).map_err(err("stage the rows"))
     }
 
     /// Writes the staged rows into the table.
@@ -392,8 +395,10 @@ pub fn load_stage(cx: &StageContext<'_>, d: &Duck<'_>, st: &StagePlan, files: &m
         let shown = crate::exec::postgres::load::shown_of(cx, st, files);
         d.ensure_table(st)?;
         d.execute(&st.target.sql.create_staging, "create the staging table")?;
-        let batch_file = tempfile::Builder::new().prefix("etl-batch-").suffix(".csv").tempfile_in(&opts.temp_dir).map_err(ExecError::write(&opts.temp_dir))?;
-        let mut report = stage_rows(cx.reader, st, &inputs, &shown, None, false, cx.progress, |batch| d.copy_batch(st, &batch, batch_file.path()))?.report(st)?;
+        let spool_file = tempfile::Builder::new().prefix("etl-rows-").suffix(".csv").tempfile_in(&opts.temp_dir).map_err(ExecError::write(&opts.temp_dir))?;
+        let mut spool = Spool::create(spool_file.path())?;
+        let mut report = stage_rows(cx.reader, st, &inputs, &shown, None, false, cx.progress, |batch| spool.append(st, &batch))?.report(st)?;
+        d.copy_spool(st, spool)?;
         crate::exec::postgres::load::fill_files(&mut report, files, already);
         if !set {
             report.etag = files[0].etag.clone();
@@ -422,33 +427,61 @@ pub fn load_stage(cx: &StageContext<'_>, d: &Duck<'_>, st: &StagePlan, files: &m
     work
 }
 
-/// Encodes a batch's columns as CSV. Text is always quoted, so an empty text is not NULL; NULL is
-/// an empty unquoted field.
-fn csv_batch(stage: &StagePlan, batch: &DataFrame) -> Result<Vec<u8>, ExecError> {
-    let fail = |e: polars::error::PolarsError| ExecError::Polars { what: "format a batch as CSV", message: e.to_string() };
-    let mut cols = Vec::with_capacity(stage.columns.len());
-    for c in &stage.columns {
-        let s = batch.column(&c.name).and_then(|col| col.cast(&DataType::String)).map_err(fail)?;
-        cols.push((s.str().map_err(fail)?.clone(), c.ty == ColumnType::String, c.ty.is_temporal()));
+/// A stage's valid rows as CSV in a file, batch after batch, for one COPY once the typed rows'
+/// stream has ended: the stream holds the connection the COPY runs on (DuckDB refuses another
+/// statement while a result is open), so a batch cannot be COPYed as it comes.
+pub struct Spool {
+    file: std::io::BufWriter<std::fs::File>,
+    path: std::path::PathBuf,
+    /// The longest row's bytes, its line end included (0: no row).
+    longest: u64,
+}
+
+impl Spool {
+    /// An empty spool writing to `path` (truncated).
+    pub fn create(path: &Path) -> Result<Spool, ExecError> {
+        let file = std::fs::File::create(path).map_err(ExecError::write(path))?;
+        Ok(Spool { file: std::io::BufWriter::with_capacity(1 << 20, file), path: path.to_path_buf(), longest: 0 })
     }
-    let mut out = Vec::with_capacity(batch.height() * 64);
-    for row in 0..batch.height() {
-        for (i, (col, quote, temporal)) in cols.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            if let Some(v) = col.get(row) {
-                // chrono writes a year past 9999 with a sign (`+10000-01-01`), which DuckDB
-                // does not read.
-                let v = if *temporal { v.strip_prefix('+').unwrap_or(v) } else { v };
-                if *quote || v.contains([',', '"', '\n', '\r']) || v.is_empty() {
-                    push_quoted(&mut out, v);
-                } else {
-                    out.extend_from_slice(v.as_bytes());
+
+    /// Appends a batch's rows. Text is always quoted, so an empty text is not NULL; NULL is an
+    /// empty unquoted field.
+    pub fn append(&mut self, stage: &StagePlan, batch: &DataFrame) -> Result<(), ExecError> {
+        use std::io::Write;
+        let fail = |e: polars::error::PolarsError| ExecError::Polars { what: "format a batch as CSV", message: e.to_string() };
+        let mut cols = Vec::with_capacity(stage.columns.len());
+        for c in &stage.columns {
+            let s = batch.column(&c.name).and_then(|col| col.cast(&DataType::String)).map_err(fail)?;
+            cols.push((s.str().map_err(fail)?.clone(), c.ty == ColumnType::String, c.ty.is_temporal()));
+        }
+        let mut out = Vec::with_capacity(batch.height() * 64);
+        for row in 0..batch.height() {
+            let start = out.len();
+            for (i, (col, quote, temporal)) in cols.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                if let Some(v) = col.get(row) {
+                    // chrono writes a year past 9999 with a sign (`+10000-01-01`), which DuckDB
+                    // does not read.
+                    let v = if *temporal { v.strip_prefix('+').unwrap_or(v) } else { v };
+                    if *quote || v.contains([',', '"', '\n', '\r']) || v.is_empty() {
+                        push_quoted(&mut out, v);
+                    } else {
+                        out.extend_from_slice(v.as_bytes());
+                    }
                 }
             }
+            out.push(b'\n');
+            self.longest = self.longest.max((out.len() - start) as u64);
         }
-        out.push(b'\n');
+        self.file.write_all(&out).map_err(ExecError::write(&self.path))
     }
-    Ok(out)
+
+    /// Flushes the file: its path and longest row.
+    fn finish(self) -> Result<(std::path::PathBuf, u64), ExecError> {
+        let Spool { file, path, longest } = self;
+        file.into_inner().map_err(|e| ExecError::write(&path)(e.into_error()))?;
+        Ok((path, longest))
+    }
 }
