@@ -19,6 +19,8 @@ pub struct Reader {
     conn: duckdb::Connection,
     /// The scans of the last stage read.
     scans: std::cell::RefCell<Vec<Scan>>,
+    /// DuckDB's memory limit in bytes (`u64::MAX`: none).
+    memory_limit: u64,
 }
 
 /// One file a stage reads: its plain copy in the spool, how it is shown, its path's captures.
@@ -66,7 +68,13 @@ impl Reader {
     pub fn open(temp_dir: &Path, memory_limit: &str) -> Result<Self, ExecError> {
         let conn = duckdb::Connection::open_in_memory().map_err(ExecError::duckdb("open DuckDB"))?;
         conn.execute_batch(&duck::configure(memory_limit, &temp_dir.display().to_string())).map_err(ExecError::duckdb("configure DuckDB"))?;
-        Ok(Reader { conn, scans: Default::default() })
+        let limit = conn.query_row(duck::MEMORY_LIMIT, [], |r| r.get::<_, Option<i64>>(0)).map_err(ExecError::duckdb("read DuckDB's memory limit"))?;
+        Ok(Reader { conn, scans: Default::default(), memory_limit: limit.map_or(u64::MAX, |l| l.max(0) as u64) })
+    }
+
+    /// DuckDB's memory limit in bytes (`u64::MAX`: none).
+    pub fn memory_limit(&self) -> u64 {
+        self.memory_limit
     }
 
     /// The first pass over a stage's files (one, or a set's in name order): each record's

@@ -869,8 +869,9 @@ pub struct PgStatements {
     pub referenced: Vec<Referenced>,
     /// The key set of each foreign key, exported for the extract to join.
     pub reference_lookups: Vec<ReferenceLookup>,
-    /// The table's current rows, exported for the extract to join (an upsert with a key).
-    pub current_lookup: Option<Lookup>,
+    /// The table's current rows, exported for the extract to join (an upsert with a key), when
+    /// they fit the share of DuckDB's memory its comparison may take.
+    pub current_lookup: Option<CurrentLookup>,
     /// The values each `unique` column holds in the table, with their keys (see [`Held`]).
     pub held_lookups: Vec<Lookup>,
     /// `delete_missing`: the file's keys copied in, and the table's other keys deleted or
@@ -1030,6 +1031,18 @@ pub struct Lookup {
     pub create: String,
     /// Fills it from the exported file.
     pub fill: FileSql,
+}
+
+/// A PostgreSQL table's current rows, exported for the extract to compare the file's rows with
+/// (`extract::UNCHANGED`), when they fit the share of DuckDB's memory that comparison may take
+/// (`extract::compared_in_duckdb`); otherwise PostgreSQL's merge compares them.
+#[derive(Debug, Clone)]
+pub struct CurrentLookup {
+    /// The table's size on disk in bytes (its TOAST included), asked first: a table larger than
+    /// the share is not exported at all.
+    pub size: Query,
+    /// The rows' export, relation and fill (the export's own size decides last).
+    pub lookup: Lookup,
 }
 
 // A DuckDB stage's other statements

@@ -5,12 +5,16 @@
 
 use crate::spec::model::{LoadMode, OnDelete};
 
-use super::compiled::{ColumnPlan, Guarded, Lookup, Lookups, MissingSql, PgStatements, ReferenceLookup, Referenced, Referencing, TargetPlan, Vanished};
+use super::compiled::{ColumnPlan, CurrentLookup, Guarded, Lookup, Lookups, MissingSql, PgStatements, ReferenceLookup, Referenced, Referencing, TargetPlan, Vanished};
 use super::extract::{lookup_create, lookup_fill};
 use super::sql::{Bind, Query, ident};
 
 /// Whether a table exists (`$1`: its quoted, qualified name).
 pub const TABLE_EXISTS: &str = "SELECT to_regclass($1)::text";
+
+/// A table's size on disk in bytes, its TOAST included (0 for a Citus table's shell on the
+/// coordinator, whose rows are on the workers).
+pub const TABLE_SIZE: &str = "SELECT coalesce(pg_table_size(to_regclass($1)), 0)";
 
 /// The current transaction's id as a row's `xmin` shows it (its low 32 bits).
 pub const CURRENT_XID: &str = "SELECT txid_current() % 4294967296";
@@ -196,10 +200,13 @@ pub fn compile(t: &TargetPlan, columns: &[ColumnPlan], lookups: &Lookups) -> PgS
     let current_lookup = lookups.current.as_ref().map(|relation| {
         let typed: Vec<(String, crate::spec::model::ColumnType)> = columns.iter().map(|c| (c.name.clone(), c.ty)).collect();
         let list: Vec<String> = columns.iter().map(|c| ident(&c.name)).collect();
-        Lookup {
-            export: export(&format!("SELECT {} FROM {q}", list.join(", "))),
-            create: lookup_create(relation, &typed),
-            fill: lookup_fill(relation, &typed),
+        CurrentLookup {
+            size: Query::new(TABLE_SIZE, &[q]),
+            lookup: Lookup {
+                export: export(&format!("SELECT {} FROM {q}", list.join(", "))),
+                create: lookup_create(relation, &typed),
+                fill: lookup_fill(relation, &typed),
+            },
         }
     });
     let held_lookups = lookups

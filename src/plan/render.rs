@@ -315,10 +315,16 @@ fn postgres_stage(out: &mut String, st: &StagePlan, pg: &PgStatements) {
         let _ = writeln!(out, "{};", r.lookup.fill);
     }
     if let Some(c) = &pg.current_lookup {
-        let _ = writeln!(out, "-- the table's current rows (a row equal to its current one is not written; left empty for an empty table or when only changed lines are read)");
-        let _ = writeln!(out, "{};", c.export);
-        let _ = writeln!(out, "{};", c.create);
-        let _ = writeln!(out, "{};", c.fill);
+        let _ = writeln!(
+            out,
+            "-- the table's current rows (a row equal to its current one is not written; left empty for an empty table, when only changed lines are read, \
+             or when the table or its export is larger than 1/{} of DuckDB's memory limit: the merge compares then)",
+            crate::plan::extract::CURRENT_SHARE
+        );
+        let _ = writeln!(out, "{}", c.size);
+        let _ = writeln!(out, "{};", c.lookup.export);
+        let _ = writeln!(out, "{};", c.lookup.create);
+        let _ = writeln!(out, "{};", c.lookup.fill);
     }
     for (h, l) in st.lookups.held.iter().zip(&pg.held_lookups) {
         let _ = writeln!(out, "-- the values of {} the table's rows hold, with their keys (a row of the file whose value another row holds is rejected)", h.column);

@@ -200,7 +200,7 @@ pub fn load_stage(
     // a set's files loaded one by one (each is a small part of a table that grows with every
     // file: exporting the whole table for each would cost the square of the set).
     let one_by_one = st.source.set.as_ref().is_some_and(|s| s.atomicity == crate::spec::model::Atomicity::File);
-    lookups(cx, pg, tx, sql, empty || changes.is_some() || one_by_one, created)?;
+    let current = lookups(cx, pg, tx, sql, empty || changes.is_some() || one_by_one, created)?;
     // The referenced tables are locked: their states hold until the stage commits.
     // (`on_delete: soft` reads the tables referencing this one: they are locked too.)
     let context = if opts.dry_run || t.mode == LoadMode::Append { None } else { stage_context(pg, tx, st, sql, t.soft_on_delete(), opts.date)? };
@@ -209,6 +209,8 @@ pub fn load_stage(
     let direct = ensured.exact && ((empty && t.mode != LoadMode::History) || t.mode == LoadMode::Append);
     let how = if changes.is_some() {
         "; only the changed lines are read"
+    } else if current == Current::TooLarge {
+        "; the table's rows are larger than an eighth of DuckDB's memory limit (ETL_DUCKDB_MEMORY): the merge compares them"
     } else if direct && empty {
         "; the table is empty: COPY straight into it"
     } else {
@@ -497,8 +499,8 @@ pub fn fill_files(report: &mut StageReport, files: &[Source], already: Vec<FileR
 /// references (locked against writes until the stage commits), the values its unique columns
 /// hold with their keys, and, for an upsert, the table's current rows (left empty
 /// `without_current`: the table is empty, or only changed records are read and the merge
-/// compares them).
-fn lookups(cx: &StageContext<'_>, pg: &Pg, tx: &mut Tx, sql: &PgStatements, without_current: bool, created: bool) -> Result<(), ExecError> {
+/// compares them, as it does when they are larger than DuckDB may hold: `extract::compared_in_duckdb`).
+fn lookups(cx: &StageContext<'_>, pg: &Pg, tx: &mut Tx, sql: &PgStatements, without_current: bool, created: bool) -> Result<Current, ExecError> {
     let dir = &cx.opts.temp_dir;
     let scratch = || tempfile::Builder::new().prefix("etl-lookup-").suffix(".csv").tempfile_in(dir).map_err(ExecError::write(dir));
     for r in &sql.reference_lookups {
@@ -516,23 +518,49 @@ fn lookups(cx: &StageContext<'_>, pg: &Pg, tx: &mut Tx, sql: &PgStatements, with
         let longest = pg.block(export_csv(tx, &r.lookup.export, file.path()))?;
         cx.reader.load_lookup(&r.lookup.create, Some((&r.lookup.fill, file.path(), longest)))?;
     }
-    // A lookup left empty, or filled with what the table exports.
-    let mut fill = |l: &crate::plan::Lookup, empty: bool| -> Result<(), ExecError> {
-        if empty {
-            return cx.reader.load_lookup(&l.create, None);
+    // A lookup left empty, or filled with what the table exports if its bytes are `wanted`:
+    // whether it was filled.
+    let fill = |tx: &mut Tx, l: &crate::plan::Lookup, empty: bool, wanted: &dyn Fn(u64) -> bool| -> Result<bool, ExecError> {
+        if !empty {
+            let file = scratch()?;
+            let longest = pg.block(export_csv(tx, &l.export, file.path()))?;
+            let bytes = std::fs::metadata(file.path()).map_err(ExecError::write(file.path()))?.len();
+            if wanted(bytes) {
+                cx.reader.load_lookup(&l.create, Some((&l.fill, file.path(), longest)))?;
+                return Ok(true);
+            }
         }
-        let file = scratch()?;
-        let longest = pg.block(export_csv(tx, &l.export, file.path()))?;
-        cx.reader.load_lookup(&l.create, Some((&l.fill, file.path(), longest)))
+        cx.reader.load_lookup(&l.create, None)?;
+        Ok(false)
     };
     // The values the table's unique columns hold: needed whenever a row may be written.
     for held in &sql.held_lookups {
-        fill(held, created)?;
+        fill(tx, held, created, &|_| true)?;
     }
-    if let Some(current) = &sql.current_lookup {
-        fill(current, without_current)?;
+    let Some(current) = &sql.current_lookup else { return Ok(Current::Absent) };
+    if without_current {
+        fill(tx, &current.lookup, true, &|_| true)?;
+        return Ok(Current::Absent);
     }
-    Ok(())
+    // Compared in DuckDB only while they fit their share of its memory: the table's size says
+    // first, the export's exactly.
+    let limit = cx.reader.memory_limit();
+    let fits = |bytes: u64| crate::plan::extract::compared_in_duckdb(bytes, limit);
+    let size: i64 = pg.block(super::scalar(tx, &current.size, "read the table's size"))?;
+    let compared = fill(tx, &current.lookup, !fits(size.max(0) as u64), &fits)?;
+    Ok(if compared { Current::Compared } else { Current::TooLarge })
+}
+
+/// Where a PostgreSQL stage's rows are compared with the table's current ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Current {
+    /// Nowhere before the merge: no comparison is made (no key, not row by row), the table is
+    /// empty, or only the changed records are read (the merge compares them).
+    Absent,
+    /// In DuckDB, as the file is read: an unchanged row is not written.
+    Compared,
+    /// In the merge: the table's rows are more than DuckDB's memory leaves them.
+    TooLarge,
 }
 
 /// Writes the staged rows into the table.
