@@ -429,6 +429,13 @@ impl Reader {
         })
     }
 
+    /// Holds the next queries' hash tables and sorts to a quarter of the memory limit
+    /// (`duck::BOUND_JOINS`), or lets them take what is free (`duck::UNBOUND_JOINS`).
+    pub fn bound_joins(&self, bound: bool) -> Result<(), ExecError> {
+        let sql = if bound { duck::BOUND_JOINS } else { duck::UNBOUND_JOINS };
+        self.conn.execute_batch(sql).map_err(ExecError::duckdb("set how much memory DuckDB's joins may take"))
+    }
+
     /// Creates a lookup relation (`plan::extract::lookup_create`) and, given the file the
     /// target exported and its longest record's bytes, fills it (`lookup_fill`).
     pub fn load_lookup(&self, create: &str, fill: Option<(&crate::plan::sql::FileSql, &Path, u64)>) -> Result<(), ExecError> {

@@ -21,9 +21,9 @@ pub const DEFAULT_MEMORY: &str = "128MB";
 /// Sets up the run's DuckDB database: its memory limit, where it spills past it, rows kept in
 /// file order, no extension fetched from the network, and the file of the censuses
 /// (`extract::SCRATCH_CATALOG`) in the temporary directory. (DuckDB's `operator_memory_limit`
-/// at a quarter of the limit was measured and not kept: a load of trades referencing 1M assets
-/// took 13.4-14.7 s against 11.4-12.5 s without, and no load failed without it once a large
-/// table's current rows are compared in the merge: `extract::compared_in_duckdb`.)
+/// at a quarter of the limit for every stage was measured and not kept: a load of trades
+/// referencing 1M assets took 13.4-14.7 s against 11.4-12.5 s without; it is set only for a
+/// stage whose lookups are large: [`BOUND_JOINS`].)
 pub fn configure(memory_limit: &str, temp_dir: &str) -> String {
     format!(
         "SET memory_limit = {}; SET temp_directory = {}; SET preserve_insertion_order = true; \
@@ -34,6 +34,16 @@ pub fn configure(memory_limit: &str, temp_dir: &str) -> String {
         super::sql::ident(super::extract::SCRATCH_CATALOG)
     )
 }
+
+/// Holds a query's hash tables and sorts to a quarter of DuckDB's memory limit, for a stage whose
+/// lookups take more than its share (`extract::lookups_bound_joins`): DuckDB builds a join's
+/// hash table in all the memory that is free when it fits, and the CSV reader's buffers, asked
+/// for after, then found none (the 1M values of a table's `unique` column, 28 MB exported,
+/// failed every load into it at 128MB). Capped, a larger hash table spills.
+pub const BOUND_JOINS: &str = "SET operator_memory_limit = CAST(parse_formatted_bytes(current_setting('memory_limit')) // 4 AS VARCHAR) || 'B'";
+
+/// Lets a query's hash tables and sorts take what is free again (DuckDB's default).
+pub const UNBOUND_JOINS: &str = "RESET operator_memory_limit";
 
 /// DuckDB's memory limit in bytes (null: none, which DuckDB shows in pebibytes, past what it
 /// parses).

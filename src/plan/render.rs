@@ -126,6 +126,14 @@ pub fn render_json(plan: &Plan, only_stages: &[String]) -> serde_json::Value {
 fn connections(out: &mut String, plan: &Plan) {
     let _ = writeln!(out, "\n== connections ==");
     let _ = writeln!(out, "-- the run's own DuckDB database (in memory, every extract; ETL_DUCKDB_MEMORY sets the limit): {}", duck::configure(duck::DEFAULT_MEMORY, "{temp dir}"));
+    let _ = writeln!(out, "-- its limit read back: {}", duck::MEMORY_LIMIT);
+    let _ = writeln!(
+        out,
+        "-- before a stage's extract, when its lookups take more than 1/{} of that limit: {}; else: {}",
+        crate::plan::extract::CURRENT_SHARE,
+        duck::BOUND_JOINS,
+        duck::UNBOUND_JOINS
+    );
     for (name, c) in &plan.connections {
         let shown = match c {
             ConnectionPlan::S3(s3) => {

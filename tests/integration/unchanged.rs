@@ -1222,3 +1222,43 @@ fn a_table_small_on_disk_but_large_exported_is_compared_in_the_merge() {
     let loaded = &report(&out)["stages"][0]["loaded"];
     assert_eq!((loaded["inserted"].as_i64(), loaded["updated"].as_i64(), loaded["unchanged"].as_i64()), (Some(0), Some(0), Some(400)), "{}", out.evidence());
 }
+
+/// A load into a table whose `unique` column's values (exported with their keys, for the
+/// extract to find a row taking another row's value) are more than an eighth of DuckDB's memory
+/// limit loads, forced and with a row changed: the extract's joins are then held to a quarter
+/// of the limit, so that a hash table spills rather than take the memory the CSV reader needs
+/// (1M such values failed every load into their table at the default 128MB).
+#[test]
+fn a_table_whose_unique_values_pass_duckdbs_memory_share_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |changed: usize| {
+        let mut csv = String::from("id,code,note\n");
+        for i in 0..250_000usize {
+            let note = if i == changed { "changed".to_string() } else { format!("note {i} xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx") };
+            csv.push_str(&format!("{i},C{:012}-{i},{note}\n", i * 7919 % 1_000_000_000_000));
+        }
+        std::fs::write(dir.path().join("t.csv"), csv).unwrap();
+    };
+    write(usize::MAX);
+    let spec = dir.path().join("spec.yaml");
+    let stage = "stages:\n  t:\n    source: { connection: files, key: t.csv }\n    target: { connection: db, table: t, key: [id], mode: upsert }\n    columns:\n      id: { type: int64 }\n      code: { type: string, unique: true }\n      note: { type: string }\n";
+    std::fs::write(&spec, format!("{}{stage}", crate::util::spec_head("held", dir.path().display()))).unwrap();
+    let db = TestDb::new("held");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", spec.to_str().unwrap(), "--output", "json", "-v"];
+        args.extend_from_slice(extra);
+        let out = crate::util::etl(&args, &[("ETL_TEST_DATABASE_URL", &db.url), ("SCHEMA", &db.schema), ("ETL_DUCKDB_MEMORY", "40MB")]);
+        out.expect_code(0);
+        let loaded = &report(&out)["stages"][0]["loaded"];
+        let counts = format!("{} inserted, {} updated, {} unchanged", loaded["inserted"], loaded["updated"], loaded["unchanged"]);
+        (out, counts)
+    };
+    let (out, counts) = run(&[]);
+    assert_eq!(counts, "250000 inserted, 0 updated, 0 unchanged", "{}", out.evidence());
+    let (out, counts) = run(&["--force"]);
+    assert_eq!(counts, "0 inserted, 0 updated, 250000 unchanged", "{}", out.evidence());
+    write(7);
+    let (out, counts) = run(&["--force"]);
+    assert_eq!(counts, "0 inserted, 1 updated, 249999 unchanged", "{}", out.evidence());
+    assert_eq!(db.texts(&format!("SELECT note FROM {}.t WHERE id = 7", db.schema)), ["changed"], "{}", out.evidence());
+}

@@ -397,6 +397,8 @@ pub fn load_stage(cx: &StageContext<'_>, d: &Duck<'_>, st: &StagePlan, files: &m
         d.execute(&st.target.sql.create_staging, "create the staging table")?;
         let spool_file = tempfile::Builder::new().prefix("etl-rows-").suffix(".csv").tempfile_in(&opts.temp_dir).map_err(ExecError::write(&opts.temp_dir))?;
         let mut spool = Spool::create(spool_file.path())?;
+        // Its joins read the target's tables in place, of no size known before: DuckDB's default.
+        cx.reader.bound_joins(false)?;
         let mut report = stage_rows(cx.reader, st, &inputs, &shown, None, false, cx.progress, |batch| spool.append(st, &batch))?.report(st)?;
         d.copy_spool(st, spool)?;
         crate::exec::postgres::load::fill_files(&mut report, files, already);

@@ -500,9 +500,15 @@ pub fn fill_files(report: &mut StageReport, files: &[Source], already: Vec<FileR
 /// hold with their keys, and, for an upsert, the table's current rows (left empty
 /// `without_current`: the table is empty, or only changed records are read and the merge
 /// compares them, as it does when they are larger than DuckDB may hold: `extract::compared_in_duckdb`).
+/// Past their share of DuckDB's memory, the extract's joins are held to a part of it
+/// (`extract::lookups_bound_joins`).
 fn lookups(cx: &StageContext<'_>, pg: &Pg, tx: &mut Tx, sql: &PgStatements, without_current: bool, created: bool) -> Result<Current, ExecError> {
     let dir = &cx.opts.temp_dir;
     let scratch = || tempfile::Builder::new().prefix("etl-lookup-").suffix(".csv").tempfile_in(dir).map_err(ExecError::write(dir));
+    // The bytes of the lookups loaded, which say whether the extract's joins are held to a part
+    // of DuckDB's memory.
+    let mut loaded = 0u64;
+    let limit = cx.reader.memory_limit();
     for r in &sql.reference_lookups {
         if !pg.block(super::exists(tx, &r.exists))? {
             return Err(ExecError::Database {
@@ -516,16 +522,18 @@ fn lookups(cx: &StageContext<'_>, pg: &Pg, tx: &mut Tx, sql: &PgStatements, with
         pg.block(execute(tx, lock, "lock a referenced table"))?;
         let file = scratch()?;
         let longest = pg.block(export_csv(tx, &r.lookup.export, file.path()))?;
+        loaded += std::fs::metadata(file.path()).map_err(ExecError::write(file.path()))?.len();
         cx.reader.load_lookup(&r.lookup.create, Some((&r.lookup.fill, file.path(), longest)))?;
     }
     // A lookup left empty, or filled with what the table exports if its bytes are `wanted`:
     // whether it was filled.
-    let fill = |tx: &mut Tx, l: &crate::plan::Lookup, empty: bool, wanted: &dyn Fn(u64) -> bool| -> Result<bool, ExecError> {
+    let mut fill = |tx: &mut Tx, l: &crate::plan::Lookup, empty: bool, wanted: &dyn Fn(u64) -> bool| -> Result<bool, ExecError> {
         if !empty {
             let file = scratch()?;
             let longest = pg.block(export_csv(tx, &l.export, file.path()))?;
             let bytes = std::fs::metadata(file.path()).map_err(ExecError::write(file.path()))?.len();
             if wanted(bytes) {
+                loaded += bytes;
                 cx.reader.load_lookup(&l.create, Some((&l.fill, file.path(), longest)))?;
                 return Ok(true);
             }
@@ -537,18 +545,22 @@ fn lookups(cx: &StageContext<'_>, pg: &Pg, tx: &mut Tx, sql: &PgStatements, with
     for held in &sql.held_lookups {
         fill(tx, held, created, &|_| true)?;
     }
-    let Some(current) = &sql.current_lookup else { return Ok(Current::Absent) };
-    if without_current {
-        fill(tx, &current.lookup, true, &|_| true)?;
-        return Ok(Current::Absent);
-    }
-    // Compared in DuckDB only while they fit their share of its memory: the table's size says
-    // first, the export's exactly.
-    let limit = cx.reader.memory_limit();
-    let fits = |bytes: u64| crate::plan::extract::compared_in_duckdb(bytes, limit);
-    let size: i64 = pg.block(super::scalar(tx, &current.size, "read the table's size"))?;
-    let compared = fill(tx, &current.lookup, !fits(size.max(0) as u64), &fits)?;
-    Ok(if compared { Current::Compared } else { Current::TooLarge })
+    let current = match &sql.current_lookup {
+        None => Current::Absent,
+        Some(current) if without_current => {
+            fill(tx, &current.lookup, true, &|_| true)?;
+            Current::Absent
+        }
+        Some(current) => {
+            // Compared in DuckDB only while they fit their share of its memory: the table's size
+            // says first, the export's exactly.
+            let fits = |bytes: u64| crate::plan::extract::compared_in_duckdb(bytes, limit);
+            let size: i64 = pg.block(super::scalar(tx, &current.size, "read the table's size"))?;
+            if fill(tx, &current.lookup, !fits(size.max(0) as u64), &fits)? { Current::Compared } else { Current::TooLarge }
+        }
+    };
+    cx.reader.bound_joins(crate::plan::extract::lookups_bound_joins(loaded, limit))?;
+    Ok(current)
 }
 
 /// Where a PostgreSQL stage's rows are compared with the table's current ones.
