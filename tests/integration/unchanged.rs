@@ -1193,6 +1193,22 @@ fn a_forced_load_into_a_table_past_duckdbs_memory_share_is_compared_in_the_merge
     }
 }
 
+/// A spec upserting `dir`'s t.csv on `id` (an int64) and `columns` into table t of a schema of
+/// its own: the database, and a `-v` JSON run with extra arguments under DuckDB's `memory` limit.
+fn upsert_of_t<'a>(dir: &'a Path, name: &str, columns: &str, memory: &'a str) -> (TestDb, impl Fn(&[&str]) -> Output + 'a) {
+    let spec = dir.join("spec.yaml");
+    let stage = format!("stages:\n  t:\n    source: {{ connection: files, key: t.csv }}\n    target: {{ connection: db, table: t, key: [id], mode: upsert }}\n    columns:\n      id: {{ type: int64 }}\n{columns}");
+    std::fs::write(&spec, format!("{}{stage}", crate::util::spec_head(name, dir.display()))).unwrap();
+    let db = TestDb::new(name);
+    let (url, schema) = (db.url.clone(), db.schema.clone());
+    let run = move |extra: &[&str]| {
+        let mut args = vec!["run", spec.to_str().unwrap(), "--output", "json", "-v"];
+        args.extend_from_slice(extra);
+        crate::util::etl(&args, &[("ETL_TEST_DATABASE_URL", &url), ("SCHEMA", &schema), ("ETL_DUCKDB_MEMORY", memory)])
+    };
+    (db, run)
+}
+
 /// A table whose size on disk is small but whose export is not (long texts PostgreSQL
 /// compresses) is exported, found past the share, and left to the merge all the same: the
 /// export's own bytes decide last.
@@ -1204,15 +1220,7 @@ fn a_table_small_on_disk_but_large_exported_is_compared_in_the_merge() {
         csv.push_str(&format!("{i},{}{i}\n", "x".repeat(50_000)));
     }
     std::fs::write(dir.path().join("t.csv"), csv).unwrap();
-    let spec = dir.path().join("spec.yaml");
-    let stage = "stages:\n  t:\n    source: { connection: files, key: t.csv }\n    target: { connection: db, table: t, key: [id], mode: upsert }\n    columns:\n      id: { type: int64 }\n      note: { type: string }\n";
-    std::fs::write(&spec, format!("{}{stage}", crate::util::spec_head("compressed", dir.path().display()))).unwrap();
-    let db = TestDb::new("compressed");
-    let run = |extra: &[&str]| {
-        let mut args = vec!["run", spec.to_str().unwrap(), "--output", "json", "-v"];
-        args.extend_from_slice(extra);
-        crate::util::etl(&args, &[("ETL_TEST_DATABASE_URL", &db.url), ("SCHEMA", &db.schema), ("ETL_DUCKDB_MEMORY", "64MB")])
-    };
+    let (db, run) = upsert_of_t(dir.path(), "compressed", "      note: { type: string }\n", "64MB");
     run(&[]).expect_code(0);
     let on_disk = db.count(&format!("SELECT pg_table_size('{}.t')", db.schema));
     assert!(on_disk < 64_000_000 / 8, "the table takes {on_disk} bytes on disk: not less than the share, so never exported");
@@ -1240,14 +1248,9 @@ fn a_table_whose_unique_values_pass_duckdbs_memory_share_loads() {
         std::fs::write(dir.path().join("t.csv"), csv).unwrap();
     };
     write(usize::MAX);
-    let spec = dir.path().join("spec.yaml");
-    let stage = "stages:\n  t:\n    source: { connection: files, key: t.csv }\n    target: { connection: db, table: t, key: [id], mode: upsert }\n    columns:\n      id: { type: int64 }\n      code: { type: string, unique: true }\n      note: { type: string }\n";
-    std::fs::write(&spec, format!("{}{stage}", crate::util::spec_head("held", dir.path().display()))).unwrap();
-    let db = TestDb::new("held");
+    let (db, upsert) = upsert_of_t(dir.path(), "held", "      code: { type: string, unique: true }\n      note: { type: string }\n", "40MB");
     let run = |extra: &[&str]| {
-        let mut args = vec!["run", spec.to_str().unwrap(), "--output", "json", "-v"];
-        args.extend_from_slice(extra);
-        let out = crate::util::etl(&args, &[("ETL_TEST_DATABASE_URL", &db.url), ("SCHEMA", &db.schema), ("ETL_DUCKDB_MEMORY", "40MB")]);
+        let out = upsert(extra);
         out.expect_code(0);
         let loaded = &report(&out)["stages"][0]["loaded"];
         let counts = format!("{} inserted, {} updated, {} unchanged", loaded["inserted"], loaded["updated"], loaded["unchanged"]);

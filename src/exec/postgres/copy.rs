@@ -13,21 +13,22 @@ use crate::exec::error::ExecError;
 use crate::plan::StagePlan;
 
 /// Writes what a planned `COPY (...) TO STDOUT (FORMAT csv)` yields to `path` (NULL an empty
-/// field, empty text `""`); returns the longest chunk's bytes, its longest record's at most
-/// (PostgreSQL sends each row of a COPY out in a message of its own).
-pub async fn export_csv(tx: &mut Tx, copy_out: &str, path: &Path) -> Result<u64, ExecError> {
+/// field, empty text `""`); returns the bytes written and the longest chunk's, its longest
+/// record's at most (PostgreSQL sends each row of a COPY out in a message of its own).
+pub async fn export_csv(tx: &mut Tx, copy_out: &str, path: &Path) -> Result<(u64, u64), ExecError> {
     let write_err = ExecError::write(path);
     let file = std::fs::File::create(path).map_err(&write_err)?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
     let mut stream = (**tx).copy_out_raw(copy_out).await.map_err(db("export a lookup"))?;
-    let mut longest = 0u64;
+    let (mut bytes, mut longest) = (0u64, 0u64);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(db("export a lookup"))?;
+        bytes += chunk.len() as u64;
         longest = longest.max(chunk.len() as u64);
         out.write_all(&chunk).map_err(&write_err)?;
     }
     out.flush().map_err(&write_err)?;
-    Ok(longest)
+    Ok((bytes, longest))
 }
 
 /// COPYs batches into `copy_sql` (a binary COPY) on a thread of its own while `produce` validates

@@ -521,8 +521,8 @@ fn lookups(cx: &StageContext<'_>, pg: &Pg, tx: &mut Tx, sql: &PgStatements, with
         let lock = if created { &r.lock_for_new_table } else { &r.lock };
         pg.block(execute(tx, lock, "lock a referenced table"))?;
         let file = scratch()?;
-        let longest = pg.block(export_csv(tx, &r.lookup.export, file.path()))?;
-        loaded += std::fs::metadata(file.path()).map_err(ExecError::write(file.path()))?.len();
+        let (bytes, longest) = pg.block(export_csv(tx, &r.lookup.export, file.path()))?;
+        loaded += bytes;
         cx.reader.load_lookup(&r.lookup.create, Some((&r.lookup.fill, file.path(), longest)))?;
     }
     // A lookup left empty, or filled with what the table exports if its bytes are `wanted`:
@@ -530,8 +530,7 @@ fn lookups(cx: &StageContext<'_>, pg: &Pg, tx: &mut Tx, sql: &PgStatements, with
     let mut fill = |tx: &mut Tx, l: &crate::plan::Lookup, empty: bool, wanted: &dyn Fn(u64) -> bool| -> Result<bool, ExecError> {
         if !empty {
             let file = scratch()?;
-            let longest = pg.block(export_csv(tx, &l.export, file.path()))?;
-            let bytes = std::fs::metadata(file.path()).map_err(ExecError::write(file.path()))?.len();
+            let (bytes, longest) = pg.block(export_csv(tx, &l.export, file.path()))?;
             if wanted(bytes) {
                 loaded += bytes;
                 cx.reader.load_lookup(&l.create, Some((&l.fill, file.path(), longest)))?;
